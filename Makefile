@@ -1,0 +1,35 @@
+# The two commands: `make run` and `make test`. Everything else is what they need.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+PORT   ?= 5000
+export PORT
+
+.PHONY: run test setup lint system-deps bench clean
+
+run: setup
+	$(PY) -m levqor.devserver
+
+test: setup system-deps lint
+	$(VENV)/bin/pytest
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@python3 -m venv $(VENV) 2>/dev/null || { scripts/system-deps-venv.sh && python3 -m venv $(VENV); }
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-dev.txt
+	@touch $@
+
+system-deps:
+	@scripts/system-deps.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: setup system-deps
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) var build node_modules

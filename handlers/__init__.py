@@ -1,0 +1,1 @@
+"""The API edge: one module per resource. Parse what Connexion hands over, call the core, return."""

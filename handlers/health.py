@@ -1,0 +1,17 @@
+"""/health"""
+
+from flask import current_app
+
+from levqor import health
+
+from ._reply import ok as reply
+
+
+def get_health():
+    return reply({"status": "ok", "version": current_app.config["API_VERSION"]})
+
+
+def get_readiness():
+    checks = health.readiness()
+    ready = all(v == "ok" for v in checks.values())
+    return reply({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)

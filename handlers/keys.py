@@ -1,0 +1,62 @@
+"""/key: the account's API key."""
+
+from datetime import timedelta
+
+from levqor import keys, problems
+from levqor.extensions import limiter
+
+from . import _caller
+from ._reply import ok
+
+
+def _creations_key() -> str:
+    return f"key-new:{_caller.account_id()}"
+
+
+@limiter.limit(lambda: "1 per day", key_func=_creations_key)
+def create_key(body=None):
+    if _caller.by_api_key():
+        raise problems.NotAuthenticated("Keys are created from the portal session, not with a key.")
+    account = _caller.account()
+    # An empty body (no content type) arrives as b"": it means "no options".
+    options = body if isinstance(body, dict) else {}
+    grace = timedelta(seconds=int(options.get("grace_period_seconds") or 0))
+    issued = keys.issue(account, _caller.actor(), grace)
+    return ok(keys.to_dict(issued.record, account) | {"key": issued.raw}, 201)
+
+
+def get_key():
+    account = _caller.account()
+    visible = keys.visible_keys(account.id)
+    active = next((k for k in visible if k.status == "active"), None)
+    if active is None:
+        raise problems.NotFound("This account has no active key; create one on the portal.")
+    expiring = [keys.to_dict(k, account) for k in visible if k.status == "expiring"]
+    return ok(keys.to_dict(active, account) | {"expiring": expiring})
+
+
+def revoke_key():
+    account = _caller.account()
+    revoked = keys.revoke(account, _caller.actor())
+    if revoked is None:
+        raise problems.NotFound("This account has no active key.")
+    return ok(keys.to_dict(revoked, account))
+
+
+def list_key_events():
+    events = keys.events(_caller.account_id())
+    return ok(
+        {
+            "data": [
+                {
+                    "key_id": e.key_id,
+                    "event": e.event,
+                    "at": e.at.isoformat(),
+                    "actor": e.actor,
+                    "ip": e.ip,
+                    "user_agent": e.user_agent,
+                }
+                for e in events
+            ]
+        }
+    )

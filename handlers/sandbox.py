@@ -1,0 +1,33 @@
+"""/sandbox/v1: the v1 operations on mock data."""
+
+from flask import current_app, request
+
+from levqor import sandbox
+
+from . import _caller
+from ._reply import ok
+from .workflows import get_workflow as sandbox_get_workflow  # noqa: F401  same catalogue, same answer
+from .workflows import list_workflows as sandbox_list_workflows  # noqa: F401
+
+
+def _redis():
+    return current_app.extensions["levqor.redis"]
+
+
+def sandbox_create_job(body):
+    job, created = sandbox.create_job(
+        _redis(), _caller.account_id(), body["workflow"], body["input"], request.headers.get("Idempotency-Key")
+    )
+    return ok(job, 202 if created else 200, {"Location": f"/api/sandbox/v1/jobs/{job['id']}"})
+
+
+def sandbox_get_job(job_id):
+    return ok(sandbox.get_job(_redis(), _caller.account_id(), job_id))
+
+
+def sandbox_list_jobs(status=None, limit=20, cursor=None):
+    return ok(sandbox.list_jobs(_redis(), _caller.account_id(), status, limit, cursor))
+
+
+def sandbox_cancel_job(job_id):
+    return ok(sandbox.cancel_job(_redis(), _caller.account_id(), job_id))

@@ -1,0 +1,24 @@
+"""Security functions named by the spec's securitySchemes."""
+
+from levqor import gate
+
+
+def area_of(path: str) -> str:
+    """Which limit a call counts against: the v1 quota, the sandbox cap, or neither."""
+    if path.startswith("/api/v1/"):
+        return "v1"
+    if path.startswith("/api/sandbox/"):
+        return "sandbox"
+    return "meta"
+
+
+def api_key_auth(api_key, required_scopes=None, request=None):
+    admitted = gate.current().authorize(api_key, area_of(request.url.path))
+    # Picked up by levqor.edge.ApiEdge and added to the response, whatever its status.
+    request.scope.setdefault("levqor.response_headers", {}).update(admitted.pop("headers"))
+    return admitted
+
+
+def session_auth(cookie, required_scopes=None, request=None):
+    # The Flask session is decoded by Flask-Login in the handler; see handlers._caller.
+    return {"session": True, "sub": None}

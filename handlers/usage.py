@@ -1,0 +1,18 @@
+"""/usage"""
+
+from flask import current_app
+
+from levqor import keys, metering
+from levqor.models import utcnow
+
+from . import _caller
+from ._reply import ok
+
+
+def get_usage():
+    account = _caller.account()
+    key_id = _caller.token_info().get("key_id")
+    if key_id is None:
+        active = keys.active_key(account.id)
+        key_id = active.id if active else None
+    return ok(metering.usage_snapshot(current_app.extensions["levqor.redis"], account, key_id, utcnow()))

@@ -1,0 +1,16 @@
+"""/v1/workflows"""
+
+from levqor import problems, workflows
+
+from ._reply import ok
+
+
+def list_workflows():
+    return ok({"data": [w.to_dict() for w in workflows.CATALOGUE.values()]})
+
+
+def get_workflow(workflow_id):
+    workflow = workflows.get(workflow_id)
+    if workflow is None:
+        raise problems.NotFound(f"No workflow {workflow_id!r}.")
+    return ok(workflow.to_dict())

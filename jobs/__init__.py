@@ -1,0 +1,1 @@
+"""RQ tasks: plain functions taking ids, enqueued only through the core."""

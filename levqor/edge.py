@@ -1,0 +1,63 @@
+"""ASGI middleware at the very edge of the API: body size limit and rate-limit headers."""
+
+import json
+
+from . import problems
+
+
+def _problem_body(problem: problems.Problem) -> bytes:
+    return json.dumps(
+        {"type": problem.type, "title": problem.title, "status": problem.status, "detail": problem.detail}
+    ).encode()
+
+
+class ApiEdge:
+    """Refuses oversize bodies with 413 before anything reads them, and adds the headers the
+    gate computed (X-RateLimit-*, RateLimit-*) to every response, errors included."""
+
+    def __init__(self, app, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            return await self._send_413(send)
+        extra = scope.setdefault("levqor.response_headers", {})
+        limit, seen = self.max_body_bytes, 0
+
+        async def receive_limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:  # chunked bodies declare no length
+                    raise problems.PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
+            return message
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start" and extra:
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                added = [
+                    (k.lower().encode(), v.encode()) for k, v in extra.items() if k.lower().encode() not in present
+                ]
+                message = {**message, "headers": list(message.get("headers", [])) + added}
+            await send(message)
+
+        await self.app(scope, receive_limited, send_with_headers)
+
+    async def _send_413(self, send):
+        body = _problem_body(problems.PayloadTooLarge(f"Request bodies are limited to {self.max_body_bytes} bytes."))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,327 @@
+"""The API's front gate: authenticates a key and applies burst limit, quota and metering.
+
+An authorised request costs one Redis round trip (gate.lua) and no SQL once the key record is
+cached in Redis. Revoking or rotating a key deletes its cached record, so the change is seen
+by every process on its next request.
+
+While Redis is unreachable the gate degrades instead of failing: keys are checked against the
+database (cached per process for DEGRADED_CACHE_SECONDS), the burst limit is enforced per
+process with the `limits` library (Flask-Limiter's engine), the quota is checked against the
+persisted usage plus this process's uncounted calls, and those calls are replayed into Redis
+as soon as it answers again.
+"""
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+import sqlalchemy as sa
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
+
+from . import keys as keyfmt
+from . import metering, problems, tiers
+from .extensions import db
+from .models import Account, ApiKey
+
+log = logging.getLogger(__name__)
+
+RECORD_TTL = 3600
+NEGATIVE_TTL = 60
+DEGRADED_CACHE_SECONDS = 5
+_SCRIPT = (Path(__file__).with_name("gate.lua")).read_text()
+
+_current: "Gate | None" = None
+
+
+def current() -> "Gate":
+    if _current is None:
+        raise RuntimeError("no app has been created")
+    return _current
+
+
+def record_key(key_hash: str) -> str:
+    return f"lvq:k:{key_hash}"
+
+
+@dataclass
+class KeyRecord:
+    account_id: int
+    key_id: str
+    quota: int  # -1 = unlimited
+    burst: int
+    period: metering.Period | None  # paid subscription period, else None (calendar month)
+    expires_at: float | None
+
+
+class Gate:
+    def __init__(self, app, r: redis.Redis, flush_seconds: float):
+        global _current
+        self.app = app
+        self.redis = r
+        self.script = r.register_script(_SCRIPT)
+        self.flush_seconds = flush_seconds
+        self._pending: Counter = Counter()
+        self._pending_lock = threading.Lock()
+        self._degraded_cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._burst_fallback = FixedWindowRateLimiter(MemoryStorage())
+        self._flusher: threading.Thread | None = None
+        _current = self
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def authorize(self, raw_key: str, area: str, now: float | None = None) -> dict:
+        """Admit one call in `area` (v1 | sandbox | meta) or raise the matching problem."""
+        if not keyfmt.is_well_formed(raw_key):
+            raise problems.InvalidApiKey("The x-api-key header is not a well-formed Levqor key (lvq_…).")
+        self._start_flusher()
+        key_hash = keyfmt.hash_key(raw_key)
+        now = time.time() if now is None else now
+        try:
+            result = self._run(key_hash, area, now)
+            if result[0] == b"miss":
+                self._cache_record(key_hash, now)
+                result = self._run(key_hash, area, now)
+            if self._pending:
+                self._replay_pending()
+        except redis.RedisError as err:
+            log.warning("redis unavailable, gate degraded: %s", err)
+            return self._authorize_degraded(key_hash, area, now)
+        return self._verdict(result, area, now)
+
+    def _run(self, key_hash: str, area: str, now: float):
+        nowdt = datetime.fromtimestamp(now, UTC)
+        period = metering.calendar_period(nowdt)
+        today = nowdt.date()
+        return self.script(
+            keys=[record_key(key_hash)],
+            args=[
+                area,
+                repr(now),
+                period.id,
+                int(period.end.timestamp()),
+                today.isoformat(),
+                int(metering.day_end(today).timestamp()),
+                tiers.SANDBOX_DAILY_LIMIT,
+            ],
+        )
+
+    def _verdict(self, result, area: str, now: float) -> dict:
+        verdict = result[0].decode()
+        if verdict in ("unknown", "miss"):
+            raise problems.InvalidApiKey("This API key is unknown or has been revoked.")
+        if verdict == "expired":
+            raise problems.InvalidApiKey("This API key's rotation grace period is over; use the new key.")
+        limit, remaining, reset, burst, burst_left = (int(x) for x in result[1:6])
+        headers = rate_limit_headers(area, limit, remaining, reset, burst, burst_left, now)
+        if verdict == "ok":
+            return {
+                "sub": result[6].decode(),
+                "account_id": int(result[6]),
+                "key_id": result[7].decode(),
+                "headers": headers,
+            }
+        headers["Retry-After"] = str(max(1, int(reset - now + 0.999)))
+        raise {
+            "burst": problems.BurstLimitExceeded(f"More than {burst} calls per second on this key."),
+            "quota": problems.MonthlyQuotaExceeded(
+                f"This account has used its {limit:,} calls for the period; upgrade or wait for the reset."
+            ),
+            "sandbox": problems.SandboxDailyCapExceeded(f"The sandbox allows {limit} calls per key per UTC day."),
+        }[verdict].with_headers(headers)
+
+    # -- key records ----------------------------------------------------------------------------
+
+    def _load(self, key_hash: str, now: float) -> KeyRecord | None:
+        with self.app.app_context():
+            row = db.session.execute(
+                sa.select(ApiKey, Account).join(Account).where(ApiKey.key_hash == key_hash)
+            ).first()
+            if row is None:
+                return None
+            key, account = row
+            nowdt = datetime.fromtimestamp(now, UTC)
+            if not key.is_usable(nowdt):
+                return None
+            tier = tiers.get(account.tier)
+            period = metering.current_period(account, nowdt)
+            return KeyRecord(
+                account_id=account.id,
+                key_id=key.id,
+                quota=-1 if tier.monthly_quota is None else tier.monthly_quota,
+                burst=tier.burst_per_second,
+                period=period if period.id.startswith("p") else None,
+                expires_at=key.expires_at.timestamp() if key.status == "expiring" else None,
+            )
+
+    def _cache_record(self, key_hash: str, now: float) -> None:
+        record = self._load(key_hash, now)
+        name = record_key(key_hash)
+        if record is None:
+            pipe = self.redis.pipeline()
+            pipe.delete(name)
+            pipe.hset(name, mapping={"acct": ""})  # remembered as unknown for a minute
+            pipe.expire(name, NEGATIVE_TTL)
+            pipe.execute()
+            return
+        with self.app.app_context():
+            metering.seed_counters(
+                self.redis, db.session.get(Account, record.account_id), record.key_id, datetime.fromtimestamp(now, UTC)
+            )
+        pipe = self.redis.pipeline()
+        pipe.delete(name)
+        pipe.hset(
+            name,
+            mapping={
+                "acct": record.account_id,
+                "kid": record.key_id,
+                "quota": record.quota,
+                "burst": record.burst,
+                "pid": record.period.id if record.period else "",
+                "pend": int(record.period.end.timestamp()) if record.period else "",
+                "exp": repr(record.expires_at) if record.expires_at else "",
+            },
+        )
+        pipe.expire(name, RECORD_TTL)
+        pipe.execute()
+
+    # -- Redis outage ---------------------------------------------------------------------------
+
+    def _authorize_degraded(self, key_hash: str, area: str, now: float) -> dict:
+        cached = self._degraded_cache.get(key_hash)
+        if cached and cached[0] > now:
+            record = cached[1]
+        else:
+            record = self._load(key_hash, now)
+            self._degraded_cache[key_hash] = (now + DEGRADED_CACHE_SECONDS, record)
+        if record is None:
+            raise problems.InvalidApiKey("This API key is unknown or has been revoked.")
+        if record.expires_at is not None and now >= record.expires_at:
+            raise problems.InvalidApiKey("This API key's rotation grace period is over; use the new key.")
+        burst_item = RateLimitItemPerSecond(record.burst)
+        sec = int(now)
+        if not self._burst_fallback.hit(burst_item, record.key_id):
+            raise problems.BurstLimitExceeded(f"More than {record.burst} calls per second on this key.").with_headers(
+                {"Retry-After": "1"}
+            )
+        nowdt = datetime.fromtimestamp(now, UTC)
+        today = nowdt.date()
+        admitted = {"sub": str(record.account_id), "account_id": record.account_id, "key_id": record.key_id}
+        if area == "meta":
+            return admitted | {"headers": rate_limit_headers(area, record.burst, 0, sec + 1, record.burst, 0, now)}
+        with self.app.app_context():
+            account = db.session.get(Account, record.account_id)
+            period = metering.current_period(account, nowdt)
+            if area == "sandbox":
+                used = metering.persisted_day(record.key_id, today)[1]
+                limit, reset = tiers.SANDBOX_DAILY_LIMIT, metering.day_end(today).timestamp()
+            else:
+                used = metering.persisted_period_calls(record.account_id, period)
+                limit, reset = record.quota, period.end.timestamp()
+        with self._pending_lock:
+            used += sum(
+                n
+                for (kid, acct, pid, day, a), n in self._pending.items()
+                if (a == area and (kid == record.key_id if area == "sandbox" else acct == record.account_id))
+            )
+            if limit >= 0 and used >= limit:
+                problem = problems.SandboxDailyCapExceeded if area == "sandbox" else problems.MonthlyQuotaExceeded
+                raise problem("Limit reached.").with_headers({"Retry-After": str(max(1, int(reset - now)))})
+            self._pending[(record.key_id, record.account_id, period.id, today.isoformat(), area)] += 1
+        remaining = -1 if limit < 0 else limit - used - 1
+        return admitted | {"headers": rate_limit_headers(area, limit, remaining, int(reset), record.burst, 0, now)}
+
+    def _replay_pending(self) -> None:
+        """Add the calls admitted during an outage to the Redis counters (after re-seeding)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, Counter()
+        try:
+            with self.app.app_context():
+                seeded = set()
+                pipe = self.redis.pipeline(transaction=False)
+                for (kid, acct, pid, day_text, area), n in pending.items():
+                    if kid not in seeded:
+                        account = db.session.get(Account, acct)
+                        metering.seed_counters(self.redis, account, kid, datetime.now(UTC))
+                        seeded.add(kid)
+                    day = datetime.fromisoformat(day_text).date()
+                    if area == "sandbox":
+                        pipe.incrby(metering.sandbox_key(kid, day), n)
+                    else:
+                        pipe.incrby(f"lvq:u:{acct}:{pid}", n)
+                        pipe.incrby(metering.daily_key(kid, day), n)
+                    pipe.sadd(metering.DIRTY, f"{kid}|{acct}|{day_text}")
+                pipe.execute()
+            log.info("replayed %d call(s) counted while redis was down", sum(pending.values()))
+        except redis.RedisError:
+            with self._pending_lock:
+                self._pending.update(pending)
+
+    # -- persistence --------------------------------------------------------------------------------
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None and self.flush_seconds > 0:
+            self._flusher = threading.Thread(target=self._flush_loop, name="usage-flush", daemon=True)
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(self.flush_seconds)
+            try:
+                # One process flushes per interval; the others skip.
+                if self.redis.set("lvq:flush-lock", "1", nx=True, px=int(self.flush_seconds * 900)):
+                    with self.app.app_context():
+                        metering.flush_usage(self.redis)
+            except Exception:  # keep flushing after a Redis or database hiccup
+                log.exception("usage flush failed")
+
+    # -- cache invalidation -----------------------------------------------------------------------
+
+    def forget(self, key_hashes: list[str]) -> None:
+        if key_hashes:
+            self.redis.delete(*(record_key(h) for h in key_hashes))
+            for h in key_hashes:
+                self._degraded_cache.pop(h, None)
+
+
+def rate_limit_headers(area, limit, remaining, reset, burst, burst_left, now) -> dict:
+    """X-RateLimit-* for the limit that matters most here, plus the IETF RateLimit pair."""
+    burst_reset = max(1, int(now) + 1 - int(now))
+    policies = [f'"burst";q={burst};w=1']
+    if area == "meta" or limit < 0:
+        name, limit, remaining, reset = "burst", burst, burst_left, int(now) + 1
+    else:
+        name = "daily" if area == "sandbox" else "monthly"
+        window = 86400 if area == "sandbox" else 2592000
+        policies.insert(0, f'"{name}";q={limit};w={window}')
+    remaining = max(remaining, 0)
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(int(reset)),
+        "RateLimit-Policy": ", ".join(policies),
+        "RateLimit": f'"{name}";r={remaining};t={max(0, int(reset - now)) if name != "burst" else burst_reset}',
+    }
+
+
+def forget_keys(key_hashes: list[str]) -> None:
+    """Drop cached key records (after a rotation or revocation)."""
+    if _current is not None:
+        try:
+            _current.forget(key_hashes)
+        except redis.RedisError:
+            log.warning("could not drop cached key records; they expire within %ss", RECORD_TTL)
+
+
+def forget_account(account_id: int) -> None:
+    """Drop the cached records of an account's keys (after a tier or period change)."""
+    hashes = db.session.scalars(
+        sa.select(ApiKey.key_hash).where(ApiKey.account_id == account_id, ApiKey.status.in_(("active", "expiring")))
+    ).all()
+    forget_keys(list(hashes))

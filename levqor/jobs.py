@@ -1,0 +1,168 @@
+"""Jobs: runs of a workflow for an account, persisted, queued on RQ and executed by a worker."""
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import secrets
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from . import problems, queue, workflows
+from .extensions import db
+from .models import Job, utcnow
+
+log = logging.getLogger(__name__)
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+RUN_TASK = "jobs.tasks.run_job"
+
+
+class InvalidJobInput(problems.BadRequest):
+    slug, title = "invalid-job-input", "Invalid job input"
+
+
+class UnknownWorkflow(problems.BadRequest):
+    slug, title = "unknown-workflow", "Unknown workflow"
+
+
+class JobNotCancelable(problems.Conflict):
+    slug, title = "job-not-cancelable", "Job already finished"
+
+
+class InvalidCursor(problems.BadRequest):
+    slug, title = "invalid-cursor", "Invalid pagination cursor"
+
+
+def request_hash(workflow_id: str, data: dict) -> str:
+    canonical = json.dumps({"workflow": workflow_id, "input": data}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_input(workflow_id: str, data: dict) -> workflows.Workflow:
+    workflow = workflows.get(workflow_id)
+    if workflow is None:
+        raise UnknownWorkflow(f"No workflow {workflow_id!r}; GET /v1/workflows lists them.")
+    errors = workflow.validation_errors(data)
+    if errors:
+        raise InvalidJobInput(f"The input does not match the {workflow_id} workflow's schema.", errors=errors)
+    return workflow
+
+
+def create(account_id: int, workflow_id: str, data: dict, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Create and enqueue a job; (job, False) when the idempotency key names an earlier one."""
+    check_input(workflow_id, data)
+    digest = request_hash(workflow_id, data)
+    if idempotency_key:
+        earlier = _by_idempotency_key(account_id, idempotency_key, digest)
+        if earlier:
+            return earlier, False
+    job = Job(
+        id="job_" + secrets.token_hex(10),
+        account_id=account_id,
+        workflow=workflow_id,
+        input=data,
+        status="queued",
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        created_at=utcnow(),
+    )
+    db.session.add(job)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # A concurrent request with the same idempotency key won the race.
+        db.session.rollback()
+        earlier = _by_idempotency_key(account_id, idempotency_key, digest) if idempotency_key else None
+        if earlier is None:
+            raise
+        return earlier, False
+    queue.enqueue(RUN_TASK, job.id, job_id=f"run-{job.id}")
+    return job, True
+
+
+def _by_idempotency_key(account_id: int, key: str, digest: str) -> Job | None:
+    job = db.session.scalar(sa.select(Job).where(Job.account_id == account_id, Job.idempotency_key == key))
+    if job is not None and job.request_hash != digest:
+        raise problems.IdempotencyConflict(
+            "This Idempotency-Key was used with a different request body; use a new key."
+        )
+    return job
+
+
+def get(account_id: int, job_id: str) -> Job:
+    job = db.session.scalar(sa.select(Job).where(Job.id == job_id, Job.account_id == account_id))
+    if job is None:
+        raise problems.NotFound(f"No job {job_id!r} in this account.")
+    return job
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"j{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("j"):
+            raise ValueError
+        return int(text[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("Pass back the next_cursor of a previous page unchanged.") from None
+
+
+def list_page(account_id: int, status: str | None, limit: int, cursor: str | None) -> dict:
+    """Newest first, `limit` per page, continued by an opaque cursor."""
+    query = sa.select(Job).where(Job.account_id == account_id)
+    if status:
+        query = query.where(Job.status == status)
+    if cursor:
+        query = query.where(Job.seq < decode_cursor(cursor))
+    rows = db.session.scalars(query.order_by(Job.seq.desc()).limit(limit + 1)).all()
+    page, more = rows[:limit], len(rows) > limit
+    return {
+        "data": [job.to_dict() for job in page],
+        "has_more": more,
+        "next_cursor": encode_cursor(page[-1].seq) if more else None,
+    }
+
+
+def cancel(account_id: int, job_id: str) -> Job:
+    job = get(account_id, job_id)
+    updated = db.session.execute(
+        sa.update(Job)
+        .where(Job.seq == job.seq, Job.status.in_(("queued", "running")))
+        .values(status="canceled", finished_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    db.session.refresh(job)
+    if not updated:
+        raise JobNotCancelable(f"Job {job_id} is already {job.status}.")
+    return job
+
+
+def execute(job_id: str) -> str:
+    """Run a queued job (called by the worker); returns its final status. Safe to call twice."""
+    started = db.session.execute(
+        sa.update(Job).where(Job.id == job_id, Job.status == "queued").values(status="running", started_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    job = db.session.scalar(sa.select(Job).where(Job.id == job_id))
+    if job is None:
+        return "missing"
+    if not started:
+        return job.status  # already run, running elsewhere, or canceled
+    workflow = workflows.get(job.workflow)
+    try:
+        values = {"status": "succeeded", "result": workflow.run(job.input)}
+    except Exception as err:  # a workflow failure is the job's result, not the worker's crash
+        log.exception("job %s failed", job_id)
+        values = {"status": "failed", "error": {"type": type(err).__name__, "message": str(err)[:500]}}
+    # Only a still-running job takes its result: a cancel while it ran wins.
+    db.session.execute(
+        sa.update(Job).where(Job.id == job_id, Job.status == "running").values(finished_at=utcnow(), **values)
+    )
+    db.session.commit()
+    db.session.refresh(job)
+    return job.status

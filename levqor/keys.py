@@ -1,0 +1,181 @@
+"""API keys: format, checksum, hashing, and the create / rotate / revoke lifecycle."""
+
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from . import gate
+from .extensions import db
+from .models import Account, ApiKey, KeyEvent, utcnow
+
+PREFIX = "lvq_"
+KEY_RE = re.compile(r"^lvq_([0-9a-f]{32})_([0-9A-Za-z]{6})$")
+MAX_GRACE = timedelta(hours=24)
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def checksum(hex32: str) -> str:
+    """Six base-62 digits of the CRC32 of the hex part: catches typos before any lookup."""
+    import zlib
+
+    n = zlib.crc32(hex32.encode())
+    digits = []
+    for _ in range(6):
+        n, r = divmod(n, 62)
+        digits.append(_B62[r])
+    return "".join(reversed(digits))
+
+
+def generate() -> str:
+    hex32 = uuid.uuid4().hex
+    return f"{PREFIX}{hex32}_{checksum(hex32)}"
+
+
+def is_well_formed(raw: str) -> bool:
+    match = KEY_RE.match(raw or "")
+    return bool(match) and secrets.compare_digest(checksum(match.group(1)), match.group(2))
+
+
+def hash_key(raw: str) -> str:
+    # A fast hash is enough: keys carry 122 random bits, so there is nothing to brute-force.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def hint(raw: str) -> str:
+    return f"{raw[:8]}…{raw[-4:]}"
+
+
+@dataclass
+class IssuedKey:
+    """A freshly created key. `raw` exists only in this object and the one response."""
+
+    record: ApiKey
+    raw: str
+
+
+@dataclass
+class Actor:
+    email: str
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+def active_key(account_id: int) -> ApiKey | None:
+    return db.session.scalar(sa.select(ApiKey).where(ApiKey.account_id == account_id, ApiKey.status == "active"))
+
+
+def visible_keys(account_id: int, now: datetime | None = None) -> list[ApiKey]:
+    """The active key and any old key still inside its rotation grace period."""
+    now = now or utcnow()
+    expire_lapsed(account_id, now)
+    rows = db.session.scalars(
+        sa.select(ApiKey)
+        .where(ApiKey.account_id == account_id, ApiKey.status.in_(("active", "expiring")))
+        .order_by(ApiKey.created_at.desc())
+    )
+    return list(rows)
+
+
+def expire_lapsed(account_id: int, now: datetime) -> None:
+    """Mark grace-period keys whose time is up as expired, with an audit event."""
+    lapsed = db.session.scalars(
+        sa.select(ApiKey).where(ApiKey.account_id == account_id, ApiKey.status == "expiring", ApiKey.expires_at <= now)
+    ).all()
+    for key in lapsed:
+        key.status = "expired"
+        db.session.add(KeyEvent(account_id=account_id, key_id=key.id, event="expired", actor="system", at=now))
+    if lapsed:
+        db.session.commit()
+
+
+def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> IssuedKey:
+    """Create the account's new active key, retiring the old one at once or after `grace`."""
+    if grace < timedelta(0) or grace > MAX_GRACE:
+        raise ValueError("grace period must be between 0 and 24 hours")
+    now = utcnow()
+    # Locks the account row on PostgreSQL so concurrent rotations queue up instead of racing.
+    db.session.execute(sa.select(Account.id).where(Account.id == account.id).with_for_update())
+    old = active_key(account.id)
+    retired: list[str] = []
+    if old is not None:
+        retired.append(old.key_hash)
+        if grace:
+            old.status, old.expires_at = "expiring", now + grace
+        else:
+            old.status, old.revoked_at = "revoked", now
+        db.session.flush()
+    raw = generate()
+    record = ApiKey(
+        id="key_" + secrets.token_hex(8),
+        account_id=account.id,
+        key_hash=hash_key(raw),
+        hint=hint(raw),
+        status="active",
+        created_at=now,
+    )
+    db.session.add(record)
+    db.session.add(_event(account.id, record.id, "rolled" if old else "created", actor, now))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise
+    # Drop cached records so every process sees the change on its next request.
+    gate.forget_keys(retired)
+    return IssuedKey(record=record, raw=raw)
+
+
+def revoke(account: Account, actor: Actor) -> ApiKey | None:
+    """Revoke the active key (and any key in its grace period); None when there was none."""
+    now = utcnow()
+    keys = db.session.scalars(
+        sa.select(ApiKey).where(ApiKey.account_id == account.id, ApiKey.status.in_(("active", "expiring")))
+    ).all()
+    if not keys:
+        return None
+    for key in keys:
+        key.status, key.revoked_at = "revoked", now
+        db.session.add(_event(account.id, key.id, "revoked", actor, now))
+    db.session.commit()
+    gate.forget_keys([k.key_hash for k in keys])
+    return next((k for k in keys if k.expires_at is None), keys[0])
+
+
+def events(account_id: int, limit: int = 50) -> list[KeyEvent]:
+    return list(
+        db.session.scalars(
+            sa.select(KeyEvent)
+            .where(KeyEvent.account_id == account_id)
+            .order_by(KeyEvent.at.desc(), KeyEvent.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def _event(account_id: int, key_id: str, event: str, actor: Actor, at: datetime) -> KeyEvent:
+    return KeyEvent(
+        account_id=account_id,
+        key_id=key_id,
+        event=event,
+        at=at,
+        actor=actor.email,
+        ip=actor.ip,
+        user_agent=(actor.user_agent or "")[:512] or None,
+    )
+
+
+def to_dict(key: ApiKey, account: Account) -> dict:
+    return {
+        "id": key.id,
+        "hint": key.hint,
+        "tier": account.tier,
+        "status": key.status,
+        "created_at": key.created_at.isoformat(),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+    }

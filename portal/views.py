@@ -1,0 +1,85 @@
+"""Portal views: sign-up, log-in, log-out and the developer pages."""
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from levqor import accounts
+from levqor.extensions import limiter
+
+from .forms import CredentialsForm
+
+bp = Blueprint("portal", __name__)
+
+
+def _client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site relative paths: never an open redirect.
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("portal.developer")
+
+
+@bp.get("/")
+def index():
+    return redirect(url_for("portal.developer"))
+
+
+@bp.get("/developer")
+def developer():
+    return render_template("developer/overview.html")
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit("20 per hour", key_func=_client_ip, methods=["POST"])
+def signup():
+    form = CredentialsForm()
+    error = None
+    if form.validate_on_submit():
+        try:
+            account = accounts.sign_up(form.email.data, form.password.data)
+        except accounts.AccountError as err:
+            error = str(err)
+        else:
+            login_user(account)
+            return redirect(url_for("portal.developer"))
+    elif request.method == "POST":
+        error = "Enter a valid email address and a password."
+    return render_template("auth/signup.html", form=form, error=error), 400 if error else 200
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("10 per minute", key_func=_client_ip, methods=["POST"])
+def login():
+    form = CredentialsForm()
+    error = None
+    if form.validate_on_submit():
+        account = accounts.authenticate(form.email.data, form.password.data)
+        if account:
+            login_user(account)
+            return redirect(_safe_next(request.args.get("next")))
+        error = "That email and password do not match an account."
+    elif request.method == "POST":
+        error = "Enter your email address and password."
+    return render_template("auth/login.html", form=form, error=error), 401 if error else 200
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout():
+    if request.method == "POST":
+        logout_user()
+        flash("You are signed out.")
+        return redirect(url_for("portal.login"))
+    if not current_user.is_authenticated:
+        return redirect(url_for("portal.login"))
+    return render_template("auth/logout.html")
+
+
+@bp.get("/account")
+@login_required
+def account():
+    return redirect(url_for("portal.developer"))

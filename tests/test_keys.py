@@ -1,0 +1,146 @@
+"""API keys: format, one-time secret, rotation with grace, revocation, audit, concurrency."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from levqor import keys, problems
+from levqor.extensions import db
+from levqor.models import Account, ApiKey, KeyEvent
+
+
+def test_key_format_has_prefix_uuid_hex_and_checksum():
+    raw = keys.generate()
+    assert keys.KEY_RE.match(raw)
+    assert keys.is_well_formed(raw)
+    hex_part = raw[4:36]
+    assert int(hex_part[12], 16) == 4  # a UUID4
+    typo = raw[:10] + ("0" if raw[10] != "0" else "1") + raw[11:]
+    assert not keys.is_well_formed(typo)
+
+
+def test_create_key_returns_secret_once_and_stores_only_a_hash(portal, app):
+    dev = portal().sign_up()
+    response = dev.new_key()
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) >= {"id", "key", "hint", "tier", "created_at"}
+    assert body["tier"] == "sandbox"
+    raw = body["key"]
+    assert keys.is_well_formed(raw)
+    assert body["hint"].startswith(raw[:8]) and body["hint"].endswith(raw[-4:])
+
+    shown = dev.client.get("/api/key")
+    assert shown.status_code == 200
+    assert raw not in shown.text and shown.json()["hint"] == body["hint"]
+    with app.app_context():
+        stored = db.session.scalar(sa.select(ApiKey))
+        assert stored.key_hash == keys.hash_key(raw)
+        dump = " ".join(str(v) for row in db.session.execute(sa.text("SELECT * FROM api_keys")) for v in row)
+        assert raw not in dump
+
+
+def test_new_key_needs_portal_session_and_csrf(client, portal):
+    assert client.post("/api/key/new", json={}).status_code in (401, 403)
+    dev = portal().sign_up()
+    refused = dev.client.post("/api/key/new", json={})
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"].endswith("/csrf-failed")
+
+
+def test_second_key_the_same_day_is_refused_with_retry_after(portal):
+    dev = portal().sign_up()
+    assert dev.new_key().status_code == 201
+    again = dev.new_key()
+    assert again.status_code == 429
+    assert again.json()["type"].endswith("/key-creation-limited")
+    assert 0 < int(again.headers["Retry-After"]) <= 86400
+
+
+def test_concurrent_creations_make_exactly_one_active_key(portal, app):
+    dev = portal().sign_up()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(lambda _: dev.new_key().status_code, range(20)))
+    assert statuses.count(201) == 1, statuses
+    assert set(statuses) <= {201, 429}
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiKey).where(ApiKey.status == "active")) == 1
+
+
+def test_database_enforces_one_active_key_per_account(app, make_account):
+    account_id, _ = make_account()
+    with app.app_context():
+        db.session.add(ApiKey(id="key_dup", account_id=account_id, key_hash="0" * 64, hint="x", status="active"))
+        try:
+            db.session.commit()
+            raised = False
+        except sa.exc.IntegrityError:
+            db.session.rollback()
+            raised = True
+    assert raised
+
+
+def test_rotation_stops_old_key_at_once_by_default(client, app, make_account):
+    account_id, old = make_account()
+    assert client.get("/api/v1/workflows", headers={"x-api-key": old}).status_code == 200
+    with app.app_context():
+        account = db.session.get(Account, account_id)
+        new = keys.issue(account, keys.Actor(email="t")).raw
+    assert client.get("/api/v1/workflows", headers={"x-api-key": old}).status_code == 401
+    assert client.get("/api/v1/workflows", headers={"x-api-key": new}).status_code == 200
+
+
+def test_rotation_with_grace_keeps_old_key_as_expiring(client, app, make_account):
+    account_id, old = make_account()
+    with app.app_context():
+        account = db.session.get(Account, account_id)
+        new = keys.issue(account, keys.Actor(email="t"), grace=timedelta(hours=1)).raw
+    assert client.get("/api/v1/workflows", headers={"x-api-key": old}).status_code == 200
+    listed = client.get("/api/key", headers={"x-api-key": new}).json()
+    assert [k["status"] for k in listed["expiring"]] == ["expiring"]
+
+
+def test_grace_period_ends_and_old_key_stops(client, app, make_account):
+    account_id, old = make_account()
+    gate = app.extensions["levqor.gate"]
+    with app.app_context():
+        account = db.session.get(Account, account_id)
+        keys.issue(account, keys.Actor(email="t"), grace=timedelta(seconds=60))
+
+    assert gate.authorize(old, "meta")["account_id"] == account_id
+    with pytest.raises(problems.InvalidApiKey):
+        gate.authorize(old, "meta", now=time.time() + 61)
+
+
+def test_revoke_takes_effect_at_once_and_is_audited(portal, client):
+    dev = portal().sign_up()
+    raw = dev.new_key().json()["key"]
+    assert client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code == 200
+    revoked = dev.client.delete("/api/key", headers={"X-CSRFToken": dev.csrf})
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+    after = client.get("/api/v1/workflows", headers={"x-api-key": raw})
+    assert after.status_code == 401 and after.json()["type"].endswith("/invalid-api-key")
+    events = dev.client.get("/api/key/events").json()["data"]
+    assert [e["event"] for e in events] == ["revoked", "created"]
+    assert events[0]["actor"] == dev.email and events[0]["ip"]
+
+
+def test_audit_trail_records_roll(app, make_account):
+    account_id, _ = make_account()
+    with app.app_context():
+        account = db.session.get(Account, account_id)
+        keys.issue(account, keys.Actor(email="ops@example.com", ip="10.0.0.1", user_agent="ua"))
+        kinds = db.session.scalars(sa.select(KeyEvent.event).order_by(KeyEvent.id)).all()
+    assert kinds == ["created", "rolled"]
+
+
+def test_one_account_cannot_see_another_accounts_key(portal):
+    alice, bob = portal().sign_up(), portal().sign_up()
+    alice_key = alice.new_key().json()
+    bob.new_key()
+    seen_by_bob = bob.client.get("/api/key").json()
+    assert seen_by_bob["id"] != alice_key["id"]
