@@ -80,8 +80,12 @@ class Gate:
         """Admit one call in `area` (v1 | sandbox | meta) or raise the matching problem."""
         if not keyfmt.is_well_formed(raw_key):
             raise problems.InvalidApiKey("The x-api-key header is not a well-formed Levqor key (lvq_…).")
+        return self.authorize_hash(keyfmt.hash_key(raw_key), area, now)
+
+    def authorize_hash(self, key_hash: str, area: str, now: float | None = None) -> dict:
+        """Admit one call for the key with this hash: the portal uses it to run sandbox calls
+        for a signed-in developer without ever holding the raw key."""
         self._start_flusher()
-        key_hash = keyfmt.hash_key(raw_key)
         now = time.time() if now is None else now
         try:
             result = self._run(key_hash, area, now)
