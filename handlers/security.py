@@ -1,7 +1,5 @@
 """Security functions named by the spec's securitySchemes."""
 
-from levqor import gate
-
 
 def area_of(path: str) -> str:
     """Which limit a call counts against: the v1 quota, the sandbox cap, or neither."""
@@ -13,7 +11,7 @@ def area_of(path: str) -> str:
 
 
 def api_key_auth(api_key, required_scopes=None, request=None):
-    admitted = gate.current().authorize(api_key, area_of(request.url.path))
+    admitted = request.scope["levqor.gate"].authorize(api_key, area_of(request.url.path))
     # Picked up by levqor.edge.ApiEdge and added to the response, whatever its status.
     request.scope.setdefault("levqor.response_headers", {}).update(admitted.pop("headers"))
     return admitted

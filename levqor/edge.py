@@ -15,8 +15,9 @@ class ApiEdge:
     """Refuses oversize bodies with 413 before anything reads them, and adds the headers the
     gate computed (X-RateLimit-*, RateLimit-*) to every response, errors included."""
 
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app, flask_app, max_body_bytes: int):
         self.app = app
+        self.flask_app = flask_app
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send):
@@ -25,6 +26,8 @@ class ApiEdge:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             return await self._send_413(send)
+        # The security functions find this app's gate here (several apps may share a process).
+        scope["levqor.gate"] = self.flask_app.extensions["levqor.gate"]
         extra = scope.setdefault("levqor.response_headers", {})
         limit, seen = self.max_body_bytes, 0
 

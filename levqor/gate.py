@@ -21,6 +21,7 @@ from pathlib import Path
 
 import redis
 import sqlalchemy as sa
+from flask import current_app
 from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
@@ -36,14 +37,6 @@ RECORD_TTL = 3600
 NEGATIVE_TTL = 60
 DEGRADED_CACHE_SECONDS = 5
 _SCRIPT = (Path(__file__).with_name("gate.lua")).read_text()
-
-_current: "Gate | None" = None
-
-
-def current() -> "Gate":
-    if _current is None:
-        raise RuntimeError("no app has been created")
-    return _current
 
 
 def record_key(key_hash: str) -> str:
@@ -62,7 +55,6 @@ class KeyRecord:
 
 class Gate:
     def __init__(self, app, r: redis.Redis, flush_seconds: float):
-        global _current
         self.app = app
         self.redis = r
         self.script = r.register_script(_SCRIPT)
@@ -72,7 +64,6 @@ class Gate:
         self._degraded_cache: dict[str, tuple[float, KeyRecord | None]] = {}
         self._burst_fallback = FixedWindowRateLimiter(MemoryStorage())
         self._flusher: threading.Thread | None = None
-        _current = self
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -314,13 +305,17 @@ def rate_limit_headers(area, limit, remaining, reset, burst, burst_left, now) ->
     }
 
 
+def current() -> Gate:
+    """The gate of the app in context."""
+    return current_app.extensions["levqor.gate"]
+
+
 def forget_keys(key_hashes: list[str]) -> None:
     """Drop cached key records (after a rotation or revocation)."""
-    if _current is not None:
-        try:
-            _current.forget(key_hashes)
-        except redis.RedisError:
-            log.warning("could not drop cached key records; they expire within %ss", RECORD_TTL)
+    try:
+        current().forget(key_hashes)
+    except redis.RedisError:
+        log.warning("could not drop cached key records; they expire within %ss", RECORD_TTL)
 
 
 def forget_account(account_id: int) -> None:

@@ -1,0 +1,163 @@
+"""The public v1 API: jobs executed by a real RQ worker, idempotency, pagination, isolation."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_worker_burst(database_url: str, redis_url: str) -> None:
+    """Run the real worker process until the queue is empty."""
+    env = os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "LOG_LEVEL": "WARNING"}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.worker", "--burst"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture
+def api(client, make_account):
+    account_id, raw = make_account(tier="pro")
+
+    def call(method, path, **kwargs):
+        headers = kwargs.pop("headers", {}) | {"x-api-key": raw}
+        return client.request(method, "/api" + path, headers=headers, **kwargs)
+
+    call.account_id = account_id
+    return call
+
+
+def test_job_runs_on_a_real_rq_worker_and_succeeds(api, database_url, redis_server):
+    created = api("POST", "/v1/jobs", json={"workflow": "text-stats", "input": {"text": "One two. Three four five."}})
+    assert created.status_code == 202
+    job = created.json()
+    assert job["status"] == "queued" and job["id"].startswith("job_")
+    assert created.headers["Location"] == f"/api/v1/jobs/{job['id']}"
+
+    run_worker_burst(database_url, redis_server.url)
+
+    done = api("GET", f"/v1/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded"
+    assert done["result"]["words"] == 5 and done["result"]["sentences"] == 2
+    assert done["started_at"] and done["finished_at"] >= done["started_at"]
+
+
+def test_echo_result_is_its_input(api, database_url, redis_server):
+    payload = {"message": "hello", "nested": {"n": [1, 2, 3]}}
+    job = api("POST", "/v1/jobs", json={"workflow": "echo", "input": payload}).json()
+    run_worker_burst(database_url, redis_server.url)
+    assert api("GET", f"/v1/jobs/{job['id']}").json()["result"] == payload
+
+
+def test_idempotency_key_returns_same_job_and_rejects_a_different_body(api):
+    body = {"workflow": "echo", "input": {"x": 1}}
+    first = api("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": "abc-123"})
+    again = api("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": "abc-123"})
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    other = api(
+        "POST", "/v1/jobs", json={"workflow": "echo", "input": {"x": 2}}, headers={"Idempotency-Key": "abc-123"}
+    )
+    assert other.status_code == 409
+    assert other.json()["type"].endswith("/idempotency-key-reused")
+
+
+def test_invalid_input_for_the_workflow_is_a_400_with_errors(api):
+    response = api("POST", "/v1/jobs", json={"workflow": "text-stats", "input": {"text": 5}})
+    assert response.status_code == 400
+    problem = response.json()
+    assert response.headers["content-type"] == "application/problem+json"
+    assert problem["type"].endswith("/invalid-job-input") and problem["errors"]
+
+
+def test_unknown_workflow_is_a_400(api):
+    response = api("POST", "/v1/jobs", json={"workflow": "no-such-thing", "input": {}})
+    assert response.status_code == 400 and response.json()["type"].endswith("/unknown-workflow")
+
+
+def test_list_is_newest_first_with_cursor_pagination_and_status_filter(api):
+    ids = [api("POST", "/v1/jobs", json={"workflow": "echo", "input": {"i": i}}).json()["id"] for i in range(5)]
+    api("POST", f"/v1/jobs/{ids[0]}/cancel")
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = api("GET", "/v1/jobs", params=params).json()
+        seen += [j["id"] for j in page["data"]]
+        if not page["has_more"]:
+            assert page["next_cursor"] is None
+            break
+        cursor = page["next_cursor"]
+    assert seen == list(reversed(ids))
+    canceled = api("GET", "/v1/jobs", params={"status": "canceled"}).json()["data"]
+    assert [j["id"] for j in canceled] == [ids[0]]
+
+
+def test_bad_cursor_and_bad_status_are_400(api):
+    assert api("GET", "/v1/jobs", params={"cursor": "not-a-cursor"}).json()["type"].endswith("/invalid-cursor")
+    assert api("GET", "/v1/jobs", params={"status": "exploded"}).status_code == 400
+
+
+def test_cancel_queued_job_then_cancel_again_conflicts(api, database_url, redis_server):
+    job = api("POST", "/v1/jobs", json={"workflow": "echo", "input": {}}).json()
+    canceled = api("POST", f"/v1/jobs/{job['id']}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    again = api("POST", f"/v1/jobs/{job['id']}/cancel")
+    assert again.status_code == 409 and again.json()["type"].endswith("/job-not-cancelable")
+    run_worker_burst(database_url, redis_server.url)  # the worker must leave a canceled job alone
+    assert api("GET", f"/v1/jobs/{job['id']}").json()["status"] == "canceled"
+
+
+def test_an_account_sees_only_its_own_jobs(api, client, make_account):
+    job = api("POST", "/v1/jobs", json={"workflow": "echo", "input": {}}).json()
+    _, other_key = make_account()
+    assert client.get(f"/api/v1/jobs/{job['id']}", headers={"x-api-key": other_key}).status_code == 404
+    listed = client.get("/api/v1/jobs", headers={"x-api-key": other_key}).json()
+    assert listed["data"] == []
+
+
+def test_workflow_catalogue_has_schemas_and_known_ids(api):
+    catalogue = api("GET", "/v1/workflows").json()["data"]
+    ids = {w["id"] for w in catalogue}
+    assert {"echo", "text-stats", "summarize", "json-transform", "delay"} <= ids
+    assert all(w["input_schema"]["type"] == "object" for w in catalogue)
+    one = api("GET", "/v1/workflows/summarize")
+    assert one.status_code == 200 and one.json()["id"] == "summarize"
+    assert api("GET", "/v1/workflows/missing").status_code == 404
+
+
+def test_every_workflow_example_runs(api, database_url, redis_server):
+    catalogue = api("GET", "/v1/workflows").json()["data"]
+    jobs = {
+        w["id"]: api("POST", "/v1/jobs", json={"workflow": w["id"], "input": w["example_input"]}).json()["id"]
+        for w in catalogue
+        if w["id"] != "delay"
+    }
+    run_worker_burst(database_url, redis_server.url)
+    for workflow_id, job_id in jobs.items():
+        job = api("GET", f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "succeeded", (workflow_id, job)
+    summary = api("GET", f"/v1/jobs/{jobs['summarize']}").json()["result"]
+    assert summary["sentences_kept"] == 1 and summary["summary"]
+    transformed = api("GET", f"/v1/jobs/{jobs['json-transform']}").json()["result"]
+    assert transformed == {"result": {"name": "Ada", "first_lang": "en"}}
+
+
+def test_running_job_canceled_midway_keeps_canceled(api, app, database_url, redis_server):
+    job = api("POST", "/v1/jobs", json={"workflow": "delay", "input": {"seconds": 2}}).json()
+    env = os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_server.url, "LOG_LEVEL": "WARNING"}
+    worker = subprocess.Popen([sys.executable, "-m", "jobs.worker", "--burst"], cwd=ROOT, env=env)
+    try:
+        for _ in range(200):
+            if api("GET", f"/v1/jobs/{job['id']}").json()["status"] == "running":
+                break
+            time.sleep(0.05)
+        assert api("POST", f"/v1/jobs/{job['id']}/cancel").json()["status"] == "canceled"
+    finally:
+        assert worker.wait(timeout=60) == 0
+    final = api("GET", f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "canceled" and final["result"] is None
