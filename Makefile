@@ -13,13 +13,18 @@ run: setup
 test: setup system-deps lint
 	$(VENV)/bin/pytest
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed node_modules/.package-lock.json
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@python3 -m venv $(VENV) 2>/dev/null || { scripts/system-deps-venv.sh && python3 -m venv $(VENV); }
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements-dev.txt
 	@touch $@
+
+# The portal's JS/CSS (htmx, Swagger UI), pinned by package-lock.json and served by the app itself.
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || scripts/system-deps.sh
+	npm ci --ignore-scripts --no-audit --no-fund
 
 system-deps:
 	@scripts/system-deps.sh

@@ -1,16 +1,15 @@
-"""Portal views: sign-up, log-in, log-out and the developer pages."""
+"""Sign-up, log-in and log-out."""
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_user, logout_user
 
 from levqor import accounts
 from levqor.extensions import limiter
 
-from .forms import CredentialsForm
-
-bp = Blueprint("portal", __name__)
+from ..forms import CredentialsForm
+from . import bp
 
 
 def _client_ip() -> str:
@@ -29,11 +28,6 @@ def index():
     return redirect(url_for("portal.developer"))
 
 
-@bp.get("/developer")
-def developer():
-    return render_template("developer/overview.html")
-
-
 @bp.route("/signup", methods=["GET", "POST"])
 @limiter.limit("20 per hour", key_func=_client_ip, methods=["POST"])
 def signup():
@@ -46,7 +40,8 @@ def signup():
             error = str(err)
         else:
             login_user(account)
-            return redirect(url_for("portal.developer"))
+            flash("Welcome to Levqor. Create your first API key to start calling the API.")
+            return redirect(_safe_next(request.args.get("next") or url_for("portal.api_keys")))
     elif request.method == "POST":
         error = "Enter a valid email address and a password."
     return render_template("auth/signup.html", form=form, error=error), 400 if error else 200
@@ -80,6 +75,5 @@ def logout():
 
 
 @bp.get("/account")
-@login_required
 def account():
-    return redirect(url_for("portal.developer"))
+    return redirect(url_for("portal.api_keys"))

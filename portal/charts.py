@@ -1,0 +1,78 @@
+"""Server-rendered chart geometry: the portal draws SVG from these numbers, no chart library."""
+
+import math
+from dataclasses import dataclass
+from datetime import date
+
+
+@dataclass(frozen=True)
+class Bar:
+    day: date
+    calls: int
+    sandbox_calls: int
+    x: float
+    width: float
+    calls_y: float
+    calls_h: float
+    sandbox_y: float
+    sandbox_h: float
+
+
+@dataclass(frozen=True)
+class DailyChart:
+    bars: list[Bar]
+    width: int
+    height: int
+    plot_top: int
+    plot_bottom: int
+    scale_max: int
+    total_calls: int
+    total_sandbox: int
+
+    @property
+    def gridlines(self) -> list[tuple[float, int]]:
+        """(y, value) at 0, half and the top of the scale."""
+        span = self.plot_bottom - self.plot_top
+        return [(self.plot_bottom - span * f, round(self.scale_max * f)) for f in (0, 0.5, 1)]
+
+
+def _nice_ceiling(value: int) -> int:
+    """The smallest of 1, 2, 4 × 10^n at or above `value`, at least 4: halves stay whole numbers."""
+    value = max(value, 4)
+    magnitude = 10 ** math.floor(math.log10(value))
+    return next(m * magnitude for m in (1, 2, 4, 10) if m * magnitude >= value)
+
+
+def daily_chart(history: list[dict], width: int = 640, height: int = 180) -> DailyChart:
+    """Stacked bars (API calls under sandbox calls) for `metering.daily_history` rows."""
+    plot_top, plot_bottom, left, right = 12, height - 24, 44, 8
+    scale_max = _nice_ceiling(max((h["calls"] + h["sandbox_calls"] for h in history), default=0))
+    slot = (width - left - right) / max(len(history), 1)
+    span = plot_bottom - plot_top
+    bars = []
+    for i, row in enumerate(history):
+        calls_h = span * row["calls"] / scale_max
+        sandbox_h = span * row["sandbox_calls"] / scale_max
+        bars.append(
+            Bar(
+                day=date.fromisoformat(row["day"]),
+                calls=row["calls"],
+                sandbox_calls=row["sandbox_calls"],
+                x=round(left + i * slot + slot * 0.15, 2),
+                width=round(slot * 0.7, 2),
+                calls_y=round(plot_bottom - calls_h, 2),
+                calls_h=round(calls_h, 2),
+                sandbox_y=round(plot_bottom - calls_h - sandbox_h, 2),
+                sandbox_h=round(sandbox_h, 2),
+            )
+        )
+    return DailyChart(
+        bars=bars,
+        width=width,
+        height=height,
+        plot_top=plot_top,
+        plot_bottom=plot_bottom,
+        scale_max=scale_max,
+        total_calls=sum(h["calls"] for h in history),
+        total_sandbox=sum(h["sandbox_calls"] for h in history),
+    )

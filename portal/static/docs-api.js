@@ -1,0 +1,76 @@
+// /docs/api: Swagger UI (swagger-ui-dist from npm, served by the app) on the live spec.
+// "Try it out" sends the developer's own key, pasted on this page and kept in this tab's memory
+// only, and sends /api/v1 calls to their /api/sandbox/v1 twins.
+(function () {
+  "use strict";
+
+  var apiKey = "";
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  function toSandbox(request) {
+    var url = new URL(request.url, window.location.origin);
+    if (url.origin !== window.location.origin) { return request; }
+    if (url.pathname.indexOf("/api/v1/") === 0) {
+      url.pathname = "/api/sandbox" + url.pathname.slice(4);
+      request.url = url.toString();
+    }
+    if (apiKey && url.pathname !== "/api/openapi.json") {
+      request.headers["x-api-key"] = apiKey;
+    }
+    // Session-authenticated operations (the key endpoints) need the page's CSRF token.
+    request.headers["X-CSRFToken"] = csrfToken();
+    return request;
+  }
+
+  function status(text) {
+    var box = document.getElementById("try-key-status");
+    if (box) {
+      box.textContent = text;
+      box.hidden = !text;
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var host = document.getElementById("swagger-ui");
+    if (!host || typeof window.SwaggerUIBundle !== "function") { return; }
+    var ui = window.SwaggerUIBundle({
+      url: host.getAttribute("data-spec-url"),
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      presets: [window.SwaggerUIBundle.presets.apis],
+      layout: "BaseLayout",
+      docExpansion: "list",
+      defaultModelsExpandDepth: 0,
+      tryItOutEnabled: host.hasAttribute("data-signed-in"),
+      requestInterceptor: toSandbox,
+    });
+
+    var form = document.getElementById("try-key-form");
+    if (!form) { return; }
+    var input = document.getElementById("try-key");
+    form.addEventListener("submit", function (evt) {
+      evt.preventDefault();
+      var value = input.value.trim();
+      if (!/^lvq_[0-9a-f]{32}_[0-9A-Za-z]{6}$/.test(value)) {
+        input.setAttribute("aria-invalid", "true");
+        status("That does not look like a Levqor key (lvq_ followed by 32 hex characters, _ and 6 characters).");
+        return;
+      }
+      input.removeAttribute("aria-invalid");
+      apiKey = value;
+      ui.preauthorizeApiKey("ApiKeyAuth", value);
+      input.value = "";
+      status("Key set for this tab: “Try it out” now calls the sandbox as you (ending …" + value.slice(-4) + ").");
+    });
+    document.getElementById("try-key-clear").addEventListener("click", function () {
+      apiKey = "";
+      input.value = "";
+      ui.preauthorizeApiKey("ApiKeyAuth", "");
+      status("Key forgotten.");
+    });
+  });
+})();

@@ -1,0 +1,36 @@
+"""The portal blueprint: pages by area (auth, developer, docs, pricing) and the assets it serves.
+
+Every view renders a whole page, or only the fragment named by htmx's HX-Target header when the
+request comes from htmx, from the same code.
+"""
+
+from flask import Blueprint
+
+bp = Blueprint("portal", __name__, static_folder="../static", static_url_path="/assets")
+
+# The modules register their routes on `bp`; imported after it exists.
+from . import assets, auth, developer, docs, pricing  # noqa: E402, F401
+
+
+@bp.app_context_processor
+def _portal_globals() -> dict:
+    from levqor import accounts, tiers
+
+    return {
+        "default_tier": tiers.TIERS[tiers.DEFAULT_TIER],
+        "sandbox_daily_limit": tiers.SANDBOX_DAILY_LIMIT,
+        "min_password": accounts.MIN_PASSWORD,
+    }
+
+
+@bp.app_template_filter("duration")
+def _duration(seconds: int) -> str:
+    """A wait in words: "3 h 12 min", "45 s"."""
+    seconds = max(int(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min"
+    return f"{secs} s"

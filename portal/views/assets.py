@@ -1,0 +1,60 @@
+"""Front-end assets from npm (installed by `make setup`), served by the app itself, plus the
+security headers every portal page carries."""
+
+from pathlib import Path
+
+from flask import abort, current_app, request, send_from_directory
+
+from . import bp
+
+NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
+
+# Only these files are served: node_modules holds much more than the portal needs.
+VENDOR = {
+    "htmx.min.js": "htmx.org/dist/htmx.min.js",
+    "swagger-ui-bundle.js": "swagger-ui-dist/swagger-ui-bundle.js",
+    "swagger-ui.css": "swagger-ui-dist/swagger-ui.css",
+}
+
+# No inline scripts or styles anywhere: the portal's JavaScript lives in static files.
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+
+@bp.get("/vendor/<name>")
+def vendor(name: str):
+    relative = VENDOR.get(name)
+    if relative is None:
+        abort(404)
+    path = NODE_MODULES / relative
+    if not path.is_file():
+        current_app.logger.error("missing front-end asset %s: run `make setup` (npm ci)", path)
+        abort(404)
+    return send_from_directory(path.parent, path.name, max_age=3600)
+
+
+@bp.after_app_request
+def security_headers(response):
+    # The API's own responses (JSON, Connexion's /api/ui) are left alone.
+    if not request.path.startswith("/api/"):
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if response.mimetype == "text/html":
+            # Pages show account data: keep them out of shared caches and the back-forward cache.
+            response.headers.setdefault("Cache-Control", "no-store")
+            response.vary.add("HX-Request")
+    return response

@@ -1,0 +1,76 @@
+"""/developer: the overview and the API-keys dashboard (key, usage, chart, audit trail)."""
+
+from datetime import datetime, timedelta
+
+from flask import current_app, render_template, request
+from flask_login import current_user, login_required
+
+from levqor import keys, metering, tiers
+from levqor.models import utcnow
+
+from .. import charts, snippets
+from . import bp
+from ._render import page_or_fragment
+
+GRACE_CHOICES = [
+    (0, "Stop the old key immediately"),
+    (3600, "Keep the old key working for 1 hour"),
+    (86400, "Keep the old key working for 24 hours"),
+]
+
+
+def _redis():
+    return current_app.extensions["levqor.redis"]
+
+
+def _next_creation(account_id: int, now: datetime) -> datetime | None:
+    """When the daily key-creation limit lets this account create a key again (None: now)."""
+    latest = next((e for e in keys.events(account_id, limit=20) if e.event in ("created", "rolled")), None)
+    if latest is None:
+        return None
+    again = latest.at + timedelta(days=1) / tiers.KEY_CREATIONS_PER_DAY
+    return again if again > now else None
+
+
+def dashboard_context(account, now: datetime) -> dict:
+    """Everything /developer/api-keys shows, always for the signed-in account only."""
+    visible = keys.visible_keys(account.id, now)
+    active = next((k for k in visible if k.status == "active"), None)
+    usage = metering.usage_snapshot(_redis(), account, active.id if active else None, now)
+    history = metering.daily_history(_redis(), account.id, now)
+    return {
+        "active": active,
+        "expiring": [k for k in visible if k.status == "expiring"],
+        "usage": usage,
+        "resets_at": datetime.fromisoformat(usage["resets_at"]),
+        "sandbox_resets_at": datetime.fromisoformat(usage["sandbox"]["resets_at"]),
+        "chart": charts.daily_chart(history),
+        "events": keys.events(account.id, limit=20),
+        "next_creation": _next_creation(account.id, now),
+        "grace_choices": GRACE_CHOICES,
+        "tier": tiers.get(account.tier),
+        "now": now,
+    }
+
+
+@bp.get("/developer")
+def developer():
+    quick_start = next(e for e in snippets.examples(request.url_root) if e.operation_id == "sandbox_create_job")
+    context = {"quick_start": quick_start}
+    if current_user.is_authenticated:
+        context["active"] = keys.active_key(current_user.id)
+    return render_template("developer/overview.html", **context)
+
+
+@bp.get("/developer/api-keys")
+@login_required
+def api_keys():
+    return page_or_fragment(
+        "developer/api_keys.html",
+        {
+            "key-panel": "developer/_key_panel.html",
+            "usage": "developer/_usage.html",
+            "key-events": "developer/_events.html",
+        },
+        **dashboard_context(current_user, utcnow()),
+    )

@@ -1,0 +1,62 @@
+"""/docs: the API reference (Swagger UI + generated example calls) and the SDK guide with Run."""
+
+import json
+
+from flask import current_app, render_template, request
+from flask_login import current_user
+
+from levqor import portal_sandbox, problems
+
+from .. import sdk_examples, snippets
+from . import bp
+from ._render import is_htmx
+
+
+@bp.get("/docs")
+def docs():
+    return api_docs()
+
+
+@bp.get("/docs/api")
+def api_docs():
+    examples = snippets.examples(request.url_root)
+    return render_template("docs/api.html", groups=snippets.by_tag(examples))
+
+
+def _sdk_page(**context):
+    api_base = request.url_root.rstrip("/") + "/api/sandbox"
+    return render_template("docs/sdk.html", examples=sdk_examples.rendered(api_base), **context)
+
+
+@bp.get("/docs/sdk")
+def sdk_docs():
+    return _sdk_page()
+
+
+@bp.post("/docs/sdk/run")
+def sdk_run():
+    """Run an example's call in the sandbox as the signed-in developer; show the live answer."""
+    example = sdk_examples.BY_ID.get(request.form.get("example", ""))
+    result = {"example_id": example.id if example else request.form.get("example", "")}
+    status = 200
+    if example is None:
+        result["problem"] = problems.NotFound("There is no such example on this page.")
+        status = 404
+    elif not current_user.is_authenticated:
+        result["problem"] = problems.NotAuthenticated("Log in to run examples against the sandbox.")
+        status = 401
+    else:
+        try:
+            call = portal_sandbox.run(current_app.extensions["levqor.redis"], current_user, example.operation_id)
+        except problems.Problem as problem:
+            result["problem"] = problem
+            status = problem.status
+        else:
+            result["call"] = call
+            result["body_json"] = json.dumps(call.body, indent=2)
+    if is_htmx():
+        # Refusals are answers too: sent as 200 so htmx swaps them in where the result goes.
+        response = current_app.make_response(render_template("docs/_run_result.html", result=result))
+        response.headers["HX-Trigger"] = "usage-changed"  # this page's usage meter refreshes
+        return response
+    return _sdk_page(run=result), status

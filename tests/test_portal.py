@@ -1,0 +1,388 @@
+"""The developer portal over HTTP: pages, fragments, CSRF, isolation between accounts, assets."""
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from levqor import keys, tiers
+from levqor.extensions import db
+from levqor.models import KeyEvent, utcnow
+from portal import charts, snippets
+
+from .conftest import csrf_from
+
+HX = {"HX-Request": "true"}
+
+
+def run_example(p, example="submit-job", htmx=True):
+    headers = {**HX, "X-CSRFToken": p.csrf} if htmx else {}
+    data = {"example": example, "sdk": "python"}
+    if not htmx:
+        data["csrf_token"] = p.csrf
+    return p.client.post("/docs/sdk/run", data=data, headers=headers)
+
+
+def sandbox_today(html: str) -> int:
+    return int(re.search(r'id="sandbox-today">(\d+)<', html).group(1))
+
+
+# ---- pages ------------------------------------------------------------------------------------
+
+
+def test_overview_has_calls_to_action_and_a_curl_quick_start(client):
+    page = client.get("/developer")
+    assert page.status_code == 200
+    html = page.text
+    assert "Build with Levqor" in html
+    for label, href in (
+        ("Get API Key", "/developer/api-keys"),
+        ("View Docs", "/docs/api"),
+        ("Try Sandbox", "/docs/sdk"),
+    ):
+        assert re.search(rf'href="{href}"[^>]*>{label}</a>', html), label
+    assert "curl -X POST &#34;http://testserver/api/sandbox/v1/jobs&#34;" in html or "curl -X POST" in html
+    assert "x-api-key: $LEVQOR_API_KEY" in html
+
+
+def test_navbar_links_to_developer_docs_pricing_and_account(client, portal):
+    anonymous = client.get("/pricing").text
+    for href in ("/developer", "/docs/api", "/pricing", "/login", "/signup"):
+        assert f'href="{href}"' in anonymous
+    assert 'href="/pricing" aria-current="page"' in anonymous
+    p = portal().sign_up()
+    signed_in = p.client.get("/developer").text
+    assert 'href="/developer/api-keys"' in signed_in and p.email in signed_in
+    assert 'action="/logout"' in signed_in and 'href="/login"' not in signed_in
+
+
+def test_api_keys_page_requires_login(client):
+    response = client.get("/developer/api-keys")
+    assert response.status_code == 302
+    assert response.headers["location"].startswith("/login?next=")
+
+
+def test_pricing_table_comes_from_the_tier_table_with_stripe_upgrade_forms(client, portal):
+    html = client.get("/pricing").text
+    for tier in tiers.TIERS.values():
+        row = re.search(rf'<tr id="tier-{tier.name}".*?</tr>', html, re.S).group(0)
+        assert tier.label in row and tier.quota_label in row and tier.support in row
+        assert (f"${tier.price_usd}" if tier.price_usd else "Free") in row
+        upgrade = 'action="/billing/upgrade"' in row
+        assert upgrade == bool(tier.price_usd)
+        if upgrade:
+            assert f'name="tier" value="{tier.name}"' in row and 'name="csrf_token"' in row
+            assert "Upgrade via Stripe" in row
+    p = portal().sign_up()
+    mine = re.search(r'<tr id="tier-sandbox" class="current">.*?</tr>', p.client.get("/pricing").text, re.S)
+    assert mine and "Your plan" in mine.group(0)
+
+
+def test_auth_errors_show_inline_on_the_same_page(client):
+    token = csrf_from(client.get("/signup").text)
+    short = client.post("/signup", data={"email": "a@example.com", "password": "short", "csrf_token": token})
+    assert short.status_code == 400
+    assert 'role="alert"' in short.text and "at least 8 characters" in short.text
+    assert 'aria-invalid="true"' in short.text and "<nav" in short.text
+    bad = client.post("/login", data={"email": "nobody@example.com", "password": "whatever1", "csrf_token": token})
+    assert bad.status_code == 401 and "do not match an account" in bad.text
+
+
+def test_login_attempts_are_rate_limited(client):
+    token = csrf_from(client.get("/login").text)
+    codes = [
+        client.post("/login", data={"email": "x@example.com", "password": "nope", "csrf_token": token}).status_code
+        for _ in range(11)
+    ]
+    assert codes[:10] == [401] * 10
+    assert codes[10] == 429
+
+
+def test_logout_needs_a_post_with_the_csrf_token(portal):
+    p = portal().sign_up()
+    refused = p.client.post("/logout", data={})
+    assert refused.status_code == 400
+    assert p.client.get("/developer/api-keys").status_code == 200  # still signed in
+    done = p.client.post("/logout", data={"csrf_token": p.csrf})
+    assert done.status_code == 302
+    assert p.client.get("/developer/api-keys").status_code == 302
+
+
+# ---- fragments ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["usage", "key-panel", "key-events"])
+def test_htmx_gets_the_fragment_it_targets_and_a_browser_the_whole_page(portal, target):
+    p = portal().sign_up()
+    p.new_key()
+    fragment = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": target})
+    assert fragment.status_code == 200
+    assert fragment.text.lstrip().startswith(f'<section id="{target}"')
+    assert "<html" not in fragment.text and "<nav" not in fragment.text
+    page = p.client.get("/developer/api-keys")
+    assert page.text.startswith("<!doctype html>")
+    for part in ("usage", "key-panel", "key-events"):
+        assert f'id="{part}"' in page.text
+    assert "HX-Request" in page.headers.get("vary", "")
+
+
+def test_htmx_request_without_a_known_target_gets_the_whole_page(portal):
+    p = portal().sign_up()
+    response = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "main"})
+    assert response.text.startswith("<!doctype html>")
+
+
+def test_key_panel_shows_only_the_hint_never_the_key(portal):
+    p = portal().sign_up()
+    raw = p.new_key().json()["key"]
+    html = p.client.get("/developer/api-keys").text
+    assert keys.hint(raw) in html
+    assert raw not in html
+    assert "Roll key" in html and 'name="grace_period_seconds"' in html
+    events = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-events"}).text
+    assert "created" in events and p.email in events
+
+
+def test_key_panel_says_when_the_next_key_can_be_created(portal, app):
+    p = portal().sign_up()
+    p.new_key()
+    html = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
+    assert "The next one is possible after" in html
+    with app.app_context():
+        event = db.session.query(KeyEvent).one()
+        event.at = utcnow() - timedelta(days=1, minutes=1)
+        db.session.commit()
+    html = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
+    assert "The next one is possible after" not in html
+
+
+def test_rolling_twice_the_same_day_is_refused_with_retry_after(portal):
+    p = portal().sign_up()
+    assert p.new_key().status_code == 201
+    again = p.client.post(
+        "/api/key/new", data={"grace_period_seconds": "3600"}, headers={"X-CSRFToken": p.csrf}
+    )  # form-encoded, as the portal's htmx form sends it
+    assert again.status_code == 429
+    assert 0 < int(again.headers["retry-after"]) <= 86400
+
+
+def test_form_encoded_roll_with_grace_keeps_the_old_key_listed(portal):
+    p = portal().sign_up()
+    response = p.client.post("/api/key/new", data={"grace_period_seconds": "0"}, headers={"X-CSRFToken": p.csrf})
+    assert response.status_code == 201, response.text
+
+
+# ---- sandbox runs from /docs/sdk ------------------------------------------------------------------
+
+
+def test_run_calls_the_sandbox_as_the_developer_and_counts_it(portal):
+    p = portal().sign_up()
+    p.new_key()
+    before = sandbox_today(p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "usage"}).text)
+    run = run_example(p)
+    assert run.status_code == 200
+    assert run.headers["hx-trigger"] == "usage-changed"
+    assert "202" in run.text and "succeeded" in run.text and "text-stats" in run.text
+    assert "<html" not in run.text
+    assert re.search(r'class="sandbox-remaining">99<', run.text)
+    after = sandbox_today(p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "usage"}).text)
+    assert after == before + 1
+    # The job is really in this account's sandbox.
+    listed = run_example(p, "list-jobs").text
+    assert "text-stats" in listed
+
+
+def test_run_without_javascript_renders_the_whole_page_with_the_result(portal):
+    p = portal().sign_up()
+    p.new_key()
+    page = run_example(p, "list-workflows", htmx=False)
+    assert page.status_code == 200
+    assert page.text.startswith("<!doctype html>") and "text-stats" in page.text and "run-ok" in page.text
+
+
+def test_run_without_a_key_or_session_explains_inline(client, portal):
+    p = portal().sign_up()
+    no_key = run_example(p)
+    assert no_key.status_code == 200 and "No active API key" in no_key.text and 'role="alert"' in no_key.text
+    token = csrf_from(client.get("/docs/sdk").text)
+    anonymous = client.post("/docs/sdk/run", data={"example": "submit-job"}, headers={**HX, "X-CSRFToken": token})
+    assert "Log in to run" in anonymous.text
+    unknown = run_example(p, "no-such-example")
+    assert "no such example" in unknown.text
+
+
+def test_run_shows_the_sandbox_daily_cap_inline(portal, app):
+    p = portal().sign_up()
+    p.new_key()
+    with app.app_context():
+        key = keys.active_key(db.session.query(keys.Account).one().id)
+    r = app.extensions["levqor.redis"]
+    from levqor import metering
+
+    run_example(p)  # seeds the counters
+    r.set(metering.sandbox_key(key.id, utcnow().date()), tiers.SANDBOX_DAILY_LIMIT)
+    capped = run_example(p)
+    assert "Sandbox daily cap exceeded" in capped.text
+    assert "Try again in" in capped.text
+
+
+# ---- CSRF ------------------------------------------------------------------------------------------
+
+
+def test_state_changes_without_the_csrf_token_are_refused(portal):
+    p = portal().sign_up()
+    no_token_key = p.client.post("/api/key/new", json={})
+    assert no_token_key.status_code == 403
+    assert no_token_key.json()["type"].endswith("csrf-failed")
+    assert p.client.get("/developer/api-keys").text.count("Roll key") == 0  # nothing was created
+    p.new_key()
+    assert p.client.delete("/api/key").status_code == 403
+    assert p.client.delete("/api/key", headers={"X-CSRFToken": "forged"}).status_code == 403
+    run = p.client.post("/docs/sdk/run", data={"example": "submit-job"}, headers=HX)
+    assert run.status_code == 400 and "security token" in run.text
+    assert sandbox_today(p.client.get("/developer/api-keys").text) == 0
+
+
+def test_another_sessions_csrf_token_does_not_work(portal):
+    a, b = portal().sign_up(), portal().sign_up()
+    stolen = a.client.post("/api/key/new", json={}, headers={"X-CSRFToken": b.csrf})
+    assert stolen.status_code == 403
+
+
+# ---- isolation -------------------------------------------------------------------------------------
+
+
+def test_one_account_never_sees_another_accounts_key_usage_or_events(portal):
+    a, b = portal().sign_up(), portal().sign_up()
+    raw_a = a.new_key().json()["key"]
+    for _ in range(3):
+        run_example(a)
+    b.new_key()
+    page_b = b.client.get("/developer/api-keys").text
+    assert keys.hint(raw_a) not in page_b and a.email not in page_b
+    assert sandbox_today(page_b) == 0
+    assert sandbox_today(a.client.get("/developer/api-keys").text) == 3
+    # B's runs see B's sandbox only: A's jobs are not listed.
+    listing_b = run_example(b, "list-jobs").text
+    assert "&#34;data&#34;: []" in listing_b
+    assert "text-stats" in run_example(a, "list-jobs").text
+
+
+# ---- security headers, cookies, assets -----------------------------------------------------------------
+
+
+def test_portal_pages_carry_a_strict_csp_and_no_inline_script(client):
+    for path in ("/developer", "/docs/api", "/docs/sdk", "/pricing", "/login", "/signup"):
+        response = client.get(path)
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert "frame-ancestors 'none'" in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+        for script in re.findall(r"<script[^>]*>(.*?)</script>", response.text, re.S):
+            assert script.strip() == "", f"inline script on {path}"
+        assert " on" not in "".join(re.findall(r"<[^>]+ on[a-z]+=", response.text))
+        assert "style=" not in response.text
+
+
+def test_session_cookie_is_httponly_and_samesite(client):
+    token = csrf_from(client.get("/signup").text)
+    response = client.post(
+        "/signup", data={"email": "c@example.com", "password": "long enough pw", "csrf_token": token}
+    )
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_pinned_npm_assets_are_served_by_the_app(client):
+    htmx = client.get("/vendor/htmx.min.js")
+    assert htmx.status_code == 200 and "htmx" in htmx.text[:2000]
+    assert client.get("/vendor/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/vendor/swagger-ui.css").headers["content-type"].startswith("text/css")
+    assert client.get("/vendor/package.json").status_code == 404
+    assert client.get("/vendor/..%2Fpackage.json").status_code == 404
+    assert client.get("/assets/portal.js").status_code == 200
+
+
+# ---- docs generated from the spec ------------------------------------------------------------------------
+
+
+def test_api_docs_render_swagger_ui_and_examples_for_every_operation(client):
+    html = client.get("/docs/api").text
+    assert 'id="swagger-ui"' in html and "/vendor/swagger-ui-bundle.js" in html and "/assets/docs-api.js" in html
+    spec_ops = [e for e in snippets.examples("http://testserver/")]
+    for example in spec_ops:
+        assert f'id="example-{example.operation_id}"' in html
+    assert html.count('id="code-sandbox_create_job-python"') == 1
+
+
+def test_snippets_are_generated_from_the_spec(tmp_path):
+    spec = {
+        "servers": [{"url": "/api"}],
+        "security": [{"ApiKeyAuth": []}],
+        "paths": {
+            "/things/{thing_id}": {
+                "post": {
+                    "operationId": "poke_thing",
+                    "parameters": [
+                        {
+                            "name": "thing_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "example": "t1"},
+                        },
+                        {"name": "dry", "in": "query", "required": True, "schema": {"type": "boolean"}},
+                    ],
+                    "requestBody": {
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["n"],
+                                    "properties": {"n": {"type": "integer"}},
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+        },
+    }
+    (example,) = snippets.examples("https://api.example.com", spec)
+    assert example.url == "https://api.example.com/api/things/t1?dry=True"
+    assert example.body == {"n": 1}
+    assert "-d '{\"n\": 1}'" in example.curl and "x-api-key: $LEVQOR_API_KEY" in example.curl
+    assert "requests.post(" in example.python and "json={'n': 1}" in example.python
+    assert 'method: "POST"' in example.node and "JSON.stringify" in example.node
+    compile(example.python, "example.py", "exec")
+
+
+def test_every_generated_python_example_compiles():
+    for example in snippets.examples("http://127.0.0.1:5000"):
+        compile(example.python, example.operation_id, "exec")
+
+
+def test_sdk_page_documents_both_sdks_with_run_buttons(client, portal):
+    html = client.get("/docs/sdk").text
+    assert "pip install levqor" in html and "npm install @levqor/sdk" in html
+    assert "Log in</a> to run these examples" in html and "disabled" in html
+    p = portal().sign_up()
+    signed_in = p.client.get("/docs/sdk").text
+    assert signed_in.count('hx-post="/docs/sdk/run"') == 6
+    assert "http://testserver/api/sandbox" in signed_in
+
+
+# ---- chart geometry ---------------------------------------------------------------------------------
+
+
+def test_daily_chart_scales_bars_to_a_round_maximum():
+    history = [{"day": f"2026-11-{d:02d}", "calls": d, "sandbox_calls": 1 if d == 3 else 0} for d in range(1, 4)]
+    chart = charts.daily_chart(history)
+    assert chart.scale_max == 4
+    tallest = chart.bars[2]
+    full = chart.plot_bottom - chart.plot_top
+    assert tallest.calls_h == pytest.approx(full * 3 / 4, abs=0.01)
+    assert tallest.sandbox_y == pytest.approx(chart.plot_top, abs=0.01)  # 3 + 1 fills the scale
+    assert [value for _, value in chart.gridlines] == [0, 2, 4]
+    assert [b.x for b in chart.bars] == sorted(b.x for b in chart.bars)
+    assert charts.daily_chart([{"day": "2026-11-01", "calls": 0, "sandbox_calls": 0}]).scale_max == 4
+    assert charts.daily_chart([{"day": "2026-11-01", "calls": 130, "sandbox_calls": 0}]).scale_max == 200
