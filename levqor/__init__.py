@@ -179,6 +179,9 @@ def register_blueprints(app: Flask) -> None:
     from portal import views
 
     app.register_blueprint(views.bp)
+    from portal import billing_views
+
+    app.register_blueprint(billing_views.bp)
 
 
 def register_commands(app: Flask) -> None:

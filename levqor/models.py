@@ -42,6 +42,16 @@ class Account(UserMixin, db.Model):
     # Paid accounts meter over the Stripe subscription period; free ones over the calendar month.
     period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Billing (levqor.billing): the Stripe side of the account, written by the webhook.
+    stripe_customer_id: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(sa.String(255))
+    subscription_status: Mapped[str | None] = mapped_column(sa.String(32))
+    cancel_at_period_end: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    # When a cancelled or unpaid subscription stops paying for the tier (back to Sandbox then).
+    downgrade_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    payment_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # `created` of the newest subscription event applied: older events never overwrite newer state.
+    subscription_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     keys = relationship("ApiKey", back_populates="account", lazy="dynamic")
 
@@ -91,6 +101,19 @@ class KeyEvent(db.Model):
     actor: Mapped[str] = mapped_column(sa.String(254))
     ip: Mapped[str | None] = mapped_column(sa.String(64))
     user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+
+
+class StripeEvent(db.Model):
+    """Stripe webhook events already applied: each event id is processed once."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(sa.String(64))
+    account_id: Mapped[int | None] = mapped_column(sa.ForeignKey("accounts.id", ondelete="SET NULL"), index=True)
+    outcome: Mapped[str] = mapped_column(sa.String(16))  # applied | stale | ignored
+    created: Mapped[datetime] = mapped_column(UTCDateTime)  # the event's own timestamp
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class UsageDaily(db.Model):
