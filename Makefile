@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test setup lint system-deps bench clean
+.PHONY: run test setup lint system-deps bench clean sdk sdk-publish
 
 run: setup
 	$(PY) -m levqor.devserver
@@ -35,6 +35,14 @@ lint: setup
 
 bench: setup system-deps
 	$(PY) bench/run.py
+
+# The Python (levqor) and Node (@levqor/sdk) SDKs, generated from the spec into build/sdk/.
+sdk: setup system-deps
+	$(PY) sdk-gen/generate.py
+
+# Commits build/sdk to the levqor-sdk repository ($$LEVQOR_SDK_REMOTE), tagged v<info.version>.
+sdk-publish: sdk
+	$(PY) sdk-gen/publish.py
 
 clean:
 	rm -rf $(VENV) var build node_modules

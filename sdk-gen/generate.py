@@ -1,0 +1,152 @@
+"""Generate the Levqor SDKs from openapi/openapi.yaml (`make sdk`).
+
+For each language: wipe build/sdk/<lang>, run openapi-generator-cli with sdk-gen/<lang>/config.yaml
+and the templates in sdk-gen/<lang>/templates, copy the hand-written layer in, and (Node) compile
+the TypeScript to JavaScript. Generated files are never edited: change the spec, the config, a
+template or the hand-written layer, and run this again.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from drift import drift
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "sdk-gen"
+SPEC = ROOT / "openapi" / "openapi.yaml"
+OUT = ROOT / "build" / "sdk"
+# What publish.py reads: the version and the spec the output was generated from.
+META = OUT / "generated.json"
+
+# Files the generators emit that belong to a different project layout (CI for another host,
+# scripts pushing to a placeholder repository, empty test stubs).
+IGNORED = {
+    "python": ["test/**", ".github/**", ".gitlab-ci.yml", ".travis.yml", "git_push.sh", "tox.ini"],
+    "node": ["git_push.sh"],
+}
+LANGS = {
+    # language: (generator, the option that carries the package version, hand-written layer)
+    "python": ("python", "packageVersion", [("python/levqor", "levqor")]),
+    "node": ("typescript-fetch", "npmVersion", [("node/src", "src")]),
+}
+
+
+class GenerationError(RuntimeError):
+    pass
+
+
+def step(lang: str, message: str) -> None:
+    print(f"==> [sdk {lang}] {message}", flush=True)
+
+
+def spec_version() -> str:
+    return str(yaml.safe_load(SPEC.read_text())["info"]["version"])
+
+
+def spec_digest() -> str:
+    return hashlib.sha256(SPEC.read_bytes()).hexdigest()
+
+
+def generator_cli() -> str:
+    beside = Path(sys.executable).with_name("openapi-generator-cli")
+    cli = str(beside) if beside.exists() else shutil.which("openapi-generator-cli")
+    if not cli:
+        raise GenerationError("openapi-generator-cli is not installed: run `make setup` (requirements-dev.txt).")
+    if not shutil.which("java"):
+        raise GenerationError("openapi-generator-cli needs Java 11+: run `make system-deps`.")
+    return cli
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        output = (proc.stdout[-4000:] + proc.stderr[-4000:]).strip()
+        raise GenerationError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output}")
+
+
+def generate(lang: str, version: str, cli: str) -> Path:
+    generator, version_option, layer = LANGS[lang]
+    out = OUT / lang
+    started = time.monotonic()
+    step(lang, f"wiping {out.relative_to(ROOT)}")
+    shutil.rmtree(out, ignore_errors=True)
+    step(lang, f"openapi-generator {generator} → {out.relative_to(ROOT)} (version {version})")
+    run(
+        [
+            cli,
+            "generate",
+            "-g",
+            generator,
+            "-i",
+            str(SPEC),
+            "-o",
+            str(out),
+            "-c",
+            str(HERE / lang / "config.yaml"),
+            "-t",
+            str(HERE / lang / "templates"),
+            "--additional-properties",
+            f"{version_option}={version}",
+            "--global-property",
+            "apiTests=false,modelTests=false",
+            "--openapi-generator-ignore-list",
+            ",".join(IGNORED[lang]),
+        ]
+    )
+    for source, target in layer:
+        step(lang, f"adding the hand-written layer sdk-gen/{lang}/{Path(source).name}/ → {target}/")
+        shutil.copytree(HERE / source, out / target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    step(lang, f"generated in {time.monotonic() - started:.1f}s")
+    return out
+
+
+def build_node(out: Path) -> None:
+    """Compile the TypeScript SDK to dist/ with the TypeScript pinned in sdk-gen/node."""
+    tools = HERE / "node"
+    if not (tools / "node_modules" / ".bin" / "tsc").exists():
+        step("node", "installing the pinned TypeScript (npm ci in sdk-gen/node)")
+        run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"], cwd=tools)
+    step("node", "npm run build (tsc → dist/)")
+    env = {**os.environ, "PATH": f"{tools / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run(["npm", "run", "build"], cwd=out, env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lang", choices=sorted(LANGS), action="append", help="only this language (repeatable)")
+    parser.add_argument("--no-build", action="store_true", help="skip compiling the Node SDK")
+    args = parser.parse_args(argv)
+    try:
+        cli = generator_cli()
+        version = spec_version()
+        OUT.mkdir(parents=True, exist_ok=True)
+        META.unlink(missing_ok=True)
+        langs = args.lang or list(LANGS)
+        for lang in langs:
+            out = generate(lang, version, cli)
+            if lang == "node" and not args.no_build:
+                build_node(out)
+        print("==> [sdk] checking the SDKs' operations against the spec", flush=True)
+        problems = drift(SPEC, OUT)
+        if problems:
+            raise GenerationError("the SDKs and the spec disagree:\n  " + "\n  ".join(problems))
+        if set(langs) == set(LANGS):
+            meta = {"version": version, "spec_sha256": spec_digest(), "languages": sorted(LANGS)}
+            META.write_text(json.dumps(meta, indent=2) + "\n")
+    except GenerationError as err:
+        print(f"sdk generation failed: {err}", file=sys.stderr)
+        return 1
+    print(f"==> SDKs {version} ready in {OUT.relative_to(ROOT)}/", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
