@@ -23,6 +23,8 @@ from .extensions import db
 from .models import Account, StripeEvent, utcnow
 
 log = logging.getLogger(__name__)
+# The library logs every request and response at INFO; our own lines say what happened.
+logging.getLogger("stripe").setLevel(logging.WARNING)
 
 CURRENCY = "usd"
 # Stripe's own default: a signature older than this is refused as a possible replay.
@@ -81,13 +83,19 @@ def client() -> stripe.StripeClient:
     key = current_app.config.get("STRIPE_SECRET_KEY")
     if not key:
         raise BillingNotConfigured("Billing is not set up on this server (STRIPE_SECRET_KEY is unset).")
-    return stripe.StripeClient(
+    base = current_app.config.get("STRIPE_API_BASE") or stripe.DEFAULT_API_BASE
+    cached = current_app.extensions.get("levqor.stripe")
+    if cached and cached[0] == (key, base):
+        return cached[1]  # shared: its HTTP sessions are per thread, and connections are reused
+    sc = stripe.StripeClient(
         key,
-        base_addresses={"api": current_app.config.get("STRIPE_API_BASE") or stripe.DEFAULT_API_BASE},
+        base_addresses={"api": base},
         # The library retries network errors and 409/429/5xx with idempotency keys it generates.
         max_network_retries=2,
         http_client=stripe.RequestsClient(timeout=(5, 30)),
     )
+    current_app.extensions["levqor.stripe"] = ((key, base), sc)
+    return sc
 
 
 def _provider_error(err: stripe.StripeError) -> PaymentProviderError:
@@ -302,8 +310,10 @@ def billing_status(account: Account, now: datetime) -> BillingStatus:
     ends_at = account.downgrade_at if live and tier.price_usd else None
     renews_at = account.period_end if live and tier.price_usd and not ends_at else None
     problem = None
-    if account.subscription_status == "unpaid":
+    if account.subscription_status == "unpaid" and tier.price_usd:
         problem = "Your payment did not go through; the plan returns to Sandbox at the end of the period."
+    elif account.subscription_status == "unpaid":
+        problem = "Your subscription is unpaid; pay the open invoice with Manage billing to restore your plan."
     elif account.payment_failed_at or account.subscription_status == "past_due":
         problem = "Your last payment failed. Update your card with Manage billing to keep your plan."
     return BillingStatus(
