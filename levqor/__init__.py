@@ -49,6 +49,9 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
 
     register_extensions(app)
     cx.add_api(SPEC.name, strict_validation=True, validate_responses=True, pythonic_params=False)
+    from .metrics import MetricsMiddleware  # outermost of ours: counts and times every request
+
+    cx.add_middleware(MetricsMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, **_metrics_options(app))
     cx.add_middleware(
         _edge(), position=MiddlewarePosition.BEFORE_EXCEPTION, flask_app=app, max_body_bytes=settings["MAX_BODY_BYTES"]
     )
@@ -56,6 +59,10 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     register_blueprints(app)
     register_commands(app)
     return cx
+
+
+def _metrics_options(app: Flask) -> dict:
+    return {"redis_client": app.extensions["levqor.redis"], "flush_seconds": app.config["STATS_FLUSH_SECONDS"]}
 
 
 def _edge():
@@ -179,6 +186,9 @@ def register_blueprints(app: Flask) -> None:
     from portal import views
 
     app.register_blueprint(views.bp)
+    from portal import ops_views
+
+    app.register_blueprint(ops_views.bp)
     from portal import billing_views
 
     app.register_blueprint(billing_views.bp)

@@ -48,6 +48,9 @@ def flush():
 def register(app: Flask) -> None:
     app.cli.add_command(accounts_cli)
     app.cli.add_command(usage_cli)
+    from .jobs_cli import jobs_cli
+
+    app.cli.add_command(jobs_cli)
     from .billing_cli import billing_cli
 
     app.cli.add_command(billing_cli)

@@ -57,5 +57,19 @@ def from_env() -> dict:
         "NOTION_TOKEN": env.get("NOTION_TOKEN", ""),
         "NOTION_PARENT_PAGE_ID": env.get("NOTION_PARENT_PAGE_ID", ""),
         "NOTION_BASE_URL": env.get("NOTION_BASE_URL", "https://api.notion.com"),
+        # Background jobs (README "Background jobs"): Notion pacing, alert delivery, metrics.
+        "NOTION_MAX_RPS": float(env.get("NOTION_MAX_RPS", 3)),
+        "NOTION_MAX_ATTEMPTS": int(env.get("NOTION_MAX_ATTEMPTS", 6)),
+        "SMTP_HOST": env.get("SMTP_HOST", ""),
+        "SMTP_PORT": int(env.get("SMTP_PORT", 587)),
+        "SMTP_USERNAME": env.get("SMTP_USERNAME", ""),
+        "SMTP_PASSWORD": env.get("SMTP_PASSWORD", ""),
+        "SMTP_STARTTLS": env.get("SMTP_STARTTLS", "1") == "1",
+        "MAIL_FROM": env.get("MAIL_FROM", "Levqor <no-reply@levqor.example>"),
+        "EMAIL_SENDER": env.get("EMAIL_SENDER", ""),  # "module:Class"; default SMTP when SMTP_HOST is set, else log
+        "ALERT_WEBHOOK_URL": env.get("ALERT_WEBHOOK_URL", ""),
+        "STATS_FLUSH_SECONDS": float(env.get("STATS_FLUSH_SECONDS", 10)),
+        "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
+        "OPS_EMAILS": env.get("OPS_EMAILS", ""),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
     }

@@ -159,3 +159,6 @@ class Job(db.Model):
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
+
+
+from . import ops_models  # noqa: E402, F401  (background-jobs tables, so metadata sees them)

@@ -1,0 +1,27 @@
+"""The periodic jobs' schedule: cron expressions (UTC) from the environment.
+
+Loaded by the worker (jobs/worker.py starts RQ's CronScheduler with it); also usable on its own
+as `rq cron jobs.schedule`. An empty setting disables that job.
+"""
+
+import os
+
+from rq import cron
+
+from jobs import background
+from levqor.queue import QUEUE_NAME
+
+SCHEDULE = {
+    "notion-sync": os.environ.get("JOBS_NOTION_SYNC_CRON", "15 2 * * *"),
+    "quota-alerts": os.environ.get("JOBS_QUOTA_ALERTS_CRON", "*/10 * * * *"),
+    "health-log": os.environ.get("JOBS_HEALTH_LOG_CRON", "5 0 * * *"),
+}
+FUNCTIONS = {
+    "notion-sync": background.notion_sync,
+    "quota-alerts": background.quota_alerts,
+    "health-log": background.health_log,
+}
+
+for _name, _cron in SCHEDULE.items():
+    if _cron:
+        cron.register(FUNCTIONS[_name], QUEUE_NAME, cron=_cron, name=_name, job_timeout=3600, result_ttl=7 * 86400)
