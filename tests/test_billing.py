@@ -605,3 +605,16 @@ def test_manage_billing_without_a_subscription_explains(portal, catalogue):
     dev = portal().sign_up()
     response = dev.client.post("/billing/manage", data={"csrf_token": dev.csrf})
     assert response.status_code == 409 and "upgrade first" in response.text
+
+
+def test_older_api_versions_with_the_period_on_the_subscription_still_work(client, subscriber, catalogue):
+    session, subscription = catalogue.complete_checkout(
+        subscriber.checkout("pro"), period_start=subscriber.period[0], period_end=subscriber.period[1]
+    )
+    for item in subscription["items"]["data"]:
+        del item["current_period_start"], item["current_period_end"]
+    subscription.update(current_period_start=subscriber.period[0], current_period_end=subscriber.period[1])
+    assert deliver(client, event("customer.subscription.created", subscription, int(time.time()))).status_code == 200
+    usage = subscriber.usage(client)
+    assert usage["quota"] == 10_000
+    assert datetime.fromisoformat(usage["resets_at"]) == datetime.fromtimestamp(subscriber.period[1], UTC)
