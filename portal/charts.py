@@ -43,7 +43,7 @@ def _nice_ceiling(value: int) -> int:
     return next(m * magnitude for m in (1, 2, 4, 10) if m * magnitude >= value)
 
 
-def daily_chart(history: list[dict], width: int = 640, height: int = 180) -> DailyChart:
+def daily_chart(history: list[dict], width: int = 520, height: int = 170) -> DailyChart:
     """Stacked bars (API calls under sandbox calls) for `metering.daily_history` rows."""
     plot_top, plot_bottom, left, right = 12, height - 24, 44, 8
     scale_max = _nice_ceiling(max((h["calls"] + h["sandbox_calls"] for h in history), default=0))

@@ -1,0 +1,149 @@
+"""The portal in headless Chromium against a real server: what a developer does on day one."""
+
+import re
+import uuid
+
+from playwright.sync_api import expect
+
+from ..conftest import PASSWORD
+
+KEY_RE = re.compile(r"^lvq_[0-9a-f]{32}_[0-9A-Za-z]{6}$")
+
+
+def sign_up(page, email=None):
+    email = email or f"dev-{uuid.uuid4().hex[:10]}@example.com"
+    page.goto("/signup")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page).to_have_url(re.compile(r"/developer/api-keys$"))
+    return email
+
+
+def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_limited(context, console, shots):
+    page = console.attach(context.new_page())
+    page.goto("/signup")
+    shots(page, "signup")
+    sign_up(page)
+    expect(page.get_by_role("heading", name="API keys", level=1)).to_be_visible()
+    expect(page.locator("#no-key")).to_be_visible()
+
+    # Create the key: shown once, with a copy button and a warning.
+    page.get_by_role("button", name="Create key").click()
+    new_key = page.locator("#new-key")
+    expect(new_key).to_be_visible()
+    raw = new_key.inner_text().strip()
+    assert KEY_RE.match(raw), raw
+    expect(page.locator("#key-result")).to_contain_text("shown only this once")
+    # The panel refreshed by itself (htmx) and shows the hint, not the key.
+    expect(page.locator("#key-hint")).to_have_text(f"{raw[:8]}…{raw[-4:]}")
+    expect(page.locator("#key-events")).to_contain_text("created")
+    shots(page, "api-keys-new-key")
+
+    page.get_by_role("button", name="Copy key").click()
+    expect(page.locator("#copy-new-key")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == raw
+
+    # Shown once: no other page (or a reload) ever contains it again.
+    other = context.new_page()
+    other.goto("/developer/api-keys")
+    expect(other.locator("#key-hint")).to_be_visible()
+    assert raw not in other.content()
+    other.close()
+
+    # Page A stays open on the dashboard; mark it to prove it never reloads.
+    page.get_by_role("button", name="I have saved it").click()
+    expect(page.locator("#new-key")).to_have_count(0)
+    page.evaluate("window.__stayedHere = 'yes'")
+    expect(page.locator("#sandbox-today")).to_have_text("0")
+
+    # Page B: run the Python SDK example against the sandbox, as this developer.
+    docs = console.attach(context.new_page())
+    docs.goto("/docs/sdk")
+    docs.get_by_role("button", name="Run Python example").first.click()
+    result = docs.locator("#run-submit-job-python .run-result")
+    expect(result).to_be_visible()
+    expect(result).to_contain_text("202")
+    expect(result).to_contain_text("succeeded")
+    expect(result.locator(".sandbox-remaining")).to_have_text("99")
+    shots(docs, "docs-sdk-run")
+
+    # Page A's usage goes up by itself (htmx polling), without a reload.
+    expect(page.locator("#sandbox-today")).to_have_text("1", timeout=20_000)
+    assert page.evaluate("window.__stayedHere") == "yes"
+    shots(page, "api-keys-usage")
+
+    # Rolling again the same day: the limit message says when it is possible again.
+    page.get_by_role("button", name="Roll key").click()
+    limit = page.locator("#key-limit")
+    expect(limit).to_be_visible()
+    expect(limit).to_contain_text("once a day")
+    expect(limit).to_contain_text("again at")
+    expect(limit).to_contain_text(re.compile(r"in (23 h 5\d min|24 h)"))
+    expect(page.locator("#key-create")).to_be_disabled()
+    expect(page.locator("#key-create")).to_contain_text("Possible again")
+    expect(page.locator("#key-hint")).to_have_text(f"{raw[:8]}…{raw[-4:]}")  # still the same key
+    assert page.evaluate("window.__stayedHere") == "yes"
+    shots(page, "api-keys-limit")
+
+    assert not [e for e in console.errors if "Content Security Policy" in e or "Refused" in e], console.errors
+
+
+def test_swagger_ui_tries_an_operation_in_the_sandbox_with_the_pasted_key(context, console, shots):
+    page = console.attach(context.new_page())
+    sign_up(page)
+    page.get_by_role("button", name="Create key").click()
+    raw = page.locator("#new-key").inner_text().strip()
+
+    page.goto("/docs/api")
+    expect(page.locator("#swagger-ui .opblock").first).to_be_visible()
+    page.get_by_label("Your API key").fill(raw)
+    page.get_by_role("button", name="Use this key").click()
+    expect(page.locator("#try-key-status")).to_contain_text("calls the sandbox as you")
+    shots(page, "docs-api")
+
+    sent = []
+    page.on("request", lambda req: "/api/" in req.url and sent.append((req.url, req.headers.get("x-api-key"))))
+    operation = page.locator("#operations-Workflows-list_workflows")
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Execute").click()
+    expect(operation.locator(".live-responses-table tbody .response-col_status").first).to_contain_text("200")
+    assert any(url.endswith("/api/sandbox/v1/workflows") and key == raw for url, key in sent), sent
+    assert not any("/api/v1/" in url for url, _ in sent), sent
+
+    page.goto("/developer/api-keys")
+    expect(page.locator("#sandbox-today")).to_have_text("1")
+    assert not [e for e in console.errors if "Content Security Policy" in e or "Refused" in e], console.errors
+
+
+def test_main_pages_render_for_a_visitor_on_desktop_and_phone(context, console, shots, browser, live_server):
+    page = console.attach(context.new_page())
+    for path, name in (("/developer", "developer"), ("/pricing", "pricing"), ("/login", "login")):
+        page.goto(path)
+        expect(page.locator("main h1")).to_be_visible()
+        shots(page, name)
+    page.goto("/login")
+    page.get_by_label("Email").fill("nobody@example.com")
+    page.get_by_label("Password").fill("wrong password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("do not match")
+    expect(page.get_by_label("Email")).to_have_attribute("aria-invalid", "true")
+    shots(page, "login-error")
+
+    # Keyboard: the skip link is the first stop and moves focus to the content.
+    page.goto("/developer")
+    page.keyboard.press("Tab")
+    expect(page.locator(".skip-link")).to_be_focused()
+
+    phone = browser.new_context(base_url=live_server, viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        small = console.attach(phone.new_page())
+        for path, name in (("/developer", "developer-phone"), ("/pricing", "pricing-phone")):
+            small.goto(path)
+            # Nothing wider than the screen: no sideways scrolling on a phone.
+            assert small.evaluate("document.documentElement.scrollWidth") <= 390 + 1, path
+            shots(small, name)
+    finally:
+        phone.close()
+    unexpected = [e for e in console.errors if "status of 401" not in e]  # the wrong password, on purpose
+    assert not unexpected, unexpected
