@@ -201,7 +201,8 @@ class MetricsMiddleware:
 def _operation(scope) -> str:
     routing = (scope.get("extensions") or {}).get("connexion_routing") or {}
     if routing.get("operation_id"):
-        return routing["operation_id"]
+        # Connexion reports "handlers.<module>.<operationId>"; the spec's operationId is the label.
+        return routing["operation_id"].rsplit(".", 1)[-1]
     path = scope.get("path", "")
     if path.startswith("/api/"):
         return "api_other"  # docs, spec, or no such operation: bounded label values

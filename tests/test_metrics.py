@@ -1,0 +1,125 @@
+"""GET /metrics: Prometheus text with request counts and latencies, refusals, jobs and queue depth."""
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from levqor import metering, metrics, tiers
+from levqor.extensions import db
+from levqor.models import Account
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scrape(client) -> dict:
+    """{(sample name, frozenset(labels)): value} from /metrics."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_count_requests_latencies_and_refusals_by_operation(app, client, make_account):
+    account_id, raw = make_account(tier="sandbox")
+    before = scrape(client)
+    for _ in range(3):
+        assert client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code == 200
+    assert client.get("/api/v1/workflows", headers={"x-api-key": "lvq_nonsense"}).status_code == 401
+    with app.app_context():
+        period = metering.current_period(db.session.get(Account, account_id), datetime.now(UTC))
+    app.extensions["levqor.redis"].set(metering.usage_key(account_id, period), tiers.get("sandbox").monthly_quota)
+    assert client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code == 429
+
+    after = scrape(client)
+    ok = {"operation": "list_workflows", "method": "GET", "status": "200"}
+    assert value(after, "levqor_http_requests_total", **ok) - value(before, "levqor_http_requests_total", **ok) == 3
+    for status in ("401", "429"):
+        labels = ok | {"status": status}
+        assert (
+            value(after, "levqor_http_requests_total", **labels) - value(before, "levqor_http_requests_total", **labels)
+            == 1
+        )
+    timed = {"operation": "list_workflows", "status": "200"}
+    count = "levqor_http_request_duration_seconds_count"
+    assert value(after, count, **timed) - value(before, count, **timed) == 3
+    assert value(after, "levqor_http_request_duration_seconds_sum", **timed) > 0
+    assert value(after, "levqor_http_request_duration_seconds_bucket", **timed, le="+Inf") >= 3
+    refusal = {"type": "monthly-quota-exceeded"}
+    assert (
+        value(after, "levqor_limit_refusals_total", **refusal) - value(before, "levqor_limit_refusals_total", **refusal)
+        == 1
+    )
+    # Portal pages are counted under one bounded label.
+    assert value(after, "levqor_http_requests_total", operation="metrics", method="GET", status="200") >= 1
+
+
+def test_metrics_show_jobs_by_state_and_queue_depth(app, client, make_account):
+    _, raw = make_account(tier="pro")
+    for _ in range(2):
+        created = client.post("/api/v1/jobs", json={"workflow": "echo", "input": {"x": 1}}, headers={"x-api-key": raw})
+        assert created.status_code == 202
+    metrics.record_job_run(app.extensions["levqor.redis"], "notion-sync", "failed")
+    samples = scrape(client)
+    assert value(samples, "levqor_api_jobs", state="queued") == 2
+    assert value(samples, "levqor_api_jobs", state="succeeded") == 0
+    assert value(samples, "levqor_queue_depth", queue="levqor") == 2
+    assert value(samples, "levqor_rq_jobs", queue="levqor", state="queued") == 2
+    assert value(samples, "levqor_rq_jobs", queue="levqor", state="failed") == 0
+    assert value(samples, "levqor_background_job_runs_total", job="notion-sync", outcome="failed") == 1
+
+
+def test_metrics_can_require_a_bearer_token(app, client, monkeypatch):
+    monkeypatch.setitem(app.config, "METRICS_TOKEN", "scrape-secret")
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"}).status_code == 200
+
+
+def test_daily_stats_reach_redis_only_when_flushed(app, client):
+    r = app.extensions["levqor.redis"]
+    metrics.flush_daily_stats(r)
+    key = metrics.day_key(datetime.now(UTC).date())
+    r.delete(key)
+    client.get("/api/health")
+    assert r.hget(key, "requests") is None  # the request itself made no Redis write for stats
+    assert metrics.flush_daily_stats(r) == 1
+    assert metrics.day_stats(r, datetime.now(UTC).date())["requests"] == 1
+
+
+def test_p95_interpolates_inside_the_bucket():
+    buckets = [(0.01, 90), (0.1, 10), (float("inf"), 0)]
+    assert metrics.quantile_ms(buckets, 0.95) == 55.0
+    assert metrics.quantile_ms([(0.01, 0)], 0.95) is None
+
+
+def test_multiprocess_mode_aggregates_every_worker_process(tmp_path):
+    """Two processes write counters to PROMETHEUS_MULTIPROC_DIR; a third renders their sum."""
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    record = (
+        "from levqor import metrics\n"
+        "metrics.REQUESTS.labels('get_usage', 'GET', '200').inc(5)\n"
+        "metrics.REFUSALS.labels('burst-limit-exceeded').inc()\n"
+    )
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", record], cwd=ROOT, env=env, check=True, timeout=60)
+    render = (
+        "import os\n"
+        "from prometheus_client import CollectorRegistry, generate_latest, multiprocess\n"
+        "registry = CollectorRegistry(); multiprocess.MultiProcessCollector(registry)\n"
+        "print(generate_latest(registry).decode())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", render], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    text = out.stdout
+    assert 'levqor_http_requests_total{method="GET",operation="get_usage",status="200"} 10.0' in text
+    assert 'levqor_limit_refusals_total{type="burst-limit-exceeded"} 2.0' in text
