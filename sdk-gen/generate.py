@@ -24,7 +24,7 @@ HERE = ROOT / "sdk-gen"
 SPEC = ROOT / "openapi" / "openapi.yaml"
 OUT = ROOT / "build" / "sdk"
 # What publish.py reads: the version and the spec the output was generated from.
-META = OUT / "generated.json"
+META = "generated.json"
 
 # Files the generators emit that belong to a different project layout (CI for another host,
 # scripts pushing to a placeholder repository, empty test stubs).
@@ -72,13 +72,17 @@ def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> Non
         raise GenerationError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output}")
 
 
-def generate(lang: str, version: str, cli: str) -> Path:
+def show(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def generate(lang: str, version: str, cli: str, root: Path = OUT) -> Path:
     generator, version_option, layer = LANGS[lang]
-    out = OUT / lang
+    out = root / lang
     started = time.monotonic()
-    step(lang, f"wiping {out.relative_to(ROOT)}")
+    step(lang, f"wiping {show(out)}")
     shutil.rmtree(out, ignore_errors=True)
-    step(lang, f"openapi-generator {generator} → {out.relative_to(ROOT)} (version {version})")
+    step(lang, f"openapi-generator {generator} → {show(out)} (version {version})")
     run(
         [
             cli,
@@ -123,28 +127,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lang", choices=sorted(LANGS), action="append", help="only this language (repeatable)")
     parser.add_argument("--no-build", action="store_true", help="skip compiling the Node SDK")
+    parser.add_argument("--out", type=Path, default=OUT, help="output folder (default build/sdk)")
     args = parser.parse_args(argv)
     try:
         cli = generator_cli()
         version = spec_version()
-        OUT.mkdir(parents=True, exist_ok=True)
-        META.unlink(missing_ok=True)
+        root = args.out.resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        (root / META).unlink(missing_ok=True)
         langs = args.lang or list(LANGS)
         for lang in langs:
-            out = generate(lang, version, cli)
+            out = generate(lang, version, cli, root)
             if lang == "node" and not args.no_build:
                 build_node(out)
         print("==> [sdk] checking the SDKs' operations against the spec", flush=True)
-        problems = drift(SPEC, OUT)
+        problems = drift(SPEC, root)
         if problems:
             raise GenerationError("the SDKs and the spec disagree:\n  " + "\n  ".join(problems))
         if set(langs) == set(LANGS):
             meta = {"version": version, "spec_sha256": spec_digest(), "languages": sorted(LANGS)}
-            META.write_text(json.dumps(meta, indent=2) + "\n")
+            (root / META).write_text(json.dumps(meta, indent=2) + "\n")
     except GenerationError as err:
         print(f"sdk generation failed: {err}", file=sys.stderr)
         return 1
-    print(f"==> SDKs {version} ready in {OUT.relative_to(ROOT)}/", flush=True)
+    print(f"==> SDKs {version} ready in {show(root)}/", flush=True)
     return 0
 
 

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.sdk
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi" / "openapi.yaml"
-OUT = ROOT / "build" / "sdk"
+GENERATE = [sys.executable, str(ROOT / "sdk-gen" / "generate.py")]
+PUBLISH = [sys.executable, str(ROOT / "sdk-gen" / "publish.py")]
 HERE = Path(__file__).resolve().parent / "sdk"
 
 
@@ -49,10 +50,11 @@ def run(cmd, **kw) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def generated():
-    """`make sdk`'s script, once for the module: both SDKs in build/sdk, Node compiled."""
-    proc = run([sys.executable, str(ROOT / "sdk-gen" / "generate.py")], cwd=ROOT)
-    return proc.stdout
+def generated(tmp_path_factory):
+    """`make sdk`'s script, once for the module, into a temporary folder (build/sdk is left alone)."""
+    out = tmp_path_factory.mktemp("sdk")
+    proc = run([*GENERATE, "--out", str(out)], cwd=ROOT)
+    return out, proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +76,21 @@ def live_url(cx):
 @pytest.fixture(scope="module")
 def python_sdk(generated, tmp_path_factory) -> Path:
     """A fresh virtualenv with only the generated Python SDK (and its dependencies) installed."""
+    out = generated[0]
     env_dir = tmp_path_factory.mktemp("py-sdk") / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(OUT / "python")])
+    run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(out / "python")])
     return python
 
 
 @pytest.fixture(scope="module")
 def node_project(generated, tmp_path_factory) -> Path:
     """A throwaway Node project with the packed SDK installed from its tarball, as a user would."""
+    out = generated[0]
     project = tmp_path_factory.mktemp("node-sdk")
     packed = run(
-        ["npm", "pack", "--ignore-scripts", "--json", "--pack-destination", str(project)], cwd=OUT / "node"
+        ["npm", "pack", "--ignore-scripts", "--json", "--pack-destination", str(project)], cwd=out / "node"
     ).stdout
     tarball = project / json.loads(packed)[0]["filename"]
     (project / "package.json").write_text(json.dumps({"name": "sdk-consumer", "private": True}))
@@ -132,21 +136,22 @@ def _assert_scenario(out: dict, app, account_id: int, generated_name: str) -> No
 
 
 def test_make_sdk_generates_both_sdks_versioned_from_the_spec(generated):
+    out, log = generated
     version = yaml.safe_load(SPEC.read_text())["info"]["version"]
-    for step in ("wiping build/sdk/python", "openapi-generator python", "openapi-generator typescript-fetch"):
-        assert step in generated
-    assert f'version = "{version}"' in (OUT / "python" / "pyproject.toml").read_text()
-    assert 'name = "levqor"' in (OUT / "python" / "pyproject.toml").read_text()
-    package = json.loads((OUT / "node" / "package.json").read_text())
+    for step in (f"wiping {out / 'python'}", "openapi-generator python", "openapi-generator typescript-fetch"):
+        assert step in log
+    assert f'version = "{version}"' in (out / "python" / "pyproject.toml").read_text()
+    assert 'name = "levqor"' in (out / "python" / "pyproject.toml").read_text()
+    package = json.loads((out / "node" / "package.json").read_text())
     assert (package["name"], package["version"]) == ("@levqor/sdk", version)
-    assert (OUT / "node" / "dist" / "index.js").exists() and (OUT / "node" / "dist" / "levqor.js").exists()
-    assert (OUT / "python" / "levqor" / "client.py").read_text() == (
+    assert (out / "node" / "dist" / "index.js").exists() and (out / "node" / "dist" / "levqor.js").exists()
+    assert (out / "python" / "levqor" / "client.py").read_text() == (
         ROOT / "sdk-gen" / "python" / "levqor" / "client.py"
     ).read_text()
-    meta = json.loads((OUT / "generated.json").read_text())
+    meta = json.loads((out / "generated.json").read_text())
     assert meta["version"] == version
     for lang in ("python", "node"):
-        readme = (OUT / lang / "README.md").read_text()
+        readme = (out / lang / "README.md").read_text()
         assert "Quick start" in readme and version in readme
 
 
@@ -163,13 +168,15 @@ def test_node_sdk_against_a_running_app(node_project, live_url, make_account, ap
 
 
 def test_sdks_expose_exactly_the_spec_operations(generated):
-    assert drift.drift(SPEC, OUT) == []
-    python_ops = drift.python_operations(OUT / "python" / "levqor")
+    out = generated[0]
+    assert drift.drift(SPEC, out) == []
+    python_ops = drift.python_operations(out / "python" / "levqor")
     assert "sandbox_create_job" in python_ops["SandboxApi"] and "create_job" in python_ops["JobsApi"]
-    assert "sandboxCreateJob" in drift.node_operations(OUT / "node" / "src")["SandboxApi"]
+    assert "sandboxCreateJob" in drift.node_operations(out / "node" / "src")["SandboxApi"]
 
 
 def test_drift_check_fails_when_the_spec_moves_ahead(generated, tmp_path):
+    out = generated[0]
     spec = yaml.safe_load(SPEC.read_text())
     spec["paths"]["/v1/jobs/{job_id}/retry"] = {
         "post": {"tags": ["Jobs"], "operationId": "retry_job", "responses": {"200": {"description": "ok"}}}
@@ -177,7 +184,7 @@ def test_drift_check_fails_when_the_spec_moves_ahead(generated, tmp_path):
     del spec["paths"]["/sandbox/v1/jobs"]["get"]
     moved = tmp_path / "openapi.yaml"
     moved.write_text(yaml.safe_dump(spec))
-    assert sorted(drift.drift(moved, OUT)) == sorted(
+    assert sorted(drift.drift(moved, out)) == sorted(
         [
             "hand-written layer: SandboxApi.sandbox_list_jobs is used by sdk-gen but not in the spec",
             "python: JobsApi.retry_job is in the spec but not in the SDK",
@@ -193,11 +200,12 @@ def _git(repo: Path, *args) -> str:
 
 
 def test_publish_to_a_local_bare_repository(generated, tmp_path):
+    out = generated[0]
     remote = tmp_path / "levqor-sdk.git"
     run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(remote)])
-    version = json.loads((OUT / "generated.json").read_text())["version"]
+    version = json.loads((out / "generated.json").read_text())["version"]
     env = {**os.environ, "LEVQOR_SDK_REMOTE": str(remote)}
-    script = [sys.executable, str(ROOT / "sdk-gen" / "publish.py")]
+    script = [*PUBLISH, "--source", str(out)]
 
     first = run(script, env=env)
     assert f"tag v{version}" in first.stdout
@@ -207,16 +215,17 @@ def test_publish_to_a_local_bare_repository(generated, tmp_path):
     assert "python/levqor/client.py" in files and "node/src/levqor.ts" in files and "README.md" in files
     assert not any(f.startswith(("node/dist/", "node/node_modules/")) or "__pycache__" in f for f in files)
 
-    # Same output again: nothing to do, no new commit.
+    # Generated again from the same spec: identical output, nothing to do, no new commit.
+    run([*GENERATE, "--out", str(out), "--no-build"], cwd=ROOT)
     again = run(script, env=env)
     assert "nothing to publish" in again.stdout
     assert _git(remote, "rev-parse", "main") == head
 
     # Different output under the same version: refused, the repository untouched.
     changed = tmp_path / "changed"
-    shutil.copytree(OUT, changed, ignore=shutil.ignore_patterns("dist", "node_modules"))
+    shutil.copytree(out, changed, ignore=shutil.ignore_patterns("dist", "node_modules"))
     (changed / "python" / "README.md").write_text("edited\n")
-    refused = subprocess.run([*script, "--source", str(changed)], env=env, capture_output=True, text=True)
+    refused = subprocess.run([*PUBLISH, "--source", str(changed)], env=env, capture_output=True, text=True)
     assert refused.returncode == 1
     assert f"v{version} is already published with different content" in refused.stderr
     assert "Traceback" not in refused.stderr
@@ -225,25 +234,25 @@ def test_publish_to_a_local_bare_repository(generated, tmp_path):
     # A new version publishes on top, with its own tag.
     meta = json.loads((changed / "generated.json").read_text())
     (changed / "generated.json").write_text(json.dumps({**meta, "version": "9.9.9"}))
-    bumped = run([*script, "--source", str(changed)], env=env)
+    bumped = run([*PUBLISH, "--source", str(changed)], env=env)
     assert "tag v9.9.9" in bumped.stdout
     assert _git(remote, "rev-parse", "main^") == head
     assert _git(remote, "tag", "--list").split() == [f"v{version}", "v9.9.9"]
 
 
 def test_publish_refuses_without_a_remote_or_with_stale_output(generated, tmp_path):
+    out = generated[0]
     env = {k: v for k, v in os.environ.items() if k != "LEVQOR_SDK_REMOTE"}
-    script = [sys.executable, str(ROOT / "sdk-gen" / "publish.py")]
-    missing = subprocess.run(script, env=env, capture_output=True, text=True)
+    missing = subprocess.run([*PUBLISH, "--source", str(out)], env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "LEVQOR_SDK_REMOTE" in missing.stderr
 
     stale = tmp_path / "stale"
-    shutil.copytree(OUT, stale, ignore=shutil.ignore_patterns("dist", "node_modules"))
+    shutil.copytree(out, stale, ignore=shutil.ignore_patterns("dist", "node_modules"))
     meta = json.loads((stale / "generated.json").read_text())
     (stale / "generated.json").write_text(json.dumps({**meta, "spec_sha256": "0" * 64}))
     remote = tmp_path / "r.git"
     run(["git", "init", "--quiet", "--bare", str(remote)])
     refused = subprocess.run(
-        [*script, "--remote", str(remote), "--source", str(stale)], env=env, capture_output=True, text=True
+        [*PUBLISH, "--remote", str(remote), "--source", str(stale)], env=env, capture_output=True, text=True
     )
     assert refused.returncode == 1 and "run `make sdk` first" in refused.stderr
