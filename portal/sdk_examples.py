@@ -1,7 +1,8 @@
 """The SDK usage examples on /docs/sdk. Each names the sandbox operation its Run button makes.
 
-The SDKs are generated from the spec by sdk-gen/ (openapi-generator: `python` and
-`typescript-fetch`), so class and method names follow the spec's tags and operationIds.
+The SDKs are generated from the spec by sdk-gen/ and fronted by a small hand-written client:
+Python `from levqor.client import Levqor`, Node `import { Levqor } from "@levqor/sdk"`. With
+environment "sandbox" their `jobs` and `workflows` reach /api/sandbox/v1, which is what Run calls.
 """
 
 from dataclasses import dataclass
@@ -17,22 +18,18 @@ class SdkExample:
 
 
 PYTHON_SETUP = """\
-import os
+from levqor.client import Levqor
 
-import levqor
-
-configuration = levqor.Configuration(host="{api_base}")
-configuration.api_key["ApiKeyAuth"] = os.environ["LEVQOR_API_KEY"]
+# The key comes from the LEVQOR_API_KEY environment variable.
+client = Levqor(base_url="{api_base}", environment="sandbox")
 """
 
 NODE_SETUP = """\
-import {{ Configuration, SandboxApi }} from "@levqor/sdk";
+// example.mjs (Node 18+)
+import {{ Levqor }} from "@levqor/sdk";
 
-const configuration = new Configuration({{
-  basePath: "{api_base}",
-  apiKey: process.env.LEVQOR_API_KEY,
-}});
-const sandbox = new SandboxApi(configuration);
+// The key comes from the LEVQOR_API_KEY environment variable.
+const client = new Levqor({{ baseUrl: "{api_base}", environment: "sandbox" }});
 """
 
 EXAMPLES = [
@@ -42,19 +39,17 @@ EXAMPLES = [
         operation_id="sandbox_create_job",
         python=PYTHON_SETUP
         + """
-with levqor.ApiClient(configuration) as client:
-    sandbox = levqor.SandboxApi(client)
-    job = sandbox.sandbox_create_job(
-        levqor.JobCreate(
-            workflow="text-stats",
-            input={{"text": "Levqor runs workflows. Workflows run jobs.", "top": 3}},
-        )
-    )
-    print(job.id, job.status, job.result)
+job = client.jobs.create_job(
+    {{
+        "workflow": "text-stats",
+        "input": {{"text": "Levqor runs workflows. Workflows run jobs.", "top": 3}},
+    }}
+)
+print(job.id, job.status, job.result)
 """,
         node=NODE_SETUP
         + """
-const job = await sandbox.sandboxCreateJob({{
+const job = await client.jobs.createJob({{
   jobCreate: {{
     workflow: "text-stats",
     input: {{ text: "Levqor runs workflows. Workflows run jobs.", top: 3 }},
@@ -69,15 +64,13 @@ console.log(job.id, job.status, job.result);
         operation_id="sandbox_list_workflows",
         python=PYTHON_SETUP
         + """
-with levqor.ApiClient(configuration) as client:
-    workflows = levqor.SandboxApi(client).sandbox_list_workflows()
-    for workflow in workflows.data:
-        print(workflow.id, "-", workflow.description)
+for workflow in client.workflows.list_workflows().data:
+    print(workflow.id, "-", workflow.description)
 """,
         node=NODE_SETUP
         + """
-const workflows = await sandbox.sandboxListWorkflows();
-for (const workflow of workflows.data) {{
+const {{ data }} = await client.workflows.listWorkflows();
+for (const workflow of data) {{
   console.log(workflow.id, "-", workflow.description);
 }}
 """,
@@ -88,14 +81,13 @@ for (const workflow of workflows.data) {{
         operation_id="sandbox_list_jobs",
         python=PYTHON_SETUP
         + """
-with levqor.ApiClient(configuration) as client:
-    page = levqor.SandboxApi(client).sandbox_list_jobs(limit=5)
-    for job in page.data:
-        print(job.id, job.workflow, job.status)
+page = client.jobs.list_jobs(limit=5)
+for job in page.data:
+    print(job.id, job.workflow, job.status)
 """,
         node=NODE_SETUP
         + """
-const page = await sandbox.sandboxListJobs({{ limit: 5 }});
+const page = await client.jobs.listJobs({{ limit: 5 }});
 for (const job of page.data) {{
   console.log(job.id, job.workflow, job.status);
 }}

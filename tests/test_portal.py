@@ -5,10 +5,10 @@ from datetime import timedelta
 
 import pytest
 
-from levqor import keys, tiers
+from levqor import keys, portal_sandbox, tiers
 from levqor.extensions import db
 from levqor.models import KeyEvent, utcnow
-from portal import charts, snippets
+from portal import charts, sdk_examples, snippets
 
 from .conftest import csrf_from
 
@@ -368,7 +368,13 @@ def test_sdk_page_documents_both_sdks_with_run_buttons(client, portal):
     p = portal().sign_up()
     signed_in = p.client.get("/docs/sdk").text
     assert signed_in.count('hx-post="/docs/sdk/run"') == 6
-    assert "http://testserver/api/sandbox" in signed_in
+    assert "base_url=&#34;http://testserver/api&#34;, environment=&#34;sandbox&#34;" in signed_in
+
+
+def test_sdk_python_examples_compile():
+    for item in sdk_examples.rendered("http://127.0.0.1:5000/api"):
+        compile(item["python"], item["example"].id, "exec")
+        assert item["example"].operation_id in portal_sandbox.OPERATIONS
 
 
 # ---- chart geometry ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def api_docs():
 
 
 def _sdk_page(**context):
-    api_base = request.url_root.rstrip("/") + "/api/sandbox"
+    api_base = request.url_root.rstrip("/") + "/api"
     return render_template("docs/sdk.html", examples=sdk_examples.rendered(api_base), **context)
 
 
