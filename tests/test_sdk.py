@@ -12,11 +12,14 @@ import sys
 import threading
 import time
 import venv
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import uvicorn
 import yaml
+
+from levqor import metering, tiers
 
 from .servers import free_port
 
@@ -165,6 +168,41 @@ def test_node_sdk_against_a_running_app(node_project, live_url, make_account, ap
     account_id, key = make_account("sandbox")
     proc = run(["node", "node_scenario.cjs"], env=_scenario_env(live_url, key), cwd=node_project)
     _assert_scenario(json.loads(proc.stdout), app, account_id, "is_generated_response_error")
+
+
+QUOTA_PY = """
+import json
+from levqor.client import Levqor
+from levqor.errors import RateLimitError
+retries = []
+try:
+    Levqor(on_retry=retries.append).workflows.list_workflows()
+except RateLimitError as err:
+    print(json.dumps({"type": err.type, "retry_after": err.retry_after, "retries": len(retries)}))
+"""
+QUOTA_NODE = """
+const { Levqor, RateLimitError } = require('@levqor/sdk');
+const retries = [];
+new Levqor({ onRetry: (e) => retries.push(e) }).workflows.listWorkflows().catch((err) => {
+    if (!(err instanceof RateLimitError)) throw err;
+    console.log(JSON.stringify({ type: err.type, retry_after: err.retryAfter, retries: retries.length }));
+});
+"""
+
+
+def test_sdks_raise_a_spent_monthly_quota_at_once(python_sdk, node_project, live_url, make_account, app):
+    account_id, key = make_account("sandbox")
+    period = metering.calendar_period(datetime.now(UTC))
+    app.extensions["levqor.redis"].set(metering.usage_key(account_id, period), tiers.get("sandbox").monthly_quota)
+    env = _scenario_env(live_url, key)
+    answers = [
+        run([str(python_sdk), "-c", QUOTA_PY], env=env, cwd=python_sdk.parent).stdout,  # not the repo's levqor
+        run(["node", "-e", QUOTA_NODE], env=env, cwd=node_project).stdout,
+    ]
+    for answer in map(json.loads, answers):
+        # Retry-After is the reset, days away: beyond max_retry_after, so no retry and no wait.
+        assert answer["type"].endswith("/monthly-quota-exceeded")
+        assert answer["retry_after"] > 60 and answer["retries"] == 0
 
 
 def test_sdks_expose_exactly_the_spec_operations(generated):
