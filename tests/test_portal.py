@@ -392,3 +392,23 @@ def test_daily_chart_scales_bars_to_a_round_maximum():
     assert [b.x for b in chart.bars] == sorted(b.x for b in chart.bars)
     assert charts.daily_chart([{"day": "2026-11-01", "calls": 0, "sandbox_calls": 0}]).scale_max == 4
     assert charts.daily_chart([{"day": "2026-11-01", "calls": 130, "sandbox_calls": 0}]).scale_max == 200
+
+
+def test_an_expired_session_sends_htmx_to_the_login_page_instead_of_a_fragment(client):
+    response = client.get(
+        "/developer/api-keys",
+        headers={**HX, "HX-Target": "usage", "HX-Current-URL": "http://testserver/developer/api-keys"},
+    )
+    assert response.status_code == 401
+    assert response.headers["hx-redirect"] == "/login?next=/developer/api-keys"
+    assert response.text == ""
+
+
+def test_unknown_portal_pages_are_404_not_500(client):
+    page = client.get("/developer/nothing-here")
+    assert page.status_code == 404
+    assert "Page not found" in page.text and "<nav" in page.text
+    api = client.get("/api/nothing-here")
+    assert api.status_code == 404 and api.headers["content-type"] == "application/problem+json"
+    assert api.json()["type"].endswith("/not-found")
+    assert client.get("/docs").status_code == 200

@@ -188,6 +188,25 @@
     }
   });
 
+  // Other htmx calls (Run on /docs/sdk): say what went wrong where the answer would have gone.
+  function showRequestFailure(evt, text) {
+    var elt = evt.detail.elt;
+    var target = evt.detail.target;
+    if (!target || (elt && elt.getAttribute && elt.getAttribute("data-key-action"))) { return; }
+    if (target.classList.contains("run-output")) {
+      target.replaceChildren(el("div", { "class": "run-result run-error", role: "alert" }, [text]));
+    }
+  }
+  document.addEventListener("htmx:responseError", function (evt) {
+    var status = evt.detail.xhr.status;
+    showRequestFailure(evt, status === 400 || status === 403
+      ? "This page's security token has expired. Reload the page and try again."
+      : "The request failed (" + status + "). Try again in a moment.");
+  });
+  document.addEventListener("htmx:sendError", function (evt) {
+    showRequestFailure(evt, "Could not reach the server. Check your connection and try again.");
+  });
+
   document.addEventListener("htmx:load", function (evt) { initTabs(evt.detail.elt); });
   document.addEventListener("DOMContentLoaded", function () { initTabs(document); });
 })();

@@ -14,9 +14,13 @@ from . import assets, auth, developer, docs, pricing  # noqa: E402, F401
 
 @bp.app_context_processor
 def _portal_globals() -> dict:
+    from flask import current_app
+
     from levqor import accounts, tiers
 
     return {
+        # Other areas (billing, ops) register their own blueprints; link to them only when present.
+        "has_endpoint": lambda name: name in current_app.view_functions,
         "default_tier": tiers.TIERS[tiers.DEFAULT_TIER],
         "sandbox_daily_limit": tiers.SANDBOX_DAILY_LIMIT,
         "min_password": accounts.MIN_PASSWORD,
@@ -34,3 +38,20 @@ def _duration(seconds: int) -> str:
     if minutes:
         return f"{minutes} min"
     return f"{secs} s"
+
+
+@bp.app_errorhandler(404)
+def _not_found(exc):
+    """A readable page for a mistyped portal address; the API keeps its problem+json."""
+    from flask import jsonify, render_template, request
+
+    from levqor import problems
+
+    if request.path.startswith("/api/"):
+        p = problems.NotFound(exc.description)
+        response = jsonify({"type": p.type, "title": p.title, "status": 404, "detail": exc.description})
+        response.status_code = 404
+        response.mimetype = "application/problem+json"
+        return response
+    message = "There is no page at this address. It may have moved, or the link may be mistyped."
+    return render_template("errors/message.html", title="Page not found", message=message), 404

@@ -3,14 +3,14 @@
 from datetime import datetime, timedelta
 
 from flask import current_app, render_template, request
-from flask_login import current_user, login_required
+from flask_login import current_user
 
 from levqor import keys, metering, tiers
 from levqor.models import utcnow
 
 from .. import charts, snippets
 from . import bp
-from ._render import page_or_fragment
+from ._render import login_required, page_or_fragment
 
 GRACE_CHOICES = [
     (0, "Stop the old key immediately"),
