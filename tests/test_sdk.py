@@ -147,6 +147,8 @@ def test_make_sdk_generates_both_sdks_versioned_from_the_spec(generated):
     assert 'name = "levqor"' in (out / "python" / "pyproject.toml").read_text()
     package = json.loads((out / "node" / "package.json").read_text())
     assert (package["name"], package["version"]) == ("@levqor/sdk", version)
+    tooling = json.loads((ROOT / "sdk-gen" / "node" / "package.json").read_text())
+    assert package["devDependencies"] == tooling["devDependencies"]  # users build with the TypeScript we test
     assert (out / "node" / "dist" / "index.js").exists() and (out / "node" / "dist" / "levqor.js").exists()
     assert (out / "python" / "levqor" / "client.py").read_text() == (
         ROOT / "sdk-gen" / "python" / "levqor" / "client.py"
