@@ -138,7 +138,12 @@ def test_main_pages_render_for_a_visitor_on_desktop_and_phone(context, console, 
     phone = browser.new_context(base_url=live_server, viewport={"width": 390, "height": 844}, is_mobile=True)
     try:
         small = console.attach(phone.new_page())
-        for path, name in (("/developer", "developer-phone"), ("/pricing", "pricing-phone")):
+        for path, name in (
+            ("/developer", "developer-phone"),
+            ("/pricing", "pricing-phone"),
+            ("/docs/sdk", "docs-sdk-phone"),
+            ("/docs/api", "docs-api-phone"),
+        ):
             small.goto(path)
             # Nothing wider than the screen: no sideways scrolling on a phone.
             assert small.evaluate("document.documentElement.scrollWidth") <= 390 + 1, path
