@@ -166,10 +166,18 @@ def test_rolling_twice_the_same_day_is_refused_with_retry_after(portal):
     assert 0 < int(again.headers["retry-after"]) <= 86400
 
 
-def test_form_encoded_roll_with_grace_keeps_the_old_key_listed(portal):
+def test_rolling_with_a_grace_period_from_the_form_lists_the_old_key_until_it_expires(portal, app):
     p = portal().sign_up()
-    response = p.client.post("/api/key/new", data={"grace_period_seconds": "0"}, headers={"X-CSRFToken": p.csrf})
-    assert response.status_code == 201, response.text
+    first = p.client.post("/api/key/new", data={"grace_period_seconds": "0"}, headers={"X-CSRFToken": p.csrf})
+    assert first.status_code == 201, first.text
+    r = app.extensions["levqor.redis"]
+    # A day later, as far as the key-creation limit knows.
+    r.delete(*r.keys(f"LIMITS:LIMITER/{app.config['RATELIMIT_KEY_PREFIX']}/key-new:*"))
+    second = p.client.post("/api/key/new", data={"grace_period_seconds": "3600"}, headers={"X-CSRFToken": p.csrf})
+    assert second.status_code == 201, second.text
+    panel = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
+    assert f'id="key-hint">{second.json()["hint"]}<' in panel
+    assert f"Previous key <code>{first.json()['hint']}</code> keeps working until" in panel
 
 
 # ---- sandbox runs from /docs/sdk ------------------------------------------------------------------
