@@ -152,3 +152,26 @@ def test_main_pages_render_for_a_visitor_on_desktop_and_phone(context, console, 
         phone.close()
     unexpected = [e for e in console.errors if "status of 401" not in e]  # the wrong password, on purpose
     assert not unexpected, unexpected
+
+
+def test_revoke_asks_first_then_the_panel_and_audit_trail_update_in_place(context, console, shots):
+    page = console.attach(context.new_page())
+    sign_up(page)
+    page.get_by_role("button", name="Create key").click()
+    expect(page.locator("#key-hint")).to_be_visible()
+    page.evaluate("window.__stayedHere = 'yes'")
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.locator("#key-hint")).to_be_visible()  # dismissed: nothing happened
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.locator("#key-result")).to_contain_text("is revoked")
+    expect(page.locator("#no-key")).to_be_visible()
+    expect(page.locator("#key-events")).to_contain_text("revoked")
+    assert page.evaluate("window.__stayedHere") == "yes"
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 391
+    shots(page, "api-keys-phone")
