@@ -420,3 +420,19 @@ def test_unknown_portal_pages_are_404_not_500(client):
     assert api.status_code == 404 and api.headers["content-type"] == "application/problem+json"
     assert api.json()["type"].endswith("/not-found")
     assert client.get("/docs").status_code == 200
+
+
+def test_with_redis_down_the_dashboard_and_run_degrade_instead_of_failing(portal, redis_server):
+    p = portal().sign_up()
+    p.new_key()
+    redis_server.stop()
+    try:
+        page = p.client.get("/developer/api-keys")
+        assert page.status_code == 200
+        assert 'id="usage-unavailable"' in page.text and 'id="key-hint"' in page.text
+        run = run_example(p)
+        assert run.status_code == 200 and "unavailable" in run.text and 'role="alert"' in run.text
+    finally:
+        redis_server.start()
+    back = p.client.get("/developer/api-keys")
+    assert back.status_code == 200 and 'id="usage-unavailable"' not in back.text

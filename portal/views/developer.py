@@ -1,7 +1,9 @@
 """/developer: the overview and the API-keys dashboard (key, usage, chart, audit trail)."""
 
+import logging
 from datetime import datetime, timedelta
 
+import redis
 from flask import current_app, render_template, request
 from flask_login import current_user
 
@@ -11,6 +13,8 @@ from levqor.models import utcnow
 from .. import charts, snippets
 from . import bp
 from ._render import login_required, page_or_fragment
+
+log = logging.getLogger(__name__)
 
 GRACE_CHOICES = [
     (0, "Stop the old key immediately"),
@@ -36,14 +40,19 @@ def dashboard_context(account, now: datetime) -> dict:
     """Everything /developer/api-keys shows, always for the signed-in account only."""
     visible = keys.visible_keys(account.id, now)
     active = next((k for k in visible if k.status == "active"), None)
-    usage = metering.usage_snapshot(_redis(), account, active.id if active else None, now)
+    try:
+        usage = metering.usage_snapshot(_redis(), account, active.id if active else None, now)
+    except redis.RedisError as err:
+        # The counters live in Redis; the rest of the page still works while it is away.
+        log.warning("usage unavailable: %s", err)
+        usage = None
     history = metering.daily_history(_redis(), account.id, now)
     return {
         "active": active,
         "expiring": [k for k in visible if k.status == "expiring"],
         "usage": usage,
-        "resets_at": datetime.fromisoformat(usage["resets_at"]),
-        "sandbox_resets_at": datetime.fromisoformat(usage["sandbox"]["resets_at"]),
+        "resets_at": datetime.fromisoformat(usage["resets_at"]) if usage else None,
+        "sandbox_resets_at": datetime.fromisoformat(usage["sandbox"]["resets_at"]) if usage else None,
         "chart": charts.daily_chart(history),
         "events": keys.events(account.id, limit=20),
         "next_creation": _next_creation(account.id, now),

@@ -1,7 +1,9 @@
 """/docs: the API reference (Swagger UI + generated example calls) and the SDK guide with Run."""
 
 import json
+import logging
 
+import redis
 from flask import current_app, render_template, request
 from flask_login import current_user
 
@@ -10,6 +12,8 @@ from levqor import portal_sandbox, problems
 from .. import sdk_examples, snippets
 from . import bp
 from ._render import is_htmx
+
+log = logging.getLogger(__name__)
 
 
 @bp.get("/docs")
@@ -51,6 +55,12 @@ def sdk_run():
         except problems.Problem as problem:
             result["problem"] = problem
             status = problem.status
+        except redis.RedisError as err:
+            log.warning("sandbox unavailable: %s", err)
+            result["problem"] = problems.ServiceUnavailable(
+                "The sandbox is unavailable for a moment; try again shortly."
+            )
+            status = 503
         else:
             result["call"] = call
             result["body_json"] = json.dumps(call.body, indent=2)
