@@ -21,7 +21,10 @@ PYTHON_SETUP = """\
 from levqor.client import Levqor
 
 # The key comes from the LEVQOR_API_KEY environment variable.
-client = Levqor(base_url="{api_base}", environment="sandbox")
+client = Levqor(
+    base_url="{api_base}",
+    environment="sandbox",
+)
 """
 
 NODE_SETUP = """\
@@ -29,7 +32,10 @@ NODE_SETUP = """\
 import {{ Levqor }} from "@levqor/sdk";
 
 // The key comes from the LEVQOR_API_KEY environment variable.
-const client = new Levqor({{ baseUrl: "{api_base}", environment: "sandbox" }});
+const client = new Levqor({{
+  baseUrl: "{api_base}",
+  environment: "sandbox",
+}});
 """
 
 EXAMPLES = [
