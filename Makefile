@@ -34,6 +34,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 bench: setup system-deps
+	@command -v wrk >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq wrk >/dev/null || sudo apt-get install -y -qq wrk >/dev/null; }
 	$(PY) bench/run.py
 
 # The Python (levqor) and Node (@levqor/sdk) SDKs, generated from the spec into build/sdk/.

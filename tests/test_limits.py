@@ -1,0 +1,254 @@
+"""Tiered limits: monthly quotas, burst limits, the sandbox cap, headers, exactness, cost."""
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, date, datetime
+
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from levqor import gate as gate_module
+from levqor import metering, problems, tiers
+from levqor.extensions import db
+from levqor.models import Account, ApiKey, UsageDaily
+
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "RateLimit-Policy", "RateLimit")
+
+
+def seed_usage(app, account_id: int, calls: int = 0, sandbox_calls: int = 0) -> None:
+    """Usage already persisted for today, as if earlier calls had been flushed."""
+    with app.app_context():
+        key_id = db.session.scalar(sa.select(ApiKey.id).where(ApiKey.account_id == account_id))
+        db.session.add(
+            UsageDaily(key_id=key_id, account_id=account_id, day=date.today(), calls=calls, sandbox_calls=sandbox_calls)
+        )
+        db.session.commit()
+
+
+def spaced(start: float):
+    """Timestamps one second apart, so the per-second burst limit stays out of the way."""
+    return (start + i for i in range(10**6))
+
+
+@pytest.mark.parametrize("tier", ["sandbox", "pro"])
+def test_monthly_quota_admits_exactly_what_is_left_then_refuses(client, app, make_account, tier):
+    quota = tiers.get(tier).monthly_quota
+    account_id, key = make_account(tier=tier)
+    seed_usage(app, account_id, calls=quota - 3)
+    headers = {"x-api-key": key}
+    statuses = []
+    for _ in range(3):
+        ok = client.get("/api/v1/workflows", headers=headers)
+        statuses.append(ok.status_code)
+    assert statuses == [200, 200, 200]
+    assert ok.headers["X-RateLimit-Limit"] == str(quota) and ok.headers["X-RateLimit-Remaining"] == "0"
+    refused = client.get("/api/v1/workflows", headers=headers)
+    assert refused.status_code == 429
+    assert refused.json()["type"] == problems.TYPE_BASE + "monthly-quota-exceeded"
+    reset = metering.calendar_period(datetime.now(UTC)).end.timestamp()
+    assert abs(int(refused.headers["Retry-After"]) - (reset - time.time())) < 5
+    assert refused.headers["X-RateLimit-Reset"] == str(int(reset))
+    assert client.get("/api/usage", headers=headers).json()["calls_used"] == quota  # refusals not counted
+    assert client.get("/api/sandbox/v1/workflows", headers=headers).status_code == 200  # separate cap
+
+
+def test_enterprise_quota_is_unlimited(client, app, make_account):
+    account_id, key = make_account(tier="enterprise")
+    seed_usage(app, account_id, calls=5_000_000)
+    response = client.get("/api/v1/workflows", headers={"x-api-key": key})
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Limit"] == str(tiers.get("enterprise").burst_per_second)
+    usage = client.get("/api/usage", headers={"x-api-key": key}).json()
+    assert usage["quota"] is None and usage["remaining"] is None and usage["calls_used"] == 5_000_001
+
+
+@pytest.mark.parametrize("tier", ["sandbox", "pro", "enterprise"])
+def test_burst_limit_per_second_per_tier(app, make_account, tier):
+    _, key = make_account(tier=tier)
+    gate = app.extensions["levqor.gate"]
+    burst = tiers.get(tier).burst_per_second
+    now = float(int(time.time())) + 0.1
+    admitted = 0
+    for _ in range(burst + 5):
+        try:
+            gate.authorize(key, "v1", now=now)
+            admitted += 1
+        except problems.BurstLimitExceeded as refused:
+            assert refused.headers["Retry-After"] == "1"
+    assert admitted == burst
+    gate.authorize(key, "v1", now=now + 1)  # the next second is open again
+
+
+def test_burst_refusal_over_http_has_type_and_headers(client, make_account):
+    _, key = make_account(tier="sandbox")
+    for _ in range(60):
+        response = client.get("/api/v1/workflows", headers={"x-api-key": key})
+        if response.status_code == 429:
+            break
+    assert response.status_code == 429
+    assert response.json()["type"] == problems.TYPE_BASE + "burst-limit-exceeded"
+    assert response.headers["Retry-After"] == "1"
+    assert all(h in response.headers for h in RATE_HEADERS)
+
+
+def test_sandbox_cap_is_100_per_key_per_day_whatever_the_tier(app, client, make_account):
+    account_id, key = make_account(tier="enterprise")
+    gate = app.extensions["levqor.gate"]
+    times = spaced(time.time() - 500)
+    for _ in range(tiers.SANDBOX_DAILY_LIMIT):
+        gate.authorize(key, "sandbox", now=next(times))
+    with pytest.raises(problems.SandboxDailyCapExceeded) as refused:
+        gate.authorize(key, "sandbox", now=next(times))
+    tomorrow = metering.day_end(datetime.now(UTC).date()).timestamp()
+    assert refused.value.headers["X-RateLimit-Reset"] == str(int(tomorrow))
+    response = client.get("/api/sandbox/v1/workflows", headers={"x-api-key": key})
+    assert response.status_code == 429
+    assert response.json()["type"] == problems.TYPE_BASE + "sandbox-daily-cap-exceeded"
+    assert response.headers["X-RateLimit-Limit"] == "100" and response.headers["X-RateLimit-Remaining"] == "0"
+    usage = client.get("/api/usage", headers={"x-api-key": key}).json()
+    assert usage["sandbox"]["calls_today"] == 100 and usage["calls_used"] == 0
+    assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
+
+
+def test_every_api_response_carries_rate_limit_headers(client, make_account):
+    _, key = make_account(tier="pro")
+    headers = {"x-api-key": key}
+    responses = [
+        client.get("/api/v1/workflows", headers=headers),
+        client.get("/api/v1/jobs/job_00000000000000000000", headers=headers),  # 404 from the handler
+        client.post("/api/v1/jobs", headers=headers, json={"workflow": "echo"}),  # 400 from validation
+        client.get("/api/sandbox/v1/workflows", headers=headers),
+        client.get("/api/usage", headers=headers),
+    ]
+    assert [r.status_code for r in responses] == [200, 404, 400, 200, 200]
+    for response in responses:
+        assert all(h in response.headers for h in RATE_HEADERS), response.headers
+    assert responses[0].headers["RateLimit-Policy"] == '"monthly";q=10000;w=2592000, "burst";q=50;w=1'
+    assert responses[3].headers["RateLimit-Policy"].startswith('"daily";q=100;w=86400')
+
+
+def test_tier_change_applies_to_the_next_call(client, app, make_account):
+    from levqor import accounts
+
+    account_id, key = make_account(tier="sandbox")
+    assert client.get("/api/v1/workflows", headers={"x-api-key": key}).headers["X-RateLimit-Limit"] == "1000"
+    with app.app_context():
+        accounts.set_tier(db.session.get(Account, account_id), "PRO")
+    assert client.get("/api/v1/workflows", headers={"x-api-key": key}).headers["X-RateLimit-Limit"] == "10000"
+
+
+def test_cli_set_tier(app, make_account):
+    account_id, _ = make_account()
+    with app.app_context():
+        email = db.session.get(Account, account_id).email
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["accounts", "set-tier", email, "Enterprise"])
+    assert result.exit_code == 0, result.output
+    assert "Enterprise" in result.output
+    bad = runner.invoke(args=["accounts", "set-tier", email, "platinum"])
+    assert bad.exit_code != 0 and "Unknown tier" in bad.output
+    with app.app_context():
+        assert db.session.get(Account, account_id).tier == "enterprise"
+
+
+# -- exactness under concurrency ---------------------------------------------------------------
+
+
+def _hammer(args):
+    """In a separate process: one gate call per timestamp, against the real Redis."""
+    redis_url, key, area, stamps = args
+    r = redis.Redis.from_url(redis_url)
+    gate = gate_module.Gate(app=None, r=r, flush_seconds=0)  # record already cached: no app needed
+    admitted = 0
+    for stamp in stamps:
+        try:
+            gate.authorize(key, area, now=stamp)
+            admitted += 1
+        except problems.TooManyRequests:
+            pass
+    return admitted
+
+
+@pytest.mark.parametrize("area", ["v1", "sandbox"])
+def test_concurrent_calls_from_several_processes_admit_exactly_what_is_left(
+    app, client, make_account, redis_server, area
+):
+    account_id, key = make_account(tier="sandbox")
+    left = 37
+    if area == "v1":
+        seed_usage(app, account_id, calls=1000 - left)
+    else:
+        seed_usage(app, account_id, sandbox_calls=100 - left)
+    app.extensions["levqor.gate"].authorize(key, "meta")  # cache the key record (and seed counters)
+    base = time.time() - 3600
+    # 4 processes x 40 calls = 160 > 37, every call in its own second so only the quota decides.
+    chunks = [[base + p * 40 + i for i in range(40)] for p in range(4)]
+    with ProcessPoolExecutor(max_workers=4) as pool:
+        admitted = sum(pool.map(_hammer, [(redis_server.url, key, area, chunk) for chunk in chunks]))
+    assert admitted == left
+    usage = client.get("/api/usage", headers={"x-api-key": key}).json()
+    if area == "v1":
+        assert usage["calls_used"] == 1000
+    else:
+        assert usage["sandbox"]["calls_today"] == 100
+
+
+def test_concurrent_http_calls_count_every_admitted_call_once(cx, app, make_account):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, key = make_account(tier="enterprise")
+    client = cx.test_client()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(
+            pool.map(lambda _: client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code, range(120))
+        )
+    admitted = statuses.count(200)
+    assert set(statuses) <= {200, 429}
+    assert client.get("/api/usage", headers={"x-api-key": key}).json()["calls_used"] == admitted
+
+
+# -- cost of the hot path -----------------------------------------------------------------------
+
+
+class CountingConnection(redis.Connection):
+    sent = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sent += 1
+        return super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+def counted(app, redis_server, monkeypatch):
+    """Swap in a gate whose Redis client counts round trips, and count SQL statements."""
+    pool = redis.ConnectionPool(host="127.0.0.1", port=redis_server.port, connection_class=CountingConnection)
+    counting_gate = gate_module.Gate(app, redis.Redis(connection_pool=pool), flush_seconds=0)
+    monkeypatch.setitem(app.extensions, "levqor.gate", counting_gate)
+    statements = []
+    with app.app_context():
+        engine = db.engine
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    yield statements
+    event.remove(engine, "before_cursor_execute", listener)
+
+
+def test_authorised_request_costs_one_redis_round_trip_and_no_sql_once_cached(client, make_account, counted):
+    _, key = make_account(tier="enterprise")
+    client.get("/api/v1/workflows", headers={"x-api-key": key})  # first call caches the key record
+    CountingConnection.sent = 0
+    counted.clear()
+    for _ in range(5):
+        assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
+    assert CountingConnection.sent == 5
+    assert counted == []
+
+
+def test_revocation_is_seen_at_once_by_a_gate_with_a_warm_cache(app, client, portal, counted):
+    dev = portal().sign_up()
+    key = dev.new_key().json()["key"]
+    assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
+    assert dev.client.delete("/api/key", headers={"X-CSRFToken": dev.csrf}).status_code == 200
+    assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 401

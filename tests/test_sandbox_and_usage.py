@@ -1,0 +1,159 @@
+"""Sandbox mirror, usage counters and the numbers GET /api/usage reports."""
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from levqor import metering
+from levqor.extensions import db
+from levqor.models import Job, UsageDaily
+
+SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi" / "openapi.yaml").read_text())
+
+
+def schema_of(name: str) -> dict:
+    """A component schema, with refs resolved against the spec and OpenAPI's nullable mapped."""
+
+    def convert(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return convert(SPEC["components"]["schemas"][node["$ref"].split("/")[-1]])
+            out = {k: convert(v) for k, v in node.items() if k not in ("nullable", "example")}
+            if node.get("nullable"):
+                out = {"anyOf": [out, {"type": "null"}]}
+            return out
+        if isinstance(node, list):
+            return [convert(v) for v in node]
+        return node
+
+    return convert(SPEC["components"]["schemas"][name])
+
+
+@pytest.fixture
+def key(make_account):
+    return make_account()[1]
+
+
+def test_sandbox_job_returns_200_family_with_mock_data_valid_against_the_spec(client, key, app):
+    created = client.post(
+        "/api/sandbox/v1/jobs", headers={"x-api-key": key}, json={"workflow": "echo", "input": {"hello": "world"}}
+    )
+    assert created.status_code == 202
+    job = created.json()
+    jsonschema.validate(job, schema_of("Job"))
+    assert job["status"] == "succeeded" and job["result"] == {"hello": "world"}
+    read = client.get(f"/api/sandbox/v1/jobs/{job['id']}", headers={"x-api-key": key})
+    assert read.status_code == 200 and read.json() == job
+    listed = client.get("/api/sandbox/v1/jobs", headers={"x-api-key": key}).json()
+    jsonschema.validate(listed, schema_of("JobPage"))
+    assert [j["id"] for j in listed["data"]] == [job["id"]]
+    workflows = client.get("/api/sandbox/v1/workflows", headers={"x-api-key": key})
+    assert workflows.status_code == 200
+    jsonschema.validate(workflows.json(), schema_of("WorkflowList"))
+    with app.app_context():  # production tables untouched
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Job)) == 0
+
+
+def test_sandbox_delay_job_can_be_canceled_and_finished_jobs_cannot(client, key):
+    running = client.post(
+        "/api/sandbox/v1/jobs", headers={"x-api-key": key}, json={"workflow": "delay", "input": {"seconds": 30}}
+    ).json()
+    assert running["status"] == "running"
+    canceled = client.post(f"/api/sandbox/v1/jobs/{running['id']}/cancel", headers={"x-api-key": key})
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    again = client.post(f"/api/sandbox/v1/jobs/{running['id']}/cancel", headers={"x-api-key": key})
+    assert again.status_code == 409
+
+
+def test_sandbox_results_are_deterministic(client, key):
+    body = {"workflow": "text-stats", "input": {"text": "Alpha beta. Gamma alpha."}}
+    first = client.post("/api/sandbox/v1/jobs", headers={"x-api-key": key}, json=body).json()
+    second = client.post("/api/sandbox/v1/jobs", headers={"x-api-key": key}, json=body).json()
+    assert first["result"] == second["result"] and first["id"] != second["id"]
+    assert first["result"]["top_words"][0] == {"word": "alpha", "count": 2}
+
+
+def test_sandbox_idempotency_and_pagination(client, key):
+    headers = {"x-api-key": key, "Idempotency-Key": "k1"}
+    a = client.post("/api/sandbox/v1/jobs", headers=headers, json={"workflow": "echo", "input": {"n": 1}})
+    b = client.post("/api/sandbox/v1/jobs", headers=headers, json={"workflow": "echo", "input": {"n": 1}})
+    assert (a.status_code, b.status_code) == (202, 200) and a.json()["id"] == b.json()["id"]
+    c = client.post("/api/sandbox/v1/jobs", headers=headers, json={"workflow": "echo", "input": {"n": 2}})
+    assert c.status_code == 409
+    for i in range(4):
+        client.post("/api/sandbox/v1/jobs", headers={"x-api-key": key}, json={"workflow": "echo", "input": {"i": i}})
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/api/sandbox/v1/jobs", headers={"x-api-key": key}, params=params).json()
+        seen += [j["input"] for j in page["data"]]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    assert seen == [{"i": 3}, {"i": 2}, {"i": 1}, {"i": 0}, {"n": 1}]
+
+
+def test_usage_counts_v1_and_sandbox_separately_and_not_itself(client, portal):
+    dev = portal().sign_up()
+    key = dev.new_key().json()["key"]
+    for _ in range(3):
+        assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
+    client.get("/api/v1/jobs/job_00000000000000000000", headers={"x-api-key": key})  # a 404 still counts
+    for _ in range(2):
+        client.get("/api/sandbox/v1/workflows", headers={"x-api-key": key})
+    client.get("/api/key", headers={"x-api-key": key})
+    for _ in range(3):
+        usage = client.get("/api/usage", headers={"x-api-key": key})
+    body = usage.json()
+    assert body["calls_used"] == 4 and body["quota"] == 1000 and body["remaining"] == 996
+    assert body["sandbox"] == {"calls_today": 2, "limit": 100, "resets_at": body["sandbox"]["resets_at"]}
+    now = datetime.now(UTC)
+    assert body["period_start"] == now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).isoformat()
+    assert datetime.fromisoformat(body["resets_at"]) > now
+    assert dev.client.get("/api/usage").json() == body  # the portal session sees the same numbers
+
+
+def test_usage_is_persisted_and_survives_a_redis_flush(client, key, app):
+    for _ in range(5):
+        client.get("/api/v1/workflows", headers={"x-api-key": key})
+    client.get("/api/sandbox/v1/workflows", headers={"x-api-key": key})
+    r = app.extensions["levqor.redis"]
+    with app.app_context():
+        assert metering.flush_usage(r) == 1
+        row = db.session.scalar(sa.select(UsageDaily))
+        assert (row.calls, row.sandbox_calls) == (5, 1)
+    r.flushdb()  # a Redis restart without persistence
+    after = client.get("/api/usage", headers={"x-api-key": key}).json()
+    assert after["calls_used"] == 5 and after["sandbox"]["calls_today"] == 1
+    client.get("/api/v1/workflows", headers={"x-api-key": key})
+    assert client.get("/api/usage", headers={"x-api-key": key}).json()["calls_used"] == 6
+
+
+def test_flush_is_idempotent_and_never_moves_counts_backwards(client, key, app):
+    client.get("/api/v1/workflows", headers={"x-api-key": key})
+    r = app.extensions["levqor.redis"]
+    with app.app_context():
+        metering.flush_usage(r)
+        assert metering.flush_usage(r) == 0
+        kid = db.session.scalar(sa.select(UsageDaily.key_id))
+        r.sadd(metering.DIRTY, f"{kid}|0|{datetime.now(UTC).date().isoformat()}")
+        r.set(metering.daily_key(kid, datetime.now(UTC).date()), 0)
+        metering.flush_usage(r)
+        assert db.session.scalar(sa.select(UsageDaily.calls)) == 1
+
+
+def test_daily_history_covers_30_days_with_todays_live_count(client, key, app):
+    client.get("/api/v1/workflows", headers={"x-api-key": key})
+    with app.app_context():
+        account_id = db.session.scalar(sa.select(UsageDaily.account_id)) or None
+        from levqor.models import ApiKey
+
+        account_id = db.session.scalar(sa.select(ApiKey.account_id))
+        history = metering.daily_history(app.extensions["levqor.redis"], account_id, datetime.now(UTC))
+    assert len(history) == 30 and history[-1]["calls"] == 1 and sum(d["calls"] for d in history) == 1
+    assert json.dumps(history)  # plain data for the portal's chart
