@@ -18,8 +18,9 @@ import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -143,9 +144,9 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         for _ in range(300):
             try:
-                urllib.request.urlopen(base + "/api/health", timeout=1)
+                httpx.get(base + "/api/health", timeout=1)
                 break
-            except OSError:
+            except httpx.HTTPError:
                 time.sleep(0.1)
         # Warm every worker and key cache once, outside the measurement.
         warm = [("-", "/api/health")] + [(k, "/api/v1/workflows") for k, _ in pairs]

@@ -10,8 +10,8 @@ def area_of(path: str) -> str:
     return "meta"
 
 
-def api_key_auth(api_key, required_scopes=None, request=None):
-    admitted = request.scope["levqor.gate"].authorize(api_key, area_of(request.url.path))
+async def api_key_auth(api_key, required_scopes=None, request=None):
+    admitted = await request.scope["levqor.gate"].authorize_async(api_key, area_of(request.url.path))
     # Picked up by levqor.edge.ApiEdge and added to the response, whatever its status.
     request.scope.setdefault("levqor.response_headers", {}).update(admitted.pop("headers"))
     return admitted

