@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import connexion
+import redis
 import yaml
 from connexion.exceptions import ProblemException
 from connexion.jsonifier import Jsonifier
@@ -151,6 +152,17 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
             type=problems.TYPE_BASE + "internal-error",
         )
 
+    def redis_unavailable(_request, exc: Exception):
+        log.warning("redis unavailable: %s", exc)
+        return problem(
+            503,
+            "Service unavailable",
+            "A backing service is briefly unavailable; retry shortly.",
+            type=problems.TYPE_BASE + "service-unavailable",
+            headers={"Retry-After": "5"},
+        )
+
+    cx.add_error_handler(redis.RedisError, redis_unavailable)
     cx.add_error_handler(ProblemException, typed_problem)
     cx.add_error_handler(StarletteHTTPException, http_problem)
     cx.add_error_handler(Exception, internal_problem)

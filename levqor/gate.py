@@ -36,7 +36,7 @@ from .models import Account, ApiKey
 
 log = logging.getLogger(__name__)
 
-RECORD_TTL = 3600
+RECORD_TTL = 600  # also bounds how long a revocation missed during an outage can linger
 NEGATIVE_TTL = 60
 DEGRADED_CACHE_SECONDS = 5
 _SCRIPT = (Path(__file__).with_name("gate.lua")).read_text()
@@ -66,6 +66,7 @@ class Gate:
         self._async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.flush_seconds = flush_seconds
         self._pending: Counter = Counter()
+        self._forget_later: set[str] = set()
         self._pending_lock = threading.Lock()
         self._degraded_cache: dict[str, tuple[float, KeyRecord | None]] = {}
         self._burst_fallback = FixedWindowRateLimiter(MemoryStorage())
@@ -89,7 +90,7 @@ class Gate:
             if result[0] == b"miss":
                 self._cache_record(key_hash, now)
                 result = self._run(key_hash, area, now)
-            if self._pending:
+            if self._pending or self._forget_later:
                 self._replay_pending()
         except redis.RedisError as err:
             log.warning("redis unavailable, gate degraded: %s", err)
@@ -113,7 +114,7 @@ class Gate:
             if result[0] == b"miss":
                 await asyncio.to_thread(self._cache_record, key_hash, now)
                 result = await script(keys=[record_key(key_hash)], args=script_args(area, now), client=client)
-            if self._pending:
+            if self._pending or self._forget_later:
                 await asyncio.to_thread(self._replay_pending)
         except redis.RedisError as err:
             log.warning("redis unavailable, gate degraded: %s", err)
@@ -242,11 +243,7 @@ class Gate:
                 used = metering.persisted_period_calls(record.account_id, period)
                 limit, reset = record.quota, period.end.timestamp()
         with self._pending_lock:
-            used += sum(
-                n
-                for (kid, acct, pid, day, a), n in self._pending.items()
-                if (a == area and (kid == record.key_id if area == "sandbox" else acct == record.account_id))
-            )
+            used += self._pending_count(record.account_id, record.key_id, area)
             if limit >= 0 and used >= limit:
                 problem = problems.SandboxDailyCapExceeded if area == "sandbox" else problems.MonthlyQuotaExceeded
                 raise problem("Limit reached.").with_headers({"Retry-After": str(max(1, int(reset - now)))})
@@ -254,11 +251,26 @@ class Gate:
         remaining = -1 if limit < 0 else limit - used - 1
         return admitted | {"headers": rate_limit_headers(area, limit, remaining, int(reset), record.burst, 0, now)}
 
+    def _pending_count(self, account_id: int, key_id: str | None, area: str) -> int:
+        """Calls admitted during the outage and not yet in Redis (sandbox: per key; v1: per account)."""
+        return sum(
+            n
+            for (kid, acct, _pid, _day, a), n in self._pending.items()
+            if a == area and (kid == key_id if area == "sandbox" else acct == account_id)
+        )
+
+    def pending_calls(self, account_id: int, key_id: str | None, area: str) -> int:
+        with self._pending_lock:
+            return self._pending_count(account_id, key_id, area)
+
     def _replay_pending(self) -> None:
         """Add the calls admitted during an outage to the Redis counters (after re-seeding)."""
         with self._pending_lock:
             pending, self._pending = self._pending, Counter()
+            forget, self._forget_later = self._forget_later, set()
         try:
+            if forget:
+                self.redis.delete(*(record_key(h) for h in forget))
             with self.app.app_context():
                 seeded = set()
                 pipe = self.redis.pipeline(transaction=False)
@@ -279,6 +291,7 @@ class Gate:
         except redis.RedisError:
             with self._pending_lock:
                 self._pending.update(pending)
+                self._forget_later.update(forget)
 
     # -- persistence --------------------------------------------------------------------------------
 
@@ -301,10 +314,16 @@ class Gate:
     # -- cache invalidation -----------------------------------------------------------------------
 
     def forget(self, key_hashes: list[str]) -> None:
+        for h in key_hashes:
+            self._degraded_cache.pop(h, None)
         if key_hashes:
-            self.redis.delete(*(record_key(h) for h in key_hashes))
-            for h in key_hashes:
-                self._degraded_cache.pop(h, None)
+            try:
+                self.redis.delete(*(record_key(h) for h in key_hashes))
+            except redis.RedisError:
+                # Retried after the next call that reaches Redis again (see _replay_pending).
+                with self._pending_lock:
+                    self._forget_later.update(key_hashes)
+                raise
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import redis
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import tiers
@@ -140,12 +141,18 @@ def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: da
     tier = tiers.get(account.tier)
     period = current_period(account, now)
     today = now.date()
-    if key_id:
-        seed_counters(r, account, key_id, now)
-        used, sandbox_today = r.mget(usage_key(account.id, period), sandbox_key(key_id, today))
-    else:
-        used = r.get(usage_key(account.id, period)) or persisted_period_calls(account.id, period)
-        sandbox_today = 0
+    try:
+        if key_id:
+            seed_counters(r, account, key_id, now)
+            used, sandbox_today = r.mget(usage_key(account.id, period), sandbox_key(key_id, today))
+        else:
+            used = r.get(usage_key(account.id, period)) or persisted_period_calls(account.id, period)
+            sandbox_today = 0
+    except redis.RedisError:
+        # Redis is away: what was persisted, plus the calls this process admitted meanwhile.
+        pending = current_app.extensions["levqor.gate"].pending_calls
+        used = persisted_period_calls(account.id, period) + pending(account.id, None, "v1")
+        sandbox_today = (persisted_day(key_id, today)[1] + pending(account.id, key_id, "sandbox")) if key_id else 0
     used = int(used or 0)
     quota = tier.monthly_quota
     return {
