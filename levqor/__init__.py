@@ -162,6 +162,12 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
             headers={"Retry-After": "5"},
         )
 
+    def undecodable_body(_request, exc: Exception):
+        return problem(
+            400, "Bad request", "The request body is not valid UTF-8 JSON.", type=problems.TYPE_BASE + "bad-request"
+        )
+
+    cx.add_error_handler(UnicodeDecodeError, undecodable_body)
     cx.add_error_handler(redis.RedisError, redis_unavailable)
     cx.add_error_handler(ProblemException, typed_problem)
     cx.add_error_handler(StarletteHTTPException, http_problem)
