@@ -2,6 +2,7 @@
 database and Redis (SQLite and an embedded Redis when DATABASE_URL / REDIS_URL are unset)."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -19,12 +20,16 @@ def main() -> None:
         upgrade()
     port = int(os.environ.get("PORT", "5000"))
     worker = subprocess.Popen([sys.executable, "-m", "jobs.worker"])
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python instead
+    # lets the finally block stop the worker and the embedded Redis.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         print(f"Levqor developer portal on http://127.0.0.1:{port}/developer  (API docs: /api/ui/)", flush=True)
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="info")
     finally:
         worker.terminate()
         worker.wait(timeout=10)
+        redis_conn.stop_embedded()
 
 
 if __name__ == "__main__":

