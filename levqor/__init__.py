@@ -12,7 +12,7 @@ from connexion.exceptions import ProblemException
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.problem import problem
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -184,26 +184,17 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
             else "Too many attempts; try again later."
         )
         if request.path.startswith("/api/"):
-            p = kind(detail)
-            body = {"type": p.type, "title": p.title, "status": 429, "detail": detail}
-            response = jsonify(body)
-            response.status_code = 429
-            response.mimetype = "application/problem+json"
+            response = kind(detail).flask_response()
         else:
-            response = app.make_response(
-                (render_template("errors/message.html", title="Slow down", message=detail), 429)
-            )
+            page = render_template("errors/message.html", title="Slow down", message=detail)
+            response = app.make_response((page, 429))
         response.headers["Retry-After"] = str(retry_after)
         return response
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):
         if request.path.startswith("/api/"):
-            p = problems.CsrfFailed(exc.description)
-            response = jsonify({"type": p.type, "title": p.title, "status": 403, "detail": exc.description})
-            response.status_code = 403
-            response.mimetype = "application/problem+json"
-            return response
+            return problems.CsrfFailed(exc.description).flask_response()
         return render_template(
             "errors/message.html",
             title="This form has expired",

@@ -20,6 +20,19 @@ class Problem(ProblemException):
             ext=ext or None,
         )
 
+    def flask_response(self):
+        """The problem as a Flask response, for errors raised where Connexion does not render them."""
+        from flask import jsonify
+
+        body = {"type": self.type, "title": self.title, "status": self.status}
+        if self.detail:
+            body["detail"] = self.detail
+        response = jsonify(body | (self.ext or {}))
+        response.status_code = self.status
+        response.mimetype = "application/problem+json"
+        response.headers.update(self.headers or {})
+        return response
+
     def with_headers(self, headers: dict) -> "Problem":
         self.headers = {**(self.headers or {}), **headers}
         return self

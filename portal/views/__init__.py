@@ -43,15 +43,11 @@ def _duration(seconds: int) -> str:
 @bp.app_errorhandler(404)
 def _not_found(exc):
     """A readable page for a mistyped portal address; the API keeps its problem+json."""
-    from flask import jsonify, render_template, request
+    from flask import render_template, request
 
     from levqor import problems
 
     if request.path.startswith("/api/"):
-        p = problems.NotFound(exc.description)
-        response = jsonify({"type": p.type, "title": p.title, "status": 404, "detail": exc.description})
-        response.status_code = 404
-        response.mimetype = "application/problem+json"
-        return response
+        return problems.NotFound(exc.description).flask_response()
     message = "There is no page at this address. It may have moved, or the link may be mistyped."
     return render_template("errors/message.html", title="Page not found", message=message), 404
