@@ -141,6 +141,7 @@ def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: da
     tier = tiers.get(account.tier)
     period = current_period(account, now)
     today = now.date()
+    estimated = False
     try:
         if key_id:
             seed_counters(r, account, key_id, now)
@@ -150,6 +151,7 @@ def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: da
             sandbox_today = 0
     except redis.RedisError:
         # Redis is away: what was persisted, plus the calls this process admitted meanwhile.
+        estimated = True
         pending = current_app.extensions["levqor.gate"].pending_calls
         used = persisted_period_calls(account.id, period) + pending(account.id, None, "v1")
         sandbox_today = (persisted_day(key_id, today)[1] + pending(account.id, key_id, "sandbox")) if key_id else 0
@@ -163,6 +165,7 @@ def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: da
         "period_start": period.start.isoformat(),
         "resets_at": period.end.isoformat(),
         "burst_per_second": tier.burst_per_second,
+        "estimated": estimated,
         "sandbox": {
             "calls_today": int(sandbox_today or 0),
             "limit": SANDBOX_DAILY_LIMIT,
