@@ -17,7 +17,7 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import config, problems
+from . import config, problems, validation
 from .extensions import csrf, db, limiter, login_manager, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +58,7 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
         pythonic_params=False,
         # Compact output keeps json on its C encoder (Connexion's default indent=2 does not).
         jsonifier=Jsonifier(json, separators=(",", ":")),
+        validator_map=validation.validator_map(),
     )
     from .metrics import MetricsMiddleware  # outermost of ours: counts and times every request
 

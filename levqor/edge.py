@@ -1,8 +1,11 @@
 """ASGI middleware at the very edge of the API: body size limit and rate-limit headers."""
 
 import json
+import re
 
 from . import problems
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _problem_body(problem: problems.Problem) -> bytes:
@@ -23,9 +26,14 @@ class ApiEdge:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if _CONTROL.search(scope.get("path", "")):
+            # Starlette's router refuses these where Flask's would not, so refuse them up front.
+            return await self._send_problem(send, problems.BadRequest("The URL path contains control characters."))
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            return await self._send_413(send)
+            return await self._send_problem(
+                send, problems.PayloadTooLarge(f"Request bodies are limited to {self.max_body_bytes} bytes.")
+            )
         # The security functions find this app's gate here (several apps may share a process).
         scope["levqor.gate"] = self.flask_app.extensions["levqor.gate"]
         extra = scope.setdefault("levqor.response_headers", {})
@@ -51,12 +59,12 @@ class ApiEdge:
 
         await self.app(scope, receive_limited, send_with_headers)
 
-    async def _send_413(self, send):
-        body = _problem_body(problems.PayloadTooLarge(f"Request bodies are limited to {self.max_body_bytes} bytes."))
+    async def _send_problem(self, send, problem: problems.Problem):
+        body = _problem_body(problem)
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": problem.status,
                 "headers": [
                     (b"content-type", b"application/problem+json"),
                     (b"content-length", str(len(body)).encode()),

@@ -161,3 +161,15 @@ def test_running_job_canceled_midway_keeps_canceled(api, app, database_url, redi
         assert worker.wait(timeout=60) == 0
     final = api("GET", f"/v1/jobs/{job['id']}").json()
     assert final["status"] == "canceled" and final["result"] is None
+
+
+def test_control_characters_in_the_path_are_a_400_not_a_500(api):
+    # Found by the fuzz: Flask's router accepted what Connexion's refused, outside its context.
+    response = api("GET", "/sandbox/v1/jobs/%C2%8D%0Aabc")
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_body_that_is_not_utf8_is_a_400(api):
+    response = api("POST", "/v1/jobs", content=b"\xb1\xff", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["type"].endswith("/bad-request")

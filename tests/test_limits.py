@@ -8,10 +8,12 @@ import pytest
 import redis
 import redis.asyncio
 import sqlalchemy as sa
+import yaml
+from connexion.json_schema import Draft4ResponseValidator
 from sqlalchemy import event
 
+from levqor import SPEC, metering, problems, tiers, validation
 from levqor import gate as gate_module
-from levqor import metering, problems, tiers
 from levqor.extensions import db
 from levqor.models import Account, ApiKey, UsageDaily
 
@@ -269,3 +271,35 @@ def test_revocation_is_seen_at_once_by_a_gate_with_a_warm_cache(app, client, por
     assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
     assert dev.client.delete("/api/key", headers={"X-CSRFToken": dev.csrf}).status_code == 200
     assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 401
+
+
+# -- response validation ------------------------------------------------------------------------
+
+
+def test_compiled_response_validator_agrees_with_connexion():
+    """The fast validator must accept and reject exactly what Connexion's own one does."""
+    spec = yaml.safe_load(SPEC.read_text())
+    job_schema = {"$ref": "#/components/schemas/Job", "components": spec["components"]}
+    good = {
+        "id": "job_0a1b2c3d4e5f60718293",
+        "workflow": "echo",
+        "status": "succeeded",
+        "input": {},
+        "result": None,
+        "error": None,
+        "created_at": "2026-11-25T10:00:00+00:00",
+        "started_at": None,
+        "finished_at": None,
+    }
+    samples = [
+        good,
+        good | {"status": "exploded"},
+        good | {"error": {"type": "X"}},  # an error without its required message
+        good | {"error": {"type": "X", "message": "boom"}},
+        {k: v for k, v in good.items() if k != "id"},
+        good | {"started_at": 5},
+    ]
+    reference = Draft4ResponseValidator(job_schema)
+    fast = validation.compiled(job_schema)
+    assert [fast.is_valid(s) for s in samples] == [reference.is_valid(s) for s in samples]
+    assert [fast.is_valid(s) for s in samples] == [True, False, False, True, False, False]
