@@ -21,3 +21,8 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+# Heroku's router is the only client of a dyno: trust its X-Forwarded-For / -Proto, so the
+# per-IP log-in limit and the key audit trail see the developer's address, not the router's.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")

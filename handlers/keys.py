@@ -22,7 +22,8 @@ def create_key(body=None):
     options = body if isinstance(body, dict) else {}
     grace = timedelta(seconds=int(options.get("grace_period_seconds") or 0))
     issued = keys.issue(account, _caller.actor(), grace)
-    return ok(keys.to_dict(issued.record, account) | {"key": issued.raw}, 201)
+    # The only response that ever holds the raw key: no cache may keep it.
+    return ok(keys.to_dict(issued.record, account) | {"key": issued.raw}, 201, {"Cache-Control": "no-store"})
 
 
 def get_key():

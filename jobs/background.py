@@ -38,3 +38,13 @@ def quota_alerts() -> dict:
 def health_log(day: str | None = None) -> dict:
     """Write the System Health Log entry for `day` (default: yesterday, UTC)."""
     return _run("health-log", day=day)
+
+
+def requeue_jobs() -> dict:
+    """Enqueue again API jobs that nothing would run (Redis outage, dead worker)."""
+    return _run("requeue-jobs")
+
+
+def billing_downgrade() -> dict:
+    """Move accounts whose unpaid or cancelled plan has run out back to Sandbox."""
+    return _run("billing-downgrade")

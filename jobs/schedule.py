@@ -15,11 +15,15 @@ SCHEDULE = {
     "notion-sync": os.environ.get("JOBS_NOTION_SYNC_CRON", "15 2 * * *"),
     "quota-alerts": os.environ.get("JOBS_QUOTA_ALERTS_CRON", "*/10 * * * *"),
     "health-log": os.environ.get("JOBS_HEALTH_LOG_CRON", "5 0 * * *"),
+    "requeue-jobs": os.environ.get("JOBS_REQUEUE_CRON", "* * * * *"),
+    "billing-downgrade": os.environ.get("JOBS_BILLING_DOWNGRADE_CRON", "30 0 * * *"),
 }
 FUNCTIONS = {
     "notion-sync": background.notion_sync,
     "quota-alerts": background.quota_alerts,
     "health-log": background.health_log,
+    "requeue-jobs": background.requeue_jobs,
+    "billing-downgrade": background.billing_downgrade,
 }
 
 for _name, _cron in SCHEDULE.items():

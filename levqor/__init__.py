@@ -8,6 +8,7 @@ from pathlib import Path
 import connexion
 import redis
 import yaml
+from connexion.context import context as connexion_context
 from connexion.exceptions import ProblemException
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
@@ -123,8 +124,17 @@ def register_extensions(app: Flask) -> None:
         # Cookie-authenticated state changes need the CSRF token; API-key calls carry no cookie
         # authority, and Stripe signs its webhooks instead.
         state_change = request.method in ("POST", "PUT", "PATCH", "DELETE")
-        if state_change and not request.headers.get("x-api-key") and request.path != "/api/billing/webhook":
+        if state_change and not _authenticated_by_key() and request.path != "/api/billing/webhook":
             csrf.protect()
+
+    def _authenticated_by_key() -> bool:
+        """True when Connexion's security admitted this request by its x-api-key (not a cookie)."""
+        if not request.headers.get("x-api-key"):
+            return False
+        try:
+            return "account_id" in (connexion_context.get("token_info") or {})
+        except RuntimeError:  # not an API operation: no Connexion context
+            return False
 
 
 def register_error_handlers(cx: connexion.FlaskApp) -> None:

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, dict], None]
 TASKS = {
+    "requeue-jobs": "jobs.background.requeue_jobs",
+    "billing-downgrade": "jobs.background.billing_downgrade",
     "notion-sync": "jobs.background.notion_sync",
     "quota-alerts": "jobs.background.quota_alerts",
     "health-log": "jobs.background.health_log",
@@ -60,7 +62,21 @@ def _health_log(progress: Progress, day: str | None = None, **_) -> dict:
     return health_log.run(_redis(), target, progress=progress)
 
 
+def _requeue_jobs(progress: Progress, **_) -> dict:
+    from . import jobs
+
+    return {"requeued": jobs.requeue_stranded(datetime.now(UTC))}
+
+
+def _billing_downgrade(progress: Progress, **_) -> dict:
+    from . import billing
+
+    return {"downgraded": billing.downgrade_lapsed(datetime.now(UTC))}
+
+
 RUNNERS: dict[str, Callable[..., dict]] = {
+    "requeue-jobs": _requeue_jobs,
+    "billing-downgrade": _billing_downgrade,
     "notion-sync": _notion_sync,
     "quota-alerts": _quota_alerts,
     "health-log": _health_log,

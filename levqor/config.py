@@ -24,6 +24,9 @@ def _secret_key() -> str:
     """A stable local secret when SECRET_KEY is unset, so sessions survive restarts."""
     if os.environ.get("SECRET_KEY"):
         return os.environ["SECRET_KEY"]
+    if os.environ.get("DYNO"):
+        # On Heroku each dyno has its own throwaway disk: a generated key would differ per dyno.
+        raise RuntimeError("SECRET_KEY must be set in production (heroku config:set SECRET_KEY=...)")
     VAR_DIR.mkdir(exist_ok=True)
     path = VAR_DIR / "secret_key"
     if not path.exists():

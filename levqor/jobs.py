@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import secrets
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -140,6 +141,36 @@ def cancel(account_id: int, job_id: str) -> Job:
     if not updated:
         raise JobNotCancelable(f"Job {job_id} is already {job.status}.")
     return job
+
+
+def requeue_stranded(now, queued_for=timedelta(minutes=2), running_for=timedelta(minutes=10)) -> int:
+    """Enqueue again the jobs nothing will run: created while Redis was down, lost with a Redis
+    restart, or left `running` by a worker that died. Returns how many were requeued."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RQJob
+
+    connection = queue.get_queue().connection
+    db.session.execute(
+        sa.update(Job)
+        .where(Job.status == "running", Job.started_at < now - running_for)
+        .values(status="queued", started_at=None)
+    )
+    db.session.commit()
+    stranded = db.session.scalars(sa.select(Job).where(Job.status == "queued", Job.created_at < now - queued_for))
+    requeued = 0
+    for job in stranded:
+        try:
+            alive = RQJob.fetch(f"run-{job.id}", connection=connection).get_status() in (
+                "queued",
+                "started",
+                "deferred",
+                "scheduled",
+            )
+        except NoSuchJobError:
+            alive = False
+        if not alive and queue.enqueue(RUN_TASK, job.id, job_id=f"run-{job.id}"):
+            requeued += 1
+    return requeued
 
 
 def execute(job_id: str) -> str:

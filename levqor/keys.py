@@ -10,11 +10,17 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from . import gate
+from . import gate, problems
 from .extensions import db
 from .models import Account, ApiKey, KeyEvent, utcnow
 
 PREFIX = "lvq_"
+
+
+class KeyCreationConflict(problems.Conflict):
+    slug, title = "key-creation-conflict", "Concurrent key creation"
+
+
 KEY_RE = re.compile(r"^lvq_([0-9a-f]{32})_([0-9A-Za-z]{6})$")
 MAX_GRACE = timedelta(hours=24)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -124,8 +130,9 @@ def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> Is
     try:
         db.session.commit()
     except IntegrityError:
+        # Another creation won the race (the database allows one active key per account).
         db.session.rollback()
-        raise
+        raise KeyCreationConflict("Another key was created for this account at the same moment.") from None
     # Drop cached records so every process sees the change on its next request.
     gate.forget_keys(retired)
     return IssuedKey(record=record, raw=raw)

@@ -173,3 +173,19 @@ def test_control_characters_in_the_path_are_a_400_not_a_500(api):
 def test_body_that_is_not_utf8_is_a_400(api):
     response = api("POST", "/v1/jobs", content=b"\xb1\xff", headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["type"].endswith("/bad-request")
+
+
+def test_job_created_while_redis_is_down_is_requeued_and_runs(api, app, database_url, redis_server):
+    from datetime import UTC, datetime, timedelta
+
+    from levqor import jobs as job_core
+
+    job = api("POST", "/v1/jobs", json={"workflow": "echo", "input": {"late": True}}).json()
+    app.extensions["levqor.redis"].delete(f"rq:job:run-{job['id']}")  # as if Redis had lost it
+    app.extensions["levqor.redis"].delete("rq:queue:levqor")
+    with app.app_context():
+        assert job_core.requeue_stranded(datetime.now(UTC)) == 0  # too recent to be called stranded
+        assert job_core.requeue_stranded(datetime.now(UTC) + timedelta(minutes=3)) == 1
+        assert job_core.requeue_stranded(datetime.now(UTC) + timedelta(minutes=3)) == 0  # now alive in RQ
+    run_worker_burst(database_url, redis_server.url)
+    assert api("GET", f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"

@@ -1,5 +1,6 @@
 """API keys: format, one-time secret, rotation with grace, revocation, audit, concurrency."""
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -7,7 +8,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from levqor import keys, problems
+from levqor import keys, metering, problems
 from levqor.extensions import db
 from levqor.models import Account, ApiKey, KeyEvent
 
@@ -144,3 +145,40 @@ def test_one_account_cannot_see_another_accounts_key(portal):
     bob.new_key()
     seen_by_bob = bob.client.get("/api/key").json()
     assert seen_by_bob["id"] != alice_key["id"]
+
+
+def test_a_bogus_api_key_header_does_not_switch_off_csrf(portal):
+    dev = portal().sign_up()
+    dev.new_key()
+    forged = dev.client.delete("/api/key", headers={"x-api-key": "lvq_not-a-key"})
+    assert forged.status_code == 403 and forged.json()["type"].endswith("/csrf-failed")
+    assert dev.client.get("/api/key").json()["status"] == "active"
+
+
+def test_raw_key_never_reaches_logs_tables_or_later_responses(portal, client, app, caplog):
+    caplog.set_level(logging.DEBUG)
+    dev = portal().sign_up()
+    created = dev.new_key()
+    raw = created.json()["key"]
+    assert created.headers["Cache-Control"] == "no-store"
+    later = [
+        client.get("/api/v1/workflows", headers={"x-api-key": raw}),
+        client.post("/api/v1/jobs", headers={"x-api-key": raw}, json={"workflow": "echo", "input": {"k": 1}}),
+        client.get("/api/usage", headers={"x-api-key": raw}),
+        client.get("/api/key", headers={"x-api-key": raw}),
+        client.get("/api/key/events", headers={"x-api-key": raw}),
+        dev.client.get("/developer/api-keys"),
+        dev.client.get("/docs/sdk"),
+    ]
+    dev.client.delete("/api/key", headers={"X-CSRFToken": dev.csrf})
+    later.append(client.get("/api/v1/workflows", headers={"x-api-key": raw}))  # a refused, revoked key
+    with app.app_context():
+        metering.flush_usage(app.extensions["levqor.redis"])
+        for table in db.metadata.sorted_tables:
+            dump = " ".join(str(v) for row in db.session.execute(sa.select(table)) for v in row)
+            assert raw not in dump and raw[4:36] not in dump, table.name
+    for response in later:
+        assert raw not in response.text and raw[4:36] not in response.text
+    assert caplog.records and raw not in caplog.text and raw[4:36] not in caplog.text
+    redis_dump = " ".join(k.decode() for k in app.extensions["levqor.redis"].keys("*"))
+    assert raw not in redis_dump and raw[4:36] not in redis_dump

@@ -18,7 +18,14 @@ def _client_ip() -> str:
 
 def _safe_next(target: str | None) -> str:
     # Only same-site relative paths: never an open redirect.
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    # Browsers read "/\\evil.example" as "//evil.example", so backslashes and control characters are refused too.
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and not any(c == "\\" or ord(c) < 0x20 for c in target)
+        and not urlsplit(target).netloc
+    ):
         return target
     return url_for("portal.developer")
 
