@@ -10,7 +10,7 @@ from levqor.extensions import db
 from levqor.models import KeyEvent, utcnow
 from portal import charts, sdk_examples, snippets
 
-from .conftest import csrf_from
+from .conftest import PASSWORD, Portal, csrf_from
 
 HX = {"HX-Request": "true"}
 
@@ -436,3 +436,25 @@ def test_with_redis_down_the_dashboard_and_run_degrade_instead_of_failing(portal
         redis_server.start()
     back = p.client.get("/developer/api-keys")
     assert back.status_code == 200 and 'id="usage-unavailable"' not in back.text
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "/\\evil.example", "https://evil.example/", "/%0d/x\r\n"])
+def test_login_never_redirects_off_site(cx, target):
+    dev = Portal(cx).sign_up()
+    dev.client.post("/logout", data={"csrf_token": dev.csrf})
+    token = csrf_from(dev.client.get("/login").text)
+    response = dev.client.post(
+        "/login", params={"next": target}, data={"email": dev.email, "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status_code == 302
+    assert response.headers["location"] == "/developer"
+
+
+def test_login_keeps_a_same_site_next(cx):
+    dev = Portal(cx).sign_up()
+    dev.client.post("/logout", data={"csrf_token": dev.csrf})
+    token = csrf_from(dev.client.get("/login").text)
+    response = dev.client.post(
+        "/login", params={"next": "/docs/sdk"}, data={"email": dev.email, "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.headers["location"] == "/docs/sdk"
