@@ -474,8 +474,10 @@ def test_the_schedule_comes_from_the_environment():
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == str(
         [
+            ("billing-downgrade", "30 0 * * *", "jobs.background.billing_downgrade"),
             ("notion-sync", "15 2 * * *", "jobs.background.notion_sync"),
             ("quota-alerts", "*/5 * * * *", "jobs.background.quota_alerts"),
+            ("requeue-jobs", "* * * * *", "jobs.background.requeue_jobs"),
         ]
     )
 
