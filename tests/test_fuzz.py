@@ -19,6 +19,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from .fakes.stripe_server import FakeStripe
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -60,5 +62,33 @@ def test_operation_conforms_to_the_spec(api_schema, make_account, operation_id, 
     @given(case=operation.as_strategy(generation_mode=mode))
     def exercise(case):
         case.call_and_validate(headers={"x-api-key": key}, checks=CHECKS)
+
+    exercise()
+
+
+SESSION_OPERATIONS = ["create_key", "create_checkout_session", "create_portal_session"]
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+@pytest.mark.parametrize("operation_id", SESSION_OPERATIONS)
+def test_session_operation_conforms_to_the_spec(api_schema, app, portal, monkeypatch, operation_id, mode):
+    """The portal-session operations, fuzzed as a signed-in developer with a valid CSRF token,
+    with billing pointed at the fake Stripe server (the real client, real HTTP)."""
+    with FakeStripe() as stripe_server:
+        monkeypatch.setitem(app.config, "STRIPE_SECRET_KEY", "sk_test_fuzz")
+        monkeypatch.setitem(app.config, "STRIPE_API_BASE", stripe_server.url)
+        assert app.test_cli_runner().invoke(args=["billing", "sync-products"]).exit_code == 0
+        _fuzz_as_developer(api_schema, portal, operation_id, mode)
+
+
+def _fuzz_as_developer(api_schema, portal, operation_id, mode):
+    dev = portal().sign_up()
+    cookies = {"session": dev.client.cookies["session"]}
+    operation = api_schema.find_operation_by_id(operation_id)
+
+    @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def exercise(case):
+        case.call_and_validate(headers={"X-CSRFToken": dev.csrf}, cookies=cookies, checks=CHECKS)
 
     exercise()
