@@ -347,21 +347,22 @@ def script_args(area: str, now: float) -> list:
 
 def rate_limit_headers(area, limit, remaining, reset, burst, burst_left, now) -> dict:
     """X-RateLimit-* for the limit that matters most here, plus the IETF RateLimit pair."""
-    burst_reset = max(1, int(now) + 1 - int(now))
     policies = [f'"burst";q={burst};w=1']
     if area == "meta" or limit < 0:
-        name, limit, remaining, reset = "burst", burst, burst_left, int(now) + 1
+        # Nothing else limits these calls: report the per-second window, which resets next second.
+        name, limit, remaining, reset, seconds_left = "burst", burst, burst_left, int(now) + 1, 1
     else:
         name = "daily" if area == "sandbox" else "monthly"
         window = 86400 if area == "sandbox" else 2592000
         policies.insert(0, f'"{name}";q={limit};w={window}')
+        seconds_left = max(0, int(reset - now))
     remaining = max(remaining, 0)
     return {
         "X-RateLimit-Limit": str(limit),
         "X-RateLimit-Remaining": str(remaining),
         "X-RateLimit-Reset": str(int(reset)),
         "RateLimit-Policy": ", ".join(policies),
-        "RateLimit": f'"{name}";r={remaining};t={max(0, int(reset - now)) if name != "burst" else burst_reset}',
+        "RateLimit": f'"{name}";r={remaining};t={seconds_left}',
     }
 
 
