@@ -16,7 +16,7 @@ def create_job(body):
 
 
 def get_job(job_id):
-    return ok(jobs.get(_caller.account_id(), job_id).to_dict())
+    return ok(jobs.read(_caller.account_id(), job_id))
 
 
 def list_jobs(status=None, limit=20, cursor=None):

