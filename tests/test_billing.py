@@ -618,3 +618,12 @@ def test_older_api_versions_with_the_period_on_the_subscription_still_work(clien
     usage = subscriber.usage(client)
     assert usage["quota"] == 10_000
     assert datetime.fromisoformat(usage["resets_at"]) == datetime.fromtimestamp(subscriber.period[1], UTC)
+
+
+def test_a_large_stripe_event_is_accepted_while_api_bodies_stay_limited(client, fake):
+    lines = [{"id": f"il_{i}", "description": "x" * 200} for i in range(600)]  # ~150 KB, over 64 KiB
+    big = event("invoice.finalized", {"id": "in_big", "object": "invoice", "lines": {"data": lines}}, 1_800_000_000)
+    response = deliver(client, big)
+    assert response.status_code == 200 and response.json()["outcome"] == "ignored"
+    too_big = client.post("/api/v1/jobs", content=b"x" * 150_000, headers={"Content-Type": "application/json"})
+    assert too_big.status_code == 413
