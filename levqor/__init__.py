@@ -13,13 +13,16 @@ from connexion.exceptions import ProblemException
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.problem import problem
-from flask import Flask, render_template, request
+from flask import Flask, redirect, render_template, request, url_for
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import config, problems, validation
+from . import config, gate, problems, redis_conn, validation
+from .edge import ApiEdge
 from .extensions import csrf, db, limiter, login_manager, migrate
+from .metrics import MetricsMiddleware
+from .models import Account
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi" / "openapi.yaml"
@@ -61,11 +64,15 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
         jsonifier=Jsonifier(json, separators=(",", ":")),
         validator_map=validation.validator_map(),
     )
-    from .metrics import MetricsMiddleware  # outermost of ours: counts and times every request
-
-    cx.add_middleware(MetricsMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, **_metrics_options(app))
+    # Outermost of ours: counts and times every request.
     cx.add_middleware(
-        _edge(), position=MiddlewarePosition.BEFORE_EXCEPTION, flask_app=app, max_body_bytes=settings["MAX_BODY_BYTES"]
+        MetricsMiddleware,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        redis_client=app.extensions["levqor.redis"],
+        flush_seconds=app.config["STATS_FLUSH_SECONDS"],
+    )
+    cx.add_middleware(
+        ApiEdge, position=MiddlewarePosition.BEFORE_EXCEPTION, flask_app=app, max_body_bytes=settings["MAX_BODY_BYTES"]
     )
     register_error_handlers(cx)
     register_blueprints(app)
@@ -73,19 +80,7 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     return cx
 
 
-def _metrics_options(app: Flask) -> dict:
-    return {"redis_client": app.extensions["levqor.redis"], "flush_seconds": app.config["STATS_FLUSH_SECONDS"]}
-
-
-def _edge():
-    from .edge import ApiEdge
-
-    return ApiEdge
-
-
 def register_extensions(app: Flask) -> None:
-    from . import gate, redis_conn
-
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     login_manager.init_app(app)
@@ -105,8 +100,6 @@ def register_extensions(app: Flask) -> None:
         app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.async_client(redis_url)
     )
 
-    from .models import Account
-
     @login_manager.user_loader
     def load_account(account_id):
         return db.session.get(Account, int(account_id))
@@ -115,8 +108,6 @@ def register_extensions(app: Flask) -> None:
     def unauthorized():
         if request.path.startswith("/api/"):
             raise problems.NotAuthenticated("Sign in to the portal, or send your key in the x-api-key header.")
-        from flask import redirect, url_for
-
         return redirect(url_for("portal.login", next=request.full_path))
 
     @app.before_request

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 RECORD_TTL = 600  # also bounds how long a revocation missed during an outage can linger
 NEGATIVE_TTL = 60
 DEGRADED_CACHE_SECONDS = 5
+DEGRADED_CACHE_SIZE = 10_000
 _SCRIPT = (Path(__file__).with_name("gate.lua")).read_text()
 
 
@@ -156,30 +157,33 @@ class Gate:
 
     # -- key records ----------------------------------------------------------------------------
 
-    def _load(self, key_hash: str, now: float) -> KeyRecord | None:
-        with self.app.app_context():
-            row = db.session.execute(
-                sa.select(ApiKey, Account).join(Account).where(ApiKey.key_hash == key_hash)
-            ).first()
-            if row is None:
-                return None
-            key, account = row
-            nowdt = datetime.fromtimestamp(now, UTC)
-            if not key.is_usable(nowdt):
-                return None
-            tier = tiers.get(account.tier)
-            period = metering.current_period(account, nowdt)
-            return KeyRecord(
-                account_id=account.id,
-                key_id=key.id,
-                quota=-1 if tier.monthly_quota is None else tier.monthly_quota,
-                burst=tier.burst_per_second,
-                period=period if period.id.startswith("p") else None,
-                expires_at=key.expires_at.timestamp() if key.status == "expiring" else None,
-            )
+    def _load(self, key_hash: str, now: float) -> tuple[KeyRecord | None, Account | None]:
+        """The key's record from the database (call inside an app context); (None, None) when
+        the key is unknown, revoked or expired."""
+        row = db.session.execute(sa.select(ApiKey, Account).join(Account).where(ApiKey.key_hash == key_hash)).first()
+        if row is None:
+            return None, None
+        key, account = row
+        nowdt = datetime.fromtimestamp(now, UTC)
+        if not key.is_usable(nowdt):
+            return None, None
+        tier = tiers.get(account.tier)
+        period = metering.current_period(account, nowdt)
+        record = KeyRecord(
+            account_id=account.id,
+            key_id=key.id,
+            quota=-1 if tier.monthly_quota is None else tier.monthly_quota,
+            burst=tier.burst_per_second,
+            period=period if period.id.startswith("p") else None,
+            expires_at=key.expires_at.timestamp() if key.status == "expiring" else None,
+        )
+        return record, account
 
     def _cache_record(self, key_hash: str, now: float) -> None:
-        record = self._load(key_hash, now)
+        with self.app.app_context():
+            record, account = self._load(key_hash, now)
+            if record is not None:
+                metering.seed_counters(self.redis, account, record.key_id, datetime.fromtimestamp(now, UTC))
         name = record_key(key_hash)
         if record is None:
             pipe = self.redis.pipeline()
@@ -188,10 +192,6 @@ class Gate:
             pipe.expire(name, NEGATIVE_TTL)
             pipe.execute()
             return
-        with self.app.app_context():
-            metering.seed_counters(
-                self.redis, db.session.get(Account, record.account_id), record.key_id, datetime.fromtimestamp(now, UTC)
-            )
         pipe = self.redis.pipeline()
         pipe.delete(name)
         pipe.hset(
@@ -212,11 +212,17 @@ class Gate:
     # -- Redis outage ---------------------------------------------------------------------------
 
     def _authorize_degraded(self, key_hash: str, area: str, now: float) -> dict:
+        with self.app.app_context():
+            return self._admit_degraded(key_hash, area, now)
+
+    def _admit_degraded(self, key_hash: str, area: str, now: float) -> dict:
         cached = self._degraded_cache.get(key_hash)
         if cached and cached[0] > now:
             record = cached[1]
         else:
-            record = self._load(key_hash, now)
+            if len(self._degraded_cache) >= DEGRADED_CACHE_SIZE:
+                self._degraded_cache.clear()  # a flood of made-up keys must not grow it without bound
+            record = self._load(key_hash, now)[0]
             self._degraded_cache[key_hash] = (now + DEGRADED_CACHE_SECONDS, record)
         if record is None:
             raise problems.InvalidApiKey("This API key is unknown or has been revoked.")
@@ -233,15 +239,13 @@ class Gate:
         admitted = {"sub": str(record.account_id), "account_id": record.account_id, "key_id": record.key_id}
         if area == "meta":
             return admitted | {"headers": rate_limit_headers(area, record.burst, 0, sec + 1, record.burst, 0, now)}
-        with self.app.app_context():
-            account = db.session.get(Account, record.account_id)
-            period = metering.current_period(account, nowdt)
-            if area == "sandbox":
-                used = metering.persisted_day(record.key_id, today)[1]
-                limit, reset = tiers.SANDBOX_DAILY_LIMIT, metering.day_end(today).timestamp()
-            else:
-                used = metering.persisted_period_calls(record.account_id, period)
-                limit, reset = record.quota, period.end.timestamp()
+        period = record.period or metering.calendar_period(nowdt)
+        if area == "sandbox":
+            used = metering.persisted_day(record.key_id, today)[1]
+            limit, reset = tiers.SANDBOX_DAILY_LIMIT, metering.day_end(today).timestamp()
+        else:
+            used = metering.persisted_period_calls(record.account_id, period)
+            limit, reset = record.quota, period.end.timestamp()
         with self._pending_lock:
             used += self._pending_count(record.account_id, record.key_id, area)
             if limit >= 0 and used >= limit:
@@ -283,7 +287,7 @@ class Gate:
                     if area == "sandbox":
                         pipe.incrby(metering.sandbox_key(kid, day), n)
                     else:
-                        pipe.incrby(f"lvq:u:{acct}:{pid}", n)
+                        pipe.incrby(metering.usage_key(acct, pid), n)
                         pipe.incrby(metering.daily_key(kid, day), n)
                     pipe.sadd(metering.DIRTY, f"{kid}|{acct}|{day_text}")
                 pipe.execute()

@@ -9,6 +9,8 @@ import secrets
 from datetime import timedelta
 
 import sqlalchemy as sa
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
 from sqlalchemy import orm
 from sqlalchemy.exc import IntegrityError
 
@@ -160,9 +162,6 @@ def cancel(account_id: int, job_id: str) -> Job:
 def requeue_stranded(now, queued_for=timedelta(minutes=2), running_for=timedelta(minutes=10)) -> int:
     """Enqueue again the jobs nothing will run: created while Redis was down, lost with a Redis
     restart, or left `running` by a worker that died. Returns how many were requeued."""
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job as RQJob
-
     connection = queue.get_queue().connection
     db.session.execute(
         sa.update(Job)

@@ -4,6 +4,7 @@ import hashlib
 import re
 import secrets
 import uuid
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,8 +29,6 @@ _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 def checksum(hex32: str) -> str:
     """Six base-62 digits of the CRC32 of the hex part: catches typos before any lookup."""
-    import zlib
-
     n = zlib.crc32(hex32.encode())
     digits = []
     for _ in range(6):

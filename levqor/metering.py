@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from . import tiers
 from .extensions import db
-from .models import Account, UsageDaily
+from .models import Account, ApiKey, UsageDaily
 from .tiers import SANDBOX_DAILY_LIMIT
 
 DIRTY = "lvq:dirty"
@@ -47,8 +47,9 @@ def day_end(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
 
 
-def usage_key(account_id: int, period: Period) -> str:
-    return f"lvq:u:{account_id}:{period.id}"
+def usage_key(account_id: int, period: Period | str) -> str:
+    """The period counter; `period` may be a Period or its id."""
+    return f"lvq:u:{account_id}:{getattr(period, 'id', period)}"
 
 
 def daily_key(key_id: str, day: date) -> str:
@@ -65,9 +66,8 @@ def persisted_period_calls(account_id: int, period: Period) -> int:
             sa.select(sa.func.coalesce(sa.func.sum(UsageDaily.calls), 0)).where(
                 UsageDaily.account_id == account_id,
                 UsageDaily.day >= period.start.date(),
-                UsageDaily.day < period.end.date()
-                if period.end.time() == datetime.min.time()
-                else UsageDaily.day <= period.end.date(),
+                # A subscription period may end mid-day: that day's calls belong to it.
+                UsageDaily.day <= (period.end - timedelta(microseconds=1)).date(),
             )
         )
     )
@@ -185,8 +185,6 @@ def daily_history(r: redis.Redis, account_id: int, now: datetime, days: int = 30
     per_day = {first + timedelta(days=i): [0, 0] for i in range(days)}
     per_key_day = {(row.key_id, row.day): (row.calls, row.sandbox_calls) for row in rows}
     today = now.date()
-    from .models import ApiKey
-
     key_ids = db.session.scalars(sa.select(ApiKey.id).where(ApiKey.account_id == account_id)).all()
     if key_ids:
         try:
