@@ -43,6 +43,13 @@ DEGRADED_CACHE_SIZE = 10_000
 _SCRIPT = (Path(__file__).with_name("gate.lua")).read_text()
 
 
+def _hash_of(raw_key: str) -> str:
+    """The stored hash of a key, after refusing a malformed or mistyped one without any lookup."""
+    if not keyfmt.is_well_formed(raw_key):
+        raise problems.InvalidApiKey("The x-api-key header is not a well-formed Levqor key (lvq_…).")
+    return keyfmt.hash_key(raw_key)
+
+
 def record_key(key_hash: str) -> str:
     return f"lvq:k:{key_hash}"
 
@@ -77,9 +84,7 @@ class Gate:
 
     def authorize(self, raw_key: str, area: str, now: float | None = None) -> dict:
         """Admit one call in `area` (v1 | sandbox | meta) or raise the matching problem."""
-        if not keyfmt.is_well_formed(raw_key):
-            raise problems.InvalidApiKey("The x-api-key header is not a well-formed Levqor key (lvq_…).")
-        return self.authorize_hash(keyfmt.hash_key(raw_key), area, now)
+        return self.authorize_hash(_hash_of(raw_key), area, now)
 
     def authorize_hash(self, key_hash: str, area: str, now: float | None = None) -> dict:
         """Admit one call for the key with this hash: the portal uses it to run sandbox calls
@@ -104,10 +109,8 @@ class Gate:
     async def authorize_async(self, raw_key: str, area: str, now: float | None = None) -> dict:
         """authorize() for the event loop: the Redis round trip is awaited, and the rare paths
         that touch the database (cache miss, outage) run in a worker thread."""
-        if not keyfmt.is_well_formed(raw_key):
-            raise problems.InvalidApiKey("The x-api-key header is not a well-formed Levqor key (lvq_…).")
+        key_hash = _hash_of(raw_key)
         self._start_flusher()
-        key_hash = keyfmt.hash_key(raw_key)
         now = time.time() if now is None else now
         client, script = self._async_client()
         try:

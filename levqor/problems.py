@@ -1,6 +1,7 @@
 """Typed API errors, rendered as RFC 9457 problem+json with a stable `type` URI."""
 
 from connexion.exceptions import ProblemException
+from flask import jsonify
 
 TYPE_BASE = "https://levqor.dev/problems/"
 
@@ -22,8 +23,6 @@ class Problem(ProblemException):
 
     def flask_response(self):
         """The problem as a Flask response, for errors raised where Connexion does not render them."""
-        from flask import jsonify
-
         body = {"type": self.type, "title": self.title, "status": self.status}
         if self.detail:
             body["detail"] = self.detail
