@@ -5,7 +5,10 @@ deterministic result, except `delay`, which stays `running` for its simulated se
 polling and cancelling can be practised.
 """
 
+import base64
+import binascii
 import json
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -15,6 +18,10 @@ import redis
 from . import jobs, problems, workflows
 
 TTL = 86400
+# Each job is indexed by "<created, µs, 16 digits>:<job id>" in a sorted set read by lex
+# order: newest first, ties broken by id, and a cursor that names an exact position.
+# (Float scores made cursors round past or onto the last item shown.)
+INDEX_ENTRY = re.compile(r"\d{16}:job_[0-9a-f]{20}")
 
 
 def _prefix(account_id: int) -> str:
@@ -23,6 +30,24 @@ def _prefix(account_id: int) -> str:
 
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
+
+
+def _index_entry(created: float, job_id: str) -> str:
+    return f"{int(created * 1e6):016d}:{job_id}"
+
+
+def _encode_cursor(entry: str) -> str:
+    return base64.urlsafe_b64encode(f"s{entry}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        text = ""
+    if not (text.startswith("s") and INDEX_ENTRY.fullmatch(text[1:])):
+        raise jobs.InvalidCursor("Pass back the next_cursor of a previous page unchanged.")
+    return text[1:]
 
 
 def _view(raw: dict, now: float) -> dict:
@@ -71,9 +96,9 @@ def create_job(r: redis.Redis, account_id: int, workflow_id: str, data: dict, id
     }
     pipe = r.pipeline()
     pipe.set(f"{prefix}:job:{job_id}", json.dumps(raw), ex=TTL)
-    pipe.zadd(f"{prefix}:jobs", {job_id: now})
-    pipe.zremrangebyscore(f"{prefix}:jobs", 0, now - TTL)
-    pipe.expire(f"{prefix}:jobs", TTL)
+    pipe.zadd(f"{prefix}:index", {_index_entry(now, job_id): 0})
+    pipe.zremrangebylex(f"{prefix}:index", "-", f"({_index_entry(now - TTL, '')}")
+    pipe.expire(f"{prefix}:index", TTL)
     if idempotency_key:
         pipe.set(f"{prefix}:idem:{idempotency_key}", f"{job_id}|{digest}", ex=TTL, nx=True)
     pipe.execute()
@@ -93,27 +118,26 @@ def get_job(r: redis.Redis, account_id: int, job_id: str) -> dict:
 
 def list_jobs(r: redis.Redis, account_id: int, status: str | None, limit: int, cursor: str | None) -> dict:
     prefix, now = _prefix(account_id), time.time()
-    upper = "+inf"
-    if cursor:
-        upper = f"({jobs.decode_cursor(cursor) / 1e6}"
-    views = []
+    upper = f"({_decode_cursor(cursor)}" if cursor else "+"
+    oldest = f"[{_index_entry(now - TTL, '')}"
+    entries_and_views = []
     # Walk newest first in batches, filtering by status as seen now.
-    while len(views) <= limit:
-        ids = r.zrevrangebyscore(f"{prefix}:jobs", upper, now - TTL, start=0, num=100, withscores=True)
-        if not ids:
+    while len(entries_and_views) <= limit:
+        entries = [e.decode() for e in r.zrevrangebylex(f"{prefix}:index", upper, oldest, start=0, num=100)]
+        if not entries:
             break
-        blobs = r.mget([f"{prefix}:job:{job_id.decode()}" for job_id, _ in ids])
-        for (_, score), blob in zip(ids, blobs, strict=True):
+        blobs = r.mget([f"{prefix}:job:{entry.split(':', 1)[1]}" for entry in entries])
+        for entry, blob in zip(entries, blobs, strict=True):
             if blob is not None:
                 view = _view(json.loads(blob), now)
                 if status is None or view["status"] == status:
-                    views.append((score, view))
-        upper = f"({ids[-1][1]}"
-    page, more = views[:limit], len(views) > limit
+                    entries_and_views.append((entry, view))
+        upper = f"({entries[-1]}"
+    page, more = entries_and_views[:limit], len(entries_and_views) > limit
     return {
         "data": [view for _, view in page],
         "has_more": more,
-        "next_cursor": jobs.encode_cursor(int(page[-1][0] * 1e6)) if more else None,
+        "next_cursor": _encode_cursor(page[-1][0]) if more else None,
     }
 
 

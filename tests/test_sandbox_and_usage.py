@@ -1,6 +1,7 @@
 """Sandbox mirror, usage counters and the numbers GET /api/usage reports."""
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from levqor import metering
+from levqor import metering, sandbox
 from levqor.extensions import db
 from levqor.models import Job, UsageDaily
 
@@ -96,6 +97,39 @@ def test_sandbox_idempotency_and_pagination(client, key):
             break
         cursor = page["next_cursor"]
     assert seen == [{"i": 3}, {"i": 2}, {"i": 1}, {"i": 0}, {"n": 1}]
+
+
+def _walk_sandbox_jobs(client, key: str, limit: int) -> list[str]:
+    seen, cursor = [], None
+    while True:
+        params = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/api/sandbox/v1/jobs", headers={"x-api-key": key}, params=params).json()
+        seen += [j["id"] for j in page["data"]]
+        if not page["has_more"]:
+            return seen
+        cursor = page["next_cursor"]
+
+
+def test_sandbox_pages_are_exact_when_jobs_share_a_timestamp(client, make_account, app, monkeypatch):
+    """Jobs created in the same microsecond are each listed exactly once, in one stable order."""
+    account_id, key = make_account()
+    r = app.extensions["levqor.redis"]
+    tick = float(int(time.time()))
+    for frozen in (tick - 1, tick, tick, tick):
+        with monkeypatch.context() as clock:
+            clock.setattr(sandbox.time, "time", lambda frozen=frozen: frozen)
+            sandbox.create_job(r, account_id, "echo", {"at": frozen})
+    created = [j["id"] for j in client.get("/api/sandbox/v1/jobs", headers={"x-api-key": key}).json()["data"]]
+    assert len(set(created)) == 4
+    for limit in (1, 2, 3):
+        assert _walk_sandbox_jobs(client, key, limit) == created
+
+
+def test_sandbox_cursor_from_elsewhere_is_a_400(client, key):
+    for cursor in ("not-a-cursor", "ajU", "czAwMDA6am9iXw"):  # junk, a /v1/jobs cursor, a truncated one
+        response = client.get("/api/sandbox/v1/jobs", headers={"x-api-key": key}, params={"cursor": cursor})
+        assert response.status_code == 400
+        assert response.json()["type"].endswith("/invalid-cursor")
 
 
 def test_usage_counts_v1_and_sandbox_separately_and_not_itself(client, portal):
