@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STATS_TTL = 40 * 86400
 JOB_RUNS = "lvq:stats:job-runs"
+# A client may send any method; anything else is counted as "other" so label values stay bounded.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 REQUESTS = PromCounter(
     "levqor_http_requests", "HTTP requests by operation, method and status.", ["operation", "method", "status"]
@@ -191,7 +193,8 @@ class MetricsMiddleware:
             operation = _operation(scope)
             refused = _problem_slug(b"".join(refusal)) if refusal is not None else None
             label = str(status)
-            REQUESTS.labels(operation, scope.get("method", ""), label).inc()
+            method = scope.get("method", "")
+            REQUESTS.labels(operation, method if method in KNOWN_METHODS else "other", label).inc()
             LATENCY.labels(operation, label).observe(seconds)
             if refused is not None:
                 REFUSALS.labels(refused).inc()

@@ -65,6 +65,19 @@ def test_metrics_count_requests_latencies_and_refusals_by_operation(app, client,
     assert value(after, "levqor_http_requests_total", operation="metrics", method="GET", status="200") >= 1
 
 
+def test_unknown_methods_share_one_label(client):
+    """A client chooses the method; inventing them must not grow the label set."""
+    before = scrape(client)
+    for method in ("BREW", "PROPFIND-X1", "PROPFIND-X2"):
+        client.request(method, "/api/health")
+    after = scrape(client)
+    methods = {dict(labels).get("method") for name, labels in after if name == "levqor_http_requests_total"}
+    assert not methods & {"BREW", "PROPFIND-X1", "PROPFIND-X2"}
+    other = {"operation": "api_other", "method": "other", "status": "405"}
+    other_before = value(before, "levqor_http_requests_total", **other)
+    assert value(after, "levqor_http_requests_total", **other) - other_before == 3
+
+
 def test_metrics_show_jobs_by_state_and_queue_depth(app, client, make_account):
     _, raw = make_account(tier="pro")
     for _ in range(2):
