@@ -71,7 +71,8 @@ def _requeue_jobs(progress: Progress, **_) -> dict:
 def _billing_downgrade(progress: Progress, **_) -> dict:
     from . import billing
 
-    return {"downgraded": billing.downgrade_lapsed(datetime.now(UTC))}
+    now = datetime.now(UTC)
+    return {"downgraded": billing.downgrade_lapsed(now), "events_pruned": billing.prune_events(now)}
 
 
 RUNNERS: dict[str, Callable[..., dict]] = {

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 import stripe
@@ -29,6 +29,8 @@ logging.getLogger("stripe").setLevel(logging.WARNING)
 CURRENCY = "usd"
 # Stripe's own default: a signature older than this is refused as a possible replay.
 SIGNATURE_TOLERANCE_SECONDS = 300
+# Stripe retries a webhook for up to 3 days and can resend an event for 30; ids are kept past both.
+EVENT_MEMORY = timedelta(days=90)
 # Statuses in which the subscription pays for its tier (past_due: Stripe is still retrying).
 LIVE_STATUSES = ("active", "trialing", "past_due")
 ENDED_STATUSES = ("canceled", "incomplete_expired", "paused")
@@ -597,3 +599,10 @@ def downgrade_lapsed(now: datetime) -> int:
     for account in lapsed:
         gate.forget_account(account.id)
     return len(lapsed)
+
+
+def prune_events(now: datetime) -> int:
+    """Forget webhook events received more than EVENT_MEMORY ago; returns how many."""
+    deleted = db.session.execute(sa.delete(StripeEvent).where(StripeEvent.received_at < now - EVENT_MEMORY))
+    db.session.commit()
+    return deleted.rowcount

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from levqor import accounts, billing
+from levqor import accounts, background, billing
 from levqor.extensions import db
 from levqor.models import Account, StripeEvent
 
@@ -558,6 +558,23 @@ def test_unpaid_subscription_falls_back_to_sandbox_at_period_end(client, subscri
         assert billing.downgrade_lapsed(period_end) == 1
     assert state(app, subscriber.id)["tier"] == "sandbox"
     assert subscriber.v1_limit(client) == "1000"
+
+
+def test_the_nightly_billing_job_forgets_event_ids_older_than_90_days(client, subscriber, app):
+    subscriber.subscribe(client, "pro")
+    old, recent = datetime.now(UTC) - timedelta(days=91), datetime.now(UTC) - timedelta(days=89)
+    with app.app_context():
+        for event_id, received in (("evt_old", old), ("evt_recent", recent)):
+            db.session.add(
+                StripeEvent(id=event_id, type="ping", outcome="ignored", created=received, received_at=received)
+            )
+        db.session.commit()
+        delivered = set(db.session.scalars(sa.select(StripeEvent.id)).all()) - {"evt_old", "evt_recent"}
+        assert delivered  # the subscription's own events, received just now
+
+        assert background.run("billing-downgrade")["events_pruned"] == 1
+        assert set(db.session.scalars(sa.select(StripeEvent.id)).all()) == delivered | {"evt_recent"}
+    assert state(app, subscriber.id)["tier"] == "pro"
 
 
 # -- portal pages ----------------------------------------------------------------------------------------
