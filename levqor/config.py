@@ -30,8 +30,18 @@ def _secret_key() -> str:
     VAR_DIR.mkdir(exist_ok=True)
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+        # Written under another name (0600 from the start), then linked into place: atomic, and
+        # the first process wins, so a web process and a worker starting together share one key.
+        candidate = VAR_DIR / f"secret_key.{os.getpid()}"
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        try:
+            os.link(candidate, path)
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
     return path.read_text().strip()
 
 

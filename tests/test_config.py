@@ -1,0 +1,77 @@
+"""Configuration from the environment: Heroku's URLs, the production SECRET_KEY rule, the local key."""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from levqor import config
+
+ROOT = Path(__file__).resolve().parent.parent
+PRINT_SECRET = "from levqor import config; print(config.from_env()['SECRET_KEY'])"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("postgres://u:p@db.example:5432/d1", "postgresql+psycopg://u:p@db.example:5432/d1"),
+        ("postgresql://u:p@127.0.0.1/d2", "postgresql+psycopg://u:p@127.0.0.1/d2"),
+        ("postgresql+psycopg://u@h/d3", "postgresql+psycopg://u@h/d3"),
+    ],
+)
+def test_heroku_and_plain_postgres_urls_use_psycopg3(raw, expected):
+    assert config.database_url(raw) == expected
+
+
+def _environment(var_dir: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DYNO")}
+    return env | {"LEVQOR_VAR_DIR": str(var_dir)} | extra
+
+
+def test_a_dyno_without_secret_key_refuses_to_start(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", PRINT_SECRET],
+        env=_environment(tmp_path, DYNO="web.1"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "SECRET_KEY must be set" in proc.stderr
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_processes_starting_together_share_one_private_local_key(tmp_path):
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", PRINT_SECRET],
+            env=_environment(tmp_path),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    keys = {proc.communicate()[0].strip() for proc in starts}
+    assert len(keys) == 1 and len(keys.pop()) == 64
+    assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("secret_key")) == ["secret_key"]
+
+    restarted = subprocess.run(
+        [sys.executable, "-c", PRINT_SECRET], env=_environment(tmp_path), cwd=ROOT, capture_output=True, text=True
+    )
+    assert restarted.stdout.strip() == (tmp_path / "secret_key").read_text().strip()
+
+
+def test_secret_key_from_the_environment_wins_and_writes_nothing(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", PRINT_SECRET],
+        env=_environment(tmp_path, SECRET_KEY="from-env", DYNO="web.1"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.strip() == "from-env"
+    assert not (tmp_path / "secret_key").exists()
