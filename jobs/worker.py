@@ -7,9 +7,10 @@ thread, so the Procfile's one `worker` process both schedules and executes the p
 import argparse
 import logging
 import threading
+from datetime import UTC, datetime
 
 from rq import Worker
-from rq.cron import CronScheduler
+from rq.cron import CronScheduler, get_cron_job_history_key
 
 from jobs.tasks import _app
 from levqor.queue import QUEUE_NAME
@@ -17,6 +18,7 @@ from levqor.queue import QUEUE_NAME
 log = logging.getLogger(__name__)
 LEADER_KEY = "lvq:cron:leader"
 LEADER_TTL = 150  # seconds; the scheduler loop wakes at least once a minute
+MIN_SLEEP_SECONDS = 1.0
 
 
 class LeaderCronScheduler(CronScheduler):
@@ -36,7 +38,26 @@ class LeaderCronScheduler(CronScheduler):
         return False
 
     def enqueue_jobs(self):
-        return super().enqueue_jobs() if self._lead() else []
+        if self._lead():
+            return super().enqueue_jobs()
+        self._follow()
+        return []
+
+    def _follow(self) -> None:
+        """Move each due job past the run the leader has already enqueued (RQ's shared history),
+        so this process sleeps instead of polling and, should it take over, does not enqueue that
+        run again. A run the leader has not enqueued stays due: a new leader makes it late, not lost."""
+        for job in self._cron_jobs:
+            if not job.should_run():
+                continue
+            newest = self.connection.zrevrange(get_cron_job_history_key(job.name), 0, 0, withscores=True)
+            due = job.next_enqueue_time
+            if newest and (due is None or newest[0][1] >= due.timestamp()):
+                job.set_enqueue_time(datetime.fromtimestamp(newest[0][1], UTC))
+
+    def calculate_sleep_interval(self) -> float:
+        # A due run the leader has not enqueued yet must not turn the loop into a busy poll.
+        return max(super().calculate_sleep_interval(), MIN_SLEEP_SECONDS)
 
 
 def start_cron(connection) -> LeaderCronScheduler:

@@ -495,6 +495,46 @@ def test_only_one_worker_process_enqueues_each_periodic_job(app):
     assert Queue(QUEUE_NAME, connection=r).count == 1
 
 
+def _due_now(scheduler, cron: str = "* * * * *"):
+    from jobs.background import quota_alerts
+
+    scheduler.register(quota_alerts, QUEUE_NAME, cron=cron, name="quota-alerts")
+    (job,) = scheduler.get_jobs()
+    job.next_enqueue_time = datetime.now(UTC) - timedelta(seconds=1)
+    return job
+
+
+def test_a_follower_sleeps_and_does_not_repeat_the_leaders_run_when_it_takes_over(app):
+    from jobs.worker import LEADER_KEY, LeaderCronScheduler
+
+    r = app.extensions["levqor.redis"]
+    leader, follower = LeaderCronScheduler(connection=r), LeaderCronScheduler(connection=r)
+    _due_now(leader)
+    followed = _due_now(follower)
+    assert len(leader.enqueue_jobs()) == 1
+    assert follower.enqueue_jobs() == []
+    assert followed.next_enqueue_time > datetime.now(UTC)  # moved past the leader's run
+    assert follower.calculate_sleep_interval() > 1.0  # sleeps until then (it used to poll with 0)
+
+    r.delete(LEADER_KEY)  # the leader died; its lease ran out
+    assert follower.enqueue_jobs() == []  # nothing due: the leader's run is not enqueued twice
+    assert Queue(QUEUE_NAME, connection=r).count == 1
+
+
+def test_a_run_the_dead_leader_never_enqueued_is_made_late_by_the_next_leader(app):
+    from jobs.worker import LEADER_KEY, LeaderCronScheduler
+
+    r = app.extensions["levqor.redis"]
+    r.set(LEADER_KEY, "a-worker-that-died", ex=60)
+    follower = LeaderCronScheduler(connection=r)
+    _due_now(follower)
+    assert follower.enqueue_jobs() == []
+    assert follower.calculate_sleep_interval() == 1.0  # still due: polls once a second, not in a busy loop
+    r.delete(LEADER_KEY)
+    assert [job.name for job in follower.enqueue_jobs()] == ["quota-alerts"]
+    assert Queue(QUEUE_NAME, connection=r).count == 1
+
+
 # -- the portal's job status -------------------------------------------------------------------------
 
 
