@@ -23,6 +23,9 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
-# Heroku's router is the only client of a dyno: trust its X-Forwarded-For / -Proto, so the
-# per-IP log-in limit and the key audit trail see the developer's address, not the router's.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+# X-Forwarded-For / -Proto are believed only from these peers: Heroku's router reaches a dyno from
+# its private network. uvicorn then takes the rightmost address that is not one of them, the one
+# the router appended; "*" would make it take the leftmost, which the client writes, so anyone
+# could dodge the per-IP log-in limit or forge the key audit trail.
+PRIVATE_NETWORKS = "127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", PRIVATE_NETWORKS)

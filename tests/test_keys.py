@@ -1,16 +1,22 @@
 """API keys: format, one-time secret, rotation with grace, revocation, audit, concurrency."""
 
 import logging
+import runpy
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from starlette.testclient import TestClient
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from levqor import keys, metering, problems
 from levqor.extensions import db
 from levqor.models import Account, ApiKey, KeyEvent
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_key_format_has_prefix_uuid_hex_and_checksum():
@@ -182,3 +188,23 @@ def test_raw_key_never_reaches_logs_tables_or_later_responses(portal, client, ap
     assert caplog.records and raw not in caplog.text and raw[4:36] not in caplog.text
     redis_dump = " ".join(k.decode() for k in app.extensions["levqor.redis"].keys("*"))
     assert raw not in redis_dump and raw[4:36] not in redis_dump
+
+
+def test_the_audit_trail_records_the_address_the_router_saw_not_one_the_client_wrote(make_account, cx, app):
+    """gunicorn.conf.py's trusted proxies, through the same uvicorn middleware gunicorn's worker adds."""
+    trusted = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["forwarded_allow_ips"]
+    behind_router = TestClient(ProxyHeadersMiddleware(cx, trusted_hosts=trusted), client=("10.12.0.7", 40000))
+    account_id, raw = make_account()
+    spoofed = {"x-api-key": raw, "X-Forwarded-For": "6.6.6.6, 203.0.113.9", "X-Forwarded-Proto": "https"}
+    assert behind_router.delete("/api/key", headers=spoofed).status_code == 200
+    with app.app_context():
+        revoked = db.session.scalars(sa.select(KeyEvent).where(KeyEvent.event == "revoked")).one()
+    assert revoked.ip == "203.0.113.9"
+
+    # A client connecting straight to the dyno's port is not a proxy: its header is ignored.
+    direct = TestClient(ProxyHeadersMiddleware(cx, trusted_hosts=trusted), client=("198.51.100.4", 40000))
+    _, other = make_account()
+    assert direct.delete("/api/key", headers={"x-api-key": other, "X-Forwarded-For": "6.6.6.6"}).status_code == 200
+    with app.app_context():
+        ips = set(db.session.scalars(sa.select(KeyEvent.ip).where(KeyEvent.event == "revoked")).all())
+    assert ips == {"203.0.113.9", "198.51.100.4"}
