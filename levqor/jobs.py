@@ -44,6 +44,11 @@ def request_hash(workflow_id: str, data: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def failure(err: Exception) -> dict:
+    """A failed job's `error`."""
+    return {"type": type(err).__name__, "message": str(err)[:500]}
+
+
 def check_input(workflow_id: str, data: dict) -> workflows.Workflow:
     workflow = workflows.get(workflow_id)
     if workflow is None:
@@ -122,9 +127,10 @@ def encode_cursor(seq: int) -> str:
 def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("j"):
+        seq = int(text[1:]) if text[:1] == "j" and text[1:].isascii() else 0
+        if not 0 < seq < 2**63:  # a BIGINT column: anything larger is not a cursor we gave out
             raise ValueError
-        return int(text[1:])
+        return seq
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("Pass back the next_cursor of a previous page unchanged.") from None
 
@@ -202,7 +208,7 @@ def execute(job_id: str) -> str:
         values = {"status": "succeeded", "result": workflow.run(job.input)}
     except Exception as err:  # a workflow failure is the job's result, not the worker's crash
         log.exception("job %s failed", job_id)
-        values = {"status": "failed", "error": {"type": type(err).__name__, "message": str(err)[:500]}}
+        values = {"status": "failed", "error": failure(err)}
     # Only a still-running job takes its result: a cancel while it ran wins.
     db.session.execute(
         sa.update(Job).where(Job.id == job_id, Job.status == "running").values(finished_at=utcnow(), **values)

@@ -8,6 +8,7 @@ polling and cancelling can be practised.
 import base64
 import binascii
 import json
+import logging
 import re
 import secrets
 import time
@@ -17,6 +18,7 @@ import redis
 
 from . import jobs, problems, workflows
 
+log = logging.getLogger(__name__)
 TTL = 86400
 # Each job is indexed by "<created, µs, 16 digits>:<job id>" in a sorted set read by lex
 # order: newest first, ties broken by id, and a cursor that names an exact position.
@@ -61,7 +63,7 @@ def _view(raw: dict, now: float) -> dict:
         "status": status,
         "input": raw["input"],
         "result": raw["result"] if status == "succeeded" else None,
-        "error": None,
+        "error": raw.get("error"),
         "created_at": _iso(raw["created"]),
         "started_at": _iso(raw["created"]),
         "finished_at": _iso(finished),
@@ -82,17 +84,28 @@ def create_job(r: redis.Redis, account_id: int, workflow_id: str, data: dict, id
                 raise problems.IdempotencyConflict("This Idempotency-Key was used with a different request body.")
             return get_job(r, account_id, job_id), False
     job_id = "job_" + secrets.token_hex(10)
-    simulated = workflow.id == "delay"
+    seconds, result, error = 0, None, None
+    if workflow.id == "delay":
+        # Simulated, not slept: the sandbox answers at once.
+        seconds = int(data["seconds"])
+        result = {"slept_seconds": seconds}
+    else:
+        try:
+            result = workflow.run(data)
+        except Exception as err:  # as in production, a workflow failure is the job's outcome
+            log.exception("sandbox job %s failed", job_id)
+            error = jobs.failure(err)
+    status = "failed" if error else "running" if seconds > 0 else "succeeded"
     raw = {
         "id": job_id,
         "workflow": workflow.id,
         "input": data,
-        # delay is simulated, not slept: the sandbox answers at once.
-        "result": {"slept_seconds": data["seconds"]} if simulated else workflow.run(data),
-        "status": "running" if simulated and data["seconds"] > 0 else "succeeded",
+        "result": result,
+        "error": error,
+        "status": status,
         "created": now,
-        "due": now + (data["seconds"] if simulated else 0),
-        "finished": None if simulated and data["seconds"] > 0 else now,
+        "due": now + seconds,
+        "finished": None if status == "running" else now,
     }
     pipe = r.pipeline()
     pipe.set(f"{prefix}:job:{job_id}", json.dumps(raw), ex=TTL)

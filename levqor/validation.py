@@ -1,4 +1,5 @@
-"""Response validation with a compiled validator, so checking every response stays cheap.
+"""Connexion's validators, adjusted: request bodies must be strict JSON, and response validation
+uses a compiled validator, so checking every response stays cheap.
 
 Connexion builds a fresh jsonschema validator for every response it checks; on the hot path that
 cost more than the key check, limits and metering together. This validator compiles each
@@ -6,12 +7,15 @@ response schema once (jsonschema-rs), and hands any body it rejects to Connexion
 so the error a non-conforming response produces is exactly Connexion's.
 """
 
+import json
+import math
 import threading
 
 import jsonschema_rs
 from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import BadRequestProblem
 from connexion.validators import VALIDATOR_MAP
-from connexion.validators.json import JSONResponseBodyValidator
+from connexion.validators.json import JSONRequestBodyValidator, JSONResponseBodyValidator
 
 _compiled: dict[int, tuple[dict, jsonschema_rs.Draft4Validator]] = {}
 _lock = threading.Lock()
@@ -45,6 +49,31 @@ def compiled(schema: dict) -> jsonschema_rs.Draft4Validator:
     return entry[1]
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"The number {text[:40]} is too large to represent.")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON: numbers must be finite.")
+
+
+class StrictJSONRequestBodyValidator(JSONRequestBodyValidator):
+    """Python's json module accepts NaN and Infinity and reads 1e999 as infinity; none of them can
+    be stored as JSON or sent back, so they are refused here as a 400 rather than failing later."""
+
+    async def _parse(self, stream, scope):
+        body = b"".join([message async for message in stream]).decode(self._encoding)
+        if not body:
+            return None
+        try:
+            return json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
+        except ValueError as err:  # also the integer digit limit, and JSONDecodeError
+            raise BadRequestProblem(detail=str(err)) from None
+
+
 class CompiledJSONResponseBodyValidator(JSONResponseBodyValidator):
     def _validate(self, body):
         if not compiled(self._schema).is_valid(body):
@@ -52,11 +81,17 @@ class CompiledJSONResponseBodyValidator(JSONResponseBodyValidator):
 
 
 def validator_map() -> dict:
-    """Connexion's validators, with the compiled one for JSON responses."""
+    """Connexion's validators, with the strict one for JSON requests and the compiled one for JSON responses."""
+    body = MediaTypeDict(
+        {
+            media_type: StrictJSONRequestBodyValidator if validator is JSONRequestBodyValidator else validator
+            for media_type, validator in VALIDATOR_MAP["body"].items()
+        }
+    )
     response = MediaTypeDict(
         {
             media_type: CompiledJSONResponseBodyValidator if validator is JSONResponseBodyValidator else validator
             for media_type, validator in VALIDATOR_MAP["response"].items()
         }
     )
-    return VALIDATOR_MAP | {"response": response}
+    return VALIDATOR_MAP | {"body": body, "response": response}

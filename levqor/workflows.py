@@ -34,6 +34,7 @@ class Workflow:
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_INDEX = re.compile(r"[0-9]+")  # str.isdigit() also accepts "²", which int() refuses
 _STOP = frozenset(
     [
         "a",
@@ -80,6 +81,11 @@ _STOP = frozenset(
 )
 
 
+def _count(data: dict, name: str, default: int) -> int:
+    # JSON Schema's "integer" admits 2.0; the workflows need a Python int.
+    return int(data.get(name, default))
+
+
 def _words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
@@ -104,7 +110,7 @@ def text_stats(data: dict) -> dict:
         "reading_time_seconds": round(len(words) / 238 * 60),  # average adult reading speed
         "top_words": [
             {"word": w, "count": c}
-            for w, c in sorted(Counter(content).items(), key=lambda x: (-x[1], x[0]))[: data.get("top", 5)]
+            for w, c in sorted(Counter(content).items(), key=lambda x: (-x[1], x[0]))[: _count(data, "top", 5)]
         ],
     }
 
@@ -117,7 +123,7 @@ def summarize(data: dict) -> dict:
         range(len(sentences)),
         key=lambda i: (-sum(freq[w] for w in _words(sentences[i])) / (len(_words(sentences[i])) or 1), i),
     )
-    keep = sorted(scored[: data.get("max_sentences", 2)])
+    keep = sorted(scored[: _count(data, "max_sentences", 2)])
     return {
         "summary": " ".join(sentences[i] for i in keep),
         "sentences_kept": len(keep),
@@ -133,7 +139,7 @@ def json_transform(data: dict) -> dict:
         for part in path.split("."):
             if isinstance(node, dict) and part in node:
                 node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            elif isinstance(node, list) and _INDEX.fullmatch(part) and int(part) < len(node):
                 node = node[int(part)]
             else:
                 node = None
@@ -144,8 +150,9 @@ def json_transform(data: dict) -> dict:
 
 def delay(data: dict) -> dict:
     """Waits, then reports: a long-running job to practise polling and cancelling with."""
-    time.sleep(data["seconds"])
-    return {"slept_seconds": data["seconds"]}
+    seconds = _count(data, "seconds", 0)
+    time.sleep(seconds)
+    return {"slept_seconds": seconds}
 
 
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 20000}

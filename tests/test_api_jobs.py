@@ -1,5 +1,6 @@
 """The public v1 API: jobs executed by a real RQ worker, idempotency, pagination, isolation."""
 
+import base64
 import os
 import subprocess
 import sys
@@ -99,6 +100,11 @@ def test_list_is_newest_first_with_cursor_pagination_and_status_filter(api):
 
 def test_bad_cursor_and_bad_status_are_400(api):
     assert api("GET", "/v1/jobs", params={"cursor": "not-a-cursor"}).json()["type"].endswith("/invalid-cursor")
+    # Well formed, but beyond the BIGINT column (it was a 500), zero, negative, or not ASCII digits.
+    for seq in ("9" * 40, str(2**63), "0", "-5", "\u0663"):
+        cursor = base64.urlsafe_b64encode(f"j{seq}".encode()).decode().rstrip("=")
+        response = api("GET", "/v1/jobs", params={"cursor": cursor})
+        assert response.status_code == 400 and response.json()["type"].endswith("/invalid-cursor"), seq
     assert api("GET", "/v1/jobs", params={"status": "exploded"}).status_code == 400
 
 
@@ -145,6 +151,44 @@ def test_every_workflow_example_runs(api, database_url, redis_server):
     assert summary["sentences_kept"] == 1 and summary["summary"]
     transformed = api("GET", f"/v1/jobs/{jobs['json-transform']}").json()["result"]
     assert transformed == {"result": {"name": "Ada", "first_lang": "en"}}
+
+
+# Inputs the workflow schemas accept that the workflows used to crash on (found by audit).
+EDGE_INPUTS = {
+    "text-stats": (
+        {"text": "b c b", "top": 2.0},
+        {"top_words": [{"word": "b", "count": 2}, {"word": "c", "count": 1}]},
+    ),
+    "summarize": ({"text": "One. Two.", "max_sentences": 1.0}, {"sentences_kept": 1}),
+    "json-transform": (
+        {"document": {"a": [10, 20]}, "mapping": {"x": "a.\u00b2", "y": "a.1"}},
+        {"result": {"x": None, "y": 20}},
+    ),
+}
+
+
+def test_inputs_at_the_edge_of_the_schemas_succeed_on_the_worker_and_in_the_sandbox(api, database_url, redis_server):
+    created = {w: api("POST", "/v1/jobs", json={"workflow": w, "input": data}) for w, (data, _) in EDGE_INPUTS.items()}
+    sandboxed = {
+        w: api("POST", "/sandbox/v1/jobs", json={"workflow": w, "input": data}) for w, (data, _) in EDGE_INPUTS.items()
+    }
+    run_worker_burst(database_url, redis_server.url)
+    for workflow_id, (_, expected) in EDGE_INPUTS.items():
+        for job in (api("GET", f"/v1/jobs/{created[workflow_id].json()['id']}").json(), sandboxed[workflow_id].json()):
+            assert job["status"] == "succeeded", (workflow_id, job)
+            assert job["result"] | expected == job["result"], (workflow_id, job["result"])
+    delay = api("POST", "/sandbox/v1/jobs", json={"workflow": "delay", "input": {"seconds": 0.0}}).json()
+    assert delay["status"] == "succeeded" and delay["result"] == {"slept_seconds": 0}
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400", "1" * 5000])
+@pytest.mark.parametrize("path", ["/v1/jobs", "/sandbox/v1/jobs"])
+def test_numbers_json_cannot_carry_are_a_400_not_a_500(api, path, number):
+    body = f'{{"workflow": "echo", "input": {{"n": {number}}}}}'
+    response = api("POST", path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["type"].endswith("/bad-request")
+    assert api("GET", path.replace("/jobs", "/jobs?limit=1")).json()["data"] == []  # nothing was stored
 
 
 def test_running_job_canceled_midway_keeps_canceled(api, app, database_url, redis_server):
