@@ -40,6 +40,7 @@ RECORD_TTL = 600  # also bounds how long a revocation missed during an outage ca
 NEGATIVE_TTL = 60
 DEGRADED_CACHE_SECONDS = 5
 DEGRADED_CACHE_SIZE = 10_000
+BURST = "burst"  # rate_limit_headers: report the per-second window
 _SCRIPT = (Path(__file__).with_name("gate.lua")).read_text()
 
 
@@ -141,7 +142,10 @@ class Gate:
         if verdict == "expired":
             raise problems.InvalidApiKey("This API key's rotation grace period is over; use the new key.")
         limit, remaining, reset, burst, burst_left = (int(x) for x in result[1:6])
-        headers = rate_limit_headers(area, limit, remaining, reset, burst, burst_left, now)
+        # A burst refusal reports the per-second window: the quota was not consulted.
+        headers = rate_limit_headers(
+            BURST if verdict == "burst" else area, limit, remaining, reset, burst, burst_left, now
+        )
         if verdict == "ok":
             return {
                 "sub": result[6].decode(),
@@ -235,7 +239,7 @@ class Gate:
         sec = int(now)
         if not self._burst_fallback.hit(burst_item, record.key_id):
             raise problems.BurstLimitExceeded(f"More than {record.burst} calls per second on this key.").with_headers(
-                {"Retry-After": "1"}
+                rate_limit_headers(BURST, record.burst, 0, sec + 1, record.burst, 0, now) | {"Retry-After": "1"}
             )
         nowdt = datetime.fromtimestamp(now, UTC)
         today = nowdt.date()
@@ -253,7 +257,10 @@ class Gate:
             used += self._pending_count(record.account_id, record.key_id, area)
             if limit >= 0 and used >= limit:
                 problem = problems.SandboxDailyCapExceeded if area == "sandbox" else problems.MonthlyQuotaExceeded
-                raise problem("Limit reached.").with_headers({"Retry-After": str(max(1, int(reset - now)))})
+                raise problem("Limit reached.").with_headers(
+                    rate_limit_headers(area, limit, 0, int(reset), record.burst, 0, now)
+                    | {"Retry-After": str(max(1, int(reset - now)))}
+                )
             self._pending[(record.key_id, record.account_id, period.id, today.isoformat(), area)] += 1
         remaining = -1 if limit < 0 else limit - used - 1
         return admitted | {"headers": rate_limit_headers(area, limit, remaining, int(reset), record.burst, 0, now)}
@@ -353,9 +360,11 @@ def script_args(area: str, now: float) -> list:
 
 
 def rate_limit_headers(area, limit, remaining, reset, burst, burst_left, now) -> dict:
-    """X-RateLimit-* for the limit that matters most here, plus the IETF RateLimit pair."""
+    """X-RateLimit-* for the limit that matters most here, plus the IETF RateLimit pair.
+
+    area BURST (or "meta", or an unlimited quota) reports the per-second burst window."""
     policies = [f'"burst";q={burst};w=1']
-    if area == "meta" or limit < 0:
+    if area in ("meta", BURST) or limit < 0:
         # Nothing else limits these calls: report the per-second window, which resets next second.
         name, limit, remaining, reset, seconds_left = "burst", burst, burst_left, int(now) + 1, 1
     else:

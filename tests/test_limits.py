@@ -94,6 +94,11 @@ def test_burst_refusal_over_http_has_type_and_headers(client, make_account):
     assert response.json()["type"] == problems.TYPE_BASE + "burst-limit-exceeded"
     assert response.headers["Retry-After"] == "1"
     assert all(h in response.headers for h in RATE_HEADERS)
+    # The headers describe the limit that refused, not the monthly quota.
+    burst = tiers.get("sandbox").burst_per_second
+    assert (response.headers["X-RateLimit-Limit"], response.headers["X-RateLimit-Remaining"]) == (str(burst), "0")
+    assert response.headers["RateLimit-Policy"] == f'"burst";q={burst};w=1'
+    assert response.headers["RateLimit"] == '"burst";r=0;t=1'
 
 
 def test_sandbox_cap_is_100_per_key_per_day_whatever_the_tier(app, client, make_account):

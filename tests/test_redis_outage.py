@@ -3,9 +3,11 @@
 import pytest
 import sqlalchemy as sa
 
-from levqor import keys, metering
+from levqor import keys, metering, tiers
 from levqor.extensions import db
 from levqor.models import Job
+
+from .test_limits import RATE_HEADERS, seed_usage
 
 
 @pytest.fixture
@@ -65,3 +67,25 @@ def test_revocation_during_outage_is_enforced_from_the_database(cx, app, portal,
         assert revoked.status_code == 200
         # This process forgets the key at once; another process within DEGRADED_CACHE_SECONDS.
         assert client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code == 401
+
+
+def test_refusals_during_an_outage_name_the_limit_that_refused(cx, app, make_account, outage):
+    _, key = make_account(tier="sandbox")
+    spent_id, spent = make_account(tier="sandbox")
+    seed_usage(app, spent_id, calls=tiers.get("sandbox").monthly_quota)
+    with cx.test_client() as client:
+        outage()
+        quota = client.get("/api/v1/workflows", headers={"x-api-key": spent})
+        assert quota.status_code == 429 and quota.json()["type"].endswith("/monthly-quota-exceeded")
+        assert quota.headers["X-RateLimit-Limit"] == "1000" and quota.headers["X-RateLimit-Remaining"] == "0"
+        assert quota.headers["RateLimit"].startswith('"monthly";r=0;')
+        assert all(h in quota.headers for h in RATE_HEADERS + ("Retry-After",))
+
+        for _ in range(60):
+            burst = client.get("/api/usage", headers={"x-api-key": key})
+            if burst.status_code == 429:
+                break
+        assert burst.json()["type"].endswith("/burst-limit-exceeded")
+        assert burst.headers["X-RateLimit-Limit"] == str(tiers.get("sandbox").burst_per_second)
+        assert burst.headers["RateLimit-Policy"] == f'"burst";q={tiers.get("sandbox").burst_per_second};w=1'
+        assert burst.headers["RateLimit"] == '"burst";r=0;t=1' and burst.headers["Retry-After"] == "1"
