@@ -61,11 +61,17 @@ def sandbox_key(key_id: str, day: date) -> str:
 
 
 def persisted_period_calls(account_id: int, period: Period) -> int:
+    first_day = period.start.date()
+    if period.start != datetime.combine(first_day, datetime.min.time(), UTC):
+        # A subscription that starts mid-day: that day's row also holds the calls made before,
+        # under the previous plan, and cannot be split. Its calls after the start are in the
+        # Redis counter from the first call on; only a Redis loss that same day forgives them.
+        first_day += timedelta(days=1)
     return int(
         db.session.scalar(
             sa.select(sa.func.coalesce(sa.func.sum(UsageDaily.calls), 0)).where(
                 UsageDaily.account_id == account_id,
-                UsageDaily.day >= period.start.date(),
+                UsageDaily.day >= first_day,
                 # A subscription period may end mid-day: that day's calls belong to it.
                 UsageDaily.day <= (period.end - timedelta(microseconds=1)).date(),
             )

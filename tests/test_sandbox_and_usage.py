@@ -2,7 +2,7 @@
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from levqor import metering, sandbox
+from levqor import gate, metering, sandbox
 from levqor.extensions import db
-from levqor.models import Job, UsageDaily
+from levqor.models import Account, Job, UsageDaily
 
 SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi" / "openapi.yaml").read_text())
 
@@ -166,6 +166,26 @@ def test_usage_is_persisted_and_survives_a_redis_flush(client, key, app):
     assert after["calls_used"] == 5 and after["sandbox"]["calls_today"] == 1
     client.get("/api/v1/workflows", headers={"x-api-key": key})
     assert client.get("/api/usage", headers={"x-api-key": key}).json()["calls_used"] == 6
+
+
+def test_a_subscription_starting_mid_day_does_not_inherit_that_mornings_calls(client, make_account, app):
+    account_id, key = make_account()
+    for _ in range(4):
+        client.get("/api/v1/workflows", headers={"x-api-key": key})
+    r = app.extensions["levqor.redis"]
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    with app.app_context():
+        metering.flush_usage(r)  # the morning's 4 Sandbox calls are in today's row
+        account = db.session.get(Account, account_id)
+        account.tier = "pro"
+        account.period_start = max(midnight + timedelta(seconds=1), now - timedelta(minutes=1))
+        account.period_end = account.period_start + timedelta(days=30)
+        db.session.commit()
+        gate.forget_account(account_id)  # as the Stripe webhook does
+    client.get("/api/v1/workflows", headers={"x-api-key": key})
+    usage = client.get("/api/usage", headers={"x-api-key": key}).json()
+    assert usage["tier"] == "pro" and usage["calls_used"] == 1 and usage["remaining"] == 9999
 
 
 def test_flush_is_idempotent_and_never_moves_counts_backwards(client, key, app):
