@@ -1,6 +1,6 @@
 """Portal billing pages: upgrade through Stripe Checkout, the plan page, and Stripe's customer portal."""
 
-from flask import Blueprint, redirect, render_template, request
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from levqor import billing, problems, tiers
@@ -38,9 +38,31 @@ def overview():
     )
 
 
-@bp.post("/billing/upgrade")
+@bp.get("/billing/upgrade")
 @login_required
+def confirm_upgrade():
+    """Where log-in and sign-up return a visitor who chose a plan: confirm it, then POST to Checkout."""
+    try:
+        tier = billing.paid_tier(request.args.get("tier"))
+    except billing.UnknownPlan:
+        return redirect(url_for("billing.overview"))
+    return render_template(
+        "billing/upgrade.html",
+        tier=tier,
+        billing=billing.billing_status(current_user, utcnow()),
+        configured=billing.is_configured(),
+    )
+
+
+@bp.post("/billing/upgrade")
 def upgrade():
+    if not current_user.is_authenticated:
+        # The chosen tier is in the form body, which a log-in redirect would drop (and the
+        # redirect back is a GET): carry it in the query to the confirm page instead.
+        tier = request.form.get("tier")
+        label = tiers.TIERS[tier].label if tier in tiers.TIERS else None
+        flash(f"Log in or create an account to upgrade to {label}." if label else "Log in to upgrade.")
+        return redirect(url_for("portal.login", next=url_for("billing.confirm_upgrade", tier=tier)), code=303)
     try:
         url = billing.start_checkout(current_user, request.form.get("tier"))
     except problems.Problem as err:

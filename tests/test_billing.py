@@ -7,10 +7,12 @@ are signed the way Stripe signs them.
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +21,7 @@ from levqor import accounts, background, billing
 from levqor.extensions import db
 from levqor.models import Account, StripeEvent
 
+from .conftest import PASSWORD, csrf_from
 from .fakes.stripe_server import FakeStripe
 
 WEBHOOK_SECRET = "whsec_test_" + "a1" * 16
@@ -599,10 +602,71 @@ def test_portal_upgrade_explains_refusals(portal, app, catalogue, monkeypatch):
     assert not catalogue.checkout_sessions
 
 
+def _form_posting_to(html: str, action: str) -> dict:
+    """The hidden fields of the page's form that posts to action, as a browser would submit them."""
+    form = re.search(rf'<form method="post" action="{re.escape(action)}">(.*?)</form>', html, re.S)
+    assert form, f"no form posting to {action}"
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(1)))
+
+
+def test_a_visitor_who_picks_a_plan_signs_up_and_lands_on_a_checkout_confirm_page(cx, app, catalogue):
+    browser = cx.test_client(follow_redirects=False)
+    pricing = browser.get("/pricing").text
+    choice = _form_posting_to(pricing.split('id="tier-pro"', 1)[1], "/billing/upgrade")
+    assert choice["tier"] == "pro"
+
+    to_login = browser.post("/billing/upgrade", data=choice)
+    assert to_login.status_code in (302, 303)
+    login_url = to_login.headers["location"]
+    assert urlsplit(login_url).path == "/login"
+    next_url = parse_qs(urlsplit(login_url).query)["next"][0]
+    assert next_url == "/billing/upgrade?tier=pro"
+    assert "upgrade to Pro" in browser.get(login_url).text
+
+    signup_url = "/signup?" + urlencode({"next": next_url})
+    token = csrf_from(browser.get(signup_url).text)
+    email = "visitor@example.com"
+    signed_up = browser.post(signup_url, data={"email": email, "password": PASSWORD, "csrf_token": token})
+    assert signed_up.status_code == 302 and signed_up.headers["location"] == next_url
+
+    confirm = browser.get(next_url)
+    assert confirm.status_code == 200, confirm.text
+    assert confirm.headers["content-type"].startswith("text/html")
+    assert "<h1>Upgrade to Pro</h1>" in confirm.text and "$19/month" in confirm.text
+    assert not catalogue.checkout_sessions  # the GET only asks
+    proceed = _form_posting_to(confirm.text, "/billing/upgrade")
+    assert proceed["tier"] == "pro" and proceed["csrf_token"]
+
+    checkout = browser.post("/billing/upgrade", data=proceed)
+    assert checkout.status_code == 303
+    session_id = checkout.headers["location"].removeprefix("https://checkout.stripe.com/c/pay/")
+    session = catalogue.checkout_sessions[session_id]
+    assert session["metadata"] == {"account_id": str(account_id_of(app, email)), "tier": "pro"}
+
+
+def test_upgrade_confirm_page_without_a_paid_plan_or_with_a_subscription(client, subscriber, app, monkeypatch):
+    dev = subscriber.dev.client
+    for query in ("", "?", "?tier=sandbox", "?tier=platinum"):
+        response = dev.get("/billing/upgrade" + query)
+        assert response.status_code == 302 and response.headers["location"] == "/developer/billing", query
+    secret_key = app.config["STRIPE_SECRET_KEY"]
+    monkeypatch.setitem(app.config, "STRIPE_SECRET_KEY", "")
+    unconfigured = dev.get("/billing/upgrade?tier=enterprise").text
+    assert "not available on this server" in unconfigured and "Continue to Stripe Checkout" not in unconfigured
+    monkeypatch.setitem(app.config, "STRIPE_SECRET_KEY", secret_key)
+    subscriber.subscribe(client, "pro")
+    page = dev.get("/billing/upgrade?tier=enterprise").text
+    assert "already have a subscription" in page and "Continue to Stripe Checkout" not in page
+    assert _form_posting_to(page, "/billing/manage")
+
+
 def test_portal_billing_pages_need_a_login(client):
     assert client.get("/developer/billing").status_code == 302
     assert "/login" in client.get("/developer/billing").headers["location"]
-    assert client.post("/billing/upgrade", data={"tier": "pro"}).status_code in (302, 400)
+    assert client.post("/billing/upgrade", data={"tier": "pro"}).status_code == 400  # no CSRF token
+    confirm = client.get("/billing/upgrade?tier=pro")
+    assert confirm.status_code == 302 and urlsplit(confirm.headers["location"]).path == "/login"
+    assert parse_qs(urlsplit(confirm.headers["location"]).query)["next"] == ["/billing/upgrade?tier=pro"]
 
 
 def test_billing_page_shows_plan_renewal_and_manage_link(client, subscriber):
