@@ -1,5 +1,6 @@
 """Configuration from the environment: Heroku's URLs, the production SECRET_KEY rule, the local key."""
 
+import json
 import os
 import stat
 import subprocess
@@ -89,3 +90,11 @@ def test_session_cookies_are_secure_on_a_dyno_unless_turned_off(tmp_path, extra,
     env = _environment(tmp_path, SECRET_KEY="s", **extra)
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.split() == [str(secure)] * 2, out.stderr
+
+
+def test_app_json_builds_the_assets_first_and_names_only_settings_the_app_reads():
+    manifest = json.loads((ROOT / "app.json").read_text())
+    assert [b["url"] for b in manifest["buildpacks"]] == ["heroku/nodejs", "heroku/python"]
+    config_source = (ROOT / "levqor" / "config.py").read_text()
+    assert all(f'"{name}"' in config_source for name in manifest["env"])
+    assert set(manifest["formation"]) <= {line.split(":")[0] for line in (ROOT / "Procfile").read_text().splitlines()}
