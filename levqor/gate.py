@@ -55,6 +55,24 @@ def record_key(key_hash: str) -> str:
     return f"lvq:k:{key_hash}"
 
 
+def generation_key(key_hash: str) -> str:
+    """Bumped by every forget(): a record read from the database before a bump is stale."""
+    return f"lvq:kg:{key_hash}"
+
+
+# Writes a key record only if no forget() happened since the database read (KEYS[2] unchanged).
+# KEYS[1] record, KEYS[2] generation; ARGV[1] generation seen before the read, ARGV[2] TTL,
+# ARGV[3..] the record's fields and values.
+_FILL_SCRIPT = """
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+FILL_ATTEMPTS = 3
+
+
 @dataclass
 class KeyRecord:
     account_id: int
@@ -70,6 +88,7 @@ class Gate:
         self.app = app
         self.redis = r
         self.script = r.register_script(_SCRIPT)
+        self._fill = r.register_script(_FILL_SCRIPT)
         # The API's security check runs on the event loop: it talks to Redis without blocking it.
         self._async_client_factory = async_client_factory
         self._async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -187,34 +206,33 @@ class Gate:
         return record, account
 
     def _cache_record(self, key_hash: str, now: float) -> None:
-        with self.app.app_context():
-            record, account = self._load(key_hash, now)
-            if record is not None:
-                metering.seed_counters(self.redis, account, record.key_id, datetime.fromtimestamp(now, UTC))
-        name = record_key(key_hash)
-        if record is None:
-            pipe = self.redis.pipeline()
-            pipe.delete(name)
-            pipe.hset(name, mapping={"acct": ""})  # remembered as unknown for a minute
-            pipe.expire(name, NEGATIVE_TTL)
-            pipe.execute()
-            return
-        pipe = self.redis.pipeline()
-        pipe.delete(name)
-        pipe.hset(
-            name,
-            mapping={
-                "acct": record.account_id,
-                "kid": record.key_id,
-                "quota": record.quota,
-                "burst": record.burst,
-                "pid": record.period.id if record.period else "",
-                "pend": int(record.period.end.timestamp()) if record.period else "",
-                "exp": repr(record.expires_at) if record.expires_at else "",
-            },
-        )
-        pipe.expire(name, RECORD_TTL)
-        pipe.execute()
+        """Cache the key's record (or that it is unknown). A revocation or tier change that lands
+        between the database read and the write would otherwise leave the old record cached for
+        RECORD_TTL; the generation check turns that into another read."""
+        for _ in range(FILL_ATTEMPTS):
+            generation = self.redis.get(generation_key(key_hash)) or b""
+            with self.app.app_context():
+                record, account = self._load(key_hash, now)
+                if record is not None:
+                    metering.seed_counters(self.redis, account, record.key_id, datetime.fromtimestamp(now, UTC))
+            if record is None:
+                fields, ttl = {"acct": ""}, NEGATIVE_TTL  # remembered as unknown for a minute
+            else:
+                fields, ttl = (
+                    {
+                        "acct": record.account_id,
+                        "kid": record.key_id,
+                        "quota": record.quota,
+                        "burst": record.burst,
+                        "pid": record.period.id if record.period else "",
+                        "pend": int(record.period.end.timestamp()) if record.period else "",
+                        "exp": repr(record.expires_at) if record.expires_at else "",
+                    },
+                    RECORD_TTL,
+                )
+            pairs = [x for field, value in fields.items() for x in (field, value)]
+            if self._fill(keys=[record_key(key_hash), generation_key(key_hash)], args=[generation, ttl, *pairs]):
+                return
 
     # -- Redis outage ---------------------------------------------------------------------------
 
@@ -284,7 +302,7 @@ class Gate:
             forget, self._forget_later = self._forget_later, set()
         try:
             if forget:
-                self.redis.delete(*(record_key(h) for h in forget))
+                self._drop_records(forget)
             with self.app.app_context():
                 seeded = set()
                 pipe = self.redis.pipeline(transaction=False)
@@ -327,12 +345,20 @@ class Gate:
 
     # -- cache invalidation -----------------------------------------------------------------------
 
+    def _drop_records(self, key_hashes) -> None:
+        pipe = self.redis.pipeline()
+        for h in key_hashes:
+            pipe.incr(generation_key(h))
+            pipe.expire(generation_key(h), RECORD_TTL)
+            pipe.delete(record_key(h))
+        pipe.execute()
+
     def forget(self, key_hashes: list[str]) -> None:
         for h in key_hashes:
             self._degraded_cache.pop(h, None)
         if key_hashes:
             try:
-                self.redis.delete(*(record_key(h) for h in key_hashes))
+                self._drop_records(key_hashes)
             except redis.RedisError:
                 # Retried after the next call that reaches Redis again (see _replay_pending).
                 with self._pending_lock:

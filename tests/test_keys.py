@@ -224,3 +224,28 @@ def test_the_audit_trail_records_the_address_the_router_saw_not_one_the_client_w
     with app.app_context():
         ips = set(db.session.scalars(sa.select(KeyEvent.ip).where(KeyEvent.event == "revoked")).all())
     assert ips == {"203.0.113.9", "198.51.100.4"}
+
+
+def test_a_revocation_landing_while_the_gate_caches_the_key_still_takes_effect(app, client, make_account):
+    """The revoker commits and drops the cached record between the gate's database read and its
+    cache write (here: right after the gate's SELECT, from the database driver's own event)."""
+    account_id, raw = make_account()
+    raced = []
+
+    def revoke_between_read_and_write(conn, cursor, statement, *_):
+        if raced or "FROM api_keys JOIN accounts" not in statement:
+            return
+        raced.append(statement)
+        with app.app_context():  # another session and connection: the revoker's request
+            keys.revoke(db.session.get(Account, account_id), keys.Actor(email="test"))
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "after_cursor_execute", revoke_between_read_and_write)
+    try:
+        first = client.get("/api/v1/workflows", headers={"x-api-key": raw})
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", revoke_between_read_and_write)
+    assert raced, "the gate's cache fill did not run"
+    assert first.status_code == 401
+    assert client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code == 401
