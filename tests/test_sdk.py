@@ -6,6 +6,7 @@ Marked `sdk` (slow: Java, npm and a fresh virtualenv); `pytest -m "not sdk"` lea
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -205,6 +206,35 @@ def test_sdks_raise_a_spent_monthly_quota_at_once(python_sdk, node_project, live
         # Retry-After is the reset, days away: beyond max_retry_after, so no retry and no wait.
         assert answer["type"].endswith("/monthly-quota-exceeded")
         assert answer["retry_after"] > 60 and answer["retries"] == 0
+
+
+# Node 18 has no Web Crypto global unless started with --experimental-global-webcrypto.
+NO_WEB_CRYPTO_NODE = """
+delete globalThis.crypto;
+const { Levqor, newIdempotencyKey } = %s;
+new Levqor().sandbox
+    .sandboxCreateJob({ jobCreate: { workflow: 'echo', input: { message: 'no web crypto' } } })
+    .then((job) => console.log(JSON.stringify({ status: job.status, key: newIdempotencyKey() })));
+"""
+
+
+def test_node_sdk_creates_jobs_without_the_web_crypto_global_as_on_node_18(node_project, live_url, make_account, app):
+    account_id, key = make_account("sandbox")
+    env = _scenario_env(live_url, key)
+    answers = [
+        run(["node", "-e", NO_WEB_CRYPTO_NODE % "require('@levqor/sdk')"], env=env, cwd=node_project).stdout,
+        run(
+            ["node", "--input-type=module", "-e", NO_WEB_CRYPTO_NODE % "await import('@levqor/sdk')"],
+            env=env,
+            cwd=node_project,
+        ).stdout,
+    ]
+    uuid4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    for answer in map(json.loads, answers):
+        assert answer["status"] == "succeeded" and uuid4.match(answer["key"])
+    r = app.extensions["levqor.redis"]
+    sent = [k.decode().rsplit(":", 1)[1] for k in r.scan_iter(f"lvq:sbx:{account_id}:idem:*")]
+    assert len(sent) == 2 and all(uuid4.match(k) for k in sent)  # the SDK made one key per creation
 
 
 def test_sdks_expose_exactly_the_spec_operations(generated):

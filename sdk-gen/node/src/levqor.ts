@@ -9,6 +9,9 @@
  * Retry-After, typed errors carrying the problem+json body, an Idempotency-Key on every job
  * creation, and async iterators over paginated job lists.
  */
+// Node's own randomUUID (Node 14.17+): `globalThis.crypto` needs a flag on Node 18. tsc keeps
+// this an import in the ES module build and makes it require('node:crypto') in the CommonJS one.
+import { randomUUID } from 'node:crypto';
 import { Configuration, FetchAPI, Middleware, ResponseContext, ErrorContext, ResponseError } from './runtime';
 import {
     HealthApi,
@@ -203,8 +206,9 @@ export function retryMiddleware(options: {
 
 // ---- idempotency and pagination ---------------------------------------------------------------
 
+/** A random (v4) UUID, the Idempotency-Key sent on job creations that carry none. */
 export function newIdempotencyKey(): string {
-    return globalThis.crypto.randomUUID();
+    return randomUUID();
 }
 
 /** Every job across pages: calls `fetchPage(cursor)` until `hasMore` is false. */
