@@ -1,16 +1,23 @@
-"""The SDK examples /docs/sdk shows run as written against the generated SDKs and a live app.
+"""What /docs/sdk tells developers works as written: the install commands fetch the SDKs from
+where `make sdk-publish` puts them, and the examples run against the generated SDKs and a live app.
 
-Marked `sdk` like tests/test_sdk.py, whose fixtures (generation, a fresh virtualenv, a packed
-Node SDK, the app on uvicorn) it reuses.
+The slow tests are marked `sdk` like tests/test_sdk.py, whose fixtures (generation, a fresh
+virtualenv, a packed Node SDK, the app on uvicorn) they reuse.
 """
 
+import html
+import json
 import os
 import re
 import subprocess
+import tomllib
+import venv
 
 import pytest
+import yaml
 
 from portal import sdk_examples
+from portal.views.docs import SDK_REPOSITORY
 
 from . import test_sdk
 
@@ -21,8 +28,6 @@ generated, live_url, node_project, python_sdk = (
     test_sdk.node_project,
     test_sdk.python_sdk,
 )
-
-pytestmark = pytest.mark.sdk
 
 EXPECTED = {
     "submit-job": re.compile(
@@ -41,6 +46,75 @@ def _run(cmd, cwd, key):
     return proc.stdout
 
 
+def _code(page: str, code_id: str) -> str:
+    """The text of a copyable code block, as the Copy button puts it on the clipboard."""
+    return html.unescape(re.search(rf'<code id="{code_id}">(.*?)</code>', page, re.S).group(1))
+
+
+def _install_commands(page: str) -> dict:
+    return {"pip": _code(page, "pip-install"), "npm": _code(page, "npm-install")}
+
+
+def test_sdk_page_installs_from_the_sdk_repository_at_the_running_version(client, app):
+    page = client.get("/docs/sdk").text
+    version = app.config["API_VERSION"]
+    commands = _install_commands(page)
+    # Not `pip install levqor` / `npm install @levqor/sdk`: neither package is on PyPI or npm.
+    assert commands["pip"] == f'pip install "git+{SDK_REPOSITORY}@v{version}#subdirectory=python"'
+    assert commands["npm"].splitlines() == [
+        f"git clone --depth 1 --branch v{version} {SDK_REPOSITORY}",
+        "(cd levqor-sdk/node && npm install && npm pack --pack-destination ../..)",
+        f"npm install ./levqor-sdk-{version}.tgz",
+    ]
+    assert "Python 3.10+" in page and "Python 3.9" not in page and "Node 18+" in page
+
+
+def test_sdk_repository_on_the_page_is_the_one_the_generated_packages_name():
+    python = yaml.safe_load((test_sdk.ROOT / "sdk-gen" / "python" / "config.yaml").read_text())
+    node = yaml.safe_load((test_sdk.ROOT / "sdk-gen" / "node" / "config.yaml").read_text())
+    assert python["packageUrl"] == SDK_REPOSITORY
+    assert f"https://github.com/{node['gitUserId']}/{node['gitRepoId']}" == SDK_REPOSITORY
+
+
+def _shell(script: str, cwd, env) -> None:
+    proc = subprocess.run(["bash", "-ec", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{script}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.sdk
+def test_sdk_page_install_commands_work_from_the_published_repository(client, generated, tmp_path):
+    out = generated[0]
+    remote = tmp_path / "levqor-sdk.git"
+    test_sdk.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(remote)])
+    test_sdk.run([*test_sdk.PUBLISH, "--source", str(out)], env={**os.environ, "LEVQOR_SDK_REMOTE": str(remote)})
+    page = client.get("/docs/sdk").text
+    # The page's commands exactly, with the public repository swapped for the local copy.
+    commands = {k: v.replace(SDK_REPOSITORY, remote.as_uri()) for k, v in _install_commands(page).items()}
+    # The minimums the page states are the ones the packages declare.
+    requires = tomllib.loads((out / "python" / "pyproject.toml").read_text())["project"]["requires-python"]
+    engines = json.loads((out / "node" / "package.json").read_text())["engines"]["node"]
+    assert (requires, engines) == (">=3.10", ">=18")
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    env = {**os.environ, "PATH": f"{env_dir / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    _shell(commands["pip"], tmp_path, env)
+    _shell("python -c 'from levqor.client import Levqor; Levqor(api_key=\"k\")'", tmp_path, env)
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "package.json").write_text(json.dumps({"name": "sdk-consumer", "private": True}))
+    npm_env = {**os.environ, "npm_config_prefer_offline": "true"}  # TypeScript from the npm cache
+    _shell(commands["npm"], project, npm_env)
+    _shell("node -e \"new (require('@levqor/sdk').Levqor)({ apiKey: 'k' })\"", project, npm_env)
+    _shell(
+        "node --input-type=module -e \"import { Levqor } from '@levqor/sdk'; new Levqor({ apiKey: 'k' })\"",
+        project,
+        npm_env,
+    )
+
+
+@pytest.mark.sdk
 @pytest.mark.parametrize("language", ["python", "node"])
 def test_every_sdk_example_on_the_docs_page_runs_as_shown(
     language, python_sdk, node_project, live_url, make_account, tmp_path

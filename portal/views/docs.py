@@ -27,9 +27,20 @@ def api_docs():
     return render_template("docs/api.html", groups=snippets.by_tag(examples))
 
 
+# Where `make sdk-publish` puts the SDKs, tagged v<info.version>; no package registry holds them.
+# The same URL is the packageUrl / gitUserId+gitRepoId in sdk-gen/python and sdk-gen/node config.yaml.
+SDK_REPOSITORY = "https://github.com/levqor/levqor-sdk"
+
+
 def _sdk_page(**context):
     api_base = request.url_root.rstrip("/") + "/api"
-    return render_template("docs/sdk.html", examples=sdk_examples.rendered(api_base), **context)
+    return render_template(
+        "docs/sdk.html",
+        examples=sdk_examples.rendered(api_base),
+        sdk_repository=SDK_REPOSITORY,
+        sdk_version=current_app.config["API_VERSION"],
+        **context,
+    )
 
 
 @bp.get("/docs/sdk")
