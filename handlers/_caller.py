@@ -4,8 +4,8 @@ from connexion.context import context
 from flask import request
 from flask_login import current_user
 
-from levqor import keys, problems
-from levqor.extensions import db
+from levqor import keys, problems, tiers
+from levqor.extensions import db, limiter
 from levqor.models import Account
 
 
@@ -40,3 +40,16 @@ def actor() -> keys.Actor:
         ip=request.remote_addr,
         user_agent=request.headers.get("User-Agent"),
     )
+
+
+def _session_burst() -> str:
+    return f"{tiers.get(account().tier).burst_per_second} per second"
+
+
+def _session_limit_key() -> str:
+    return f"session:{account_id()}"
+
+
+# Portal-session calls to the API get their tier's burst limit from Flask-Limiter, per account
+# (with its rate-limit headers); calls with a key are limited and metered by the gate instead.
+session_limited = limiter.limit(_session_burst, key_func=_session_limit_key, exempt_when=by_api_key)

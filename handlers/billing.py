@@ -14,11 +14,13 @@ def _portal_account():
     return _caller.account()
 
 
+@_caller.session_limited
 def create_checkout_session(body):
     """Start a Stripe Checkout for a paid plan."""
     return ok({"url": billing.start_checkout(_portal_account(), body.get("tier"))})
 
 
+@_caller.session_limited
 def create_portal_session():
     """Open Stripe's customer portal for the account's subscription."""
     return ok({"url": billing.portal_url(_portal_account())})

@@ -26,6 +26,7 @@ def create_key(body=None):
     return ok(keys.to_dict(issued.record, account) | {"key": issued.raw}, 201, {"Cache-Control": "no-store"})
 
 
+@_caller.session_limited
 def get_key():
     account = _caller.account()
     visible = keys.visible_keys(account.id)
@@ -36,6 +37,7 @@ def get_key():
     return ok(keys.to_dict(active, account) | {"expiring": expiring})
 
 
+@_caller.session_limited
 def revoke_key():
     account = _caller.account()
     revoked = keys.revoke(account, _caller.actor())
@@ -44,6 +46,7 @@ def revoke_key():
     return ok(keys.to_dict(revoked, account))
 
 
+@_caller.session_limited
 def list_key_events():
     events = keys.events(_caller.account_id())
     return ok(

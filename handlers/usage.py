@@ -9,6 +9,7 @@ from . import _caller
 from ._reply import ok
 
 
+@_caller.session_limited
 def get_usage():
     account = _caller.account()
     key_id = _caller.token_info().get("key_id")

@@ -3,6 +3,7 @@
 import json
 import logging
 import time
+from http.cookies import CookieError
 from pathlib import Path
 
 import connexion
@@ -40,6 +41,25 @@ _TYPES_BY_STATUS = {
     415: "unsupported-media-type",
     500: "internal-error",
 }
+
+
+_POLICY_NAMES = {"second": "burst", "minute": "minute", "hour": "hourly", "day": "daily"}
+
+
+def _limiter_headers(response):
+    """A Flask-Limiter limit's response gets the IETF RateLimit pair next to its X-RateLimit-*,
+    like the gate's; and Retry-After, which Flask-Limiter adds to every response, only on a refusal."""
+    current = limiter.current_limit
+    if current is None:
+        return response
+    if response.status_code < 400:
+        response.headers.pop("Retry-After", None)
+    if "RateLimit" not in response.headers:
+        name = _POLICY_NAMES.get(current.limit.GRANULARITY.name, current.limit.GRANULARITY.name)
+        seconds_left = max(0, int(current.reset_at - time.time()))
+        response.headers["RateLimit-Policy"] = f'"{name}";q={current.limit.amount};w={current.limit.get_expiry()}'
+        response.headers["RateLimit"] = f'"{name}";r={current.remaining};t={seconds_left}'
+    return response
 
 
 def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
@@ -95,6 +115,8 @@ def register_extensions(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_STORAGE_URI", redis_conn.limits_storage_uri(redis_url))
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "lvq-fl")
+    # Registered before Flask-Limiter's own hook, so it runs after it (Flask runs them in reverse).
+    app.after_request(_limiter_headers)
     limiter.init_app(app)
     app.extensions["levqor.gate"] = gate.Gate(
         app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.async_client(redis_url)
@@ -169,7 +191,18 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
             400, "Bad request", "The request body is not valid UTF-8 JSON.", type=problems.TYPE_BASE + "bad-request"
         )
 
+    def unreadable_cookie(_request, exc: Exception):
+        # Connexion's cookie security reads the Cookie header with http.cookies, which raises on
+        # a malformed one (found by the fuzz): no session can be read from it.
+        return problem(
+            401,
+            "Not authenticated",
+            "The Cookie header could not be read; sign in again.",
+            type=problems.TYPE_BASE + "not-authenticated",
+        )
+
     cx.add_error_handler(UnicodeDecodeError, undecodable_body)
+    cx.add_error_handler(CookieError, unreadable_cookie)
     cx.add_error_handler(redis.RedisError, redis_unavailable)
     cx.add_error_handler(ProblemException, typed_problem)
     cx.add_error_handler(StarletteHTTPException, http_problem)
@@ -179,12 +212,14 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
     def rate_limited(exc: RateLimitExceeded):
         reset_at = limiter.current_limit.reset_at if limiter.current_limit else time.time() + 60
         retry_after = max(1, int(reset_at - time.time() + 0.999))
-        kind = problems.KeyCreationLimited if request.path.startswith("/api/key") else problems.TooManyRequests
-        detail = (
-            "You can create one API key per day; try again later."
-            if kind is problems.KeyCreationLimited
-            else "Too many attempts; try again later."
-        )
+        granularity = limiter.current_limit.limit.GRANULARITY.name if limiter.current_limit else ""
+        if request.path == "/api/key/new":
+            kind, detail = problems.KeyCreationLimited, "You can create one API key per day; try again later."
+        elif granularity == "second":
+            amount = limiter.current_limit.limit.amount
+            kind, detail = problems.BurstLimitExceeded, f"More than {amount} calls per second."
+        else:
+            kind, detail = problems.TooManyRequests, "Too many attempts; try again later."
         if request.path.startswith("/api/"):
             response = kind(detail).flask_response()
         else:

@@ -233,3 +233,12 @@ def test_job_created_while_redis_is_down_is_requeued_and_runs(api, app, database
         assert job_core.requeue_stranded(datetime.now(UTC) + timedelta(minutes=3)) == 0  # now alive in RQ
     run_worker_burst(database_url, redis_server.url)
     assert api("GET", f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("path", ["/api/key/new", "/api/usage"])
+def test_a_malformed_cookie_header_is_a_401_not_a_500(client, path):
+    # Found by the fuzz: http.cookies raises on "$**", an attribute it does not know.
+    response = client.request("POST" if path.endswith("/new") else "GET", path, headers={"Cookie": "session=x; $**=1"})
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/not-authenticated")

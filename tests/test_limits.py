@@ -308,3 +308,33 @@ def test_compiled_response_validator_agrees_with_connexion():
     fast = validation.compiled(job_schema)
     assert [fast.is_valid(s) for s in samples] == [reference.is_valid(s) for s in samples]
     assert [fast.is_valid(s) for s in samples] == [True, False, False, True, False, False]
+
+
+def test_portal_session_calls_to_the_api_have_the_tiers_burst_limit_and_its_headers(portal):
+    dev = portal().sign_up()
+    burst = tiers.get("sandbox").burst_per_second
+    first = dev.client.get("/api/usage")
+    assert first.status_code == 200
+    assert first.headers["X-RateLimit-Limit"] == str(burst)
+    assert first.headers["RateLimit-Policy"] == f'"burst";q={burst};w=1'
+    assert first.headers["RateLimit"].startswith('"burst";r=')
+    assert "Retry-After" not in first.headers  # only refusals say when to come back
+
+    for _ in range(burst * 6):
+        response = dev.client.get("/api/key/events")
+        if response.status_code == 429:
+            break
+    assert response.status_code == 429
+    assert response.json()["type"] == problems.TYPE_BASE + "burst-limit-exceeded"
+    assert response.headers["X-RateLimit-Remaining"] == "0" and int(response.headers["Retry-After"]) <= 1
+    assert response.headers["RateLimit"].startswith('"burst";r=0;')
+
+
+def test_key_creation_headers_name_the_daily_limit_and_only_a_refusal_has_retry_after(portal):
+    dev = portal().sign_up()
+    created = dev.new_key()
+    assert created.status_code == 201 and "Retry-After" not in created.headers
+    assert created.headers["RateLimit-Policy"] == f'"daily";q={tiers.KEY_CREATIONS_PER_DAY};w=86400'
+    refused = dev.new_key()
+    assert refused.status_code == 429 and refused.json()["type"].endswith("/key-creation-limited")
+    assert refused.headers["RateLimit"].startswith('"daily";r=0;') and int(refused.headers["Retry-After"]) > 0
