@@ -1,6 +1,8 @@
 """The developer portal over HTTP: pages, fragments, CSRF, isolation between accounts, assets."""
 
+import html
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -458,3 +460,20 @@ def test_login_keeps_a_same_site_next(cx):
         "/login", params={"next": "/docs/sdk"}, data={"email": dev.email, "password": PASSWORD, "csrf_token": token}
     )
     assert response.headers["location"] == "/docs/sdk"
+
+
+def test_switching_between_log_in_and_sign_up_keeps_where_the_visitor_was_going(cx):
+    visitor = cx.test_client(follow_redirects=False)
+    login_page = visitor.get("/login", params={"next": "/billing/upgrade?tier=pro"}).text
+    signup_href = re.search(r'New to Levqor\? <a href="([^"]+)">', login_page).group(1)
+    assert html.unescape(signup_href) == "/signup?next=/billing/upgrade?tier%3Dpro"
+
+    signup_page = visitor.get(html.unescape(signup_href))
+    back_href = re.search(r'Already have an account\? <a href="([^"]+)">', signup_page.text).group(1)
+    assert html.unescape(back_href) == "/login?next=/billing/upgrade?tier%3Dpro"
+    token = csrf_from(signup_page.text)
+    email = f"dev-{uuid.uuid4().hex[:8]}@example.com"
+    signed_up = visitor.post(
+        html.unescape(signup_href), data={"email": email, "password": PASSWORD, "csrf_token": token}
+    )
+    assert signed_up.status_code == 302 and signed_up.headers["location"] == "/billing/upgrade?tier=pro"
