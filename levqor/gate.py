@@ -336,12 +336,22 @@ class Gate:
         while True:
             time.sleep(self.flush_seconds)
             try:
-                # One process flushes per interval; the others skip.
-                if self.redis.set("lvq:flush-lock", "1", nx=True, px=int(self.flush_seconds * 900)):
-                    with self.app.app_context():
-                        metering.flush_usage(self.redis)
+                self.background_tick()
             except Exception:  # keep flushing after a Redis or database hiccup
                 log.exception("usage flush failed")
+
+    def background_tick(self) -> None:
+        """What the flusher thread does each interval: hand calls admitted during an outage to
+        Redis once it answers (even if this process gets no more calls), then persist usage."""
+        if self._pending or self._forget_later:
+            self._replay_pending()
+        try:
+            # One process flushes per interval; the others skip.
+            if self.redis.set("lvq:flush-lock", "1", nx=True, px=int(self.flush_seconds * 900) or 1):
+                with self.app.app_context():
+                    metering.flush_usage(self.redis)
+        except redis.RedisError as err:
+            log.warning("usage flush skipped, redis unavailable: %s", err)
 
     # -- cache invalidation -----------------------------------------------------------------------
 
