@@ -94,7 +94,9 @@ def expire_lapsed(account_id: int, now: datetime) -> None:
     ).all()
     for key in lapsed:
         key.status = "expired"
-        db.session.add(KeyEvent(account_id=account_id, key_id=key.id, event="expired", actor="system", at=now))
+        # Recorded when next looked at, stamped with when it happened.
+        expired = KeyEvent(account_id=account_id, key_id=key.id, event="expired", actor="system", at=key.expires_at)
+        db.session.add(expired)
     if lapsed:
         db.session.commit()
 
@@ -154,6 +156,7 @@ def revoke(account: Account, actor: Actor) -> ApiKey | None:
 
 
 def events(account_id: int, limit: int = 50) -> list[KeyEvent]:
+    expire_lapsed(account_id, utcnow())
     return list(
         db.session.scalars(
             sa.select(KeyEvent)

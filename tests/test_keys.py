@@ -4,7 +4,7 @@ import logging
 import runpy
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from levqor import keys, metering, problems, tiers
 from levqor.extensions import db
-from levqor.models import Account, ApiKey, KeyEvent
+from levqor.models import Account, ApiKey, KeyEvent, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,6 +137,22 @@ def test_grace_period_ends_and_old_key_stops(client, app, make_account):
     assert gate.authorize(old, "meta")["account_id"] == account_id
     with pytest.raises(problems.InvalidApiKey):
         gate.authorize(old, "meta", now=time.time() + 61)
+
+
+def test_the_audit_trail_shows_a_grace_period_ending_when_it_ended(client, app, make_account):
+    account_id, _ = make_account()
+    with app.app_context():
+        account = db.session.get(Account, account_id)
+        new = keys.issue(account, keys.Actor(email="t"), grace=timedelta(seconds=60)).raw
+        expiring = db.session.scalar(sa.select(ApiKey).where(ApiKey.status == "expiring"))
+        ended_at = utcnow() - timedelta(minutes=5)  # the grace period ran out a while ago
+        expiring.expires_at = ended_at
+        db.session.commit()
+        old_id = expiring.id
+    events = client.get("/api/key/events", headers={"x-api-key": new}).json()["data"]
+    expired = [e for e in events if e["event"] == "expired"]
+    assert len(expired) == 1 and expired[0]["key_id"] == old_id
+    assert datetime.fromisoformat(expired[0]["at"]) == ended_at
 
 
 def test_revoke_takes_effect_at_once_and_is_audited(portal, client):
