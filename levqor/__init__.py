@@ -43,6 +43,7 @@ _TYPES_BY_STATUS = {
 }
 
 
+_AUTH_PAGES = {"portal.login": "auth/login.html", "portal.signup": "auth/signup.html"}
 _POLICY_NAMES = {"second": "burst", "minute": "minute", "hour": "hourly", "day": "daily"}
 
 
@@ -222,6 +223,14 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
             kind, detail = problems.TooManyRequests, "Too many attempts; try again later."
         if request.path.startswith("/api/"):
             response = kind(detail).flask_response()
+        elif request.endpoint in _AUTH_PAGES:
+            from portal.forms import CredentialsForm
+
+            # Shown in the form itself, like any other log-in error.
+            wait = f"{-(-retry_after // 60)} minute(s)" if retry_after >= 60 else f"{retry_after} second(s)"
+            error = f"Too many attempts from your network. Try again in {wait}."
+            page = render_template(_AUTH_PAGES[request.endpoint], form=CredentialsForm(), error=error)
+            response = app.make_response((page, 429))
         else:
             page = render_template("errors/message.html", title="Slow down", message=detail)
             response = app.make_response((page, 429))

@@ -2,10 +2,12 @@
 
 import html
 import re
+import secrets
 import uuid
 from datetime import timedelta
 
 import pytest
+from starlette.testclient import TestClient
 
 from levqor import keys, portal_sandbox, tiers
 from levqor.extensions import db
@@ -90,7 +92,13 @@ def test_auth_errors_show_inline_on_the_same_page(client):
     assert bad.status_code == 401 and "do not match an account" in bad.text
 
 
-def test_login_attempts_are_rate_limited(client):
+def _client_from_its_own_address(cx):
+    """The log-in limit counts per client address: each test gets one no other test used."""
+    return TestClient(cx, follow_redirects=False, client=(f"198.51.100.{secrets.randbelow(250) + 1}", 40000))
+
+
+def test_login_attempts_are_rate_limited(cx):
+    client = _client_from_its_own_address(cx)
     token = csrf_from(client.get("/login").text)
     codes = [
         client.post("/login", data={"email": "x@example.com", "password": "nope", "csrf_token": token}).status_code
@@ -98,6 +106,17 @@ def test_login_attempts_are_rate_limited(client):
     ]
     assert codes[:10] == [401] * 10
     assert codes[10] == 429
+
+
+def test_a_rate_limited_log_in_says_so_in_the_form(cx):
+    client = _client_from_its_own_address(cx)
+    token = csrf_from(client.get("/login").text)
+    for _ in range(11):
+        refused = client.post("/login", data={"email": "x@example.com", "password": "nope", "csrf_token": token})
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+    alert = re.search(r'<p id="form-error"[^>]*role="alert">([^<]+)</p>', refused.text).group(1)
+    assert alert.startswith("Too many attempts from your network. Try again in ")
+    assert "<form" in refused.text and 'aria-invalid="true"' in refused.text  # the form, ready for the next try
 
 
 def test_logout_needs_a_post_with_the_csrf_token(portal):
@@ -140,7 +159,7 @@ def test_key_panel_shows_only_the_hint_never_the_key(portal):
     html = p.client.get("/developer/api-keys").text
     assert keys.hint(raw) in html
     assert raw not in html
-    assert "Roll key" in html and 'name="grace_period_seconds"' in html
+    assert 'id="key-create"' in html and 'name="grace_period_seconds"' in html
     events = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-events"}).text
     assert "created" in events and p.email in events
 
@@ -150,12 +169,17 @@ def test_key_panel_says_when_the_next_key_can_be_created(portal, app):
     p.new_key()
     html = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
     assert "The next one is possible after" in html
+    # The button says it too, and is off until then.
+    assert re.search(
+        r'<button type="submit" id="key-create"[^>]* disabled[^>]*>Possible again\s+\d\d \w{3}, \d\d:\d\d UTC', html
+    )
     with app.app_context():
         event = db.session.query(KeyEvent).one()
         event.at = utcnow() - timedelta(days=1, minutes=1)
         db.session.commit()
     html = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
     assert "The next one is possible after" not in html
+    assert re.search(r'<button type="submit" id="key-create" class="btn btn-primary">Roll key</button>', html)
 
 
 def test_rolling_twice_the_same_day_is_refused_with_retry_after(portal):
