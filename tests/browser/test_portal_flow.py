@@ -27,6 +27,9 @@ def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_li
     sign_up(page)
     expect(page.get_by_role("heading", name="API keys", level=1)).to_be_visible()
     expect(page.locator("#no-key")).to_be_visible()
+    # A second tab on the same page, left open: it will not know the key was created.
+    stale = console.attach(context.new_page())
+    stale.goto("/developer/api-keys")
 
     # Create the key: shown once, with a copy button and a warning.
     page.get_by_role("button", name="Create key").click()
@@ -73,18 +76,23 @@ def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_li
     assert page.evaluate("window.__stayedHere") == "yes"
     shots(page, "api-keys-usage")
 
-    # Rolling again the same day: the limit message says when it is possible again.
-    page.get_by_role("button", name="Roll key").click()
-    limit = page.locator("#key-limit")
+    # The same day, the refreshed panel's button is off and says when a roll is possible again.
+    expect(page.locator("#key-create")).to_be_disabled()
+    expect(page.locator("#key-create")).to_contain_text("Possible again")
+    expect(page.locator("#key-next")).to_contain_text("The next one is possible after")
+
+    # The stale tab still offers "Create key": the refusal says when it is possible again.
+    stale.get_by_role("button", name="Create key").click()
+    limit = stale.locator("#key-limit")
     expect(limit).to_be_visible()
     expect(limit).to_contain_text("once a day")
     expect(limit).to_contain_text("again at")
     expect(limit).to_contain_text(re.compile(r"\(in \d+ h( \d+ min)?\)"))
-    expect(page.locator("#key-create")).to_be_disabled()
-    expect(page.locator("#key-create")).to_contain_text("Possible again")
+    expect(stale.locator("#key-create")).to_be_disabled()
+    expect(stale.locator("#key-create")).to_contain_text("Possible again")
     expect(page.locator("#key-hint")).to_have_text(f"{raw[:8]}…{raw[-4:]}")  # still the same key
     assert page.evaluate("window.__stayedHere") == "yes"
-    shots(page, "api-keys-limit")
+    shots(stale, "api-keys-limit")
 
     assert not [e for e in console.errors if "Content Security Policy" in e or "Refused" in e], console.errors
 
