@@ -415,6 +415,27 @@ def test_unlimited_tiers_never_alert_and_a_failed_email_is_retried(app, make_acc
         assert rows[0].attempts + rows[1].attempts == 1
 
 
+def test_quota_alerts_and_the_health_log_run_on_a_real_worker(app, make_account, smtp, fake, worker_env):
+    """Enqueued as the cron scheduler does, executed by `python -m jobs.worker`: the alert email
+    reaches the SMTP server and the day's entry reaches (fake) Notion."""
+    account_id, _ = make_account(tier="pro")
+    _set_used(app, account_id, tiers.get("pro").monthly_quota * 80 // 100, datetime.now(UTC))
+    with app.app_context():
+        alert_job = background.enqueue("quota-alerts")
+        health_job = background.enqueue("health-log")
+    env = worker_env | {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp.port), "SMTP_STARTTLS": "0"}
+    run_worker_burst(env)
+
+    assert len(smtp.messages) == 1 and "80 %" in smtp.messages[0][1]
+    assert len(fake.rows_of("System Health Log")) == 1
+    queue = Queue(QUEUE_NAME, connection=app.extensions["levqor.redis"])
+    for job_id in (alert_job, health_job):
+        job = queue.fetch_job(job_id)
+        assert job.get_status() == "finished", job.latest_result()
+    with app.app_context():
+        assert db.session.scalars(sa.select(QuotaAlert.status)).all() == ["sent"]
+
+
 # -- health log --------------------------------------------------------------------------------------
 
 
