@@ -42,14 +42,24 @@ def actor() -> keys.Actor:
     )
 
 
+def _session_tier() -> tiers.Tier:
+    # Read from the already-loaded user and never raising: Flask-Limiter evaluates this before
+    # exempt_when, and treats an exception as a storage failure (every limit then goes per process).
+    if current_user.is_authenticated:
+        return tiers.get(current_user.tier)
+    return tiers.get(tiers.DEFAULT_TIER)
+
+
 def _session_burst() -> str:
-    return f"{tiers.get(account().tier).burst_per_second} per second"
+    return f"{_session_tier().burst_per_second} per second"
 
 
 def _session_limit_key() -> str:
-    return f"session:{account_id()}"
+    return f"session:{current_user.id}" if current_user.is_authenticated else "session:anonymous"
 
 
-# Portal-session calls to the API get their tier's burst limit from Flask-Limiter, per account
-# (with its rate-limit headers); calls with a key are limited and metered by the gate instead.
-session_limited = limiter.limit(_session_burst, key_func=_session_limit_key, exempt_when=by_api_key)
+# Portal-session calls to the API share their tier's burst limit per account, across operations,
+# from Flask-Limiter (with its rate-limit headers); key calls are limited and metered by the gate.
+session_limited = limiter.shared_limit(
+    _session_burst, scope="session-burst", key_func=_session_limit_key, exempt_when=by_api_key
+)

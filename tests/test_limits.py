@@ -320,6 +320,14 @@ def test_portal_session_calls_to_the_api_have_the_tiers_burst_limit_and_its_head
     assert first.headers["RateLimit"].startswith('"burst";r=')
     assert "Retry-After" not in first.headers  # only refusals say when to come back
 
+    # One budget per account across operations: a call to another operation spends the same one.
+    for _ in range(5):
+        before = int(dev.client.get("/api/usage").headers["X-RateLimit-Remaining"])
+        after = int(dev.client.get("/api/key/events").headers["X-RateLimit-Remaining"])
+        if after == before - 1:
+            break  # else a new second began between the two calls: try again
+    assert after == before - 1
+
     for _ in range(burst * 6):
         response = dev.client.get("/api/key/events")
         if response.status_code == 429:
