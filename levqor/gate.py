@@ -61,10 +61,10 @@ def generation_key(key_hash: str) -> str:
 
 
 # Writes a key record only if no forget() happened since the database read (KEYS[2] unchanged).
-# KEYS[1] record, KEYS[2] generation; ARGV[1] generation seen before the read, ARGV[2] TTL,
-# ARGV[3..] the record's fields and values.
+# KEYS[1] record, KEYS[2] generation; ARGV[1] generation seen before the read ('*': write anyway),
+# ARGV[2] TTL, ARGV[3..] the record's fields and values.
 _FILL_SCRIPT = """
-if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+if ARGV[1] ~= '*' and (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
@@ -209,8 +209,10 @@ class Gate:
         """Cache the key's record (or that it is unknown). A revocation or tier change that lands
         between the database read and the write would otherwise leave the old record cached for
         RECORD_TTL; the generation check turns that into another read."""
-        for _ in range(FILL_ATTEMPTS):
-            generation = self.redis.get(generation_key(key_hash)) or b""
+        for attempt in range(1, FILL_ATTEMPTS + 1):
+            # The last attempt writes what it read whatever happens meanwhile: its read is at most
+            # a moment old, and leaving the key uncached would answer this call "unknown key".
+            generation = b"*" if attempt == FILL_ATTEMPTS else self.redis.get(generation_key(key_hash)) or b""
             with self.app.app_context():
                 record, account = self._load(key_hash, now)
                 if record is not None:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from levqor import gate as gate_module
 from levqor import keys, metering, problems, tiers
 from levqor.extensions import db
 from levqor.models import Account, ApiKey, KeyEvent, utcnow
@@ -265,3 +266,24 @@ def test_a_revocation_landing_while_the_gate_caches_the_key_still_takes_effect(a
     assert raced, "the gate's cache fill did not run"
     assert first.status_code == 401
     assert client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code == 401
+
+
+def test_a_valid_key_is_admitted_even_if_every_cache_fill_races_a_change(app, client, make_account):
+    """Tier changes keep landing mid-fill (a forget after every gate read): the key stays valid."""
+    account_id, raw = make_account()
+    reads = []
+
+    def change_between_read_and_write(conn, cursor, statement, *_):
+        if "FROM api_keys JOIN accounts" in statement:
+            reads.append(statement)
+            app.extensions["levqor.gate"].forget([keys.hash_key(raw)])
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "after_cursor_execute", change_between_read_and_write)
+    try:
+        response = client.get("/api/v1/workflows", headers={"x-api-key": raw})
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", change_between_read_and_write)
+    assert len(reads) == gate_module.FILL_ATTEMPTS
+    assert response.status_code == 200, response.text
