@@ -48,7 +48,7 @@ def revoke_key():
 
 @_caller.session_limited
 def list_key_events():
-    events = keys.events(_caller.account_id())
+    events = keys.audit_trail(_caller.account_id())
     return ok(
         {
             "data": [

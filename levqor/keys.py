@@ -88,17 +88,20 @@ def visible_keys(account_id: int, now: datetime | None = None) -> list[ApiKey]:
 
 
 def expire_lapsed(account_id: int, now: datetime) -> None:
-    """Mark grace-period keys whose time is up as expired, with an audit event."""
-    lapsed = db.session.scalars(
-        sa.select(ApiKey).where(ApiKey.account_id == account_id, ApiKey.status == "expiring", ApiKey.expires_at <= now)
+    """Mark grace-period keys whose time is up as expired, with an audit event.
+
+    One UPDATE … RETURNING: of two requests that find the same lapsed key, only the one whose
+    update changed the row records the event."""
+    lapsed = db.session.execute(
+        sa.update(ApiKey)
+        .where(ApiKey.account_id == account_id, ApiKey.status == "expiring", ApiKey.expires_at <= now)
+        .values(status="expired")
+        .returning(ApiKey.id, ApiKey.expires_at)
     ).all()
-    for key in lapsed:
-        key.status = "expired"
+    for key_id, expires_at in lapsed:
         # Recorded when next looked at, stamped with when it happened.
-        expired = KeyEvent(account_id=account_id, key_id=key.id, event="expired", actor="system", at=key.expires_at)
-        db.session.add(expired)
-    if lapsed:
-        db.session.commit()
+        db.session.add(KeyEvent(account_id=account_id, key_id=key_id, event="expired", actor="system", at=expires_at))
+    db.session.commit()
 
 
 def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> IssuedKey:
@@ -155,8 +158,13 @@ def revoke(account: Account, actor: Actor) -> ApiKey | None:
     return next((k for k in keys if k.expires_at is None), keys[0])
 
 
-def events(account_id: int, limit: int = 50) -> list[KeyEvent]:
+def audit_trail(account_id: int, limit: int = 50) -> list[KeyEvent]:
+    """The events, newest first, with any grace period that has run out recorded first."""
     expire_lapsed(account_id, utcnow())
+    return events(account_id, limit)
+
+
+def events(account_id: int, limit: int = 50) -> list[KeyEvent]:
     return list(
         db.session.scalars(
             sa.select(KeyEvent)
