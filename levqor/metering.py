@@ -60,20 +60,26 @@ def sandbox_key(key_id: str, day: date) -> str:
     return f"lvq:s:{key_id}:{day.isoformat()}"
 
 
+def period_days(period: Period) -> tuple[date, date]:
+    """The first and last `usage_daily` days that count towards a period.
+
+    Stripe periods start at the time of day the subscription began, so a paid period's first day
+    is partial: its row also holds calls of the previous period, and a row cannot be split. That
+    day is left out; the period's Redis counter starts at 0 and counts that day's calls from the
+    first call on, so only a re-seed later in the period (a Redis loss) forgives them. A period
+    that ends mid-day keeps that day."""
+    first = period.start.date()
+    if period.start != datetime.combine(first, datetime.min.time(), UTC):
+        first += timedelta(days=1)
+    return first, (period.end - timedelta(microseconds=1)).date()
+
+
 def persisted_period_calls(account_id: int, period: Period) -> int:
-    first_day = period.start.date()
-    if period.start != datetime.combine(first_day, datetime.min.time(), UTC):
-        # A subscription that starts mid-day: that day's row also holds the calls made before,
-        # under the previous plan, and cannot be split. Its calls after the start are in the
-        # Redis counter from the first call on; only a Redis loss that same day forgives them.
-        first_day += timedelta(days=1)
+    first, last = period_days(period)
     return int(
         db.session.scalar(
             sa.select(sa.func.coalesce(sa.func.sum(UsageDaily.calls), 0)).where(
-                UsageDaily.account_id == account_id,
-                UsageDaily.day >= first_day,
-                # A subscription period may end mid-day: that day's calls belong to it.
-                UsageDaily.day <= (period.end - timedelta(microseconds=1)).date(),
+                UsageDaily.account_id == account_id, UsageDaily.day >= first, UsageDaily.day <= last
             )
         )
     )

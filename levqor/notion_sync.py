@@ -72,10 +72,9 @@ def calls_per_key(r: redis.Redis, now: datetime) -> dict[str, int]:
 
 
 def _in_period(day, period: metering.Period) -> bool:
-    # The same day boundaries as metering.persisted_period_calls, so Notion shows what the gate counts.
-    if day < period.start.date():
-        return False
-    return day < period.end.date() if period.end.time() == datetime.min.time() else day <= period.end.date()
+    # The gate's own day boundaries, so Notion shows what the gate counts.
+    first, last = metering.period_days(period)
+    return first <= day <= last
 
 
 def desired_rows(r: redis.Redis, now: datetime) -> dict[str, dict]:
