@@ -19,7 +19,7 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import config, gate, problems, redis_conn, validation
+from . import config, gate, problems, redis_conn, tiers, validation
 from .edge import ApiEdge
 from .extensions import csrf, db, limiter, login_manager, migrate
 from .metrics import MetricsMiddleware
@@ -43,7 +43,6 @@ _TYPES_BY_STATUS = {
 }
 
 
-_AUTH_PAGES = {"portal.login": "auth/login.html", "portal.signup": "auth/signup.html"}
 _POLICY_NAMES = {"second": "burst", "minute": "minute", "hour": "hourly", "day": "daily"}
 
 
@@ -215,7 +214,8 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
         retry_after = max(1, int(reset_at - time.time() + 0.999))
         granularity = limiter.current_limit.limit.GRANULARITY.name if limiter.current_limit else ""
         if request.path == "/api/key/new":
-            kind, detail = problems.KeyCreationLimited, "You can create one API key per day; try again later."
+            per_day = tiers.KEY_CREATIONS_PER_DAY
+            kind, detail = problems.KeyCreationLimited, f"You can create {per_day} API key(s) per day; try again later."
         elif granularity == "second":
             amount = limiter.current_limit.limit.amount
             kind, detail = problems.BurstLimitExceeded, f"More than {amount} calls per second."
@@ -223,14 +223,8 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
             kind, detail = problems.TooManyRequests, "Too many attempts; try again later."
         if request.path.startswith("/api/"):
             response = kind(detail).flask_response()
-        elif request.endpoint in _AUTH_PAGES:
-            from portal.forms import CredentialsForm
-
-            # Shown in the form itself, like any other log-in error.
-            wait = f"{-(-retry_after // 60)} minute(s)" if retry_after >= 60 else f"{retry_after} second(s)"
-            error = f"Too many attempts from your network. Try again in {wait}."
-            page = render_template(_AUTH_PAGES[request.endpoint], form=CredentialsForm(), error=error)
-            response = app.make_response((page, 429))
+        elif exc.response is not None:
+            response = exc.response  # the view's own page for it (the limit's on_breach)
         else:
             page = render_template("errors/message.html", title="Slow down", message=detail)
             response = app.make_response((page, 429))

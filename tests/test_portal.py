@@ -2,7 +2,6 @@
 
 import html
 import re
-import secrets
 import uuid
 from datetime import timedelta
 
@@ -92,13 +91,13 @@ def test_auth_errors_show_inline_on_the_same_page(client):
     assert bad.status_code == 401 and "do not match an account" in bad.text
 
 
-def _client_from_its_own_address(cx):
-    """The log-in limit counts per client address: each test gets one no other test used."""
-    return TestClient(cx, follow_redirects=False, client=(f"198.51.100.{secrets.randbelow(250) + 1}", 40000))
+def _client_from(cx, address: str):
+    """The log-in limit counts per client address: each test uses one no other test uses."""
+    return TestClient(cx, follow_redirects=False, client=(address, 40000))
 
 
 def test_login_attempts_are_rate_limited(cx):
-    client = _client_from_its_own_address(cx)
+    client = _client_from(cx, "198.51.100.11")
     token = csrf_from(client.get("/login").text)
     codes = [
         client.post("/login", data={"email": "x@example.com", "password": "nope", "csrf_token": token}).status_code
@@ -109,7 +108,7 @@ def test_login_attempts_are_rate_limited(cx):
 
 
 def test_a_rate_limited_log_in_says_so_in_the_form(cx):
-    client = _client_from_its_own_address(cx)
+    client = _client_from(cx, "198.51.100.12")
     token = csrf_from(client.get("/login").text)
     for _ in range(11):
         refused = client.post("/login", data={"email": "x@example.com", "password": "nope", "csrf_token": token})
@@ -117,6 +116,17 @@ def test_a_rate_limited_log_in_says_so_in_the_form(cx):
     alert = re.search(r'<p id="form-error"[^>]*role="alert">([^<]+)</p>', refused.text).group(1)
     assert alert.startswith("Too many attempts from your network. Try again in ")
     assert "<form" in refused.text and 'aria-invalid="true"' in refused.text  # the form, ready for the next try
+
+
+def test_a_rate_limited_sign_up_says_so_in_the_form(cx):
+    client = _client_from(cx, "198.51.100.13")
+    token = csrf_from(client.get("/signup").text)
+    for _ in range(21):
+        refused = client.post("/signup", data={"email": "not-an-email", "password": "x", "csrf_token": token})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 60
+    alert = re.search(r'<p id="form-error"[^>]*role="alert">([^<]+)</p>', refused.text).group(1)
+    assert re.fullmatch(r"Too many attempts from your network\. Try again in \d+ minute\(s\)\.", alert)
+    assert "Create your developer account" in refused.text
 
 
 def test_logout_needs_a_post_with_the_csrf_token(portal):

@@ -1,8 +1,9 @@
 """Sign-up, log-in and log-out."""
 
+import time
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
 from levqor import accounts
@@ -35,8 +36,20 @@ def index():
     return redirect(url_for("portal.developer"))
 
 
+def _form_again(template: str):
+    """A refused log-in or sign-up shows the wait in the form itself, like any other form error."""
+
+    def on_breach(limit):
+        seconds = max(1, int(limit.reset_at - time.time() + 0.999))
+        wait = f"{-(-seconds // 60)} minute(s)" if seconds >= 60 else f"{seconds} second(s)"
+        error = f"Too many attempts from your network. Try again in {wait}."
+        return make_response(render_template(template, form=CredentialsForm(), error=error), 429)
+
+    return on_breach
+
+
 @bp.route("/signup", methods=["GET", "POST"])
-@limiter.limit("20 per hour", key_func=_client_ip, methods=["POST"])
+@limiter.limit("20 per hour", key_func=_client_ip, methods=["POST"], on_breach=_form_again("auth/signup.html"))
 def signup():
     form = CredentialsForm()
     error = None
@@ -55,7 +68,7 @@ def signup():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("10 per minute", key_func=_client_ip, methods=["POST"])
+@limiter.limit("10 per minute", key_func=_client_ip, methods=["POST"], on_breach=_form_again("auth/login.html"))
 def login():
     form = CredentialsForm()
     error = None
