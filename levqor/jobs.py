@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -120,19 +121,33 @@ def get(account_id: int, job_id: str) -> Job:
     return job
 
 
+def wrap_cursor(kind: str, position: str) -> str:
+    """An opaque cursor: a listing's kind letter and its position, base64url."""
+    return base64.urlsafe_b64encode(f"{kind}{position}".encode()).decode().rstrip("=")
+
+
+def unwrap_cursor(kind: str, cursor: str, valid: Callable[[str], bool]) -> str:
+    """The position in a cursor of this kind, or InvalidCursor (400) for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        text = ""
+    if not (text[:1] == kind and valid(text[1:])):
+        raise InvalidCursor("Pass back the next_cursor of a previous page unchanged.")
+    return text[1:]
+
+
+def _is_seq(text: str) -> bool:
+    # A BIGINT column: a larger number is not a cursor we gave out.
+    return text.isascii() and text.isdigit() and 0 < int(text) < 2**63
+
+
 def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"j{seq}".encode()).decode().rstrip("=")
+    return wrap_cursor("j", str(seq))
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        seq = int(text[1:]) if text[:1] == "j" and text[1:].isascii() else 0
-        if not 0 < seq < 2**63:  # a BIGINT column: anything larger is not a cursor we gave out
-            raise ValueError
-        return seq
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor("Pass back the next_cursor of a previous page unchanged.") from None
+    return int(unwrap_cursor("j", cursor, _is_seq))
 
 
 def list_page(account_id: int, status: str | None, limit: int, cursor: str | None) -> dict:

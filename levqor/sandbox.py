@@ -5,8 +5,6 @@ deterministic result, except `delay`, which stays `running` for its simulated se
 polling and cancelling can be practised.
 """
 
-import base64
-import binascii
 import json
 import logging
 import re
@@ -23,7 +21,7 @@ TTL = 86400
 # Each job is indexed by "<created, µs, 16 digits>:<job id>" in a sorted set read by lex
 # order: newest first, ties broken by id, and a cursor that names an exact position.
 # (Float scores made cursors round past or onto the last item shown.)
-INDEX_ENTRY = re.compile(r"\d{16}:job_[0-9a-f]{20}")
+INDEX_ENTRY = re.compile(r"[0-9]{16}:job_[0-9a-f]{20}")
 
 
 def _prefix(account_id: int) -> str:
@@ -36,20 +34,6 @@ def _iso(ts: float | None) -> str | None:
 
 def _index_entry(created: float, job_id: str) -> str:
     return f"{int(created * 1e6):016d}:{job_id}"
-
-
-def _encode_cursor(entry: str) -> str:
-    return base64.urlsafe_b64encode(f"s{entry}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        text = ""
-    if not (text.startswith("s") and INDEX_ENTRY.fullmatch(text[1:])):
-        raise jobs.InvalidCursor("Pass back the next_cursor of a previous page unchanged.")
-    return text[1:]
 
 
 def _view(raw: dict, now: float) -> dict:
@@ -131,7 +115,7 @@ def get_job(r: redis.Redis, account_id: int, job_id: str) -> dict:
 
 def list_jobs(r: redis.Redis, account_id: int, status: str | None, limit: int, cursor: str | None) -> dict:
     prefix, now = _prefix(account_id), time.time()
-    upper = f"({_decode_cursor(cursor)}" if cursor else "+"
+    upper = f"({jobs.unwrap_cursor('s', cursor, INDEX_ENTRY.fullmatch)}" if cursor else "+"
     oldest = f"[{_index_entry(now - TTL, '')}"
     entries_and_views = []
     # Walk newest first in batches, filtering by status as seen now.
@@ -150,7 +134,7 @@ def list_jobs(r: redis.Redis, account_id: int, status: str | None, limit: int, c
     return {
         "data": [view for _, view in page],
         "has_more": more,
-        "next_cursor": _encode_cursor(page[-1][0]) if more else None,
+        "next_cursor": jobs.wrap_cursor("s", page[-1][0]) if more else None,
     }
 
 
