@@ -57,8 +57,8 @@ def _limiter_headers(response):
     if "RateLimit" not in response.headers:
         name = _POLICY_NAMES.get(current.limit.GRANULARITY.name, current.limit.GRANULARITY.name)
         seconds_left = max(0, int(current.reset_at - time.time()))
-        response.headers["RateLimit-Policy"] = f'"{name}";q={current.limit.amount};w={current.limit.get_expiry()}'
-        response.headers["RateLimit"] = f'"{name}";r={current.remaining};t={seconds_left}'
+        response.headers["RateLimit-Policy"] = gate.policy(name, current.limit.amount, current.limit.get_expiry())
+        response.headers["RateLimit"] = gate.ietf_remaining(name, current.remaining, seconds_left)
     return response
 
 
