@@ -4,6 +4,7 @@ import logging
 import runpy
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -243,47 +244,48 @@ def test_the_audit_trail_records_the_address_the_router_saw_not_one_the_client_w
     assert ips == {"203.0.113.9", "198.51.100.4"}
 
 
-def test_a_revocation_landing_while_the_gate_caches_the_key_still_takes_effect(app, client, make_account):
-    """The revoker commits and drops the cached record between the gate's database read and its
-    cache write (here: right after the gate's SELECT, from the database driver's own event)."""
-    account_id, raw = make_account()
-    raced = []
+@contextmanager
+def after_each_gate_read(app, action):
+    """Runs `action` right after each of the gate's key-record SELECTs, before its cache write
+    (from the database driver's own event); yields the list of reads seen."""
+    reads = []
 
-    def revoke_between_read_and_write(conn, cursor, statement, *_):
-        if raced or "FROM api_keys JOIN accounts" not in statement:
-            return
-        raced.append(statement)
-        with app.app_context():  # another session and connection: the revoker's request
-            keys.revoke(db.session.get(Account, account_id), keys.Actor(email="test"))
+    def hook(conn, cursor, statement, *_):
+        if "FROM api_keys JOIN accounts" in statement:
+            reads.append(statement)
+            action(len(reads))
 
     with app.app_context():
         engine = db.engine
-    sa.event.listen(engine, "after_cursor_execute", revoke_between_read_and_write)
+    sa.event.listen(engine, "after_cursor_execute", hook)
     try:
-        first = client.get("/api/v1/workflows", headers={"x-api-key": raw})
+        yield reads
     finally:
-        sa.event.remove(engine, "after_cursor_execute", revoke_between_read_and_write)
-    assert raced, "the gate's cache fill did not run"
+        sa.event.remove(engine, "after_cursor_execute", hook)
+
+
+def test_a_revocation_landing_while_the_gate_caches_the_key_still_takes_effect(app, client, make_account):
+    """The revoker commits and drops the cached record between the gate's database read and its
+    cache write."""
+    account_id, raw = make_account()
+
+    def revoke_once(read_number):
+        if read_number == 1:
+            with app.app_context():  # another session and connection: the revoker's request
+                keys.revoke(db.session.get(Account, account_id), keys.Actor(email="test"))
+
+    with after_each_gate_read(app, revoke_once) as reads:
+        first = client.get("/api/v1/workflows", headers={"x-api-key": raw})
+    assert reads, "the gate's cache fill did not run"
     assert first.status_code == 401
     assert client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code == 401
 
 
 def test_a_valid_key_is_admitted_even_if_every_cache_fill_races_a_change(app, client, make_account):
     """Tier changes keep landing mid-fill (a forget after every gate read): the key stays valid."""
-    account_id, raw = make_account()
-    reads = []
-
-    def change_between_read_and_write(conn, cursor, statement, *_):
-        if "FROM api_keys JOIN accounts" in statement:
-            reads.append(statement)
-            app.extensions["levqor.gate"].forget([keys.hash_key(raw)])
-
-    with app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, "after_cursor_execute", change_between_read_and_write)
-    try:
+    _, raw = make_account()
+    forget = app.extensions["levqor.gate"].forget
+    with after_each_gate_read(app, lambda _: forget([keys.hash_key(raw)])) as reads:
         response = client.get("/api/v1/workflows", headers={"x-api-key": raw})
-    finally:
-        sa.event.remove(engine, "after_cursor_execute", change_between_read_and_write)
     assert len(reads) == gate_module.FILL_ATTEMPTS
     assert response.status_code == 200, response.text
