@@ -27,9 +27,10 @@ def _redis():
     return current_app.extensions["levqor.redis"]
 
 
-def _next_creation(account_id: int, now: datetime) -> datetime | None:
-    """When the daily key-creation limit lets this account create a key again (None: now)."""
-    latest = next((e for e in keys.events(account_id, limit=20) if e.event in ("created", "rolled")), None)
+def _next_creation(events: list, now: datetime) -> datetime | None:
+    """When the daily key-creation limit lets this account create a key again (None: now), from
+    its newest events."""
+    latest = next((e for e in events if e.event in ("created", "rolled")), None)
     if latest is None:
         return None
     again = latest.at + timedelta(days=1) / tiers.KEY_CREATIONS_PER_DAY
@@ -47,6 +48,7 @@ def dashboard_context(account, now: datetime) -> dict:
         log.warning("usage unavailable: %s", err)
         usage = None
     history = metering.daily_history(_redis(), account.id, now)
+    events = keys.events(account.id, limit=20)
     return {
         "active": active,
         "expiring": [k for k in visible if k.status == "expiring"],
@@ -54,8 +56,8 @@ def dashboard_context(account, now: datetime) -> dict:
         "resets_at": datetime.fromisoformat(usage["resets_at"]) if usage else None,
         "sandbox_resets_at": datetime.fromisoformat(usage["sandbox"]["resets_at"]) if usage else None,
         "chart": charts.daily_chart(history),
-        "events": keys.events(account.id, limit=20),
-        "next_creation": _next_creation(account.id, now),
+        "events": events,
+        "next_creation": _next_creation(events, now),
         "grace_choices": GRACE_CHOICES,
         "tier": tiers.get(account.tier),
         "now": now,
