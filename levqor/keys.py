@@ -101,7 +101,8 @@ def expire_lapsed(account_id: int, now: datetime) -> None:
     for key_id, expires_at in lapsed:
         # Recorded when next looked at, stamped with when it happened.
         db.session.add(KeyEvent(account_id=account_id, key_id=key_id, event="expired", actor="system", at=expires_at))
-    db.session.commit()
+    if lapsed:  # a commit would also expire every loaded object, and this runs on each dashboard view
+        db.session.commit()
 
 
 def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> IssuedKey:
