@@ -33,8 +33,7 @@ THRESHOLDS = (80, 100)
 ALERTS_DATABASE = "Alerts"
 ALERTS_SCHEMA = {
     "Alert": {"title": {}},
-    "User ID": {"rich_text": {}},
-    "Tier": {"select": {"options": [{"name": name} for name in tiers.TIERS]}},
+    **notion_api.ACCOUNT_PROPERTIES,
     "Threshold": {"number": {"format": "percent"}},
     "Calls Used": {"number": {"format": "number"}},
     "Quota": {"number": {"format": "number"}},

@@ -23,10 +23,17 @@ from notion_client import Client
 from notion_client.errors import HTTPResponseError, RequestTimeoutError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from . import tiers
 from .extensions import db
 from .ops_models import NotionDatabase
 
 log = logging.getLogger(__name__)
+
+# The account columns every Levqor database in Notion carries (key usage, quota alerts).
+ACCOUNT_PROPERTIES = {
+    "User ID": {"rich_text": {}},
+    "Tier": {"select": {"options": [{"name": name} for name in tiers.TIERS]}},
+}
 
 
 class NotionUnavailable(Exception):

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import redis
 import sqlalchemy as sa
 
-from . import metering, tiers
+from . import metering
 from . import notion as notion_api
 from .extensions import db
 from .models import Account, ApiKey, UsageDaily
@@ -26,8 +26,7 @@ TITLE_PROPERTY = "Key ID"
 LOCK_NAME = "lvq:lock:notion-sync"
 SCHEMA = {
     "Key ID": {"title": {}},
-    "User ID": {"rich_text": {}},
-    "Tier": {"select": {"options": [{"name": name} for name in tiers.TIERS]}},
+    **notion_api.ACCOUNT_PROPERTIES,
     "Calls Used": {"number": {"format": "number"}},
     "Created At": {"date": {}},
 }
