@@ -23,6 +23,22 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
+def _page(parent: dict, properties: dict) -> dict:
+    """A new page object as Notion returns it."""
+    page_id = str(uuid.uuid4())
+    return {
+        "object": "page",
+        "id": page_id,
+        "created_time": _now(),
+        "last_edited_time": _now(),
+        "in_trash": False,
+        "archived": False,
+        "parent": parent,
+        "properties": properties,
+        "url": f"https://www.notion.so/{page_id.replace('-', '')}",
+    }
+
+
 class NotionError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
@@ -86,23 +102,12 @@ class FakeNotion:
     # -- test controls ------------------------------------------------------------------------
 
     def add_page(self, title: str = "Levqor Ops") -> str:
-        page_id = str(uuid.uuid4())
+        title_property = {"id": "title", "type": "title", "title": _rich_text([{"text": {"content": title}}])}
+        page = _page({"type": "workspace", "workspace": True}, {"title": title_property})
         with self.lock:
-            self.pages[page_id] = {
-                "object": "page",
-                "id": page_id,
-                "created_time": _now(),
-                "last_edited_time": _now(),
-                "in_trash": False,
-                "archived": False,
-                "parent": {"type": "workspace", "workspace": True},
-                "properties": {
-                    "title": {"id": "title", "type": "title", "title": _rich_text([{"text": {"content": title}}])}
-                },
-                "url": f"https://www.notion.so/{page_id.replace('-', '')}",
-            }
-            self.children[page_id] = []
-        return page_id
+            self.pages[page["id"]] = page
+            self.children[page["id"]] = []
+        return page["id"]
 
     def fail_writes_after(self, n: int, status: int = 503) -> None:
         """After `n` more page writes, answer every request with `status` until `recover()`."""
@@ -335,20 +340,12 @@ class FakeNotion:
         if ds_id is None and parent.get("database_id") in self.databases:
             ds_id = self.databases[parent["database_id"]]["data_sources"][0]["id"]
         ds = self._data_source(ds_id)
-        page_id = str(uuid.uuid4())
-        page = {
-            "object": "page",
-            "id": page_id,
-            "created_time": _now(),
-            "last_edited_time": _now(),
-            "in_trash": False,
-            "archived": False,
-            "parent": {"type": "data_source_id", "data_source_id": ds_id, "database_id": ds["parent"]["database_id"]},
-            "properties": self._values(ds, body.get("properties"), partial=False),
-            "url": f"https://www.notion.so/{page_id.replace('-', '')}",
-        }
-        self.pages[page_id] = page
-        self.rows[ds_id].append(page_id)
+        page = _page(
+            {"type": "data_source_id", "data_source_id": ds_id, "database_id": ds["parent"]["database_id"]},
+            self._values(ds, body.get("properties"), partial=False),
+        )
+        self.pages[page["id"]] = page
+        self.rows[ds_id].append(page["id"])
         self.writes += 1
         if self._lose_next_create_response:
             self._lose_next_create_response = False
