@@ -9,7 +9,7 @@ import os
 from rq import cron
 
 from jobs import background
-from levqor.queue import QUEUE_NAME
+from levqor.queue import PERIODIC_QUEUE
 
 SCHEDULE = {
     "notion-sync": os.environ.get("JOBS_NOTION_SYNC_CRON", "15 2 * * *"),
@@ -28,4 +28,4 @@ FUNCTIONS = {
 
 for _name, _cron in SCHEDULE.items():
     if _cron:
-        cron.register(FUNCTIONS[_name], QUEUE_NAME, cron=_cron, name=_name, job_timeout=3600, result_ttl=7 * 86400)
+        cron.register(FUNCTIONS[_name], PERIODIC_QUEUE, cron=_cron, name=_name, job_timeout=3600, result_ttl=7 * 86400)

@@ -100,6 +100,8 @@ def run(name: str, progress: Progress | None = None, **kwargs) -> dict:
 
 def enqueue(name: str, **kwargs) -> str:
     """Queue job `name` for the worker; returns the RQ job id."""
-    job = queue.get_queue().enqueue(TASKS[name], kwargs=kwargs, job_timeout=3600, result_ttl=7 * 86400)
+    job = queue.get_queue(queue.PERIODIC_QUEUE).enqueue(
+        TASKS[name], kwargs=kwargs, job_timeout=3600, result_ttl=7 * 86400
+    )
     _redis().set(last_job_key(name), job.id, ex=30 * 86400)
     return job.id

@@ -1,4 +1,9 @@
-"""The RQ queue that runs jobs; the core enqueues by task name so it never imports jobs/."""
+"""The RQ queues; the core enqueues by task name so it never imports jobs/.
+
+Two queues, served by separate worker processes (jobs/worker.py), so neither delays the other:
+- API_QUEUE: the public API's jobs (one per POST /v1/jobs);
+- PERIODIC_QUEUE: the scheduled maintenance jobs (quota alerts, requeue, retention, billing...).
+"""
 
 import logging
 
@@ -7,16 +12,18 @@ from flask import current_app
 from rq import Queue, Retry
 
 log = logging.getLogger(__name__)
-QUEUE_NAME = "levqor"
+API_QUEUE = "levqor"  # the name jobs were queued under before the split: queued jobs still run
+PERIODIC_QUEUE = "levqor-periodic"
+QUEUES = (API_QUEUE, PERIODIC_QUEUE)
 
 
-def get_queue() -> Queue:
+def get_queue(name: str = API_QUEUE) -> Queue:
     app = current_app
-    return Queue(QUEUE_NAME, connection=app.extensions["levqor.redis"], is_async=app.config["RQ_ASYNC"])
+    return Queue(name, connection=app.extensions["levqor.redis"], is_async=app.config["RQ_ASYNC"])
 
 
 def enqueue(task: str, *args, job_id: str | None = None, **kwargs) -> bool:
-    """Enqueue `task` (a dotted function path); False when Redis cannot take it right now."""
+    """Enqueue API task `task` (a dotted function path); False when Redis cannot take it right now."""
     try:
         get_queue().enqueue(task, *args, job_id=job_id, retry=Retry(max=3, interval=[5, 30, 120]), **kwargs)
         return True

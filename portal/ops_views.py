@@ -8,7 +8,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 
 from levqor import background, metrics, notion
-from levqor.queue import QUEUE_NAME
+from levqor.queue import API_QUEUE
 
 bp = Blueprint("ops", __name__)
 
@@ -80,5 +80,5 @@ def prometheus_metrics():
     token = current_app.config.get("METRICS_TOKEN")
     if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
         return Response("metrics need the bearer token\n", status=401, mimetype="text/plain")
-    body = metrics.render(_redis(), QUEUE_NAME)
+    body = metrics.render(_redis(), API_QUEUE)
     return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")

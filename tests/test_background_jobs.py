@@ -26,7 +26,7 @@ from levqor import alerts, background, health_log, metering, notion, notion_sync
 from levqor.extensions import db
 from levqor.models import Account, ApiKey, UsageDaily
 from levqor.ops_models import HealthLogEntry, QuotaAlert
-from levqor.queue import QUEUE_NAME
+from levqor.queue import PERIODIC_QUEUE
 
 from .fakes.notion_server import NotionServer
 from .servers import free_port
@@ -428,7 +428,7 @@ def test_quota_alerts_and_the_health_log_run_on_a_real_worker(app, make_account,
 
     assert len(smtp.messages) == 1 and "80 %" in smtp.messages[0][1]
     assert len(fake.rows_of("System Health Log")) == 1
-    queue = Queue(QUEUE_NAME, connection=app.extensions["levqor.redis"])
+    queue = Queue(PERIODIC_QUEUE, connection=app.extensions["levqor.redis"])
     for job_id in (alert_job, health_job):
         job = queue.fetch_job(job_id)
         assert job.get_status() == "finished", job.latest_result()
@@ -510,16 +510,16 @@ def test_only_one_worker_process_enqueues_each_periodic_job(app):
     r = app.extensions["levqor.redis"]
     first, second = LeaderCronScheduler(connection=r), LeaderCronScheduler(connection=r)
     for s in (first, second):
-        s.register(quota_alerts, QUEUE_NAME, interval=600, name="quota-alerts")
+        s.register(quota_alerts, PERIODIC_QUEUE, interval=600, name="quota-alerts")
     assert len(first.enqueue_jobs()) == 1
     assert second.enqueue_jobs() == []
-    assert Queue(QUEUE_NAME, connection=r).count == 1
+    assert Queue(PERIODIC_QUEUE, connection=r).count == 1
 
 
 def _due_now(scheduler, cron: str = "* * * * *"):
     from jobs.background import quota_alerts
 
-    scheduler.register(quota_alerts, QUEUE_NAME, cron=cron, name="quota-alerts")
+    scheduler.register(quota_alerts, PERIODIC_QUEUE, cron=cron, name="quota-alerts")
     (job,) = scheduler.get_jobs()
     job.next_enqueue_time = datetime.now(UTC) - timedelta(seconds=1)
     return job
@@ -539,7 +539,7 @@ def test_a_follower_sleeps_and_does_not_repeat_the_leaders_run_when_it_takes_ove
 
     r.delete(LEADER_KEY)  # the leader died; its lease ran out
     assert follower.enqueue_jobs() == []  # nothing due: the leader's run is not enqueued twice
-    assert Queue(QUEUE_NAME, connection=r).count == 1
+    assert Queue(PERIODIC_QUEUE, connection=r).count == 1
 
 
 def test_a_run_the_dead_leader_never_enqueued_is_made_late_by_the_next_leader(app):
@@ -553,7 +553,7 @@ def test_a_run_the_dead_leader_never_enqueued_is_made_late_by_the_next_leader(ap
     assert follower.calculate_sleep_interval() == 1.0  # still due: polls once a second, not in a busy loop
     r.delete(LEADER_KEY)
     assert [job.name for job in follower.enqueue_jobs()] == ["quota-alerts"]
-    assert Queue(QUEUE_NAME, connection=r).count == 1
+    assert Queue(PERIODIC_QUEUE, connection=r).count == 1
 
 
 # -- the portal's job status -------------------------------------------------------------------------
