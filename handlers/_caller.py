@@ -5,7 +5,7 @@ from flask import request
 from flask_login import current_user
 
 from levqor import keys, problems, tiers
-from levqor.extensions import db, limiter
+from levqor.extensions import db, limiter, limiter_callable
 from levqor.models import Account
 
 
@@ -42,24 +42,31 @@ def actor() -> keys.Actor:
     )
 
 
-def _session_tier() -> tiers.Tier:
-    # Read from the already-loaded user and never raising: Flask-Limiter evaluates this before
-    # exempt_when, and treats an exception as a storage failure (every limit then goes per process).
-    if current_user.is_authenticated:
-        return tiers.get(current_user.tier)
-    return tiers.get(tiers.DEFAULT_TIER)
+def signed_in() -> bool:
+    """A signed-in portal user (not an anonymous cookie); loads the user once per request."""
+    return bool(current_user.is_authenticated)
 
 
+# Flask-Limiter calls these; see extensions.limiter_callable for why none of them may raise.
+@limiter_callable(default=False)
+def _not_limited_here() -> bool:
+    # Key calls are limited by the gate; anonymous ones get their 401 from the handler without
+    # spending anyone's budget.
+    return by_api_key() or not signed_in()
+
+
+@limiter_callable(default=f"{tiers.get(tiers.DEFAULT_TIER).burst_per_second} per second")
 def _session_burst() -> str:
-    return f"{_session_tier().burst_per_second} per second"
+    return f"{tiers.get(current_user.tier).burst_per_second} per second"
 
 
+@limiter_callable(default="session:unidentified")
 def _session_limit_key() -> str:
-    return f"session:{current_user.id}" if current_user.is_authenticated else "session:anonymous"
+    return f"session:{current_user.id}"
 
 
 # Portal-session calls to the API share their tier's burst limit per account, across operations,
 # from Flask-Limiter (with its rate-limit headers); key calls are limited and metered by the gate.
 session_limited = limiter.shared_limit(
-    _session_burst, scope="session-burst", key_func=_session_limit_key, exempt_when=by_api_key
+    _session_burst, scope="session-burst", key_func=_session_limit_key, exempt_when=_not_limited_here
 )

@@ -2,20 +2,29 @@
 
 from datetime import timedelta
 
+from flask_login import current_user
+
 from levqor import keys, problems, tiers
-from levqor.extensions import limiter
+from levqor.extensions import limiter, limiter_callable
 
 from . import _caller
 from ._reply import ok
 
 
+@limiter_callable(default="key-new:unidentified")
 def _creations_key() -> str:
-    return f"key-new:{_caller.account_id()}"
+    return f"key-new:{current_user.id}"
+
+
+@limiter_callable(default=False)
+def _anonymous() -> bool:
+    # An anonymous session gets its 401 from the handler, never reaching the counter.
+    return not _caller.signed_in()
 
 
 # The spec allows only the portal session here: a leaked key cannot create keys or spend the
 # owner's daily creation.
-@limiter.limit(f"{tiers.KEY_CREATIONS_PER_DAY} per day", key_func=_creations_key)
+@limiter.limit(f"{tiers.KEY_CREATIONS_PER_DAY} per day", key_func=_creations_key, exempt_when=_anonymous)
 def create_key(body=None):
     account = _caller.account()
     # An empty body (no content type) arrives as b"": it means "no options".

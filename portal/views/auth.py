@@ -7,12 +7,13 @@ from flask import flash, make_response, redirect, render_template, request, url_
 from flask_login import current_user, login_user, logout_user
 
 from levqor import accounts
-from levqor.extensions import limiter
+from levqor.extensions import limiter, limiter_callable
 
 from ..forms import CredentialsForm
 from . import bp
 
 
+@limiter_callable(default="unknown")
 def _client_ip() -> str:
     return request.remote_addr or "unknown"
 
@@ -39,6 +40,7 @@ def index():
 def _form_again(template: str):
     """A refused log-in or sign-up shows the wait in the form itself, like any other form error."""
 
+    @limiter_callable(default=None)  # None: the app's plain 429 page
     def on_breach(limit):
         seconds = max(1, int(limit.reset_at - time.time() + 0.999))
         wait = f"{-(-seconds // 60)} minute(s)" if seconds >= 60 else f"{seconds} second(s)"

@@ -1,0 +1,150 @@
+"""Hostile users (issue 11): every rule and limit holds against someone trying to break it.
+
+Each test here reproduces a way in that was found by attacking the app, and proves it is shut.
+The first ones run against the Procfile's `web` line for real (gunicorn, two uvicorn workers) on
+the suite's PostgreSQL and Redis, where the findings were made.
+"""
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import PASSWORD
+from .servers import _wait_port, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _procfile_web() -> str:
+    line = next(x for x in (ROOT / "Procfile").read_text().splitlines() if x.startswith("web:"))
+    return line.removeprefix("web:").strip()
+
+
+@pytest.fixture(scope="module")
+def web(cx, redis_server, database_url):
+    """The Procfile's `web` process (2 workers) on the suite's servers; yields its base URL."""
+    port = free_port()
+    var_dir = tempfile.mkdtemp(prefix="lvq-web-")
+    env = {
+        **os.environ,
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_server.url,
+        "SECRET_KEY": "test-secret",
+        "LEVQOR_VAR_DIR": var_dir,
+        "USAGE_FLUSH_SECONDS": "0",
+        "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="lvq-prom-"),
+    }
+    proc = subprocess.Popen(
+        ["bash", "-c", "exec " + _procfile_web()],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_port(port, proc, "gunicorn", timeout=60)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while httpx.get(url + "/api/health").status_code != 200:  # both workers up
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+class OneConnection:
+    """Browser-like sessions (own cookies each) that share one keep-alive connection, so every
+    request reaches the same worker process."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.transport = httpx.HTTPTransport(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+
+    def session(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, transport=self.transport, timeout=30)
+
+    def close(self):
+        self.transport.close()
+
+
+def _csrf(client: httpx.Client, path: str = "/signup") -> str:
+    return re.search(r'name="csrf-token" content="([^"]+)"', client.get(path).text).group(1)
+
+
+def _sign_up(client: httpx.Client) -> str:
+    token = _csrf(client)
+    email = f"hostile-{time.monotonic_ns()}@example.com"
+    signed_up = client.post("/signup", data={"email": email, "password": PASSWORD, "csrf_token": token})
+    assert signed_up.status_code == 302, signed_up.text
+    return _csrf(client, "/developer")
+
+
+# -- 1. the key-creation limit must not fall back to per-process memory --------------------------------
+
+
+def test_anonymous_calls_on_the_same_process_do_not_reopen_the_daily_key_creation(web):
+    """An anonymous POST /api/key/new made Flask-Limiter's key function raise; Flask-Limiter then
+    took its Redis storage for dead and counted in (empty) process memory, so an account refused a
+    second key got it by alternating its attempts with anonymous calls."""
+    wire = OneConnection(web)
+    try:
+        owner, stranger = wire.session(), wire.session()
+        owner_csrf = _sign_up(owner)
+        assert owner.post("/api/key/new", json={}, headers={"X-CSRFToken": owner_csrf}).status_code == 201
+        stranger_csrf = _csrf(stranger)  # an anonymous session with a valid CSRF token
+        statuses = []
+        for _ in range(4):
+            anonymous = stranger.post("/api/key/new", json={}, headers={"X-CSRFToken": stranger_csrf})
+            assert anonymous.status_code == 401, anonymous.text
+            assert anonymous.headers["content-type"] == "application/problem+json"
+            bogus_cookie = httpx.post(
+                web + "/api/key/new", json={}, cookies={"session": "not-a-session"}, headers={"X-CSRFToken": "x"}
+            )
+            assert bogus_cookie.status_code in (401, 403)
+            statuses.append(owner.post("/api/key/new", json={}, headers={"X-CSRFToken": owner_csrf}).status_code)
+        assert statuses == [429, 429, 429, 429]
+    finally:
+        wire.close()
+
+
+def test_no_limiter_callable_raises_even_when_loading_the_user_fails(app, monkeypatch):
+    """Every key, limit, exempt_when and on_breach function Flask-Limiter holds, called for a
+    signed-in session whose account cannot be loaded (the database failing): none raises, so
+    only Redis itself failing can send Flask-Limiter to its per-process fallback."""
+    from flask import session
+
+    from levqor.extensions import limiter, login_manager
+
+    def broken_loader(_account_id):
+        raise RuntimeError("database unreachable")
+
+    import handlers.billing
+    import handlers.keys
+    import handlers.usage  # noqa: F401  (Connexion imports handlers on first use)
+
+    monkeypatch.setattr(login_manager, "_user_callback", broken_loader)
+    limits = {id(lim): lim for group in limiter.limit_manager._decorated_limits.values() for lim in group}.values()
+    assert len(limits) == 4  # key creation, session burst, log-in, sign-up
+    called = 0
+    for lim in limits:
+        functions = [lim.key_function, lim.exempt_when, lim.on_breach]
+        if callable(lim.limit_provider):
+            functions.append(lim.limit_provider)
+        for fn in filter(None, functions):
+            with app.test_request_context("/api/key/new", method="POST"):
+                session["_user_id"] = "1"
+                fn(None) if fn is lim.on_breach else fn()
+                called += 1
+    assert called >= 9
