@@ -49,7 +49,7 @@ def get_key():
 @_caller.session_limited
 def revoke_key():
     account = _caller.account()
-    revoked = keys.revoke(account, _caller.actor())
+    revoked = keys.revoke(account, _caller.actor(), calling_key_id=_caller.token_info().get("key_id"))
     if revoked is None:
         raise problems.NotFound("This account has no active key.")
     return ok(keys.to_dict(revoked, account))
@@ -57,19 +57,5 @@ def revoke_key():
 
 @_caller.session_limited
 def list_key_events():
-    events = keys.audit_trail(_caller.account_id())
-    return ok(
-        {
-            "data": [
-                {
-                    "key_id": e.key_id,
-                    "event": e.event,
-                    "at": e.at.isoformat(),
-                    "actor": e.actor,
-                    "ip": e.ip,
-                    "user_agent": e.user_agent,
-                }
-                for e in events
-            ]
-        }
-    )
+    personal = not _caller.by_api_key()  # the signed-in owner sees who, from where
+    return ok({"data": [keys.event_to_dict(e, personal) for e in keys.audit_trail(_caller.account_id())]})

@@ -22,6 +22,10 @@ class KeyCreationConflict(problems.Conflict):
     slug, title = "key-creation-conflict", "Concurrent key creation"
 
 
+class ExpiringKeyCannotManage(problems.Problem):
+    status, slug, title = 403, "expiring-key-cannot-manage", "An expiring key cannot manage keys"
+
+
 KEY_RE = re.compile(r"^lvq_([0-9a-f]{32})_([0-9A-Za-z]{6})$")
 MAX_GRACE = timedelta(hours=24)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -143,12 +147,21 @@ def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> Is
     return IssuedKey(record=record, raw=raw)
 
 
-def revoke(account: Account, actor: Actor) -> ApiKey | None:
-    """Revoke the active key (and any key in its grace period); None when there was none."""
+def revoke(account: Account, actor: Actor, calling_key_id: str | None = None) -> ApiKey | None:
+    """Revoke the active key (and any key in its grace period); None when there was none.
+
+    `calling_key_id` is the key making the call, if a key makes it: only the active key may. A
+    key in its rotation grace period is the one a leak makes you roll; it must not be able to
+    revoke its replacement."""
     now = utcnow()
     keys = db.session.scalars(
         sa.select(ApiKey).where(ApiKey.account_id == account.id, ApiKey.status.in_(("active", "expiring")))
     ).all()
+    if calling_key_id is not None and not any(k.id == calling_key_id and k.status == "active" for k in keys):
+        raise ExpiringKeyCannotManage(
+            "This key is in its rotation grace period: it can still call the API, but only the new key "
+            "or the portal can revoke keys."
+        )
     if not keys:
         return None
     for key in keys:
@@ -186,6 +199,23 @@ def _event(account_id: int, key_id: str, event: str, actor: Actor, at: datetime)
         ip=actor.ip,
         user_agent=(actor.user_agent or "")[:512] or None,
     )
+
+
+def event_to_dict(event: KeyEvent, personal: bool) -> dict:
+    """One audit-trail entry. Without `personal` (a key reading it, which may be a leaked one),
+    who acted is reduced to "portal" / "system" / the acting key, and addresses and user agents
+    are left out: they belong to the signed-in owner only."""
+    actor = event.actor
+    if not personal and actor != "system" and not actor.startswith("api-key:"):
+        actor = "portal"
+    return {
+        "key_id": event.key_id,
+        "event": event.event,
+        "at": event.at.isoformat(),
+        "actor": actor,
+        "ip": event.ip if personal else None,
+        "user_agent": event.user_agent if personal else None,
+    }
 
 
 def to_dict(key: ApiKey, account: Account) -> dict:

@@ -148,3 +148,46 @@ def test_no_limiter_callable_raises_even_when_loading_the_user_fails(app, monkey
                 fn(None) if fn is lim.on_breach else fn()
                 called += 1
     assert called >= 9
+
+
+# -- 4. a leaked key does not expose its owner -------------------------------------------------------
+
+
+def test_a_key_reads_the_audit_trail_without_its_owners_email_addresses_or_user_agents(portal, cx):
+    dev = portal().sign_up()
+    raw = dev.new_key().json()["key"]
+    browser = {"User-Agent": "Mozilla/5.0 (Owner's laptop)"}
+    as_owner = dev.client.get("/api/key/events", headers=browser).json()["data"]
+    assert as_owner[0]["actor"] == dev.email and as_owner[0]["ip"] and as_owner[0]["user_agent"]
+
+    leaked = cx.test_client().get("/api/key/events", headers={"x-api-key": raw})
+    assert leaked.status_code == 200
+    events = leaked.json()["data"]
+    assert [(e["event"], e["actor"], e["ip"], e["user_agent"]) for e in events] == [("created", "portal", None, None)]
+    assert dev.email not in leaked.text and as_owner[0]["user_agent"] not in leaked.text
+
+
+# -- 5. a key in its grace period manages nothing ------------------------------------------------------
+
+
+def test_a_rolled_key_in_its_grace_period_cannot_revoke_its_replacement(app, client, make_account):
+    from datetime import timedelta
+
+    from levqor import keys
+    from levqor.extensions import db
+    from levqor.models import Account
+
+    account_id, old = make_account()
+    with app.app_context():
+        new = keys.issue(db.session.get(Account, account_id), keys.Actor(email="t"), grace=timedelta(hours=1)).raw
+    refused = client.delete("/api/key", headers={"x-api-key": old})
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"].endswith("/expiring-key-cannot-manage")
+    for raw in (new, old):  # nothing changed: both still work through the grace period
+        assert client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code == 200
+    assert client.get("/api/key", headers={"x-api-key": new}).json()["status"] == "active"
+
+    revoked = client.delete("/api/key", headers={"x-api-key": new})  # the active key still can
+    assert revoked.status_code == 200
+    assert client.get("/api/v1/workflows", headers={"x-api-key": old}).status_code == 401
