@@ -48,3 +48,8 @@ def requeue_jobs() -> dict:
 def billing_downgrade() -> dict:
     """Move accounts whose unpaid or cancelled plan has run out back to Sandbox."""
     return _run("billing-downgrade")
+
+
+def purge_jobs() -> dict:
+    """Delete API jobs (input and result) that finished more than JOB_RETENTION_DAYS ago."""
+    return _run("purge-jobs")

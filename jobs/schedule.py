@@ -17,6 +17,7 @@ SCHEDULE = {
     "health-log": os.environ.get("JOBS_HEALTH_LOG_CRON", "5 0 * * *"),
     "requeue-jobs": os.environ.get("JOBS_REQUEUE_CRON", "* * * * *"),
     "billing-downgrade": os.environ.get("JOBS_BILLING_DOWNGRADE_CRON", "30 0 * * *"),
+    "purge-jobs": os.environ.get("JOBS_PURGE_CRON", "45 0 * * *"),
 }
 FUNCTIONS = {
     "notion-sync": background.notion_sync,
@@ -24,6 +25,7 @@ FUNCTIONS = {
     "health-log": background.health_log,
     "requeue-jobs": background.requeue_jobs,
     "billing-downgrade": background.billing_downgrade,
+    "purge-jobs": background.purge_jobs,
 }
 
 for _name, _cron in SCHEDULE.items():

@@ -1,24 +1,69 @@
-"""`python -m jobs.worker`: an RQ worker on the app's Redis (the embedded one when REDIS_URL is unset).
+"""`python -m jobs.worker`: the Procfile's `worker` process, on the app's Redis (the embedded one
+when REDIS_URL is unset).
 
-Unless --burst or --no-cron is given it also runs RQ's cron scheduler (jobs/schedule.py) in a
-thread, so the Procfile's one `worker` process both schedules and executes the periodic jobs.
+As shipped it is a supervisor built on RQ's WorkerPool:
+- one worker serves only the periodic queue, so a backlog of API jobs never delays the scheduled
+  maintenance jobs, and a long maintenance job never delays API jobs;
+- WORKER_CONCURRENCY workers (default 4) serve the API queue, so one account's long jobs do not
+  hold up other accounts' short ones (each account's jobs in flight are capped by tier, too);
+- a worker that dies (SIGKILL, out of memory, Redis gone mid-command) is started again, once Redis
+  answers; the supervisor itself never exits on a Redis error;
+- RQ's cron scheduler (jobs/schedule.py) runs in a thread of the supervisor, enqueueing only while
+  it holds a Redis lease, so several `worker` processes do not enqueue a periodic job twice.
+
+`--burst` runs one plain RQ worker on both queues until they are empty (tests, one-off drains).
 """
 
 import argparse
 import logging
+import os
 import threading
+import time
 from datetime import UTC, datetime
 
+import redis
 from rq import Worker
 from rq.cron import CronScheduler, get_cron_job_history_key
+from rq.exceptions import StopRequested
+from rq.worker_pool import WorkerPool
 
 from jobs.tasks import _app
-from levqor.queue import QUEUE_NAME
+from levqor import redis_conn
+from levqor.queue import API_QUEUE, PERIODIC_QUEUE, QUEUES
 
 log = logging.getLogger(__name__)
 LEADER_KEY = "lvq:cron:leader"
 LEADER_TTL = 150  # seconds; the scheduler loop wakes at least once a minute
 MIN_SLEEP_SECONDS = 1.0
+REDIS_RETRY_SECONDS = 2.0
+# RQ blocks on the queues for worker_ttl - 15 s. A signal that lands on one of the worker's
+# other threads only runs its handler when that wait ends, so a short wait keeps a SIGTERM
+# (a deploy, a dyno restart: 30 s before SIGKILL) a warm shutdown. RQ's default is 420.
+WORKER_TTL = 30
+
+
+class LevqorWorker(Worker):
+    """RQ's forking Worker with a short blocking wait, which registers itself again when Redis
+    comes back empty (otherwise it keeps working but no operator or dashboard can see it)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
+        # Also how soon RQ's scheduler process (retries) is started again after a Redis restart.
+        kwargs.setdefault("maintenance_interval", 60)
+        super().__init__(*args, **kwargs)
+        self._parent_pid = os.getppid()
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        if pipeline is None and os.getppid() != self._parent_pid:
+            # The supervisor was killed (SIGKILL leaves its children running): stop, rather
+            # than run on beside the workers its replacement starts.
+            self.log.warning("Worker %s: its supervisor is gone; stopping", self.name)
+            raise StopRequested
+        if pipeline is None and not self.connection.hexists(self.key, "birth"):
+            self.log.warning("Worker %s: Redis lost its registration (restarted?); registering again", self.name)
+            self.connection.delete(self.key)
+            self.register_birth()
+        super().heartbeat(timeout, pipeline)
 
 
 class LeaderCronScheduler(CronScheduler):
@@ -26,7 +71,7 @@ class LeaderCronScheduler(CronScheduler):
     worker processes does not enqueue each periodic job several times."""
 
     def _install_signal_handlers(self):
-        pass  # runs in a thread: the worker in the main thread owns the signals
+        pass  # runs in a thread: the process's main thread owns the signals
 
     def _lead(self) -> bool:
         r = self.connection
@@ -60,24 +105,87 @@ class LeaderCronScheduler(CronScheduler):
         return max(super().calculate_sleep_interval(), MIN_SLEEP_SECONDS)
 
 
+def _keep_scheduling(scheduler: LeaderCronScheduler) -> None:
+    """RQ's scheduler loop ends on the first Redis error; a restart of Redis must not end it here."""
+    while True:
+        try:
+            scheduler.start()
+            return
+        except redis.RedisError as err:
+            log.warning("cron scheduler: Redis unavailable (%s); retrying in %.0f s", err, REDIS_RETRY_SECONDS)
+            time.sleep(REDIS_RETRY_SECONDS)
+
+
 def start_cron(connection) -> LeaderCronScheduler:
     scheduler = LeaderCronScheduler(connection=connection)
     scheduler.load_config_from_file("jobs.schedule")
-    threading.Thread(target=scheduler.start, name="rq-cron", daemon=True).start()
+    threading.Thread(target=_keep_scheduling, args=(scheduler,), name="rq-cron", daemon=True).start()
     return scheduler
 
 
+class LevqorWorkerPool(WorkerPool):
+    """RQ's WorkerPool, which starts a worker again when one dies, with one of its workers kept
+    for the periodic queue; and no respawn storm while Redis is down."""
+
+    def __init__(self, connection: redis.Redis, api_workers: int):
+        super().__init__([API_QUEUE], connection=connection, num_workers=api_workers + 1, worker_class=LevqorWorker)
+        self._queues_by_worker: dict[str, list[str]] = {}
+        self._redis_down_since: float | None = None
+
+    def get_worker_process(self, name, burst, _sleep=0, logging_level="INFO"):
+        alive = {n for n in self.worker_dict if n != name}
+        periodic_taken = any(self._queues_by_worker.get(n) == [PERIODIC_QUEUE] for n in alive)
+        # WorkerPool hands every worker self._queue_names; set it to this worker's share first.
+        self._queue_names = [API_QUEUE] if periodic_taken else [PERIODIC_QUEUE]
+        self._queues_by_worker[name] = self._queue_names
+        return super().get_worker_process(name, burst, _sleep=_sleep, logging_level=logging_level)
+
+    def handle_dead_worker(self, worker_data):
+        super().handle_dead_worker(worker_data)
+        self._queues_by_worker.pop(worker_data.name, None)
+
+    def check_workers(self, respawn: bool = True) -> None:
+        self.reap_workers()
+        missing = self.num_workers - len(self.worker_dict)
+        if respawn and missing and self.status != self.Status.STOPPED:
+            if not self._redis_reachable():
+                return  # a new worker would die at once; try again on the next tick (1 s)
+            self.log.warning("starting %d worker(s) again", missing)
+        super().check_workers(respawn=respawn)
+
+    def _redis_reachable(self) -> bool:
+        try:
+            self.connection.ping()
+        except redis.RedisError as err:
+            if self._redis_down_since is None:
+                self._redis_down_since = time.monotonic()
+                self.log.warning("Redis unreachable (%s): workers start again when it answers", err)
+            return False
+        if self._redis_down_since is not None:
+            self.log.info("Redis answers again after %.0f s", time.monotonic() - self._redis_down_since)
+            self._redis_down_since = None
+        return True
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--burst", action="store_true", help="one worker on both queues, exit when they are empty")
     parser.add_argument("--no-cron", action="store_true", help="do not run the periodic-job scheduler")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(os.environ.get("WORKER_CONCURRENCY", 4)),
+        help="workers on the API queue (default $WORKER_CONCURRENCY or 4); one more serves the periodic queue",
+    )
     args = parser.parse_args()
-    app = _app().app
-    connection = app.extensions["levqor.redis"]
-    if not (args.burst or args.no_cron):
-        start_cron(connection)
-    worker = Worker([QUEUE_NAME], connection=connection)
-    worker.work(burst=args.burst, with_scheduler=True)
+    url = _app().app.config["REDIS_URL"]
+    connection = redis_conn.worker_client(url)
+    if args.burst:
+        LevqorWorker(list(QUEUES), connection=connection).work(burst=True, with_scheduler=True)
+        return
+    if not args.no_cron:
+        start_cron(redis_conn.worker_client(url))
+    LevqorWorkerPool(connection, api_workers=max(1, args.concurrency)).start(burst=False)
 
 
 if __name__ == "__main__":

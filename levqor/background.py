@@ -25,6 +25,7 @@ TASKS = {
     "notion-sync": "jobs.background.notion_sync",
     "quota-alerts": "jobs.background.quota_alerts",
     "health-log": "jobs.background.health_log",
+    "purge-jobs": "jobs.background.purge_jobs",
 }
 
 
@@ -68,6 +69,13 @@ def _requeue_jobs(progress: Progress, **_) -> dict:
     return {"requeued": jobs.requeue_stranded(datetime.now(UTC))}
 
 
+def _purge_jobs(progress: Progress, **_) -> dict:
+    from . import jobs
+
+    days = current_app.config["JOB_RETENTION_DAYS"]
+    return {"purged": jobs.purge_finished(datetime.now(UTC), timedelta(days=days)), "retention_days": days}
+
+
 def _billing_downgrade(progress: Progress, **_) -> dict:
     from . import billing
 
@@ -81,6 +89,7 @@ RUNNERS: dict[str, Callable[..., dict]] = {
     "notion-sync": _notion_sync,
     "quota-alerts": _quota_alerts,
     "health-log": _health_log,
+    "purge-jobs": _purge_jobs,
 }
 
 

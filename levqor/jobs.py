@@ -9,19 +9,25 @@ import secrets
 from collections.abc import Callable
 from datetime import timedelta
 
+import redis
 import sqlalchemy as sa
-from rq.exceptions import NoSuchJobError
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from sqlalchemy import orm
 from sqlalchemy.exc import IntegrityError
 
-from . import problems, queue, workflows
+from . import problems, queue, tiers, workflows
 from .extensions import db
-from .models import Job, utcnow
+from .models import Account, Job, utcnow
 
 log = logging.getLogger(__name__)
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+IN_FLIGHT = ("queued", "running")
+FINISHED = ("succeeded", "failed", "canceled")
 RUN_TASK = "jobs.tasks.run_job"
+IN_FLIGHT_RETRY_AFTER = "5"  # seconds; most workflows finish well within it
+PURGE_BATCH = 1000
 
 
 class InvalidJobInput(problems.BadRequest):
@@ -38,6 +44,19 @@ class JobNotCancelable(problems.Conflict):
 
 class InvalidCursor(problems.BadRequest):
     slug, title = "invalid-cursor", "Invalid pagination cursor"
+
+
+class TooManyJobsInFlight(problems.TooManyRequests):
+    slug, title = "too-many-jobs-in-flight", "Too many jobs in flight"
+
+
+def too_many_in_flight(cap: int, tier: tiers.Tier, where: str = "") -> TooManyJobsInFlight:
+    return TooManyJobsInFlight(
+        f"This account already has {cap} {where}jobs queued or running, the {tier.label} tier's limit; "
+        "wait for one to finish, or cancel one.",
+        headers={"Retry-After": IN_FLIGHT_RETRY_AFTER},
+        limit=cap,
+    )
 
 
 def request_hash(workflow_id: str, data: dict) -> str:
@@ -68,6 +87,7 @@ def create(account_id: int, workflow_id: str, data: dict, idempotency_key: str |
         earlier = _by_idempotency_key(account_id, idempotency_key, digest)
         if earlier:
             return earlier, False
+    _hold_in_flight_slot(account_id)
     job = Job(
         id="job_" + secrets.token_hex(10),
         account_id=account_id,
@@ -90,6 +110,20 @@ def create(account_id: int, workflow_id: str, data: dict, idempotency_key: str |
         return earlier, False
     queue.enqueue(RUN_TASK, job.id, job_id=f"run-{job.id}")
     return job, True
+
+
+def _hold_in_flight_slot(account_id: int) -> None:
+    """Refuse a job beyond the tier's in-flight cap. The account row stays locked until the new
+    job is committed, so concurrent submissions of one account are counted one after another
+    (on PostgreSQL; SQLite, the embedded default, serialises writers anyway)."""
+    tier_name = db.session.scalar(sa.select(Account.tier).where(Account.id == account_id).with_for_update())
+    tier = tiers.TIERS.get(tier_name or tiers.DEFAULT_TIER, tiers.TIERS[tiers.DEFAULT_TIER])
+    in_flight = db.session.scalar(
+        sa.select(sa.func.count()).where(Job.account_id == account_id, Job.status.in_(IN_FLIGHT))
+    )
+    if in_flight >= tier.max_jobs_in_flight:
+        db.session.rollback()
+        raise too_many_in_flight(tier.max_jobs_in_flight, tier)
 
 
 def _by_idempotency_key(account_id: int, key: str, digest: str) -> Job | None:
@@ -177,12 +211,39 @@ def cancel(account_id: int, job_id: str) -> Job:
     db.session.refresh(job)
     if not updated:
         raise JobNotCancelable(f"Job {job_id} is already {job.status}.")
+    _stop_if_running(job.id)
     return job
 
 
-def requeue_stranded(now, queued_for=timedelta(minutes=2), running_for=timedelta(minutes=10)) -> int:
+def _stop_if_running(job_id: str) -> None:
+    """Free the worker a canceled job holds: RQ kills the work horse, and does not retry it.
+    (A job that has not started is left to the worker, which skips canceled jobs.)"""
+    try:
+        send_stop_job_command(queue.get_queue().connection, f"run-{job_id}")
+    except (NoSuchJobError, InvalidJobOperation):
+        pass  # not started, already finished, or never queued (Redis was down)
+    except redis.RedisError as err:
+        log.warning("could not stop job %s on its worker: %s", job_id, err)
+
+
+def purge_finished(now, retention: timedelta) -> int:
+    """Delete the jobs that finished more than `retention` ago, input and result with them;
+    jobs still queued or running are kept whatever their age. Returns how many went."""
+    cutoff, purged = now - retention, 0
+    while True:
+        batch = db.session.scalars(
+            sa.select(Job.seq).where(Job.status.in_(FINISHED), Job.finished_at < cutoff).limit(PURGE_BATCH)
+        ).all()
+        if not batch:
+            return purged
+        purged += db.session.execute(sa.delete(Job).where(Job.seq.in_(batch))).rowcount
+        db.session.commit()  # in batches: short transactions, and progress survives an interruption
+
+
+def requeue_stranded(now, queued_for=timedelta(minutes=2), running_for=timedelta(minutes=2)) -> int:
     """Enqueue again the jobs nothing will run: created while Redis was down, lost with a Redis
-    restart, or left `running` by a worker that died. Returns how many were requeued."""
+    restart, or left `running` by a worker that died (RQ stops a job after queue.API_JOB_TIMEOUT, well
+    inside `running_for`). Returns how many were requeued."""
     connection = queue.get_queue().connection
     db.session.execute(
         sa.update(Job)

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 API_QUEUE = "levqor"  # the name jobs were queued under before the split: queued jobs still run
 PERIODIC_QUEUE = "levqor-periodic"
 QUEUES = (API_QUEUE, PERIODIC_QUEUE)
+API_JOB_TIMEOUT = 90  # seconds; the longest workflow (delay) takes 30
 
 
 def get_queue(name: str = API_QUEUE) -> Queue:
@@ -25,7 +26,14 @@ def get_queue(name: str = API_QUEUE) -> Queue:
 def enqueue(task: str, *args, job_id: str | None = None, **kwargs) -> bool:
     """Enqueue API task `task` (a dotted function path); False when Redis cannot take it right now."""
     try:
-        get_queue().enqueue(task, *args, job_id=job_id, retry=Retry(max=3, interval=[5, 30, 120]), **kwargs)
+        get_queue().enqueue(
+            task,
+            *args,
+            job_id=job_id,
+            job_timeout=API_JOB_TIMEOUT,
+            retry=Retry(max=3, interval=[5, 30, 120]),
+            **kwargs,
+        )
         return True
     except redis.RedisError as err:
         log.warning("could not enqueue %s(%s): %s", task, args, err)

@@ -42,6 +42,12 @@ def client(url: str) -> redis.Redis:
     )
 
 
+def worker_client(url: str) -> redis.Redis:
+    """For RQ workers: no short read timeout, since a worker blocks on its queues for minutes
+    (RQ sets the read timeout above that wait); keepalive and health checks find a dead peer."""
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=30)
+
+
 def async_client(url: str) -> redis.asyncio.Redis:
     """The same settings for asyncio callers (the API's security check on the event loop)."""
     return redis.asyncio.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)

@@ -2,7 +2,11 @@
 
 Sandbox jobs never touch production tables. They complete at once with the workflow's
 deterministic result, except `delay`, which stays `running` for its simulated seconds so
-polling and cancelling can be practised.
+polling and cancelling can be practised (and counts against the tier's jobs in flight, as in
+production).
+
+Storage is bounded per account: an input of at most MAX_INPUT_BYTES, the newest MAX_JOBS jobs,
+each for a day (README "Redis sizing").
 """
 
 import json
@@ -13,11 +17,25 @@ import time
 from datetime import UTC, datetime
 
 import redis
+import sqlalchemy as sa
 
-from . import jobs, problems, workflows
+from . import jobs, problems, tiers, workflows
+from .extensions import db
+from .models import Account
 
 log = logging.getLogger(__name__)
 TTL = 86400
+MAX_INPUT_BYTES = 8 * 1024  # of the input as compact JSON; production takes the whole body
+MAX_JOBS = 100  # kept per account, newest first (the daily cap is 100 calls per key)
+# One step, so concurrent submissions cannot both take the last slot: drop delay jobs whose time
+# is up, then admit this one only under the cap.
+_HOLD_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
 # Each job is indexed by "<created, µs, 16 digits>:<job id>" in a sorted set read by lex
 # order: newest first, ties broken by id, and a cursor that names an exact position.
 # (Float scores made cursors round past or onto the last item shown.)
@@ -54,9 +72,33 @@ def _view(raw: dict, now: float) -> dict:
     }
 
 
-def create_job(r: redis.Redis, account_id: int, workflow_id: str, data: dict, idempotency_key: str | None = None):
+def _check_size(data: dict) -> None:
+    size = len(json.dumps(data, separators=(",", ":")).encode())
+    if size > MAX_INPUT_BYTES:
+        raise problems.PayloadTooLarge(
+            f"A sandbox job's input may take {MAX_INPUT_BYTES:,} bytes as JSON; this one takes {size:,}. "
+            "Production jobs take the whole request body."
+        )
+
+
+def _hold_slot(r: redis.Redis, account_id: int, job_id: str, now: float, due: float) -> None:
+    tier_name = db.session.scalar(sa.select(Account.tier).where(Account.id == account_id))
+    tier = tiers.TIERS.get(tier_name or tiers.DEFAULT_TIER, tiers.TIERS[tiers.DEFAULT_TIER])
+    cap = tier.max_jobs_in_flight
+    if not r.eval(_HOLD_SLOT, 1, f"{_prefix(account_id)}:inflight", now, cap, due, job_id, TTL):
+        raise jobs.too_many_in_flight(cap, tier, "sandbox ")
+
+
+def create_job(
+    r: redis.Redis,
+    account_id: int,
+    workflow_id: str,
+    data: dict,
+    idempotency_key: str | None = None,
+):
     """Returns (job, created)."""
     workflow = jobs.check_input(workflow_id, data)
+    _check_size(data)
     digest = jobs.request_hash(workflow_id, data)
     prefix = _prefix(account_id)
     now = time.time()
@@ -73,6 +115,8 @@ def create_job(r: redis.Redis, account_id: int, workflow_id: str, data: dict, id
         # Simulated, not slept: the sandbox answers at once.
         seconds = int(data["seconds"])
         result = {"slept_seconds": seconds}
+        if seconds > 0:
+            _hold_slot(r, account_id, job_id, now, now + seconds)
     else:
         try:
             result = workflow.run(data)
@@ -98,8 +142,20 @@ def create_job(r: redis.Redis, account_id: int, workflow_id: str, data: dict, id
     pipe.expire(f"{prefix}:index", TTL)
     if idempotency_key:
         pipe.set(f"{prefix}:idem:{idempotency_key}", f"{job_id}|{digest}", ex=TTL, nx=True)
-    pipe.execute()
+    pipe.zrange(f"{prefix}:index", 0, -MAX_JOBS - 1)
+    dropped = pipe.execute()[-1]
+    if dropped:
+        _drop_oldest(r, prefix, [entry.decode() for entry in dropped])
     return _view(raw, now), True
+
+
+def _drop_oldest(r: redis.Redis, prefix: str, entries: list[str]) -> None:
+    """Forget the jobs past the newest MAX_JOBS (the index is in creation order)."""
+    pipe = r.pipeline()
+    pipe.delete(*(f"{prefix}:job:{entry.split(':', 1)[1]}" for entry in entries))
+    pipe.zrem(f"{prefix}:index", *entries)
+    pipe.zrem(f"{prefix}:inflight", *(entry.split(":", 1)[1] for entry in entries))
+    pipe.execute()
 
 
 def _load(r: redis.Redis, account_id: int, job_id: str) -> dict:
@@ -144,7 +200,10 @@ def cancel_job(r: redis.Redis, account_id: int, job_id: str) -> dict:
     if view["status"] not in ("queued", "running"):
         raise jobs.JobNotCancelable(f"Sandbox job {job_id} is already {view['status']}.")
     raw.update(status="canceled", finished=now)
-    r.set(f"{_prefix(account_id)}:job:{job_id}", json.dumps(raw), keepttl=True)
+    pipe = r.pipeline()
+    pipe.set(f"{_prefix(account_id)}:job:{job_id}", json.dumps(raw), keepttl=True)
+    pipe.zrem(f"{_prefix(account_id)}:inflight", job_id)
+    pipe.execute()
     return _view(raw, now)
 
 
