@@ -1,4 +1,4 @@
-"""ASGI middleware at the very edge of the API: body size limit and rate-limit headers."""
+"""ASGI middleware at the very edge of the API: body size and nesting limits, rate-limit headers."""
 
 import json
 import re
@@ -9,6 +9,56 @@ from . import problems
 # a refused delivery for days, so its endpoint takes up to 1 MiB.
 WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# JSON bodies may nest arrays and objects this deep. Python's parser, the schema validators and the
+# encoder all recurse: 3,000 levels was a RecursionError (a 500), after the call had been counted.
+MAX_JSON_DEPTH = 32
+_STRUCTURAL = re.compile(rb'[\[\]{}"\\]')
+# Bodies these carry are never parsed as JSON (the portal's forms), so their brackets are just text.
+_NOT_JSON = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+
+def json_depth_exceeds(body: bytes | bytearray, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """True if the bytes nest `[`/`{` deeper than max_depth outside strings, without parsing them."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False  # cannot nest deeper than it has brackets: the usual case, two C-speed counts
+    depth, in_string, skip = 0, False, -1
+    for match in _STRUCTURAL.finditer(body):
+        i = match.start()
+        if i == skip:  # the character after a backslash in a string
+            continue
+        c = body[i]
+        if in_string:
+            if c == 0x5C:  # backslash
+                skip = i + 1
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def _too_large(limit: int) -> problems.Problem:
+    return problems.PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
+
+
+def _replay(body: bytes, receive):
+    """A receive() that hands over the body already read, then waits on the client as before."""
+    pending = True
+
+    async def replayed():
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def _problem_body(problem: problems.Problem) -> bytes:
@@ -18,8 +68,10 @@ def _problem_body(problem: problems.Problem) -> bytes:
 
 
 class ApiEdge:
-    """Refuses oversize bodies with 413 before anything reads them, and adds the headers the
-    gate computed (X-RateLimit-*, RateLimit-*) to every response, errors included."""
+    """Reads a request's body in full before anything else sees it (at most the body limit):
+    refuses it with 413 if it is too large and with 400 if its JSON nests deeper than
+    MAX_JSON_DEPTH, before the API's security runs, so a refused body spends no quota. Adds the
+    headers the gate computed (X-RateLimit-*, RateLimit-*) to every response, errors included."""
 
     def __init__(self, app, flask_app, max_body_bytes: int):
         self.app = app
@@ -33,24 +85,31 @@ class ApiEdge:
             # Starlette's router refuses these where Flask's would not, so refuse them up front.
             return await self._send_problem(send, problems.BadRequest("The URL path contains control characters."))
         limit = WEBHOOK_MAX_BODY_BYTES if scope.get("path") == "/api/billing/webhook" else self.max_body_bytes
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return await self._send_problem(
-                send, problems.PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
-            )
+            return await self._send_problem(send, _too_large(limit))
+        if (declared is not None and declared != b"0") or b"transfer-encoding" in headers:
+            body = bytearray()
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left mid-body: nobody to answer
+                body.extend(message.get("body", b""))
+                if len(body) > limit:  # chunked bodies declare no length
+                    return await self._send_problem(send, _too_large(limit))
+                if not message.get("more_body"):
+                    break
+            content_type = headers.get(b"content-type", b"").lower()
+            if not content_type.startswith(_NOT_JSON) and json_depth_exceeds(body):
+                return await self._send_problem(
+                    send,
+                    problems.NestingTooDeep(f"JSON bodies may nest arrays and objects at most {MAX_JSON_DEPTH} deep."),
+                )
+            receive = _replay(bytes(body), receive)
         # The security functions find this app's gate here (several apps may share a process).
         scope["levqor.gate"] = self.flask_app.extensions["levqor.gate"]
         extra = scope.setdefault("levqor.response_headers", {})
-        seen = 0
-
-        async def receive_limited():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:  # chunked bodies declare no length
-                    raise problems.PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
-            return message
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start" and extra:
@@ -61,7 +120,7 @@ class ApiEdge:
                 message = {**message, "headers": list(message.get("headers", [])) + added}
             await send(message)
 
-        await self.app(scope, receive_limited, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
 
     async def _send_problem(self, send, problem: problems.Problem):
         body = _problem_body(problem)

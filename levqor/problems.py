@@ -41,6 +41,10 @@ class BadRequest(Problem):
     status, slug, title = 400, "bad-request", "Bad request"
 
 
+class NestingTooDeep(BadRequest):
+    slug, title = "nesting-too-deep", "JSON nested too deeply"
+
+
 class InvalidApiKey(Problem):
     status, slug, title = 401, "invalid-api-key", "Invalid API key"
 

@@ -5,6 +5,7 @@ The first ones run against the Procfile's `web` line for real (gunicorn, two uvi
 the suite's PostgreSQL and Redis, where the findings were made.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from levqor.edge import json_depth_exceeds
 
 from .conftest import PASSWORD
 from .servers import _wait_port, free_port
@@ -191,3 +194,43 @@ def test_a_rolled_key_in_its_grace_period_cannot_revoke_its_replacement(app, cli
     revoked = client.delete("/api/key", headers={"x-api-key": new})  # the active key still can
     assert revoked.status_code == 200
     assert client.get("/api/v1/workflows", headers={"x-api-key": old}).status_code == 401
+
+
+# -- 2. deep nesting is a 400, checked before the body is parsed or the call counted ---------------------
+
+
+def _nested(depth: int) -> bytes:
+    inner = b"1"
+    for _ in range(depth - 1):
+        inner = b'{"a":' + inner + b"}"
+    return b'{"workflow":"echo","input":' + inner + b"}"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs", "/api/sandbox/v1/jobs"])
+def test_a_deeply_nested_body_is_a_400_that_spends_no_quota(client, make_account, path):
+    _, key = make_account(tier="pro")
+    headers = {"x-api-key": key, "Content-Type": "application/json"}
+    before = client.get("/api/usage", headers={"x-api-key": key}).json()
+    bodies = [_nested(33), _nested(3000), b'{"workflow":"echo","input":{"a":' + b"[" * 60_000]
+    for body in bodies:
+        refused = client.post(path, content=body, headers=headers)
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"].endswith("/nesting-too-deep")
+        assert "32" in refused.json()["detail"]
+    after = client.get("/api/usage", headers={"x-api-key": key}).json()
+    assert after["calls_used"] == before["calls_used"]
+    assert after["sandbox"]["calls_today"] == before["sandbox"]["calls_today"]
+
+    # The limit itself is fine (the body's object plus 31 levels inside it), and brackets inside
+    # strings (after escaped quotes and backslashes too) are text, not nesting.
+    assert client.post(path, content=_nested(32), headers=headers).status_code == 202
+    stringy = json.dumps({"workflow": "echo", "input": {"s": '[[[{{{\\"\\' * 400}})  # under the sandbox's 8 KiB input
+    assert client.post(path, content=stringy, headers=headers).status_code == 202
+
+
+def test_the_nesting_scan_reads_strings_and_escapes_like_a_json_parser():
+    assert not json_depth_exceeds(json.dumps([[["x"]]]).encode(), 3)
+    assert json_depth_exceeds(json.dumps([[[["x"]]]]).encode(), 3)
+    for text in ("[[[[", '\\"[[[[', '"\\', "\\" * 5 + '"[[[['):
+        assert not json_depth_exceeds(json.dumps({"s": text, "t": [[text]]}).encode(), 3), text
