@@ -13,6 +13,7 @@ from connexion.context import context as connexion_context
 from connexion.exceptions import ProblemException
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
 from connexion.problem import problem
 from flask import Flask, redirect, render_template, request, url_for
 from flask_limiter.errors import RateLimitExceeded
@@ -83,6 +84,9 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
         # Compact output keeps json on its C encoder (Connexion's default indent=2 does not).
         jsonifier=Jsonifier(json, separators=(",", ":")),
         validator_map=validation.validator_map(),
+        # /docs/api is the one reference (CSP, frame denial, "Try it out" on the sandbox); Connexion's
+        # bundled Swagger UI at /api/ui/ had none of that and called production.
+        swagger_ui_options=SwaggerUIOptions(serve_spec=True, swagger_ui=False),
     )
     # Outermost of ours: counts and times every request.
     cx.add_middleware(

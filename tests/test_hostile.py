@@ -234,3 +234,16 @@ def test_the_nesting_scan_reads_strings_and_escapes_like_a_json_parser():
     assert json_depth_exceeds(json.dumps([[[["x"]]]]).encode(), 3)
     for text in ("[[[[", '\\"[[[[', '"\\', "\\" * 5 + '"[[[['):
         assert not json_depth_exceeds(json.dumps({"s": text, "t": [[text]]}).encode(), 3), text
+
+
+# -- 8. one API reference: /docs/api ----------------------------------------------------------------------
+
+
+def test_connexions_bundled_swagger_ui_is_not_served(client):
+    for path in ("/api/ui/", "/api/ui", "/api/ui/swagger-ui-bundle.js", "/api/ui/swagger-initializer.js"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "swagger" not in response.text.lower()
+    assert client.get("/api/openapi.json").status_code == 200  # the spec itself still is
+    assert client.get("/docs/api").status_code == 200

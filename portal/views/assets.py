@@ -47,7 +47,7 @@ def vendor(name: str):
 
 @bp.after_app_request
 def security_headers(response):
-    # The API's own responses (JSON, Connexion's /api/ui) are left alone.
+    # The API's own responses (JSON, problem+json) get theirs at the edge (levqor.edge).
     if not request.path.startswith("/api/"):
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
