@@ -114,6 +114,9 @@ def _keep_scheduling(scheduler: LeaderCronScheduler) -> None:
         except redis.RedisError as err:
             log.warning("cron scheduler: Redis unavailable (%s); retrying in %.0f s", err, REDIS_RETRY_SECONDS)
             time.sleep(REDIS_RETRY_SECONDS)
+        except Exception:
+            log.exception("cron scheduler failed; starting it again in %.0f s", REDIS_RETRY_SECONDS)
+            time.sleep(REDIS_RETRY_SECONDS)
 
 
 def start_cron(connection) -> LeaderCronScheduler:

@@ -62,7 +62,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         print(f"Levqor developer portal on http://127.0.0.1:{port}/developer  (API reference: /docs/api)", flush=True)
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="info")
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level=os.environ.get("LOG_LEVEL", "INFO").lower())
     finally:
         worker.stop()
         redis_conn.stop_embedded()

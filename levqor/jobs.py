@@ -28,6 +28,8 @@ FINISHED = ("succeeded", "failed", "canceled")
 RUN_TASK = "jobs.tasks.run_job"
 IN_FLIGHT_RETRY_AFTER = "5"  # seconds; most workflows finish well within it
 PURGE_BATCH = 1000
+# A result is stored with its job: json-transform can repeat its document up to 100 times.
+MAX_RESULT_BYTES = 256 * 1024
 
 
 class InvalidJobInput(problems.BadRequest):
@@ -67,6 +69,18 @@ def request_hash(workflow_id: str, data: dict) -> str:
 def failure(err: Exception) -> dict:
     """A failed job's `error`."""
     return {"type": type(err).__name__, "message": str(err)[:500]}
+
+
+class ResultTooLarge(Exception):
+    """A workflow's result over the size a job may store: the job fails with this error."""
+
+
+def run_workflow(workflow: workflows.Workflow, data: dict, max_result_bytes: int = MAX_RESULT_BYTES):
+    result = workflow.run(data)
+    size = len(json.dumps(result, separators=(",", ":")).encode())
+    if size > max_result_bytes:
+        raise ResultTooLarge(f"The result takes {size:,} bytes as JSON; a job may store {max_result_bytes:,}.")
+    return result
 
 
 def check_input(workflow_id: str, data: dict) -> workflows.Workflow:
@@ -281,7 +295,7 @@ def execute(job_id: str) -> str:
         return job.status  # already run, running elsewhere, or canceled
     workflow = workflows.get(job.workflow)
     try:
-        values = {"status": "succeeded", "result": workflow.run(job.input)}
+        values = {"status": "succeeded", "result": run_workflow(workflow, job.input)}
     except Exception as err:  # a workflow failure is the job's result, not the worker's crash
         log.exception("job %s failed", job_id)
         values = {"status": "failed", "error": failure(err)}

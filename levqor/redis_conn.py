@@ -45,7 +45,8 @@ def client(url: str) -> redis.Redis:
 def worker_client(url: str) -> redis.Redis:
     """For RQ workers: no short read timeout, since a worker blocks on its queues for minutes
     (RQ sets the read timeout above that wait); keepalive and health checks find a dead peer."""
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=30)
+    tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}  # a unix socket has no keepalive
+    return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30, **tcp)
 
 
 def async_client(url: str) -> redis.asyncio.Redis:

@@ -26,7 +26,10 @@ from .models import Account
 log = logging.getLogger(__name__)
 TTL = 86400
 MAX_INPUT_BYTES = 8 * 1024  # of the input as compact JSON; production takes the whole body
+MAX_RESULT_BYTES = 2 * MAX_INPUT_BYTES  # a larger result fails the job, as in production at its size
 MAX_JOBS = 100  # kept per account, newest first (the daily cap is 100 calls per key)
+# What one stored job may take in Redis: input, result, and the allocator's rounding.
+MAX_BYTES_PER_JOB = 4 * MAX_INPUT_BYTES
 # One step, so concurrent submissions cannot both take the last slot: drop delay jobs whose time
 # is up, then admit this one only under the cap.
 _HOLD_SLOT = """
@@ -119,7 +122,7 @@ def create_job(
             _hold_slot(r, account_id, job_id, now, now + seconds)
     else:
         try:
-            result = workflow.run(data)
+            result = jobs.run_workflow(workflow, data, MAX_RESULT_BYTES)
         except Exception as err:  # as in production, a workflow failure is the job's outcome
             log.exception("sandbox job %s failed", job_id)
             error = jobs.failure(err)
