@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import pytest
+import redis as redis_py
 import sqlalchemy as sa
 
 from levqor import keys, metering, tiers
@@ -111,3 +112,56 @@ def test_an_idle_process_hands_its_outage_calls_to_redis_on_its_next_tick(cx, ap
         period = metering.current_period(db.session.get(Account, account_id), datetime.now(UTC))
         assert int(r.get(metering.usage_key(account_id, period))) == 3
         assert db.session.scalar(sa.select(sa.func.sum(UsageDaily.calls))) == 3
+
+
+@pytest.fixture
+def redis_full(app):
+    """Redis at its maxmemory with noeviction: every write is refused with an OOM error."""
+    r = app.extensions["levqor.redis"]
+    r.config_set("maxmemory-policy", "noeviction")
+
+    def fill():
+        r.config_set("maxmemory", r.info("memory")["used_memory"] + 512 * 1024)
+        blob = "x" * 64 * 1024
+        for i in range(10_000):
+            try:
+                r.set(f"filler:{i}", blob)
+            except redis_py.exceptions.OutOfMemoryError:
+                return
+        raise AssertionError("Redis never filled up")
+
+    yield fill
+    r.config_set("maxmemory", 0)
+    r.flushdb()
+    limiter._storage_dead = False
+
+
+def test_a_full_redis_is_served_like_an_outage_and_nothing_is_a_500(cx, app, make_account, portal, redis_full):
+    _, key = make_account(tier="pro")
+    headers = {"x-api-key": key}
+    signed_in = portal().sign_up()
+    with cx.test_client() as client:
+        assert client.get("/api/v1/workflows", headers=headers).status_code == 200  # cached, counted
+        redis_full()
+        calls = {
+            "read": client.get("/api/v1/workflows", headers=headers),
+            "job": client.post("/api/v1/jobs", headers=headers, json={"workflow": "echo", "input": {"a": 1}}),
+            "list": client.get("/api/v1/jobs", headers=headers),
+            "usage": client.get("/api/usage", headers=headers),
+            "sandbox job": client.post("/api/sandbox/v1/jobs", headers=headers, json={"workflow": "echo", "input": {}}),
+            "unknown key": client.get("/api/v1/workflows", headers={"x-api-key": keys.generate()}),
+        }
+    calls["portal"] = signed_in.client.get("/developer")
+    calls["portal usage"] = signed_in.client.get("/api/usage")
+    statuses = {name: response.status_code for name, response in calls.items()}
+    assert statuses == {
+        "read": 200,
+        "job": 202,  # persisted; the worker gets it from requeue-jobs once Redis has room
+        "list": 200,
+        "usage": 200,
+        "sandbox job": 503,  # Redis is the sandbox's only store
+        "unknown key": 401,
+        "portal": 200,
+        "portal usage": 200,
+    }, {name: r.text[:300] for name, r in calls.items() if r.status_code >= 500}
+    assert calls["sandbox job"].json()["type"].endswith("/service-unavailable")
