@@ -1,14 +1,30 @@
 -- The hot path in one round trip: key check, burst limit, quota or sandbox cap, metering.
 -- KEYS[1]  cached key record (hash), written by gate.py on a miss
+-- KEYS[2]  (optional) the caller's address's count of failed authentications this minute
 -- ARGV[1]  area: v1 | sandbox | meta
 -- ARGV[2]  now, unix seconds
 -- ARGV[3]  calendar period id (YYYY-MM)      ARGV[4] its end, unix seconds
 -- ARGV[5]  UTC day (YYYY-MM-DD)              ARGV[6] its end, unix seconds
 -- ARGV[7]  sandbox calls per key per day
+-- ARGV[8]  failed authentications allowed per address per window   ARGV[9] the window's end
 -- Returns {verdict, limit, remaining, reset, burst_limit, burst_remaining[, account_id, key_id]}
 local r = redis.call('HMGET', KEYS[1], 'acct', 'kid', 'quota', 'burst', 'pid', 'pend', 'exp')
-if not r[1] then return {'miss'} end
-if r[1] == '' then return {'unknown'} end
+if not r[1] or r[1] == '' then
+  -- Not a known key: an address that failed too often is refused before the database is asked
+  -- (a miss) and without telling it whether the key exists. A valid cached key never gets here.
+  if KEYS[2] then
+    local failed
+    if r[1] then
+      failed = redis.call('INCR', KEYS[2]) - 1
+      if failed == 0 then redis.call('EXPIRE', KEYS[2], 120) end
+    else
+      failed = tonumber(redis.call('GET', KEYS[2]) or '0')
+    end
+    if failed >= tonumber(ARGV[8]) then return {'guessing', ARGV[8], 0, ARGV[9]} end
+  end
+  if not r[1] then return {'miss'} end
+  return {'unknown'}
+end
 local now = tonumber(ARGV[2])
 if r[7] and r[7] ~= '' and now >= tonumber(r[7]) then return {'expired'} end
 local acct, kid = r[1], r[2]

@@ -13,6 +13,7 @@ as soon as it answers again.
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import redis
 import sqlalchemy as sa
 from flask import current_app
-from limits import RateLimitItemPerSecond
+from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
@@ -41,6 +42,9 @@ NEGATIVE_TTL = 60
 DEGRADED_CACHE_SECONDS = 5
 DEGRADED_CACHE_SIZE = 10_000
 BURST = "burst"  # rate_limit_headers: report the per-second window
+# Failed authentications (well-formed keys that are unknown or revoked) allowed per client
+# address per minute; past that, unknown keys from it get 429 without a database lookup.
+FAILED_AUTH_PER_MINUTE = 20
 _SCRIPT = (Path(__file__).with_name("gate.lua")).read_text()
 
 
@@ -53,6 +57,30 @@ def _hash_of(raw_key: str) -> str:
 
 def record_key(key_hash: str) -> str:
     return f"lvq:k:{key_hash}"
+
+
+def client_bucket(host: str | None) -> str | None:
+    """Whom failed authentications are counted against: the address, or its /64 for IPv6 (one
+    subscriber's whole allocation, which it can pick addresses from at will)."""
+    if not host:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def failures_key(client: str, now: float) -> str:
+    return f"lvq:f:{client}:{int(now) // 60}"
+
+
+def _script_keys(key_hash: str, client: str | None, now: float) -> list[str]:
+    return [record_key(key_hash), failures_key(client, now)] if client else [record_key(key_hash)]
 
 
 def generation_key(key_hash: str) -> str:
@@ -102,47 +130,53 @@ class Gate:
 
     # -- the hot path -------------------------------------------------------------------------
 
-    def authorize(self, raw_key: str, area: str, now: float | None = None) -> dict:
-        """Admit one call in `area` (v1 | sandbox | meta) or raise the matching problem."""
-        return self.authorize_hash(_hash_of(raw_key), area, now)
+    def authorize(self, raw_key: str, area: str, now: float | None = None, client: str | None = None) -> dict:
+        """Admit one call in `area` (v1 | sandbox | meta) or raise the matching problem.
+        `client` (the caller's address) has its failed authentications throttled."""
+        return self.authorize_hash(_hash_of(raw_key), area, now, client)
 
-    def authorize_hash(self, key_hash: str, area: str, now: float | None = None) -> dict:
+    def authorize_hash(self, key_hash: str, area: str, now: float | None = None, client: str | None = None) -> dict:
         """Admit one call for the key with this hash: the portal uses it to run sandbox calls
         for a signed-in developer without ever holding the raw key."""
         self._start_flusher()
         now = time.time() if now is None else now
+        client = client_bucket(client)
         try:
-            result = self._run(key_hash, area, now)
+            result = self._run(key_hash, area, now, client)
             if result[0] == b"miss":
                 self._cache_record(key_hash, now)
-                result = self._run(key_hash, area, now)
+                result = self._run(key_hash, area, now, client)
             if self._pending or self._forget_later:
                 self._replay_pending()
         except redis.RedisError as err:
             log.warning("redis unavailable, gate degraded: %s", err)
-            return self._authorize_degraded(key_hash, area, now)
+            return self._authorize_degraded(key_hash, area, now, client)
         return self._verdict(result, area, now)
 
-    def _run(self, key_hash: str, area: str, now: float):
-        return self.script(keys=[record_key(key_hash)], args=script_args(area, now))
+    def _run(self, key_hash: str, area: str, now: float, client: str | None):
+        return self.script(keys=_script_keys(key_hash, client, now), args=script_args(area, now))
 
-    async def authorize_async(self, raw_key: str, area: str, now: float | None = None) -> dict:
+    async def authorize_async(
+        self, raw_key: str, area: str, now: float | None = None, client: str | None = None
+    ) -> dict:
         """authorize() for the event loop: the Redis round trip is awaited, and the rare paths
         that touch the database (cache miss, outage) run in a worker thread."""
         key_hash = _hash_of(raw_key)
         self._start_flusher()
         now = time.time() if now is None else now
-        client, script = self._async_client()
+        client = client_bucket(client)
+        conn, script = self._async_client()
+        keys = _script_keys(key_hash, client, now)
         try:
-            result = await script(keys=[record_key(key_hash)], args=script_args(area, now), client=client)
+            result = await script(keys=keys, args=script_args(area, now), client=conn)
             if result[0] == b"miss":
                 await asyncio.to_thread(self._cache_record, key_hash, now)
-                result = await script(keys=[record_key(key_hash)], args=script_args(area, now), client=client)
+                result = await script(keys=keys, args=script_args(area, now), client=conn)
             if self._pending or self._forget_later:
                 await asyncio.to_thread(self._replay_pending)
         except redis.RedisError as err:
             log.warning("redis unavailable, gate degraded: %s", err)
-            return await asyncio.to_thread(self._authorize_degraded, key_hash, area, now)
+            return await asyncio.to_thread(self._authorize_degraded, key_hash, area, now, client)
         return self._verdict(result, area, now)
 
     def _async_client(self):
@@ -156,6 +190,8 @@ class Gate:
 
     def _verdict(self, result, area: str, now: float) -> dict:
         verdict = result[0].decode()
+        if verdict == "guessing":
+            raise _throttled(int(result[1]), int(result[3]), now)
         if verdict in ("unknown", "miss"):
             raise problems.InvalidApiKey("This API key is unknown or has been revoked.")
         if verdict == "expired":
@@ -238,20 +274,25 @@ class Gate:
 
     # -- Redis outage ---------------------------------------------------------------------------
 
-    def _authorize_degraded(self, key_hash: str, area: str, now: float) -> dict:
+    def _authorize_degraded(self, key_hash: str, area: str, now: float, client: str | None = None) -> dict:
         with self.app.app_context():
-            return self._admit_degraded(key_hash, area, now)
+            return self._admit_degraded(key_hash, area, now, client)
 
-    def _admit_degraded(self, key_hash: str, area: str, now: float) -> dict:
+    def _admit_degraded(self, key_hash: str, area: str, now: float, client: str | None = None) -> dict:
         cached = self._degraded_cache.get(key_hash)
+        failures = RateLimitItemPerMinute(FAILED_AUTH_PER_MINUTE)
         if cached and cached[0] > now:
             record = cached[1]
         else:
+            if client and not self._burst_fallback.test(failures, "auth-failures", client):
+                raise _throttled(FAILED_AUTH_PER_MINUTE, (int(now) // 60 + 1) * 60, now)
             if len(self._degraded_cache) >= DEGRADED_CACHE_SIZE:
                 self._degraded_cache.clear()  # a flood of made-up keys must not grow it without bound
             record = self._load(key_hash, now)[0]
             self._degraded_cache[key_hash] = (now + DEGRADED_CACHE_SECONDS, record)
         if record is None:
+            if client and not self._burst_fallback.hit(failures, "auth-failures", client):
+                raise _throttled(FAILED_AUTH_PER_MINUTE, (int(now) // 60 + 1) * 60, now)
             raise problems.InvalidApiKey("This API key is unknown or has been revoked.")
         if record.expires_at is not None and now >= record.expires_at:
             raise problems.InvalidApiKey("This API key's rotation grace period is over; use the new key.")
@@ -394,7 +435,23 @@ def _calendar_args(second: int) -> tuple:
 
 def script_args(area: str, now: float) -> list:
     """gate.lua's ARGV; the calendar part only changes once a second."""
-    return [area, repr(now), *_calendar_args(int(now))]
+    return [area, repr(now), *_calendar_args(int(now)), FAILED_AUTH_PER_MINUTE, (int(now) // 60 + 1) * 60]
+
+
+def _throttled(limit: int, reset: int, now: float) -> problems.Problem:
+    seconds_left = max(1, int(reset - now + 0.999))
+    return problems.AuthenticationThrottled(
+        f"More than {limit} failed authentications from your address this minute; check the key you send."
+    ).with_headers(
+        {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(reset),
+            "RateLimit-Policy": policy("failed-auth", limit, 60),
+            "RateLimit": ietf_remaining("failed-auth", 0, seconds_left),
+            "Retry-After": str(seconds_left),
+        }
+    )
 
 
 def policy(name: str, quota: int, window_seconds: int) -> str:

@@ -89,6 +89,10 @@ class SandboxDailyCapExceeded(TooManyRequests):
     slug, title = "sandbox-daily-cap-exceeded", "Sandbox daily cap exceeded"
 
 
+class AuthenticationThrottled(TooManyRequests):
+    slug, title = "too-many-failed-authentications", "Too many failed authentications"
+
+
 class KeyCreationLimited(TooManyRequests):
     slug, title = "key-creation-limited", "API key creation limited"
 

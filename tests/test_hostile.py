@@ -18,10 +18,12 @@ import pytest
 
 from levqor.edge import json_depth_exceeds
 
+from . import test_redis_outage
 from .conftest import PASSWORD
 from .servers import _wait_port, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+outage = test_redis_outage.outage  # the fixture that stops the real Redis server
 
 
 def _procfile_web() -> str:
@@ -247,3 +249,81 @@ def test_connexions_bundled_swagger_ui_is_not_served(client):
         assert "swagger" not in response.text.lower()
     assert client.get("/api/openapi.json").status_code == 200  # the spec itself still is
     assert client.get("/docs/api").status_code == 200
+
+
+# -- 6. guessing keys is throttled per client address --------------------------------------------------
+
+
+def test_guessing_keys_is_throttled_per_address_without_database_lookups(cx, app, make_account):
+    import sqlalchemy as sa
+    from starlette.testclient import TestClient
+
+    from levqor import gate, keys
+    from levqor.extensions import db
+
+    _, valid = make_account()
+    guesser = TestClient(cx, client=("203.0.113.66", 40000))
+    neighbour = TestClient(cx, client=("198.51.100.7", 40000))
+    assert guesser.get("/api/v1/workflows", headers={"x-api-key": valid}).status_code == 200  # cached now
+    lookups = []
+
+    def count_lookups(conn, cursor, statement, *_):
+        if "FROM api_keys" in statement:
+            lookups.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", count_lookups)
+    try:
+        statuses = []
+        for _ in range(60):  # made-up keys with a valid checksum, as in the finding
+            response = guesser.get("/api/v1/workflows", headers={"x-api-key": keys.generate()})
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                throttled = response
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count_lookups)
+    limit = gate.FAILED_AUTH_PER_MINUTE
+    if 401 in statuses[limit:]:  # a minute boundary passed mid-run: the window restarted once
+        assert statuses.count(401) <= 2 * limit
+    else:
+        assert statuses == [401] * limit + [429] * (60 - limit)
+    assert len(lookups) == statuses.count(401)  # a refused guess costs no database lookup
+
+    assert throttled.headers["content-type"] == "application/problem+json"
+    assert throttled.json()["type"].endswith("/too-many-failed-authentications")
+    assert throttled.headers["X-RateLimit-Limit"] == str(limit)
+    assert throttled.headers["X-RateLimit-Remaining"] == "0"
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+    assert throttled.headers["RateLimit-Policy"] == f'"failed-auth";q={limit};w=60'
+
+    # The throttle is the guesser's alone, and it never stops a valid key.
+    assert guesser.get("/api/v1/workflows", headers={"x-api-key": valid}).status_code == 200
+    assert neighbour.get("/api/v1/workflows", headers={"x-api-key": keys.generate()}).status_code == 401
+
+
+def test_an_ipv6_guesser_is_counted_by_its_64_prefix():
+    from levqor.gate import client_bucket
+
+    assert client_bucket("2001:db8:1:2::1") == client_bucket("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_bucket("2001:db8:1:3::1") != client_bucket("2001:db8:1:2::1")
+    assert client_bucket("::ffff:203.0.113.9") == client_bucket("203.0.113.9") == "203.0.113.9"
+    assert client_bucket(None) is None
+
+
+def test_guessing_is_throttled_during_a_redis_outage_too(cx, make_account, outage):
+    from starlette.testclient import TestClient
+
+    from levqor import gate, keys
+
+    _, valid = make_account()
+    guesser = TestClient(cx, client=("203.0.113.67", 40000))
+    outage()
+    # (a key checked in the outage is cached per process for a few seconds, as in Redis for longer)
+    assert guesser.get("/api/v1/workflows", headers={"x-api-key": valid}).status_code == 200
+    statuses = [
+        guesser.get("/api/v1/workflows", headers={"x-api-key": keys.generate()}).status_code
+        for _ in range(gate.FAILED_AUTH_PER_MINUTE + 5)
+    ]
+    assert statuses.count(429) >= 4 and set(statuses) == {401, 429}, statuses
+    assert guesser.get("/api/v1/workflows", headers={"x-api-key": valid}).status_code == 200
