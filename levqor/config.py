@@ -96,6 +96,9 @@ def from_env() -> dict:
         "JOB_RETENTION_DAYS": int(env.get("JOB_RETENTION_DAYS", 30)),
         "STATS_FLUSH_SECONDS": float(env.get("STATS_FLUSH_SECONDS", 10)),
         "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
+        # On a dyno /metrics is closed (403) until METRICS_TOKEN is set: business volumes are not
+        # public. Closed rather than refusing to start, so a missing token never stops the API.
+        "METRICS_OPEN_WITHOUT_TOKEN": not env.get("DYNO"),
         "OPS_EMAILS": env.get("OPS_EMAILS", ""),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
     }

@@ -1,14 +1,24 @@
-"""Operations pages: background-job status (/developer/ops) and Prometheus metrics (/metrics)."""
+"""Operations pages: what is running (/developer/ops) and Prometheus metrics (/metrics).
+
+The figures come from levqor.ops_status; these views only render them.
+"""
 
 import hmac
+import logging
+from datetime import timedelta
 
+import redis
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 
-from levqor import background, metrics, notion
-from levqor.queue import API_QUEUE
+from levqor import background, metrics, notion, ops_status
+from levqor.extensions import db
+
+from . import charts
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("ops", __name__)
 
@@ -24,14 +34,16 @@ def _is_operator() -> bool:
 
 def sync_status() -> dict:
     """The latest Notion sync job as the fragment shows it (RQ status and job.meta progress)."""
-    job_id = _redis().get(background.last_job_key("notion-sync"))
     status = {"job_id": None, "state": "never", "progress": {}, "error": None}
-    if job_id is None:
-        return status
     try:
+        job_id = _redis().get(background.last_job_key("notion-sync"))
+        if job_id is None:
+            return status
         job = RQJob.fetch(job_id.decode(), connection=_redis())
     except NoSuchJobError:
         return status
+    except redis.RedisError:
+        return status | {"state": "unknown", "error": "Redis does not answer: the sync's state cannot be read."}
     progress = job.get_meta(refresh=True).get("progress", {})
     state = job.get_status(refresh=False)
     status.update(job_id=job.id, state=str(state.value if state else "unknown"), progress=progress)
@@ -49,6 +61,14 @@ def _not_operator():
     return render_template("errors/message.html", title="Operators only", message=message), 403
 
 
+def _cache_seconds() -> float:
+    return float(current_app.config.get("OPS_DB_CACHE_SECONDS", ops_status.DB_CACHE_SECONDS))
+
+
+def _snapshot(history: bool) -> dict:
+    return ops_status.snapshot(_redis(), db.session, _cache_seconds(), history=history)
+
+
 @bp.get("/developer/ops")
 @login_required
 def ops():
@@ -57,7 +77,20 @@ def ops():
     context = {"sync": sync_status(), "notion_configured": notion.is_configured(), "operator": _is_operator()}
     if request.headers.get("HX-Request") == "true":
         return render_template("ops/_sync_status.html", **context)
-    return render_template("ops/index.html", **context)
+    status = _snapshot(history=True)
+    chart = None
+    if status.get("history") is not None:
+        chart = charts.health_chart(status["history"], last_day=status["now"].date() - timedelta(days=1))
+    return render_template("ops/index.html", status=status, chart=chart, **context)
+
+
+@bp.get("/developer/ops/status")
+@login_required
+def ops_status_fragment():
+    """The self-refreshing part of the page: workers, queues, jobs, Redis, HTTP errors."""
+    if not _is_operator():
+        return _not_operator()
+    return render_template("ops/_status.html", status=_snapshot(history=False))
 
 
 @bp.post("/developer/ops/notion-sync")
@@ -78,7 +111,12 @@ def start_sync():
 @bp.get("/metrics")
 def prometheus_metrics():
     token = current_app.config.get("METRICS_TOKEN")
-    if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
-        return Response("metrics need the bearer token\n", status=401, mimetype="text/plain")
-    body = metrics.render(_redis(), API_QUEUE)
+    if token:
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+            return Response("metrics need the bearer token\n", status=401, mimetype="text/plain")
+    elif not current_app.config.get("METRICS_OPEN_WITHOUT_TOKEN", False):
+        # On a dyno with no token: closed, rather than publishing business volumes to anyone.
+        log.warning("GET /metrics refused: set METRICS_TOKEN to enable it")
+        return Response("metrics are closed: set METRICS_TOKEN\n", status=403, mimetype="text/plain")
+    body = metrics.render(_redis(), db.session, _cache_seconds())
     return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")

@@ -6,13 +6,20 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from levqor import metering, metrics, tiers
+from levqor import metering, metrics, ops_status, tiers
 from levqor.extensions import db
 from levqor.models import Account
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ops_figures():
+    """The database figures are cached per process; each test starts with an empty database."""
+    ops_status.DB_FIGURES.clear()
 
 
 def scrape(client) -> dict:
