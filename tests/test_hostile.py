@@ -11,6 +11,7 @@ import re
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -31,9 +32,25 @@ def _procfile_web() -> str:
     return line.removeprefix("web:").strip()
 
 
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/api/health", timeout=10).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@dataclass
+class Web:
+    url: str
+    pid: int  # gunicorn's master
+
+    def worker_pids(self) -> list[int]:
+        return [int(x) for x in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()]
+
+
 @pytest.fixture(scope="module")
 def web(cx, redis_server, database_url):
-    """The Procfile's `web` process (2 workers) on the suite's servers; yields its base URL."""
+    """The Procfile's `web` process (2 workers) on the suite's servers."""
     port = free_port()
     var_dir = tempfile.mkdtemp(prefix="lvq-web-")
     env = {
@@ -60,10 +77,10 @@ def web(cx, redis_server, database_url):
         _wait_port(port, proc, "gunicorn", timeout=60)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        while httpx.get(url + "/api/health").status_code != 200:  # both workers up
-            assert time.monotonic() < deadline
+        while not _healthy(url):
+            assert time.monotonic() < deadline, "the web process did not become healthy"
             time.sleep(0.2)
-        yield url
+        yield Web(url, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -103,7 +120,7 @@ def test_anonymous_calls_on_the_same_process_do_not_reopen_the_daily_key_creatio
     """An anonymous POST /api/key/new made Flask-Limiter's key function raise; Flask-Limiter then
     took its Redis storage for dead and counted in (empty) process memory, so an account refused a
     second key got it by alternating its attempts with anonymous calls."""
-    wire = OneConnection(web)
+    wire = OneConnection(web.url)
     try:
         owner, stranger = wire.session(), wire.session()
         owner_csrf = _sign_up(owner)
@@ -115,7 +132,7 @@ def test_anonymous_calls_on_the_same_process_do_not_reopen_the_daily_key_creatio
             assert anonymous.status_code == 401, anonymous.text
             assert anonymous.headers["content-type"] == "application/problem+json"
             bogus_cookie = httpx.post(
-                web + "/api/key/new", json={}, cookies={"session": "not-a-session"}, headers={"X-CSRFToken": "x"}
+                web.url + "/api/key/new", json={}, cookies={"session": "not-a-session"}, headers={"X-CSRFToken": "x"}
             )
             assert bogus_cookie.status_code in (401, 403)
             statuses.append(owner.post("/api/key/new", json={}, headers={"X-CSRFToken": owner_csrf}).status_code)
@@ -327,3 +344,60 @@ def test_guessing_is_throttled_during_a_redis_outage_too(cx, make_account, outag
     ]
     assert statuses.count(429) >= 4 and set(statuses) == {401, 429}, statuses
     assert guesser.get("/api/v1/workflows", headers={"x-api-key": valid}).status_code == 200
+
+
+# -- 3. failed log-ins cannot exhaust a web process's memory ---------------------------------------------
+
+
+def _peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1))
+
+
+def test_ten_concurrent_failed_log_ins_queue_instead_of_piling_up_memory(web):
+    """The per-address log-in limit (10 a minute) lets 10 run at once; with argon2-cffi's default
+    parameters (64 MiB per hash) they raised the workers' peak memory by ~520 MiB."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def failed_log_in(address: str) -> int:
+        with httpx.Client(base_url=web.url, timeout=60) as browser:
+            token = _csrf(browser, "/login")
+            return browser.post(
+                "/login",
+                data={"email": "nobody@example.com", "password": "wrong password", "csrf_token": token},
+                headers={"X-Forwarded-For": address},  # from loopback, a trusted proxy
+            ).status_code
+
+    for _ in range(6):  # warm up both workers' log-in path from another address
+        assert failed_log_in("192.0.2.10") == 401
+    workers = web.worker_pids()
+    before = sum(_peak_rss_kib(pid) for pid in workers)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(failed_log_in, ["192.0.2.11"] * 10))
+    grown_mib = (sum(_peak_rss_kib(pid) for pid in workers) - before) / 1024
+    assert statuses == [401] * 10
+    # At most 2 hashes of 19 MiB at a time in each of the 2 workers, and some slack.
+    assert grown_mib < 100, f"peak memory of the web workers grew by {grown_mib:.0f} MiB"
+
+
+def test_a_hash_made_with_the_old_parameters_still_logs_in_and_is_rehashed(app, portal, cx):
+    import sqlalchemy as sa
+    from argon2 import PasswordHasher
+
+    from levqor.extensions import db
+    from levqor.models import Account
+
+    from .conftest import csrf_from
+
+    old = PasswordHasher()  # argon2-cffi's default: what accounts were created with before
+    assert (old.memory_cost, old.time_cost, old.parallelism) == (65536, 3, 4)
+    with app.app_context():
+        db.session.add(Account(email="early@example.com", password_hash=old.hash(PASSWORD), tier="sandbox"))
+        db.session.commit()
+    browser = cx.test_client(follow_redirects=False)
+    token = csrf_from(browser.get("/login").text)
+    logged_in = browser.post("/login", data={"email": "early@example.com", "password": PASSWORD, "csrf_token": token})
+    assert logged_in.status_code == 302
+    with app.app_context():
+        stored = db.session.scalar(sa.select(Account.password_hash).where(Account.email == "early@example.com"))
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
