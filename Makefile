@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test setup lint system-deps bench clean sdk sdk-publish
+.PHONY: run test setup lint system-deps bench soak clean sdk sdk-publish
 
 run: setup
 	$(PY) -m levqor.devserver
@@ -36,6 +36,11 @@ lint: setup
 bench: setup system-deps
 	@command -v wrk >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq wrk >/dev/null || sudo apt-get install -y -qq wrk >/dev/null; }
 	$(PY) bench/run.py
+
+# The Procfile's processes under mixed traffic for $$SOAK_SECONDS (60) while the worker is
+# SIGKILLed, Redis restarts and a web worker restarts; exits 1 when a target figure is missed.
+soak: setup system-deps
+	$(PY) bench/soak.py
 
 # The Python (levqor) and Node (@levqor/sdk) SDKs, generated from the spec into build/sdk/.
 sdk: setup system-deps
