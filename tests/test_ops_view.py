@@ -2,6 +2,7 @@
 and a real RQ worker process; and /metrics closed on a dyno without METRICS_TOKEN."""
 
 import math
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,10 @@ from levqor.models import Account, Job
 from levqor.ops_models import HealthLogEntry
 from levqor.queue import API_QUEUE, PERIODIC_QUEUE
 from portal import charts
+
+from .test_worker_as_shipped import procfile
+from .test_worker_as_shipped import start as start_procfile_line
+from .test_worker_as_shipped import stop as stop_procfile_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,9 +118,11 @@ def test_ops_page_and_metrics_show_a_live_worker_its_current_job_and_the_oldest_
         what="the worker to start the sleeping job",
     )
     before_enqueue = time.time()
-    waiting = [api.enqueue("time.sleep", 0) for _ in range(2)]
+    waiting = [api.enqueue("time.sleep", 0)]
     periodic_waiting = Queue(PERIODIC_QUEUE, connection=r).enqueue("time.sleep", 0)
     time.sleep(1.5)
+    waiting.append(api.enqueue("time.sleep", 0))  # a newer one behind it: the age is the oldest's
+    time.sleep(1.0)
 
     page = operator.client.get("/developer/ops")
     assert page.status_code == 200
@@ -129,7 +136,7 @@ def test_ops_page_and_metrics_show_a_live_worker_its_current_job_and_the_oldest_
     elapsed = time.time() - before_enqueue
     api_row = queue_row(html, API_QUEUE)
     assert 'data-depth="2"' in api_row and 'data-workers-alive="1"' in api_row
-    assert 1.5 <= float(attr(api_row, r'data-oldest-age="([\d.]+)"')) <= elapsed + 1
+    assert 2.5 <= float(attr(api_row, r'data-oldest-age="([\d.]+)"')) <= elapsed + 1
     periodic_row = queue_row(html, PERIODIC_QUEUE)
     assert 'data-depth="1"' in periodic_row and 'data-workers-alive="0"' in periodic_row
     assert "no worker" in periodic_row
@@ -148,11 +155,59 @@ def test_ops_page_and_metrics_show_a_live_worker_its_current_job_and_the_oldest_
     assert value(samples, "levqor_queue_depth", queue=PERIODIC_QUEUE) == 1
     assert value(samples, "levqor_rq_jobs", queue=API_QUEUE, state="started") == 1
     elapsed = time.time() - before_enqueue
-    assert 1.5 <= value(samples, "levqor_queue_oldest_job_age_seconds", queue=API_QUEUE) <= elapsed + 1
-    assert value(samples, "levqor_queue_oldest_job_age_seconds", queue=PERIODIC_QUEUE) > 1.0
+    assert 2.5 <= value(samples, "levqor_queue_oldest_job_age_seconds", queue=API_QUEUE) <= elapsed + 1
+    assert value(samples, "levqor_queue_oldest_job_age_seconds", queue=PERIODIC_QUEUE) >= 2.5
     assert value(samples, "levqor_up", component="redis") == 1
     assert api.get_job_ids() == [j.id for j in waiting]
     assert Queue(PERIODIC_QUEUE, connection=r).get_job_ids() == [periodic_waiting.id]
+
+
+@pytest.fixture
+def shipped_worker(database_url, redis_server):
+    """The Procfile's `worker` line as it is (not --burst), run as the platform runs it."""
+    env = os.environ | {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_server.url,
+        "WORKER_CONCURRENCY": "2",
+        "LOG_LEVEL": "WARNING",
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+    }
+    process = start_procfile_line(procfile()["worker"], env)
+    yield process
+    stop_procfile_line(process)
+
+
+def test_the_shipped_worker_pool_appears_per_queue_and_its_jobs_in_the_24h_figures(
+    app, client, operator, make_account, shipped_worker, monkeypatch
+):
+    monkeypatch.setitem(app.config, "OPS_DB_CACHE_SECONDS", 0)
+    r = app.extensions["levqor.redis"]
+
+    def alive():
+        samples = scrape(client)
+        return (
+            value(samples, "levqor_rq_workers_alive", queue=API_QUEUE) == 2
+            and value(samples, "levqor_rq_workers_alive", queue=PERIODIC_QUEUE) == 1
+        )
+
+    _wait(alive, timeout=60, what="2 API workers and 1 periodic worker")
+    html = operator.client.get("/developer/ops").text
+    assert 'data-workers-alive="2"' in queue_row(html, API_QUEUE)
+    assert 'data-workers-alive="1"' in queue_row(html, PERIODIC_QUEUE)
+    assert html.count('data-alive="yes"') == len(Worker.all(connection=r)) == 3
+
+    _, raw = make_account(tier="pro")
+    created = client.post("/api/v1/jobs", json={"workflow": "echo", "input": {"x": 1}}, headers={"x-api-key": raw})
+    assert created.status_code == 202
+    job_id = created.json()["id"]
+    _wait(
+        lambda: client.get(f"/api/v1/jobs/{job_id}", headers={"x-api-key": raw}).json()["status"] == "succeeded",
+        what="the echo job to succeed",
+    )
+    samples = scrape(client)
+    assert value(samples, "levqor_api_jobs_finished_24h", status="succeeded") == 1
+    assert value(samples, "levqor_api_job_duration_p95_seconds") >= 0
+    assert value(samples, "levqor_queue_depth", queue=API_QUEUE) == 0
 
 
 def test_no_worker_at_all_is_said_plainly_and_empty_queues_have_age_zero(app, client, operator):
