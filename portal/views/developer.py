@@ -4,7 +4,7 @@ import logging
 from datetime import datetime, timedelta
 
 import redis
-from flask import current_app, render_template, request
+from flask import current_app, render_template
 from flask_login import current_user
 
 from levqor import keys, metering, tiers
@@ -66,7 +66,8 @@ def dashboard_context(account, now: datetime) -> dict:
 
 @bp.get("/developer")
 def developer():
-    quick_start = next(e for e in snippets.examples(request.url_root) if e.operation_id == "sandbox_create_job")
+    examples = snippets.examples(current_app.config["PUBLIC_BASE_URL"])  # pinned, not the request's Host
+    quick_start = next(e for e in examples if e.operation_id == "sandbox_create_job")
     context = {"quick_start": quick_start}
     if current_user.is_authenticated:
         context["active"] = keys.active_key(current_user.id)

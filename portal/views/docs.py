@@ -23,7 +23,7 @@ def docs():
 
 @bp.get("/docs/api")
 def api_docs():
-    examples = snippets.examples(request.url_root)
+    examples = snippets.examples(current_app.config["PUBLIC_BASE_URL"])
     return render_template("docs/api.html", groups=snippets.by_tag(examples))
 
 
@@ -33,7 +33,7 @@ SDK_REPOSITORY = "https://github.com/levqor/levqor-sdk"
 
 
 def _sdk_page(**context):
-    api_base = request.url_root.rstrip("/") + "/api"
+    api_base = current_app.config["PUBLIC_BASE_URL"] + "/api"  # pinned: the Host header is the client's
     return render_template(
         "docs/sdk.html",
         examples=sdk_examples.rendered(api_base),
