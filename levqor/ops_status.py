@@ -11,6 +11,7 @@ Every section is gathered on its own: a section that cannot be read (Redis down,
 is reported as an error next to the sections that could.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -142,10 +143,8 @@ def redis_memory(r: redis.Redis) -> dict:
 def http_counts(r: redis.Redis, today: date | None = None) -> list[dict]:
     """Requests, 5xx and 429 counts, today so far and yesterday (UTC), summed over every web
     process; each process adds its totals every STATS_FLUSH_SECONDS, so today lags by that."""
-    try:
+    with contextlib.suppress(redis.RedisError):  # a full Redis refuses the write; reading still works
         metrics.flush_daily_stats(r)
-    except redis.RedisError:
-        pass  # a full Redis refuses the write; the totals already there can still be read
     today = today or _now().date()
     rows = []
     for label, day in (("today", today), ("yesterday", today - timedelta(days=1))):
