@@ -177,18 +177,20 @@ def main() -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=int(os.environ.get("WORKER_CONCURRENCY", 4)),
-        help="workers on the API queue (default $WORKER_CONCURRENCY or 4); one more serves the periodic queue",
+        help="workers on the API queue (default $WORKER_CONCURRENCY, 4); one more serves the periodic queue",
     )
     args = parser.parse_args()
-    url = _app().app.config["REDIS_URL"]
+    config = _app().app.config
+    url = config["REDIS_URL"]
     connection = redis_conn.worker_client(url)
     if args.burst:
         LevqorWorker(list(QUEUES), connection=connection).work(burst=True, with_scheduler=True)
         return
     if not args.no_cron:
         start_cron(redis_conn.worker_client(url))
-    LevqorWorkerPool(connection, api_workers=max(1, args.concurrency)).start(burst=False)
+    LevqorWorkerPool(connection, api_workers=max(1, args.concurrency or config["WORKER_CONCURRENCY"])).start(
+        burst=False
+    )
 
 
 if __name__ == "__main__":

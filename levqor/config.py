@@ -106,6 +106,8 @@ def from_env() -> dict:
         "MAIL_FROM": env.get("MAIL_FROM", "Levqor <no-reply@levqor.example>"),
         "EMAIL_SENDER": env.get("EMAIL_SENDER", ""),  # "module:Class"; default SMTP when SMTP_HOST is set, else log
         "ALERT_WEBHOOK_URL": env.get("ALERT_WEBHOOK_URL", ""),
+        # Worker processes on the API queue per `worker` process (jobs/worker.py); +1 periodic.
+        "WORKER_CONCURRENCY": int(env.get("WORKER_CONCURRENCY", 4)),
         # Finished API jobs (input, result) are deleted this many days after they finish.
         "JOB_RETENTION_DAYS": int(env.get("JOB_RETENTION_DAYS", 30)),
         "STATS_FLUSH_SECONDS": float(env.get("STATS_FLUSH_SECONDS", 10)),

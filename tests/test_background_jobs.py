@@ -497,6 +497,7 @@ def test_the_schedule_comes_from_the_environment():
         [
             ("billing-downgrade", "30 0 * * *", "jobs.background.billing_downgrade"),
             ("notion-sync", "15 2 * * *", "jobs.background.notion_sync"),
+            ("purge-jobs", "45 0 * * *", "jobs.background.purge_jobs"),
             ("quota-alerts", "*/5 * * * *", "jobs.background.quota_alerts"),
             ("requeue-jobs", "* * * * *", "jobs.background.requeue_jobs"),
         ]
