@@ -2,8 +2,9 @@
 when REDIS_URL is unset).
 
 As shipped it is a supervisor built on RQ's WorkerPool:
-- one worker serves only the periodic queue, so a backlog of API jobs never delays the scheduled
-  maintenance jobs, and a long maintenance job never delays API jobs;
+- PERIODIC_WORKERS workers serve only the periodic queue, so a backlog of API jobs never delays
+  the scheduled maintenance jobs, a long maintenance job never delays API jobs, and an hour-long
+  Notion sync does not hold up `requeue-jobs` or the quota alerts;
 - WORKER_CONCURRENCY workers (default 4) serve the API queue, so one account's long jobs do not
   hold up other accounts' short ones (each account's jobs in flight are capped by tier, too);
 - a worker that dies (SIGKILL, out of memory, Redis gone mid-command) is started again, once Redis
@@ -40,6 +41,7 @@ REDIS_RETRY_SECONDS = 2.0
 # other threads only runs its handler when that wait ends, so a short wait keeps a SIGTERM
 # (a deploy, a dyno restart: 30 s before SIGKILL) a warm shutdown. RQ's default is 420.
 WORKER_TTL = 30
+PERIODIC_WORKERS = 2
 
 
 class LevqorWorker(Worker):
@@ -127,19 +129,21 @@ def start_cron(connection) -> LeaderCronScheduler:
 
 
 class LevqorWorkerPool(WorkerPool):
-    """RQ's WorkerPool, which starts a worker again when one dies, with one of its workers kept
-    for the periodic queue; and no respawn storm while Redis is down."""
+    """RQ's WorkerPool, which starts a worker again when one dies, with PERIODIC_WORKERS of its
+    workers kept for the periodic queue; and no respawn storm while Redis is down."""
 
     def __init__(self, connection: redis.Redis, api_workers: int):
-        super().__init__([API_QUEUE], connection=connection, num_workers=api_workers + 1, worker_class=LevqorWorker)
+        super().__init__(
+            [API_QUEUE], connection=connection, num_workers=api_workers + PERIODIC_WORKERS, worker_class=LevqorWorker
+        )
         self._queues_by_worker: dict[str, list[str]] = {}
         self._redis_down_since: float | None = None
 
     def get_worker_process(self, name, burst, _sleep=0, logging_level="INFO"):
         alive = {n for n in self.worker_dict if n != name}
-        periodic_taken = any(self._queues_by_worker.get(n) == [PERIODIC_QUEUE] for n in alive)
+        periodic = sum(self._queues_by_worker.get(n) == [PERIODIC_QUEUE] for n in alive)
         # WorkerPool hands every worker self._queue_names; set it to this worker's share first.
-        self._queue_names = [API_QUEUE] if periodic_taken else [PERIODIC_QUEUE]
+        self._queue_names = [API_QUEUE] if periodic >= PERIODIC_WORKERS else [PERIODIC_QUEUE]
         self._queues_by_worker[name] = self._queue_names
         return super().get_worker_process(name, burst, _sleep=_sleep, logging_level=logging_level)
 
@@ -177,7 +181,7 @@ def main() -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        help="workers on the API queue (default $WORKER_CONCURRENCY, 4); one more serves the periodic queue",
+        help="workers on the API queue (default $WORKER_CONCURRENCY, 4); two more serve the periodic queue",
     )
     args = parser.parse_args()
     config = _app().app.config

@@ -109,7 +109,7 @@ def from_env() -> dict:
         # Worker processes on the API queue per `worker` process (jobs/worker.py); +1 periodic.
         "WORKER_CONCURRENCY": int(env.get("WORKER_CONCURRENCY", 4)),
         # Finished API jobs (input, result) are deleted this many days after they finish.
-        "JOB_RETENTION_DAYS": int(env.get("JOB_RETENTION_DAYS", 30)),
+        "JOB_RETENTION_DAYS": max(1, int(env.get("JOB_RETENTION_DAYS", 30))),
         "STATS_FLUSH_SECONDS": float(env.get("STATS_FLUSH_SECONDS", 10)),
         "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
         # On a dyno /metrics is closed (403) until METRICS_TOKEN is set: business volumes are not

@@ -250,8 +250,11 @@ def purge_finished(now, retention: timedelta) -> int:
         ).all()
         if not batch:
             return purged
-        purged += db.session.execute(sa.delete(Job).where(Job.seq.in_(batch))).rowcount
+        deleted = db.session.execute(sa.delete(Job).where(Job.seq.in_(batch))).rowcount
         db.session.commit()  # in batches: short transactions, and progress survives an interruption
+        if not deleted:
+            return purged
+        purged += deleted
 
 
 def requeue_stranded(now, queued_for=timedelta(minutes=2), running_for=timedelta(minutes=2)) -> int:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, Worker
 
+from jobs.worker import PERIODIC_WORKERS
 from levqor import create_app, metering, metrics, ops_status, tiers
 from levqor.extensions import db, limiter
 from levqor.models import Account, Job
@@ -187,14 +188,14 @@ def test_the_shipped_worker_pool_appears_per_queue_and_its_jobs_in_the_24h_figur
         samples = scrape(client)
         return (
             value(samples, "levqor_rq_workers_alive", queue=API_QUEUE) == 2
-            and value(samples, "levqor_rq_workers_alive", queue=PERIODIC_QUEUE) == 1
+            and value(samples, "levqor_rq_workers_alive", queue=PERIODIC_QUEUE) == PERIODIC_WORKERS
         )
 
-    _wait(alive, timeout=60, what="2 API workers and 1 periodic worker")
+    _wait(alive, timeout=60, what="2 API workers and the periodic workers")
     html = operator.client.get("/developer/ops").text
     assert 'data-workers-alive="2"' in queue_row(html, API_QUEUE)
-    assert 'data-workers-alive="1"' in queue_row(html, PERIODIC_QUEUE)
-    assert html.count('data-alive="yes"') == len(Worker.all(connection=r)) == 3
+    assert f'data-workers-alive="{PERIODIC_WORKERS}"' in queue_row(html, PERIODIC_QUEUE)
+    assert html.count('data-alive="yes"') == len(Worker.all(connection=r)) == 2 + PERIODIC_WORKERS
 
     _, raw = make_account(tier="pro")
     created = client.post("/api/v1/jobs", json={"workflow": "echo", "input": {"x": 1}}, headers={"x-api-key": raw})

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from rq import Queue, Worker
 from rq.job import Job as RQJob
 
+from jobs.worker import PERIODIC_WORKERS
 from levqor import background, sandbox
 from levqor import jobs as job_core
 from levqor.extensions import db
@@ -199,7 +200,11 @@ def live_worker(app, database_url, redis_server):
         process = subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=env, start_new_session=True)
         started.append(process)
         r = app.extensions["levqor.redis"]
-        wait_for(lambda: len(Worker.all(connection=r)) == concurrency + 1, 60, what="the pool's workers registering")
+        wait_for(
+            lambda: len(Worker.all(connection=r)) == concurrency + PERIODIC_WORKERS,
+            60,
+            what="the pool's workers registering",
+        )
         return process
 
     yield launch
