@@ -19,7 +19,8 @@ What it does, in order:
 4. meanwhile, at 20 % of the run, SIGKILLs the worker's whole process tree (a dyno dying) and
    starts the Procfile's `worker` line again (the platform restarting the dyno); at 45 % stops
    Redis and starts it again on the same port (empty: no persistence); at 70 % sends
-   SOAK_WEB_SIGNAL (TERM, or KILL) to one gunicorn worker, which gunicorn replaces;
+   SOAK_WEB_SIGNAL (TERM, or KILL) to one gunicorn worker, which gunicorn replaces
+   (SOAK_FAULTS, default `worker,redis,web`, picks which of the three happen);
 5. drains: waits up to SOAK_DRAIN_SECONDS (default 180) for every job that got a 202 to finish
    (read from the database, so the drain adds no API calls); the worker's `requeue-jobs`
    schedule (JOBS_REQUEUE_CRON, every minute) rescues jobs stranded by the faults after 2 min;
@@ -62,6 +63,8 @@ SECONDS = int(os.environ.get("SOAK_SECONDS", 60))
 DRAIN_SECONDS = int(os.environ.get("SOAK_DRAIN_SECONDS", 180))
 ACCOUNTS = int(os.environ.get("SOAK_ACCOUNTS", 24))
 WEB_CONCURRENCY = os.environ.get("SOAK_WEB_CONCURRENCY", "2")
+# Which faults to inject (default all three): e.g. SOAK_FAULTS=worker,web to leave Redis alone.
+FAULTS = set(os.environ.get("SOAK_FAULTS", "worker,redis,web").replace(" ", "").split(","))
 WEB_SIGNAL = getattr(signal, "SIG" + os.environ.get("SOAK_WEB_SIGNAL", "TERM").upper())
 FLUSH_SECONDS = 5
 TIER_CYCLE = ("sandbox", "pro", "enterprise")
@@ -287,7 +290,7 @@ def faults(soak: Soak, redis_server: RedisServer, procs: dict, env: dict, logs: 
         soak.faults.append((what, started, soak.now()))
         print(f"  [{started:5.1f}s-{soak.now():5.1f}s] {what}", flush=True)
 
-    if at(0.20):
+    if at(0.20) and "worker" in FAULTS:
         started = soak.now()
         pids = [p.pid for p in tree(procs["worker"].pid)]
         kill_tree(procs["worker"], signal.SIGKILL)
@@ -295,13 +298,13 @@ def faults(soak: Soak, redis_server: RedisServer, procs: dict, env: dict, logs: 
         time.sleep(1)  # the platform notices and starts the dyno again
         procs["worker"] = start(procfile()["worker"], env, logs / "worker.log")
         note(f"worker's {len(pids)} processes SIGKILLed, the Procfile's worker line started again", started)
-    if at(0.45):
+    if at(0.45) and "redis" in FAULTS:
         started = soak.now()
         redis_server.stop()
         time.sleep(2)
         redis_server.start()
         note(f"Redis stopped and started again on port {redis_server.port} (down ~2 s)", started)
-    if at(0.70):
+    if at(0.70) and "web" in FAULTS:
         started = soak.now()
         workers = gunicorn_workers(procs["web"])
         if not workers:
@@ -493,7 +496,8 @@ def report(soak, accounts, rows, usage, persisted, traffic_seconds, logs) -> boo
         print(f"    first at {min(c.at for c in undocumented):.1f}s, last at {max(c.at for c in undocumented):.1f}s")
     print(f"no answer (connection closed/refused, timeout): {len(no_answer)}")
     for (area, op, err), n in Counter((c.area, c.op, c.error[:90]) for c in no_answer).most_common(6):
-        print(f"    {n:5d} x {area} {op}: {err}")
+        times = ", ".join(f"{c.at:.1f}s" for c in no_answer if (c.area, c.op, c.error[:90]) == (area, op, err))
+        print(f"    {n:5d} x {area} {op}: {err} (at {times[:80]})")
     tooman = Counter(c.problem or "?" for c in calls if c.status == 429)
     print(f"429 (not errors): {sum(tooman.values())} {dict(tooman)}")
 
