@@ -1,6 +1,7 @@
 """ASGI middleware at the very edge of the app: body size and nesting limits, rate-limit and
 security headers on every response (the API's problem responses never pass through Flask)."""
 
+import asyncio
 import json
 import re
 
@@ -16,6 +17,9 @@ MAX_JSON_DEPTH = 32
 _STRUCTURAL = re.compile(rb'[\[\]{}"\\]')
 # Bodies these carry are never parsed as JSON (the portal's forms), so their brackets are just text.
 _NOT_JSON = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+# A body must have arrived in full this long after the request did: a client trickling it in (or
+# stalling) would otherwise hold its connection and buffer open for as long as it likes.
+BODY_TIMEOUT_SECONDS = 10.0
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 # Sent on responses to HTTPS requests (the scheme the trusted proxy reported): browsers then use
 # HTTPS only for a year. Over plain HTTP browsers ignore it, so local runs are unaffected.
@@ -113,13 +117,22 @@ class ApiEdge:
             return await self._send_problem(send, _too_large(limit))
         if (declared is not None and declared != b"0") or b"transfer-encoding" in headers:
             body = bytearray()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + BODY_TIMEOUT_SECONDS
             while True:
-                message = await receive()
+                try:
+                    message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    return await self._send_problem(
+                        send,
+                        problems.RequestTimeout(f"The request body must arrive within {BODY_TIMEOUT_SECONDS:g} s."),
+                        close=True,
+                    )
                 if message["type"] == "http.disconnect":
                     return  # the client left mid-body: nobody to answer
                 body.extend(message.get("body", b""))
                 if len(body) > limit:  # chunked bodies declare no length
-                    return await self._send_problem(send, _too_large(limit))
+                    return await self._send_problem(send, _too_large(limit), close=True)
                 if not message.get("more_body"):
                     break
             content_type = headers.get(b"content-type", b"").lower()
@@ -129,6 +142,12 @@ class ApiEdge:
                     problems.NestingTooDeep(f"JSON bodies may nest arrays and objects at most {MAX_JSON_DEPTH} deep."),
                 )
             receive = _replay(bytes(body), receive)
+            if declared is None:
+                # A chunked body, now read: Connexion takes a request without Content-Length for
+                # one without a body ("RequestBody is required"), so say how long it was.
+                scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"transfer-encoding"] + [
+                    (b"content-length", str(len(body)).encode())
+                ]
         # The security functions find this app's gate here (several apps may share a process).
         scope["levqor.gate"] = self.flask_app.extensions["levqor.gate"]
         extra = scope.setdefault("levqor.response_headers", {})
@@ -137,16 +156,10 @@ class ApiEdge:
         rate_headers = _with_headers(send, lambda: [(k.lower().encode(), v.encode()) for k, v in extra.items()])
         await self.app(scope, receive, rate_headers)
 
-    async def _send_problem(self, send, problem: problems.Problem):
+    async def _send_problem(self, send, problem: problems.Problem, close: bool = False):
         body = _problem_body(problem)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": problem.status,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+        if close:  # the rest of the body may still be on its way: this connection is done
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": problem.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

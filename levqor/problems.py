@@ -69,6 +69,10 @@ class IdempotencyConflict(Problem):
     status, slug, title = 409, "idempotency-key-reused", "Idempotency key reused with a different request"
 
 
+class RequestTimeout(Problem):
+    status, slug, title = 408, "request-timeout", "Request body too slow"
+
+
 class PayloadTooLarge(Problem):
     status, slug, title = 413, "payload-too-large", "Request body too large"
 
