@@ -123,10 +123,15 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def gunicorn_workers(web: subprocess.Popen) -> list[psutil.Process]:
-    procs = tree(web.pid)
-    masters = [p for p in procs if "gunicorn" in " ".join(p.cmdline()) and p.ppid() not in {q.pid for q in procs[1:]}]
-    masters = masters or [p for p in procs if "gunicorn" in " ".join(p.cmdline())][:1]
-    return masters[0].children() if masters else []
+    """The gunicorn master's children: the master is the first gunicorn process of the tree (bash
+    execs a single command, so usually the Procfile process itself)."""
+    for proc in tree(web.pid):
+        try:
+            if "gunicorn" in " ".join(proc.cmdline()):
+                return [c for c in proc.children() if c.is_running()]
+        except psutil.NoSuchProcess:  # a worker that is exiting right now
+            continue
+    return []
 
 
 def wait_for(predicate, timeout: float, step: float = 0.2):
