@@ -55,13 +55,22 @@ def _not_limited_here() -> bool:
     return by_api_key() or not signed_in()
 
 
-@limiter_callable(default=f"{tiers.get(tiers.DEFAULT_TIER).burst_per_second} per second")
+_DEFAULT_SESSION_BURST = f"{tiers.get(tiers.DEFAULT_TIER).burst_per_second} per second"
+
+
+# Flask-Limiter evaluates these before exempt_when, so key and anonymous calls reach them too:
+# they answer for those without touching the (anonymous) user, which has no tier and no id.
+@limiter_callable(default=_DEFAULT_SESSION_BURST)
 def _session_burst() -> str:
+    if by_api_key() or not signed_in():
+        return _DEFAULT_SESSION_BURST
     return f"{tiers.get(current_user.tier).burst_per_second} per second"
 
 
 @limiter_callable(default="session:unidentified")
 def _session_limit_key() -> str:
+    if by_api_key() or not signed_in():
+        return "session:unidentified"
     return f"session:{current_user.id}"
 
 
