@@ -5,12 +5,12 @@ PIP    := $(VENV)/bin/pip
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test setup lint system-deps bench soak clean sdk sdk-publish
+.PHONY: run test setup lint spec-lint spec-check system-deps bench soak clean sdk sdk-publish
 
 run: setup
 	$(PY) -m levqor.devserver
 
-test: setup system-deps lint
+test: setup system-deps lint spec-lint spec-check
 	$(VENV)/bin/pytest
 
 setup: $(VENV)/.installed node_modules/.package-lock.json
@@ -32,6 +32,17 @@ system-deps:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The contract's quality: Redocly's recommended rules (redocly.yaml) and Spectral's plus ours
+# (.spectral.yaml, openapi/lint/); any error or warning fails.
+spec-lint: setup
+	node_modules/.bin/redocly lint --config redocly.yaml --max-problems 50 openapi/openapi.yaml
+	node_modules/.bin/spectral lint --ruleset .spectral.yaml --fail-severity warn openapi/openapi.yaml
+
+# The breaking-change gate: openapi/openapi.yaml against the newest openapi/released/ copy (optic);
+# a breaking change needs a new major info.version, an additive one a new minor.
+spec-check: setup
+	$(PY) openapi/check_release.py
 
 bench: setup system-deps
 	@command -v wrk >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq wrk >/dev/null || sudo apt-get install -y -qq wrk >/dev/null; }

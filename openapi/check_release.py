@@ -1,0 +1,178 @@
+"""The breaking-change gate (`make spec-check`): the spec against the last released one.
+
+Optic (`optic diff OLD NEW --check`, offline) names every change and flags the breaking ones; this
+script applies the version rule to what it found:
+
+- a breaking change (a removed path, operation, parameter, response property or enum value, a new
+  required request field, a narrowed type) needs info.version's major number to go up;
+- any other change to the contract (a new operation, response, parameter or property) needs at
+  least the minor number to go up;
+- a change to descriptions, summaries or examples alone may keep the version (or bump the patch).
+
+The released spec is the newest openapi/released/openapi-<version>.yaml: a copy kept in the
+repository rather than the spec at a `v<version>` tag, because CI works on a fresh clone where tags
+may be missing, and because the SDKs are tagged in the levqor-sdk repository, not this one.
+Exit 0 when the rule holds, 1 when it does not, 2 when Optic could not run.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "openapi" / "openapi.yaml"
+RELEASED = ROOT / "openapi" / "released"
+OPTIC = ROOT / "node_modules" / ".bin" / "optic"
+_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+# Keywords whose changes say nothing to a client's code.
+DOCS_KEYWORDS = {"description", "summary", "example", "examples", "externalDocs", "title"}
+
+
+def version(text: str) -> tuple[int, int, int]:
+    match = _VERSION.match(str(text))
+    if not match:
+        raise SystemExit(f"info.version {text!r} is not MAJOR.MINOR.PATCH")
+    return tuple(int(n) for n in match.groups())
+
+
+def spec_version(path: Path) -> tuple[int, int, int]:
+    return version(yaml.safe_load(path.read_text())["info"]["version"])
+
+
+def latest_released(folder: Path = RELEASED) -> Path:
+    """The released copy with the highest version in its name."""
+    copies = [p for p in folder.glob("openapi-*.yaml") if _VERSION.match(p.stem.removeprefix("openapi-"))]
+    if not copies:
+        raise SystemExit(f"no released spec (openapi-<version>.yaml) in {folder}")
+    return max(copies, key=lambda p: version(p.stem.removeprefix("openapi-")))
+
+
+def _same_version(new: Path, old_version: str, folder: Path) -> Path:
+    """A copy of `new` that claims `old_version`, line for line: Optic skips its breaking-change
+    checks when it sees a new major version, and this script applies the version rule itself."""
+    text, count = re.subn(r"^(  version:).*$", rf"\g<1> {old_version}", new.read_text(), count=1, flags=re.M)
+    if not count:
+        raise SystemExit(f"{new}: no info.version line")
+    copy = folder / new.name
+    copy.write_text(text)
+    return copy
+
+
+def optic(old: Path, new: Path, *, as_json: bool = False) -> subprocess.CompletedProcess:
+    """Optic's diff of `new` against `old`, with `new` named by its own path in the output."""
+    old_version = yaml.safe_load(old.read_text())["info"]["version"]
+    with tempfile.TemporaryDirectory() as folder:
+        done = _optic(old, _same_version(new, old_version, Path(folder)), as_json)
+        done.stdout = done.stdout.replace(str(Path(folder) / new.name), str(new))
+    return done
+
+
+def _optic(old: Path, new: Path, as_json: bool) -> subprocess.CompletedProcess:
+    cmd = [str(OPTIC), "diff", str(old), str(new), "--check"] + (["--json"] if as_json else [])
+    env = {**os.environ, "OPTIC_TELEMETRY_LEVEL": "off", "NO_COLOR": "1", "FORCE_COLOR": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    if done.returncode not in (0, 1):
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(2)
+    return done
+
+
+def breaking_changes(optic_text: str) -> list[str]:
+    """Each breaking change Optic found, as `OPERATION: message (where)`."""
+    found, operation = [], ""
+    lines = optic_text.splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^x [A-Z]+ /", line):
+            operation = line[2:].rstrip(": ")
+        elif "This is a breaking change" in line:
+            message = line.strip().removeprefix("x ").strip()
+            where = lines[i + 1].strip() if i + 1 < len(lines) and lines[i + 1].strip().startswith("at ") else ""
+            found.append(f"{operation}: {message} {where}".strip())
+    return found
+
+
+def _is_docs_only(key: str) -> bool:
+    """True when a JSON pointer (`/schema/properties/x/description`) ends in a docs keyword."""
+    parts = [p for p in key.split("/") if p]
+    keyword_position = True
+    for part in parts:
+        if keyword_position and (part in DOCS_KEYWORDS or part.startswith("x-")):
+            return True
+        # The segment after `properties` is a property's name, not a keyword.
+        keyword_position = part != "properties"
+        if not keyword_position:
+            continue
+    return False
+
+
+def contract_changes(optic_json: dict) -> list[str]:
+    """Every change Optic reported that is more than documentation, as `where: what`."""
+    found = []
+
+    def walk(node, where):
+        if isinstance(node, list):
+            for item in node:
+                walk(item, where)
+            return
+        if not isinstance(node, dict):
+            return
+        here = f"{where} {node['name']}".strip() if "name" in node else where
+        if node.get("change") in ("added", "removed") and "name" in node:
+            found.append(f"{here}: {node['change']}")
+            return
+        for attribute in node.get("attributes", []):
+            key = attribute.get("key", "")
+            if not _is_docs_only(key):
+                found.append(f"{here}: {key or '(whole)'} {attribute.get('change')}")
+        for name, value in node.items():
+            if name != "attributes" and isinstance(value, list | dict):
+                walk(value, here)
+
+    walk(optic_json.get("operations", []), "")
+    return found
+
+
+def check(old: Path, new: Path) -> tuple[bool, list[str]]:
+    """Whether `new` may follow `old` under the version rule, and the lines saying why."""
+    old_v, new_v = spec_version(old), spec_version(new)
+    shown = lambda v: ".".join(map(str, v))  # noqa: E731
+    head = f"{new.name} {shown(new_v)} against released {old.name} {shown(old_v)}"
+    if new_v < old_v:
+        return False, [f"{head}: info.version went down"]
+    text = optic(old, new)
+    if text.returncode == 1:
+        changes = breaking_changes(text.stdout) or [text.stdout.strip()]
+        if new_v[0] > old_v[0]:
+            return True, [f"{head}: breaking changes, allowed by the new major version:", *changes]
+        return False, [
+            f"{head}: breaking changes need a new major version (info.version {old_v[0] + 1}.0.0):",
+            *changes,
+        ]
+    if new_v[:2] > old_v[:2]:
+        return True, [f"{head}: no breaking change"]
+    changes = contract_changes(json.loads(optic(old, new, as_json=True).stdout or "{}"))
+    if changes:
+        wanted = f"{old_v[0]}.{old_v[1] + 1}.0"
+        return False, [f"{head}: additive changes need a new minor version (info.version {wanted}):", *changes]
+    return True, [f"{head}: no change to the contract"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, default=SPEC)
+    parser.add_argument("--released", type=Path, help="the released spec (default: newest in openapi/released/)")
+    args = parser.parse_args(argv)
+    ok, lines = check(args.released or latest_released(), args.spec)
+    print("\n".join(lines if ok else ["spec-check FAILED: " + lines[0], *("  - " + x for x in lines[1:])]))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
