@@ -20,7 +20,7 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import config, gate, problems, redis_conn, tiers, validation
+from . import config, deprecation, gate, problems, redis_conn, tiers, validation
 from .edge import ApiEdge
 from .extensions import csrf, db, limiter, login_manager, migrate
 from .metrics import MetricsMiddleware
@@ -99,6 +99,7 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
         ApiEdge, position=MiddlewarePosition.BEFORE_EXCEPTION, flask_app=app, max_body_bytes=settings["MAX_BODY_BYTES"]
     )
     register_error_handlers(cx)
+    deprecation.register(app, yaml.safe_load(SPEC.read_text()))  # Deprecation/Sunset headers
     register_blueprints(app)
     register_commands(app)
     return cx

@@ -25,6 +25,8 @@ class Example:
     summary: str
     tag: str
     auth: str  # "key" | "session" | "none"
+    deprecated: bool = False
+    sunset: str = ""  # the operation's x-sunset date, when deprecated
     url: str = ""
     headers: dict = field(default_factory=dict)
     body: object = None
@@ -161,6 +163,8 @@ def examples(base_url: str, spec: dict | None = None) -> list[Example]:
                 summary=operation.get("summary", ""),
                 tag=(operation.get("tags") or ["Other"])[0],
                 auth=_auth(spec, operation),
+                deprecated=bool(operation.get("deprecated")),
+                sunset=str(operation.get("x-sunset", "")),
             )
             concrete, query = server + path, []
             for param in [_resolve(spec, p) for p in shared + operation.get("parameters", [])]:

@@ -2,10 +2,13 @@
 
 import json
 import logging
+from pathlib import Path
 
 import redis
 from flask import current_app, render_template, request
 from flask_login import current_user
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
 from levqor import portal_sandbox, problems
 
@@ -25,6 +28,21 @@ def docs():
 def api_docs():
     examples = snippets.examples(current_app.config["PUBLIC_BASE_URL"])
     return render_template("docs/api.html", groups=snippets.by_tag(examples))
+
+
+CHANGELOG = Path(__file__).resolve().parents[2] / "openapi" / "CHANGELOG.md"
+
+
+@bp.get("/docs/changelog")
+def changelog():
+    """openapi/CHANGELOG.md as a page: each API version, its date and its changes."""
+    # CommonMark with raw HTML off: the file is ours, but what it holds is shown as text.
+    text = CHANGELOG.read_text(encoding="utf-8")
+    if text.startswith("# "):  # the file's title; the page has its own heading
+        text = text.partition("\n")[2]
+    html = MarkdownIt("commonmark", {"html": False}).render(text)
+    safe = Markup(html)  # noqa: S704 -- markdown-it escapes any HTML in the text (html: False)
+    return render_template("docs/changelog.html", changelog=safe, api_version=current_app.config["API_VERSION"])
 
 
 # Where `make sdk-publish` puts the SDKs, tagged v<info.version>; no package registry holds them.
