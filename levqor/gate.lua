@@ -7,7 +7,9 @@
 -- ARGV[5]  UTC day (YYYY-MM-DD)              ARGV[6] its end, unix seconds
 -- ARGV[7]  sandbox calls per key per day
 -- ARGV[8]  failed authentications allowed per address per window   ARGV[9] the window's end
--- Returns {verdict, limit, remaining, reset, burst_limit, burst_remaining[, account_id, key_id]}
+-- Returns {verdict, limit, remaining, reset, burst_limit, burst_remaining[, account_id, key_id
+--          [, epoch, key's day counter after this call, period id]]}: the last three on a
+--          metered call, for gate.py's journal (what to replay should this Redis be lost).
 local r = redis.call('HMGET', KEYS[1], 'acct', 'kid', 'quota', 'burst', 'pid', 'pend', 'exp')
 if not r[1] or r[1] == '' then
   -- Not a known key: an address that failed too often is refused before the database is asked
@@ -42,6 +44,13 @@ if area == 'meta' then
 end
 
 local dirty = kid .. '|' .. acct .. '|' .. day
+-- This server's life: set on its first metered call, so an empty restarted Redis gets a new one.
+local epoch = redis.call('GET', 'lvq:epoch')
+if not epoch then
+  local t = redis.call('TIME')
+  epoch = t[1] .. '.' .. t[2]
+  redis.call('SET', 'lvq:epoch', epoch)
+end
 if area == 'sandbox' then
   local cap = tonumber(ARGV[7])
   local skey = 'lvq:s:' .. kid .. ':' .. day
@@ -50,7 +59,7 @@ if area == 'sandbox' then
   n = redis.call('INCR', skey)
   redis.call('EXPIRE', skey, 8 * 86400)
   redis.call('SADD', 'lvq:dirty', dirty)
-  return {'ok', cap, cap - n, ARGV[6], burst, burst - b, acct, kid}
+  return {'ok', cap, cap - n, ARGV[6], burst, burst - b, acct, kid, epoch, n, ''}
 end
 
 local pid, pend = ARGV[3], ARGV[4]
@@ -62,8 +71,8 @@ if quota >= 0 and n >= quota then return {'quota', quota, 0, pend, burst, burst 
 n = redis.call('INCR', ukey)
 redis.call('EXPIRE', ukey, 70 * 86400)
 local dkey = 'lvq:d:' .. kid .. ':' .. day
-redis.call('INCR', dkey)
+local d = redis.call('INCR', dkey)
 redis.call('EXPIRE', dkey, 8 * 86400)
 redis.call('SADD', 'lvq:dirty', dirty)
-if quota < 0 then return {'ok', -1, -1, pend, burst, burst - b, acct, kid} end
-return {'ok', quota, quota - n, pend, burst, burst - b, acct, kid}
+if quota < 0 then return {'ok', -1, -1, pend, burst, burst - b, acct, kid, epoch, d, pid} end
+return {'ok', quota, quota - n, pend, burst, burst - b, acct, kid, epoch, d, pid}

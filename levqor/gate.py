@@ -9,6 +9,11 @@ database (cached per process for DEGRADED_CACHE_SECONDS), the burst limit is enf
 process with the `limits` library (Flask-Limiter's engine), the quota is checked against the
 persisted usage plus this process's uncounted calls, and those calls are replayed into Redis
 as soon as it answers again.
+
+Each process also keeps a short journal of the calls it admitted, numbered by the key's day
+counter and tagged with the Redis server's life (its epoch). When Redis comes back empty, the
+flusher replays the journaled calls numbered above what the database held (the seed base):
+exactly the ones no flush had persisted.
 """
 
 import asyncio
@@ -18,7 +23,7 @@ import logging
 import threading
 import time
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +51,10 @@ BURST = "burst"  # rate_limit_headers: report the per-second window
 # address per minute; past that, unknown keys from it get 429 without a database lookup.
 FAILED_AUTH_PER_MINUTE = 20
 _SCRIPT = (Path(__file__).with_name("gate.lua")).read_text()
+EPOCH_KEY = "lvq:epoch"
+# How long an admitted call stays in the journal: many flush intervals, after which a flush has
+# persisted it (a Redis restart then re-seeds it from the database).
+JOURNAL_SECONDS = 60
 
 
 def _hash_of(raw_key: str) -> str:
@@ -127,6 +136,8 @@ class Gate:
         self._degraded_cache: dict[str, tuple[float, KeyRecord | None]] = {}
         self._burst_fallback = FixedWindowRateLimiter(MemoryStorage())
         self._flusher: threading.Thread | None = None
+        # (admitted at, key id, account id, period id, day, area, epoch, day counter value)
+        self._journal: deque = deque()
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -202,6 +213,19 @@ class Gate:
             BURST if verdict == "burst" else area, limit, remaining, reset, burst, burst_left, now
         )
         if verdict == "ok":
+            if len(result) > 8:  # a metered call: journal it (see the module docstring)
+                self._journal.append(
+                    (
+                        now,
+                        result[7],
+                        int(result[6]),
+                        result[10],
+                        _calendar_args(int(now))[2],
+                        area,
+                        result[8],
+                        int(result[9]),
+                    )
+                )
             return {
                 "sub": result[6].decode(),
                 "account_id": int(result[6]),
@@ -389,12 +413,80 @@ class Gate:
         if self._pending or self._forget_later:
             self._replay_pending()
         try:
+            self._replay_journal()
+        except redis.RedisError as err:
+            log.warning("journal replay deferred, redis unavailable: %s", err)
+        try:
             # One process flushes per interval; the others skip.
             if self.redis.set("lvq:flush-lock", "1", nx=True, px=int(self.flush_seconds * 900) or 1):
                 with self.app.app_context():
                     metering.flush_usage(self.redis)
         except redis.RedisError as err:
             log.warning("usage flush skipped, redis unavailable: %s", err)
+
+    def _replay_journal(self) -> None:
+        """Prune the journal; if Redis lost the counters since (a new epoch), add back the calls
+        journaled under the old one that the database had not seen."""
+        if not self._journal:
+            return
+        epoch = self.redis.get(EPOCH_KEY)
+        if epoch is None:
+            # Start this Redis's life now, as gate.lua would: a call journaled after this read
+            # must not look stale (it would be replayed on top of itself).
+            seconds, micros = self.redis.time()
+            self.redis.set(EPOCH_KEY, f"{seconds}.{micros}", nx=True)
+            epoch = self.redis.get(EPOCH_KEY)
+        horizon = time.time() - JOURNAL_SECONDS
+        stale: dict[tuple, list] = {}
+        kept = deque()
+        while self._journal:
+            entry = self._journal.popleft()
+            admitted_at, kid, acct, pid, day_text, area, entry_epoch, n = entry
+            if entry_epoch != epoch:
+                stale.setdefault((kid.decode(), acct, pid.decode(), day_text, area), []).append(entry)
+            elif admitted_at >= horizon:
+                kept.append(entry)
+        self._journal.extendleft(reversed(kept))  # calls admitted meanwhile stay after them
+        if not stale:
+            return
+        try:
+            replayed = self._replay_stale(stale)
+        except Exception:
+            self._journal.extend(e for entries in stale.values() for e in entries)  # next tick
+            raise
+        if replayed:
+            log.warning("redis lost its counters: replayed %d call(s) no flush had persisted", replayed)
+
+    def _replay_stale(self, stale: dict[tuple, list]) -> int:
+        replayed = 0
+        with self.app.app_context():
+            for (kid, acct, pid, day_text, area), entries in list(stale.items()):
+                day = datetime.fromisoformat(day_text).date()
+                field = "sandbox" if area == "sandbox" else "calls"
+                account = db.session.get(Account, acct)
+                if account is None:
+                    del stale[(kid, acct, pid, day_text, area)]
+                    continue
+                # Seeds what this Redis lacks (nx): the base is what the database held, so the
+                # calls numbered above it are the ones no flush persisted.
+                metering.seed_counters(self.redis, account, kid, datetime.now(UTC))
+                metering.seed_day(self.redis, kid, day)
+                base = int(self.redis.hget(metering.base_key(kid, day), field) or 0)
+                lost = sum(1 for entry in entries if entry[-1] > base)
+                if not lost:
+                    del stale[(kid, acct, pid, day_text, area)]
+                    continue
+                pipe = self.redis.pipeline(transaction=False)
+                if area == "sandbox":
+                    pipe.incrby(metering.sandbox_key(kid, day), lost)
+                else:
+                    pipe.incrby(metering.usage_key(acct, pid), lost)
+                    pipe.incrby(metering.daily_key(kid, day), lost)
+                pipe.sadd(metering.DIRTY, f"{kid}|{acct}|{day_text}")
+                pipe.execute()
+                del stale[(kid, acct, pid, day_text, area)]  # done: not to be re-journaled on a later error
+                replayed += lost
+        return replayed
 
     # -- cache invalidation -----------------------------------------------------------------------
 

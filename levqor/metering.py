@@ -2,7 +2,8 @@
 
 Counters live in Redis on the hot path (see gate.lua). They are copied to `usage_daily`
 every USAGE_FLUSH_SECONDS; after a Redis restart or flush the counters are seeded again from
-the database, so at most one flush interval of increments can be lost.
+the database, and each web process replays the calls it admitted that the last flush had not
+persisted (gate.Gate's journal), so a Redis restart loses no call a live process admitted.
 """
 
 import calendar
@@ -74,6 +75,12 @@ def period_days(period: Period) -> tuple[date, date]:
     return first, (period.end - timedelta(microseconds=1)).date()
 
 
+def base_key(key_id: str, day: date) -> str:
+    """What a key's day counters were seeded with, in this Redis's life: calls numbered above it
+    by an earlier life of Redis were never persisted (gate.Gate replays them)."""
+    return f"lvq:base:{key_id}:{day.isoformat()}"
+
+
 def persisted_period_calls(account_id: int, period: Period) -> int:
     first, last = period_days(period)
     return int(
@@ -93,12 +100,19 @@ def persisted_day(key_id: str, day: date) -> tuple[int, int]:
 def seed_counters(r: redis.Redis, account: Account, key_id: str, now: datetime) -> None:
     """Restore counters Redis lost from the database; existing counters are left alone."""
     period = current_period(account, now)
-    today = now.date()
-    calls, sandbox_calls = persisted_day(key_id, today)
+    r.set(usage_key(account.id, period), persisted_period_calls(account.id, period), nx=True, ex=70 * 86400)
+    seed_day(r, key_id, now.date())
+
+
+def seed_day(r: redis.Redis, key_id: str, day: date) -> None:
+    """A key's day counters and their seed base, from the database, where Redis has none."""
+    calls, sandbox_calls = persisted_day(key_id, day)
     pipe = r.pipeline(transaction=False)
-    pipe.set(usage_key(account.id, period), persisted_period_calls(account.id, period), nx=True, ex=70 * 86400)
-    pipe.set(daily_key(key_id, today), calls, nx=True, ex=8 * 86400)
-    pipe.set(sandbox_key(key_id, today), sandbox_calls, nx=True, ex=8 * 86400)
+    pipe.set(daily_key(key_id, day), calls, nx=True, ex=8 * 86400)
+    pipe.set(sandbox_key(key_id, day), sandbox_calls, nx=True, ex=8 * 86400)
+    pipe.hsetnx(base_key(key_id, day), "calls", calls)
+    pipe.hsetnx(base_key(key_id, day), "sandbox", sandbox_calls)
+    pipe.expire(base_key(key_id, day), 8 * 86400)
     pipe.execute()
 
 

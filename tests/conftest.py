@@ -71,6 +71,7 @@ def _clean_state(request):
         db.session.commit()
         app.extensions["levqor.redis"].flushdb()
     app.extensions["levqor.gate"]._pending.clear()
+    app.extensions["levqor.gate"]._journal.clear()
     yield
 
 

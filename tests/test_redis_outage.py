@@ -161,3 +161,31 @@ def test_a_full_redis_is_served_like_an_outage_and_nothing_is_a_500(cx, app, mak
         "portal usage": 200,
     }, {name: r.text[:300] for name, r in calls.items() if r.status_code >= 500}
     assert calls["sandbox job"].json()["type"].endswith("/service-unavailable")
+
+
+def test_calls_no_flush_had_persisted_survive_a_redis_restart(cx, app, make_account, redis_server, outage):
+    account_id, key = make_account(tier="pro")
+    headers = {"x-api-key": key}
+    r, gate = app.extensions["levqor.redis"], app.extensions["levqor.gate"]
+    with cx.test_client() as client:
+        for _ in range(5):
+            assert client.get("/api/v1/workflows", headers=headers).status_code == 200
+        with app.app_context():
+            metering.flush_usage(r)  # 5 persisted
+        for _ in range(4):
+            assert client.get("/api/v1/workflows", headers=headers).status_code == 200
+        for _ in range(2):
+            assert client.get("/api/sandbox/v1/workflows", headers=headers).status_code == 200
+
+        outage()  # the 4 + 2 calls since the flush exist only in this Redis, which is lost
+        redis_server.start()
+        gate.background_tick()  # replays them from this process's journal, then flushes
+        gate.background_tick()  # a second tick finds nothing more to replay
+        usage = client.get("/api/usage", headers=headers).json()
+    assert usage["calls_used"] == 5 + 4 and usage["sandbox"]["calls_today"] == 2  # /api/usage is not metered
+    with app.app_context():
+        metering.flush_usage(r)
+        row = db.session.scalar(sa.select(UsageDaily))
+        assert (row.calls, row.sandbox_calls) == (9, 2)
+        period = metering.current_period(db.session.get(Account, account_id), datetime.now(UTC))
+        assert int(r.get(metering.usage_key(account_id, period))) == 9
