@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from drift import drift
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "sdk-gen"
 SPEC = ROOT / "openapi" / "openapi.yaml"
+CHANGELOG = ROOT / "openapi" / "CHANGELOG.md"
 OUT = ROOT / "build" / "sdk"
 # What publish.py reads: the version and the spec the output was generated from.
 META = "generated.json"
@@ -108,8 +110,35 @@ def generate(lang: str, version: str, cli: str, root: Path = OUT) -> Path:
     for source, target in layer:
         step(lang, f"adding the hand-written layer sdk-gen/{lang}/{Path(source).name}/ → {target}/")
         shutil.copytree(HERE / source, out / target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    add_changelog(out, version)
     step(lang, f"generated in {time.monotonic() - started:.1f}s")
     return out
+
+
+def changelog_entry(version: str, text: str) -> str:
+    """The changelog's section for `version` (its heading and body), or "" when it has none."""
+    heading = re.compile(rf"^## {re.escape(version)}\b.*$", re.M)
+    found = heading.search(text)
+    if found is None:
+        return ""
+    following = re.compile(r"^## ", re.M).search(text, found.end())
+    return text[found.start() : following.start() if following else len(text)].strip()
+
+
+def add_changelog(out: Path, version: str) -> None:
+    """Each SDK ships the API's changelog, and its README (the package's description on PyPI
+    and npm) says what this version changed."""
+    text = CHANGELOG.read_text()
+    (out / "CHANGELOG.md").write_text(text)
+    entry = changelog_entry(version, text)
+    if not entry:
+        raise GenerationError(f"openapi/CHANGELOG.md has no section for {version}: add one before generating.")
+    body = entry.split("\n", 1)[1].strip() if "\n" in entry else ""
+    readme = out / "README.md"
+    readme.write_text(
+        readme.read_text().rstrip()
+        + f"\n\n## What changed in {version}\n\n{body}\n\nEvery version: [CHANGELOG.md](CHANGELOG.md).\n"
+    )
 
 
 def build_node(out: Path) -> None:

@@ -156,9 +156,15 @@ def test_make_sdk_generates_both_sdks_versioned_from_the_spec(generated):
     ).read_text()
     meta = json.loads((out / "generated.json").read_text())
     assert meta["version"] == version
+    changelog = (ROOT / "openapi" / "CHANGELOG.md").read_text()
     for lang in ("python", "node"):
         readme = (out / lang / "README.md").read_text()
         assert "Quick start" in readme and version in readme
+        # The version's changelog entries travel with the package (its README is its description).
+        assert f"## What changed in {version}" in readme
+        assert "too-many-jobs-in-flight" in readme
+        assert (out / lang / "CHANGELOG.md").read_text() == changelog
+    assert "CHANGELOG.md" in package["files"]
 
 
 def test_python_sdk_against_a_running_app(python_sdk, live_url, make_account, app):
