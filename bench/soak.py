@@ -57,7 +57,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import PostgresServer, RedisServer, free_port  # noqa: E402
+from tests.servers import PostgresServer, RedisServer, free_port, wait_for  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", 60))
 DRAIN_SECONDS = int(os.environ.get("SOAK_DRAIN_SECONDS", 180))
@@ -132,16 +132,6 @@ def gunicorn_workers(web: subprocess.Popen) -> list[psutil.Process]:
         except psutil.NoSuchProcess:  # a worker that is exiting right now
             continue
     return []
-
-
-def wait_for(predicate, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return None
 
 
 @dataclass

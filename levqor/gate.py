@@ -378,13 +378,7 @@ class Gate:
                         account = db.session.get(Account, acct)
                         metering.seed_counters(self.redis, account, kid, datetime.now(UTC))
                         seeded.add(kid)
-                    day = datetime.fromisoformat(day_text).date()
-                    if area == "sandbox":
-                        pipe.incrby(metering.sandbox_key(kid, day), n)
-                    else:
-                        pipe.incrby(metering.usage_key(acct, pid), n)
-                        pipe.incrby(metering.daily_key(kid, day), n)
-                    pipe.sadd(metering.DIRTY, f"{kid}|{acct}|{day_text}")
+                    metering.add_calls(pipe, kid, acct, pid, datetime.fromisoformat(day_text).date(), area, n)
                 pipe.execute()
             log.info("replayed %d call(s) counted while redis was down", sum(pending.values()))
         except redis.RedisError:
@@ -477,12 +471,7 @@ class Gate:
                     del stale[(kid, acct, pid, day_text, area)]
                     continue
                 pipe = self.redis.pipeline(transaction=False)
-                if area == "sandbox":
-                    pipe.incrby(metering.sandbox_key(kid, day), lost)
-                else:
-                    pipe.incrby(metering.usage_key(acct, pid), lost)
-                    pipe.incrby(metering.daily_key(kid, day), lost)
-                pipe.sadd(metering.DIRTY, f"{kid}|{acct}|{day_text}")
+                metering.add_calls(pipe, kid, acct, pid, day, area, lost)
                 pipe.execute()
                 del stale[(kid, acct, pid, day_text, area)]  # done: not to be re-journaled on a later error
                 replayed += lost

@@ -81,6 +81,17 @@ def base_key(key_id: str, day: date) -> str:
     return f"lvq:base:{key_id}:{day.isoformat()}"
 
 
+def add_calls(pipe, key_id: str, account_id: int, period_id: str, day: date, area: str, n: int) -> None:
+    """Queue on `pipe` what gate.lua does for n admitted calls: the counters, and the dirty mark
+    that has the next flush persist them."""
+    if area == "sandbox":
+        pipe.incrby(sandbox_key(key_id, day), n)
+    else:
+        pipe.incrby(usage_key(account_id, period_id), n)
+        pipe.incrby(daily_key(key_id, day), n)
+    pipe.sadd(DIRTY, f"{key_id}|{account_id}|{day.isoformat()}")
+
+
 def persisted_period_calls(account_id: int, period: Period) -> int:
     first, last = period_days(period)
     return int(

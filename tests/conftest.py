@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask_migrate import upgrade
 
 from levqor import create_app, keys
-from levqor.extensions import db
+from levqor.extensions import db, limiter
 from levqor.models import Account
 
 from .servers import PostgresServer, RedisServer
@@ -73,6 +73,17 @@ def _clean_state(request):
     app.extensions["levqor.gate"]._pending.clear()
     app.extensions["levqor.gate"]._journal.clear()
     yield
+
+
+@pytest.fixture
+def outage(redis_server):
+    """Stops the real Redis server; always starts it again, even if the test fails."""
+    yield redis_server.stop
+    if redis_server.proc is None:
+        redis_server.start()
+    # Flask-Limiter keeps counting in process memory until a back-off check (up to minutes) finds
+    # Redis again; switching mid-test would split the next tests' log-in counts across the two.
+    limiter._storage_dead = False
 
 
 @pytest.fixture

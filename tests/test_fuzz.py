@@ -6,14 +6,12 @@ a server error or disagree with the spec (status code, content type, headers, bo
 
 import re
 import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import schemathesis
 import sqlalchemy as sa
-import uvicorn
 import yaml
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -28,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 from levqor.extensions import db
 
 from .fakes.stripe_server import FakeStripe
-from .servers import free_port
+from .servers import served_in_thread
 
 CHECKS = [
     not_a_server_error,
@@ -288,17 +286,8 @@ def test_malformed_utf8_anywhere_is_a_400_not_a_500(hostile, path):
 @pytest.fixture
 def live(cx):
     """The app on a real uvicorn server (a thread), for what a test client cannot send."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(cx, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with served_in_thread(cx) as port:
+        yield port
 
 
 def _raw(port: int, head: bytes, body_parts=(), pause: float = 0.0, half_close: bool = False) -> list[int]:

@@ -18,7 +18,7 @@ from rq import Queue, Worker
 
 from jobs.worker import PERIODIC_WORKERS
 from levqor import create_app, metering, metrics, ops_status, tiers
-from levqor.extensions import db, limiter
+from levqor.extensions import db
 from levqor.models import Account, Job
 from levqor.ops_models import HealthLogEntry
 from levqor.queue import API_QUEUE, PERIODIC_QUEUE
@@ -465,14 +465,6 @@ def test_health_chart_bars_scale_to_a_round_maximum_and_the_refused_part_sits_in
 
 
 # -- outages --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def outage(redis_server):
-    yield redis_server.stop
-    if redis_server.proc is None:
-        redis_server.start()
-    limiter._storage_dead = False
 
 
 def test_with_redis_down_the_page_and_metrics_show_what_the_database_knows(app, client, operator, outage):

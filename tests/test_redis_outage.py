@@ -13,17 +13,6 @@ from levqor.models import Account, Job, UsageDaily
 from .test_limits import RATE_HEADERS, seed_usage
 
 
-@pytest.fixture
-def outage(redis_server):
-    """Stops the real Redis server; always starts it again, even if the test fails."""
-    yield redis_server.stop
-    if redis_server.proc is None:
-        redis_server.start()
-    # Flask-Limiter keeps counting in process memory until a back-off check (up to minutes) finds
-    # Redis again; switching mid-test would split the next tests' log-in counts across the two.
-    limiter._storage_dead = False
-
-
 def test_redis_stopped_mid_run_then_restarted(cx, app, make_account, redis_server, outage):
     _, key = make_account(tier="pro")
     headers = {"x-api-key": key}

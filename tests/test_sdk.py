@@ -10,19 +10,16 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
 import venv
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import uvicorn
 import yaml
 
 from levqor import metering, tiers
 
-from .servers import free_port
+from .servers import served_in_thread
 
 pytestmark = pytest.mark.sdk
 
@@ -64,17 +61,8 @@ def generated(tmp_path_factory):
 @pytest.fixture(scope="module")
 def live_url(cx):
     """The app served for real by uvicorn on a free port (a thread in this process)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(cx, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/api"
-    server.should_exit = True
-    thread.join(10)
+    with served_in_thread(cx) as port:
+        yield f"http://127.0.0.1:{port}/api"
 
 
 @pytest.fixture(scope="module")

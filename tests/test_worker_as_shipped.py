@@ -30,6 +30,7 @@ from levqor.models import Job
 from levqor.queue import API_QUEUE, PERIODIC_QUEUE
 from levqor.tiers import TIERS
 
+from . import servers
 from .servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,13 +58,9 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def wait_for(predicate, timeout: float, step: float = 0.25, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{what} not reached within {timeout}s")
+    value = servers.wait_for(predicate, timeout, step)
+    assert value, f"{what} not reached within {timeout}s"
+    return value
 
 
 def sign_up_with_key(base: str) -> str:
