@@ -188,12 +188,14 @@ def main() -> None:
     url = config["REDIS_URL"]
     connection = redis_conn.worker_client(url)
     if args.burst:
-        LevqorWorker(list(QUEUES), connection=connection).work(burst=True, with_scheduler=True)
+        LevqorWorker(list(QUEUES), connection=connection).work(
+            burst=True, with_scheduler=True, logging_level=config["LOG_LEVEL"]
+        )
         return
     if not args.no_cron:
         start_cron(redis_conn.worker_client(url))
     LevqorWorkerPool(connection, api_workers=max(1, args.concurrency or config["WORKER_CONCURRENCY"])).start(
-        burst=False
+        burst=False, logging_level=config["LOG_LEVEL"]
     )
 
 

@@ -151,9 +151,9 @@ def test_make_run_restarts_a_dead_worker_and_keeps_running_jobs(tmp_path):
     env |= {"PORT": str(port), "LEVQOR_VAR_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
     # `make run` is `setup` followed by exactly this command (see the Makefile).
     make_run = re.search(r"^run: setup\n\t\$\(PY\) (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
-    server = subprocess.Popen(
-        [sys.executable, *shlex.split(make_run)], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
-    )
+    # Its stderr goes to a file: an undrained pipe fills up and blocks every process writing logs.
+    stderr_log = tmp_path / "stderr.log"
+    server = subprocess.Popen([sys.executable, *shlex.split(make_run)], cwd=ROOT, env=env, stderr=stderr_log.open("w"))
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: web_is_up(base), 60, what="make run answering")
@@ -171,8 +171,9 @@ def test_make_run_restarts_a_dead_worker_and_keeps_running_jobs(tmp_path):
             run_echo(api, "embedded-after-kill", timeout=60)
     finally:
         server.send_signal(signal.SIGTERM)
-        _, stderr = server.communicate(timeout=60)
+        server.wait(timeout=60)
     assert server.returncode == 0
+    stderr = stderr_log.read_text()
     assert "the worker exited with status" in stderr and "starting it again" in stderr
 
 
