@@ -19,12 +19,10 @@ import pytest
 
 from levqor.edge import json_depth_exceeds
 
-from . import test_redis_outage
 from .conftest import PASSWORD
 from .servers import _wait_port, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-outage = test_redis_outage.outage  # the fixture that stops the real Redis server
 
 
 def _procfile_web() -> str:
