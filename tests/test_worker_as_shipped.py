@@ -168,6 +168,19 @@ def test_make_run_restarts_a_dead_worker_and_keeps_running_jobs(tmp_path):
             # A worker killed outright (as the OOM killer would) is started again.
             for process in [workers[0], *workers[0].children(recursive=True)]:
                 process.kill()
+
+            def restarted_pool():
+                # A job pushed while a dying worker's blocking pop is still open on Redis goes to
+                # that worker, and waits for RQ's intermediate-queue cleanup; so wait for the new pool.
+                try:
+                    alive = [p for p in psutil.Process(server.pid).children() if "jobs.worker" in " ".join(p.cmdline())]
+                    new = [p for p in alive if p.pid != workers[0].pid]
+                    return bool(new) and len(new[0].children()) >= 6
+                except psutil.Error:  # the killed one, not reaped yet
+                    return False
+
+            wait_for(restarted_pool, 60, what="make run starting the worker again")
+            time.sleep(2)  # the new workers register and block on their queues
             run_echo(api, "embedded-after-kill", timeout=60)
     finally:
         server.send_signal(signal.SIGTERM)
