@@ -55,6 +55,9 @@ EPOCH_KEY = "lvq:epoch"
 # How long an admitted call stays in the journal: many flush intervals, after which a flush has
 # persisted it (a Redis restart then re-seeds it from the database).
 JOURNAL_SECONDS = 60
+# A bound for when the flusher that prunes it does not run (USAGE_FLUSH_SECONDS=0): past it the
+# oldest entries go, which only forgoes replaying them after a Redis loss.
+JOURNAL_MAX_ENTRIES = 200_000
 
 
 def _hash_of(raw_key: str) -> str:
@@ -137,7 +140,7 @@ class Gate:
         self._burst_fallback = FixedWindowRateLimiter(MemoryStorage())
         self._flusher: threading.Thread | None = None
         # (admitted at, key id, account id, period id, day, area, epoch, day counter value)
-        self._journal: deque = deque()
+        self._journal: deque = deque(maxlen=JOURNAL_MAX_ENTRIES)
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -432,7 +435,7 @@ class Gate:
             epoch = self.redis.get(EPOCH_KEY)
         horizon = time.time() - JOURNAL_SECONDS
         stale: dict[tuple, list] = {}
-        kept = deque()
+        kept = []
         while self._journal:
             entry = self._journal.popleft()
             admitted_at, kid, acct, pid, day_text, area, entry_epoch, n = entry
