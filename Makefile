@@ -8,7 +8,7 @@ export PORT
 .PHONY: run test setup lint spec-lint spec-check system-deps bench soak clean sdk sdk-publish
 
 run: setup
-	$(PY) -m levqor.devserver
+	$(PY) -m levqor_core.devserver
 
 test: setup system-deps lint spec-lint spec-check
 	$(VENV)/bin/pytest

@@ -31,9 +31,11 @@ def main() -> None:
     try:
         from flask_migrate import upgrade
 
-        from levqor import create_app, keys, sandbox
-        from levqor.extensions import db
-        from levqor.models import Account
+        from levqor_core.accounts.models import Account
+        from levqor_core.apijobs import sandbox
+        from levqor_core.app import create_app
+        from levqor_core.extensions import db
+        from levqor_core.keys import service as keys
 
         database = postgres.create_database("sizing").replace("postgresql://", "postgresql+psycopg://")
         cx = create_app(

@@ -4,9 +4,12 @@ from connexion.context import context
 from flask import request
 from flask_login import current_user
 
-from levqor import keys, problems, tiers
-from levqor.extensions import db, limiter, limiter_callable
-from levqor.models import Account
+from levqor_core import problems
+from levqor_core.accounts.models import Account
+from levqor_core.extensions import db
+from levqor_core.keys import service as keys
+from levqor_core.limits import tiers
+from levqor_core.web.limiter import limiter, limiter_callable
 
 
 def token_info() -> dict:

@@ -2,7 +2,8 @@
 
 from flask import request
 
-from levqor import billing, problems
+from levqor_core import problems
+from levqor_core.billing import service as billing
 
 from . import _caller
 from ._reply import ok

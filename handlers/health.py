@@ -2,7 +2,7 @@
 
 from flask import current_app
 
-from levqor import health
+from levqor_core.ops import readiness as health
 
 from ._reply import ok as reply
 

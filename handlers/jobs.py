@@ -2,7 +2,7 @@
 
 from flask import request
 
-from levqor import jobs
+from levqor_core.apijobs import jobs
 
 from . import _caller
 from ._reply import ok

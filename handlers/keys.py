@@ -4,8 +4,10 @@ from datetime import timedelta
 
 from flask_login import current_user
 
-from levqor import keys, problems, tiers
-from levqor.extensions import limiter, limiter_callable
+from levqor_core import problems
+from levqor_core.keys import service as keys
+from levqor_core.limits import tiers
+from levqor_core.web.limiter import limiter, limiter_callable
 
 from . import _caller
 from ._reply import ok

@@ -2,7 +2,7 @@
 
 from flask import current_app, request
 
-from levqor import sandbox
+from levqor_core.apijobs import sandbox
 
 from . import _caller
 from ._reply import ok

@@ -13,7 +13,7 @@ def area_of(path: str) -> str:
 async def api_key_auth(api_key, required_scopes=None, request=None):
     client = request.client.host if request.client else None  # after the trusted proxies' X-Forwarded-For
     admitted = await request.scope["levqor.gate"].authorize_async(api_key, area_of(request.url.path), client=client)
-    # Picked up by levqor.edge.ApiEdge and added to the response, whatever its status.
+    # Picked up by levqor_core.web.request_guard.ApiEdge and added to the response, whatever its status.
     request.scope.setdefault("levqor.response_headers", {}).update(admitted.pop("headers"))
     return admitted
 

@@ -2,8 +2,9 @@
 
 from flask import current_app
 
-from levqor import keys, metering
-from levqor.models import utcnow
+from levqor_core.columns import utcnow
+from levqor_core.keys import service as keys
+from levqor_core.metering import counters as metering
 
 from . import _caller
 from ._reply import ok

@@ -1,6 +1,7 @@
 """/v1/workflows"""
 
-from levqor import problems, workflows
+from levqor_core import problems
+from levqor_core.apijobs import workflows
 
 from ._reply import ok
 

@@ -1,9 +1,9 @@
-"""RQ tasks for the periodic jobs: each enters the core through levqor.background.run()."""
+"""RQ tasks for the periodic jobs: each enters the core through levqor_core.ops.periodic.run()."""
 
 from rq import get_current_job
 
 from jobs.tasks import _app
-from levqor import background
+from levqor_core.ops import periodic as background
 
 
 def _run(name: str, **kwargs) -> dict:

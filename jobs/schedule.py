@@ -9,7 +9,7 @@ import os
 from rq import cron
 
 from jobs import background
-from levqor.queue import PERIODIC_QUEUE
+from levqor_core.queue import PERIODIC_QUEUE
 
 SCHEDULE = {
     "notion-sync": os.environ.get("JOBS_NOTION_SYNC_CRON", "15 2 * * *"),

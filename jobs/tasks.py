@@ -2,8 +2,8 @@
 
 from functools import cache
 
-from levqor import create_app
-from levqor import jobs as job_core
+from levqor_core.apijobs import jobs as job_core
+from levqor_core.app import create_app
 
 
 @cache

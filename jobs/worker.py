@@ -29,8 +29,8 @@ from rq.exceptions import StopRequested
 from rq.worker_pool import WorkerPool
 
 from jobs.tasks import _app
-from levqor import redis_conn
-from levqor.queue import API_QUEUE, PERIODIC_QUEUE, QUEUES
+from levqor_core import redis_conn
+from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE, QUEUES
 
 log = logging.getLogger(__name__)
 LEADER_KEY = "lvq:cron:leader"

@@ -3,8 +3,10 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from levqor import billing, problems, tiers
-from levqor.models import utcnow
+from levqor_core import problems
+from levqor_core.billing import service as billing
+from levqor_core.columns import utcnow
+from levqor_core.limits import tiers
 
 bp = Blueprint("billing", __name__)
 

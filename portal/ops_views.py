@@ -1,6 +1,6 @@
 """Operations pages: what is running (/developer/ops) and Prometheus metrics (/metrics).
 
-The figures come from levqor.ops_status; these views only render them.
+The figures come from levqor_core.ops.status; these views only render them.
 """
 
 import hmac
@@ -13,8 +13,10 @@ from flask_login import current_user, login_required
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 
-from levqor import background, metrics, notion, ops_status
-from levqor.extensions import db
+from levqor_core.extensions import db
+from levqor_core.ops import metrics, notion
+from levqor_core.ops import periodic as background
+from levqor_core.ops import status as ops_status
 
 from . import charts
 

@@ -7,9 +7,11 @@ import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
 
-from levqor import create_app, keys
-from levqor.extensions import db, limiter
-from levqor.models import Account
+from levqor_core.accounts.models import Account
+from levqor_core.app import create_app
+from levqor_core.extensions import db
+from levqor_core.keys import service as keys
+from levqor_core.web.limiter import limiter
 
 from .servers import PostgresServer, RedisServer
 

@@ -222,7 +222,7 @@ def test_body_that_is_not_utf8_is_a_400(api):
 def test_job_created_while_redis_is_down_is_requeued_and_runs(api, app, database_url, redis_server):
     from datetime import UTC, datetime, timedelta
 
-    from levqor import jobs as job_core
+    from levqor_core.apijobs import jobs as job_core
 
     job = api("POST", "/v1/jobs", json={"workflow": "echo", "input": {"late": True}}).json()
     app.extensions["levqor.redis"].delete(f"rq:job:run-{job['id']}")  # as if Redis had lost it

@@ -22,11 +22,16 @@ from aiosmtpd.controller import Controller
 from rq import Queue
 from rq.job import Job as RQJob
 
-from levqor import alerts, background, health_log, metering, notion, notion_sync, tiers
-from levqor.extensions import db
-from levqor.models import Account, ApiKey, UsageDaily
-from levqor.ops_models import HealthLogEntry, QuotaAlert
-from levqor.queue import PERIODIC_QUEUE
+from levqor_core.accounts.models import Account
+from levqor_core.extensions import db
+from levqor_core.keys.models import ApiKey
+from levqor_core.limits import tiers
+from levqor_core.metering import counters as metering
+from levqor_core.metering.models import UsageDaily
+from levqor_core.ops import alerts, health_log, notion, notion_sync
+from levqor_core.ops import periodic as background
+from levqor_core.ops.models import HealthLogEntry, QuotaAlert
+from levqor_core.queue import PERIODIC_QUEUE
 
 from .fakes.notion_server import NotionServer
 from .servers import free_port
@@ -264,7 +269,7 @@ def test_the_client_paces_itself_under_the_rate_limit(app, fake, notion_on, monk
 def test_without_a_token_the_notion_jobs_are_skipped_with_a_log_line(app, caplog, monkeypatch):
     monkeypatch.setitem(app.config, "NOTION_TOKEN", "")
     # Alembic's fileConfig (run by the session's migrations) disables loggers that already exist.
-    monkeypatch.setattr(logging.getLogger("levqor.notion"), "disabled", False)
+    monkeypatch.setattr(logging.getLogger("levqor_core.ops.notion"), "disabled", False)
     make_keys(app, 2)
     with caplog.at_level(logging.INFO):
         result = sync_now(app)
@@ -440,7 +445,7 @@ def test_quota_alerts_and_the_health_log_run_on_a_real_worker(app, make_account,
 
 
 def test_the_health_log_entry_summarises_the_day_in_notion(app, client, make_account, fake, notion_on):
-    from levqor import metrics
+    from levqor_core.ops import metrics
 
     r = app.extensions["levqor.redis"]
     metrics.flush_daily_stats(r)

@@ -17,9 +17,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import sqlalchemy as sa
 
-from levqor import accounts, background, billing
-from levqor.extensions import db
-from levqor.models import Account, StripeEvent
+from levqor_core.accounts import service as accounts
+from levqor_core.accounts.models import Account
+from levqor_core.billing import service as billing
+from levqor_core.billing.models import StripeEvent
+from levqor_core.extensions import db
+from levqor_core.ops import periodic as background
 
 from .conftest import PASSWORD, csrf_from
 from .fakes.stripe_server import FakeStripe

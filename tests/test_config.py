@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from levqor import config
+from levqor_core import config
 
 ROOT = Path(__file__).resolve().parent.parent
-PRINT_SECRET = "from levqor import config; print(config.from_env()['SECRET_KEY'])"
+PRINT_SECRET = "from levqor_core import config; print(config.from_env()['SECRET_KEY'])"
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_secret_key_from_the_environment_wins_and_writes_nothing(tmp_path):
 )
 def test_session_cookies_are_secure_on_a_dyno_unless_turned_off(tmp_path, extra, secure):
     code = (
-        "from levqor import config; c = config.from_env();"
+        "from levqor_core import config; c = config.from_env();"
         "print(c['SESSION_COOKIE_SECURE'], c['REMEMBER_COOKIE_SECURE'])"
     )
     env = _environment(tmp_path, SECRET_KEY="s", **extra)
@@ -95,6 +95,6 @@ def test_session_cookies_are_secure_on_a_dyno_unless_turned_off(tmp_path, extra,
 def test_app_json_builds_the_assets_first_and_names_only_settings_the_app_reads():
     manifest = json.loads((ROOT / "app.json").read_text())
     assert [b["url"] for b in manifest["buildpacks"]] == ["heroku/nodejs", "heroku/python"]
-    config_source = (ROOT / "levqor" / "config.py").read_text()
+    config_source = (ROOT / "levqor_core" / "config.py").read_text()
     assert all(f'"{name}"' in config_source for name in manifest["env"])
     assert set(manifest["formation"]) <= {line.split(":")[0] for line in (ROOT / "Procfile").read_text().splitlines()}

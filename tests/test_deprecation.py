@@ -6,14 +6,14 @@ import datetime as dt
 import pytest
 import yaml
 
-import levqor
-from levqor import deprecation
+from levqor_core import app as app_factory
+from levqor_core.web import deprecation
 
-SPEC = yaml.safe_load(levqor.SPEC.read_text())
+SPEC = yaml.safe_load(app_factory.SPEC.read_text())
 
 
 def _deprecated_spec() -> dict:
-    spec = yaml.safe_load(levqor.SPEC.read_text())
+    spec = yaml.safe_load(app_factory.SPEC.read_text())
     health = spec["paths"]["/health"]["get"]
     health.update({"deprecated": True, "x-deprecated-at": dt.date(2026, 12, 1), "x-sunset": "2027-06-01"})
     return spec
@@ -46,8 +46,8 @@ def deprecated_cx(tmp_path, monkeypatch, redis_server, database_url):
     """An app built from a spec copy in which GET /health is deprecated."""
     spec_path = tmp_path / "openapi.yaml"
     spec_path.write_text(yaml.safe_dump(_deprecated_spec(), sort_keys=False, allow_unicode=True))
-    monkeypatch.setattr(levqor, "SPEC", spec_path)
-    return levqor.create_app(
+    monkeypatch.setattr(app_factory, "SPEC", spec_path)
+    return app_factory.create_app(
         {
             "TESTING": True,
             "SQLALCHEMY_DATABASE_URI": database_url.replace("postgresql://", "postgresql+psycopg://"),

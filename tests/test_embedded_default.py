@@ -19,7 +19,7 @@ def test_devserver_on_sqlite_and_embedded_redis_runs_a_job(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env |= {"PORT": str(port), "LEVQOR_VAR_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, "-m", "levqor.devserver"], cwd=ROOT, env=env)
+    server = subprocess.Popen([sys.executable, "-m", "levqor_core.devserver"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=10) as web:

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from levqor.extensions import db
+from levqor_core.extensions import db
 
 from .fakes.stripe_server import FakeStripe
 from .servers import served_in_thread
@@ -228,7 +228,7 @@ def test_deep_nesting_huge_objects_and_duplicate_keys_never_break_the_api(hostil
 def test_long_strings_at_every_limit(hostile, app, path):
     import json
 
-    from levqor import sandbox
+    from levqor_core.apijobs import sandbox
 
     json_type = {"Content-Type": "application/json"}
     body_limit = app.config["MAX_BODY_BYTES"]
@@ -338,7 +338,7 @@ def test_a_content_length_that_lies_gets_no_500(live, hostile):
 
 
 def test_slow_bodies_are_served_while_in_time_and_cut_off_after(live, hostile, monkeypatch):
-    from levqor import edge
+    from levqor_core.web import request_guard as edge
 
     key = hostile.headers["x-api-key"]
     body = b'{"workflow":"echo","input":{"slow":"' + b"x" * 40 + b'"}}'

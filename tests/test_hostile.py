@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from levqor.edge import json_depth_exceeds
+from levqor_core.web.request_guard import json_depth_exceeds
 
 from .conftest import PASSWORD
 from .servers import _wait_port, free_port
@@ -145,7 +145,8 @@ def test_no_limiter_callable_raises_even_when_loading_the_user_fails(app, monkey
     only Redis itself failing can send Flask-Limiter to its per-process fallback."""
     from flask import session
 
-    from levqor.extensions import limiter, login_manager
+    from levqor_core.extensions import login_manager
+    from levqor_core.web.limiter import limiter
 
     def broken_loader(_account_id):
         raise RuntimeError("database unreachable")
@@ -193,9 +194,9 @@ def test_a_key_reads_the_audit_trail_without_its_owners_email_addresses_or_user_
 def test_a_rolled_key_in_its_grace_period_cannot_revoke_its_replacement(app, client, make_account):
     from datetime import timedelta
 
-    from levqor import keys
-    from levqor.extensions import db
-    from levqor.models import Account
+    from levqor_core.accounts.models import Account
+    from levqor_core.extensions import db
+    from levqor_core.keys import service as keys
 
     account_id, old = make_account()
     with app.app_context():
@@ -273,8 +274,9 @@ def test_guessing_keys_is_throttled_per_address_without_database_lookups(cx, app
     import sqlalchemy as sa
     from starlette.testclient import TestClient
 
-    from levqor import gate, keys
-    from levqor.extensions import db
+    from levqor_core.extensions import db
+    from levqor_core.keys import format as key_format
+    from levqor_core.limits import gate
 
     _, valid = make_account()
     guesser = TestClient(cx, client=("203.0.113.66", 40000))
@@ -292,7 +294,7 @@ def test_guessing_keys_is_throttled_per_address_without_database_lookups(cx, app
     try:
         statuses = []
         for _ in range(60):  # made-up keys with a valid checksum, as in the finding
-            response = guesser.get("/api/v1/workflows", headers={"x-api-key": keys.generate()})
+            response = guesser.get("/api/v1/workflows", headers={"x-api-key": key_format.generate()})
             statuses.append(response.status_code)
             if response.status_code == 429:
                 throttled = response
@@ -314,11 +316,11 @@ def test_guessing_keys_is_throttled_per_address_without_database_lookups(cx, app
 
     # The throttle is the guesser's alone, and it never stops a valid key.
     assert guesser.get("/api/v1/workflows", headers={"x-api-key": valid}).status_code == 200
-    assert neighbour.get("/api/v1/workflows", headers={"x-api-key": keys.generate()}).status_code == 401
+    assert neighbour.get("/api/v1/workflows", headers={"x-api-key": key_format.generate()}).status_code == 401
 
 
 def test_an_ipv6_guesser_is_counted_by_its_64_prefix():
-    from levqor.gate import client_bucket
+    from levqor_core.limits.gate import client_bucket
 
     assert client_bucket("2001:db8:1:2::1") == client_bucket("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert client_bucket("2001:db8:1:3::1") != client_bucket("2001:db8:1:2::1")
@@ -329,7 +331,8 @@ def test_an_ipv6_guesser_is_counted_by_its_64_prefix():
 def test_guessing_is_throttled_during_a_redis_outage_too(cx, make_account, outage):
     from starlette.testclient import TestClient
 
-    from levqor import gate, keys
+    from levqor_core.keys import format as key_format
+    from levqor_core.limits import gate
 
     _, valid = make_account()
     guesser = TestClient(cx, client=("203.0.113.67", 40000))
@@ -337,7 +340,7 @@ def test_guessing_is_throttled_during_a_redis_outage_too(cx, make_account, outag
     # (a key checked in the outage is cached per process for a few seconds, as in Redis for longer)
     assert guesser.get("/api/v1/workflows", headers={"x-api-key": valid}).status_code == 200
     statuses = [
-        guesser.get("/api/v1/workflows", headers={"x-api-key": keys.generate()}).status_code
+        guesser.get("/api/v1/workflows", headers={"x-api-key": key_format.generate()}).status_code
         for _ in range(gate.FAILED_AUTH_PER_MINUTE + 5)
     ]
     assert statuses.count(429) >= 4 and set(statuses) == {401, 429}, statuses
@@ -382,8 +385,8 @@ def test_a_hash_made_with_the_old_parameters_still_logs_in_and_is_rehashed(app, 
     import sqlalchemy as sa
     from argon2 import PasswordHasher
 
-    from levqor.extensions import db
-    from levqor.models import Account
+    from levqor_core.accounts.models import Account
+    from levqor_core.extensions import db
 
     from .conftest import csrf_from
 
@@ -440,7 +443,7 @@ def test_code_samples_name_the_public_host_not_the_requests(app, portal):
 
 
 def test_public_base_url_is_pinned_by_the_environment(monkeypatch):
-    from levqor import config
+    from levqor_core import config
 
     for name in ("PUBLIC_BASE_URL", "DYNO", "PORT"):
         monkeypatch.delenv(name, raising=False)
@@ -460,8 +463,8 @@ def test_only_herokus_router_network_may_set_the_client_address_by_default(cx, a
     from starlette.testclient import TestClient
     from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-    from levqor.extensions import db
-    from levqor.models import KeyEvent
+    from levqor_core.extensions import db
+    from levqor_core.keys.models import KeyEvent
 
     monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
     trusted = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["forwarded_allow_ips"]

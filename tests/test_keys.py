@@ -13,22 +13,28 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from levqor import gate as gate_module
-from levqor import keys, metering, problems, tiers
-from levqor.extensions import db
-from levqor.models import Account, ApiKey, KeyEvent, utcnow
+from levqor_core import problems
+from levqor_core.accounts.models import Account
+from levqor_core.columns import utcnow
+from levqor_core.extensions import db
+from levqor_core.keys import format as key_format
+from levqor_core.keys import service as keys
+from levqor_core.keys.models import ApiKey, KeyEvent
+from levqor_core.limits import gate as gate_module
+from levqor_core.limits import tiers
+from levqor_core.metering import counters as metering
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_key_format_has_prefix_uuid_hex_and_checksum():
-    raw = keys.generate()
-    assert keys.KEY_RE.match(raw)
-    assert keys.is_well_formed(raw)
+    raw = key_format.generate()
+    assert key_format.KEY_RE.match(raw)
+    assert key_format.is_well_formed(raw)
     hex_part = raw[4:36]
     assert int(hex_part[12], 16) == 4  # a UUID4
     typo = raw[:10] + ("0" if raw[10] != "0" else "1") + raw[11:]
-    assert not keys.is_well_formed(typo)
+    assert not key_format.is_well_formed(typo)
 
 
 def test_create_key_returns_secret_once_and_stores_only_a_hash(portal, app):
@@ -39,7 +45,7 @@ def test_create_key_returns_secret_once_and_stores_only_a_hash(portal, app):
     assert set(body) >= {"id", "key", "hint", "tier", "created_at"}
     assert body["tier"] == "sandbox"
     raw = body["key"]
-    assert keys.is_well_formed(raw)
+    assert key_format.is_well_formed(raw)
     assert body["hint"].startswith(raw[:8]) and body["hint"].endswith(raw[-4:])
 
     shown = dev.client.get("/api/key")
@@ -47,7 +53,7 @@ def test_create_key_returns_secret_once_and_stores_only_a_hash(portal, app):
     assert raw not in shown.text and shown.json()["hint"] == body["hint"]
     with app.app_context():
         stored = db.session.scalar(sa.select(ApiKey))
-        assert stored.key_hash == keys.hash_key(raw)
+        assert stored.key_hash == key_format.hash_key(raw)
         dump = " ".join(str(v) for row in db.session.execute(sa.text("SELECT * FROM api_keys")) for v in row)
         assert raw not in dump
 
@@ -285,7 +291,7 @@ def test_a_valid_key_is_admitted_even_if_every_cache_fill_races_a_change(app, cl
     """Tier changes keep landing mid-fill (a forget after every gate read): the key stays valid."""
     _, raw = make_account()
     forget = app.extensions["levqor.gate"].forget
-    with after_each_gate_read(app, lambda _: forget([keys.hash_key(raw)])) as reads:
+    with after_each_gate_read(app, lambda _: forget([key_format.hash_key(raw)])) as reads:
         response = client.get("/api/v1/workflows", headers={"x-api-key": raw})
     assert len(reads) == gate_module.FILL_ATTEMPTS
     assert response.status_code == 200, response.text

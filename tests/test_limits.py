@@ -12,10 +12,16 @@ import yaml
 from connexion.json_schema import Draft4ResponseValidator
 from sqlalchemy import event
 
-from levqor import SPEC, metering, problems, tiers, validation
-from levqor import gate as gate_module
-from levqor.extensions import db
-from levqor.models import Account, ApiKey, UsageDaily
+from levqor_core import problems
+from levqor_core.accounts.models import Account
+from levqor_core.app import SPEC
+from levqor_core.extensions import db
+from levqor_core.keys.models import ApiKey
+from levqor_core.limits import gate as gate_module
+from levqor_core.limits import tiers
+from levqor_core.metering import counters as metering
+from levqor_core.metering.models import UsageDaily
+from levqor_core.web import validation
 
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "RateLimit-Policy", "RateLimit")
 
@@ -138,7 +144,7 @@ def test_every_api_response_carries_rate_limit_headers(client, make_account):
 
 
 def test_tier_change_applies_to_the_next_call(client, app, make_account):
-    from levqor import accounts
+    from levqor_core.accounts import service as accounts
 
     account_id, key = make_account(tier="sandbox")
     assert client.get("/api/v1/workflows", headers={"x-api-key": key}).headers["X-RateLimit-Limit"] == "1000"

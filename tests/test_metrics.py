@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from levqor import metering, metrics, ops_status, tiers
-from levqor.extensions import db
-from levqor.models import Account
+from levqor_core.accounts.models import Account
+from levqor_core.extensions import db
+from levqor_core.limits import tiers
+from levqor_core.metering import counters as metering
+from levqor_core.ops import metrics
+from levqor_core.ops import status as ops_status
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +130,7 @@ def test_multiprocess_mode_aggregates_every_worker_process(tmp_path):
     """Two processes write counters to PROMETHEUS_MULTIPROC_DIR; a third renders their sum."""
     env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     record = (
-        "from levqor import metrics\n"
+        "from levqor_core.ops import metrics\n"
         "metrics.REQUESTS.labels('get_usage', 'GET', '200').inc(5)\n"
         "metrics.REFUSALS.labels('burst-limit-exceeded').inc()\n"
     )

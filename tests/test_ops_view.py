@@ -17,11 +17,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, Worker
 
 from jobs.worker import PERIODIC_WORKERS
-from levqor import create_app, metering, metrics, ops_status, tiers
-from levqor.extensions import db
-from levqor.models import Account, Job
-from levqor.ops_models import HealthLogEntry
-from levqor.queue import API_QUEUE, PERIODIC_QUEUE
+from levqor_core.accounts.models import Account
+from levqor_core.apijobs.models import Job
+from levqor_core.app import create_app
+from levqor_core.extensions import db
+from levqor_core.limits import tiers
+from levqor_core.metering import counters as metering
+from levqor_core.ops import metrics
+from levqor_core.ops import status as ops_status
+from levqor_core.ops.models import HealthLogEntry
+from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE
 from portal import charts
 
 from .test_worker_as_shipped import procfile

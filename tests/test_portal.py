@@ -8,10 +8,14 @@ from datetime import timedelta
 import pytest
 from starlette.testclient import TestClient
 
-from levqor import keys, portal_sandbox, tiers
-from levqor.extensions import db
-from levqor.models import KeyEvent, utcnow
+from levqor_core.columns import utcnow
+from levqor_core.extensions import db
+from levqor_core.keys import format as key_format
+from levqor_core.keys import service as keys
+from levqor_core.keys.models import KeyEvent
+from levqor_core.limits import tiers
 from portal import charts, sdk_examples, snippets
+from portal import sandbox_calls as portal_sandbox
 
 from .conftest import PASSWORD, Portal, csrf_from
 
@@ -167,7 +171,7 @@ def test_key_panel_shows_only_the_hint_never_the_key(portal):
     p = portal().sign_up()
     raw = p.new_key().json()["key"]
     html = p.client.get("/developer/api-keys").text
-    assert keys.hint(raw) in html
+    assert key_format.hint(raw) in html
     assert raw not in html
     assert 'id="key-create"' in html and 'name="grace_period_seconds"' in html
     events = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-events"}).text
@@ -261,7 +265,7 @@ def test_run_shows_the_sandbox_daily_cap_inline(portal, app):
     with app.app_context():
         key = keys.active_key(db.session.query(keys.Account).one().id)
     r = app.extensions["levqor.redis"]
-    from levqor import metering
+    from levqor_core.metering import counters as metering
 
     run_example(p)  # seeds the counters
     r.set(metering.sandbox_key(key.id, utcnow().date()), tiers.SANDBOX_DAILY_LIMIT)
@@ -303,7 +307,7 @@ def test_one_account_never_sees_another_accounts_key_usage_or_events(portal):
         run_example(a)
     b.new_key()
     page_b = b.client.get("/developer/api-keys").text
-    assert keys.hint(raw_a) not in page_b and a.email not in page_b
+    assert key_format.hint(raw_a) not in page_b and a.email not in page_b
     assert sandbox_today(page_b) == 0
     assert sandbox_today(a.client.get("/developer/api-keys").text) == 3
     # B's runs see B's sandbox only: A's jobs are not listed.

@@ -6,9 +6,14 @@ import pytest
 import redis as redis_py
 import sqlalchemy as sa
 
-from levqor import keys, metering, tiers
-from levqor.extensions import db, limiter
-from levqor.models import Account, Job, UsageDaily
+from levqor_core.accounts.models import Account
+from levqor_core.apijobs.models import Job
+from levqor_core.extensions import db
+from levqor_core.keys import format as key_format
+from levqor_core.limits import tiers
+from levqor_core.metering import counters as metering
+from levqor_core.metering.models import UsageDaily
+from levqor_core.web.limiter import limiter
 
 from .test_limits import RATE_HEADERS, seed_usage
 
@@ -30,7 +35,7 @@ def test_redis_stopped_mid_run_then_restarted(cx, app, make_account, redis_serve
         created = client.post("/api/v1/jobs", headers=headers, json={"workflow": "echo", "input": {"a": 1}})
         assert created.status_code == 202  # persisted; queued for the worker when Redis is back
         assert client.get("/api/sandbox/v1/workflows", headers=headers).status_code == 200
-        unknown = keys.generate()
+        unknown = key_format.generate()
         assert client.get("/api/v1/workflows", headers={"x-api-key": unknown}).status_code == 401
         usage = client.get("/api/usage", headers=headers)
         assert usage.status_code == 200 and usage.json()["calls_used"] == 5 + 4
@@ -134,7 +139,7 @@ def test_a_full_redis_is_served_like_an_outage_and_nothing_is_a_500(cx, app, mak
             "list": client.get("/api/v1/jobs", headers=headers),
             "usage": client.get("/api/usage", headers=headers),
             "sandbox job": client.post("/api/sandbox/v1/jobs", headers=headers, json={"workflow": "echo", "input": {}}),
-            "unknown key": client.get("/api/v1/workflows", headers={"x-api-key": keys.generate()}),
+            "unknown key": client.get("/api/v1/workflows", headers={"x-api-key": key_format.generate()}),
         }
     calls["portal"] = signed_in.client.get("/developer")
     calls["portal usage"] = signed_in.client.get("/api/usage")

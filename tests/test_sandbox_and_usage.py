@@ -10,9 +10,13 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from levqor import gate, metering, sandbox
-from levqor.extensions import db
-from levqor.models import Account, Job, UsageDaily
+from levqor_core.accounts.models import Account
+from levqor_core.apijobs import sandbox
+from levqor_core.apijobs.models import Job
+from levqor_core.extensions import db
+from levqor_core.limits import gate
+from levqor_core.metering import counters as metering
+from levqor_core.metering.models import UsageDaily
 
 SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi" / "openapi.yaml").read_text())
 
@@ -205,7 +209,7 @@ def test_daily_history_covers_30_days_with_todays_live_count(client, key, app):
     client.get("/api/v1/workflows", headers={"x-api-key": key})
     with app.app_context():
         account_id = db.session.scalar(sa.select(UsageDaily.account_id)) or None
-        from levqor.models import ApiKey
+        from levqor_core.keys.models import ApiKey
 
         account_id = db.session.scalar(sa.select(ApiKey.account_id))
         history = metering.daily_history(app.extensions["levqor.redis"], account_id, datetime.now(UTC))

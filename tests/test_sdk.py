@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from levqor import metering, tiers
+from levqor_core.limits import tiers
+from levqor_core.metering import counters as metering
 
 from .servers import served_in_thread
 

@@ -9,8 +9,12 @@ import jsonschema
 import pytest
 import yaml
 
-import levqor
-from levqor import billing, jobs, keys, portal_sandbox, problems, workflows
+from levqor_core import errors, problems
+from levqor_core.apijobs import jobs, workflows
+from levqor_core.billing import service as billing
+from levqor_core.keys import format as key_format
+from levqor_core.keys import service as keys
+from portal import sandbox_calls as portal_sandbox
 
 SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi" / "openapi.yaml").read_text())
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -153,12 +157,12 @@ def test_problem_examples_name_a_problem_the_app_raises(example):
     base = problems.TYPE_BASE
     assert example["type"].startswith(base)
     slug, kinds = example["type"][len(base) :], _problem_kinds()
-    assert slug in kinds or slug in levqor._TYPES_BY_STATUS.values(), f"the app never answers {slug}"
+    assert slug in kinds or slug in errors._TYPES_BY_STATUS.values(), f"the app never answers {slug}"
     if slug in kinds:
         assert (example["status"], example["title"]) == kinds[slug]
 
 
 def test_key_examples_use_a_well_formed_key_and_its_hint():
     new_key = SPEC["paths"]["/key/new"]["post"]["responses"]["201"]["content"]["application/json"]["example"]
-    assert keys.is_well_formed(new_key["key"])
-    assert new_key["hint"] == keys.hint(new_key["key"])
+    assert key_format.is_well_formed(new_key["key"])
+    assert new_key["hint"] == key_format.hint(new_key["key"])

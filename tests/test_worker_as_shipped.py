@@ -23,12 +23,13 @@ from rq import Queue, Worker
 from rq.job import Job as RQJob
 
 from jobs.worker import PERIODIC_WORKERS
-from levqor import background, sandbox
-from levqor import jobs as job_core
-from levqor.extensions import db
-from levqor.models import Job
-from levqor.queue import API_QUEUE, PERIODIC_QUEUE
-from levqor.tiers import TIERS
+from levqor_core.apijobs import jobs as job_core
+from levqor_core.apijobs import sandbox
+from levqor_core.apijobs.models import Job
+from levqor_core.extensions import db
+from levqor_core.limits.tiers import TIERS
+from levqor_core.ops import periodic as background
+from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE
 
 from . import servers
 from .servers import RedisServer, free_port

@@ -16,7 +16,8 @@ from . import assets, auth, developer, docs, pricing  # noqa: E402, F401
 def _portal_globals() -> dict:
     from flask import current_app
 
-    from levqor import accounts, tiers
+    from levqor_core.accounts import service as accounts
+    from levqor_core.limits import tiers
 
     return {
         # Other areas (billing, ops) register their own blueprints; link to them only when present.
@@ -45,7 +46,7 @@ def _not_found(exc):
     """A readable page for a mistyped portal address; the API keeps its problem+json."""
     from flask import render_template, request
 
-    from levqor import problems
+    from levqor_core import problems
 
     if request.path.startswith("/api/"):
         return problems.NotFound(exc.description).flask_response()

@@ -47,7 +47,7 @@ def vendor(name: str):
 
 @bp.after_app_request
 def security_headers(response):
-    # The API's own responses (JSON, problem+json) get theirs at the edge (levqor.edge).
+    # The API's own responses (JSON, problem+json) get theirs at the edge (levqor_core.web.request_guard).
     if not request.path.startswith("/api/"):
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

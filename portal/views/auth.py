@@ -6,8 +6,8 @@ from urllib.parse import urlsplit
 from flask import flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
-from levqor import accounts
-from levqor.extensions import limiter, limiter_callable
+from levqor_core.accounts import service as accounts
+from levqor_core.web.limiter import limiter, limiter_callable
 
 from ..forms import CredentialsForm
 from . import bp

@@ -7,8 +7,10 @@ import redis
 from flask import current_app, render_template
 from flask_login import current_user
 
-from levqor import keys, metering, tiers
-from levqor.models import utcnow
+from levqor_core.columns import utcnow
+from levqor_core.keys import service as keys
+from levqor_core.limits import tiers
+from levqor_core.metering import counters as metering
 
 from .. import charts, snippets
 from . import bp

@@ -10,7 +10,8 @@ from flask_login import current_user
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from levqor import portal_sandbox, problems
+from levqor_core import problems
+from portal import sandbox_calls as portal_sandbox
 
 from .. import sdk_examples, snippets
 from . import bp

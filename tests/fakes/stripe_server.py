@@ -1,6 +1,6 @@
 """A fake Stripe API: a real HTTP server on 127.0.0.1 speaking Stripe's form-encoded v1 API.
 
-It covers the calls levqor.billing makes (products, prices listed by lookup_keys, customers,
+It covers the calls levqor_core.billing makes (products, prices listed by lookup_keys, customers,
 Checkout Sessions, billing portal sessions), keeps objects in memory with Stripe's shapes and
 error bodies, honours Idempotency-Key, and can play Stripe's part after a checkout
 (`complete_checkout`) so tests can build the webhook events Stripe would send.

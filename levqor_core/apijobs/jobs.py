@@ -1,0 +1,315 @@
+"""Jobs: runs of a workflow for an account, persisted, queued on RQ and executed by a worker."""
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import timedelta
+
+import redis
+import sqlalchemy as sa
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job as RQJob
+from sqlalchemy import orm
+from sqlalchemy.exc import IntegrityError
+
+from levqor_core import problems, queue
+from levqor_core.accounts.models import Account
+from levqor_core.apijobs import workflows
+from levqor_core.apijobs.models import Job
+from levqor_core.columns import utcnow
+from levqor_core.extensions import db
+from levqor_core.limits import tiers
+
+log = logging.getLogger(__name__)
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+IN_FLIGHT = ("queued", "running")
+FINISHED = ("succeeded", "failed", "canceled")
+RUN_TASK = "jobs.tasks.run_job"
+IN_FLIGHT_RETRY_AFTER = "5"  # seconds; most workflows finish well within it
+PURGE_BATCH = 1000
+# A result is stored with its job: json-transform can repeat its document up to 100 times.
+MAX_RESULT_BYTES = 256 * 1024
+
+
+class InvalidJobInput(problems.BadRequest):
+    slug, title = "invalid-job-input", "Invalid job input"
+
+
+class UnknownWorkflow(problems.BadRequest):
+    slug, title = "unknown-workflow", "Unknown workflow"
+
+
+class JobNotCancelable(problems.Conflict):
+    slug, title = "job-not-cancelable", "Job already finished"
+
+
+class InvalidCursor(problems.BadRequest):
+    slug, title = "invalid-cursor", "Invalid pagination cursor"
+
+
+class TooManyJobsInFlight(problems.TooManyRequests):
+    slug, title = "too-many-jobs-in-flight", "Too many jobs in flight"
+
+
+def too_many_in_flight(cap: int, tier: tiers.Tier, where: str = "") -> TooManyJobsInFlight:
+    return TooManyJobsInFlight(
+        f"This account already has {cap} {where}jobs queued or running, the {tier.label} tier's limit; "
+        "wait for one to finish, or cancel one.",
+        headers={"Retry-After": IN_FLIGHT_RETRY_AFTER},
+        limit=cap,
+    )
+
+
+def request_hash(workflow_id: str, data: dict) -> str:
+    canonical = json.dumps({"workflow": workflow_id, "input": data}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def failure(err: Exception) -> dict:
+    """A failed job's `error`."""
+    return {"type": type(err).__name__, "message": str(err)[:500]}
+
+
+class ResultTooLarge(Exception):
+    """A workflow's result over the size a job may store: the job fails with this error."""
+
+
+def run_workflow(workflow: workflows.Workflow, data: dict, max_result_bytes: int = MAX_RESULT_BYTES):
+    result = workflow.run(data)
+    size = len(json.dumps(result, separators=(",", ":")).encode())
+    if size > max_result_bytes:
+        raise ResultTooLarge(f"The result takes {size:,} bytes as JSON; a job may store {max_result_bytes:,}.")
+    return result
+
+
+def check_input(workflow_id: str, data: dict) -> workflows.Workflow:
+    workflow = workflows.get(workflow_id)
+    if workflow is None:
+        raise UnknownWorkflow(f"No workflow {workflow_id!r}; GET /v1/workflows lists them.")
+    errors = workflow.validation_errors(data)
+    if errors:
+        raise InvalidJobInput(f"The input does not match the {workflow_id} workflow's schema.", errors=errors)
+    return workflow
+
+
+def create(account_id: int, workflow_id: str, data: dict, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Create and enqueue a job; (job, False) when the idempotency key names an earlier one."""
+    check_input(workflow_id, data)
+    digest = request_hash(workflow_id, data)
+    if idempotency_key:
+        earlier = _by_idempotency_key(account_id, idempotency_key, digest)
+        if earlier:
+            return earlier, False
+    _hold_in_flight_slot(account_id)
+    job = Job(
+        id="job_" + secrets.token_hex(10),
+        account_id=account_id,
+        workflow=workflow_id,
+        input=data,
+        status="queued",
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        created_at=utcnow(),
+    )
+    db.session.add(job)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # A concurrent request with the same idempotency key won the race.
+        db.session.rollback()
+        earlier = _by_idempotency_key(account_id, idempotency_key, digest) if idempotency_key else None
+        if earlier is None:
+            raise
+        return earlier, False
+    queue.enqueue(RUN_TASK, job.id, job_id=f"run-{job.id}")
+    return job, True
+
+
+def _hold_in_flight_slot(account_id: int) -> None:
+    """Refuse a job beyond the tier's in-flight cap. The account row stays locked until the new
+    job is committed, so concurrent submissions of one account are counted one after another
+    (on PostgreSQL; SQLite, the embedded default, serialises writers anyway)."""
+    tier_name = db.session.scalar(sa.select(Account.tier).where(Account.id == account_id).with_for_update())
+    tier = tiers.TIERS.get(tier_name or tiers.DEFAULT_TIER, tiers.TIERS[tiers.DEFAULT_TIER])
+    in_flight = db.session.scalar(
+        sa.select(sa.func.count()).where(Job.account_id == account_id, Job.status.in_(IN_FLIGHT))
+    )
+    if in_flight >= tier.max_jobs_in_flight:
+        db.session.rollback()
+        raise too_many_in_flight(tier.max_jobs_in_flight, tier)
+
+
+def _by_idempotency_key(account_id: int, key: str, digest: str) -> Job | None:
+    job = db.session.scalar(sa.select(Job).where(Job.account_id == account_id, Job.idempotency_key == key))
+    if job is not None and job.request_hash != digest:
+        raise problems.IdempotencyConflict(
+            "This Idempotency-Key was used with a different request body; use a new key."
+        )
+    return job
+
+
+def read(account_id: int, job_id: str) -> dict:
+    """A job as the API shows it. Read on an autocommit connection: polling is the API's most
+    frequent call, and this spares it the BEGIN and ROLLBACK round trips of a transaction."""
+    with (
+        db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
+        orm.Session(bind=connection) as session,
+    ):
+        job = session.scalar(sa.select(Job).where(Job.id == job_id, Job.account_id == account_id))
+        if job is None:
+            raise problems.NotFound(f"No job {job_id!r} in this account.")
+        return job.to_dict()
+
+
+def get(account_id: int, job_id: str) -> Job:
+    job = db.session.scalar(sa.select(Job).where(Job.id == job_id, Job.account_id == account_id))
+    if job is None:
+        raise problems.NotFound(f"No job {job_id!r} in this account.")
+    return job
+
+
+def wrap_cursor(kind: str, position: str) -> str:
+    """An opaque cursor: a listing's kind letter and its position, base64url."""
+    return base64.urlsafe_b64encode(f"{kind}{position}".encode()).decode().rstrip("=")
+
+
+def unwrap_cursor(kind: str, cursor: str, valid: Callable[[str], bool]) -> str:
+    """The position in a cursor of this kind, or InvalidCursor (400) for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        text = ""
+    if not (text[:1] == kind and valid(text[1:])):
+        raise InvalidCursor("Pass back the next_cursor of a previous page unchanged.")
+    return text[1:]
+
+
+def _is_seq(text: str) -> bool:
+    # A BIGINT column: a larger number is not a cursor we gave out.
+    return text.isascii() and text.isdigit() and 0 < int(text) < 2**63
+
+
+def encode_cursor(seq: int) -> str:
+    return wrap_cursor("j", str(seq))
+
+
+def decode_cursor(cursor: str) -> int:
+    return int(unwrap_cursor("j", cursor, _is_seq))
+
+
+def list_page(account_id: int, status: str | None, limit: int, cursor: str | None) -> dict:
+    """Newest first, `limit` per page, continued by an opaque cursor."""
+    query = sa.select(Job).where(Job.account_id == account_id)
+    if status:
+        query = query.where(Job.status == status)
+    if cursor:
+        query = query.where(Job.seq < decode_cursor(cursor))
+    rows = db.session.scalars(query.order_by(Job.seq.desc()).limit(limit + 1)).all()
+    page, more = rows[:limit], len(rows) > limit
+    return {
+        "data": [job.to_dict() for job in page],
+        "has_more": more,
+        "next_cursor": encode_cursor(page[-1].seq) if more else None,
+    }
+
+
+def cancel(account_id: int, job_id: str) -> Job:
+    job = get(account_id, job_id)
+    updated = db.session.execute(
+        sa.update(Job)
+        .where(Job.seq == job.seq, Job.status.in_(("queued", "running")))
+        .values(status="canceled", finished_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    db.session.refresh(job)
+    if not updated:
+        raise JobNotCancelable(f"Job {job_id} is already {job.status}.")
+    _stop_if_running(job.id)
+    return job
+
+
+def _stop_if_running(job_id: str) -> None:
+    """Free the worker a canceled job holds: RQ kills the work horse, and does not retry it.
+    (A job that has not started is left to the worker, which skips canceled jobs.)"""
+    try:
+        send_stop_job_command(queue.get_queue().connection, f"run-{job_id}")
+    except (NoSuchJobError, InvalidJobOperation):
+        pass  # not started, already finished, or never queued (Redis was down)
+    except redis.RedisError as err:
+        log.warning("could not stop job %s on its worker: %s", job_id, err)
+
+
+def purge_finished(now, retention: timedelta) -> int:
+    """Delete the jobs that finished more than `retention` ago, input and result with them;
+    jobs still queued or running are kept whatever their age. Returns how many went."""
+    cutoff, purged = now - retention, 0
+    while True:
+        batch = db.session.scalars(
+            sa.select(Job.seq).where(Job.status.in_(FINISHED), Job.finished_at < cutoff).limit(PURGE_BATCH)
+        ).all()
+        if not batch:
+            return purged
+        deleted = db.session.execute(sa.delete(Job).where(Job.seq.in_(batch))).rowcount
+        db.session.commit()  # in batches: short transactions, and progress survives an interruption
+        if not deleted:
+            return purged
+        purged += deleted
+
+
+def requeue_stranded(now, queued_for=timedelta(minutes=2), running_for=timedelta(minutes=2)) -> int:
+    """Enqueue again the jobs nothing will run: created while Redis was down, lost with a Redis
+    restart, or left `running` by a worker that died (RQ stops a job after queue.API_JOB_TIMEOUT, well
+    inside `running_for`). Returns how many were requeued."""
+    connection = queue.get_queue().connection
+    db.session.execute(
+        sa.update(Job)
+        .where(Job.status == "running", Job.started_at < now - running_for)
+        .values(status="queued", started_at=None)
+    )
+    db.session.commit()
+    stranded = db.session.scalars(sa.select(Job).where(Job.status == "queued", Job.created_at < now - queued_for))
+    requeued = 0
+    for job in stranded:
+        try:
+            alive = RQJob.fetch(f"run-{job.id}", connection=connection).get_status() in (
+                "queued",
+                "started",
+                "deferred",
+                "scheduled",
+            )
+        except NoSuchJobError:
+            alive = False
+        if not alive and queue.enqueue(RUN_TASK, job.id, job_id=f"run-{job.id}"):
+            requeued += 1
+    return requeued
+
+
+def execute(job_id: str) -> str:
+    """Run a queued job (called by the worker); returns its final status. Safe to call twice."""
+    started = db.session.execute(
+        sa.update(Job).where(Job.id == job_id, Job.status == "queued").values(status="running", started_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    job = db.session.scalar(sa.select(Job).where(Job.id == job_id))
+    if job is None:
+        return "missing"
+    if not started:
+        return job.status  # already run, running elsewhere, or canceled
+    workflow = workflows.get(job.workflow)
+    try:
+        values = {"status": "succeeded", "result": run_workflow(workflow, job.input)}
+    except Exception as err:  # a workflow failure is the job's result, not the worker's crash
+        log.exception("job %s failed", job_id)
+        values = {"status": "failed", "error": failure(err)}
+    # Only a still-running job takes its result: a cancel while it ran wins.
+    db.session.execute(
+        sa.update(Job).where(Job.id == job_id, Job.status == "running").values(finished_at=utcnow(), **values)
+    )
+    db.session.commit()
+    db.session.refresh(job)
+    return job.status

@@ -1,0 +1,42 @@
+"""The API's jobs: one row per job a developer submitted."""
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from levqor_core.columns import UTCDateTime, utcnow
+from levqor_core.extensions import db
+
+
+class Job(db.Model):
+    __tablename__ = "jobs"
+    __table_args__ = (sa.UniqueConstraint("account_id", "idempotency_key", name="uq_jobs_idempotency"),)
+
+    seq: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    id: Mapped[str] = mapped_column(sa.String(32), unique=True)  # public id, "job_..."
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    workflow: Mapped[str] = mapped_column(sa.String(64))
+    input: Mapped[dict] = mapped_column(sa.JSON)
+    # queued | running | succeeded | failed | canceled
+    status: Mapped[str] = mapped_column(sa.String(10), default="queued", index=True)
+    result: Mapped[dict | list | None] = mapped_column(sa.JSON)
+    error: Mapped[dict | None] = mapped_column(sa.JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
+    request_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "workflow": self.workflow,
+            "status": self.status,
+            "input": self.input,
+            "result": self.result,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }

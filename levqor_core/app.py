@@ -1,0 +1,133 @@
+"""The app factory: the Connexion (ASGI) app around the Flask app, wired from the domain core."""
+
+import json
+import logging
+from pathlib import Path
+
+import connexion
+import yaml
+from connexion.context import context as connexion_context
+from connexion.jsonifier import Jsonifier
+from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+from flask import Flask, redirect, request, url_for
+from werkzeug.utils import import_string
+
+from levqor_core import config, errors, problems, redis_conn, tables  # noqa: F401  (tables: every model)
+from levqor_core.accounts.models import Account
+from levqor_core.extensions import csrf, db, login_manager, migrate
+from levqor_core.limits import gate
+from levqor_core.web import deprecation, validation
+from levqor_core.web.limiter import add_headers as add_limiter_headers
+from levqor_core.web.limiter import limiter
+from levqor_core.web.request_guard import ApiEdge
+from levqor_core.web.request_metrics import MetricsMiddleware
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "openapi" / "openapi.yaml"
+PORTAL_BLUEPRINTS = ("portal.views:bp", "portal.billing_views:bp", "portal.ops_views:bp")
+
+
+def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
+    """Build the Connexion app (ASGI) around the Flask app; settings from the environment."""
+    settings = config.from_env()
+    settings.update(test_config or {})
+    logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    cx = connexion.FlaskApp(__name__, specification_dir=str(SPEC.parent))
+    app: Flask = cx.app
+    app.config.update(settings)
+    app.config["API_VERSION"] = yaml.safe_load(SPEC.read_text())["info"]["version"]
+    app.template_folder = str(ROOT / "portal" / "templates")
+
+    register_extensions(app)
+    cx.add_api(
+        SPEC.name,
+        strict_validation=True,
+        validate_responses=True,
+        pythonic_params=False,
+        # Compact output keeps json on its C encoder (Connexion's default indent=2 does not).
+        jsonifier=Jsonifier(json, separators=(",", ":")),
+        validator_map=validation.validator_map(),
+        # /docs/api is the one reference (CSP, frame denial, "Try it out" on the sandbox); Connexion's
+        # bundled Swagger UI at /api/ui/ had none of that and called production.
+        swagger_ui_options=SwaggerUIOptions(serve_spec=True, swagger_ui=False),
+    )
+    # Outermost of ours: counts and times every request.
+    cx.add_middleware(
+        MetricsMiddleware,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        redis_client=app.extensions["levqor.redis"],
+        flush_seconds=app.config["STATS_FLUSH_SECONDS"],
+    )
+    cx.add_middleware(
+        ApiEdge, position=MiddlewarePosition.BEFORE_EXCEPTION, flask_app=app, max_body_bytes=settings["MAX_BODY_BYTES"]
+    )
+    errors.register_error_handlers(cx)
+    deprecation.register(app, yaml.safe_load(SPEC.read_text()))  # Deprecation/Sunset headers
+    register_blueprints(app)
+    register_commands(app)
+    return cx
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    login_manager.init_app(app)
+    login_manager.login_view = "portal.login"
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in _csrf_for_sessions
+    csrf.init_app(app)
+
+    redis_url = redis_conn.resolve_url(app.config["REDIS_URL"])
+    app.config["REDIS_URL"] = redis_url
+    r = redis_conn.client(redis_url)
+    app.extensions["levqor.redis"] = r
+    app.config.setdefault("RATELIMIT_STORAGE_URI", redis_conn.limits_storage_uri(redis_url))
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "lvq-fl")
+    # Registered before Flask-Limiter's own hook, so it runs after it (Flask runs them in reverse).
+    app.after_request(add_limiter_headers)
+    limiter.init_app(app)
+    app.extensions["levqor.gate"] = gate.Gate(
+        app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.async_client(redis_url)
+    )
+
+    @login_manager.user_loader
+    def load_account(account_id):
+        return db.session.get(Account, int(account_id))
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        if request.path.startswith("/api/"):
+            raise problems.NotAuthenticated("Sign in to the portal, or send your key in the x-api-key header.")
+        return redirect(url_for("portal.login", next=request.full_path))
+
+    @app.before_request
+    def _csrf_for_sessions():
+        # Cookie-authenticated state changes need the CSRF token; API-key calls carry no cookie
+        # authority, and Stripe signs its webhooks instead.
+        state_change = request.method in ("POST", "PUT", "PATCH", "DELETE")
+        if state_change and not _authenticated_by_key() and request.path != "/api/billing/webhook":
+            csrf.protect()
+
+    def _authenticated_by_key() -> bool:
+        """True when Connexion's security admitted this request by its x-api-key (not a cookie)."""
+        if not request.headers.get("x-api-key"):
+            return False
+        try:
+            return "account_id" in (connexion_context.get("token_info") or {})
+        except RuntimeError:  # not an API operation: no Connexion context
+            return False
+
+
+def register_blueprints(app: Flask) -> None:
+    # Named, not imported, as the spec names the handlers by operationId: the core never imports
+    # the portal, so the portal can import any of the core.
+    for name in PORTAL_BLUEPRINTS:
+        app.register_blueprint(import_string(name))
+
+
+def register_commands(app: Flask) -> None:
+    from levqor_core import cli
+
+    cli.register(app)

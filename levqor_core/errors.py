@@ -1,0 +1,126 @@
+"""Error handlers: every API error is RFC 9457 problem+json, every portal error a readable page."""
+
+import logging
+import time
+from http.cookies import CookieError
+
+import connexion
+import redis
+from connexion.exceptions import ProblemException
+from connexion.problem import problem
+from flask import render_template, request
+from flask_limiter.errors import RateLimitExceeded
+from flask_wtf.csrf import CSRFError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from levqor_core import problems
+from levqor_core.limits import tiers
+from levqor_core.web.limiter import limiter
+
+log = logging.getLogger(__name__)
+
+# Problem types for errors Connexion and Starlette raise themselves (validation, routing).
+_TYPES_BY_STATUS = {
+    400: "bad-request",
+    401: "invalid-api-key",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    500: "internal-error",
+}
+
+
+def register_error_handlers(cx: connexion.FlaskApp) -> None:
+    app = cx.app
+
+    def typed_problem(_request, exc: ProblemException | problems.Problem):
+        type_ = exc.type
+        if not type_ or type_ == "about:blank":
+            type_ = problems.TYPE_BASE + _TYPES_BY_STATUS.get(exc.status, "error")
+        return problem(exc.status, exc.title, exc.detail, type=type_, headers=exc.headers, ext=exc.ext)
+
+    def http_problem(_request, exc: StarletteHTTPException):
+        status = exc.status_code
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        title = {404: "Not found", 405: "Method not allowed"}.get(status, "Error")
+        return problem(
+            status, title, detail, type=problems.TYPE_BASE + _TYPES_BY_STATUS.get(status, "error"), headers=exc.headers
+        )
+
+    def internal_problem(_request, exc: Exception):
+        log.exception("unhandled error", exc_info=exc)
+        return problem(
+            500,
+            "Internal server error",
+            "Something went wrong on our side; it has been logged.",
+            type=problems.TYPE_BASE + "internal-error",
+        )
+
+    def redis_unavailable(_request, exc: Exception):
+        log.warning("redis unavailable: %s", exc)
+        return problem(
+            503,
+            "Service unavailable",
+            "A backing service is briefly unavailable; retry shortly.",
+            type=problems.TYPE_BASE + "service-unavailable",
+            headers={"Retry-After": "5"},
+        )
+
+    def undecodable_body(_request, exc: Exception):
+        return problem(
+            400, "Bad request", "The request body is not valid UTF-8 JSON.", type=problems.TYPE_BASE + "bad-request"
+        )
+
+    def unreadable_cookie(_request, exc: Exception):
+        # Connexion's cookie security reads the Cookie header with http.cookies, which raises on
+        # a malformed one (found by the fuzz): no session can be read from it.
+        return problem(
+            401,
+            "Not authenticated",
+            "The Cookie header could not be read; sign in again.",
+            type=problems.TYPE_BASE + "not-authenticated",
+        )
+
+    cx.add_error_handler(UnicodeDecodeError, undecodable_body)
+    cx.add_error_handler(CookieError, unreadable_cookie)
+    cx.add_error_handler(redis.RedisError, redis_unavailable)
+    cx.add_error_handler(ProblemException, typed_problem)  # raised by Connexion itself (validation)
+    cx.add_error_handler(problems.Problem, typed_problem)
+    cx.add_error_handler(StarletteHTTPException, http_problem)
+    cx.add_error_handler(Exception, internal_problem)
+
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(exc: RateLimitExceeded):
+        reset_at = limiter.current_limit.reset_at if limiter.current_limit else time.time() + 60
+        retry_after = max(1, int(reset_at - time.time() + 0.999))
+        granularity = limiter.current_limit.limit.GRANULARITY.name if limiter.current_limit else ""
+        if request.path == "/api/key/new":
+            per_day = tiers.KEY_CREATIONS_PER_DAY
+            kind, detail = problems.KeyCreationLimited, f"You can create {per_day} API key(s) per day; try again later."
+        elif granularity == "second":
+            amount = limiter.current_limit.limit.amount
+            kind, detail = problems.BurstLimitExceeded, f"More than {amount} calls per second."
+        else:
+            kind, detail = problems.TooManyRequests, "Too many attempts; try again later."
+        if request.path.startswith("/api/"):
+            response = kind(detail).flask_response()
+        elif exc.response is not None:
+            response = exc.response  # the view's own page for it (the limit's on_breach)
+        else:
+            page = render_template("errors/message.html", title="Slow down", message=detail)
+            response = app.make_response((page, 429))
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(exc: CSRFError):
+        if request.path.startswith("/api/"):
+            return problems.CsrfFailed(exc.description).flask_response()
+        return render_template(
+            "errors/message.html",
+            title="This form has expired",
+            message="Your session's security token was missing or out of date. Go back, reload the page and try again.",
+        ), 400

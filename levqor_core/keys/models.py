@@ -1,0 +1,56 @@
+"""API keys (stored only as hashes) and their audit trail."""
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from levqor_core.columns import UTCDateTime, utcnow
+from levqor_core.extensions import db
+
+
+class ApiKey(db.Model):
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        # One active key per account, enforced by the database itself.
+        sa.Index(
+            "uq_api_keys_one_active",
+            "account_id",
+            unique=True,
+            postgresql_where=sa.text("status = 'active'"),
+            sqlite_where=sa.text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)  # public id, "key_..."
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    hint: Mapped[str] = mapped_column(sa.String(32))
+    # active | expiring (old key in a rotation grace period) | revoked | expired
+    status: Mapped[str] = mapped_column(sa.String(10), default="active")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_on: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    account = relationship("Account", back_populates="keys")
+
+    def is_usable(self, now: datetime) -> bool:
+        if self.status == "active":
+            return True
+        return self.status == "expiring" and self.expires_at is not None and now < self.expires_at
+
+
+class KeyEvent(db.Model):
+    """Audit trail of key lifecycle events, shown to the account owner."""
+
+    __tablename__ = "key_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    key_id: Mapped[str] = mapped_column(sa.String(32))
+    event: Mapped[str] = mapped_column(sa.String(16))  # created | rolled | revoked | expired
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(sa.String(254))
+    ip: Mapped[str | None] = mapped_column(sa.String(64))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(512))

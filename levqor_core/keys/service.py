@@ -1,0 +1,196 @@
+"""API keys: the create / rotate / revoke lifecycle and the audit trail (the key format is `format.py`)."""
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from levqor_core import problems
+from levqor_core.accounts.models import Account
+from levqor_core.columns import utcnow
+from levqor_core.extensions import db
+from levqor_core.keys.format import generate, hash_key, hint
+from levqor_core.keys.models import ApiKey, KeyEvent
+from levqor_core.limits import gate
+
+
+class KeyCreationConflict(problems.Conflict):
+    slug, title = "key-creation-conflict", "Concurrent key creation"
+
+
+class ExpiringKeyCannotManage(problems.Problem):
+    status, slug, title = 403, "expiring-key-cannot-manage", "An expiring key cannot manage keys"
+
+
+MAX_GRACE = timedelta(hours=24)
+
+
+@dataclass
+class IssuedKey:
+    """A freshly created key. `raw` exists only in this object and the one response."""
+
+    record: ApiKey
+    raw: str
+
+
+@dataclass
+class Actor:
+    email: str
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+def active_key(account_id: int) -> ApiKey | None:
+    return db.session.scalar(sa.select(ApiKey).where(ApiKey.account_id == account_id, ApiKey.status == "active"))
+
+
+def visible_keys(account_id: int, now: datetime | None = None) -> list[ApiKey]:
+    """The active key and any old key still inside its rotation grace period."""
+    now = now or utcnow()
+    expire_lapsed(account_id, now)
+    rows = db.session.scalars(
+        sa.select(ApiKey)
+        .where(ApiKey.account_id == account_id, ApiKey.status.in_(("active", "expiring")))
+        .order_by(ApiKey.created_at.desc())
+    )
+    return list(rows)
+
+
+def expire_lapsed(account_id: int, now: datetime) -> None:
+    """Mark grace-period keys whose time is up as expired, with an audit event.
+
+    One UPDATE … RETURNING: of two requests that find the same lapsed key, only the one whose
+    update changed the row records the event."""
+    lapsed = db.session.execute(
+        sa.update(ApiKey)
+        .where(ApiKey.account_id == account_id, ApiKey.status == "expiring", ApiKey.expires_at <= now)
+        .values(status="expired")
+        .returning(ApiKey.id, ApiKey.expires_at)
+    ).all()
+    for key_id, expires_at in lapsed:
+        # Recorded when next looked at, stamped with when it happened.
+        db.session.add(KeyEvent(account_id=account_id, key_id=key_id, event="expired", actor="system", at=expires_at))
+    if lapsed:  # a commit would also expire every loaded object, and this runs on each dashboard view
+        db.session.commit()
+
+
+def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> IssuedKey:
+    """Create the account's new active key, retiring the old one at once or after `grace`."""
+    if grace < timedelta(0) or grace > MAX_GRACE:
+        raise ValueError("grace period must be between 0 and 24 hours")
+    now = utcnow()
+    # Locks the account row on PostgreSQL so concurrent rotations queue up instead of racing.
+    db.session.execute(sa.select(Account.id).where(Account.id == account.id).with_for_update())
+    old = active_key(account.id)
+    retired: list[str] = []
+    if old is not None:
+        retired.append(old.key_hash)
+        if grace:
+            old.status, old.expires_at = "expiring", now + grace
+        else:
+            old.status, old.revoked_at = "revoked", now
+        db.session.flush()
+    raw = generate()
+    record = ApiKey(
+        id="key_" + secrets.token_hex(8),
+        account_id=account.id,
+        key_hash=hash_key(raw),
+        hint=hint(raw),
+        status="active",
+        created_at=now,
+    )
+    db.session.add(record)
+    db.session.add(_event(account.id, record.id, "rolled" if old else "created", actor, now))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another creation won the race (the database allows one active key per account).
+        db.session.rollback()
+        raise KeyCreationConflict("Another key was created for this account at the same moment.") from None
+    # Drop cached records so every process sees the change on its next request.
+    gate.forget_keys(retired)
+    return IssuedKey(record=record, raw=raw)
+
+
+def revoke(account: Account, actor: Actor, calling_key_id: str | None = None) -> ApiKey | None:
+    """Revoke the active key (and any key in its grace period); None when there was none.
+
+    `calling_key_id` is the key making the call, if a key makes it: only the active key may. A
+    key in its rotation grace period is the one a leak makes you roll; it must not be able to
+    revoke its replacement."""
+    now = utcnow()
+    keys = db.session.scalars(
+        sa.select(ApiKey).where(ApiKey.account_id == account.id, ApiKey.status.in_(("active", "expiring")))
+    ).all()
+    if calling_key_id is not None and not any(k.id == calling_key_id and k.status == "active" for k in keys):
+        raise ExpiringKeyCannotManage(
+            "This key is in its rotation grace period: it can still call the API, but only the new key "
+            "or the portal can revoke keys."
+        )
+    if not keys:
+        return None
+    for key in keys:
+        key.status, key.revoked_at = "revoked", now
+        db.session.add(_event(account.id, key.id, "revoked", actor, now))
+    db.session.commit()
+    gate.forget_keys([k.key_hash for k in keys])
+    return next((k for k in keys if k.expires_at is None), keys[0])
+
+
+def audit_trail(account_id: int, limit: int = 50) -> list[KeyEvent]:
+    """The events, newest first, with any grace period that has run out recorded first."""
+    expire_lapsed(account_id, utcnow())
+    return events(account_id, limit)
+
+
+def events(account_id: int, limit: int = 50) -> list[KeyEvent]:
+    return list(
+        db.session.scalars(
+            sa.select(KeyEvent)
+            .where(KeyEvent.account_id == account_id)
+            .order_by(KeyEvent.at.desc(), KeyEvent.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def _event(account_id: int, key_id: str, event: str, actor: Actor, at: datetime) -> KeyEvent:
+    return KeyEvent(
+        account_id=account_id,
+        key_id=key_id,
+        event=event,
+        at=at,
+        actor=actor.email,
+        ip=actor.ip,
+        user_agent=(actor.user_agent or "")[:512] or None,
+    )
+
+
+def event_to_dict(event: KeyEvent, personal: bool) -> dict:
+    """One audit-trail entry. Without `personal` (a key reading it, which may be a leaked one),
+    who acted is reduced to "portal" / "system" / the acting key, and addresses and user agents
+    are left out: they belong to the signed-in owner only."""
+    actor = event.actor
+    if not personal and actor != "system" and not actor.startswith("api-key:"):
+        actor = "portal"
+    return {
+        "key_id": event.key_id,
+        "event": event.event,
+        "at": event.at.isoformat(),
+        "actor": actor,
+        "ip": event.ip if personal else None,
+        "user_agent": event.user_agent if personal else None,
+    }
+
+
+def to_dict(key: ApiKey, account: Account) -> dict:
+    return {
+        "id": key.id,
+        "hint": key.hint,
+        "tier": account.tier,
+        "status": key.status,
+        "created_at": key.created_at.isoformat(),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+    }

@@ -1,0 +1,240 @@
+"""Usage periods, Redis counters and their persistence to the database.
+
+Counters live in Redis on the hot path (see gate.lua). They are copied to `usage_daily`
+every USAGE_FLUSH_SECONDS; after a Redis restart or flush the counters are seeded again from
+the database, and each web process replays the calls it admitted that the last flush had not
+persisted (gate.Gate's journal), so a Redis restart loses no call a live process admitted.
+"""
+
+import calendar
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import redis
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.dialects import postgresql, sqlite
+
+from levqor_core.accounts.models import Account
+from levqor_core.extensions import db
+from levqor_core.keys.models import ApiKey
+from levqor_core.limits import tiers
+from levqor_core.limits.tiers import SANDBOX_DAILY_LIMIT
+from levqor_core.metering.models import UsageDaily
+
+DIRTY = "lvq:dirty"
+FLUSHING = "lvq:dirty:flushing"
+
+
+@dataclass(frozen=True)
+class Period:
+    id: str  # part of the Redis counter name
+    start: datetime
+    end: datetime
+
+
+def calendar_period(now: datetime) -> Period:
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    days = calendar.monthrange(start.year, start.month)[1]
+    return Period(start.strftime("%Y-%m"), start, start + timedelta(days=days))
+
+
+def current_period(account: Account, now: datetime) -> Period:
+    """The subscription period for paid accounts while it runs; the calendar month otherwise."""
+    if account.period_start and account.period_end and account.period_start <= now < account.period_end:
+        return Period(f"p{int(account.period_start.timestamp())}", account.period_start, account.period_end)
+    return calendar_period(now)
+
+
+def day_end(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def usage_key(account_id: int, period: Period | str) -> str:
+    """The period counter; `period` may be a Period or its id."""
+    return f"lvq:u:{account_id}:{getattr(period, 'id', period)}"
+
+
+def daily_key(key_id: str, day: date) -> str:
+    return f"lvq:d:{key_id}:{day.isoformat()}"
+
+
+def sandbox_key(key_id: str, day: date) -> str:
+    return f"lvq:s:{key_id}:{day.isoformat()}"
+
+
+def period_days(period: Period) -> tuple[date, date]:
+    """The first and last `usage_daily` days that count towards a period.
+
+    Stripe periods start at the time of day the subscription began, so a paid period's first day
+    is partial: its row also holds calls of the previous period, and a row cannot be split. That
+    day is left out; the period's Redis counter starts at 0 and counts that day's calls from the
+    first call on, so only a re-seed later in the period (a Redis loss) forgives them. A period
+    that ends mid-day keeps that day."""
+    first = period.start.date()
+    if period.start != datetime.combine(first, datetime.min.time(), UTC):
+        first += timedelta(days=1)
+    return first, (period.end - timedelta(microseconds=1)).date()
+
+
+def base_key(key_id: str, day: date) -> str:
+    """What a key's day counters were seeded with, in this Redis's life: calls numbered above it
+    by an earlier life of Redis were never persisted (gate.Gate replays them)."""
+    return f"lvq:base:{key_id}:{day.isoformat()}"
+
+
+def add_calls(pipe, key_id: str, account_id: int, period_id: str, day: date, area: str, n: int) -> None:
+    """Queue on `pipe` what gate.lua does for n admitted calls: the counters, and the dirty mark
+    that has the next flush persist them."""
+    if area == "sandbox":
+        pipe.incrby(sandbox_key(key_id, day), n)
+    else:
+        pipe.incrby(usage_key(account_id, period_id), n)
+        pipe.incrby(daily_key(key_id, day), n)
+    pipe.sadd(DIRTY, f"{key_id}|{account_id}|{day.isoformat()}")
+
+
+def persisted_period_calls(account_id: int, period: Period) -> int:
+    first, last = period_days(period)
+    return int(
+        db.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(UsageDaily.calls), 0)).where(
+                UsageDaily.account_id == account_id, UsageDaily.day >= first, UsageDaily.day <= last
+            )
+        )
+    )
+
+
+def persisted_day(key_id: str, day: date) -> tuple[int, int]:
+    row = db.session.get(UsageDaily, (key_id, day))
+    return (row.calls, row.sandbox_calls) if row else (0, 0)
+
+
+def seed_counters(r: redis.Redis, account: Account, key_id: str, now: datetime) -> None:
+    """Restore counters Redis lost from the database; existing counters are left alone."""
+    period = current_period(account, now)
+    r.set(usage_key(account.id, period), persisted_period_calls(account.id, period), nx=True, ex=70 * 86400)
+    seed_day(r, key_id, now.date())
+
+
+def seed_day(r: redis.Redis, key_id: str, day: date) -> None:
+    """A key's day counters and their seed base, from the database, where Redis has none."""
+    calls, sandbox_calls = persisted_day(key_id, day)
+    pipe = r.pipeline(transaction=False)
+    pipe.set(daily_key(key_id, day), calls, nx=True, ex=8 * 86400)
+    pipe.set(sandbox_key(key_id, day), sandbox_calls, nx=True, ex=8 * 86400)
+    pipe.hsetnx(base_key(key_id, day), "calls", calls)
+    pipe.hsetnx(base_key(key_id, day), "sandbox", sandbox_calls)
+    pipe.expire(base_key(key_id, day), 8 * 86400)
+    pipe.execute()
+
+
+def flush_usage(r: redis.Redis) -> int:
+    """Copy the counters touched since the last flush into usage_daily; returns rows written."""
+    if r.exists(DIRTY):
+        # Keep anything a crashed flush left behind, then take the current set atomically.
+        r.sunionstore(DIRTY, [DIRTY, FLUSHING])
+        r.rename(DIRTY, FLUSHING)
+    members = sorted(m.decode() for m in r.smembers(FLUSHING))
+    if not members:
+        return 0
+    entries = []
+    for member in members:
+        key_id, account_id, day_text = member.split("|")
+        entries.append((key_id, int(account_id), date.fromisoformat(day_text)))
+    values = r.mget([k for key_id, _, day in entries for k in (daily_key(key_id, day), sandbox_key(key_id, day))])
+    rows = [
+        {
+            "key_id": key_id,
+            "account_id": account_id,
+            "day": day,
+            "calls": int(values[2 * i] or 0),
+            "sandbox_calls": int(values[2 * i + 1] or 0),
+        }
+        for i, (key_id, account_id, day) in enumerate(entries)
+    ]
+    _upsert_usage(rows)
+    r.delete(FLUSHING)
+    return len(rows)
+
+
+def _upsert_usage(rows: list[dict]) -> None:
+    dialect = db.engine.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max
+    stmt = insert(UsageDaily).values(rows)
+    # Counts only grow within a day: never let a stale value move a row backwards.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["key_id", "day"],
+        set_={
+            "calls": greatest(UsageDaily.calls, stmt.excluded.calls),
+            "sandbox_calls": greatest(UsageDaily.sandbox_calls, stmt.excluded.sandbox_calls),
+        },
+    )
+    db.session.execute(stmt)
+    db.session.commit()
+
+
+def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: datetime) -> dict:
+    """The numbers enforcement uses, as GET /api/usage reports them."""
+    tier = tiers.get(account.tier)
+    period = current_period(account, now)
+    today = now.date()
+    estimated = False
+    try:
+        if key_id:
+            seed_counters(r, account, key_id, now)
+            used, sandbox_today = r.mget(usage_key(account.id, period), sandbox_key(key_id, today))
+        else:
+            used = r.get(usage_key(account.id, period)) or persisted_period_calls(account.id, period)
+            sandbox_today = 0
+    except redis.RedisError:
+        # Redis is away: what was persisted, plus the calls this process admitted meanwhile.
+        estimated = True
+        pending = current_app.extensions["levqor.gate"].pending_calls
+        used = persisted_period_calls(account.id, period) + pending(account.id, None, "v1")
+        sandbox_today = (persisted_day(key_id, today)[1] + pending(account.id, key_id, "sandbox")) if key_id else 0
+    used = int(used or 0)
+    quota = tier.monthly_quota
+    return {
+        "tier": tier.name,
+        "calls_used": used,
+        "quota": quota,
+        "remaining": None if quota is None else max(quota - used, 0),
+        "period_start": period.start.isoformat(),
+        "resets_at": period.end.isoformat(),
+        "burst_per_second": tier.burst_per_second,
+        "estimated": estimated,
+        "sandbox": {
+            "calls_today": int(sandbox_today or 0),
+            "limit": SANDBOX_DAILY_LIMIT,
+            "resets_at": day_end(today).isoformat(),
+        },
+    }
+
+
+def daily_history(r: redis.Redis, account_id: int, now: datetime, days: int = 30) -> list[dict]:
+    """Calls per UTC day for the last `days` days, live counters overriding persisted rows."""
+    first = now.date() - timedelta(days=days - 1)
+    rows = db.session.execute(
+        sa.select(UsageDaily.key_id, UsageDaily.day, UsageDaily.calls, UsageDaily.sandbox_calls).where(
+            UsageDaily.account_id == account_id, UsageDaily.day >= first
+        )
+    ).all()
+    per_day = {first + timedelta(days=i): [0, 0] for i in range(days)}
+    per_key_day = {(row.key_id, row.day): (row.calls, row.sandbox_calls) for row in rows}
+    today = now.date()
+    key_ids = db.session.scalars(sa.select(ApiKey.id).where(ApiKey.account_id == account_id)).all()
+    if key_ids:
+        try:
+            live = r.mget([k for kid in key_ids for k in (daily_key(kid, today), sandbox_key(kid, today))])
+            for i, kid in enumerate(key_ids):
+                if live[2 * i] is not None or live[2 * i + 1] is not None:
+                    per_key_day[(kid, today)] = (int(live[2 * i] or 0), int(live[2 * i + 1] or 0))
+        except redis.RedisError:
+            pass  # the persisted figures are shown while Redis is away
+    for (_, day), (calls, sandbox_calls) in per_key_day.items():
+        if day in per_day:
+            per_day[day][0] += calls
+            per_day[day][1] += sandbox_calls
+    return [{"day": d.isoformat(), "calls": c, "sandbox_calls": s} for d, (c, s) in sorted(per_day.items())]

@@ -1,0 +1,20 @@
+"""Persisted usage: calls per key per UTC day."""
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from levqor_core.extensions import db
+
+
+class UsageDaily(db.Model):
+    """Calls per key per UTC day, persisted from the Redis counters."""
+
+    __tablename__ = "usage_daily"
+
+    key_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    day: Mapped[datetime] = mapped_column(sa.Date, primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    calls: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    sandbox_calls: Mapped[int] = mapped_column(sa.BigInteger, default=0)

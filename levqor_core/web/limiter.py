@@ -1,0 +1,64 @@
+"""Flask-Limiter: the instance, a guard for the callables handed to it, and its response headers.
+
+The portal's and the session-authenticated API routes' limits (log-in, sign-up, key creation,
+bursts) are Flask-Limiter's; API-key calls are limited by the gate (`levqor_core.limits.gate`)."""
+
+import functools
+import logging
+import time
+
+from flask_limiter import Limiter
+
+from levqor_core.limits import headers as limit_headers
+
+
+def _no_default_key():
+    # Every limit names its own key function; a missing one is a programming error.
+    raise RuntimeError("limits must pass key_func")
+
+
+limiter = Limiter(key_func=_no_default_key, headers_enabled=True)
+
+
+def limiter_callable(default):
+    """For every key, limit-value, exempt_when and on_breach function handed to Flask-Limiter.
+
+    Flask-Limiter takes any exception raised while it evaluates a limit for its storage failing:
+    it switches the whole process to per-process memory counters for a while, so one anonymous
+    request that made a key function raise let the next attempts of real accounts through. The
+    wrapped function returns `default` instead (and logs), so only a real storage error can
+    trip the fallback."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception:
+                logging.getLogger(__name__).exception("limiter callable %s raised", fn.__qualname__)
+                return default
+
+        return guarded
+
+    return wrap
+
+
+_POLICY_NAMES = {"second": "burst", "minute": "minute", "hour": "hourly", "day": "daily"}
+
+
+def add_headers(response):
+    """A Flask-Limiter limit's response gets the IETF RateLimit pair next to its X-RateLimit-*,
+    like the gate's; and Retry-After, which Flask-Limiter adds to every response, only on a refusal."""
+    current = limiter.current_limit
+    if current is None:
+        return response
+    if response.status_code < 400:
+        response.headers.pop("Retry-After", None)
+    if "RateLimit" not in response.headers:
+        name = _POLICY_NAMES.get(current.limit.GRANULARITY.name, current.limit.GRANULARITY.name)
+        seconds_left = max(0, int(current.reset_at - time.time()))
+        response.headers["RateLimit-Policy"] = limit_headers.policy(
+            name, current.limit.amount, current.limit.get_expiry()
+        )
+        response.headers["RateLimit"] = limit_headers.ietf_remaining(name, current.remaining, seconds_left)
+    return response

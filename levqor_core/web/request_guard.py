@@ -1,0 +1,165 @@
+"""ASGI middleware at the very edge of the app: body size and nesting limits, rate-limit and
+security headers on every response (the API's problem responses never pass through Flask)."""
+
+import asyncio
+import json
+import re
+
+from levqor_core import problems
+
+# Stripe's events (an invoice with many lines) can outgrow the API's body limit; Stripe would retry
+# a refused delivery for days, so its endpoint takes up to 1 MiB.
+WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# JSON bodies may nest arrays and objects this deep. Python's parser, the schema validators and the
+# encoder all recurse: 3,000 levels was a RecursionError (a 500), after the call had been counted.
+MAX_JSON_DEPTH = 32
+_STRUCTURAL = re.compile(rb'[\[\]{}"\\]')
+# Bodies these carry are never parsed as JSON (the portal's forms), so their brackets are just text.
+_NOT_JSON = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+# A body must have arrived in full this long after the request did: a client trickling it in (or
+# stalling) would otherwise hold its connection and buffer open for as long as it likes.
+BODY_TIMEOUT_SECONDS = 10.0
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+# Sent on responses to HTTPS requests (the scheme the trusted proxy reported): browsers then use
+# HTTPS only for a year. Over plain HTTP browsers ignore it, so local runs are unaffected.
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+
+
+def json_depth_exceeds(body: bytes | bytearray, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """True if the bytes nest `[`/`{` deeper than max_depth outside strings, without parsing them."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False  # cannot nest deeper than it has brackets: the usual case, two C-speed counts
+    depth, in_string, skip = 0, False, -1
+    for match in _STRUCTURAL.finditer(body):
+        i = match.start()
+        if i == skip:  # the character after a backslash in a string
+            continue
+        c = body[i]
+        if in_string:
+            if c == 0x5C:  # backslash
+                skip = i + 1
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def _too_large(limit: int) -> problems.Problem:
+    return problems.PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
+
+
+def _with_headers(send, headers):
+    """send(), adding `headers` (a list of pairs, or a callable giving one) to the response start
+    where the response does not set them itself."""
+
+    async def sending(message):
+        if message["type"] == "http.response.start":
+            wanted = headers() if callable(headers) else headers
+            if wanted:
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                added = [(k, v) for k, v in wanted if k not in present]
+                message = {**message, "headers": list(message.get("headers", [])) + added}
+        await send(message)
+
+    return sending
+
+
+def _replay(body: bytes, receive):
+    """A receive() that hands over the body already read, then waits on the client as before."""
+    pending = True
+
+    async def replayed():
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _problem_body(problem: problems.Problem) -> bytes:
+    return json.dumps(
+        {"type": problem.type, "title": problem.title, "status": problem.status, "detail": problem.detail}
+    ).encode()
+
+
+class ApiEdge:
+    """Reads a request's body in full before anything else sees it (at most the body limit):
+    refuses it with 413 if it is too large and with 400 if its JSON nests deeper than
+    MAX_JSON_DEPTH, before the API's security runs, so a refused body spends no quota. Adds the
+    headers the gate computed (X-RateLimit-*, RateLimit-*) to every response, errors included."""
+
+    def __init__(self, app, flask_app, max_body_bytes: int):
+        self.app = app
+        self.flask_app = flask_app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        send = _with_headers(send, [NOSNIFF, HSTS] if scope.get("scheme") == "https" else [NOSNIFF])
+        if _CONTROL.search(scope.get("path", "")):
+            # Starlette's router refuses these where Flask's would not, so refuse them up front.
+            return await self._send_problem(send, problems.BadRequest("The URL path contains control characters."))
+        limit = WEBHOOK_MAX_BODY_BYTES if scope.get("path") == "/api/billing/webhook" else self.max_body_bytes
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await self._send_problem(send, _too_large(limit))
+        if (declared is not None and declared != b"0") or b"transfer-encoding" in headers:
+            body = bytearray()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + BODY_TIMEOUT_SECONDS
+            while True:
+                try:
+                    message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    return await self._send_problem(
+                        send,
+                        problems.RequestTimeout(f"The request body must arrive within {BODY_TIMEOUT_SECONDS:g} s."),
+                        close=True,
+                    )
+                if message["type"] == "http.disconnect":
+                    return  # the client left mid-body: nobody to answer
+                body.extend(message.get("body", b""))
+                if len(body) > limit:  # chunked bodies declare no length
+                    return await self._send_problem(send, _too_large(limit), close=True)
+                if not message.get("more_body"):
+                    break
+            content_type = headers.get(b"content-type", b"").lower()
+            if not content_type.startswith(_NOT_JSON) and json_depth_exceeds(body):
+                return await self._send_problem(
+                    send,
+                    problems.NestingTooDeep(f"JSON bodies may nest arrays and objects at most {MAX_JSON_DEPTH} deep."),
+                )
+            receive = _replay(bytes(body), receive)
+            if declared is None:
+                # A chunked body, now read: Connexion takes a request without Content-Length for
+                # one without a body ("RequestBody is required"), so say how long it was.
+                scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"transfer-encoding"] + [
+                    (b"content-length", str(len(body)).encode())
+                ]
+        # The security functions find this app's gate here (several apps may share a process).
+        scope["levqor.gate"] = self.flask_app.extensions["levqor.gate"]
+        extra = scope.setdefault("levqor.response_headers", {})
+
+        # Filled by the security function while the request runs, so read when the response starts.
+        rate_headers = _with_headers(send, lambda: [(k.lower().encode(), v.encode()) for k, v in extra.items()])
+        await self.app(scope, receive, rate_headers)
+
+    async def _send_problem(self, send, problem: problems.Problem, close: bool = False):
+        body = _problem_body(problem)
+        headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+        if close:  # the rest of the body may still be on its way: this connection is done
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
