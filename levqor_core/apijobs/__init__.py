@@ -1,0 +1,1 @@
+"""The public API's jobs: creating, reading, listing and cancelling them, the workflows they run, and the sandbox's twins."""

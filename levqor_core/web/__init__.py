@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the API and the portal: ASGI middleware, request validation, Flask-Limiter, deprecation headers."""
