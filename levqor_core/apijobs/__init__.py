@@ -1,1 +1,1 @@
-"""The public API's jobs: creating, reading, listing and cancelling them, the workflows they run, and the sandbox's twins."""
+"""The public API's jobs: create, read, list and cancel them, the workflows they run, the sandbox's twins."""

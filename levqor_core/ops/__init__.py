@@ -1,1 +1,1 @@
-"""Operations: the periodic jobs (Notion sync, quota alerts, health log, purges), Prometheus metrics and the operator's view."""
+"""Operations: periodic jobs (Notion sync, quota alerts, health log, purges), Prometheus metrics, the ops view."""

@@ -1,1 +1,1 @@
-"""HTTP plumbing shared by the API and the portal: ASGI middleware, request validation, Flask-Limiter, deprecation headers."""
+"""HTTP plumbing for the API and the portal: ASGI middleware, validation, Flask-Limiter, deprecation headers."""
