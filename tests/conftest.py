@@ -72,8 +72,8 @@ def _clean_state(request):
         db.session.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         db.session.commit()
         app.extensions["levqor.redis"].flushdb()
-    app.extensions["levqor.gate"]._pending.clear()
-    app.extensions["levqor.gate"]._journal.clear()
+    app.extensions["levqor.gate"].outage.pending.clear()
+    app.extensions["levqor.gate"].flusher.journal.clear()
     yield
 
 

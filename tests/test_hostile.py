@@ -276,7 +276,7 @@ def test_guessing_keys_is_throttled_per_address_without_database_lookups(cx, app
 
     from levqor_core.extensions import db
     from levqor_core.keys import format as key_format
-    from levqor_core.limits import gate
+    from levqor_core.limits import refusals
 
     _, valid = make_account()
     guesser = TestClient(cx, client=("203.0.113.66", 40000))
@@ -300,7 +300,7 @@ def test_guessing_keys_is_throttled_per_address_without_database_lookups(cx, app
                 throttled = response
     finally:
         sa.event.remove(engine, "before_cursor_execute", count_lookups)
-    limit = gate.FAILED_AUTH_PER_MINUTE
+    limit = refusals.FAILED_AUTH_PER_MINUTE
     if 401 in statuses[limit:]:  # a minute boundary passed mid-run: the window restarted once
         assert statuses.count(401) <= 2 * limit
     else:
@@ -332,7 +332,7 @@ def test_guessing_is_throttled_during_a_redis_outage_too(cx, make_account, outag
     from starlette.testclient import TestClient
 
     from levqor_core.keys import format as key_format
-    from levqor_core.limits import gate
+    from levqor_core.limits import refusals
 
     _, valid = make_account()
     guesser = TestClient(cx, client=("203.0.113.67", 40000))
@@ -341,7 +341,7 @@ def test_guessing_is_throttled_during_a_redis_outage_too(cx, make_account, outag
     assert guesser.get("/api/v1/workflows", headers={"x-api-key": valid}).status_code == 200
     statuses = [
         guesser.get("/api/v1/workflows", headers={"x-api-key": key_format.generate()}).status_code
-        for _ in range(gate.FAILED_AUTH_PER_MINUTE + 5)
+        for _ in range(refusals.FAILED_AUTH_PER_MINUTE + 5)
     ]
     assert statuses.count(429) >= 4 and set(statuses) == {401, 429}, statuses
     assert guesser.get("/api/v1/workflows", headers={"x-api-key": valid}).status_code == 200

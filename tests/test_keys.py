@@ -20,8 +20,7 @@ from levqor_core.extensions import db
 from levqor_core.keys import format as key_format
 from levqor_core.keys import service as keys
 from levqor_core.keys.models import ApiKey, KeyEvent
-from levqor_core.limits import gate as gate_module
-from levqor_core.limits import tiers
+from levqor_core.limits import key_cache, tiers
 from levqor_core.metering import counters as metering
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,9 +141,9 @@ def test_grace_period_ends_and_old_key_stops(client, app, make_account):
         account = db.session.get(Account, account_id)
         keys.issue(account, keys.Actor(email="t"), grace=timedelta(seconds=60))
 
-    assert gate.authorize(old, "meta")["account_id"] == account_id
+    assert gate.authorize_hash(key_format.hash_key(old), "meta")["account_id"] == account_id
     with pytest.raises(problems.InvalidApiKey):
-        gate.authorize(old, "meta", now=time.time() + 61)
+        gate.authorize_hash(key_format.hash_key(old), "meta", now=time.time() + 61)
 
 
 def test_the_audit_trail_shows_a_grace_period_ending_when_it_ended(client, app, make_account):
@@ -290,8 +289,8 @@ def test_a_revocation_landing_while_the_gate_caches_the_key_still_takes_effect(a
 def test_a_valid_key_is_admitted_even_if_every_cache_fill_races_a_change(app, client, make_account):
     """Tier changes keep landing mid-fill (a forget after every gate read): the key stays valid."""
     _, raw = make_account()
-    forget = app.extensions["levqor.gate"].forget
+    forget = app.extensions["levqor.gate"].records.forget
     with after_each_gate_read(app, lambda _: forget([key_format.hash_key(raw)])) as reads:
         response = client.get("/api/v1/workflows", headers={"x-api-key": raw})
-    assert len(reads) == gate_module.FILL_ATTEMPTS
+    assert len(reads) == key_cache.FILL_ATTEMPTS
     assert response.status_code == 200, response.text

@@ -1,9 +1,11 @@
 """Tiered limits: monthly quotas, burst limits, the sandbox cap, headers, exactness, cost."""
 
+import asyncio
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, date, datetime
 
+import httpx
 import pytest
 import redis
 import redis.asyncio
@@ -23,6 +25,8 @@ from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 from levqor_core.web import validation
 
+from .servers import served_in_thread
+
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "RateLimit-Policy", "RateLimit")
 
 
@@ -39,6 +43,15 @@ def seed_usage(app, account_id: int, calls: int = 0, sandbox_calls: int = 0) -> 
 def spaced(start: float):
     """Timestamps one second apart, so the per-second burst limit stays out of the way."""
     return (start + i for i in range(10**6))
+
+
+@pytest.fixture
+def admit(app):
+    """Admits one call at a chosen time through the gate's async door, the one every API call
+    takes in production, on one event loop for the whole test as in a server process."""
+    gate = app.extensions["levqor.gate"]
+    with asyncio.Runner() as loop:
+        yield lambda key, area, now=None: loop.run(gate.authorize_async(key, area, now=now))
 
 
 @pytest.mark.parametrize("tier", ["sandbox", "pro"])
@@ -63,6 +76,21 @@ def test_monthly_quota_admits_exactly_what_is_left_then_refuses(client, app, mak
     assert client.get("/api/sandbox/v1/workflows", headers=headers).status_code == 200  # separate cap
 
 
+def test_a_served_app_refuses_the_call_past_the_quota_over_a_real_socket(cx, app, make_account):
+    """End to end as shipped: uvicorn, the middleware, Connexion's security check, the gate."""
+    account_id, key = make_account(tier="sandbox")
+    quota = tiers.get("sandbox").monthly_quota
+    seed_usage(app, account_id, calls=quota - 1)
+    with served_in_thread(cx) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+        last = http.get("/api/v1/workflows", headers={"x-api-key": key})
+        refused = http.get("/api/v1/workflows", headers={"x-api-key": key})
+    assert last.status_code == 200 and last.headers["X-RateLimit-Remaining"] == "0"
+    assert refused.status_code == 429 and refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == problems.TYPE_BASE + "monthly-quota-exceeded"
+    assert refused.headers["X-RateLimit-Limit"] == str(quota) and int(refused.headers["Retry-After"]) > 0
+    assert refused.headers["RateLimit"].startswith('"monthly";r=0;')
+
+
 def test_enterprise_quota_is_unlimited(client, app, make_account):
     account_id, key = make_account(tier="enterprise")
     seed_usage(app, account_id, calls=5_000_000)
@@ -74,20 +102,19 @@ def test_enterprise_quota_is_unlimited(client, app, make_account):
 
 
 @pytest.mark.parametrize("tier", ["sandbox", "pro", "enterprise"])
-def test_burst_limit_per_second_per_tier(app, make_account, tier):
+def test_burst_limit_per_second_per_tier(admit, make_account, tier):
     _, key = make_account(tier=tier)
-    gate = app.extensions["levqor.gate"]
     burst = tiers.get(tier).burst_per_second
     now = float(int(time.time())) + 0.1
     admitted = 0
     for _ in range(burst + 5):
         try:
-            gate.authorize(key, "v1", now=now)
+            admit(key, "v1", now=now)
             admitted += 1
         except problems.BurstLimitExceeded as refused:
             assert refused.headers["Retry-After"] == "1"
     assert admitted == burst
-    gate.authorize(key, "v1", now=now + 1)  # the next second is open again
+    admit(key, "v1", now=now + 1)  # the next second is open again
 
 
 def test_burst_refusal_over_http_has_type_and_headers(client, make_account):
@@ -107,14 +134,13 @@ def test_burst_refusal_over_http_has_type_and_headers(client, make_account):
     assert response.headers["RateLimit"] == '"burst";r=0;t=1'
 
 
-def test_sandbox_cap_is_100_per_key_per_day_whatever_the_tier(app, client, make_account):
+def test_sandbox_cap_is_100_per_key_per_day_whatever_the_tier(admit, client, make_account):
     account_id, key = make_account(tier="enterprise")
-    gate = app.extensions["levqor.gate"]
     times = spaced(time.time() - 500)
     for _ in range(tiers.SANDBOX_DAILY_LIMIT):
-        gate.authorize(key, "sandbox", now=next(times))
+        admit(key, "sandbox", now=next(times))
     with pytest.raises(problems.SandboxDailyCapExceeded) as refused:
-        gate.authorize(key, "sandbox", now=next(times))
+        admit(key, "sandbox", now=next(times))
     tomorrow = metering.day_end(datetime.now(UTC).date()).timestamp()
     assert refused.value.headers["X-RateLimit-Reset"] == str(int(tomorrow))
     response = client.get("/api/sandbox/v1/workflows", headers={"x-api-key": key})
@@ -171,23 +197,32 @@ def test_cli_set_tier(app, make_account):
 
 
 def _hammer(args):
-    """In a separate process: one gate call per timestamp, against the real Redis."""
+    """In a separate process: one gate call per timestamp through the async door, against the
+    real Redis."""
     redis_url, key, area, stamps = args
-    r = redis.Redis.from_url(redis_url)
-    gate = gate_module.Gate(app=None, r=r, flush_seconds=0)  # record already cached: no app needed
-    admitted = 0
-    for stamp in stamps:
-        try:
-            gate.authorize(key, area, now=stamp)
-            admitted += 1
-        except problems.TooManyRequests:
-            pass
-    return admitted
+    gate = gate_module.Gate(  # record already cached: no app needed
+        app=None,
+        r=redis.Redis.from_url(redis_url),
+        flush_seconds=0,
+        async_client_factory=lambda: redis.asyncio.Redis.from_url(redis_url),
+    )
+
+    async def calls():
+        admitted = 0
+        for stamp in stamps:
+            try:
+                await gate.authorize_async(key, area, now=stamp)
+                admitted += 1
+            except problems.TooManyRequests:
+                pass
+        return admitted
+
+    return asyncio.run(calls())
 
 
 @pytest.mark.parametrize("area", ["v1", "sandbox"])
 def test_concurrent_calls_from_several_processes_admit_exactly_what_is_left(
-    app, client, make_account, redis_server, area
+    app, admit, client, make_account, redis_server, area
 ):
     account_id, key = make_account(tier="sandbox")
     left = 37
@@ -195,7 +230,7 @@ def test_concurrent_calls_from_several_processes_admit_exactly_what_is_left(
         seed_usage(app, account_id, calls=1000 - left)
     else:
         seed_usage(app, account_id, sandbox_calls=100 - left)
-    app.extensions["levqor.gate"].authorize(key, "meta")  # cache the key record (and seed counters)
+    admit(key, "meta")  # cache the key record (and seed counters)
     base = time.time() - 3600
     # 4 processes x 40 calls = 160 > 37, every call in its own second so only the quota decides.
     chunks = [[base + p * 40 + i for i in range(40)] for p in range(4)]

@@ -98,9 +98,9 @@ def test_an_idle_process_hands_its_outage_calls_to_redis_on_its_next_tick(cx, ap
         outage()
         for _ in range(3):
             assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
-        gate.background_tick()  # Redis still down: the calls stay pending, nothing raises
+        gate.flusher.tick()  # Redis still down: the calls stay pending, nothing raises
         redis_server.start()
-        gate.background_tick()  # no API call since: the tick alone replays and persists them
+        gate.flusher.tick()  # no API call since: the tick alone replays and persists them
     r = app.extensions["levqor.redis"]
     with app.app_context():
         period = metering.current_period(db.session.get(Account, account_id), datetime.now(UTC))
@@ -173,8 +173,8 @@ def test_calls_no_flush_had_persisted_survive_a_redis_restart(cx, app, make_acco
 
         outage()  # the 4 + 2 calls since the flush exist only in this Redis, which is lost
         redis_server.start()
-        gate.background_tick()  # replays them from this process's journal, then flushes
-        gate.background_tick()  # a second tick finds nothing more to replay
+        gate.flusher.tick()  # replays them from this process's journal, then flushes
+        gate.flusher.tick()  # a second tick finds nothing more to replay
         usage = client.get("/api/usage", headers=headers).json()
     assert usage["calls_used"] == 5 + 4 and usage["sandbox"]["calls_today"] == 2  # /api/usage is not metered
     with app.app_context():

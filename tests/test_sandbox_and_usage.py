@@ -14,7 +14,7 @@ from levqor_core.accounts.models import Account
 from levqor_core.apijobs import sandbox
 from levqor_core.apijobs.models import Job
 from levqor_core.extensions import db
-from levqor_core.limits import gate
+from levqor_core.limits import key_cache
 from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 
@@ -186,7 +186,7 @@ def test_a_subscription_starting_mid_day_does_not_inherit_that_mornings_calls(cl
         account.period_start = max(midnight + timedelta(seconds=1), now - timedelta(minutes=1))
         account.period_end = account.period_start + timedelta(days=30)
         db.session.commit()
-        gate.forget_account(account_id)  # as the Stripe webhook does
+        key_cache.forget_account(account_id)  # as the Stripe webhook does
     client.get("/api/v1/workflows", headers={"x-api-key": key})
     usage = client.get("/api/usage", headers={"x-api-key": key}).json()
     assert usage["tier"] == "pro" and usage["calls_used"] == 1 and usage["remaining"] == 9999

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
-from levqor_core.limits import gate, tiers
+from levqor_core.limits import key_cache, tiers
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD = 8
@@ -89,5 +89,5 @@ def set_tier(account: Account, tier_name: str) -> Account:
     except KeyError:
         raise AccountError(f"Unknown tier {tier_name!r}; choose one of {', '.join(tiers.TIERS)}.") from None
     db.session.commit()
-    gate.forget_account(account.id)
+    key_cache.forget_account(account.id)
     return account

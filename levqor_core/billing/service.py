@@ -23,7 +23,7 @@ from levqor_core.accounts.models import Account
 from levqor_core.billing.models import StripeEvent
 from levqor_core.columns import utcnow
 from levqor_core.extensions import db
-from levqor_core.limits import gate, tiers
+from levqor_core.limits import key_cache, tiers
 
 log = logging.getLogger(__name__)
 # The library logs every request and response at INFO; our own lines say what happened.
@@ -417,7 +417,7 @@ def apply_event(event) -> dict:
         db.session.rollback()
         return {"received": True, "outcome": "duplicate"}
     if account is not None and outcome == "applied":
-        gate.forget_account(account.id)
+        key_cache.forget_account(account.id)
     log.info("stripe event %s (%s): %s", event_id, event_type, outcome)
     return {"received": True, "outcome": outcome}
 
@@ -600,7 +600,7 @@ def downgrade_lapsed(now: datetime) -> int:
         _back_to_sandbox(account)
     db.session.commit()
     for account in lapsed:
-        gate.forget_account(account.id)
+        key_cache.forget_account(account.id)
     return len(lapsed)
 
 

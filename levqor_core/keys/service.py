@@ -13,7 +13,7 @@ from levqor_core.columns import utcnow
 from levqor_core.extensions import db
 from levqor_core.keys.format import generate, hash_key, hint
 from levqor_core.keys.models import ApiKey, KeyEvent
-from levqor_core.limits import gate
+from levqor_core.limits import key_cache
 
 
 class KeyCreationConflict(problems.Conflict):
@@ -110,7 +110,7 @@ def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> Is
         db.session.rollback()
         raise KeyCreationConflict("Another key was created for this account at the same moment.") from None
     # Drop cached records so every process sees the change on its next request.
-    gate.forget_keys(retired)
+    key_cache.forget_keys(retired)
     return IssuedKey(record=record, raw=raw)
 
 
@@ -135,7 +135,7 @@ def revoke(account: Account, actor: Actor, calling_key_id: str | None = None) ->
         key.status, key.revoked_at = "revoked", now
         db.session.add(_event(account.id, key.id, "revoked", actor, now))
     db.session.commit()
-    gate.forget_keys([k.key_hash for k in keys])
+    key_cache.forget_keys([k.key_hash for k in keys])
     return next((k for k in keys if k.expires_at is None), keys[0])
 
 

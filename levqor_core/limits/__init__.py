@@ -1,1 +1,1 @@
-"""Limits on API-key calls: the gate (one Redis round trip per call), the tier table and the rate-limit headers."""
+"""Limits on API-key calls: the gate and its Lua, the key-record cache, outage mode, refusals, tiers, headers."""

@@ -1,1 +1,1 @@
-"""Usage metering: the Redis counters the gate increments, their flush to the database, and `flask usage`."""
+"""Usage metering: the Redis counters the gate increments, the flusher that persists and replays them, `flask usage`."""

@@ -3,7 +3,7 @@
 Counters live in Redis on the hot path (see gate.lua). They are copied to `usage_daily`
 every USAGE_FLUSH_SECONDS; after a Redis restart or flush the counters are seeded again from
 the database, and each web process replays the calls it admitted that the last flush had not
-persisted (gate.Gate's journal), so a Redis restart loses no call a live process admitted.
+persisted (its journal, see flusher), so a Redis restart loses no call a live process admitted.
 """
 
 import calendar
@@ -79,7 +79,7 @@ def period_days(period: Period) -> tuple[date, date]:
 
 def base_key(key_id: str, day: date) -> str:
     """What a key's day counters were seeded with, in this Redis's life: calls numbered above it
-    by an earlier life of Redis were never persisted (gate.Gate replays them)."""
+    by an earlier life of Redis were never persisted (flusher replays them)."""
     return f"lvq:base:{key_id}:{day.isoformat()}"
 
 
@@ -191,7 +191,7 @@ def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: da
     except redis.RedisError:
         # Redis is away: what was persisted, plus the calls this process admitted meanwhile.
         estimated = True
-        pending = current_app.extensions["levqor.gate"].pending_calls
+        pending = current_app.extensions["levqor.gate"].outage.pending_calls
         used = persisted_period_calls(account.id, period) + pending(account.id, None, "v1")
         sandbox_today = (persisted_day(key_id, today)[1] + pending(account.id, key_id, "sandbox")) if key_id else 0
     used = int(used or 0)

@@ -1,0 +1,121 @@
+"""The gate while Redis is unreachable: it degrades instead of failing.
+
+Keys are checked against the database (kept per process for a few seconds, see key_cache), the
+burst limit and the failed-authentication throttle are enforced per process with the `limits`
+library (Flask-Limiter's engine), the quota is checked against the persisted usage plus this
+process's uncounted calls, and those calls are replayed into Redis as soon as it answers again.
+"""
+
+import logging
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+
+import redis
+from flask import Flask
+from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
+
+from levqor_core.accounts.models import Account
+from levqor_core.extensions import db
+from levqor_core.limits import refusals, tiers
+from levqor_core.limits.headers import BURST, rate_limit_headers
+from levqor_core.limits.key_cache import UNREAD, KeyCache
+from levqor_core.metering import counters as metering
+
+log = logging.getLogger(__name__)
+
+_FAILURES = RateLimitItemPerMinute(refusals.FAILED_AUTH_PER_MINUTE)
+
+
+class Outage:
+    """Admission without Redis, and the calls it admitted until Redis counts them."""
+
+    def __init__(self, app: Flask, r: redis.Redis, records: KeyCache):
+        self.app = app
+        self.redis = r
+        self.records = records
+        self._limiter = FixedWindowRateLimiter(MemoryStorage())
+        # Calls admitted without Redis, not yet in its counters:
+        # (key id, account id, period id, day, area) -> calls.
+        self.pending: Counter = Counter()
+        self._pending_lock = threading.Lock()
+
+    def admit(self, key_hash: str, area: str, now: float, client: str | None) -> dict:
+        """Admit one call in `area` from the database and this process's counts, or raise the
+        matching problem; `client` is the caller's address bucket (failed authentications)."""
+        with self.app.app_context():
+            return self._admit(key_hash, area, now, client)
+
+    def _admit(self, key_hash: str, area: str, now: float, client: str | None) -> dict:
+        record = self.records.outage_copy(key_hash, now)
+        if record is UNREAD:
+            if client and not self._limiter.test(_FAILURES, "auth-failures", client):
+                raise refusals.throttled(now)
+            record = self.records.read_for_outage(key_hash, now)
+        if record is None:
+            if client and not self._limiter.hit(_FAILURES, "auth-failures", client):
+                raise refusals.throttled(now)
+            raise refusals.unknown_key()
+        if record.expires_at is not None and now >= record.expires_at:
+            raise refusals.grace_over()
+        sec = int(now)
+        if not self._limiter.hit(RateLimitItemPerSecond(record.burst), record.key_id):
+            headers = rate_limit_headers(BURST, record.burst, 0, sec + 1, record.burst, 0, now)
+            raise refusals.over_burst(record.burst, headers | {"Retry-After": "1"})
+        nowdt = datetime.fromtimestamp(now, UTC)
+        today = nowdt.date()
+        admitted = {"sub": str(record.account_id), "account_id": record.account_id, "key_id": record.key_id}
+        if area == "meta":
+            return admitted | {"headers": rate_limit_headers(area, record.burst, 0, sec + 1, record.burst, 0, now)}
+        period = record.period or metering.calendar_period(nowdt)
+        if area == "sandbox":
+            used = metering.persisted_day(record.key_id, today)[1]
+            limit, reset = tiers.SANDBOX_DAILY_LIMIT, metering.day_end(today).timestamp()
+        else:
+            used = metering.persisted_period_calls(record.account_id, period)
+            limit, reset = record.quota, period.end.timestamp()
+        with self._pending_lock:
+            used += self._pending_count(record.account_id, record.key_id, area)
+            if limit >= 0 and used >= limit:
+                headers = rate_limit_headers(area, limit, 0, int(reset), record.burst, 0, now)
+                raise refusals.over_quota(area, limit, headers | {"Retry-After": refusals.retry_after(reset, now)})
+            self.pending[(record.key_id, record.account_id, period.id, today.isoformat(), area)] += 1
+        remaining = -1 if limit < 0 else limit - used - 1
+        return admitted | {"headers": rate_limit_headers(area, limit, remaining, int(reset), record.burst, 0, now)}
+
+    def _pending_count(self, account_id: int, key_id: str | None, area: str) -> int:
+        return sum(
+            n
+            for (kid, acct, _pid, _day, a), n in self.pending.items()
+            if a == area and (kid == key_id if area == "sandbox" else acct == account_id)
+        )
+
+    def pending_calls(self, account_id: int, key_id: str | None, area: str) -> int:
+        """Calls admitted during the outage and not yet in Redis (sandbox: per key; v1: per account)."""
+        with self._pending_lock:
+            return self._pending_count(account_id, key_id, area)
+
+    def replay(self) -> None:
+        """Add the calls admitted during an outage to the Redis counters (after re-seeding them);
+        kept for the next try if Redis is still unreachable."""
+        with self._pending_lock:
+            pending, self.pending = self.pending, Counter()
+        if not pending:
+            return
+        try:
+            with self.app.app_context():
+                seeded = set()
+                pipe = self.redis.pipeline(transaction=False)
+                for (kid, acct, pid, day_text, area), n in pending.items():
+                    if kid not in seeded:
+                        account = db.session.get(Account, acct)
+                        metering.seed_counters(self.redis, account, kid, datetime.now(UTC))
+                        seeded.add(kid)
+                    metering.add_calls(pipe, kid, acct, pid, datetime.fromisoformat(day_text).date(), area, n)
+                pipe.execute()
+            log.info("replayed %d call(s) counted while redis was down", sum(pending.values()))
+        except redis.RedisError:
+            with self._pending_lock:
+                self.pending.update(pending)
