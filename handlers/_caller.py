@@ -50,7 +50,7 @@ def signed_in() -> bool:
     return bool(current_user.is_authenticated)
 
 
-# Flask-Limiter calls these; see extensions.limiter_callable for why none of them may raise.
+# Flask-Limiter calls these; see levqor_core.web.limiter.limiter_callable for why none of them may raise.
 @limiter_callable(default=False)
 def _not_limited_here() -> bool:
     # Key calls are limited by the gate; anonymous ones get their 401 from the handler without

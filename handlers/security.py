@@ -11,6 +11,7 @@ def area_of(path: str) -> str:
 
 
 async def api_key_auth(api_key, required_scopes=None, request=None):
+    """Admit the call through the gate (which raises the refusal); its rate-limit headers go on the response."""
     client = request.client.host if request.client else None  # after the trusted proxies' X-Forwarded-For
     admitted = await request.scope["levqor.gate"].authorize_async(api_key, area_of(request.url.path), client=client)
     # Picked up by levqor_core.web.request_guard.ApiEdge and added to the response, whatever its status.
@@ -19,5 +20,6 @@ async def api_key_auth(api_key, required_scopes=None, request=None):
 
 
 def session_auth(cookie, required_scopes=None, request=None):
+    """Let a portal session cookie through; the handler decides who it belongs to."""
     # The Flask session is decoded by Flask-Login in the handler; see handlers._caller.
     return {"session": True, "sub": None}
