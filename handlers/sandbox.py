@@ -2,12 +2,10 @@
 
 from flask import current_app, request
 
-from levqor_core.apijobs import sandbox
+from levqor_core.apijobs import sandbox, workflows
 
 from . import _caller
 from ._reply import ok
-from .workflows import get_workflow as sandbox_get_workflow  # noqa: F401  same catalogue, same answer
-from .workflows import list_workflows as sandbox_list_workflows  # noqa: F401
 
 
 def _redis():
@@ -18,7 +16,7 @@ def sandbox_create_job(body):
     job, created = sandbox.create_job(
         _redis(), _caller.account_id(), body["workflow"], body["input"], request.headers.get("Idempotency-Key")
     )
-    return ok(job, 202 if created else 200, {"Location": f"/api/sandbox/v1/jobs/{job['id']}"})
+    return ok(job.to_dict(), 202 if created else 200, {"Location": f"/api/sandbox/v1/jobs/{job.id}"})
 
 
 def sandbox_get_job(job_id):
@@ -30,4 +28,12 @@ def sandbox_list_jobs(status=None, limit=20, cursor=None):
 
 
 def sandbox_cancel_job(job_id):
-    return ok(sandbox.cancel_job(_redis(), _caller.account_id(), job_id))
+    return ok(sandbox.cancel_job(_redis(), _caller.account_id(), job_id).to_dict())
+
+
+def sandbox_list_workflows():
+    return ok(workflows.listing())  # the same catalogue as production's
+
+
+def sandbox_get_workflow(workflow_id):
+    return ok(workflows.read(workflow_id))

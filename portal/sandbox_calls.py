@@ -11,7 +11,7 @@ import redis
 
 from levqor_core import problems
 from levqor_core.accounts.models import Account
-from levqor_core.apijobs import sandbox
+from levqor_core.apijobs import sandbox, workflows
 from levqor_core.keys import service as keys
 from levqor_core.limits import gate
 
@@ -62,10 +62,10 @@ def run(r: redis.Redis, account: Account, operation_id: str) -> SandboxCall:
         raise NoActiveKey("Create an API key first: sandbox calls run as your key.")
     admitted = gate.current().authorize_hash(key.key_hash, "sandbox")
     if operation.id == "sandbox_list_workflows":
-        status, body = 200, {"data": sandbox.list_workflows()}
+        status, body = 200, workflows.listing()
     elif operation.id == "sandbox_create_job":
         job, created = sandbox.create_job(r, account.id, operation.body["workflow"], operation.body["input"])
-        status, body = (202 if created else 200), job
+        status, body = (202 if created else 200), job.to_dict()
     else:
         status, body = 200, sandbox.list_jobs(r, account.id, None, 5, None)
     return SandboxCall(operation, status, body, admitted["headers"])

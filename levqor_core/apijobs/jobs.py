@@ -1,12 +1,11 @@
-"""Jobs: runs of a workflow for an account, persisted, queued on RQ and executed by a worker."""
+"""Jobs: runs of a workflow for an account, persisted, queued on RQ and executed by a worker.
 
-import base64
-import binascii
+Also the rules the sandbox's jobs share with them: the idempotency check, the compact-JSON
+size measure, running a workflow to a result or an error, the tier that caps jobs in flight."""
+
 import hashlib
 import json
 import logging
-import secrets
-from collections.abc import Callable
 from datetime import timedelta
 
 import redis
@@ -19,50 +18,18 @@ from sqlalchemy.exc import IntegrityError
 
 from levqor_core import problems, queue
 from levqor_core.accounts.models import Account
-from levqor_core.apijobs import workflows
-from levqor_core.apijobs.models import Job
+from levqor_core.apijobs import pagination, workflows
+from levqor_core.apijobs.models import FINISHED, IN_FLIGHT, Job, new_job_id
+from levqor_core.apijobs.problems import JobNotCancelable, TooManyJobsInFlight
 from levqor_core.columns import utcnow
 from levqor_core.extensions import db
 from levqor_core.limits import tiers
 
 log = logging.getLogger(__name__)
-STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
-IN_FLIGHT = ("queued", "running")
-FINISHED = ("succeeded", "failed", "canceled")
 RUN_TASK = "jobs.tasks.run_job"
-IN_FLIGHT_RETRY_AFTER = "5"  # seconds; most workflows finish well within it
 PURGE_BATCH = 1000
 # A result is stored with its job: json-transform can repeat its document up to 100 times.
 MAX_RESULT_BYTES = 256 * 1024
-
-
-class InvalidJobInput(problems.BadRequest):
-    slug, title = "invalid-job-input", "Invalid job input"
-
-
-class UnknownWorkflow(problems.BadRequest):
-    slug, title = "unknown-workflow", "Unknown workflow"
-
-
-class JobNotCancelable(problems.Conflict):
-    slug, title = "job-not-cancelable", "Job already finished"
-
-
-class InvalidCursor(problems.BadRequest):
-    slug, title = "invalid-cursor", "Invalid pagination cursor"
-
-
-class TooManyJobsInFlight(problems.TooManyRequests):
-    slug, title = "too-many-jobs-in-flight", "Too many jobs in flight"
-
-
-def too_many_in_flight(cap: int, tier: tiers.Tier, where: str = "") -> TooManyJobsInFlight:
-    return TooManyJobsInFlight(
-        f"This account already has {cap} {where}jobs queued or running, the {tier.label} tier's limit; "
-        "wait for one to finish, or cancel one.",
-        headers={"Retry-After": IN_FLIGHT_RETRY_AFTER},
-        limit=cap,
-    )
 
 
 def request_hash(workflow_id: str, data: dict) -> str:
@@ -70,36 +37,50 @@ def request_hash(workflow_id: str, data: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def failure(err: Exception) -> dict:
-    """A failed job's `error`."""
-    return {"type": type(err).__name__, "message": str(err)[:500]}
+def check_same_request(earlier_digest: str | None, digest: str) -> None:
+    """An Idempotency-Key sent again names the earlier job only with the same request."""
+    if earlier_digest != digest:
+        raise problems.IdempotencyConflict(
+            "This Idempotency-Key was used with a different request body; use a new key."
+        )
+
+
+def compact_size(value) -> int:
+    """The bytes `value` takes as compact JSON: the measure of every input and result limit."""
+    return len(json.dumps(value, separators=(",", ":")).encode())
 
 
 class ResultTooLarge(Exception):
     """A workflow's result over the size a job may store: the job fails with this error."""
 
 
-def run_workflow(workflow: workflows.Workflow, data: dict, max_result_bytes: int = MAX_RESULT_BYTES):
-    result = workflow.run(data)
-    size = len(json.dumps(result, separators=(",", ":")).encode())
-    if size > max_result_bytes:
-        raise ResultTooLarge(f"The result takes {size:,} bytes as JSON; a job may store {max_result_bytes:,}.")
-    return result
+def run_workflow(
+    workflow: workflows.Workflow | None, data: dict, label: str, max_result_bytes: int = MAX_RESULT_BYTES
+) -> tuple[object, dict | None]:
+    """Run a job's workflow: (result, None), or (None, error) when it fails. A workflow failure
+    is the job's outcome, not its runner's crash; `label` names the job in the log."""
+    try:
+        result = workflow.run(data)
+        size = compact_size(result)
+        if size > max_result_bytes:
+            raise ResultTooLarge(f"The result takes {size:,} bytes as JSON; a job may store {max_result_bytes:,}.")
+    except Exception as err:
+        log.exception("%s failed", label)
+        return None, {"type": type(err).__name__, "message": str(err)[:500]}
+    return result, None
 
 
-def check_input(workflow_id: str, data: dict) -> workflows.Workflow:
-    workflow = workflows.get(workflow_id)
-    if workflow is None:
-        raise UnknownWorkflow(f"No workflow {workflow_id!r}; GET /v1/workflows lists them.")
-    errors = workflow.validation_errors(data)
-    if errors:
-        raise InvalidJobInput(f"The input does not match the {workflow_id} workflow's schema.", errors=errors)
-    return workflow
+def account_tier(account_id: int, *, lock: bool = False) -> tiers.Tier:
+    """The account's tier, whose cap bounds its jobs in flight; `lock` holds the account row
+    until the transaction ends."""
+    query = sa.select(Account.tier).where(Account.id == account_id)
+    tier_name = db.session.scalar(query.with_for_update() if lock else query)
+    return tiers.TIERS.get(tier_name or tiers.DEFAULT_TIER, tiers.TIERS[tiers.DEFAULT_TIER])
 
 
 def create(account_id: int, workflow_id: str, data: dict, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Create and enqueue a job; (job, False) when the idempotency key names an earlier one."""
-    check_input(workflow_id, data)
+    workflows.for_input(workflow_id, data)
     digest = request_hash(workflow_id, data)
     if idempotency_key:
         earlier = _by_idempotency_key(account_id, idempotency_key, digest)
@@ -107,7 +88,7 @@ def create(account_id: int, workflow_id: str, data: dict, idempotency_key: str |
             return earlier, False
     _hold_in_flight_slot(account_id)
     job = Job(
-        id="job_" + secrets.token_hex(10),
+        id=new_job_id(),
         account_id=account_id,
         workflow=workflow_id,
         input=data,
@@ -134,22 +115,19 @@ def _hold_in_flight_slot(account_id: int) -> None:
     """Refuse a job beyond the tier's in-flight cap. The account row stays locked until the new
     job is committed, so concurrent submissions of one account are counted one after another
     (on PostgreSQL; SQLite, the embedded default, serialises writers anyway)."""
-    tier_name = db.session.scalar(sa.select(Account.tier).where(Account.id == account_id).with_for_update())
-    tier = tiers.TIERS.get(tier_name or tiers.DEFAULT_TIER, tiers.TIERS[tiers.DEFAULT_TIER])
+    tier = account_tier(account_id, lock=True)
     in_flight = db.session.scalar(
         sa.select(sa.func.count()).where(Job.account_id == account_id, Job.status.in_(IN_FLIGHT))
     )
     if in_flight >= tier.max_jobs_in_flight:
         db.session.rollback()
-        raise too_many_in_flight(tier.max_jobs_in_flight, tier)
+        raise TooManyJobsInFlight.at_cap(tier)
 
 
 def _by_idempotency_key(account_id: int, key: str, digest: str) -> Job | None:
     job = db.session.scalar(sa.select(Job).where(Job.account_id == account_id, Job.idempotency_key == key))
-    if job is not None and job.request_hash != digest:
-        raise problems.IdempotencyConflict(
-            "This Idempotency-Key was used with a different request body; use a new key."
-        )
+    if job is not None:
+        check_same_request(job.request_hash, digest)
     return job
 
 
@@ -173,33 +151,12 @@ def get(account_id: int, job_id: str) -> Job:
     return job
 
 
-def wrap_cursor(kind: str, position: str) -> str:
-    """An opaque cursor: a listing's kind letter and its position, base64url."""
-    return base64.urlsafe_b64encode(f"{kind}{position}".encode()).decode().rstrip("=")
-
-
-def unwrap_cursor(kind: str, cursor: str, valid: Callable[[str], bool]) -> str:
-    """The position in a cursor of this kind, or InvalidCursor (400) for anything else."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        text = ""
-    if not (text[:1] == kind and valid(text[1:])):
-        raise InvalidCursor("Pass back the next_cursor of a previous page unchanged.")
-    return text[1:]
-
-
 def _is_seq(text: str) -> bool:
     # A BIGINT column: a larger number is not a cursor we gave out.
     return text.isascii() and text.isdigit() and 0 < int(text) < 2**63
 
 
-def encode_cursor(seq: int) -> str:
-    return wrap_cursor("j", str(seq))
-
-
-def decode_cursor(cursor: str) -> int:
-    return int(unwrap_cursor("j", cursor, _is_seq))
+CURSORS = pagination.Cursors("j", _is_seq)
 
 
 def list_page(account_id: int, status: str | None, limit: int, cursor: str | None) -> dict:
@@ -208,21 +165,16 @@ def list_page(account_id: int, status: str | None, limit: int, cursor: str | Non
     if status:
         query = query.where(Job.status == status)
     if cursor:
-        query = query.where(Job.seq < decode_cursor(cursor))
+        query = query.where(Job.seq < int(CURSORS.decode(cursor)))
     rows = db.session.scalars(query.order_by(Job.seq.desc()).limit(limit + 1)).all()
-    page, more = rows[:limit], len(rows) > limit
-    return {
-        "data": [job.to_dict() for job in page],
-        "has_more": more,
-        "next_cursor": encode_cursor(page[-1].seq) if more else None,
-    }
+    return pagination.page(rows, limit, CURSORS, lambda job: str(job.seq), Job.to_dict)
 
 
 def cancel(account_id: int, job_id: str) -> Job:
     job = get(account_id, job_id)
     updated = db.session.execute(
         sa.update(Job)
-        .where(Job.seq == job.seq, Job.status.in_(("queued", "running")))
+        .where(Job.seq == job.seq, Job.status.in_(IN_FLIGHT))
         .values(status="canceled", finished_at=utcnow())
     ).rowcount
     db.session.commit()
@@ -300,12 +252,8 @@ def execute(job_id: str) -> str:
         return "missing"
     if not started:
         return job.status  # already run, running elsewhere, or canceled
-    workflow = workflows.get(job.workflow)
-    try:
-        values = {"status": "succeeded", "result": run_workflow(workflow, job.input)}
-    except Exception as err:  # a workflow failure is the job's result, not the worker's crash
-        log.exception("job %s failed", job_id)
-        values = {"status": "failed", "error": failure(err)}
+    result, error = run_workflow(workflows.get(job.workflow), job.input, f"job {job_id}")
+    values = {"status": "failed", "error": error} if error else {"status": "succeeded", "result": result}
     # Only a still-running job takes its result: a cancel while it ran wins.
     db.session.execute(
         sa.update(Job).where(Job.id == job_id, Job.status == "running").values(finished_at=utcnow(), **values)

@@ -1,5 +1,6 @@
-"""The API's jobs: one row per job a developer submitted."""
+"""The API's jobs: one row per job a developer submitted, and its statuses."""
 
+import secrets
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -7,6 +8,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor_core.columns import UTCDateTime, utcnow
 from levqor_core.extensions import db
+
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+IN_FLIGHT = ("queued", "running")  # counted against the tier's cap, and cancelable
+FINISHED = ("succeeded", "failed", "canceled")
+
+
+def new_job_id() -> str:
+    """A job's public id, production or sandbox: "job_" and 20 hex digits."""
+    return "job_" + secrets.token_hex(10)
 
 
 class Job(db.Model):
@@ -18,8 +28,7 @@ class Job(db.Model):
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     workflow: Mapped[str] = mapped_column(sa.String(64))
     input: Mapped[dict] = mapped_column(sa.JSON)
-    # queued | running | succeeded | failed | canceled
-    status: Mapped[str] = mapped_column(sa.String(10), default="queued", index=True)
+    status: Mapped[str] = mapped_column(sa.String(10), default="queued", index=True)  # one of STATUSES
     result: Mapped[dict | list | None] = mapped_column(sa.JSON)
     error: Mapped[dict | None] = mapped_column(sa.JSON)
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
@@ -29,6 +38,7 @@ class Job(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     def to_dict(self) -> dict:
+        """The job as the API shows it (the spec's `Job`), production and sandbox alike."""
         return {
             "id": self.id,
             "workflow": self.workflow,

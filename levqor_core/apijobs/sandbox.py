@@ -10,22 +10,17 @@ each for a day (README "Redis sizing").
 """
 
 import json
-import logging
 import re
-import secrets
 import time
 from datetime import UTC, datetime
 
 import redis
-import sqlalchemy as sa
 
 from levqor_core import problems
-from levqor_core.accounts.models import Account
-from levqor_core.apijobs import jobs, workflows
-from levqor_core.extensions import db
-from levqor_core.limits import tiers
+from levqor_core.apijobs import jobs, pagination, workflows
+from levqor_core.apijobs.models import IN_FLIGHT, Job, new_job_id
+from levqor_core.apijobs.problems import JobNotCancelable, TooManyJobsInFlight
 
-log = logging.getLogger(__name__)
 TTL = 86400
 MAX_INPUT_BYTES = 8 * 1024  # of the input as compact JSON; production takes the whole body
 MAX_RESULT_BYTES = 2 * MAX_INPUT_BYTES  # a larger result fails the job, as in production at its size
@@ -45,40 +40,42 @@ return 1
 # order: newest first, ties broken by id, and a cursor that names an exact position.
 # (Float scores made cursors round past or onto the last item shown.)
 INDEX_ENTRY = re.compile(r"[0-9]{16}:job_[0-9a-f]{20}")
+CURSORS = pagination.Cursors("s", INDEX_ENTRY.fullmatch)
 
 
 def _prefix(account_id: int) -> str:
     return f"lvq:sbx:{account_id}"
 
 
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
+def _at(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
 
 
 def _index_entry(created: float, job_id: str) -> str:
     return f"{int(created * 1e6):016d}:{job_id}"
 
 
-def _view(raw: dict, now: float) -> dict:
-    """The job as seen at `now`: a delay job finishes when its simulated time is up."""
+def _as_job(raw: dict, now: float) -> Job:
+    """The stored job as seen at `now`, as a Job never saved, so the API shows it as it shows a
+    production job: a delay job finishes when its simulated time is up."""
     status, finished = raw["status"], raw.get("finished")
     if status == "running" and now >= raw["due"]:
         status, finished = "succeeded", raw["due"]
-    return {
-        "id": raw["id"],
-        "workflow": raw["workflow"],
-        "status": status,
-        "input": raw["input"],
-        "result": raw["result"] if status == "succeeded" else None,
-        "error": raw.get("error"),
-        "created_at": _iso(raw["created"]),
-        "started_at": _iso(raw["created"]),
-        "finished_at": _iso(finished),
-    }
+    return Job(
+        id=raw["id"],
+        workflow=raw["workflow"],
+        status=status,
+        input=raw["input"],
+        result=raw["result"] if status == "succeeded" else None,
+        error=raw.get("error"),
+        created_at=_at(raw["created"]),
+        started_at=_at(raw["created"]),
+        finished_at=_at(finished),
+    )
 
 
 def _check_size(data: dict) -> None:
-    size = len(json.dumps(data, separators=(",", ":")).encode())
+    size = jobs.compact_size(data)
     if size > MAX_INPUT_BYTES:
         raise problems.PayloadTooLarge(
             f"A sandbox job's input may take {MAX_INPUT_BYTES:,} bytes as JSON; this one takes {size:,}. "
@@ -87,11 +84,9 @@ def _check_size(data: dict) -> None:
 
 
 def _hold_slot(r: redis.Redis, account_id: int, job_id: str, now: float, due: float) -> None:
-    tier_name = db.session.scalar(sa.select(Account.tier).where(Account.id == account_id))
-    tier = tiers.TIERS.get(tier_name or tiers.DEFAULT_TIER, tiers.TIERS[tiers.DEFAULT_TIER])
-    cap = tier.max_jobs_in_flight
-    if not r.eval(_HOLD_SLOT, 1, f"{_prefix(account_id)}:inflight", now, cap, due, job_id, TTL):
-        raise jobs.too_many_in_flight(cap, tier, "sandbox ")
+    tier = jobs.account_tier(account_id)
+    if not r.eval(_HOLD_SLOT, 1, f"{_prefix(account_id)}:inflight", now, tier.max_jobs_in_flight, due, job_id, TTL):
+        raise TooManyJobsInFlight.at_cap(tier, "sandbox ")
 
 
 def create_job(
@@ -100,9 +95,9 @@ def create_job(
     workflow_id: str,
     data: dict,
     idempotency_key: str | None = None,
-):
-    """Returns (job, created)."""
-    workflow = jobs.check_input(workflow_id, data)
+) -> tuple[Job, bool]:
+    """Create a sandbox job; (job, False) when the idempotency key names an earlier one."""
+    workflow = workflows.for_input(workflow_id, data)
     _check_size(data)
     digest = jobs.request_hash(workflow_id, data)
     prefix = _prefix(account_id)
@@ -111,10 +106,9 @@ def create_job(
         earlier = r.get(f"{prefix}:idem:{idempotency_key}")
         if earlier:
             job_id, earlier_digest = earlier.decode().split("|")
-            if earlier_digest != digest:
-                raise problems.IdempotencyConflict("This Idempotency-Key was used with a different request body.")
-            return get_job(r, account_id, job_id), False
-    job_id = "job_" + secrets.token_hex(10)
+            jobs.check_same_request(earlier_digest, digest)
+            return _as_job(_load(r, account_id, job_id), now), False
+    job_id = new_job_id()
     seconds, result, error = 0, None, None
     if workflow.id == "delay":
         # Simulated, not slept: the sandbox answers at once.
@@ -123,11 +117,7 @@ def create_job(
         if seconds > 0:
             _hold_slot(r, account_id, job_id, now, now + seconds)
     else:
-        try:
-            result = jobs.run_workflow(workflow, data, MAX_RESULT_BYTES)
-        except Exception as err:  # as in production, a workflow failure is the job's outcome
-            log.exception("sandbox job %s failed", job_id)
-            error = jobs.failure(err)
+        result, error = jobs.run_workflow(workflow, data, f"sandbox job {job_id}", MAX_RESULT_BYTES)
     status = "failed" if error else "running" if seconds > 0 else "succeeded"
     raw = {
         "id": job_id,
@@ -151,7 +141,7 @@ def create_job(
     dropped = pipe.execute()[-1]
     if dropped:
         _drop_oldest(r, prefix, [entry.decode() for entry in dropped])
-    return _view(raw, now), True
+    return _as_job(raw, now), True
 
 
 def _drop_oldest(r: redis.Redis, prefix: str, entries: list[str]) -> None:
@@ -171,46 +161,40 @@ def _load(r: redis.Redis, account_id: int, job_id: str) -> dict:
 
 
 def get_job(r: redis.Redis, account_id: int, job_id: str) -> dict:
-    return _view(_load(r, account_id, job_id), time.time())
+    """A sandbox job as the API shows it."""
+    return _as_job(_load(r, account_id, job_id), time.time()).to_dict()
 
 
 def list_jobs(r: redis.Redis, account_id: int, status: str | None, limit: int, cursor: str | None) -> dict:
+    """Newest first, `limit` per page, continued by an opaque cursor (as `GET /v1/jobs`)."""
     prefix, now = _prefix(account_id), time.time()
-    upper = f"({jobs.unwrap_cursor('s', cursor, INDEX_ENTRY.fullmatch)}" if cursor else "+"
+    upper = f"({CURSORS.decode(cursor)}" if cursor else "+"
     oldest = f"[{_index_entry(now - TTL, '')}"
-    entries_and_views = []
+    found: list[tuple[str, Job]] = []  # (index entry, job)
     # Walk newest first in batches, filtering by status as seen now.
-    while len(entries_and_views) <= limit:
+    while len(found) <= limit:
         entries = [e.decode() for e in r.zrevrangebylex(f"{prefix}:index", upper, oldest, start=0, num=100)]
         if not entries:
             break
         blobs = r.mget([f"{prefix}:job:{entry.split(':', 1)[1]}" for entry in entries])
         for entry, blob in zip(entries, blobs, strict=True):
             if blob is not None:
-                view = _view(json.loads(blob), now)
-                if status is None or view["status"] == status:
-                    entries_and_views.append((entry, view))
+                job = _as_job(json.loads(blob), now)
+                if status is None or job.status == status:
+                    found.append((entry, job))
         upper = f"({entries[-1]}"
-    page, more = entries_and_views[:limit], len(entries_and_views) > limit
-    return {
-        "data": [view for _, view in page],
-        "has_more": more,
-        "next_cursor": jobs.wrap_cursor("s", page[-1][0]) if more else None,
-    }
+    return pagination.page(found, limit, CURSORS, lambda row: row[0], lambda row: row[1].to_dict())
 
 
-def cancel_job(r: redis.Redis, account_id: int, job_id: str) -> dict:
+def cancel_job(r: redis.Redis, account_id: int, job_id: str) -> Job:
+    """Cancel a sandbox job still in flight; one that has finished is a 409, as in production."""
     raw, now = _load(r, account_id, job_id), time.time()
-    view = _view(raw, now)
-    if view["status"] not in ("queued", "running"):
-        raise jobs.JobNotCancelable(f"Sandbox job {job_id} is already {view['status']}.")
+    seen = _as_job(raw, now).status
+    if seen not in IN_FLIGHT:
+        raise JobNotCancelable(f"Sandbox job {job_id} is already {seen}.")
     raw.update(status="canceled", finished=now)
     pipe = r.pipeline()
     pipe.set(f"{_prefix(account_id)}:job:{job_id}", json.dumps(raw), keepttl=True)
     pipe.zrem(f"{_prefix(account_id)}:inflight", job_id)
     pipe.execute()
-    return _view(raw, now)
-
-
-def list_workflows() -> list[dict]:
-    return [w.to_dict() for w in workflows.CATALOGUE.values()]
+    return _as_job(raw, now)

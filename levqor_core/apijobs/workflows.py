@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import jsonschema
 
+from levqor_core import problems
+from levqor_core.apijobs.problems import InvalidJobInput, UnknownWorkflow
+
 
 @dataclass(frozen=True)
 class Workflow:
@@ -236,3 +239,28 @@ CATALOGUE: dict[str, Workflow] = {
 
 def get(workflow_id: str) -> Workflow | None:
     return CATALOGUE.get(workflow_id)
+
+
+def listing() -> dict:
+    """The catalogue as `GET /v1/workflows` (and its sandbox twin) shows it."""
+    return {"data": [w.to_dict() for w in CATALOGUE.values()]}
+
+
+def read(workflow_id: str) -> dict:
+    """One workflow as `GET /v1/workflows/{workflow_id}` shows it, or NotFound (404)."""
+    workflow = get(workflow_id)
+    if workflow is None:
+        raise problems.NotFound(f"No workflow {workflow_id!r}.")
+    return workflow.to_dict()
+
+
+def for_input(workflow_id: str, data: dict) -> Workflow:
+    """The workflow a new job names, once its input matches the workflow's schema; a job of an
+    unknown workflow or with a bad input is a 400."""
+    workflow = get(workflow_id)
+    if workflow is None:
+        raise UnknownWorkflow(f"No workflow {workflow_id!r}; GET /v1/workflows lists them.")
+    errors = workflow.validation_errors(data)
+    if errors:
+        raise InvalidJobInput(f"The input does not match the {workflow_id} workflow's schema.", errors=errors)
+    return workflow
