@@ -160,6 +160,17 @@ def delay(data: dict) -> dict:
 
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 20000}
 
+
+def _text_input(option: str, maximum: int) -> dict:
+    """A text workflow's input schema: the text, and one optional count from 1 to `maximum`."""
+    return {
+        "type": "object",
+        "required": ["text"],
+        "properties": {"text": _TEXT, option: {"type": "integer", "minimum": 1, "maximum": maximum}},
+        "additionalProperties": False,
+    }
+
+
 CATALOGUE: dict[str, Workflow] = {
     w.id: w
     for w in (
@@ -175,12 +186,7 @@ CATALOGUE: dict[str, Workflow] = {
             "text-stats",
             "Text statistics",
             "Counts characters, words and sentences, estimates reading time and lists the top words.",
-            {
-                "type": "object",
-                "required": ["text"],
-                "properties": {"text": _TEXT, "top": {"type": "integer", "minimum": 1, "maximum": 50}},
-                "additionalProperties": False,
-            },
+            _text_input("top", 50),
             text_stats,
             {"text": "Levqor runs workflows. Workflows run jobs.", "top": 3},
         ),
@@ -188,12 +194,7 @@ CATALOGUE: dict[str, Workflow] = {
             "summarize",
             "Extractive summary",
             "Keeps the most representative sentences of a text, in their original order.",
-            {
-                "type": "object",
-                "required": ["text"],
-                "properties": {"text": _TEXT, "max_sentences": {"type": "integer", "minimum": 1, "maximum": 20}},
-                "additionalProperties": False,
-            },
+            _text_input("max_sentences", 20),
             summarize,
             {"text": "Levqor orchestrates jobs. Jobs run workflows. The weather is nice.", "max_sentences": 1},
         ),
