@@ -1,6 +1,7 @@
 """Tiered limits: monthly quotas, burst limits, the sandbox cap, headers, exactness, cost."""
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, date, datetime
@@ -48,10 +49,21 @@ def spaced(start: float):
 @pytest.fixture
 def admit(app):
     """Admits one call at a chosen time through the gate's async door, the one every API call
-    takes in production, on one event loop for the whole test as in a server process."""
+    takes in production, on one event loop for the whole test as in a server process. The loop
+    runs in a thread of its own: the browser tests' session-wide Playwright keeps a loop marked
+    running in the main thread, where another loop cannot run."""
     gate = app.extensions["levqor.gate"]
-    with asyncio.Runner() as loop:
-        yield lambda key, area, now=None: loop.run(gate.authorize_async(key, area, now=now))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield lambda key, area, now=None: asyncio.run_coroutine_threadsafe(
+            gate.authorize_async(key, area, now=now), loop
+        ).result(30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 @pytest.mark.parametrize("tier", ["sandbox", "pro"])
