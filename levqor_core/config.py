@@ -117,4 +117,7 @@ def from_env() -> dict:
         "METRICS_OPEN_WITHOUT_TOKEN": not env.get("DYNO"),
         "OPS_EMAILS": env.get("OPS_EMAILS", ""),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+        # Check every API response against the spec (a 500 where one does not match). On in the test
+        # suite and under `make run`; off by default in served processes (README "Speed").
+        "VALIDATE_RESPONSES": env.get("VALIDATE_RESPONSES", "0") == "1",
     }

@@ -53,6 +53,8 @@ class WorkerSupervisor:
 def main() -> None:
     # Resolve the Redis URL once so the worker and the web process share one embedded server.
     os.environ["REDIS_URL"] = redis_conn.resolve_url(os.environ.get("REDIS_URL", ""))
+    # A response that does not match the spec is a 500 here, where the developer sees it.
+    os.environ.setdefault("VALIDATE_RESPONSES", "1")
     app = create_app()
     with app.app.app_context():
         upgrade()

@@ -1,5 +1,6 @@
 """Fixtures: real Redis and PostgreSQL per session, a clean database per test, small factories."""
 
+import os
 import re
 import uuid
 
@@ -14,6 +15,10 @@ from levqor_core.keys import service as keys
 from levqor_core.web.limiter import limiter
 
 from .servers import PostgresServer, RedisServer
+
+# Every response the suite provokes is checked against the spec, in this process and in the
+# servers the tests start (production leaves it off: README "Speed").
+os.environ.setdefault("VALIDATE_RESPONSES", "1")
 
 PASSWORD = "correct horse battery"
 

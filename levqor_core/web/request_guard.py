@@ -1,11 +1,15 @@
-"""ASGI middleware at the very edge of the app: body size and nesting limits, rate-limit and
-security headers on every response (the API's problem responses never pass through Flask)."""
+"""The app's one ASGI middleware, outermost of ours: body size and nesting limits, rate-limit and
+security headers on every response (the API's problem responses never pass through Flask), and
+the request metrics. One layer with one send() wrapper: each ASGI layer a request crosses costs it
+a coroutine and a wrapped send per message."""
 
 import asyncio
 import json
 import re
+import time
 
 from levqor_core import problems
+from levqor_core.web import request_metrics
 
 # Stripe's events (an invoice with many lines) can outgrow the API's body limit; Stripe would retry
 # a refused delivery for days, so its endpoint takes up to 1 MiB.
@@ -56,22 +60,6 @@ def _too_large(limit: int) -> problems.Problem:
     return problems.PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
 
 
-def _with_headers(send, headers):
-    """send(), adding `headers` (a list of pairs, or a callable giving one) to the response start
-    where the response does not set them itself."""
-
-    async def sending(message):
-        if message["type"] == "http.response.start":
-            wanted = headers() if callable(headers) else headers
-            if wanted:
-                present = {k.lower() for k, _ in message.get("headers", [])}
-                added = [(k, v) for k, v in wanted if k not in present]
-                message = {**message, "headers": list(message.get("headers", [])) + added}
-        await send(message)
-
-    return sending
-
-
 def _replay(body: bytes, receive):
     """A receive() that hands over the body already read, then waits on the client as before."""
     pending = True
@@ -92,21 +80,60 @@ def _problem_body(problem: problems.Problem) -> bytes:
     ).encode()
 
 
-class ApiEdge:
+class RequestGuard:
     """Reads a request's body in full before anything else sees it (at most the body limit):
     refuses it with 413 if it is too large and with 400 if its JSON nests deeper than
     MAX_JSON_DEPTH, before the API's security runs, so a refused body spends no quota. Adds the
-    headers the gate computed (X-RateLimit-*, RateLimit-*) to every response, errors included."""
+    headers the gate computed (X-RateLimit-*, RateLimit-*) to every response, errors included,
+    and records every request in the metrics."""
 
-    def __init__(self, app, flask_app, max_body_bytes: int):
+    def __init__(self, app, flask_app, max_body_bytes: int, redis_client=None, stats_flush_seconds: float = 10.0):
         self.app = app
         self.flask_app = flask_app
         self.max_body_bytes = max_body_bytes
+        self.redis = redis_client
+        self.stats_flush_seconds = stats_flush_seconds
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        send = _with_headers(send, [NOSNIFF, HSTS] if scope.get("scheme") == "https" else [NOSNIFF])
+        if self.redis is not None:
+            request_metrics.start_flusher(self.redis, self.stats_flush_seconds)
+        # Connexion's router records the operation in a shallow copy of the scope: sharing the
+        # extensions dict lets us read it afterwards.
+        scope.setdefault("extensions", {})
+        # Filled by the security function while the request runs, so read when the response starts.
+        rate_headers = scope.setdefault("levqor.response_headers", {})
+        security_headers = [NOSNIFF, HSTS] if scope.get("scheme") == "https" else [NOSNIFF]
+        started = time.perf_counter()
+        status = 500
+        refusal: list[bytes] | None = None
+
+        async def sending(message):
+            nonlocal status, refusal
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in security_headers if k not in present]
+                for name, value in rate_headers.items():
+                    key = name.lower().encode()
+                    if key not in present:
+                        headers.append((key, value.encode()))
+                message = {**message, "headers": headers}
+                if status == 429:
+                    refusal = []
+            elif refusal is not None and message["type"] == "http.response.body":
+                refusal.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, sending)
+        finally:
+            body = b"".join(refusal) if refusal is not None else None
+            request_metrics.record(scope, status, time.perf_counter() - started, body)
+
+    async def _guarded(self, scope, receive, send):
         if _CONTROL.search(scope.get("path", "")):
             # Starlette's router refuses these where Flask's would not, so refuse them up front.
             return await self._send_problem(send, problems.BadRequest("The URL path contains control characters."))
@@ -150,11 +177,7 @@ class ApiEdge:
                 ]
         # The security functions find this app's gate here (several apps may share a process).
         scope["levqor.gate"] = self.flask_app.extensions["levqor.gate"]
-        extra = scope.setdefault("levqor.response_headers", {})
-
-        # Filled by the security function while the request runs, so read when the response starts.
-        rate_headers = _with_headers(send, lambda: [(k.lower().encode(), v.encode()) for k, v in extra.items()])
-        await self.app(scope, receive, rate_headers)
+        await self.app(scope, receive, send)
 
     async def _send_problem(self, send, problem: problems.Problem, close: bool = False):
         body = _problem_body(problem)

@@ -1,59 +1,42 @@
-"""ASGI middleware that counts and times every HTTP request into the ops metrics (`levqor_core.ops.metrics`).
+"""What every HTTP request adds to the ops metrics (`levqor_core.ops.metrics`), recorded by the
+app's ASGI middleware (`levqor_core.web.request_guard`) when the response has gone.
 
 Per request it only touches in-process state: the Prometheus counters and histogram and the daily
 totals, which a background thread adds to Redis, so the hot path makes no extra round trip."""
 
 import json
-import time
-
-import redis
 
 from levqor_core.ops.metrics import KNOWN_METHODS, LATENCY, REFUSALS, REQUESTS, STATS
 
+# Prometheus children by label values (bounded: operations x methods x statuses); labels() takes a
+# lock and builds the key on every call.
+_requests: dict[tuple, object] = {}
+_latencies: dict[tuple, object] = {}
 
-class MetricsMiddleware:
-    """Counts and times every HTTP request; reads the problem type of 429 answers."""
 
-    def __init__(self, app, redis_client: redis.Redis | None = None, flush_seconds: float = 10.0):
-        self.app = app
-        self.redis = redis_client
-        self.flush_seconds = flush_seconds
+def record(scope, status: int, seconds: float, refusal_body: bytes | None) -> None:
+    """Count and time one answered request; `refusal_body` is a 429's body (its problem type)."""
+    operation = _operation(scope)
+    refused = _problem_slug(refusal_body) if refusal_body is not None else None
+    label = str(status)
+    method = scope.get("method", "")
+    key = (operation, method if method in KNOWN_METHODS else "other", label)
+    counter = _requests.get(key)
+    if counter is None:
+        counter = _requests[key] = REQUESTS.labels(*key)
+    counter.inc()
+    histogram = _latencies.get(key[::2])
+    if histogram is None:
+        histogram = _latencies[key[::2]] = LATENCY.labels(operation, label)
+    histogram.observe(seconds)
+    if refused is not None:
+        REFUSALS.labels(refused).inc()
+    STATS.add(status, seconds, refused)
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        if self.redis is not None:
-            STATS.start(self.redis, self.flush_seconds)
-        # Connexion's router records the operation in a shallow copy of the scope: sharing the
-        # extensions dict lets us read it afterwards.
-        scope.setdefault("extensions", {})
-        started = time.perf_counter()
-        status = 500
-        refusal: list[bytes] | None = None
 
-        async def observe(message):
-            nonlocal status, refusal
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if status == 429:
-                    refusal = []
-            elif refusal is not None and message["type"] == "http.response.body":
-                refusal.append(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observe)
-        finally:
-            seconds = time.perf_counter() - started
-            operation = _operation(scope)
-            refused = _problem_slug(b"".join(refusal)) if refusal is not None else None
-            label = str(status)
-            method = scope.get("method", "")
-            REQUESTS.labels(operation, method if method in KNOWN_METHODS else "other", label).inc()
-            LATENCY.labels(operation, label).observe(seconds)
-            if refused is not None:
-                REFUSALS.labels(refused).inc()
-            STATS.add(status, seconds, refused)
+def start_flusher(redis_client, flush_seconds: float) -> None:
+    """The thread that adds the daily totals to Redis (once per process, on its first request)."""
+    STATS.start(redis_client, flush_seconds)
 
 
 def _operation(scope) -> str:
