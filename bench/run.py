@@ -46,9 +46,9 @@ PEERS = ROOT / "bench" / "peers"
 VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
+from tests import signup  # noqa: E402
 from tests.servers import PostgresServer, RedisServer, free_port  # noqa: E402
 
-CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 LOADS = (32, 4)  # wrk connections: heavy, light
 GOALS = {"health": 0.9, "v1": 0.7}  # × bare Connexion's req/s (issue 16), v1 with 0 non-2xx
 
@@ -159,26 +159,20 @@ def wait_up(url: str, process: subprocess.Popen, log: Path, timeout: float = 90)
     sys.exit(f"{url} did not answer 200 within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def sign_up(base: str, i: int) -> tuple[str, str]:
-    """A developer as a browser makes one: sign up, then create a key on the portal; (email, raw key).
-    Each comes from its own address (TEST-NET-3) as the router appends it: sign-up is limited per address."""
+def sign_up(base: str, database_url: str, i: int) -> tuple[str, str]:
+    """A developer as a browser makes one: sign up, confirm, log in, then create a key on the portal;
+    (email, raw key). Each comes from its own address (TEST-NET-3) as the router appends it: sign-up
+    and log-in are limited per address."""
     with httpx.Client(base_url=base, timeout=60, headers={"X-Forwarded-For": f"203.0.113.{i % 250 + 1}"}) as web:
-        token = CSRF.search(web.get("/signup").text).group(1)
         email = f"bench-{i}@example.com"
-        signed_up = web.post("/signup", data={"email": email, "password": "correct horse battery", "csrf_token": token})
-        if signed_up.status_code != 302:
-            raise RuntimeError(f"sign-up {email}: {signed_up.status_code} {signed_up.text[:300]}")
-        token = CSRF.search(web.get("/developer").text).group(1)
-        created = web.post("/api/key/new", json={}, headers={"X-CSRFToken": token})
-        if created.status_code != 201:
-            raise RuntimeError(f"key for {email}: {created.status_code} {created.text[:300]}")
-        return email, created.json()["key"]
+        confirm = signup.confirm_in_database
+        return email, signup.developer_with_key(base, email, lambda _web, address: confirm(database_url, address), web)
 
 
 def prepare(base: str, database_url: str, keys: int) -> list[tuple[str, str]]:
     """`keys` Enterprise accounts with a key and one job each; [(raw key, job id)]."""
     with ThreadPoolExecutor(4) as pool:
-        made = list(pool.map(lambda i: sign_up(base, i), range(keys)))
+        made = list(pool.map(lambda i: sign_up(base, database_url, i), range(keys)))
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE accounts SET tier = 'enterprise' WHERE email = ANY(%s)", ([e for e, _ in made],))
     pairs = []

@@ -57,6 +57,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests import signup  # noqa: E402
 from tests.servers import PostgresServer, RedisServer, free_port, wait_for  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", 60))
@@ -73,7 +74,6 @@ PENDING = ("queued", "running")
 # 429s the gate answers before admitting a call: not counted. Any other 429 (the jobs-in-flight
 # cap) comes from the core, after the gate admitted and counted the call.
 GATE_REFUSALS = ("burst-limit-exceeded", "monthly-quota-exceeded", "sandbox-daily-cap-exceeded")
-CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 PORTAL_PAGES = ("/developer", "/developer/api-keys", "/docs", "/docs/api", "/pricing", "/api/openapi.json")
 TEXT = "Levqor orchestrates jobs. Jobs run workflows. The weather is nice today, and the queue is short."
 
@@ -186,21 +186,16 @@ class Soak:
         return response
 
 
-def sign_up(base: str, i: int, tier: str) -> Account:
-    """A new developer as a browser would: sign up, then create a key on the portal. Each comes
-    from its own address (TEST-NET-3), as the router appends it: sign-up is limited per address."""
+def sign_up(base: str, database_url: str, i: int, tier: str) -> Account:
+    """A new developer as a browser would: sign up, confirm, log in, then create a key on the portal.
+    Each comes from its own address (TEST-NET-3), as the router appends it: sign-up and log-in are
+    limited per address."""
     forwarded = {"X-Forwarded-For": f"203.0.113.{i % 250 + 1}"}
     web = httpx.Client(base_url=base, timeout=30, headers=forwarded)
-    token = CSRF.search(web.get("/signup").text).group(1)
     email = f"soak-{i}-{uuid.uuid4().hex[:6]}@example.com"
-    signed_up = web.post("/signup", data={"email": email, "password": "correct horse battery", "csrf_token": token})
-    if signed_up.status_code != 302:
-        raise RuntimeError(f"sign-up {email}: {signed_up.status_code} {signed_up.text[:300]}")
-    token = CSRF.search(web.get("/developer").text).group(1)
-    created = web.post("/api/key/new", json={}, headers={"X-CSRFToken": token})
-    if created.status_code != 201:
-        raise RuntimeError(f"key for {email}: {created.status_code} {created.text[:300]}")
-    return Account(email, tier, created.json()["key"], web)
+    confirm = signup.confirm_in_database
+    key = signup.developer_with_key(base, email, lambda _web, address: confirm(database_url, address), web)
+    return Account(email, tier, key, web)
 
 
 def drive(soak: Soak, base: str, account: Account, deadline: float, seed: int) -> None:
@@ -401,7 +396,7 @@ def main() -> int:
         print(f"web on {base} (WEB_CONCURRENCY={WEB_CONCURRENCY}), worker started; logs in {logs}", flush=True)
 
         t = time.monotonic()
-        accounts = [sign_up(base, i, TIER_CYCLE[i % 3]) for i in range(ACCOUNTS)]
+        accounts = [sign_up(base, database_url, i, TIER_CYCLE[i % 3]) for i in range(ACCOUNTS)]
         with psycopg.connect(database_url, autocommit=True) as conn:
             for tier in ("pro", "enterprise"):
                 emails = [a.email for a in accounts if a.tier == tier]

@@ -5,6 +5,7 @@ from datetime import timedelta
 from flask_login import current_user
 
 from levqor_core import problems
+from levqor_core.accounts import service as accounts
 from levqor_core.keys import service as keys
 from levqor_core.limits import tiers
 from levqor_core.web.limiter import limiter, limiter_callable
@@ -19,16 +20,21 @@ def _creations_key() -> str:
 
 
 @limiter_callable(default=False)
-def _anonymous() -> bool:
-    # An anonymous session gets its 401 from the handler, never reaching the counter.
-    return not _caller.signed_in()
+def _not_counted() -> bool:
+    # An anonymous session gets its 401, and an unconfirmed account its 403, from the handler: neither
+    # spends the day's creation.
+    return not _caller.signed_in() or not accounts.may_create_keys(current_user)
 
 
 # The spec allows only the portal session here: a leaked key cannot create keys or spend the
 # owner's daily creation.
-@limiter.limit(f"{tiers.KEY_CREATIONS_PER_DAY} per day", key_func=_creations_key, exempt_when=_anonymous)
+@limiter.limit(f"{tiers.KEY_CREATIONS_PER_DAY} per day", key_func=_creations_key, exempt_when=_not_counted)
 def create_key(body=None):
     account = _caller.account()
+    if not accounts.may_create_keys(account):
+        raise problems.EmailNotVerified(
+            f"Confirm {account.email} first: open the link we emailed you, or ask for a new one on /developer/api-keys."
+        )
     # An empty body (no content type) arrives as b"": it means "no options".
     options = body if isinstance(body, dict) else {}
     grace = timedelta(seconds=int(options.get("grace_period_seconds") or 0))

@@ -14,8 +14,8 @@ from flask import Flask, redirect, request, url_for
 from werkzeug.utils import import_string
 
 from levqor_core import config, errors, problems, redis_conn, tables  # noqa: F401  (tables: every model)
-from levqor_core.accounts.models import Account
-from levqor_core.extensions import csrf, db, login_manager, migrate
+from levqor_core.accounts import security as account_security
+from levqor_core.extensions import csrf, db, migrate, security
 from levqor_core.limits import gate
 from levqor_core.web import deprecation, validation
 from levqor_core.web.limiter import init_app as init_limiter
@@ -73,10 +73,9 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
-    login_manager.init_app(app)
-    login_manager.login_view = "portal.login"
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in _csrf_for_sessions
     csrf.init_app(app)
+    account_security.init_app(app)  # after CSRFProtect, as Flask-Security-Too requires
 
     redis_url = redis_conn.resolve_url(app.config["REDIS_URL"])
     app.config["REDIS_URL"] = redis_url
@@ -90,15 +89,13 @@ def register_extensions(app: Flask) -> None:
         app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.async_client(redis_url)
     )
 
-    @login_manager.user_loader
-    def load_account(account_id):
-        return db.session.get(Account, int(account_id))
-
-    @login_manager.unauthorized_handler
+    @security.login_manager.unauthorized_handler
     def unauthorized():
         if request.path.startswith("/api/"):
             raise problems.NotAuthenticated("Sign in to the portal, or send your key in the x-api-key header.")
-        return redirect(url_for("portal.login", next=request.full_path))
+        return redirect(url_for("security.login", next=request.full_path))
+
+    security.unauthn_handler(lambda mechanisms=None, headers=None: unauthorized())
 
     @app.before_request
     def _csrf_for_sessions():

@@ -3,11 +3,13 @@
 Flask-Limiter's instance lives in `levqor_core.web.limiter`: the domain modules import `db` from
 here, and that must not load a web framework."""
 
-from flask_login import LoginManager
 from flask_migrate import Migrate
+from flask_security import Security
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
+
+from levqor_core.accounts.mail import PortalMail
 
 
 class Base(DeclarativeBase):
@@ -16,5 +18,6 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-login_manager = LoginManager()
+# Flask-Security-Too: accounts, and the Flask-Login manager it builds (`security.login_manager`).
+security = Security(mail_util_cls=PortalMail)
 csrf = CSRFProtect()

@@ -56,6 +56,10 @@ class CsrfFailed(Problem):
     status, slug, title = 403, "csrf-failed", "CSRF token missing or invalid"
 
 
+class EmailNotVerified(Problem):
+    status, slug, title = 403, "email-not-verified", "Email address not confirmed"
+
+
 class NotFound(Problem):
     status, slug, title = 404, "not-found", "Not found"
 

@@ -64,7 +64,7 @@ def upgrade():
         tier = request.form.get("tier")
         label = tiers.TIERS[tier].label if tier in tiers.TIERS else None
         flash(f"Log in or create an account to upgrade to {label}." if label else "Log in to upgrade.")
-        return redirect(url_for("portal.login", next=url_for("billing.confirm_upgrade", tier=tier)), code=303)
+        return redirect(url_for("security.login", next=url_for("billing.confirm_upgrade", tier=tier)), code=303)
     try:
         url = billing.start_checkout(current_user, request.form.get("tier"))
     except problems.Problem as err:

@@ -13,6 +13,7 @@ from flask_login import current_user, login_required
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 
+from levqor_core.accounts import service as accounts
 from levqor_core.extensions import db
 from levqor_core.ops import metrics, notion
 from levqor_core.ops import periodic as background
@@ -30,8 +31,7 @@ def _redis():
 
 
 def _is_operator() -> bool:
-    allowed = {e.strip().lower() for e in current_app.config.get("OPS_EMAILS", "").split(",") if e.strip()}
-    return current_user.is_authenticated and current_user.email.lower() in allowed
+    return accounts.is_operator(current_user, current_app.config.get("OPS_EMAILS", ""))
 
 
 def sync_status() -> dict:
@@ -58,8 +58,8 @@ def sync_status() -> dict:
 
 
 def _not_operator():
-    # Key counts and sync state are internal: only the team (OPS_EMAILS) sees them.
-    message = "This page is for the Levqor team. Ask an operator to add your email to OPS_EMAILS."
+    # Key counts and sync state are internal: only the team (the ops role) sees them.
+    message = "This page is for the Levqor team. Ask an operator to run: flask accounts grant-role <your email> ops."
     return render_template("errors/message.html", title="Operators only", message=message), 403
 
 

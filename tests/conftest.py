@@ -1,20 +1,24 @@
 """Fixtures: real Redis and PostgreSQL per session, a clean database per test, small factories."""
 
+import email
+import email.policy
 import os
 import re
 import uuid
 
 import pytest
 import sqlalchemy as sa
+from aiosmtpd.controller import Controller
 from flask_migrate import upgrade
 
+from levqor_core.accounts import service as accounts
 from levqor_core.accounts.models import Account
 from levqor_core.app import create_app
 from levqor_core.extensions import db
 from levqor_core.keys import service as keys
 from levqor_core.web.limiter import limiter
 
-from .servers import PostgresServer, RedisServer
+from .servers import PostgresServer, RedisServer, free_port
 
 # Every response the suite provokes is checked against the spec, in this process and in the
 # servers the tests start (production leaves it off: README "Speed").
@@ -112,14 +116,26 @@ class Portal:
     """A browser-like session on the portal: signs up, keeps cookies, knows the CSRF token."""
 
     def __init__(self, cx):
+        self.cx = cx
         self.client = cx.test_client(follow_redirects=False)
         self.csrf = None
         self.email = None
 
-    def sign_up(self, email: str | None = None, password: str = PASSWORD) -> "Portal":
+    def sign_up(self, email: str | None = None, password: str = PASSWORD, confirm: bool = True) -> "Portal":
+        """Sign up over HTTP, confirm the address (as `flask accounts confirm` does; the link itself is
+        tested in test_accounts.py) and log in."""
         self.email = email or f"dev-{uuid.uuid4().hex[:10]}@example.com"
         token = csrf_from(self.client.get("/signup").text)
         response = self.client.post("/signup", data={"email": self.email, "password": password, "csrf_token": token})
+        assert response.status_code == 302, response.text
+        if confirm:
+            with self.cx.app.app_context():
+                accounts.confirm(accounts.by_email(self.email))
+        return self.log_in(password)
+
+    def log_in(self, password: str = PASSWORD) -> "Portal":
+        token = csrf_from(self.client.get("/login").text)
+        response = self.client.post("/login", data={"email": self.email, "password": password, "csrf_token": token})
         assert response.status_code == 302, response.text
         self.csrf = csrf_from(self.client.get("/developer").text)
         return self
@@ -146,3 +162,36 @@ def make_account(app):
             return account.id, raw
 
     return make
+
+
+class _Inbox:
+    """What a real SMTP server (aiosmtpd) received: (recipients, raw message) pairs."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        self.messages.append((envelope.rcpt_tos, envelope.content.decode()))
+        return "250 OK"
+
+    def to(self, address: str) -> list:
+        """The messages sent to `address`, parsed, oldest first."""
+        return [
+            email.message_from_string(raw, policy=email.policy.default)
+            for rcpt, raw in self.messages
+            if address in rcpt
+        ]
+
+
+@pytest.fixture
+def smtp(app, monkeypatch):
+    """A real SMTP server on loopback, and the app sending through it."""
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    inbox.port = controller.port
+    monkeypatch.setitem(app.config, "SMTP_HOST", "127.0.0.1")
+    monkeypatch.setitem(app.config, "SMTP_PORT", controller.port)
+    monkeypatch.setitem(app.config, "SMTP_STARTTLS", False)
+    yield inbox
+    controller.stop()

@@ -6,6 +6,7 @@ are signed the way Stripe signs them.
 
 import hashlib
 import hmac
+import html
 import json
 import re
 import secrets
@@ -630,7 +631,12 @@ def test_a_visitor_who_picks_a_plan_signs_up_and_lands_on_a_checkout_confirm_pag
     token = csrf_from(browser.get(signup_url).text)
     email = "visitor@example.com"
     signed_up = browser.post(signup_url, data={"email": email, "password": PASSWORD, "csrf_token": token})
-    assert signed_up.status_code == 302 and signed_up.headers["location"] == next_url
+    assert signed_up.status_code == 302  # "check your email": its log-in link keeps the plan
+    check_email = browser.get(signed_up.headers["location"]).text
+    login_href = html.unescape(re.search(r'<a href="([^"]+)" id="check-email-login">', check_email).group(1))
+    token = csrf_from(browser.get(login_href).text)
+    logged_in = browser.post(login_href, data={"email": email, "password": PASSWORD, "csrf_token": token})
+    assert logged_in.status_code == 302 and logged_in.headers["location"] == next_url
 
     confirm = browser.get(next_url)
     assert confirm.status_code == 200, confirm.text

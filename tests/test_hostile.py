@@ -17,8 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from levqor_core.accounts import service as accounts
 from levqor_core.web.request_guard import json_depth_exceeds
 
+from . import signup
 from .conftest import PASSWORD
 from .servers import _wait_port, free_port
 
@@ -103,25 +105,26 @@ def _csrf(client: httpx.Client, path: str = "/signup") -> str:
     return re.search(r'name="csrf-token" content="([^"]+)"', client.get(path).text).group(1)
 
 
-def _sign_up(client: httpx.Client) -> str:
-    token = _csrf(client)
+def _sign_up(client: httpx.Client, app) -> str:
+    """A confirmed, signed-in developer (the server shares the suite's database); the CSRF token."""
     email = f"hostile-{time.monotonic_ns()}@example.com"
-    signed_up = client.post("/signup", data={"email": email, "password": PASSWORD, "csrf_token": token})
-    assert signed_up.status_code == 302, signed_up.text
-    return _csrf(client, "/developer")
+    signup.sign_up(client, email, PASSWORD)
+    with app.app_context():
+        accounts.confirm(accounts.by_email(email))
+    return signup.log_in(client, email, PASSWORD)
 
 
 # -- 1. the key-creation limit must not fall back to per-process memory --------------------------------
 
 
-def test_anonymous_calls_on_the_same_process_do_not_reopen_the_daily_key_creation(web):
+def test_anonymous_calls_on_the_same_process_do_not_reopen_the_daily_key_creation(web, app):
     """An anonymous POST /api/key/new made Flask-Limiter's key function raise; Flask-Limiter then
     took its Redis storage for dead and counted in (empty) process memory, so an account refused a
     second key got it by alternating its attempts with anonymous calls."""
     wire = OneConnection(web.url)
     try:
         owner, stranger = wire.session(), wire.session()
-        owner_csrf = _sign_up(owner)
+        owner_csrf = _sign_up(owner, app)
         assert owner.post("/api/key/new", json={}, headers={"X-CSRFToken": owner_csrf}).status_code == 201
         stranger_csrf = _csrf(stranger)  # an anonymous session with a valid CSRF token
         statuses = []
@@ -145,7 +148,7 @@ def test_no_limiter_callable_raises_even_when_loading_the_user_fails(app, monkey
     only Redis itself failing can send Flask-Limiter to its per-process fallback."""
     from flask import session
 
-    from levqor_core.extensions import login_manager
+    from levqor_core.extensions import security
     from levqor_core.web.limiter import limiter
 
     def broken_loader(_account_id):
@@ -155,7 +158,7 @@ def test_no_limiter_callable_raises_even_when_loading_the_user_fails(app, monkey
     import handlers.keys
     import handlers.usage  # noqa: F401  (Connexion imports handlers on first use)
 
-    monkeypatch.setattr(login_manager, "_user_callback", broken_loader)
+    monkeypatch.setattr(security.login_manager, "_user_callback", broken_loader)
     limits = {id(lim): lim for group in limiter.limit_manager._decorated_limits.values() for lim in group}.values()
     assert len(limits) == 4  # key creation, session burst, log-in, sign-up
     called = 0

@@ -31,7 +31,7 @@ from levqor_core.limits.tiers import TIERS
 from levqor_core.ops import periodic as background
 from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE
 
-from . import servers
+from . import servers, signup
 from .servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,19 +62,6 @@ def wait_for(predicate, timeout: float, step: float = 0.25, what: str = "conditi
     value = servers.wait_for(predicate, timeout, step)
     assert value, f"{what} not reached within {timeout}s"
     return value
-
-
-def sign_up_with_key(base: str) -> str:
-    """A new developer as a browser would: sign up, then create a key on the portal."""
-    with httpx.Client(base_url=base, timeout=10) as web:
-        token = re.search(r'name="csrf-token" content="([^"]+)"', web.get("/signup").text).group(1)
-        email = f"shipped-{uuid.uuid4().hex[:8]}@example.com"
-        signed_up = web.post("/signup", data={"email": email, "password": "correct horse battery", "csrf_token": token})
-        assert signed_up.status_code == 302, signed_up.text
-        token = re.search(r'name="csrf-token" content="([^"]+)"', web.get("/developer").text).group(1)
-        created = web.post("/api/key/new", json={}, headers={"X-CSRFToken": token})
-        assert created.status_code == 201, created.text
-        return created.json()["key"]
 
 
 def web_is_up(base: str) -> bool:
@@ -118,7 +105,8 @@ def test_the_procfile_processes_stay_up_idle_and_through_a_redis_restart(postgre
     web, worker = start(processes["web"], env), start(processes["worker"], env)
     try:
         wait_for(lambda: web_is_up(base), 60, what="the web process answering")
-        key = sign_up_with_key(base)
+        email = f"shipped-{uuid.uuid4().hex[:8]}@example.com"
+        key = signup.developer_with_key(base, email, lambda web, email: signup.confirm_with_cli(env, email))
         with httpx.Client(base_url=base, timeout=10, headers={"x-api-key": key}) as api:
             run_echo(api, "before-idle")
             time.sleep(IDLE_SECONDS)  # longer than any socket timeout the worker had
@@ -158,7 +146,10 @@ def test_make_run_restarts_a_dead_worker_and_keeps_running_jobs(tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: web_is_up(base), 60, what="make run answering")
-        key = sign_up_with_key(base)
+        # No SMTP under `make run`: the confirmation mail, link included, is on its console.
+        key = signup.developer_with_key(
+            base, "embedded@example.com", lambda web, email: web.get(signup.link_from_console(stderr_log, email))
+        )
         with httpx.Client(base_url=base, timeout=10, headers={"x-api-key": key}) as api:
             run_echo(api, "embedded-first")
             time.sleep(IDLE_SECONDS)

@@ -9,14 +9,19 @@ from levqor_core.limits import tiers
 accounts_cli = AppGroup("accounts", help="Manage developer accounts.")
 
 
+def _account(email: str):
+    account = accounts.by_email(email)
+    if account is None:
+        raise click.ClickException(f"No account with email {email!r}.")
+    return account
+
+
 @accounts_cli.command("set-tier")
 @click.argument("email")
 @click.argument("tier")
 def set_tier(email: str, tier: str):
     """Move ACCOUNT (by email) to TIER (sandbox, pro or enterprise; any case)."""
-    account = accounts.by_email(email)
-    if account is None:
-        raise click.ClickException(f"No account with email {email!r}.")
+    account = _account(email)
     try:
         accounts.set_tier(account, tier)
     except accounts.AccountError as err:
@@ -29,9 +34,44 @@ def set_tier(email: str, tier: str):
 @click.argument("email")
 @click.password_option()
 def create(email: str, password: str):
-    """Create an account."""
+    """Create an account; an operator vouches for EMAIL, so it counts as confirmed."""
     try:
-        account = accounts.sign_up(email, password)
+        account = accounts.create(email, password)
     except accounts.AccountError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"Created account {account.id} for {account.email}.")
+
+
+@accounts_cli.command("confirm")
+@click.argument("emails", nargs=-1, required=True)
+def confirm(emails: tuple[str, ...]):
+    """Mark each of EMAILS confirmed without its link (an operator who has checked the address)."""
+    for email in emails:
+        account = _account(email)
+        changed = accounts.confirm(account)
+        click.echo(f"{account.email} is confirmed." if changed else f"{account.email} was already confirmed.")
+
+
+@accounts_cli.command("grant-role")
+@click.argument("email")
+@click.argument("role")
+def grant_role(email: str, role: str):
+    """Give ROLE (ops: /developer/ops) to the confirmed account EMAIL."""
+    account = _account(email)
+    try:
+        accounts.grant_role(account, role)
+    except accounts.AccountError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{account.email} now has the role {role}.")
+
+
+@accounts_cli.command("revoke-role")
+@click.argument("email")
+@click.argument("role")
+def revoke_role(email: str, role: str):
+    """Take ROLE away from EMAIL; it applies to the account's next request."""
+    account = _account(email)
+    removed = accounts.revoke_role(account, role)
+    click.echo(
+        f"{account.email} no longer has the role {role}." if removed else f"{account.email} did not have {role}."
+    )

@@ -1,43 +1,19 @@
-"""Accounts: sign-up, password check, tier changes."""
+"""Accounts: creation by operators, lookups, tier, confirmation, roles and sessions.
 
-import re
-from concurrent.futures import ThreadPoolExecutor
+Sign-up, log-in, confirmation and reset over the web are Flask-Security-Too's (accounts.security);
+these are the rules the CLI, the portal and the API share on top of it."""
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy.exc import IntegrityError
+from flask_security import hash_password
+from flask_security.confirmable import confirm_user
 
-from levqor_core.accounts.models import Account
-from levqor_core.extensions import db
+from levqor_core.accounts.models import Account, Role
+from levqor_core.accounts.security import MIN_PASSWORD  # noqa: F401  (the portal shows it)
+from levqor_core.extensions import db, security
 from levqor_core.limits import key_cache, tiers
 
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-MIN_PASSWORD = 8
-# argon2id with the OWASP Password Storage Cheat Sheet's first configuration: m=19 MiB, t=2, p=1.
-# argon2-cffi's default (RFC 9106's low-memory profile, m=64 MiB, t=3, p=4) took 64 MiB and ~200 ms
-# per hash here; this takes 19 MiB and ~40 ms. Hashes made with other parameters still verify
-# (each hash carries its own) and are rehashed with these at the next successful log-in.
-_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# Hashes are computed by a pool of MAX_CONCURRENT_HASHES threads per process, and request threads
-# wait for it: a burst of log-ins (10 at once were allowed per address) queues instead of adding
-# 10 x 19 MiB to a 512 MB dyno. A pool rather than a semaphore, because glibc keeps a freed hash's
-# memory in the arena of the thread that allocated it: hashing on any of Flask's 10 request threads
-# left up to 10 x 19 MiB resident even with only 2 at a time (measured: +115 MiB instead of +40).
-MAX_CONCURRENT_HASHES = 2
-_hashing = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_HASHES, thread_name_prefix="argon2")
-
-
-def _hash(password: str) -> str:
-    return _hashing.submit(_hasher.hash, password).result()
-
-
-def _verify(password_hash: str, password: str) -> None:
-    _hashing.submit(_hasher.verify, password_hash, password).result()
-
-
-# Verifying against this keeps unknown-email log-ins as slow as wrong-password ones.
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+OPS_ROLE = "ops"
+ROLES = {OPS_ROLE: "Operators: /developer/ops"}
 
 
 class AccountError(ValueError):
@@ -48,38 +24,71 @@ def normalise_email(email: str) -> str:
     return (email or "").strip().lower()
 
 
-def sign_up(email: str, password: str) -> Account:
-    email = normalise_email(email)
-    if not EMAIL_RE.match(email) or len(email) > 254:
-        raise AccountError("Enter a valid email address.")
-    if len(password or "") < MIN_PASSWORD:
-        raise AccountError(f"Use a password of at least {MIN_PASSWORD} characters.")
-    if len(password) > 1024:
-        raise AccountError("That password is too long.")
-    account = Account(email=email, password_hash=_hash(password), tier=tiers.DEFAULT_TIER)
-    db.session.add(account)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise AccountError("An account with that email already exists.") from None
-    return account
-
-
-def authenticate(email: str, password: str) -> Account | None:
-    account = by_email(email)
-    try:
-        _verify(account.password_hash if account else _DUMMY_HASH, password or "")
-    except (VerificationError, InvalidHashError):
-        return None
-    if account and _hasher.check_needs_rehash(account.password_hash):
-        account.password_hash = _hash(password)
-        db.session.commit()
-    return account
-
-
 def by_email(email: str) -> Account | None:
     return db.session.scalar(sa.select(Account).where(Account.email == normalise_email(email)))
+
+
+def create(email: str, password: str, confirmed: bool = True) -> Account:
+    """An account made by an operator (`flask accounts create`): the address is taken as confirmed."""
+    try:
+        email = security._mail_util.validate(email)
+    except ValueError as err:
+        raise AccountError(str(err)) from None
+    problems, password = security._password_util.validate(password, True, email=email)
+    if problems:
+        raise AccountError(" ".join(problems))
+    if by_email(email) is not None:
+        raise AccountError("An account with that email already exists.")
+    account = security.datastore.create_user(email=email, password=hash_password(password))
+    if confirmed:
+        confirm_user(account)
+    db.session.commit()
+    return account
+
+
+def confirm(account: Account) -> bool:
+    """Mark the address confirmed (an operator vouching for it); False if it already was."""
+    changed = confirm_user(account)
+    db.session.commit()
+    return changed
+
+
+def may_create_keys(account: Account) -> bool:
+    """Key creation waits for a confirmed email: the address is where quota and security mail goes."""
+    return account.confirmed_at is not None
+
+
+def end_all_sessions(account: Account) -> None:
+    """A new session identifier: every cookie issued so far (any browser) stops working at once."""
+    security.datastore.set_uniquifier(account)
+    db.session.commit()
+
+
+def grant_role(account: Account, role_name: str) -> None:
+    if role_name not in ROLES:
+        raise AccountError(f"Unknown role {role_name!r}; choose one of {', '.join(ROLES)}.")
+    if account.confirmed_at is None:
+        raise AccountError(f"{account.email} has not confirmed its email address yet.")
+    role = security.datastore.find_or_create_role(role_name, description=ROLES[role_name])
+    security.datastore.add_role_to_user(account, role)
+    db.session.commit()
+
+
+def revoke_role(account: Account, role_name: str) -> bool:
+    role = db.session.scalar(sa.select(Role).where(Role.name == role_name))
+    removed = role is not None and security.datastore.remove_role_from_user(account, role)
+    db.session.commit()
+    return bool(removed)
+
+
+def is_operator(account, ops_emails: str = "") -> bool:
+    """A confirmed account with the `ops` role, or (the older way, kept so no deploy locks its team
+    out) a confirmed account whose address is listed in OPS_EMAILS. Unconfirmed: never, since
+    anyone can sign up with any address."""
+    if not getattr(account, "is_authenticated", False) or account.confirmed_at is None:
+        return False
+    listed = {e.strip().lower() for e in ops_emails.split(",") if e.strip()}
+    return account.has_role(OPS_ROLE) or account.email.lower() in listed
 
 
 def set_tier(account: Account, tier_name: str) -> Account:

@@ -47,7 +47,7 @@ ALERTS_SCHEMA = {
 
 
 class EmailSender(Protocol):
-    def send(self, to: str, subject: str, body: str) -> None: ...
+    def send(self, to: str, subject: str, body: str, html: str | None = None) -> None: ...
 
 
 class LogSender:
@@ -56,8 +56,13 @@ class LogSender:
     def __init__(self, config: dict):
         self.sent: list[EmailMessage] = []
 
-    def send(self, to: str, subject: str, body: str) -> None:
-        log.info("email (not sent; SMTP_HOST is unset) to=%s subject=%r\n%s", to, subject, body)
+    def send(self, to: str, subject: str, body: str, html: str | None = None) -> None:
+        # Printed as a block that stands out in `make run`'s console: with no SMTP server this is
+        # the only way to read a confirmation or reset link.
+        rule = "=" * 72
+        log.warning(
+            "email (not sent; SMTP_HOST is unset)\n%s\nTo: %s\nSubject: %s\n\n%s\n%s", rule, to, subject, body, rule
+        )
 
 
 class SmtpSender:
@@ -68,10 +73,12 @@ class SmtpSender:
         self.username, self.password = config.get("SMTP_USERNAME"), config.get("SMTP_PASSWORD")
         self.starttls, self.sender = config.get("SMTP_STARTTLS", True), config["MAIL_FROM"]
 
-    def send(self, to: str, subject: str, body: str) -> None:
+    def send(self, to: str, subject: str, body: str, html: str | None = None) -> None:
         message = EmailMessage()
         message["From"], message["To"], message["Subject"] = self.sender, to, subject
         message.set_content(body)
+        if html:
+            message.add_alternative(html, subtype="html")
         with smtplib.SMTP(self.host, self.port, timeout=15) as smtp:
             if self.starttls:
                 smtp.starttls()

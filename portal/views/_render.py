@@ -30,7 +30,7 @@ def login_required(view):
             return view(*args, **kwargs)
         # HX-Current-URL is the page the fragment lives on: come back to it after logging in.
         back = request.full_path if not is_htmx() else _path_of(request.headers.get("HX-Current-URL", ""))
-        login = url_for("portal.login", next=back or None)
+        login = url_for("security.login", next=back or None)
         if is_htmx():
             response = make_response("", 401)
             response.headers["HX-Redirect"] = login

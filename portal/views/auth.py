@@ -1,15 +1,24 @@
-"""Sign-up, log-in and log-out."""
+"""Sign-up, log-in and log-out: Flask-Security-Too's core behind the portal's pages and limits.
+
+Flask-Security-Too serves /login, /confirm, /reset and /developer/account/password itself, in the
+portal's templates (portal/templates/security/); this module adds the portal's per-address limits to
+its log-in and serves /signup and /logout, whose behaviour differs from its own (see each view).
+"""
 
 import time
 from urllib.parse import urlsplit
 
-from flask import flash, make_response, redirect, render_template, request, url_for
-from flask_login import current_user, login_user, logout_user
+from flask import current_app, flash, make_response, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_security import logout_user
+from flask_security.forms import LoginForm, RegisterFormV2
+from flask_security.registerable import register_existing, register_user
+from flask_security.views import login as security_login
 
 from levqor_core.accounts import service as accounts
+from levqor_core.extensions import db
 from levqor_core.web.limiter import limiter, limiter_callable
 
-from ..forms import CredentialsForm
 from . import bp
 
 
@@ -37,7 +46,7 @@ def index():
     return redirect(url_for("portal.developer"))
 
 
-def _form_again(template: str):
+def _form_again(template: str, form_name: str, form_class):
     """A refused log-in or sign-up shows the wait in the form itself, like any other form error."""
 
     @limiter_callable(default=None)  # None: the app's plain 429 page
@@ -45,54 +54,88 @@ def _form_again(template: str):
         seconds = max(1, int(limit.reset_at - time.time() + 0.999))
         wait = f"{-(-seconds // 60)} minute(s)" if seconds >= 60 else f"{seconds} second(s)"
         error = f"Too many attempts from your network. Try again in {wait}."
-        return make_response(render_template(template, form=CredentialsForm(), error=error), 429)
+        page = render_template(template, **{form_name: form_class(formdata=None)}, error=error)
+        return make_response(page, 429)
 
     return on_breach
 
 
+class SignupForm(RegisterFormV2):
+    """Email and password only: no retyped password, no username."""
+
+    password_confirm = None
+
+
 @bp.route("/signup", methods=["GET", "POST"])
-@limiter.limit("20 per hour", key_func=_client_ip, methods=["POST"], on_breach=_form_again("auth/signup.html"))
+@limiter.limit(
+    "20 per hour",
+    key_func=_client_ip,
+    methods=["POST"],
+    on_breach=_form_again("auth/signup.html", "form", SignupForm),
+)
 def signup():
-    form = CredentialsForm()
-    error = None
+    """Flask-Security-Too's registration, answered alike for a new and a taken address.
+
+    Its own view signs a new account in at once, so the next page would tell a stranger whether the
+    address was free; here both get the same "check your email" page, and a taken address is sent a
+    "you already have an account" email instead (Flask-Security-Too's `register_existing`)."""
+    form = SignupForm()
     if form.validate_on_submit():
-        try:
-            account = accounts.sign_up(form.email.data, form.password.data)
-        except accounts.AccountError as err:
-            error = str(err)
-        else:
-            login_user(account)
-            flash("Welcome to Levqor. Create your first API key to start calling the API.")
-            return redirect(_safe_next(request.args.get("next") or url_for("portal.api_keys")))
-    elif request.method == "POST":
-        error = "Enter a valid email address and a password."
-    return render_template("auth/signup.html", form=form, error=error), 400 if error else 200
+        register_user(form)
+        db.session.commit()
+        return redirect(url_for("portal.check_email", next=request.args.get("next")))
+    if request.method == "POST" and register_existing(form):
+        db.session.commit()
+        return redirect(url_for("portal.check_email", next=request.args.get("next")))
+    refused = request.method == "POST"
+    # The form's own errors say what is wrong (shown by the template); this covers a missing CSRF token.
+    error = "Enter a valid email address and a password." if refused and not form.errors else None
+    return render_template("auth/signup.html", form=form, error=error), 400 if refused else 200
 
 
-@bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("10 per minute", key_func=_client_ip, methods=["POST"], on_breach=_form_again("auth/login.html"))
+@bp.get("/signup/check-email")
+def check_email():
+    return render_template("auth/check_email.html", console_mail=not current_app.config.get("SMTP_HOST"))
+
+
+@limiter.limit(
+    "10 per minute",
+    key_func=_client_ip,
+    methods=["POST"],
+    on_breach=_form_again("security/login_user.html", "login_user_form", LoginForm),
+)
 def login():
-    form = CredentialsForm()
-    error = None
-    if form.validate_on_submit():
-        account = accounts.authenticate(form.email.data, form.password.data)
-        if account:
-            login_user(account)
-            return redirect(_safe_next(request.args.get("next")))
-        error = "That email and password do not match an account."
-    elif request.method == "POST":
-        error = "Enter your email address and password."
-    return render_template("auth/login.html", form=form, error=error), 401 if error else 200
+    """Flask-Security-Too's log-in view under the portal's per-address limit; a refused log-in is a 401.
+
+    An off-site `next` is dropped (the log-in then lands on /developer) rather than refusing the
+    form, as Flask-Security-Too would: the visitor did nothing wrong."""
+    target = request.args.get("next")
+    if target and _safe_next(target) != target:
+        args = request.args.copy()
+        args.pop("next")
+        request.args = args
+    response = make_response(security_login())
+    if request.method == "POST" and response.status_code == 200:
+        response.status_code = 401
+    return response
+
+
+@bp.record_once
+def _limit_security_login(state):
+    state.app.view_functions["security.login"] = login
 
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
+    """Signing out ends every session of the account: a copied cookie stops working at once."""
     if request.method == "POST":
+        if current_user.is_authenticated:
+            accounts.end_all_sessions(current_user)
         logout_user()
         flash("You are signed out.")
-        return redirect(url_for("portal.login"))
+        return redirect(url_for("security.login"))
     if not current_user.is_authenticated:
-        return redirect(url_for("portal.login"))
+        return redirect(url_for("security.login"))
     return render_template("auth/logout.html")
 
 

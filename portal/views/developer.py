@@ -7,6 +7,7 @@ import redis
 from flask import current_app, render_template
 from flask_login import current_user
 
+from levqor_core.accounts import service as accounts
 from levqor_core.columns import utcnow
 from levqor_core.keys import service as keys
 from levqor_core.limits import tiers
@@ -62,6 +63,7 @@ def dashboard_context(account, now: datetime) -> dict:
         "next_creation": _next_creation(events, now),
         "grace_choices": GRACE_CHOICES,
         "tier": tiers.get(account.tier),
+        "may_create_keys": accounts.may_create_keys(account),
         "now": now,
     }
 

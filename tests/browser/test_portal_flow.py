@@ -2,6 +2,7 @@
 
 import re
 import uuid
+from urllib.parse import urlsplit
 
 from playwright.sync_api import expect
 
@@ -10,21 +11,29 @@ from ..conftest import PASSWORD
 KEY_RE = re.compile(r"^lvq_[0-9a-f]{32}_[0-9A-Za-z]{6}$")
 
 
-def sign_up(page, email=None):
+def sign_up(page, smtp, email=None):
+    """Sign up, open the confirmation link from the mail received, log in: on /developer/api-keys."""
     email = email or f"dev-{uuid.uuid4().hex[:10]}@example.com"
     page.goto("/signup")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    text = smtp.to(email)[-1].get_body(("plain",)).get_content()
+    page.goto(urlsplit(re.search(r"https?://\S+/confirm/\S+", text).group(0)).path)
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(re.compile(r"/developer/api-keys$"))
     return email
 
 
-def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_limited(context, console, shots):
+def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_limited(context, console, shots, smtp):
     page = console.attach(context.new_page())
     page.goto("/signup")
     shots(page, "signup")
-    sign_up(page)
+    sign_up(page, smtp)
     expect(page.get_by_role("heading", name="API keys", level=1)).to_be_visible()
     expect(page.locator("#no-key")).to_be_visible()
     # A second tab on the same page, left open: it will not know the key was created.
@@ -97,9 +106,9 @@ def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_li
     assert not [e for e in console.errors if "Content Security Policy" in e or "Refused" in e], console.errors
 
 
-def test_swagger_ui_tries_an_operation_in_the_sandbox_with_the_pasted_key(context, console, shots):
+def test_swagger_ui_tries_an_operation_in_the_sandbox_with_the_pasted_key(context, console, shots, smtp):
     page = console.attach(context.new_page())
-    sign_up(page)
+    sign_up(page, smtp)
     page.get_by_role("button", name="Create key").click()
     raw = page.locator("#new-key").inner_text().strip()
 
@@ -162,9 +171,9 @@ def test_main_pages_render_for_a_visitor_on_desktop_and_phone(context, console, 
     assert not unexpected, unexpected
 
 
-def test_revoke_asks_first_then_the_panel_and_audit_trail_update_in_place(context, console, shots):
+def test_revoke_asks_first_then_the_panel_and_audit_trail_update_in_place(context, console, shots, smtp):
     page = console.attach(context.new_page())
-    sign_up(page)
+    sign_up(page, smtp)
     page.get_by_role("button", name="Create key").click()
     expect(page.locator("#key-hint")).to_be_visible()
     page.evaluate("window.__stayedHere = 'yes'")

@@ -1,0 +1,124 @@
+"""Flask-Security-Too wired to the portal: settings, the datastore, and the one door mail goes out by.
+
+Flask-Security-Too does the account lifecycle (hashing, confirmation and reset tokens, sessions
+keyed by `fs_uniquifier`, two-factor); this module only configures it. Settings are defaults: the
+app's config (and so tests) can override any `SECURITY_*` key.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from flask import Flask, current_app
+from flask_security import SQLAlchemyUserDatastore
+from flask_security.utils import aware_utcnow
+
+from levqor_core.accounts.models import Account, Role
+from levqor_core.extensions import db, security
+
+MIN_PASSWORD = 8
+CONFIRM_WITHIN = timedelta(days=1)
+RESET_WITHIN = timedelta(hours=1)
+
+
+def settings(config: dict) -> dict:
+    """Flask-Security-Too's settings for this app (README "Accounts")."""
+    return {
+        # Tokens in mail links are signed with SECRET_KEY and this salt.
+        "SECURITY_PASSWORD_SALT": config.get("SECURITY_PASSWORD_SALT") or config["SECRET_KEY"],
+        # The hashes stored before Flask-Security-Too are argon2-cffi's of the bare password; by
+        # default Flask-Security-Too would HMAC the password with the salt first and never match them.
+        "SECURITY_PASSWORD_SINGLE_HASH": True,
+        "SECURITY_PASSWORD_HASH": "argon2",
+        # argon2id with the OWASP Password Storage Cheat Sheet's first configuration (m=19 MiB, t=2,
+        # p=1), as before; hashes with other parameters verify and are rehashed at the next log-in.
+        "SECURITY_PASSWORD_HASH_PASSLIB_OPTIONS": {
+            "argon2__type": "ID",
+            "argon2__memory_cost": 19 * 1024,
+            "argon2__rounds": 2,
+            "argon2__parallelism": 1,
+        },
+        "SECURITY_PASSWORD_LENGTH_MIN": MIN_PASSWORD,
+        "SECURITY_PASSWORD_COMPLEXITY_CHECKER": "zxcvbn",
+        "SECURITY_PASSWORD_CONFIRM_REQUIRED": False,
+        # email-validator would ask DNS whether the domain takes mail: slow, and fails offline.
+        "SECURITY_EMAIL_VALIDATOR_ARGS": {"check_deliverability": False},
+        "SECURITY_LOGIN_URL": "/login",
+        "SECURITY_LOGOUT_METHODS": None,  # /logout is the portal's own (it also ends other sessions)
+        "SECURITY_REGISTERABLE": False,  # /signup is the portal's own view on Flask-Security-Too's core
+        "SECURITY_CONFIRMABLE": True,
+        "SECURITY_LOGIN_WITHOUT_CONFIRMATION": True,  # docs and keys page yes; key creation no
+        "SECURITY_CONFIRM_EMAIL_WITHIN": CONFIRM_WITHIN,
+        "SECURITY_AUTO_LOGIN_AFTER_CONFIRM": False,
+        "SECURITY_RECOVERABLE": True,
+        "SECURITY_RESET_PASSWORD_WITHIN": RESET_WITHIN,
+        "SECURITY_CHANGEABLE": True,
+        "SECURITY_CHANGE_URL": "/developer/account/password",
+        "SECURITY_TRACKABLE": True,
+        "SECURITY_RETURN_GENERIC_RESPONSES": True,
+        "SECURITY_SEND_REGISTER_EMAIL": True,
+        "SECURITY_POST_LOGIN_VIEW": "/developer",
+        "SECURITY_POST_CONFIRM_VIEW": "/developer/api-keys",
+        "SECURITY_POST_RESET_VIEW": "/login",
+        "SECURITY_POST_CHANGE_VIEW": "/developer/api-keys",
+        "SECURITY_EMAIL_SENDER": config.get("MAIL_FROM"),
+        "SECURITY_FRESHNESS": timedelta(minutes=15),
+        "SECURITY_FRESHNESS_GRACE_PERIOD": timedelta(0),
+        # The app's own CSRF check (levqor_core.app) covers every cookie-authenticated POST.
+        "SECURITY_CSRF_IGNORE_UNAUTH_ENDPOINTS": False,
+        "SECURITY_MSG_GENERIC_AUTHN_FAILED": ("That email and password do not match an account.", "error"),
+        "SECURITY_MSG_PASSWORD_INVALID_LENGTH": ("Use a password of at least %(length)s characters.", "error"),
+        "SECURITY_MSG_PASSWORD_TOO_SIMPLE": ("That password is too easy to guess: add another word or two.", "error"),
+        "SECURITY_MSG_INVALID_CONFIRMATION_TOKEN": (
+            "That confirmation link is not valid. Ask for a new one below.",
+            "error",
+        ),
+        "SECURITY_MSG_CONFIRMATION_EXPIRED": (
+            "That confirmation link has expired (links work for %(within)s). A new one is on its way.",
+            "error",
+        ),
+        "SECURITY_MSG_INVALID_RESET_PASSWORD_TOKEN": (
+            "That reset link is not valid any more: each link works once. Ask for a new one below.",
+            "error",
+        ),
+        "SECURITY_MSG_PASSWORD_RESET_EXPIRED": (
+            "That reset link has expired (links work for %(within)s). A new one is on its way.",
+            "error",
+        ),
+    }
+
+
+# Hashes are computed by a pool of MAX_CONCURRENT_HASHES threads per process, and request threads
+# wait for it: a burst of log-ins (10 at once are allowed per address) queues instead of adding
+# 10 x 19 MiB to a 512 MB dyno. A pool rather than a semaphore, because glibc keeps a freed hash's
+# memory in the arena of the thread that allocated it: hashing on any of Flask's 10 request threads
+# left up to 10 x 19 MiB resident even with only 2 at a time (measured: +115 MiB instead of +40).
+MAX_CONCURRENT_HASHES = 2
+_hashing = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_HASHES, thread_name_prefix="argon2")
+
+
+class PooledPasswordContext:
+    """Flask-Security-Too's passlib context, its hashing and verifying run on the pool above."""
+
+    POOLED = frozenset({"hash", "verify", "verify_and_update", "dummy_verify"})
+
+    def __init__(self, context):
+        self._context = context
+
+    def __getattr__(self, name):
+        attr = getattr(self._context, name)
+        if name in self.POOLED:
+            return lambda *args, **kwargs: _hashing.submit(attr, *args, **kwargs).result()
+        return attr
+
+
+def init_app(app: Flask) -> None:
+    for key, value in settings(app.config).items():
+        app.config.setdefault(key, value)
+    # Aware UTC times, like every other timestamp here (levqor_core.columns.UTCDateTime).
+    security.init_app(app, SQLAlchemyUserDatastore(db, Account, Role), datetime_factory=aware_utcnow)
+    security.pwd_context = PooledPasswordContext(security.pwd_context)
+
+    @security.mail_context_processor
+    def _links_from_the_public_url() -> dict:
+        # Links in mail point at PUBLIC_BASE_URL, never the request's Host header (the client writes it).
+        return {"public_base_url": current_app.config["PUBLIC_BASE_URL"]}

@@ -1,0 +1,296 @@
+"""Accounts (issue 13): sign-up with a confirmed email, password reset, generic answers, password
+policy and sessions that end on the server. Mail goes through a real SMTP server (aiosmtpd) and
+every link is read from the mail received."""
+
+import re
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+from itsdangerous import TimestampSigner
+
+from levqor_core.accounts import service as accounts
+
+from .conftest import PASSWORD, Portal, csrf_from
+
+NEW_PASSWORD = "purple otter gravel lantern"
+
+
+def _email() -> str:
+    return f"dev-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def _sign_up(client, email: str, password: str = PASSWORD):
+    token = csrf_from(client.get("/signup").text)
+    return client.post("/signup", data={"email": email, "password": password, "csrf_token": token})
+
+
+def _log_in(client, email: str, password: str = PASSWORD):
+    token = csrf_from(client.get("/login").text)
+    return client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+
+
+def _link(app, message, kind: str) -> str:
+    """The `kind` link (confirm, reset) of a mail, checked to point at PUBLIC_BASE_URL; its path."""
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    url = re.search(rf"https?://\S+/{kind}/\S+", text).group(0)
+    assert url.startswith(app.config["PUBLIC_BASE_URL"] + "/") and url in html
+    return urlsplit(url).path
+
+
+def _new_key(client):
+    token = csrf_from(client.get("/developer").text)
+    return client.post("/api/key/new", json={}, headers={"X-CSRFToken": token})
+
+
+def _alerts(page: str) -> str:
+    return " ".join(re.findall(r'role="(?:alert|status)">([^<]+)<', page))
+
+
+@pytest.fixture
+def browser(cx):
+    return cx.test_client(follow_redirects=False)
+
+
+# -- sign-up and confirmation --------------------------------------------------------------------------
+
+
+def test_a_new_developer_confirms_the_mailed_link_before_creating_a_key(app, browser, smtp):
+    email = _email()
+    signed_up = _sign_up(browser, email.upper())
+    assert signed_up.status_code == 302 and signed_up.headers["location"].startswith("/signup/check-email")
+    [mail] = smtp.to(email)  # stored and mailed in lower case
+    confirm_path = _link(app, mail, "confirm")
+
+    assert _log_in(browser, email).status_code == 302  # unconfirmed developers may sign in and read
+    assert browser.get("/docs/api").status_code == 200
+    refused = _new_key(browser)
+    assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == "https://levqor.dev/problems/email-not-verified"
+    keys_page = browser.get("/developer/api-keys").text
+    assert 'id="confirm-email"' in keys_page and 'id="key-create"' not in keys_page
+    assert 'id="resend-confirmation"' in keys_page
+
+    confirmed = browser.get(confirm_path)
+    assert confirmed.status_code == 302
+    assert "has been confirmed" in _alerts(browser.get(confirmed.headers["location"], follow_redirects=True).text)
+    created = _new_key(browser)
+    assert created.status_code == 201, created.text
+
+
+def test_resend_mails_a_new_link_that_works(app, browser, smtp):
+    email = _email()
+    _sign_up(browser, email)
+    _log_in(browser, email)
+    page = browser.get("/developer/api-keys").text
+    form = re.search(r'<form method="post" action="([^"]+)"', page[page.index('id="confirm-email"') :]).group(1)
+    resent = browser.post(form, data={"email": email, "csrf_token": csrf_from(page)})
+    assert resent.status_code in (200, 302)
+    first, second = smtp.to(email)
+    assert browser.get(_link(app, second, "confirm")).status_code == 302
+    assert _new_key(browser).status_code == 201
+
+
+def test_a_confirmation_link_works_once_and_not_after_a_day(app, cx, browser, smtp, monkeypatch):
+    email, late = _email(), _email()
+    _sign_up(browser, email)
+    _sign_up(browser, late)
+    link = _link(app, smtp.to(email)[0], "confirm")
+    assert browser.get(link).status_code == 302
+    again = browser.get(link, follow_redirects=True)
+    assert again.status_code == 200 and "already been confirmed" in _alerts(again.text)
+
+    real = TimestampSigner.get_timestamp
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: real(self) + 24 * 3600 + 5)
+    expired = browser.get(_link(app, smtp.to(late)[0], "confirm"), follow_redirects=True)
+    assert expired.status_code == 200 and "has expired" in _alerts(expired.text)
+    with app.app_context():
+        assert accounts.by_email(late).confirmed_at is None
+
+
+def test_make_run_without_smtp_prints_the_mail_and_says_where_to_look(app, browser, caplog):
+    assert not app.config["SMTP_HOST"]
+    email = _email()
+    signed_up = _sign_up(browser, email)
+    page = browser.get(signed_up.headers["location"]).text
+    assert 'id="console-mail"' in page and "printed on the console" in page
+    printed = "\n".join(r.getMessage() for r in caplog.records if "not sent" in r.getMessage())
+    assert f"To: {email}" in printed
+    assert re.search(rf"{re.escape(app.config['PUBLIC_BASE_URL'])}/confirm/\S+", printed)
+
+
+# -- generic answers ----------------------------------------------------------------------------------
+
+
+def _scrub(page: str, email: str) -> str:
+    """The page without what differs by construction: the CSRF token and the address typed in."""
+    return re.sub(
+        r'(name="csrf-token" content=|name="csrf_token" type="hidden" value=|name="csrf_token" value=)"[^"]+"', "", page
+    ).replace(email, "EMAIL")
+
+
+def test_sign_up_with_a_taken_email_reads_the_same_and_mails_its_owner(app, cx, smtp, portal):
+    taken = portal().sign_up().email
+    answers = []
+    for email in (taken, _email()):
+        visitor = cx.test_client(follow_redirects=False)
+        response = _sign_up(visitor, email)
+        page = visitor.get(response.headers["location"])
+        answers.append((response.status_code, response.headers["location"], page.status_code, _scrub(page.text, email)))
+        assert "session" not in {c for c in visitor.cookies} or visitor.get("/developer/api-keys").status_code == 302
+    assert answers[0] == answers[1]
+    notice = smtp.to(taken)[-1]
+    text = notice.get_body(("plain",)).get_content()
+    assert "already has an account" in text and "/reset/" in text
+
+
+def test_log_in_and_reset_read_the_same_for_unknown_and_known_emails(cx, portal):
+    known = portal().sign_up().email
+    log_ins, resets = [], []
+    for email in (known, "nobody-here@example.com"):
+        visitor = cx.test_client(follow_redirects=False)
+        refused = _log_in(visitor, email, "wrong password here")
+        log_ins.append((refused.status_code, _scrub(refused.text, email)))
+        token = csrf_from(visitor.get("/reset").text)
+        asked = visitor.post("/reset", data={"email": email, "csrf_token": token})
+        resets.append((asked.status_code, _scrub(asked.text, email)))
+    assert log_ins[0] == log_ins[1] and log_ins[0][0] == 401
+    assert resets[0] == resets[1]
+
+
+# -- password policy ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [("short", "at least 8 characters"), ("password", "top-10 common password"), ("12345678", "common password")],
+)
+def test_weak_passwords_are_refused_with_the_reason(browser, password, reason):
+    refused = _sign_up(browser, _email(), password)
+    assert refused.status_code == 400
+    assert reason in _alerts(refused.text) and 'aria-invalid="true"' in refused.text
+
+
+# -- password reset -----------------------------------------------------------------------------------
+
+
+def _ask_reset(client, email: str):
+    token = csrf_from(client.get("/reset").text)
+    return client.post("/reset", data={"email": email, "csrf_token": token})
+
+
+def _set_password(client, path: str, password: str):
+    page = client.get(path)
+    assert page.status_code == 200, page.status_code
+    data = {"password": password, "password_confirm": password, "csrf_token": csrf_from(page.text)}
+    return client.post(path, data=data)
+
+
+def test_forgot_password_resets_once_and_ends_every_other_session(app, cx, smtp, portal):
+    dev = portal().sign_up()
+    assert 'href="/reset"' in cx.test_client().get("/login").text  # "Forgot password?"
+    stranger = cx.test_client(follow_redirects=False)
+    assert _ask_reset(stranger, dev.email).status_code == 200
+    link = _link(app, smtp.to(dev.email)[-1], "reset")
+
+    weak = _set_password(stranger, link, "password")
+    assert weak.status_code == 200 and "common password" in _alerts(weak.text)
+    done = _set_password(stranger, link, NEW_PASSWORD)
+    assert done.status_code == 302
+    assert dev.client.get("/developer/api-keys").status_code == 302  # the other session has ended
+
+    fresh = cx.test_client(follow_redirects=False)
+    assert _log_in(fresh, dev.email, PASSWORD).status_code == 401
+    assert _log_in(fresh, dev.email, NEW_PASSWORD).status_code == 302
+
+    again = stranger.get(link, follow_redirects=True)
+    assert "not valid any more" in _alerts(again.text)
+
+
+def test_a_reset_link_expires_after_an_hour(app, cx, smtp, portal, monkeypatch):
+    dev = portal().sign_up()
+    _ask_reset(cx.test_client(), dev.email)
+    link = _link(app, smtp.to(dev.email)[-1], "reset")
+    real = TimestampSigner.get_timestamp
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: real(self) + 3600 + 5)
+    expired = cx.test_client().get(link, follow_redirects=True)
+    assert "has expired" in _alerts(expired.text)
+    assert _log_in(cx.test_client(follow_redirects=False), dev.email, PASSWORD).status_code == 302
+
+
+# -- sessions that end --------------------------------------------------------------------------------
+
+
+def _copy_of(cx, p: Portal):
+    copy = cx.test_client(follow_redirects=False)
+    copy.cookies.update(dict(p.client.cookies))
+    assert copy.get("/developer/api-keys").status_code == 200
+    return copy
+
+
+def test_a_cookie_copied_before_logout_stops_working_at_once(cx, portal):
+    dev = portal().sign_up()
+    copy = _copy_of(cx, dev)
+    assert dev.client.post("/logout", data={"csrf_token": dev.csrf}).status_code == 302
+    assert copy.get("/developer/api-keys").status_code == 302
+    assert copy.get("/api/usage").status_code == 401
+
+
+def test_a_cookie_copied_before_a_password_change_stops_working(cx, portal, smtp):
+    dev = portal().sign_up()
+    copy = _copy_of(cx, dev)
+    page = dev.client.get("/developer/account/password")
+    assert page.status_code == 200
+    changed = dev.client.post(
+        "/developer/account/password",
+        data={
+            "password": PASSWORD,
+            "new_password": NEW_PASSWORD,
+            "new_password_confirm": NEW_PASSWORD,
+            "csrf_token": csrf_from(page.text),
+        },
+    )
+    assert changed.status_code == 302, _alerts(changed.text)
+    assert dev.client.get("/developer/api-keys").status_code == 200  # the session that changed it goes on
+    assert copy.get("/developer/api-keys").status_code == 302
+    assert copy.get("/api/usage").status_code == 401
+    assert "changed" in smtp.to(dev.email)[-1]["Subject"].lower() or smtp.to(dev.email)
+
+
+# -- operators by role --------------------------------------------------------------------------------
+
+
+def test_the_ops_role_opens_developer_ops_and_only_for_a_confirmed_account(app, cx, portal, monkeypatch):
+    runner = app.test_cli_runner()
+    pending = portal().sign_up(confirm=False)
+    monkeypatch.setitem(app.config, "OPS_EMAILS", pending.email)  # a stranger claiming a listed address
+    assert pending.client.get("/developer/ops").status_code == 403
+    refused = runner.invoke(args=["accounts", "grant-role", pending.email, "ops"])
+    assert refused.exit_code != 0 and "not confirmed" in refused.output
+    assert pending.client.get("/developer/ops").status_code == 403
+
+    dev = portal().sign_up()
+    assert dev.client.get("/developer/ops").status_code == 403
+    granted = runner.invoke(args=["accounts", "grant-role", dev.email.upper(), "ops"])
+    assert granted.exit_code == 0, granted.output
+    assert dev.client.get("/developer/ops").status_code == 200
+    assert runner.invoke(args=["accounts", "revoke-role", dev.email, "ops"]).exit_code == 0
+    assert dev.client.get("/developer/ops").status_code == 403
+    assert runner.invoke(args=["accounts", "grant-role", dev.email, "admin"]).exit_code != 0
+
+
+def test_operators_create_and_confirm_accounts_from_the_cli(app, cx):
+    runner = app.test_cli_runner()
+    made = runner.invoke(args=["accounts", "create", "Ops@Example.com"], input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert made.exit_code == 0, made.output
+    weak = runner.invoke(args=["accounts", "create", "weak@example.com"], input="password\npassword\n")
+    assert weak.exit_code != 0 and "common password" in weak.output
+    browser = cx.test_client(follow_redirects=False)
+    assert _log_in(browser, "ops@example.com").status_code == 302
+    assert _new_key(browser).status_code == 201  # an operator vouched for the address
+
+    _sign_up(cx.test_client(follow_redirects=False), "later@example.com")
+    confirmed = runner.invoke(args=["accounts", "confirm", "later@example.com"])
+    assert confirmed.exit_code == 0 and "is confirmed" in confirmed.output
+    assert "already confirmed" in runner.invoke(args=["accounts", "confirm", "later@example.com"]).output
