@@ -3,7 +3,9 @@ policy and sessions that end on the server. Mail goes through a real SMTP server
 every link is read from the mail received."""
 
 import re
+import time
 import uuid
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -294,3 +296,63 @@ def test_operators_create_and_confirm_accounts_from_the_cli(app, cx):
     confirmed = runner.invoke(args=["accounts", "confirm", "later@example.com"])
     assert confirmed.exit_code == 0 and "is confirmed" in confirmed.output
     assert "already confirmed" in runner.invoke(args=["accounts", "confirm", "later@example.com"]).output
+
+
+def test_log_out_ends_only_that_browser_and_sign_out_everywhere_ends_all(cx, portal):
+    dev = portal().sign_up()
+    laptop = portal()
+    laptop.email = dev.email
+    laptop.log_in()
+    assert dev.client.post("/logout", data={"csrf_token": dev.csrf}).status_code == 302
+    assert laptop.client.get("/developer/api-keys").status_code == 200  # another log-in goes on
+
+    phone = portal()
+    phone.email = dev.email
+    phone.log_in()
+    copy = _copy_of(cx, phone)
+    page = laptop.client.get("/developer/account")
+    assert page.status_code == 200 and 'id="sign-out-everywhere"' in page.text
+    ended = laptop.client.post("/developer/account/sign-out-everywhere", data={"csrf_token": csrf_from(page.text)})
+    assert ended.status_code == 302
+    for client in (laptop.client, phone.client, copy):
+        assert client.get("/developer/api-keys").status_code == 302
+        assert client.get("/api/usage").status_code == 401
+
+
+# -- account settings ---------------------------------------------------------------------------------
+
+
+def test_the_account_page_shows_recent_sign_ins(portal):
+    dev = portal().sign_up()
+    page = dev.client.get("/developer/account").text
+    assert dev.email in page and "confirmed" in page
+    sign_ins = page[page.index('id="account-sign-ins"') :]
+    assert "(this one)" in sign_ins and "1 sign-in(s)" in sign_ins
+    assert 'href="/developer/account/password"' in page and 'href="/developer/account/email"' in page
+
+
+def test_a_new_email_takes_effect_once_confirmed_at_the_new_address(app, cx, smtp, portal):
+    dev = portal().sign_up()
+    page = dev.client.get("/developer/account/email")
+    assert page.status_code == 200
+    new = _email()
+    asked = dev.client.post("/developer/account/email", data={"email": new, "csrf_token": csrf_from(page.text)})
+    assert asked.status_code == 200
+    with app.app_context():
+        assert accounts.by_email(dev.email) is not None and accounts.by_email(new) is None
+    link = _link(app, smtp.to(new)[-1], "developer/account/email")
+    assert dev.client.get(link).status_code == 302
+    with app.app_context():
+        assert accounts.by_email(dev.email) is None and accounts.by_email(new).confirmed_at is not None
+    fresh = cx.test_client(follow_redirects=False)
+    assert _log_in(fresh, new).status_code == 302
+
+
+def test_security_changes_want_a_recent_log_in(app, portal, monkeypatch):
+    dev = portal().sign_up()
+    monkeypatch.setitem(app.config, "SECURITY_FRESHNESS", timedelta(seconds=1))
+    time.sleep(1.5)
+    stale = dev.client.get("/developer/account/email")  # the password change asks for the password itself
+    assert stale.status_code == 302 and urlsplit(stale.headers["location"]).path == "/developer/account/verify"
+    verify = dev.client.get(stale.headers["location"])
+    assert verify.status_code == 200 and "Confirm it is you" in verify.text

@@ -12,6 +12,7 @@ from flask import Flask, current_app
 from flask_security import SQLAlchemyUserDatastore
 from flask_security.utils import aware_utcnow
 
+from levqor_core.accounts import sessions
 from levqor_core.accounts.models import Account, Role
 from levqor_core.extensions import db, security
 
@@ -54,6 +55,11 @@ def settings(config: dict) -> dict:
         "SECURITY_CHANGEABLE": True,
         "SECURITY_CHANGE_URL": "/developer/account/password",
         "SECURITY_TRACKABLE": True,
+        "SECURITY_CHANGE_EMAIL": True,  # takes effect once the link sent to the new address is opened
+        "SECURITY_CHANGE_EMAIL_URL": "/developer/account/email",
+        "SECURITY_CHANGE_EMAIL_WITHIN": CONFIRM_WITHIN,
+        "SECURITY_POST_CHANGE_EMAIL_VIEW": "/developer/account",
+        "SECURITY_VERIFY_URL": "/developer/account/verify",
         "SECURITY_RETURN_GENERIC_RESPONSES": True,
         "SECURITY_SEND_REGISTER_EMAIL": True,
         "SECURITY_POST_LOGIN_VIEW": "/developer",
@@ -115,6 +121,7 @@ def init_app(app: Flask) -> None:
     for key, value in settings(app.config).items():
         app.config.setdefault(key, value)
     # Aware UTC times, like every other timestamp here (levqor_core.columns.UTCDateTime).
+    sessions.init_app(app)  # first: its check must run before anything loads the user
     security.init_app(app, SQLAlchemyUserDatastore(db, Account, Role), datetime_factory=aware_utcnow)
     security.pwd_context = PooledPasswordContext(security.pwd_context)
 

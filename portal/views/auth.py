@@ -15,7 +15,7 @@ from flask_security.forms import LoginForm, RegisterFormV2
 from flask_security.registerable import register_existing, register_user
 from flask_security.views import login as security_login
 
-from levqor_core.accounts import service as accounts
+from levqor_core.accounts import sessions
 from levqor_core.extensions import db
 from levqor_core.web.limiter import limiter, limiter_callable
 
@@ -127,10 +127,9 @@ def _limit_security_login(state):
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
-    """Signing out ends every session of the account: a copied cookie stops working at once."""
+    """Signing out ends this session on the server: a copied cookie stops working at once."""
     if request.method == "POST":
-        if current_user.is_authenticated:
-            accounts.end_all_sessions(current_user)
+        sessions.revoke_current()
         logout_user()
         flash("You are signed out.")
         return redirect(url_for("security.login"))
@@ -141,4 +140,4 @@ def logout():
 
 @bp.get("/account")
 def account():
-    return redirect(url_for("portal.api_keys"))
+    return redirect(url_for("portal.account_settings"))

@@ -1,0 +1,60 @@
+"""Portal sessions that end on the server.
+
+Sessions are signed cookies, so a copy of one works as long as the original. Two ways to end them:
+- one session (log out): each log-in gets a random id in the session; logging out records it in
+  Redis as revoked for as long as a cookie stays valid (PERMANENT_SESSION_LIFETIME), and a request
+  carrying a revoked id is treated as signed out;
+- every session of an account (sign out everywhere, password change or reset): a new
+  `fs_uniquifier` (service.end_all_sessions), which no cookie issued before names.
+
+While Redis is down the revocation list cannot be read and a logged-out copy keeps working until it
+answers again (the rest of the portal keeps working too); "sign out everywhere" needs no Redis."""
+
+import logging
+import secrets
+
+import redis
+from flask import Flask, current_app, session
+from flask_login import user_logged_in
+
+log = logging.getLogger(__name__)
+
+KEY = "lvq:session-revoked:{}"
+SESSION_ID = "lvq_sid"
+
+
+def _redis():
+    return current_app.extensions["levqor.redis"]
+
+
+def _started(app, user, **extra) -> None:
+    session[SESSION_ID] = secrets.token_urlsafe(16)
+
+
+def revoke_current() -> None:
+    """End this browser's session only (a copied cookie with it)."""
+    sid = session.get(SESSION_ID)
+    if not sid:
+        return
+    lifetime = int(current_app.permanent_session_lifetime.total_seconds())
+    try:
+        _redis().set(KEY.format(sid), 1, ex=lifetime)
+    except redis.RedisError as err:
+        log.warning("session %s… not recorded as ended (Redis: %s)", sid[:6], err)
+
+
+def _refuse_revoked() -> None:
+    sid = session.get(SESSION_ID) if session else None
+    if not sid:
+        return
+    try:
+        revoked = _redis().exists(KEY.format(sid))
+    except redis.RedisError:
+        return  # see the module docstring
+    if revoked:
+        session.clear()
+
+
+def init_app(app: Flask) -> None:
+    user_logged_in.connect(_started, app)
+    app.before_request(_refuse_revoked)
