@@ -116,6 +116,8 @@ def from_env() -> dict:
         # public. Closed rather than refusing to start, so a missing token never stops the API.
         "METRICS_OPEN_WITHOUT_TOKEN": not env.get("DYNO"),
         "OPS_EMAILS": env.get("OPS_EMAILS", ""),
+        # Encrypts stored two-factor (TOTP) secrets; unset means SECRET_KEY (README "Accounts").
+        "TOTP_SECRET": env.get("TOTP_SECRET", ""),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
         # Check every API response against the spec (a 500 where one does not match). On in the test
         # suite and under `make run`; off by default in served processes (README "Speed").

@@ -8,8 +8,10 @@ import uuid
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import pyotp
 import pytest
 from itsdangerous import TimestampSigner
+from starlette.testclient import TestClient
 
 from levqor_core.accounts import service as accounts
 
@@ -356,3 +358,76 @@ def test_security_changes_want_a_recent_log_in(app, portal, monkeypatch):
     assert stale.status_code == 302 and urlsplit(stale.headers["location"]).path == "/developer/account/verify"
     verify = dev.client.get(stale.headers["location"])
     assert verify.status_code == 200 and "Confirm it is you" in verify.text
+
+
+# -- two-factor sign-in -------------------------------------------------------------------------------
+
+
+def _form_action(page: str, name: str) -> str:
+    return re.search(rf'<form action="([^"]+)" method="post" name="{name}"', page).group(1)
+
+
+def _enrol_authenticator(dev: Portal) -> pyotp.TOTP:
+    page = dev.client.get("/developer/account/two-factor").text
+    chosen = dev.client.post(
+        "/developer/account/two-factor", data={"setup": "authenticator", "csrf_token": csrf_from(page)}
+    )
+    assert chosen.status_code == 200, _alerts(chosen.text)
+    shown = re.search(r"<div>([A-Z2-7]{4}(?:-[A-Z2-7]{4})+)</div>", chosen.text).group(1)  # for manual entry
+    totp = pyotp.TOTP(shown.replace("-", ""))
+    action = _form_action(chosen.text, "two_factor_verify_code_form")
+    done = dev.client.post(action, data={"code": totp.now(), "csrf_token": csrf_from(chosen.text)})
+    assert done.status_code == 302, _alerts(done.text)
+    return totp
+
+
+def _recovery_codes(dev: Portal) -> list[str]:
+    page = dev.client.get("/developer/account/recovery-codes").text
+    shown = dev.client.post("/developer/account/recovery-codes", data={"csrf_token": csrf_from(page)})
+    assert shown.status_code == 200
+    return re.findall(r"<li class=\"fs-div\">([^<]+)</li>", shown.text)
+
+
+def test_two_factor_with_an_authenticator_code_and_with_a_recovery_code(cx, portal):
+    dev = portal().sign_up()
+    totp = _enrol_authenticator(dev)
+    assert "on</span>" in dev.client.get("/developer/account").text
+    codes = _recovery_codes(dev)
+    assert len(codes) == 5
+
+    later = cx.test_client(follow_redirects=False)
+    password_ok = _log_in(later, dev.email)
+    assert password_ok.status_code == 302 and "/tf-validate" in password_ok.headers["location"]
+    assert later.get("/developer/api-keys").status_code == 302  # the password alone signs nobody in
+    page = later.get(password_ok.headers["location"]).text
+    wrong = later.post("/tf-validate", data={"code": "000000", "csrf_token": csrf_from(page)})
+    assert wrong.status_code == 200 and "Invalid code" in wrong.text
+    right = later.post("/tf-validate", data={"code": totp.now(), "csrf_token": csrf_from(page)})
+    assert right.status_code == 302
+    assert later.get("/developer/api-keys").status_code == 200
+
+    lost_phone = cx.test_client(follow_redirects=False)
+    assert _log_in(lost_phone, dev.email).status_code == 302
+    page = lost_phone.get("/mf-recovery").text
+    recovered = lost_phone.post("/mf-recovery", data={"code": codes[0], "csrf_token": csrf_from(page)})
+    assert recovered.status_code == 302, _alerts(recovered.text)
+    assert lost_phone.get("/developer/api-keys").status_code == 200
+
+    again = cx.test_client(follow_redirects=False)
+    _log_in(again, dev.email)
+    page = again.get("/mf-recovery").text
+    reused = again.post("/mf-recovery", data={"code": codes[0], "csrf_token": csrf_from(page)})
+    assert reused.status_code == 200 and again.get("/developer/api-keys").status_code == 302
+
+
+def test_wrong_two_factor_codes_are_rate_limited_per_address(cx, portal):
+    dev = portal().sign_up()
+    _enrol_authenticator(dev)
+    guesser = TestClient(cx, follow_redirects=False, client=("198.51.100.31", 40000))
+    _log_in(guesser, dev.email)
+    page = guesser.get("/tf-validate").text
+    codes = [
+        guesser.post("/tf-validate", data={"code": f"{n:06d}", "csrf_token": csrf_from(page)}).status_code
+        for n in range(6)
+    ]
+    assert codes == [200] * 5 + [429]

@@ -60,6 +60,18 @@ def settings(config: dict) -> dict:
         "SECURITY_CHANGE_EMAIL_WITHIN": CONFIRM_WITHIN,
         "SECURITY_POST_CHANGE_EMAIL_VIEW": "/developer/account",
         "SECURITY_VERIFY_URL": "/developer/account/verify",
+        # Two-factor sign-in with an authenticator app (TOTP), optional per account, and recovery codes.
+        "SECURITY_TWO_FACTOR": True,
+        "SECURITY_TWO_FACTOR_ENABLED_METHODS": ["authenticator"],
+        "SECURITY_TWO_FACTOR_REQUIRED": False,
+        "SECURITY_TWO_FACTOR_RESCUE_EMAIL": False,  # recovery codes instead
+        "SECURITY_TWO_FACTOR_SETUP_URL": "/developer/account/two-factor",
+        "SECURITY_TWO_FACTOR_POST_SETUP_VIEW": "/developer/account",
+        "SECURITY_TOTP_ISSUER": "Levqor",
+        # Encrypts the TOTP secrets stored with each account: changing it disables every enrolment.
+        "SECURITY_TOTP_SECRETS": {"1": config.get("TOTP_SECRET") or config["SECRET_KEY"]},
+        "SECURITY_MULTI_FACTOR_RECOVERY_CODES": True,
+        "SECURITY_MULTI_FACTOR_RECOVERY_CODES_URL": "/developer/account/recovery-codes",
         "SECURITY_RETURN_GENERIC_RESPONSES": True,
         "SECURITY_SEND_REGISTER_EMAIL": True,
         "SECURITY_POST_LOGIN_VIEW": "/developer",

@@ -5,6 +5,7 @@ portal's templates (portal/templates/security/); this module adds the portal's p
 its log-in and serves /signup and /logout, whose behaviour differs from its own (see each view).
 """
 
+import functools
 import time
 from urllib.parse import urlsplit
 
@@ -120,9 +121,25 @@ def login():
     return response
 
 
+# Wrong two-factor or recovery codes: 5 tries a minute per address, then 429 (a 6-digit code has a
+# million values; at this pace a guesser needs months for even odds).
+CODE_ATTEMPTS = "5 per minute"
+
+
+def _code_attempts_limited(view):
+    @functools.wraps(view)
+    def limited(*args, **kwargs):
+        return view(*args, **kwargs)
+
+    return limiter.limit(CODE_ATTEMPTS, key_func=_client_ip, methods=["POST"])(limited)
+
+
 @bp.record_once
-def _limit_security_login(state):
+def _limit_security_views(state):
     state.app.view_functions["security.login"] = login
+    for endpoint in ("security.two_factor_token_validation", "security.mf_recovery"):
+        if endpoint in state.app.view_functions:
+            state.app.view_functions[endpoint] = _code_attempts_limited(state.app.view_functions[endpoint])
 
 
 @bp.route("/logout", methods=["GET", "POST"])
