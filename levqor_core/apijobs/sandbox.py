@@ -47,6 +47,12 @@ def _prefix(account_id: int) -> str:
     return f"lvq:sbx:{account_id}"
 
 
+def forget_account(r: redis.Redis, account_id: int) -> None:
+    """Delete every sandbox job and counter of the account (account deletion)."""
+    for key in r.scan_iter(f"{_prefix(account_id)}:*", count=500):
+        r.delete(key)
+
+
 def _at(ts: float | None) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC) if ts is not None else None
 

@@ -295,6 +295,18 @@ def portal_url(account: Account) -> str:
     return session.url
 
 
+def cancel_subscription(account: Account) -> bool:
+    """Cancel the account's subscription at once (account deletion); False when there is none."""
+    if not account.stripe_subscription_id or account.subscription_status == "canceled":
+        return False
+    try:
+        client().v1.subscriptions.cancel(account.stripe_subscription_id)
+    except stripe.StripeError as err:
+        raise _provider_error(err) from None
+    account.subscription_status = "canceled"
+    return True
+
+
 # -- what the portal shows ----------------------------------------------------------------------
 
 

@@ -142,6 +142,13 @@ def flush_usage(r: redis.Redis) -> int:
     for member in members:
         key_id, account_id, day_text = member.split("|")
         entries.append((key_id, int(account_id), date.fromisoformat(day_text)))
+    # An account deleted since its calls were counted has nothing to keep them for (and its row is
+    # gone, which the foreign key would refuse for the whole batch).
+    live = set(db.session.scalars(sa.select(Account.id).where(Account.id.in_({a for _, a, _ in entries}))))
+    entries = [entry for entry in entries if entry[1] in live]
+    if not entries:
+        r.delete(FLUSHING)
+        return 0
     values = r.mget([k for key_id, _, day in entries for k in (daily_key(key_id, day), sandbox_key(key_id, day))])
     rows = [
         {

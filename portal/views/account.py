@@ -3,11 +3,15 @@
 Changing the password and the email are Flask-Security-Too's views (in the portal's templates);
 this page links to them and ends sessions."""
 
-from flask import flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_security import logout_user
+from flask_security.utils import verify_password
 
+from levqor_core.accounts import deletion, sessions
 from levqor_core.accounts import service as accounts
+from levqor_core.billing.service import PaymentProviderError
+from levqor_core.keys.service import Actor
 
 from . import bp
 from ._render import login_required
@@ -15,8 +19,8 @@ from ._render import login_required
 
 @bp.get("/developer/account")
 @login_required
-def account_settings():
-    return render_template("account/settings.html", account=current_user)
+def account_settings(delete_error: str | None = None):
+    return render_template("account/settings.html", account=current_user, delete_error=delete_error)
 
 
 @bp.post("/developer/account/sign-out-everywhere")
@@ -27,3 +31,23 @@ def sign_out_everywhere():
     logout_user()
     flash("You are signed out everywhere. Log in again to continue.")
     return redirect(url_for("security.login"))
+
+
+@bp.post("/developer/account/delete")
+@login_required
+def delete_account():
+    """Deletes the account once its password is given again (README "Accounts": what goes, what stays)."""
+    if not verify_password(request.form.get("password", ""), current_user.password):
+        return account_settings(delete_error="That password is not this account's: nothing was deleted."), 400
+    actor = Actor(email=current_user.email, ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))
+    try:
+        deletion.delete(current_user._get_current_object(), actor)
+    except PaymentProviderError:
+        error = (
+            "Stripe did not answer, so your subscription could not be canceled: nothing was deleted. Try again later."
+        )
+        return account_settings(delete_error=error), 502
+    sessions.revoke_current()
+    logout_user()
+    flash("Your account is deleted: its keys stopped working, its subscription is canceled and its data is gone.")
+    return redirect(url_for("portal.signup"))

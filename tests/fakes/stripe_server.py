@@ -218,6 +218,7 @@ class FakeStripe:
                 r"/v1/subscriptions/(?P<id>[^/]+)",
                 lambda id: self._get(self.subscriptions, id, "subscription", params),
             ),
+            ("DELETE", r"/v1/subscriptions/(?P<id>[^/]+)", lambda id: self._cancel_subscription(id)),
         ]
         for verb, pattern, action in routes:
             match = re.fullmatch(pattern, path)
@@ -582,6 +583,16 @@ class FakeStripe:
             }
             session.update(status="complete", payment_status="paid", subscription=sub_id)
             return self._public(session), copy.deepcopy(self.subscriptions[sub_id])
+
+    def _cancel_subscription(self, sub_id: str) -> dict:
+        """DELETE /v1/subscriptions/{id}: canceled at once, as Stripe does."""
+        with self.lock:
+            sub = self.subscriptions.get(sub_id)
+            if sub is None:
+                raise StripeError(404, f"No such subscription: '{sub_id}'")
+            now = int(time.time())
+            sub.update(status="canceled", canceled_at=now, ended_at=now)
+            return copy.deepcopy(sub)
 
     def change_subscription(self, sub_id: str, **changes) -> dict:
         """Change a subscription as the customer portal or a dunning run would; returns it."""

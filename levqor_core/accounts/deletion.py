@@ -1,0 +1,51 @@
+"""Deleting an account (README "Accounts": what goes, what stays and why).
+
+Order matters: Stripe first (a failure there stops before anything is lost, and nobody is charged
+for an account that no longer exists), then the keys (the next call is a 401 in every process),
+then the usage still in Redis is flushed so no counter is left pointing at the account, then the rows.
+"""
+
+import logging
+
+import redis
+import sqlalchemy as sa
+from flask import current_app
+
+from levqor_core.accounts.models import Account
+from levqor_core.apijobs import sandbox
+from levqor_core.apijobs.models import Job
+from levqor_core.billing import service as billing
+from levqor_core.extensions import db
+from levqor_core.keys import service as keys
+from levqor_core.keys.models import ApiKey, KeyEvent
+from levqor_core.limits import key_cache
+from levqor_core.metering import counters as metering
+from levqor_core.metering.models import UsageDaily
+from levqor_core.ops.models import QuotaAlert
+
+log = logging.getLogger(__name__)
+
+# Rows that name the account and go with it. stripe_events stays: its foreign key is SET NULL, so
+# the record of each payment event (id, type, outcome, time) is kept without the account.
+OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert)
+
+
+def delete(account: Account, actor: keys.Actor) -> None:
+    """Delete the account and everything personal it owns; raises billing errors before any change."""
+    if billing.has_live_subscription(account):
+        billing.cancel_subscription(account)
+        db.session.commit()
+    keys.revoke(account, actor)
+    key_cache.forget_account(account.id)
+    r = current_app.extensions["levqor.redis"]
+    try:
+        metering.flush_usage(r)
+        sandbox.forget_account(r, account.id)
+    except redis.RedisError as err:  # the flusher drops counters of deleted accounts anyway
+        log.warning("account %s deleted while Redis is unavailable: %s", account.id, err)
+    account_id = account.id
+    for model in OWNED:
+        db.session.execute(sa.delete(model).where(model.account_id == account_id))
+    db.session.delete(account)
+    db.session.commit()
+    log.info("account %s deleted", account_id)
