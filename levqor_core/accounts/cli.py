@@ -16,16 +16,21 @@ def _account(email: str):
     return account
 
 
+def _apply(rule, *args):
+    """Run an account rule; its refusal is the command's error message."""
+    try:
+        return rule(*args)
+    except accounts.AccountError as err:
+        raise click.ClickException(str(err)) from None
+
+
 @accounts_cli.command("set-tier")
 @click.argument("email")
 @click.argument("tier")
 def set_tier(email: str, tier: str):
     """Move ACCOUNT (by email) to TIER (sandbox, pro or enterprise; any case)."""
     account = _account(email)
-    try:
-        accounts.set_tier(account, tier)
-    except accounts.AccountError as err:
-        raise click.ClickException(str(err)) from None
+    _apply(accounts.set_tier, account, tier)
     t = tiers.get(account.tier)
     click.echo(f"{account.email} is now on {t.label} ({t.quota_label}, {t.burst_per_second}/s burst).")
 
@@ -35,10 +40,7 @@ def set_tier(email: str, tier: str):
 @click.password_option()
 def create(email: str, password: str):
     """Create an account; an operator vouches for EMAIL, so it counts as confirmed."""
-    try:
-        account = accounts.create(email, password)
-    except accounts.AccountError as err:
-        raise click.ClickException(str(err)) from None
+    account = _apply(accounts.create, email, password)
     click.echo(f"Created account {account.id} for {account.email}.")
 
 
@@ -58,10 +60,7 @@ def confirm(emails: tuple[str, ...]):
 def grant_role(email: str, role: str):
     """Give ROLE (ops: /developer/ops) to the confirmed account EMAIL."""
     account = _account(email)
-    try:
-        accounts.grant_role(account, role)
-    except accounts.AccountError as err:
-        raise click.ClickException(str(err)) from None
+    _apply(accounts.grant_role, account, role)
     click.echo(f"{account.email} now has the role {role}.")
 
 
