@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.limits import tiers
-from levqor_core.webhooks import delivery, service, targets
+from levqor_core.webhooks import delivery, dispatch, service, targets
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 SECRET_KEY = "test-secret"
@@ -348,3 +348,92 @@ def test_deliveries_older_than_30_days_are_purged(account, receiver):
     [recent_id] = event(acct, now=recent)
     assert delivery.purge(now=datetime(2026, 12, 1, tzinfo=UTC)) == 1
     assert db.session.get(WebhookDelivery, old_id) is None and db.session.get(WebhookDelivery, recent_id)
+
+
+# --- the API (v1 and sandbox twins), through the app ---------------------------------------------
+
+
+@pytest.fixture
+def private_targets_allowed(app, monkeypatch):
+    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+
+
+@pytest.mark.parametrize("prefix", ["/api/v1", "/api/sandbox/v1"])
+def test_endpoints_over_the_api_create_list_get_test_delete(
+    client, make_account, receiver, private_targets_allowed, prefix, app
+):
+    hook = receiver(200)
+    _, key = make_account(tier="pro")
+    headers = {"x-api-key": key}
+    made = client.post(
+        f"{prefix}/webhook_endpoints", json={"url": hook.url(), "events": ["job.failed"]}, headers=headers
+    )
+    assert made.status_code == 201, made.text
+    endpoint, secret = made.json(), made.json()["secret"]
+    assert made.headers["Cache-Control"] == "no-store"
+    assert made.headers["Location"] == f"{prefix}/webhook_endpoints/{endpoint['id']}"
+    assert endpoint["sandbox"] is (prefix == "/api/sandbox/v1")
+
+    listed = client.get(f"{prefix}/webhook_endpoints", headers=headers).json()["data"]
+    assert [e["id"] for e in listed] == [endpoint["id"]] and "secret" not in listed[0]
+    got = client.get(f"{prefix}/webhook_endpoints/{endpoint['id']}", headers=headers).json()
+    assert got["url"] == hook.url() and "secret" not in got
+
+    sent = client.post(f"{prefix}/webhook_endpoints/{endpoint['id']}/test", headers=headers)
+    assert sent.status_code == 202 and sent.json()["event_type"] == "ping"
+    with app.app_context():
+        [queued] = dispatch.queue().get_jobs()
+        assert queued.func_name == dispatch.TASK and queued.args == (sent.json()["id"],)
+        assert dispatch.attempt(sent.json()["id"]) == DeliveryStatus.SUCCEEDED  # what the worker's task runs
+    assert Webhook(secret).verify(hook.received[0]["body"], hook.received[0]["headers"])["type"] == "ping"
+
+    assert client.delete(f"{prefix}/webhook_endpoints/{endpoint['id']}", headers=headers).status_code == 204
+    gone = client.get(f"{prefix}/webhook_endpoints/{endpoint['id']}", headers=headers)
+    assert gone.status_code == 404 and gone.headers["content-type"] == "application/problem+json"
+
+
+def test_another_accounts_endpoint_is_a_404(client, make_account, private_targets_allowed):
+    _, owner = make_account(tier="pro")
+    _, stranger = make_account(tier="pro")
+    made = client.post(
+        "/api/v1/webhook_endpoints",
+        json={"url": "http://127.0.0.1:9/hook", "events": ["job.failed"]},
+        headers={"x-api-key": owner},
+    ).json()
+    for method in ("get", "delete"):
+        answer = getattr(client, method)(f"/api/v1/webhook_endpoints/{made['id']}", headers={"x-api-key": stranger})
+        assert answer.status_code == 404
+    assert (
+        client.post(f"/api/v1/webhook_endpoints/{made['id']}/test", headers={"x-api-key": stranger}).status_code == 404
+    )
+    assert client.get(f"/api/v1/webhook_endpoints/{made['id']}", headers={"x-api-key": owner}).status_code == 200
+
+
+def test_a_private_target_is_a_400_problem_over_the_api_without_the_setting(client, make_account):
+    _, key = make_account(tier="pro")
+    refused = client.post(
+        "/api/v1/webhook_endpoints",
+        json={"url": "https://127.0.0.1/hook", "events": ["job.failed"]},
+        headers={"x-api-key": key},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["type"].endswith("/invalid-webhook-endpoint") and "non-public" in refused.json()["detail"]
+
+
+def test_the_endpoint_cap_is_a_409_problem_with_the_limit(client, make_account, private_targets_allowed):
+    _, key = make_account(tier="sandbox")
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["job.failed"]}
+    for _ in range(tiers.get("sandbox").max_webhook_endpoints):
+        assert client.post("/api/v1/webhook_endpoints", json=body, headers={"x-api-key": key}).status_code == 201
+    refused = client.post("/api/v1/webhook_endpoints", json=body, headers={"x-api-key": key})
+    assert refused.status_code == 409 and refused.json()["limit"] == tiers.get("sandbox").max_webhook_endpoints
+
+
+def test_unknown_event_types_are_refused_by_the_spec(client, make_account, private_targets_allowed):
+    _, key = make_account(tier="pro")
+    refused = client.post(
+        "/api/v1/webhook_endpoints",
+        json={"url": "http://127.0.0.1:9/hook", "events": ["job.exploded"]},
+        headers={"x-api-key": key},
+    )
+    assert refused.status_code == 400

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from levqor_core import problems
 from levqor_core.extensions import db
 from levqor_core.limits import tiers
-from levqor_core.webhooks import secrets, targets
+from levqor_core.webhooks import dispatch, secrets, targets
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 JOB_EVENTS = ("job.succeeded", "job.failed", "job.canceled")
@@ -19,13 +20,17 @@ EVENT_TYPES = (*JOB_EVENTS, *QUOTA_EVENTS, *KEY_EVENTS)
 PING = "ping"  # sent only by the test action, to one endpoint
 
 
-class EndpointRefused(ValueError):
-    """The endpoint cannot be made as asked; the message says why."""
+class EndpointRefused(problems.BadRequest):
+    """The endpoint cannot be made as asked; the detail says why."""
+
+    slug, title = "invalid-webhook-endpoint", "Invalid webhook endpoint"
 
 
-class TooManyEndpoints(Exception):
+class TooManyEndpoints(problems.Conflict):
+    slug, title = "webhook-endpoint-limit-reached", "Webhook endpoint limit reached"
+
     def __init__(self, limit: int):
-        super().__init__(f"Your plan allows {limit} webhook endpoints; delete one first.")
+        super().__init__(f"Your plan allows {limit} webhook endpoints here; delete one first.", limit=limit)
         self.limit = limit
 
 
@@ -171,3 +176,20 @@ def deliveries_of(account_id: int, endpoint_id: str | None = None, limit: int = 
     if endpoint_id:
         query = query.where(WebhookDelivery.endpoint_id == endpoint_id)
     return list(db.session.scalars(query))
+
+
+def owned(account_id: int, endpoint_id: str, sandbox: bool) -> WebhookEndpoint:
+    """The account's endpoint, or 404 (another account's endpoint is not told apart from none)."""
+    endpoint = endpoint_of(account_id, endpoint_id, sandbox)
+    if endpoint is None:
+        raise problems.NotFound(f"No webhook endpoint {endpoint_id} on this account.")
+    return endpoint
+
+
+def send_test(endpoint: WebhookEndpoint) -> WebhookDelivery:
+    """Queue a `ping` to the endpoint; the delivery."""
+    if endpoint.disabled_at is not None:
+        raise problems.Conflict("This endpoint was disabled after failing for days; delete it and create it again.")
+    delivery_id = ping(endpoint)
+    dispatch.enqueue([delivery_id])
+    return db.session.get(WebhookDelivery, delivery_id)
