@@ -27,7 +27,7 @@ from levqor_core.ops import metrics
 from levqor_core.ops import status as ops_status
 from levqor_core.ops.models import HealthLogEntry
 from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE
-from portal import charts
+from portal.helpers import charts
 
 from .test_worker_as_shipped import procfile
 from .test_worker_as_shipped import start as start_procfile_line

@@ -40,6 +40,17 @@ class ApiKey(db.Model):
             return True
         return self.status == "expiring" and self.expires_at is not None and now < self.expires_at
 
+    def to_dict(self, tier: str) -> dict:
+        """The key as the API shows it (the spec's `ApiKey`): never its hash, never the raw key."""
+        return {
+            "id": self.id,
+            "hint": self.hint,
+            "tier": tier,
+            "status": self.status,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+        }
+
 
 class KeyEvent(db.Model):
     """Audit trail of key lifecycle events, shown to the account owner."""
