@@ -181,6 +181,20 @@ def test_htmx_gets_the_fragment_it_targets_and_a_browser_the_whole_page(portal, 
     assert "HX-Request" in page.headers.get("vary", "")
 
 
+def test_every_fragment_template_has_a_root_element_with_an_id():
+    from pathlib import Path
+
+    templates = Path(__file__).resolve().parents[1] / "portal" / "templates"
+    fragments = sorted(templates.glob("*/_*.html"))
+    assert fragments
+    for path in fragments:
+        # The first element after Jinja comments, macros and statements is the root htmx swaps.
+        text = re.sub(r"\{%-?\s*macro.*?endmacro\s*-?%\}", "", path.read_text(), flags=re.S)
+        text = re.sub(r"\{#.*?#\}|\{%.*?%\}", "", text, flags=re.S)
+        root = re.search(r"<[a-z][^>]*>", text, re.S).group(0)
+        assert re.search(r'\sid="[^"]+"', root), f"{path.name}: {root}"
+
+
 def test_htmx_request_without_a_known_target_gets_the_whole_page(portal):
     p = portal().sign_up()
     response = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "main"})
