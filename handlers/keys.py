@@ -44,4 +44,4 @@ def revoke_key():
 @_caller.session_limited
 def list_key_events():
     personal = not _caller.by_api_key()  # the signed-in owner sees who, from where
-    return ok({"data": [keys.event_to_dict(e, personal) for e in keys.audit_trail(_caller.account_id())]})
+    return ok({"data": [e.to_dict(personal) for e in keys.audit_trail(_caller.account_id())]})

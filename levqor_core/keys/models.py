@@ -65,3 +65,19 @@ class KeyEvent(db.Model):
     actor: Mapped[str] = mapped_column(sa.String(254))
     ip: Mapped[str | None] = mapped_column(sa.String(64))
     user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+
+    def to_dict(self, personal: bool) -> dict:
+        """One audit-trail entry. Without `personal` (a key reading it, which may be a leaked one),
+        who acted is reduced to "portal" / "system" / the acting key, and addresses and user agents
+        are left out: they belong to the signed-in owner only."""
+        actor = self.actor
+        if not personal and actor != "system" and not actor.startswith("api-key:"):
+            actor = "portal"
+        return {
+            "key_id": self.key_id,
+            "event": self.event,
+            "at": self.at.isoformat(),
+            "actor": actor,
+            "ip": self.ip if personal else None,
+            "user_agent": self.user_agent if personal else None,
+        }

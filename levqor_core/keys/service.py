@@ -193,20 +193,3 @@ def _event(account_id: int, key_id: str, event: str, actor: Actor, at: datetime)
         ip=actor.ip,
         user_agent=(actor.user_agent or "")[:512] or None,
     )
-
-
-def event_to_dict(event: KeyEvent, personal: bool) -> dict:
-    """One audit-trail entry. Without `personal` (a key reading it, which may be a leaked one),
-    who acted is reduced to "portal" / "system" / the acting key, and addresses and user agents
-    are left out: they belong to the signed-in owner only."""
-    actor = event.actor
-    if not personal and actor != "system" and not actor.startswith("api-key:"):
-        actor = "portal"
-    return {
-        "key_id": event.key_id,
-        "event": event.event,
-        "at": event.at.isoformat(),
-        "actor": actor,
-        "ip": event.ip if personal else None,
-        "user_agent": event.user_agent if personal else None,
-    }
