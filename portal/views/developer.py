@@ -109,13 +109,15 @@ def usage():
 key_actions = Blueprint("keys", __name__)
 
 
-def _key_panel(status: int = 200, trigger: str | None = None, **shown):
+def _key_panel(status: int = 200, **shown):
     """The key panel (the whole page without htmx) with what the action has to say.
 
     htmx swaps only 2xx answers, so a refusal reaches htmx as 200 and shows in the panel; a
-    browser without JavaScript gets the real status."""
+    browser without JavaScript gets the real status. Every answer shows the keys as they are now
+    (a refusal too: a stale tab learns of a key made elsewhere), so the fragments that show
+    their state are told to refresh."""
     body = page_or_fragment("developer/api_keys.html", dashboard_fragments(current_user, utcnow(), **shown))
-    response = htmx_flask.make_response(body, 200 if request.htmx else status, trigger=trigger)
+    response = htmx_flask.make_response(body, 200 if request.htmx else status, trigger=KEY_CHANGED)
     response.headers["Cache-Control"] = "no-store"  # it may hold a raw key, shown once
     return response
 
@@ -136,7 +138,7 @@ def create():
         issued = keys.issue(current_user, _actor(), timedelta(seconds=grace_seconds))
     except problems.Problem as err:
         return _key_panel(err.status, notice=("error", err.detail))
-    return _key_panel(201, trigger=KEY_CHANGED, new_key=issued.raw)
+    return _key_panel(201, new_key=issued.raw)
 
 
 @key_actions.post("/developer/api-keys/revoke")
@@ -146,7 +148,7 @@ def revoke():
     if revoked is None:
         return _key_panel(404, notice=("error", "This account has no active key."))
     text = f"Key {revoked.hint} is revoked: calls with it now fail. Create a new key when you need one."
-    return _key_panel(trigger=KEY_CHANGED, notice=("ok", text))
+    return _key_panel(notice=("ok", text))
 
 
 @key_actions.errorhandler(RateLimitExceeded)

@@ -92,6 +92,7 @@ def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_li
     expect(stale.locator("#key-create")).to_be_disabled()
     expect(stale.locator("#key-create")).to_contain_text("Possible again")
     expect(stale.locator("#key-hint")).to_have_text(f"{raw[:8]}…{raw[-4:]}")  # the panel now knows the key
+    expect(stale.locator("#key-events")).to_contain_text("created")  # and so does the audit trail
     expect(page.locator("#key-hint")).to_have_text(f"{raw[:8]}…{raw[-4:]}")  # still the same key
     assert page.evaluate("window.__stayedHere") == "yes"
     shots(stale, "api-keys-limit")
