@@ -9,7 +9,7 @@ from flask_login import current_user, login_user, logout_user
 from levqor_core.accounts import service as accounts
 from levqor_core.web.limiter import limiter, limiter_callable
 
-from ..forms import CredentialsForm
+from ..helpers.forms import CredentialsForm
 from . import bp
 
 
