@@ -9,10 +9,9 @@ import jsonschema
 import pytest
 import yaml
 
-from levqor_core import errors, problems
+from levqor_core import billing, errors, problems
 from levqor_core.apijobs import problems as job_problems
 from levqor_core.apijobs import workflows
-from levqor_core.billing import service as billing
 from levqor_core.keys import format as key_format
 from levqor_core.keys import service as keys
 from portal import sandbox_calls as portal_sandbox

@@ -78,10 +78,10 @@ def _purge_jobs(progress: Progress, **_) -> dict:
 
 
 def _billing_downgrade(progress: Progress, **_) -> dict:
-    from levqor_core.billing import service as billing
+    from levqor_core.billing import housekeeping
 
     now = datetime.now(UTC)
-    return {"downgraded": billing.downgrade_lapsed(now), "events_pruned": billing.prune_events(now)}
+    return {"downgraded": housekeeping.downgrade_lapsed(now), "events_pruned": housekeeping.prune_events(now)}
 
 
 RUNNERS: dict[str, Callable[..., dict]] = {
