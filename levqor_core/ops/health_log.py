@@ -97,9 +97,9 @@ def run(r: redis.Redis, day: date, progress: Callable | None = None) -> dict:
     ds_id = notion.ensure_database(DATABASE_TITLE, SCHEMA)
     props = _properties(f)
     if entry.notion_page_id is None:
-        found = list(notion.rows(ds_id, filter={"property": "Day", "title": {"equals": f["day"]}}))
+        found = notion.find_row(ds_id, "Day", f["day"])
         if found:
-            entry.notion_page_id = found[0]["id"]
+            entry.notion_page_id = found["id"]
     if entry.notion_page_id:
         notion.update_row(entry.notion_page_id, props)
     else:
