@@ -326,6 +326,28 @@ def test_deleted_subscription_returns_the_account_to_sandbox(client, subscriber,
     assert subscriber.v1_limit(client) == "1000"
 
 
+def test_subscription_statuses_are_stored_as_stripes_bare_strings(client, subscriber, catalogue):
+    """SubscriptionStatus is a str Enum: the column keeps the values it held before there was one."""
+    subscription = subscriber.subscribe(client, "pro")
+    ended = catalogue.change_subscription(subscription["id"], status="canceled", ended_at=int(time.time()))
+    deliver(client, event("customer.subscription.deleted", ended, int(time.time())))
+    with subscriber.app.app_context():
+        stored = db.session.execute(
+            sa.text("SELECT subscription_status FROM accounts WHERE id = :id"), {"id": subscriber.id}
+        ).scalar_one()
+    assert stored == "canceled" and type(stored) is str
+    assert {status.value for status in billing.SubscriptionStatus} == {
+        "incomplete",
+        "incomplete_expired",
+        "trialing",
+        "active",
+        "past_due",
+        "unpaid",
+        "canceled",
+        "paused",
+    }
+
+
 def test_plan_change_in_the_customer_portal_moves_the_tier(client, subscriber, catalogue):
     subscription = subscriber.subscribe(client, "pro")
     changed = catalogue.change_subscription(subscription["id"], lookup_key=LOOKUP["enterprise"])
