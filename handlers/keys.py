@@ -3,8 +3,8 @@
 from datetime import timedelta
 
 from levqor_core import problems
-from levqor_core.keys import creation_limit
 from levqor_core.keys import service as keys
+from levqor_core.web import key_creation_limit as creation_limit
 
 from . import _caller
 from ._reply import ok

@@ -26,7 +26,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 
 from levqor_core.apijobs.models import Job
-from levqor_core.ops import metrics, periodic
+from levqor_core.ops import daily_stats, periodic
 from levqor_core.ops.models import HealthLogEntry
 from levqor_core.queue import QUEUES
 
@@ -145,11 +145,11 @@ def http_counts(r: redis.Redis, today: date | None = None) -> list[dict]:
     """Requests, 5xx and 429 counts, today so far and yesterday (UTC), summed over every web
     process; each process adds its totals every STATS_FLUSH_SECONDS, so today lags by that."""
     with contextlib.suppress(redis.RedisError):  # a full Redis refuses the write; reading still works
-        metrics.flush_daily_stats(r)
+        daily_stats.flush_daily_stats(r)
     today = today or _now().date()
     rows = []
     for label, day in (("today", today), ("yesterday", today - timedelta(days=1))):
-        stats = metrics.day_stats(r, day)
+        stats = daily_stats.day_stats(r, day)
         rows.append(
             {
                 "label": label,

@@ -3,8 +3,7 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from levqor_core import problems
-from levqor_core.billing import service as billing
+from levqor_core import billing, problems
 from levqor_core.columns import utcnow
 from levqor_core.limits import tiers
 

@@ -15,10 +15,10 @@ from flask_login import current_user
 
 from levqor_core import problems
 from levqor_core.columns import utcnow
-from levqor_core.keys import creation_limit
 from levqor_core.keys import service as keys
 from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
+from levqor_core.web import key_creation_limit as creation_limit
 
 from ..helpers import charts, snippets
 from . import bp
