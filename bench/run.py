@@ -235,7 +235,9 @@ def table(results: dict, names: dict) -> dict[str, bool]:
     print(f"\n{'ratio of req/s (median)':40} {'÷ bare Connexion':>18} {'÷ plain Flask':>15}   goal (c32)")
     print(f"{'':40} {'c32':>8} {'c4':>9} {'c32':>7} {'c4':>7}")
     verdicts = {}
-    for name in ("connexion", "health", "v1", "job"):
+    for name in ("connexion", "health", "v1", "job", "before_health", "before_v1"):
+        if name not in results:
+            continue
         cells = [med(name, c, "rps") / med(peer, c, "rps") for peer in ("connexion", "flask") for c in LOADS]
         text = "" if name == "connexion" else f"{cells[0]:8.2f} {cells[1]:9.2f}"
         text = f"{text:18} {cells[2]:7.2f} {cells[3]:7.2f}"
@@ -258,6 +260,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="server processes per server")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs (their path is printed)")
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="also serve the app as of git revision REV (a temporary worktree, same database and Redis) and "
+        "measure its /api/health and v1 read in the same rounds: what the changes since REV bought",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "redis-server"):
         if not shutil.which(tool):
@@ -284,14 +292,18 @@ def main() -> int:
         if release.returncode != 0:
             sys.exit(f"release failed:\n{release.stdout[-2000:]}\n{release.stderr[-2000:]}")
 
-        ports = {name: free_port() for name in ("app", "connexion", "flask")}
+        ports = {name: free_port() for name in ("app", "connexion", "flask", "before")}
         argvs = {
             "app": web_argv(ports["app"], args.workers),
             "connexion": web_argv(ports["connexion"], args.workers, "server:app", PEERS / "bare_connexion"),
             "flask": web_argv(ports["flask"], args.workers, "plain_flask:app", PEERS, gthread=True),
         }
+        if args.compare:
+            before_tree = workdir / "before"
+            subprocess.run(["git", "worktree", "add", "--detach", str(before_tree), args.compare], cwd=ROOT, check=True)
+            argvs["before"] = web_argv(ports["before"], args.workers, "wsgi:app", before_tree)
         for name, argv in argvs.items():
-            servers[name] = start(argv, env if name == "app" else base_env, workdir / f"{name}.log")
+            servers[name] = start(argv, env if name in ("app", "before") else base_env, workdir / f"{name}.log")
         for name in argvs:
             wait_up(f"http://127.0.0.1:{ports[name]}/api/health", servers[name], workdir / f"{name}.log")
         app = f"http://127.0.0.1:{ports['app']}"
@@ -312,6 +324,11 @@ def main() -> int:
             "v1": (ports["app"], [(k, "/api/v1/workflows") for k, _ in pairs]),
             "job": (ports["app"], [(k, f"/api/v1/jobs/{j}") for k, j in pairs]),
         }
+        if args.compare:
+            names["before_health"] = f"{args.compare} GET /api/health"
+            names["before_v1"] = f"{args.compare} GET /api/v1/workflows"
+            targets["before_health"] = (ports["before"], targets["health"][1])
+            targets["before_v1"] = (ports["before"], targets["v1"][1])
         listings = {}
         for name, (_, lines) in targets.items():
             listings[name] = workdir / f"{name}.txt"
@@ -340,6 +357,8 @@ def main() -> int:
             stop(process)
         redis_server.close()
         postgres.close()
+        if args.compare:
+            subprocess.run(["git", "worktree", "remove", "--force", str(workdir / "before")], cwd=ROOT, check=False)
         if args.keep:
             print(f"logs kept in {workdir}", file=sys.stderr)
         else:

@@ -2,8 +2,7 @@
 
 from flask import request
 
-from levqor_core import problems
-from levqor_core.billing import service as billing
+from levqor_core import billing, problems
 
 from . import _caller
 from ._reply import ok

@@ -1,9 +1,14 @@
-"""Tasks run by the RQ worker."""
+"""The worker's RQ tasks: plain functions taking ids (an API job's id, a periodic job's name),
+enqueued only through the core (`levqor_core.queue`, `levqor_core.ops.periodic`)."""
 
 from functools import cache
 
+from rq import get_current_job
+
 from levqor_core.apijobs import jobs as job_core
 from levqor_core.app import create_app
+from levqor_core.ops import periodic
+from levqor_core.webhooks import dispatch
 
 
 @cache
@@ -15,3 +20,29 @@ def run_job(job_id: str) -> str:
     """Execute one API job; idempotent (a finished or canceled job is left alone)."""
     with _app().app.app_context():
         return job_core.execute(job_id)
+
+
+def deliver_webhook(delivery_id: str) -> str | None:
+    """One attempt at a webhook delivery; the next one is queued at its time."""
+    with _app().app.app_context():
+        return dispatch.attempt(delivery_id)
+
+
+def run_periodic(name: str, **kwargs) -> dict:
+    """Run periodic job `name` (levqor_core.ops.periodic.PERIODIC_JOBS), its progress in job.meta."""
+    app = _app().app
+    with app.app_context():
+        job = get_current_job()
+        if job is None:
+            return periodic.run(name, **kwargs)
+        app.extensions["levqor.redis"].set(periodic.last_job_key(name), job.id, ex=periodic.LAST_JOB_TTL)
+
+        def progress(done: int, total: int, counts: dict) -> None:
+            # Read by the portal's self-polling status fragment.
+            job.meta["progress"] = {"done": done, "total": total} | counts
+            job.save_meta()
+
+        result = periodic.run(name, progress=progress, **kwargs)
+        job.meta["progress"] = {**job.meta.get("progress", {}), **result, "phase": "finished"}
+        job.save_meta()
+        return result

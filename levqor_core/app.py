@@ -11,11 +11,13 @@ from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from flask import Flask, redirect, request, url_for
+from htmx_flask import Htmx
 from werkzeug.utils import import_string
 
 from levqor_core import config, errors, problems, redis_conn, tables  # noqa: F401  (tables: every model)
 from levqor_core.accounts import security as account_security
-from levqor_core.extensions import csrf, db, migrate, security
+from levqor_core.accounts.security import security
+from levqor_core.extensions import csrf, db, migrate
 from levqor_core.limits import gate
 from levqor_core.web import deprecation, validation
 from levqor_core.web.limiter import init_app as init_limiter
@@ -24,7 +26,7 @@ from levqor_core.web.sessions import CookieSessionsOnlyWhenSent
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi" / "openapi.yaml"
-PORTAL_BLUEPRINTS = ("portal.views:bp", "portal.billing_views:bp", "portal.ops_views:bp")
+PORTAL_BLUEPRINTS = ("portal.views:bp", "portal.views.billing:bp", "portal.views.ops:bp")
 
 
 def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
@@ -76,6 +78,7 @@ def register_extensions(app: Flask) -> None:
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in _csrf_for_sessions
     csrf.init_app(app)
     account_security.init_app(app)  # after CSRFProtect, as Flask-Security-Too requires
+    Htmx(app)  # request.htmx for the portal's views
 
     redis_url = redis_conn.resolve_url(app.config["REDIS_URL"])
     app.config["REDIS_URL"] = redis_url

@@ -89,6 +89,8 @@ def from_env() -> dict:
         "USAGE_FLUSH_SECONDS": float(env.get("USAGE_FLUSH_SECONDS", 5)),
         # Run queued jobs inside the web process (embedded default only).
         "RQ_ASYNC": env.get("RQ_ASYNC", "1") == "1",
+        # Webhooks may go to http and to loopback/private addresses: for local work and tests only.
+        "WEBHOOK_ALLOW_PRIVATE_TARGETS": env.get("WEBHOOK_ALLOW_PRIVATE_TARGETS", "0") == "1",
         "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY", ""),
         "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET", ""),
         "STRIPE_API_BASE": env.get("STRIPE_API_BASE", "https://api.stripe.com"),

@@ -4,12 +4,9 @@ Flask-Limiter's instance lives in `levqor_core.web.limiter`: the domain modules 
 here, and that must not load a web framework."""
 
 from flask_migrate import Migrate
-from flask_security import Security
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
-
-from levqor_core.accounts.mail import PortalMail
 
 
 class Base(DeclarativeBase):
@@ -18,6 +15,4 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-# Flask-Security-Too: accounts, and the Flask-Login manager it builds (`security.login_manager`).
-security = Security(mail_util_cls=PortalMail)
 csrf = CSRFProtect()

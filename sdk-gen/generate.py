@@ -111,6 +111,10 @@ def generate(lang: str, version: str, cli: str, root: Path = OUT) -> Path:
         step(lang, f"adding the hand-written layer sdk-gen/{lang}/{Path(source).name}/ → {target}/")
         shutil.copytree(HERE / source, out / target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     add_changelog(out, version)
+    if lang == "python":
+        add_python_dependencies(out)
+    else:
+        resolve_node_modules(out)
     step(lang, f"generated in {time.monotonic() - started:.1f}s")
     return out
 
@@ -141,12 +145,51 @@ def add_changelog(out: Path, version: str) -> None:
     )
 
 
+# What the hand-written Python layer needs beyond the generator's own dependencies.
+PYTHON_DEPENDENCIES = ["standardwebhooks>=1.1.0,<2"]
+
+
+def add_python_dependencies(out: Path) -> None:
+    """The generator's pyproject.toml, setup.py and requirements.txt, with PYTHON_DEPENDENCIES."""
+    pyproject = out / "pyproject.toml"
+    text = pyproject.read_text()
+    anchor = "dependencies = [\n"
+    if anchor not in text:
+        raise GenerationError("pyproject.toml has no dependencies list to extend")
+    text = text.replace(anchor, anchor + "".join(f'  "{d}",\n' for d in PYTHON_DEPENDENCIES), 1)
+    pyproject.write_text(text)
+    setup = out / "setup.py"
+    text = setup.read_text()
+    anchor = "REQUIRES = [\n"
+    if anchor not in text:
+        raise GenerationError("setup.py has no REQUIRES list to extend")
+    setup.write_text(text.replace(anchor, anchor + "".join(f'    "{d}",\n' for d in PYTHON_DEPENDENCIES), 1))
+    requirements = out / "requirements.txt"
+    requirements.write_text(requirements.read_text().rstrip("\n") + "\n" + "\n".join(PYTHON_DEPENDENCIES) + "\n")
+
+
+def resolve_node_modules(out: Path) -> None:
+    """The ES module build (module: esnext) would otherwise resolve imports the "classic" way and
+    not find the SDK's dependency (standardwebhooks) in node_modules; users building from src
+    get the same setting."""
+    tsconfig = out / "tsconfig.json"
+    settings = json.loads(tsconfig.read_text())
+    settings["compilerOptions"]["moduleResolution"] = "node"
+    tsconfig.write_text(json.dumps(settings, indent=2) + "\n")
+
+
 def build_node(out: Path) -> None:
     """Compile the TypeScript SDK to dist/ with the TypeScript pinned in sdk-gen/node."""
     tools = HERE / "node"
     if not (tools / "node_modules" / ".bin" / "tsc").exists():
         step("node", "installing the pinned TypeScript (npm ci in sdk-gen/node)")
         run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"], cwd=tools)
+    step("node", "npm install (the SDK's own dependencies, for the compiler's types)")
+    # --no-package-lock: the published package is the same whether or not it was built here.
+    run(
+        ["npm", "install", "--ignore-scripts", "--prefer-offline", "--no-audit", "--no-fund", "--no-package-lock"],
+        cwd=out,
+    )
     step("node", "npm run build (tsc → dist/)")
     env = {**os.environ, "PATH": f"{tools / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     run(["npm", "run", "build"], cwd=out, env=env)

@@ -1,6 +1,10 @@
 """Deleting an account (issue 13): the key is refused at once, the Stripe subscription is canceled,
 personal data and jobs are gone, payment event records stay, and the email can sign up again."""
 
+import secrets
+from datetime import UTC, datetime
+
+import pytest
 import sqlalchemy as sa
 
 from levqor_core.accounts.models import Account
@@ -10,11 +14,39 @@ from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey, KeyEvent
 from levqor_core.metering.models import UsageDaily
 
-from . import test_billing
 from .conftest import PASSWORD, csrf_from
+from .fakes.stripe_server import FakeStripe
 
-# The billing tests' fake Stripe and paying developer, as fixtures here too.
-fake, catalogue, subscriber = test_billing.fake, test_billing.catalogue, test_billing.subscriber
+
+@pytest.fixture
+def stripe_fake(app, monkeypatch):
+    with FakeStripe() as server:
+        monkeypatch.setitem(app.config, "STRIPE_SECRET_KEY", "sk_test_levqor")
+        monkeypatch.setitem(app.config, "STRIPE_API_BASE", server.url)
+        yield server
+
+
+def _paying(app, fake, email: str) -> tuple[int, str]:
+    """The account on Pro with a live subscription in the fake Stripe, and a payment event on record
+    (as the webhook would have left them; tests/test_billing.py drives that path)."""
+    sub_id = "sub_" + secrets.token_hex(8)
+    fake.subscriptions[sub_id] = {"id": sub_id, "object": "subscription", "status": "active"}
+    with app.app_context():
+        account = db.session.scalar(sa.select(Account).where(Account.email == email))
+        account.tier, account.stripe_customer_id = "pro", "cus_" + secrets.token_hex(8)
+        account.stripe_subscription_id, account.subscription_status = sub_id, "active"
+        db.session.add(
+            StripeEvent(
+                id="evt_" + secrets.token_hex(8),
+                type="customer.subscription.created",
+                account_id=account.id,
+                outcome="applied",
+                created=datetime.now(UTC),
+                received_at=datetime.now(UTC),
+            )
+        )
+        db.session.commit()
+        return account.id, sub_id
 
 
 def _delete(client, password: str):
@@ -38,23 +70,23 @@ def test_deleting_an_account_needs_its_password(app, portal):
 
 
 def test_deletion_revokes_the_key_at_once_cancels_stripe_removes_data_and_frees_the_email(
-    app, client, subscriber, portal
+    app, client, stripe_fake, portal
 ):
-    subscription = subscriber.subscribe(client, "pro")
-    dev = subscriber.dev
-    job = client.post("/api/v1/jobs", json={"workflow": "echo", "input": {}}, headers={"x-api-key": subscriber.key})
+    dev = portal().sign_up()
+    key = dev.new_key().json()["key"]
+    account_id, subscription = _paying(app, stripe_fake, dev.email)
+    job = client.post("/api/v1/jobs", json={"workflow": "echo", "input": {}}, headers={"x-api-key": key})
     assert job.status_code == 202, job.text
-    assert subscriber.usage(client)["calls_used"] >= 1
 
     deleted = _delete(dev.client, PASSWORD)
     assert deleted.status_code == 302 and deleted.headers["location"] == "/signup"
-    assert client.get("/api/usage", headers={"x-api-key": subscriber.key}).status_code == 401
-    assert subscriber.fake.subscriptions[subscription["id"]]["status"] == "canceled"
+    assert client.get("/api/usage", headers={"x-api-key": key}).status_code == 401
+    assert stripe_fake.subscriptions[subscription]["status"] == "canceled"
     assert dev.client.get("/developer/api-keys").status_code == 302
     with app.app_context():
         assert _count(Account) == 0
         for model in (Job, ApiKey, KeyEvent, UsageDaily):
-            assert _count(model, account_id=subscriber.id) == 0, model.__name__
+            assert _count(model, account_id=account_id) == 0, model.__name__
         kept = db.session.scalars(sa.select(StripeEvent)).all()
         assert kept and all(event.account_id is None for event in kept)  # payment records, unlinked
 

@@ -1,24 +1,13 @@
 """The public v1 API: jobs executed by a real RQ worker, idempotency, pagination, isolation."""
 
 import base64
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_worker_burst(database_url: str, redis_url: str) -> None:
-    """Run the real worker process until the queue is empty."""
-    env = os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "LOG_LEVEL": "WARNING"}
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs.worker", "--burst"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+from .helpers import ROOT, run_worker_burst, worker_env
 
 
 @pytest.fixture
@@ -40,7 +29,7 @@ def test_job_runs_on_a_real_rq_worker_and_succeeds(api, database_url, redis_serv
     assert job["status"] == "queued" and job["id"].startswith("job_")
     assert created.headers["Location"] == f"/api/v1/jobs/{job['id']}"
 
-    run_worker_burst(database_url, redis_server.url)
+    run_worker_burst(worker_env(database_url, redis_server.url))
 
     done = api("GET", f"/v1/jobs/{job['id']}").json()
     assert done["status"] == "succeeded"
@@ -51,7 +40,7 @@ def test_job_runs_on_a_real_rq_worker_and_succeeds(api, database_url, redis_serv
 def test_echo_result_is_its_input(api, database_url, redis_server):
     payload = {"message": "hello", "nested": {"n": [1, 2, 3]}}
     job = api("POST", "/v1/jobs", json={"workflow": "echo", "input": payload}).json()
-    run_worker_burst(database_url, redis_server.url)
+    run_worker_burst(worker_env(database_url, redis_server.url))
     assert api("GET", f"/v1/jobs/{job['id']}").json()["result"] == payload
 
 
@@ -115,7 +104,7 @@ def test_cancel_queued_job_then_cancel_again_conflicts(api, database_url, redis_
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
     again = api("POST", f"/v1/jobs/{job['id']}/cancel")
     assert again.status_code == 409 and again.json()["type"].endswith("/job-not-cancelable")
-    run_worker_burst(database_url, redis_server.url)  # the worker must leave a canceled job alone
+    run_worker_burst(worker_env(database_url, redis_server.url))  # the worker must leave a canceled job alone
     assert api("GET", f"/v1/jobs/{job['id']}").json()["status"] == "canceled"
 
 
@@ -144,7 +133,7 @@ def test_every_workflow_example_runs(api, database_url, redis_server):
         for w in catalogue
         if w["id"] != "delay"
     }
-    run_worker_burst(database_url, redis_server.url)
+    run_worker_burst(worker_env(database_url, redis_server.url))
     for workflow_id, job_id in jobs.items():
         job = api("GET", f"/v1/jobs/{job_id}").json()
         assert job["status"] == "succeeded", (workflow_id, job)
@@ -173,7 +162,7 @@ def test_inputs_at_the_edge_of_the_schemas_succeed_on_the_worker_and_in_the_sand
     sandboxed = {
         w: api("POST", "/sandbox/v1/jobs", json={"workflow": w, "input": data}) for w, (data, _) in EDGE_INPUTS.items()
     }
-    run_worker_burst(database_url, redis_server.url)
+    run_worker_burst(worker_env(database_url, redis_server.url))
     for workflow_id, (_, expected) in EDGE_INPUTS.items():
         for job in (api("GET", f"/v1/jobs/{created[workflow_id].json()['id']}").json(), sandboxed[workflow_id].json()):
             assert job["status"] == "succeeded", (workflow_id, job)
@@ -194,7 +183,7 @@ def test_numbers_json_cannot_carry_are_a_400_not_a_500(api, path, number):
 
 def test_running_job_canceled_midway_keeps_canceled(api, app, database_url, redis_server):
     job = api("POST", "/v1/jobs", json={"workflow": "delay", "input": {"seconds": 2}}).json()
-    env = os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_server.url, "LOG_LEVEL": "WARNING"}
+    env = worker_env(database_url, redis_server.url)
     worker = subprocess.Popen([sys.executable, "-m", "jobs.worker", "--burst"], cwd=ROOT, env=env)
     try:
         for _ in range(200):
@@ -232,7 +221,7 @@ def test_job_created_while_redis_is_down_is_requeued_and_runs(api, app, database
         assert job_core.requeue_stranded(datetime.now(UTC)) == 0  # too recent to be called stranded
         assert job_core.requeue_stranded(datetime.now(UTC) + timedelta(minutes=3)) == 1
         assert job_core.requeue_stranded(datetime.now(UTC) + timedelta(minutes=3)) == 0  # now alive in RQ
-    run_worker_burst(database_url, redis_server.url)
+    run_worker_burst(worker_env(database_url, redis_server.url))
     assert api("GET", f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
 
 

@@ -14,7 +14,6 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -27,15 +26,14 @@ from levqor_core.keys.models import ApiKey
 from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
-from levqor_core.ops import alerts, health_log, notion, notion_sync
-from levqor_core.ops import periodic as background
+from levqor_core.ops import alerts, health_log, notion, notion_sync, periodic
 from levqor_core.ops.models import HealthLogEntry, QuotaAlert
 from levqor_core.queue import PERIODIC_QUEUE
 
 from .fakes.notion_server import NotionServer
+from .helpers import ROOT, run_worker_burst
 from .servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "secret_fake_notion_token"
 
 
@@ -83,15 +81,6 @@ def worker_env(database_url, redis_server, notion_server):
     }
 
 
-def run_worker_burst(env: dict) -> subprocess.CompletedProcess:
-    """The real worker process, until the queue is empty."""
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs.worker", "--burst"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
 def make_keys(app, n: int, tier_of=lambda i: "sandbox") -> list[tuple[int, str]]:
     """n accounts with one active key each, inserted in bulk; returns (account_id, key_id)."""
     with app.app_context():
@@ -130,7 +119,7 @@ def add_usage(app, key_id: str, account_id: int, calls: int, day=None) -> None:
 
 def sync_now(app) -> dict:
     with app.app_context():
-        return background.run("notion-sync")
+        return periodic.run("notion-sync")
 
 
 # -- Notion sync -------------------------------------------------------------------------------------
@@ -142,7 +131,7 @@ def test_sync_of_500_keys_on_a_real_worker_creates_500_rows_then_a_second_sync_w
     keys = make_keys(app, 500, tier_of=lambda i: ("sandbox", "pro", "enterprise")[i % 3])
     add_usage(app, keys[0][1], keys[0][0], 42)
     with app.app_context():
-        job_id = background.enqueue("notion-sync")
+        job_id = periodic.enqueue("notion-sync")
 
     run_worker_burst(worker_env)
 
@@ -215,7 +204,7 @@ def test_an_interrupted_sync_on_the_worker_fails_and_the_rerun_leaves_exactly_50
     keys = make_keys(app, 500)
     fake.fail_writes_after(250, status=503)
     with app.app_context():
-        failed_id = background.enqueue("notion-sync")
+        failed_id = periodic.enqueue("notion-sync")
     run_worker_burst(worker_env)
     with app.app_context():
         r = app.extensions["levqor.redis"]
@@ -224,7 +213,7 @@ def test_an_interrupted_sync_on_the_worker_fails_and_the_rerun_leaves_exactly_50
 
     fake.recover()
     with app.app_context():
-        background.enqueue("notion-sync")
+        periodic.enqueue("notion-sync")
     run_worker_burst(worker_env)
 
     rows = fake.rows_of("API Keys")
@@ -273,7 +262,7 @@ def test_without_a_token_the_notion_jobs_are_skipped_with_a_log_line(app, caplog
     with caplog.at_level(logging.INFO):
         result = sync_now(app)
         with app.app_context():
-            logged = background.run("health-log", day=datetime.now(UTC).date().isoformat())
+            logged = periodic.run("health-log", day=datetime.now(UTC).date().isoformat())
     assert "skipped" in result
     assert "NOTION_TOKEN is not set: skipping Notion work" in caplog.text
     assert logged["notion"].startswith("skipped")
@@ -403,8 +392,8 @@ def test_quota_alerts_and_the_health_log_run_on_a_real_worker(app, make_account,
     account_id, _ = make_account(tier="pro")
     _set_used(app, account_id, tiers.get("pro").monthly_quota * 80 // 100, datetime.now(UTC))
     with app.app_context():
-        alert_job = background.enqueue("quota-alerts")
-        health_job = background.enqueue("health-log")
+        alert_job = periodic.enqueue("quota-alerts")
+        health_job = periodic.enqueue("health-log")
     env = worker_env | {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp.port), "SMTP_STARTTLS": "0"}
     run_worker_burst(env)
 
@@ -422,11 +411,11 @@ def test_quota_alerts_and_the_health_log_run_on_a_real_worker(app, make_account,
 
 
 def test_the_health_log_entry_summarises_the_day_in_notion(app, client, make_account, fake, notion_on):
-    from levqor_core.ops import metrics
+    from levqor_core.ops import daily_stats
 
     r = app.extensions["levqor.redis"]
-    metrics.flush_daily_stats(r)
-    r.delete(metrics.day_key(datetime.now(UTC).date()))  # only this test's requests
+    daily_stats.flush_daily_stats(r)
+    r.delete(daily_stats.day_key(datetime.now(UTC).date()))  # only this test's requests
     account_id, raw = make_account(tier="sandbox")
     make_account(tier="pro", with_key=False)
     for _ in range(4):
@@ -434,11 +423,11 @@ def test_the_health_log_entry_summarises_the_day_in_notion(app, client, make_acc
     _set_used(app, account_id, tiers.get("sandbox").monthly_quota, datetime.now(UTC))
     refused = client.get("/api/v1/workflows", headers={"x-api-key": raw})
     assert refused.status_code == 429
-    metrics.record_job_run(r, "notion-sync", "failed")
+    daily_stats.record_job_run(r, "notion-sync", "failed")
 
     today = datetime.now(UTC).date()
     with app.app_context():
-        result = background.run("health-log", day=today.isoformat())
+        result = periodic.run("health-log", day=today.isoformat())
     assert result["requests"] >= 5 and result["rate_limited"] == 1 and result["errors"] == 0
     assert result["refusals"] == {"monthly-quota-exceeded": 1}
     assert result["keys_created"] == 1 and result["active_keys"] == 1 and result["job_failures"] == 1
@@ -451,14 +440,14 @@ def test_the_health_log_entry_summarises_the_day_in_notion(app, client, make_acc
     assert row["P95 Latency (ms)"] == result["p95_latency_ms"]
 
     with app.app_context():  # a rerun updates the same entry rather than adding one
-        background.run("health-log", day=today.isoformat())
+        periodic.run("health-log", day=today.isoformat())
         assert db.session.get(HealthLogEntry, today).notion_page_id == row["_id"]
     assert len(fake.rows_of("System Health Log")) == 1
 
 
 def test_health_log_figures_default_to_yesterday(app):
     with app.app_context():
-        result = background.run("health-log")
+        result = periodic.run("health-log")
     assert result["day"] == (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     assert health_log.SCHEMA["Day"] == {"title": {}}
 
@@ -471,38 +460,38 @@ def test_the_schedule_comes_from_the_environment():
     code = (
         "from rq.cron import CronScheduler; import redis\n"
         "s = CronScheduler(connection=redis.Redis()); s.load_config_from_file('jobs.schedule')\n"
-        "print(sorted((j.name, j.cron, j.func_name) for j in s.get_jobs()))"
+        "print(sorted((j.name, j.cron, j.func_name, j.args) for j in s.get_jobs()))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == str(
         [
-            ("billing-downgrade", "30 0 * * *", "jobs.background.billing_downgrade"),
-            ("notion-sync", "15 2 * * *", "jobs.background.notion_sync"),
-            ("purge-jobs", "45 0 * * *", "jobs.background.purge_jobs"),
-            ("quota-alerts", "*/5 * * * *", "jobs.background.quota_alerts"),
-            ("requeue-jobs", "* * * * *", "jobs.background.requeue_jobs"),
+            ("billing-downgrade", "30 0 * * *", "jobs.tasks.run_periodic", ("billing-downgrade",)),
+            ("notion-sync", "15 2 * * *", "jobs.tasks.run_periodic", ("notion-sync",)),
+            ("purge-jobs", "45 0 * * *", "jobs.tasks.run_periodic", ("purge-jobs",)),
+            ("quota-alerts", "*/5 * * * *", "jobs.tasks.run_periodic", ("quota-alerts",)),
+            ("requeue-jobs", "* * * * *", "jobs.tasks.run_periodic", ("requeue-jobs",)),
         ]
     )
 
 
 def test_only_one_worker_process_enqueues_each_periodic_job(app):
-    from jobs.background import quota_alerts
+    from jobs.tasks import run_periodic
     from jobs.worker import LeaderCronScheduler
 
     r = app.extensions["levqor.redis"]
     first, second = LeaderCronScheduler(connection=r), LeaderCronScheduler(connection=r)
     for s in (first, second):
-        s.register(quota_alerts, PERIODIC_QUEUE, interval=600, name="quota-alerts")
+        s.register(run_periodic, PERIODIC_QUEUE, args=("quota-alerts",), interval=600, name="quota-alerts")
     assert len(first.enqueue_jobs()) == 1
     assert second.enqueue_jobs() == []
     assert Queue(PERIODIC_QUEUE, connection=r).count == 1
 
 
 def _due_now(scheduler, cron: str = "* * * * *"):
-    from jobs.background import quota_alerts
+    from jobs.tasks import run_periodic
 
-    scheduler.register(quota_alerts, PERIODIC_QUEUE, cron=cron, name="quota-alerts")
+    scheduler.register(run_periodic, PERIODIC_QUEUE, args=("quota-alerts",), cron=cron, name="quota-alerts")
     (job,) = scheduler.get_jobs()
     job.next_enqueue_time = datetime.now(UTC) - timedelta(seconds=1)
     return job
@@ -569,3 +558,18 @@ def test_ops_page_is_for_operators_only(client, portal):
     denied = developer.client.get("/developer/ops")
     assert denied.status_code == 403 and "Operators only" in denied.text
     assert developer.client.post("/developer/ops/notion-sync", data={"csrf_token": developer.csrf}).status_code == 403
+
+
+def test_flask_jobs_schedule_shows_each_jobs_cron_from_the_environment(app, monkeypatch):
+    monkeypatch.setenv("JOBS_QUOTA_ALERTS_CRON", "*/5 * * * *")
+    monkeypatch.setenv("JOBS_HEALTH_LOG_CRON", "")
+    result = app.test_cli_runner().invoke(args=["jobs", "schedule"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "notion-sync    15 2 * * *",
+        "quota-alerts   */5 * * * *",
+        "health-log     disabled",
+        "requeue-jobs   * * * * *",
+        "billing-downgrade 30 0 * * *",
+        "purge-jobs     45 0 * * *",
+    ]

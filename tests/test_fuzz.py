@@ -7,12 +7,10 @@ a server error or disagree with the spec (status code, content type, headers, bo
 import re
 import socket
 import time
-from pathlib import Path
 
 import pytest
 import schemathesis
 import sqlalchemy as sa
-import yaml
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
@@ -26,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from levqor_core.extensions import db
 
 from .fakes.stripe_server import FakeStripe
+from .helpers import load_spec
 from .servers import served_in_thread
 
 CHECKS = [
@@ -38,7 +37,7 @@ CHECKS = [
 # Revoking the key would end the key's run (it is fuzzed from a portal session below, like key
 # creation and billing); the webhook only answers signed Stripe events (its own tests).
 SKIPPED = {"revoke_key", "create_key", "create_checkout_session", "create_portal_session", "stripe_webhook"}
-SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi" / "openapi.yaml").read_text())
+SPEC = load_spec()
 OPERATIONS = {
     op["operationId"]: bool(op.get("parameters") or op.get("requestBody"))
     for item in SPEC["paths"].values()
@@ -209,7 +208,7 @@ def test_deep_nesting_huge_objects_and_duplicate_keys_never_break_the_api(hostil
     for body in (keys_flood, top_level_flood, deep, deep_arrays):
         started = time.monotonic()
         response = hostile.post(path, content=body, headers=json_type)
-        assert response.status_code in (400, 413), response.text
+        assert response.status_code == 400, response.text
         _assert_refused_well(response, path)
         assert time.monotonic() - started < 2, "a hostile body must be refused quickly"
     # One key 8,000 times is one key (JSON parsers keep the last): it is no bigger than the limit.
@@ -243,7 +242,7 @@ def test_long_strings_at_every_limit(hostile, app, path):
 
     assert job(**{"Idempotency-Key": "k" * 255}) == 202
     assert job(**{"Idempotency-Key": "k" * 256}) == 400
-    assert job(workflow="a" * 64) in (400, 404)
+    assert job(workflow="a" * 64) == 400  # within the length limit: refused as an unknown workflow
     assert job(workflow="a" * 65) == 400
     assert job(workflow="a" * 100_000) == 413  # the body limit comes first
     envelope = len(json.dumps({"workflow": "echo", "input": {"s": ""}}))

@@ -4,13 +4,12 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 import redis
 import redis.asyncio
-import sqlalchemy as sa
 import yaml
 from connexion.json_schema import Draft4ResponseValidator
 from sqlalchemy import event
@@ -19,26 +18,13 @@ from levqor_core import problems
 from levqor_core.accounts.models import Account
 from levqor_core.app import SPEC
 from levqor_core.extensions import db
-from levqor_core.keys.models import ApiKey
 from levqor_core.limits import gate as gate_module
 from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
-from levqor_core.metering.models import UsageDaily
 from levqor_core.web import validation
 
+from .helpers import RATE_HEADERS, seed_usage
 from .servers import served_in_thread
-
-RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "RateLimit-Policy", "RateLimit")
-
-
-def seed_usage(app, account_id: int, calls: int = 0, sandbox_calls: int = 0) -> None:
-    """Usage already persisted for today, as if earlier calls had been flushed."""
-    with app.app_context():
-        key_id = db.session.scalar(sa.select(ApiKey.id).where(ApiKey.account_id == account_id))
-        db.session.add(
-            UsageDaily(key_id=key_id, account_id=account_id, day=date.today(), calls=calls, sandbox_calls=sandbox_calls)
-        )
-        db.session.commit()
 
 
 def spaced(start: float):

@@ -13,7 +13,7 @@ from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
-from levqor_core.ops import metrics
+from levqor_core.ops import daily_stats
 from levqor_core.ops import status as ops_status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def test_metrics_show_jobs_by_state_and_queue_depth(app, client, make_account):
     for _ in range(2):
         created = client.post("/api/v1/jobs", json={"workflow": "echo", "input": {"x": 1}}, headers={"x-api-key": raw})
         assert created.status_code == 202
-    metrics.record_job_run(app.extensions["levqor.redis"], "notion-sync", "failed")
+    daily_stats.record_job_run(app.extensions["levqor.redis"], "notion-sync", "failed")
     samples = scrape(client)
     assert value(samples, "levqor_api_jobs", state="queued") == 2
     assert value(samples, "levqor_api_jobs", state="succeeded") == 0
@@ -111,19 +111,19 @@ def test_metrics_can_require_a_bearer_token(app, client, monkeypatch):
 
 def test_daily_stats_reach_redis_only_when_flushed(app, client):
     r = app.extensions["levqor.redis"]
-    metrics.flush_daily_stats(r)
-    key = metrics.day_key(datetime.now(UTC).date())
+    daily_stats.flush_daily_stats(r)
+    key = daily_stats.day_key(datetime.now(UTC).date())
     r.delete(key)
     client.get("/api/health")
     assert r.hget(key, "requests") is None  # the request itself made no Redis write for stats
-    assert metrics.flush_daily_stats(r) == 1
-    assert metrics.day_stats(r, datetime.now(UTC).date())["requests"] == 1
+    assert daily_stats.flush_daily_stats(r) == 1
+    assert daily_stats.day_stats(r, datetime.now(UTC).date())["requests"] == 1
 
 
 def test_p95_interpolates_inside_the_bucket():
     buckets = [(0.01, 90), (0.1, 10), (float("inf"), 0)]
-    assert metrics.quantile_ms(buckets, 0.95) == 55.0
-    assert metrics.quantile_ms([(0.01, 0)], 0.95) is None
+    assert daily_stats.quantile_ms(buckets, 0.95) == 55.0
+    assert daily_stats.quantile_ms([(0.01, 0)], 0.95) is None
 
 
 def test_multiprocess_mode_aggregates_every_worker_process(tmp_path):

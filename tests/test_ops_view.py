@@ -27,7 +27,7 @@ from levqor_core.ops import metrics
 from levqor_core.ops import status as ops_status
 from levqor_core.ops.models import HealthLogEntry
 from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE
-from portal import charts
+from portal.helpers import charts
 
 from .test_worker_as_shipped import procfile
 from .test_worker_as_shipped import start as start_procfile_line
@@ -555,3 +555,31 @@ def test_metrics_on_a_dyno_need_the_token_once_it_is_set(dyno_app):
 
 def test_metrics_stay_open_locally_without_a_token(client):
     assert client.get("/metrics").status_code == 200
+
+
+def test_the_notion_sync_status_is_read_from_rq_by_the_core(app, outage):
+    """The ops view only renders it: state and job.meta progress come from levqor_core.ops.status."""
+    from rq.job import Job as RQJob
+
+    from levqor_core.ops import periodic
+
+    r = app.extensions["levqor.redis"]
+    r.delete(periodic.last_job_key("notion-sync"))
+    assert ops_status.notion_sync_status(r)["state"] == "never"
+
+    job = RQJob.create("levqor_core.ops.periodic.last_job_key", args=("x",), connection=r)
+    job.meta["progress"] = {"phase": "keys", "done": 5, "total": 20, "created": 5}
+    job.save()
+    job.set_status("started")
+    r.set(periodic.last_job_key("notion-sync"), job.id)
+    status = ops_status.notion_sync_status(r)
+    assert status["job_id"] == job.id and status["state"] == "started" and status["running"] is True
+    assert status["percent"] == 25 and status["progress"]["phase"] == "keys" and status["error"] is None
+
+    job.set_status("failed")
+    failed = ops_status.notion_sync_status(r)
+    assert failed["running"] is False and "resumes where it stopped" in failed["error"]
+
+    outage()  # Redis stops; the fixture starts it again
+    unknown = ops_status.notion_sync_status(r)
+    assert unknown["state"] == "unknown" and "Redis does not answer" in unknown["error"]

@@ -3,7 +3,7 @@
 import html
 import re
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from starlette.testclient import TestClient
@@ -14,8 +14,8 @@ from levqor_core.keys import format as key_format
 from levqor_core.keys import service as keys
 from levqor_core.keys.models import KeyEvent
 from levqor_core.limits import tiers
-from portal import charts, sdk_examples, snippets
-from portal import sandbox_calls as portal_sandbox
+from portal.helpers import charts, sdk_examples, snippets
+from portal.helpers import sandbox_calls as portal_sandbox
 
 from .conftest import PASSWORD, Portal, csrf_from
 
@@ -30,6 +30,24 @@ def run_example(p, example="submit-job", htmx=True):
     return p.client.post("/docs/sdk/run", data=data, headers=headers)
 
 
+def forget_key_creations(app):
+    """As if a day had passed for the daily key-creation limit."""
+    r = app.extensions["levqor.redis"]
+    r.delete(*r.keys(f"LIMITS:LIMITER/{app.config['RATELIMIT_KEY_PREFIX']}/key-new:*"))
+
+
+def portal_key_action(p, action: str, htmx: bool = True, **form):
+    """Create/roll ("new") or revoke from the key panel, as its htmx form (or a plain form) posts it."""
+    headers = {**HX, "HX-Target": "key-panel", "X-CSRFToken": p.csrf} if htmx else {}
+    data = form if htmx else {**form, "csrf_token": p.csrf}
+    return p.client.post(f"/developer/api-keys/{action}", data=data, headers=headers)
+
+
+def account_id_of(app, email: str) -> int:
+    with app.app_context():
+        return db.session.query(keys.Account).filter_by(email=email).one().id
+
+
 def sandbox_today(html: str) -> int:
     return int(re.search(r'id="sandbox-today">(\d+)<', html).group(1))
 
@@ -37,7 +55,7 @@ def sandbox_today(html: str) -> int:
 # ---- pages ------------------------------------------------------------------------------------
 
 
-def test_overview_has_calls_to_action_and_a_curl_quick_start(client):
+def test_overview_has_calls_to_action_and_a_curl_quick_start(client, app):
     page = client.get("/developer")
     assert page.status_code == 200
     html = page.text
@@ -48,7 +66,9 @@ def test_overview_has_calls_to_action_and_a_curl_quick_start(client):
         ("Try Sandbox", "/docs/sdk"),
     ):
         assert re.search(rf'href="{href}"[^>]*>{label}</a>', html), label
-    assert "curl -X POST &#34;http://testserver/api/sandbox/v1/jobs&#34;" in html or "curl -X POST" in html
+    # The public base URL, never the request's Host (testserver).
+    assert f"curl -X POST &#34;{app.config['PUBLIC_BASE_URL']}/api/sandbox/v1/jobs&#34;" in html
+    assert "testserver" not in html
     assert "x-api-key: $LEVQOR_API_KEY" in html
 
 
@@ -161,6 +181,20 @@ def test_htmx_gets_the_fragment_it_targets_and_a_browser_the_whole_page(portal, 
     assert "HX-Request" in page.headers.get("vary", "")
 
 
+def test_every_fragment_template_has_a_root_element_with_an_id():
+    from pathlib import Path
+
+    templates = Path(__file__).resolve().parents[1] / "portal" / "templates"
+    fragments = sorted(templates.glob("*/_*.html"))
+    assert fragments
+    for path in fragments:
+        # The first element after Jinja comments, macros and statements is the root htmx swaps.
+        text = re.sub(r"\{%-?\s*macro.*?endmacro\s*-?%\}", "", path.read_text(), flags=re.S)
+        text = re.sub(r"\{#.*?#\}|\{%.*?%\}", "", text, flags=re.S)
+        root = re.search(r"<[a-z][^>]*>", text, re.S).group(0)
+        assert re.search(r'\sid="[^"]+"', root), f"{path.name}: {root}"
+
+
 def test_htmx_request_without_a_known_target_gets_the_whole_page(portal):
     p = portal().sign_up()
     response = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "main"})
@@ -187,13 +221,28 @@ def test_key_panel_says_when_the_next_key_can_be_created(portal, app):
     assert re.search(
         r'<button type="submit" id="key-create"[^>]* disabled[^>]*>Possible again\s+\d\d \w{3}, \d\d:\d\d UTC', html
     )
-    with app.app_context():
-        event = db.session.query(KeyEvent).one()
-        event.at = utcnow() - timedelta(days=1, minutes=1)
-        db.session.commit()
+    forget_key_creations(app)  # a day later, as far as the key-creation limit knows
     html = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
     assert "The next one is possible after" not in html
     assert re.search(r'<button type="submit" id="key-create" class="btn btn-primary">Roll key</button>', html)
+
+
+def test_the_next_creation_shown_is_the_limiters_window_reset_not_the_audit_trail(portal, app):
+    p = portal().sign_up()
+    assert p.new_key().status_code == 201
+    with app.app_context():
+        # The audit trail says "a day ago"; the limiter's window is what decides.
+        db.session.query(KeyEvent).update({KeyEvent.at: utcnow() - timedelta(days=1, minutes=1)})
+        db.session.commit()
+    html = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
+    shown = datetime.fromisoformat(re.search(r'possible after\s+<time datetime="([^"]+)"', html).group(1))
+    r = app.extensions["levqor.redis"]
+    (counter,) = r.keys(f"LIMITS:LIMITER/{app.config['RATELIMIT_KEY_PREFIX']}/key-new:*")
+    window_reset = utcnow() + timedelta(seconds=r.ttl(counter))
+    assert abs((shown - window_reset).total_seconds()) <= 2
+    refused = p.new_key()  # and the limit refuses until that very moment
+    assert refused.status_code == 429
+    assert abs((utcnow() + timedelta(seconds=int(refused.headers["retry-after"])) - shown).total_seconds()) <= 2
 
 
 def test_rolling_twice_the_same_day_is_refused_with_retry_after(portal):
@@ -210,14 +259,162 @@ def test_rolling_with_a_grace_period_from_the_form_lists_the_old_key_until_it_ex
     p = portal().sign_up()
     first = p.client.post("/api/key/new", data={"grace_period_seconds": "0"}, headers={"X-CSRFToken": p.csrf})
     assert first.status_code == 201, first.text
-    r = app.extensions["levqor.redis"]
-    # A day later, as far as the key-creation limit knows.
-    r.delete(*r.keys(f"LIMITS:LIMITER/{app.config['RATELIMIT_KEY_PREFIX']}/key-new:*"))
+    forget_key_creations(app)  # a day later, as far as the key-creation limit knows
     second = p.client.post("/api/key/new", data={"grace_period_seconds": "3600"}, headers={"X-CSRFToken": p.csrf})
     assert second.status_code == 201, second.text
     panel = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
     assert f'id="key-hint">{second.json()["hint"]}<' in panel
     assert f"Previous key <code>{first.json()['hint']}</code> keeps working until" in panel
+
+
+# ---- key actions on the portal: the panel answers with itself ------------------------------------
+
+
+def test_portal_create_answers_with_the_panel_showing_the_key_once_and_signals_the_other_fragments(portal, app):
+    p = portal().sign_up()
+    created = portal_key_action(p, "new", grace_period_seconds="0")
+    assert created.status_code == 200
+    assert created.headers["hx-trigger"] == "key-changed"
+    assert created.headers["cache-control"] == "no-store"
+    fragment = created.text
+    assert fragment.lstrip().startswith('<section id="key-panel"') and "<html" not in fragment
+    raw = re.search(r'<code id="new-key">([^<]+)</code>', fragment).group(1)
+    assert key_format.is_well_formed(raw)
+    assert f'id="key-hint">{key_format.hint(raw)}<' in fragment
+    assert "shown only this once" in fragment
+    assert re.search(r'id="key-create"[^>]* disabled', fragment)  # the daily creation is spent
+    # Shown once: the panel asked for again (or the page) holds only the hint.
+    again = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
+    page = p.client.get("/developer/api-keys").text
+    assert raw not in again and raw not in page and key_format.hint(raw) in again
+    # The key works, and the audit trail has the portal's event.
+    assert p.client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code == 200
+    events = p.client.get("/api/key/events").json()["data"]
+    assert [(e["event"], e["actor"]) for e in events] == [("created", p.email)]
+    # The fragments that show the key's state listen for the event.
+    assert 'hx-trigger="every 5s, usage-changed from:body, key-changed from:body"' in page
+    assert 'hx-trigger="key-changed from:body"' in page
+
+
+def test_portal_roll_with_a_grace_period_then_revoke(portal, app):
+    p = portal().sign_up()
+    first = re.search(r'id="new-key">([^<]+)<', portal_key_action(p, "new", grace_period_seconds="0").text).group(1)
+    forget_key_creations(app)
+    rolled = portal_key_action(p, "new", grace_period_seconds="3600")
+    assert rolled.status_code == 200 and rolled.headers["hx-trigger"] == "key-changed"
+    second = re.search(r'id="new-key">([^<]+)<', rolled.text).group(1)
+    assert second != first
+    assert f"Previous key <code>{key_format.hint(first)}</code> keeps working until" in rolled.text
+    revoked = portal_key_action(p, "revoke")
+    assert revoked.status_code == 200 and revoked.headers["hx-trigger"] == "key-changed"
+    assert f"Key {key_format.hint(second)} is revoked" in revoked.text
+    assert 'id="no-key"' in revoked.text and 'id="new-key"' not in revoked.text
+    for raw in (first, second):
+        assert p.client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code == 401
+    events = [(e["event"], e["key_id"][:4]) for e in p.client.get("/api/key/events").json()["data"]]
+    assert [e for e, _ in events] == ["revoked", "revoked", "rolled", "created"]
+    nothing = portal_key_action(p, "revoke")
+    assert nothing.status_code == 200 and "has no active key" in nothing.text
+    assert portal_key_action(p, "revoke", htmx=False).status_code == 404
+
+
+def test_portal_refuses_a_grace_period_the_form_does_not_offer(portal):
+    p = portal().sign_up()
+    refused = portal_key_action(p, "new", htmx=False, grace_period_seconds="999999")
+    assert refused.status_code == 400 and "Choose how long the old key keeps working" in refused.text
+    assert 'id="no-key"' in refused.text
+
+
+def test_without_javascript_the_key_form_posts_and_gets_the_whole_page(portal):
+    p = portal().sign_up()
+    page = portal_key_action(p, "new", htmx=False, grace_period_seconds="0")
+    assert page.status_code == 201 and page.text.startswith("<!doctype html>")
+    assert re.search(r'<code id="new-key">lvq_', page.text)
+    assert 'id="usage"' in page.text and 'id="key-events"' in page.text
+
+
+def test_the_daily_key_creation_limit_is_one_limit_for_the_portal_and_the_api(portal, app):
+    api_first = portal().sign_up()
+    assert api_first.new_key().status_code == 201
+    refused = portal_key_action(api_first, "new", grace_period_seconds="0")
+    assert refused.status_code == 200  # htmx swaps only 2xx: the refusal shows in the panel
+    assert 'id="new-key"' not in refused.text and 'id="key-hint"' in refused.text  # the key made elsewhere
+    assert refused.headers["hx-trigger"] == "key-changed"  # so this tab's audit trail shows it too
+    assert "You can create or roll a key once a day. You can roll your key again at" in refused.text
+    without_js = portal_key_action(api_first, "new", htmx=False, grace_period_seconds="0")
+    assert without_js.status_code == 429 and 0 < int(without_js.headers["retry-after"]) <= 86400
+
+    portal_first = portal().sign_up()
+    assert 'id="new-key"' in portal_key_action(portal_first, "new", grace_period_seconds="0").text
+    again = portal_first.new_key()
+    assert again.status_code == 429 and again.json()["type"].endswith("/key-creation-limited")
+    with app.app_context():
+        for dev in (api_first, portal_first):  # one key each: every refusal created nothing
+            assert db.session.query(KeyEvent).filter_by(account_id=account_id_of(app, dev.email)).count() == 1
+
+
+def test_portal_key_actions_need_the_csrf_token_and_a_session(portal, client):
+    p = portal().sign_up()
+    for action in ("new", "revoke"):
+        forged = p.client.post(f"/developer/api-keys/{action}", data={}, headers={**HX, "X-CSRFToken": "forged"})
+        assert forged.status_code == 400 and "This form has expired" in forged.text
+    assert 'id="no-key"' in p.client.get("/developer/api-keys").text
+    token = csrf_from(client.get("/login").text)
+    anonymous = client.post("/developer/api-keys/new", data={"csrf_token": token})
+    assert anonymous.status_code == 302 and anonymous.headers["location"].startswith("/login?next=")
+
+
+def test_the_usage_poll_renders_only_the_usage_card_and_writes_nothing(portal, app):
+    from sqlalchemy import event
+
+    p = portal().sign_up()
+    portal_key_action(p, "new", grace_period_seconds="0")
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement.lstrip().split(None, 1)[0].upper())
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        polled = p.client.get(
+            "/developer/api-keys/usage",
+            headers={**HX, "HX-Target": "usage", "HX-Current-URL": "http://testserver/developer/api-keys"},
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert polled.status_code == 200
+    assert polled.text.lstrip().startswith('<section id="usage"') and polled.text.count("<section") == 1
+    assert 'id="sandbox-today">0<' in polled.text
+    assert "SELECT" in statements
+    assert not {"UPDATE", "INSERT", "DELETE"} & set(statements), statements
+    # A browser that opens the poll's address gets the page it belongs to.
+    assert p.client.get("/developer/api-keys/usage").headers["location"] == "/developer/api-keys"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "back"),
+    [
+        ("GET", "/developer/api-keys/usage", "/developer/api-keys"),
+        ("GET", "/developer/api-keys", "/developer/api-keys"),
+        ("POST", "/developer/api-keys/new", "/developer/api-keys"),
+        ("GET", "/developer/ops", "/developer/ops"),
+        ("GET", "/developer/ops/status", "/developer/ops"),
+        ("GET", "/developer/billing", "/developer/billing"),
+    ],
+)
+def test_htmx_with_an_ended_session_is_sent_to_log_in_not_given_the_login_page(cx, portal, method, path, back):
+    p = portal().sign_up()
+    p.client.post("/logout", data={"csrf_token": p.csrf})
+    token = csrf_from(p.client.get("/login").text)
+    headers = {**HX, "HX-Current-URL": f"http://testserver{back}", "X-CSRFToken": token}
+    response = p.client.request(method, path, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["hx-redirect"] == f"/login?next={back}"
+    assert response.text == ""
+    plain = p.client.request(method, path, headers={"X-CSRFToken": token})
+    assert plain.status_code == 302 and plain.headers["location"].startswith("/login?next=")
 
 
 # ---- sandbox runs from /docs/sdk ------------------------------------------------------------------

@@ -16,7 +16,7 @@ import venv
 import pytest
 import yaml
 
-from portal import sdk_examples
+from portal.helpers import sdk_examples
 from portal.views.docs import SDK_REPOSITORY
 
 from . import test_sdk

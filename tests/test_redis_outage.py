@@ -15,7 +15,7 @@ from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 from levqor_core.web.limiter import limiter
 
-from .test_limits import RATE_HEADERS, seed_usage
+from .helpers import RATE_HEADERS, seed_usage
 
 
 def test_redis_stopped_mid_run_then_restarted(cx, app, make_account, redis_server, outage):

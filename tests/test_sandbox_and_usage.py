@@ -3,12 +3,10 @@
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import jsonschema
 import pytest
 import sqlalchemy as sa
-import yaml
 
 from levqor_core.accounts.models import Account
 from levqor_core.apijobs import sandbox
@@ -18,7 +16,9 @@ from levqor_core.limits import key_cache
 from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 
-SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi" / "openapi.yaml").read_text())
+from .helpers import load_spec
+
+SPEC = load_spec()
 
 
 def schema_of(name: str) -> dict:

@@ -87,7 +87,8 @@ def node_project(generated, tmp_path_factory) -> Path:
     ).stdout
     tarball = project / json.loads(packed)[0]["filename"]
     (project / "package.json").write_text(json.dumps({"name": "sdk-consumer", "private": True}))
-    run(["npm", "install", "--offline", "--no-audit", "--no-fund", str(tarball)], cwd=project)
+    # --prefer-offline: the SDK depends on standardwebhooks, which a fresh machine has not cached yet.
+    run(["npm", "install", "--prefer-offline", "--no-audit", "--no-fund", str(tarball)], cwd=project)
     shutil.copy(HERE / "node_scenario.cjs", project)
     return project
 
@@ -321,3 +322,42 @@ def test_publish_refuses_without_a_remote_or_with_stale_output(generated, tmp_pa
         [*PUBLISH, "--remote", str(remote), "--source", str(stale)], env=env, capture_output=True, text=True
     )
     assert refused.returncode == 1 and "run `make sdk` first" in refused.stderr
+
+
+PY_VERIFY = """
+import json, sys
+from levqor.webhooks import WebhookSignatureError, verify_webhook
+given = json.load(sys.stdin)
+event = verify_webhook(given["body"].encode(), given["headers"], given["secret"])
+try:
+    verify_webhook(given["body"].replace("job_1", "job_2"), given["headers"], given["secret"])
+    tampered = "accepted"
+except WebhookSignatureError:
+    tampered = "refused"
+print(json.dumps({"type": event["type"], "job": event["data"]["id"], "tampered": tampered}))
+"""
+
+NODE_VERIFY = """
+const { verifyWebhook, WebhookSignatureError } = require('@levqor/sdk');
+const given = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+const event = verifyWebhook(Buffer.from(given.body), new Headers(given.headers), given.secret);
+let tampered = 'accepted';
+try { verifyWebhook(given.body.replace('job_1', 'job_2'), given.headers, given.secret); }
+catch (err) { if (err instanceof WebhookSignatureError) tampered = 'refused'; }
+console.log(JSON.stringify({ type: event.type, job: event.data.id, tampered }));
+"""
+
+
+def test_both_sdks_verify_a_delivery_signed_as_the_app_signs_them(python_sdk, node_project):
+    from levqor_core.webhooks import delivery, secrets
+
+    secret = secrets.new_secret()
+    body = json.dumps(
+        {"type": "job.succeeded", "timestamp": "2026-12-04T10:00:00+00:00", "data": {"id": "job_1", "sandbox": False}}
+    )
+    headers = delivery.signed_headers(secret, "msg_sdk_test", body, datetime.now(UTC))
+    given = json.dumps({"secret": secret, "body": body, "headers": headers})
+    python = json.loads(run([str(python_sdk), "-c", PY_VERIFY], input=given).stdout)
+    node = json.loads(run(["node", "-e", NODE_VERIFY], input=given, cwd=node_project).stdout)
+    for verified in (python, node):
+        assert verified == {"type": "job.succeeded", "job": "job_1", "tampered": "refused"}

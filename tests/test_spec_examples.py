@@ -3,21 +3,19 @@
 Swagger UI and the SDK docs show these examples as what the API returns, so a missing one leaves
 a blank and a stale one misleads. No app is needed: the spec is read as a file."""
 
-from pathlib import Path
-
 import jsonschema
 import pytest
-import yaml
 
-from levqor_core import errors, problems
+from levqor_core import billing, errors, problems
 from levqor_core.apijobs import problems as job_problems
 from levqor_core.apijobs import workflows
-from levqor_core.billing import service as billing
 from levqor_core.keys import format as key_format
 from levqor_core.keys import service as keys
 from portal import sandbox_calls as portal_sandbox
 
-SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi" / "openapi.yaml").read_text())
+from .helpers import load_spec
+
+SPEC = load_spec()
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 

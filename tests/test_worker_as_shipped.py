@@ -28,34 +28,19 @@ from levqor_core.apijobs import sandbox
 from levqor_core.apijobs.models import Job
 from levqor_core.extensions import db
 from levqor_core.limits.tiers import TIERS
-from levqor_core.ops import periodic as background
+from levqor_core.ops import periodic
 from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE
 
 from . import servers, signup
+from .helpers import procfile, run_worker_burst, start_procfile_line, stop_procfile_line, worker_env
 from .servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IDLE_SECONDS = 15
 
 
-def procfile() -> dict[str, str]:
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
-
-
-def start(command: str, env: dict) -> subprocess.Popen:
-    """A Procfile line as the platform runs it: through a shell, in its own process group."""
-    return subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+# test_ops_view imports these from here, until it takes them from tests.helpers.
+start, stop = start_procfile_line, stop_procfile_line
 
 
 def wait_for(predicate, timeout: float, step: float = 0.25, what: str = "condition"):
@@ -102,7 +87,7 @@ def test_the_procfile_processes_stay_up_idle_and_through_a_redis_restart(postgre
     base = f"http://127.0.0.1:{port}"
     release = subprocess.run(["bash", "-c", processes["release"]], cwd=ROOT, env=env, capture_output=True, text=True)
     assert release.returncode == 0, release.stderr[-2000:]
-    web, worker = start(processes["web"], env), start(processes["worker"], env)
+    web, worker = start_procfile_line(processes["web"], env), start_procfile_line(processes["worker"], env)
     try:
         wait_for(lambda: web_is_up(base), 60, what="the web process answering")
         email = f"shipped-{uuid.uuid4().hex[:8]}@example.com"
@@ -123,8 +108,8 @@ def test_the_procfile_processes_stay_up_idle_and_through_a_redis_restart(postgre
             connection = redis_client(redis.url)
             wait_for(lambda: len(Worker.all(connection=connection)) >= 2, 30, what="workers registered again")
     finally:
-        stop(worker)
-        stop(web)
+        stop_procfile_line(worker)
+        stop_procfile_line(web)
         redis.close()
 
 
@@ -212,7 +197,7 @@ def live_worker(app, database_url, redis_server):
 
     yield launch
     for process in started:
-        stop(process)
+        stop_procfile_line(process)
 
 
 @pytest.fixture
@@ -316,10 +301,10 @@ def test_a_periodic_job_is_not_delayed_by_a_full_api_queue(app, live_worker, key
     assert Queue(API_QUEUE, connection=r).count == 3  # the API worker is busy and jobs wait
 
     with app.app_context():
-        rq_id = background.enqueue("requeue-jobs")
-    periodic = RQJob.fetch(rq_id, connection=r)
-    assert periodic.origin == PERIODIC_QUEUE
-    wait_for(lambda: periodic.get_status(refresh=True) == "finished", 4, step=0.1, what="the periodic job finishing")
+        rq_id = periodic.enqueue("requeue-jobs")
+    rq_job = RQJob.fetch(rq_id, connection=r)
+    assert rq_job.origin == PERIODIC_QUEUE
+    wait_for(lambda: rq_job.get_status(refresh=True) == "finished", 4, step=0.1, what="the periodic job finishing")
     # ...while the API backlog is still there: it did not wait its turn behind 20 s of delays.
     assert api("GET", f"/v1/jobs/{backlog[-1]['id']}").json()["status"] == "queued"
 
@@ -355,7 +340,7 @@ def test_retention_purges_finished_jobs_past_the_retention_and_nothing_else(app,
                 )
             )
         db.session.commit()
-        result = background.run("purge-jobs")
+        result = periodic.run("purge-jobs")
         left = {job.input["name"] for job in db.session.scalars(sa.select(Job))}
     assert result == {"purged": 3, "retention_days": days}
     assert left == {"recent-succeeded", "old-queued", "old-running"}
@@ -415,14 +400,12 @@ def test_sandbox_storage_per_account_is_bounded(app, make_account, key_api):
 def test_a_result_too_large_to_store_fails_the_job_in_production_and_in_the_sandbox(
     key_api, database_url, redis_server
 ):
-    from .test_api_jobs import run_worker_burst
-
     api = key_api("pro")
     document = {"blob": "y" * 5000}
     mapping = {f"copy{i}": "blob" for i in range(60)}  # 60 copies: 300 KB from a 5 KB input
     body = {"workflow": "json-transform", "input": {"document": document, "mapping": mapping}}
     job = api("POST", "/v1/jobs", json=body).json()
-    run_worker_burst(database_url, redis_server.url)
+    run_worker_burst(worker_env(database_url, redis_server.url))
     failed = api("GET", f"/v1/jobs/{job['id']}").json()
     assert failed["status"] == "failed" and failed["error"]["type"] == "ResultTooLarge"
 

@@ -14,7 +14,7 @@ from flask import current_app
 from levqor_core.accounts.models import Account
 from levqor_core.apijobs import sandbox
 from levqor_core.apijobs.models import Job
-from levqor_core.billing import service as billing
+from levqor_core.billing import checkout as billing
 from levqor_core.extensions import db
 from levqor_core.keys import service as keys
 from levqor_core.keys.models import ApiKey, KeyEvent
@@ -32,8 +32,7 @@ OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert)
 
 def delete(account: Account, actor: keys.Actor) -> None:
     """Delete the account and everything personal it owns; raises billing errors before any change."""
-    if billing.has_live_subscription(account):
-        billing.cancel_subscription(account)
+    if billing.cancel_subscription(account):
         db.session.commit()
     keys.revoke(account, actor)
     key_cache.forget_account(account.id)

@@ -7,9 +7,10 @@ import sqlalchemy as sa
 from flask_security import hash_password
 from flask_security.confirmable import confirm_user
 
+from levqor_core import problems
 from levqor_core.accounts.models import Account, Role
-from levqor_core.accounts.security import MIN_PASSWORD  # noqa: F401  (the portal shows it)
-from levqor_core.extensions import db, security
+from levqor_core.accounts.security import MIN_PASSWORD, security  # noqa: F401  (MIN_PASSWORD: the portal shows it)
+from levqor_core.extensions import db
 from levqor_core.limits import key_cache, tiers
 
 OPS_ROLE = "ops"
@@ -56,6 +57,14 @@ def confirm(account: Account) -> bool:
 def may_create_keys(account: Account) -> bool:
     """Key creation waits for a confirmed email: the address is where quota and security mail goes."""
     return account.confirmed_at is not None
+
+
+def require_confirmed(account: Account) -> None:
+    """What every door that creates a key checks first (the API and the portal)."""
+    if not may_create_keys(account):
+        raise problems.EmailNotVerified(
+            f"Confirm {account.email} first: open the link we emailed you, or ask for a new one on /developer/api-keys."
+        )
 
 
 def end_all_sessions(account: Account) -> None:

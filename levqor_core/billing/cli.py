@@ -4,7 +4,7 @@ import click
 import stripe
 from flask.cli import AppGroup
 
-from levqor_core.billing import service as billing
+from levqor_core import billing
 from levqor_core.columns import utcnow
 
 billing_cli = AppGroup("billing", help="Stripe billing: catalogue and plan housekeeping.")

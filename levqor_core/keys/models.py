@@ -40,6 +40,17 @@ class ApiKey(db.Model):
             return True
         return self.status == "expiring" and self.expires_at is not None and now < self.expires_at
 
+    def to_dict(self, tier: str) -> dict:
+        """The key as the API shows it (the spec's `ApiKey`): never its hash, never the raw key."""
+        return {
+            "id": self.id,
+            "hint": self.hint,
+            "tier": tier,
+            "status": self.status,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+        }
+
 
 class KeyEvent(db.Model):
     """Audit trail of key lifecycle events, shown to the account owner."""
@@ -54,3 +65,19 @@ class KeyEvent(db.Model):
     actor: Mapped[str] = mapped_column(sa.String(254))
     ip: Mapped[str | None] = mapped_column(sa.String(64))
     user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+
+    def to_dict(self, personal: bool) -> dict:
+        """One audit-trail entry. Without `personal` (a key reading it, which may be a leaked one),
+        who acted is reduced to "portal" / "system" / the acting key, and addresses and user agents
+        are left out: they belong to the signed-in owner only."""
+        actor = self.actor
+        if not personal and actor != "system" and not actor.startswith("api-key:"):
+            actor = "portal"
+        return {
+            "key_id": self.key_id,
+            "event": self.event,
+            "at": self.at.isoformat(),
+            "actor": actor,
+            "ip": self.ip if personal else None,
+            "user_agent": self.user_agent if personal else None,
+        }

@@ -34,6 +34,24 @@ class IssuedKey:
     record: ApiKey
     raw: str
 
+    def to_dict(self, tier: str) -> dict:
+        """The one answer that holds the raw key."""
+        return self.record.to_dict(tier) | {"key": self.raw}
+
+
+@dataclass
+class KeyRing:
+    """An account's usable keys: the active one and any old key still in its rotation grace period."""
+
+    active: ApiKey | None
+    expiring: list[ApiKey]
+
+    def to_dict(self, tier: str) -> dict | None:
+        """The active key with its expiring predecessors (the API's GET /key); None without an active key."""
+        if self.active is None:
+            return None
+        return self.active.to_dict(tier) | {"expiring": [k.to_dict(tier) for k in self.expiring]}
+
 
 @dataclass
 class Actor:
@@ -56,6 +74,15 @@ def visible_keys(account_id: int, now: datetime | None = None) -> list[ApiKey]:
         .order_by(ApiKey.created_at.desc())
     )
     return list(rows)
+
+
+def key_ring(account_id: int, now: datetime | None = None) -> KeyRing:
+    """The account's active key and its keys in a grace period (lapsed ones recorded as expired first)."""
+    visible = visible_keys(account_id, now)
+    return KeyRing(
+        active=next((k for k in visible if k.status == "active"), None),
+        expiring=[k for k in visible if k.status == "expiring"],
+    )
 
 
 def expire_lapsed(account_id: int, now: datetime) -> None:
@@ -166,31 +193,3 @@ def _event(account_id: int, key_id: str, event: str, actor: Actor, at: datetime)
         ip=actor.ip,
         user_agent=(actor.user_agent or "")[:512] or None,
     )
-
-
-def event_to_dict(event: KeyEvent, personal: bool) -> dict:
-    """One audit-trail entry. Without `personal` (a key reading it, which may be a leaked one),
-    who acted is reduced to "portal" / "system" / the acting key, and addresses and user agents
-    are left out: they belong to the signed-in owner only."""
-    actor = event.actor
-    if not personal and actor != "system" and not actor.startswith("api-key:"):
-        actor = "portal"
-    return {
-        "key_id": event.key_id,
-        "event": event.event,
-        "at": event.at.isoformat(),
-        "actor": actor,
-        "ip": event.ip if personal else None,
-        "user_agent": event.user_agent if personal else None,
-    }
-
-
-def to_dict(key: ApiKey, account: Account) -> dict:
-    return {
-        "id": key.id,
-        "hint": key.hint,
-        "tier": account.tier,
-        "status": key.status,
-        "created_at": key.created_at.isoformat(),
-        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-    }

@@ -18,6 +18,8 @@ class Tier:
     # Jobs queued or running at once per account (production and sandbox each): a free account's
     # long jobs can hold at most this many workers.
     max_jobs_in_flight: int
+    # Webhook endpoints per account (live and sandbox each).
+    max_webhook_endpoints: int
 
     @property
     def quota_label(self) -> str:
@@ -27,9 +29,9 @@ class Tier:
 TIERS: dict[str, Tier] = {
     t.name: t
     for t in (
-        Tier("sandbox", "Sandbox", 1_000, 10, 0, "Community", "levqor_developer_sandbox_monthly", 2),
-        Tier("pro", "Pro", 10_000, 50, 19, "Email", "levqor_developer_pro_monthly", 10),
-        Tier("enterprise", "Enterprise", None, 250, 199, "SLA", "levqor_developer_enterprise_monthly", 25),
+        Tier("sandbox", "Sandbox", 1_000, 10, 0, "Community", "levqor_developer_sandbox_monthly", 2, 2),
+        Tier("pro", "Pro", 10_000, 50, 19, "Email", "levqor_developer_pro_monthly", 10, 5),
+        Tier("enterprise", "Enterprise", None, 250, 199, "SLA", "levqor_developer_enterprise_monthly", 25, 20),
     )
 }
 DEFAULT_TIER = "sandbox"

@@ -207,8 +207,7 @@ def deliver(sender: EmailSender, notion: "notion_api.Notion | None", webhook_url
 
 def _notion_row(notion: "notion_api.Notion", ds_id: str, alert: QuotaAlert, notice: dict) -> None:
     name = f"Account {notice['account_id']} at {alert.threshold}% ({alert.period_id})"
-    existing = list(notion.rows(ds_id, filter={"property": "Alert", "title": {"equals": name}}))
-    if existing:
+    if notion.find_row(ds_id, "Alert", name):
         return  # written by a run that failed later on another channel
     notion.create_row(
         ds_id,

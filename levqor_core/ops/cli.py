@@ -1,17 +1,17 @@
-"""`flask jobs ...`: run a background job now (with a progress bar), queue it, or show the schedule."""
+"""`flask jobs ...`: run a periodic job now (with a progress bar), queue it, or show the schedule."""
 
 import json
 
 import click
 from flask.cli import AppGroup
 
-from levqor_core.ops import periodic as background
+from levqor_core.ops import periodic
 
 jobs_cli = AppGroup("jobs", help="Background jobs: Notion sync, quota alerts, health log.")
 
 
 @jobs_cli.command("run")
-@click.argument("name", type=click.Choice(sorted(background.RUNNERS)))
+@click.argument("name", type=click.Choice(sorted(periodic.PERIODIC_JOBS)))
 @click.option("--day", help="health-log only: the UTC day to summarise (YYYY-MM-DD; default yesterday).")
 def run(name: str, day: str | None):
     """Run job NAME now in this process, showing its progress."""
@@ -23,23 +23,21 @@ def run(name: str, day: str | None):
             bar.update(done - bar.pos)
 
         try:
-            result = background.run(name, progress=progress, **kwargs)
+            result = periodic.run(name, progress=progress, **kwargs)
         except Exception as err:
             raise click.ClickException(f"{name} failed: {err}") from None
     click.echo(json.dumps(result, indent=2, default=str))
 
 
 @jobs_cli.command("enqueue")
-@click.argument("name", type=click.Choice(sorted(background.RUNNERS)))
+@click.argument("name", type=click.Choice(sorted(periodic.PERIODIC_JOBS)))
 def enqueue(name: str):
     """Queue job NAME for the worker."""
-    click.echo(f"Queued {name} as RQ job {background.enqueue(name)}.")
+    click.echo(f"Queued {name} as RQ job {periodic.enqueue(name)}.")
 
 
 @jobs_cli.command("schedule")
 def schedule():
     """Show when the worker runs each job (from the JOBS_*_CRON settings)."""
-    from jobs.schedule import SCHEDULE
-
-    for name, cron in SCHEDULE.items():
+    for name, cron in periodic.schedule().items():
         click.echo(f"{name:14} {cron or 'disabled'}")

@@ -16,7 +16,7 @@ from levqor_core.apijobs.models import Job
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey
 from levqor_core.metering.counters import day_end
-from levqor_core.ops import metrics
+from levqor_core.ops import daily_stats
 from levqor_core.ops import notion as notion_api
 from levqor_core.ops.models import HealthLogEntry
 
@@ -38,8 +38,8 @@ SCHEMA = {
 
 def figures(r: redis.Redis, day: date) -> dict:
     """The day's summary; request figures come from the per-process totals flushed to Redis."""
-    metrics.flush_daily_stats(r)
-    stats = metrics.day_stats(r, day)
+    daily_stats.flush_daily_stats(r)
+    stats = daily_stats.day_stats(r, day)
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     end = day_end(day)
     keys_created = db.session.scalar(
@@ -53,7 +53,7 @@ def figures(r: redis.Redis, day: date) -> dict:
         .select_from(Job)
         .where(Job.status == "failed", Job.finished_at >= start, Job.finished_at < end)
     )
-    background_failures = int(r.hget(metrics.day_key(day), "job_failures") or 0)
+    background_failures = int(r.hget(daily_stats.day_key(day), "job_failures") or 0)
     return {
         "day": day.isoformat(),
         "requests": stats["requests"],
@@ -97,9 +97,9 @@ def run(r: redis.Redis, day: date, progress: Callable | None = None) -> dict:
     ds_id = notion.ensure_database(DATABASE_TITLE, SCHEMA)
     props = _properties(f)
     if entry.notion_page_id is None:
-        found = list(notion.rows(ds_id, filter={"property": "Day", "title": {"equals": f["day"]}}))
+        found = notion.find_row(ds_id, "Day", f["day"])
         if found:
-            entry.notion_page_id = found[0]["id"]
+            entry.notion_page_id = found["id"]
     if entry.notion_page_id:
         notion.update_row(entry.notion_page_id, props)
     else:

@@ -232,13 +232,17 @@ class Notion:
                 return
             cursor = page["next_cursor"]
 
+    def find_row(self, data_source_id: str, title_property: str, title: str) -> dict | None:
+        """The first row whose title (the `title_property` column) is `title`; None when there is none."""
+        matches = self.rows(data_source_id, filter={"property": title_property, "title": {"equals": title}})
+        return next(matches, None)
+
     def create_row(self, data_source_id: str, properties: dict, title_property: str) -> dict:
         """Create a row; when a failed attempt may still have landed, look for it before retrying."""
         title = text_of(properties[title_property])
 
         def find_landed(_exc):
-            found = list(self.rows(data_source_id, filter={"property": title_property, "title": {"equals": title}}))
-            return found[0] if found else None
+            return self.find_row(data_source_id, title_property, title)
 
         return self.call(
             self.client.pages.create,
@@ -278,6 +282,11 @@ def text_of(value: dict) -> str:
     """The plain text of a title or rich-text value, as we send it or as Notion returns it."""
     items = value.get("title", value.get("rich_text")) or []
     return "".join(i.get("plain_text") or i.get("text", {}).get("content", "") for i in items)
+
+
+def row_title(page: dict, title_property: str) -> str:
+    """The title of a row as Notion returns it ('' when the row has none)."""
+    return text_of(page["properties"].get(title_property, {}))
 
 
 def plain(value: dict):

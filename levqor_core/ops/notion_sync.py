@@ -129,7 +129,7 @@ def _sync(notion: notion_api.Notion, r: redis.Redis, progress: Progress) -> Sync
     ds_id = notion.ensure_database(DATABASE_TITLE, SCHEMA)
     existing: dict[str, dict] = {}
     for page in notion.rows(ds_id):
-        key_id = notion_api.plain(page["properties"].get(TITLE_PROPERTY, {"type": "title", "title": []}))
+        key_id = notion_api.row_title(page, TITLE_PROPERTY)
         if key_id in existing:
             result.duplicates.append(key_id)  # made by hand in Notion; we keep updating the first
             continue

@@ -1,33 +1,33 @@
-"""The periodic background jobs, by name: what they run, how they are enqueued and tracked.
+"""The periodic maintenance jobs: the one table of them (name, what runs, when, and the setting
+that changes when), and how they are run, enqueued and counted.
 
-The RQ tasks in jobs/background.py, the cron schedule in jobs/schedule.py and the
-`flask jobs run NAME` command all come through `run()`, so a job behaves the same wherever it
-starts. Outcomes are counted in Redis (a few writes per run, never on the request path) for
-/metrics and the nightly health log.
+The worker's cron schedule (jobs/schedule.py), its one RQ task for them
+(`jobs.tasks.run_periodic`) and the `flask jobs ...` commands are all built from PERIODIC_JOBS
+and all come through `run()`, so a job behaves the same wherever it starts. Outcomes are counted
+in Redis (a few writes per run, never on the request path) for /metrics and the nightly health log.
 """
 
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import redis
 from flask import current_app
 
 from levqor_core import queue
-from levqor_core.ops import metrics
+from levqor_core.ops import daily_stats
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, dict], None]
-TASKS = {
-    "requeue-jobs": "jobs.background.requeue_jobs",
-    "billing-downgrade": "jobs.background.billing_downgrade",
-    "notion-sync": "jobs.background.notion_sync",
-    "quota-alerts": "jobs.background.quota_alerts",
-    "health-log": "jobs.background.health_log",
-    "purge-jobs": "jobs.background.purge_jobs",
-}
+# Dotted, so the core never imports the worker package; the task takes the periodic job's name.
+RUN_TASK = "jobs.tasks.run_periodic"
+JOB_TIMEOUT = 3600  # seconds; a first Notion sync of many keys can take most of an hour
+RESULT_TTL = 7 * 86400
+LAST_JOB_TTL = 30 * 86400
 
 
 def _redis() -> redis.Redis:
@@ -78,32 +78,55 @@ def _purge_jobs(progress: Progress, **_) -> dict:
 
 
 def _billing_downgrade(progress: Progress, **_) -> dict:
-    from levqor_core.billing import service as billing
+    from levqor_core.billing import housekeeping
 
     now = datetime.now(UTC)
-    return {"downgraded": billing.downgrade_lapsed(now), "events_pruned": billing.prune_events(now)}
+    return {"downgraded": housekeeping.downgrade_lapsed(now), "events_pruned": housekeeping.prune_events(now)}
 
 
-RUNNERS: dict[str, Callable[..., dict]] = {
-    "requeue-jobs": _requeue_jobs,
-    "billing-downgrade": _billing_downgrade,
-    "notion-sync": _notion_sync,
-    "quota-alerts": _quota_alerts,
-    "health-log": _health_log,
-    "purge-jobs": _purge_jobs,
+@dataclass(frozen=True)
+class PeriodicJob:
+    """One periodic maintenance job. `cron_setting` names the environment variable whose value
+    (a UTC cron expression) replaces `default_cron`; set empty, it takes the job off the schedule."""
+
+    name: str
+    runner: Callable[..., dict]
+    default_cron: str
+    cron_setting: str
+
+    def cron(self, environ: Mapping[str, str] = os.environ) -> str:
+        """When the worker runs the job ('' when it does not)."""
+        return environ.get(self.cron_setting, self.default_cron)
+
+
+PERIODIC_JOBS: dict[str, PeriodicJob] = {
+    job.name: job
+    for job in (
+        PeriodicJob("notion-sync", _notion_sync, "15 2 * * *", "JOBS_NOTION_SYNC_CRON"),
+        PeriodicJob("quota-alerts", _quota_alerts, "*/10 * * * *", "JOBS_QUOTA_ALERTS_CRON"),
+        PeriodicJob("health-log", _health_log, "5 0 * * *", "JOBS_HEALTH_LOG_CRON"),
+        PeriodicJob("requeue-jobs", _requeue_jobs, "* * * * *", "JOBS_REQUEUE_CRON"),
+        PeriodicJob("billing-downgrade", _billing_downgrade, "30 0 * * *", "JOBS_BILLING_DOWNGRADE_CRON"),
+        PeriodicJob("purge-jobs", _purge_jobs, "45 0 * * *", "JOBS_PURGE_CRON"),
+    )
 }
+
+
+def schedule(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Each job's cron expression from the environment ('' for a job taken off the schedule)."""
+    return {name: job.cron(environ) for name, job in PERIODIC_JOBS.items()}
 
 
 def run(name: str, progress: Progress | None = None, **kwargs) -> dict:
     """Run job `name` now, in this process (inside an app context); failures are counted."""
-    runner = RUNNERS[name]
+    runner = PERIODIC_JOBS[name].runner
     started = time.monotonic()
     try:
         result = runner(progress or (lambda done, total, counts: None), **kwargs)
     except Exception:
-        metrics.record_job_run(_redis(), name, "failed")
+        daily_stats.record_job_run(_redis(), name, "failed")
         raise
-    metrics.record_job_run(_redis(), name, "skipped" if "skipped" in result else "succeeded")
+    daily_stats.record_job_run(_redis(), name, "skipped" if "skipped" in result else "succeeded")
     log.info("job %s finished in %.1fs: %s", name, time.monotonic() - started, result)
     return result
 
@@ -111,7 +134,7 @@ def run(name: str, progress: Progress | None = None, **kwargs) -> dict:
 def enqueue(name: str, **kwargs) -> str:
     """Queue job `name` for the worker; returns the RQ job id."""
     job = queue.get_queue(queue.PERIODIC_QUEUE).enqueue(
-        TASKS[name], kwargs=kwargs, job_timeout=3600, result_ttl=7 * 86400
+        RUN_TASK, args=(name,), kwargs=kwargs, job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL
     )
-    _redis().set(last_job_key(name), job.id, ex=30 * 86400)
+    _redis().set(last_job_key(name), job.id, ex=LAST_JOB_TTL)
     return job.id

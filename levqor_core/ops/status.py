@@ -1,5 +1,5 @@
 """What is running, for operators: RQ workers and queues, API jobs over 24 h, Redis memory, HTTP
-errors, the health log. Read by the `/developer/ops` page and by `/metrics` alike.
+errors, the health log, the Notion sync's progress. Read by the `/developer/ops` page and by `/metrics`.
 
 Redis-derived figures come from RQ's own APIs and INFO, read live (a few round trips). The
 database-derived ones (jobs by state: a GROUP BY over `jobs`; the 24 h counts and p95) are cached
@@ -22,10 +22,11 @@ from datetime import UTC, date, datetime, timedelta
 import redis
 import sqlalchemy as sa
 from rq import Queue, Worker
+from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 
 from levqor_core.apijobs.models import Job
-from levqor_core.ops import metrics
+from levqor_core.ops import daily_stats, periodic
 from levqor_core.ops.models import HealthLogEntry
 from levqor_core.queue import QUEUES
 
@@ -144,11 +145,11 @@ def http_counts(r: redis.Redis, today: date | None = None) -> list[dict]:
     """Requests, 5xx and 429 counts, today so far and yesterday (UTC), summed over every web
     process; each process adds its totals every STATS_FLUSH_SECONDS, so today lags by that."""
     with contextlib.suppress(redis.RedisError):  # a full Redis refuses the write; reading still works
-        metrics.flush_daily_stats(r)
+        daily_stats.flush_daily_stats(r)
     today = today or _now().date()
     rows = []
     for label, day in (("today", today), ("yesterday", today - timedelta(days=1))):
-        stats = metrics.day_stats(r, day)
+        stats = daily_stats.day_stats(r, day)
         rows.append(
             {
                 "label": label,
@@ -336,3 +337,26 @@ def snapshot(r: redis.Redis, session, cache_seconds: float = DB_CACHE_SECONDS, h
         result["history"] = _section(errors, "history", lambda: health_history(session, today=now.date()), session)
     result["errors"] = errors
     return result
+
+
+def notion_sync_status(r: redis.Redis) -> dict:
+    """The latest Notion sync job as the fragment shows it (RQ status and job.meta progress)."""
+    status = {"job_id": None, "state": "never", "progress": {}, "error": None}
+    try:
+        job_id = r.get(periodic.last_job_key("notion-sync"))
+        if job_id is None:
+            return status
+        job = RQJob.fetch(job_id.decode(), connection=r)
+    except NoSuchJobError:
+        return status
+    except redis.RedisError:
+        return status | {"state": "unknown", "error": "Redis does not answer: the sync's state cannot be read."}
+    progress = job.get_meta(refresh=True).get("progress", {})
+    state = job.get_status(refresh=False)
+    status.update(job_id=job.id, state=str(state.value if state else "unknown"), progress=progress)
+    total = progress.get("total") or 0
+    status["percent"] = int(100 * progress.get("done", 0) / total) if total else (100 if state == "finished" else 0)
+    status["running"] = status["state"] in ("queued", "started", "deferred", "scheduled")
+    if status["state"] == "failed":
+        status["error"] = "The last sync failed; it resumes where it stopped when run again."
+    return status

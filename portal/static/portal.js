@@ -1,4 +1,5 @@
-// Levqor portal behaviour: CSRF for htmx, copy buttons, code tabs, and the API-key actions.
+// Levqor portal behaviour: CSRF for htmx, copy buttons, code tabs, failed-request messages.
+// It builds no page content: the server answers every action with the HTML to show.
 // Loaded as a file (the CSP allows no inline script).
 (function () {
   "use strict";
@@ -81,7 +82,7 @@
     });
   }
 
-  // ---- API key actions: the API answers JSON, shown here ---------------------------------------
+  // ---- failed htmx calls: say what went wrong where the answer would have gone ----------------
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
@@ -91,110 +92,20 @@
     return node;
   }
 
-  function parse(xhr) {
-    try { return JSON.parse(xhr.responseText); } catch (e) { return {}; }
-  }
-
-  function showResult(node) {
-    var box = document.getElementById("key-result");
-    box.replaceChildren(node);
-    return box;
-  }
-
-  function formatWhen(date) {
-    return date.toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
-  }
-
-  function formatWait(seconds) {
-    var h = Math.floor(seconds / 3600);
-    var m = Math.ceil((seconds % 3600) / 60);
-    if (m === 60) { h += 1; m = 0; }
-    if (h && m) { return h + " h " + m + " min"; }
-    if (h) { return h + " h"; }
-    return Math.max(m, 1) + " min";
-  }
-
-  function showNewKey(body) {
-    var code = el("code", { id: "new-key" }, [body.key]);
-    var card = el("section", { "class": "card new-key", role: "status", "aria-labelledby": "new-key-title" }, [
-      el("h2", { id: "new-key-title" }, ["Your new API key"]),
-      el("p", { "class": "notice notice-warn" }, [
-        el("strong", {}, ["Copy it now: it is shown only this once. "]),
-        "We store only a hash, so nobody (not even us) can show it again. If you lose it, roll a new one.",
-      ]),
-      el("div", { "class": "secret" }, [
-        code,
-        el("button", { type: "button", "class": "btn btn-primary", id: "copy-new-key", "data-copy": "#new-key" }, ["Copy key"]),
-      ]),
-      el("button", { type: "button", "class": "btn btn-secondary", id: "dismiss-new-key" }, ["I have saved it"]),
-    ]);
-    showResult(card);
-    document.getElementById("copy-new-key").focus();
-    document.getElementById("dismiss-new-key").addEventListener("click", function () {
-      document.getElementById("key-result").replaceChildren();
-      var create = document.getElementById("key-create");
-      if (create) { create.focus(); }
-    });
-  }
-
-  function showLimited(xhr, body) {
-    var wait = parseInt(xhr.getResponseHeader("Retry-After") || "0", 10);
-    var when = new Date(Date.now() + wait * 1000);
-    var text = "You can create or roll a key once a day. You can roll your key again at " +
-      formatWhen(when) + " (in " + formatWait(wait) + ").";
-    showResult(el("p", { "class": "notice notice-warn", role: "alert", id: "key-limit" }, [text]));
-    var button = document.getElementById("key-create");
-    if (button) {
-      button.disabled = true;
-      button.textContent = "Possible again " + formatWhen(when);
-    }
-  }
-
-  function showProblem(xhr, body) {
-    var message = body.detail || body.title || ("The request failed (" + xhr.status + ").");
-    if (body.type && /csrf-failed$/.test(body.type)) {
-      message = "This page's security token has expired. Reload the page and try again.";
-    }
-    showResult(el("p", { "class": "notice notice-error", role: "alert" }, [message]));
-  }
-
-  document.addEventListener("htmx:afterRequest", function (evt) {
-    var source = evt.detail.elt;
-    var action = source && source.getAttribute("data-key-action");
-    if (!action) { return; }
-    var xhr = evt.detail.xhr;
-    var body = parse(xhr);
-    if (action === "create" && xhr.status === 201) {
-      showNewKey(body);
-    } else if (action === "revoke" && xhr.status === 200) {
-      showResult(el("p", { "class": "notice notice-ok", role: "status" }, [
-        "Key " + body.hint + " is revoked: calls with it now fail. Create a new key when you need one.",
-      ]));
-    } else if (xhr.status === 429) {
-      showLimited(xhr, body);
-      return;
-    } else {
-      showProblem(xhr, body);
-      return;
-    }
-    htmx.trigger(document.body, "key-changed");
-  });
-
-  // The key responses are JSON for the API's clients: never swap them into the page.
-  document.addEventListener("htmx:beforeSwap", function (evt) {
-    var elt = evt.detail.elt;
-    if (elt && elt.getAttribute && elt.getAttribute("data-key-action")) {
-      evt.detail.shouldSwap = false;
-    }
-  });
-
-  // Other htmx calls (Run on /docs/sdk): say what went wrong where the answer would have gone.
+  // The server answers refusals with HTML; only a failure before any answer (an expired CSRF
+  // token, a 5xx, no network) is told here: in Run's output on /docs/sdk, or in the target's
+  // own error line (data-request-error, e.g. the key panel's).
   function showRequestFailure(evt, text) {
-    var elt = evt.detail.elt;
     var target = evt.detail.target;
-    if (!target || (elt && elt.getAttribute && elt.getAttribute("data-key-action"))) { return; }
+    if (!target) { return; }
     if (target.classList.contains("run-output")) {
       target.replaceChildren(el("div", { "class": "run-result run-error", role: "alert" }, [text]));
+      return;
+    }
+    var line = target.querySelector("[data-request-error]");
+    if (line) {
+      line.textContent = text;
+      line.hidden = false;
     }
   }
   document.addEventListener("htmx:responseError", function (evt) {

@@ -1,7 +1,8 @@
-"""The portal blueprint: pages by area (auth, developer, docs, pricing) and the assets it serves.
+"""The portal's views, one module per area: the `portal` blueprint (auth, developer, docs,
+pricing, assets) and the billing and ops areas' own blueprints (`billing.py`, `ops.py`).
 
 Every view renders a whole page, or only the fragment named by htmx's HX-Target header when the
-request comes from htmx, from the same code.
+request comes from htmx (htmx-flask's `request.htmx`), from the same code.
 """
 
 from flask import Blueprint

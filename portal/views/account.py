@@ -10,7 +10,7 @@ from flask_security.utils import verify_password
 
 from levqor_core.accounts import deletion, sessions
 from levqor_core.accounts import service as accounts
-from levqor_core.billing.service import PaymentProviderError
+from levqor_core.billing.problems import PaymentProviderError
 from levqor_core.keys.service import Actor
 
 from . import bp

@@ -1,21 +1,29 @@
-"""/developer: the overview and the API-keys dashboard (key, usage, chart, audit trail)."""
+"""/developer: the overview and the API-keys dashboard (key panel, usage, chart, audit trail).
+
+Each dashboard fragment is built from its own context: the usage poll reads counters and one
+key, the key panel its keys and the key-creation limit's window, the audit trail its events.
+"""
 
 import logging
 from datetime import datetime, timedelta
 
+import htmx_flask
 import redis
-from flask import current_app, render_template
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
 
+from levqor_core import problems
 from levqor_core.accounts import service as accounts
 from levqor_core.columns import utcnow
 from levqor_core.keys import service as keys
 from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
+from levqor_core.web import key_creation_limit as creation_limit
 
-from .. import charts, snippets
+from ..helpers import charts, snippets
 from . import bp
-from ._render import login_required, page_or_fragment
+from ._render import Fragment, login_required, page_or_fragment
 
 log = logging.getLogger(__name__)
 
@@ -25,46 +33,51 @@ GRACE_CHOICES = [
     (86400, "Keep the old key working for 24 hours"),
 ]
 
+# The fragments that show a key's state listen for it (hx-trigger="key-changed from:body").
+KEY_CHANGED = "key-changed"
+
 
 def _redis():
     return current_app.extensions["levqor.redis"]
 
 
-def _next_creation(events: list, now: datetime) -> datetime | None:
-    """When the daily key-creation limit lets this account create a key again (None: now), from
-    its newest events."""
-    latest = next((e for e in events if e.event in ("created", "rolled")), None)
-    if latest is None:
-        return None
-    again = latest.at + timedelta(days=1) / tiers.KEY_CREATIONS_PER_DAY
-    return again if again > now else None
+def key_panel_context(account, now: datetime) -> dict:
+    ring = keys.key_ring(account.id, now)
+    return {
+        "active": ring.active,
+        "expiring": ring.expiring,
+        "next_creation": creation_limit.next_creation_at(account.id),
+        "grace_choices": GRACE_CHOICES,
+        "tier": tiers.get(account.tier),
+        "may_create_keys": accounts.may_create_keys(account),
+        "now": now,
+    }
 
 
-def dashboard_context(account, now: datetime) -> dict:
-    """Everything /developer/api-keys shows, always for the signed-in account only."""
-    visible = keys.visible_keys(account.id, now)
-    active = next((k for k in visible if k.status == "active"), None)
+def usage_context(account, now: datetime) -> dict:
+    """What the usage card shows; reads only (it is polled every few seconds)."""
+    active = keys.active_key(account.id)
     try:
         usage = metering.usage_snapshot(_redis(), account, active.id if active else None, now)
     except redis.RedisError as err:
         # The counters live in Redis; the rest of the page still works while it is away.
         log.warning("usage unavailable: %s", err)
         usage = None
-    history = metering.daily_history(_redis(), account.id, now)
-    events = keys.events(account.id, limit=20)
     return {
-        "active": active,
-        "expiring": [k for k in visible if k.status == "expiring"],
         "usage": usage,
         "resets_at": datetime.fromisoformat(usage["resets_at"]) if usage else None,
         "sandbox_resets_at": datetime.fromisoformat(usage["sandbox"]["resets_at"]) if usage else None,
-        "chart": charts.daily_chart(history),
-        "events": events,
-        "next_creation": _next_creation(events, now),
-        "grace_choices": GRACE_CHOICES,
+        "chart": charts.daily_chart(metering.daily_history(_redis(), account.id, now)),
         "tier": tiers.get(account.tier),
-        "may_create_keys": accounts.may_create_keys(account),
-        "now": now,
+    }
+
+
+def dashboard_fragments(account, now: datetime, **shown_in_panel) -> dict[str, Fragment]:
+    """/developer/api-keys by fragment, always for the signed-in account only."""
+    return {
+        "key-panel": ("developer/_key_panel.html", lambda: key_panel_context(account, now) | shown_in_panel),
+        "usage": ("developer/_usage.html", lambda: usage_context(account, now)),
+        "key-events": ("developer/_events.html", lambda: {"events": keys.audit_trail(account.id, limit=20)}),
     }
 
 
@@ -81,12 +94,74 @@ def developer():
 @bp.get("/developer/api-keys")
 @login_required
 def api_keys():
-    return page_or_fragment(
-        "developer/api_keys.html",
-        {
-            "key-panel": "developer/_key_panel.html",
-            "usage": "developer/_usage.html",
-            "key-events": "developer/_events.html",
-        },
-        **dashboard_context(current_user, utcnow()),
-    )
+    return page_or_fragment("developer/api_keys.html", dashboard_fragments(current_user, utcnow()))
+
+
+@bp.get("/developer/api-keys/usage")
+@login_required
+def usage():
+    """The usage card's own poll: only its fragment, never the whole dashboard."""
+    if not request.htmx:
+        return redirect(url_for("portal.api_keys"))
+    return render_template("developer/_usage.html", **usage_context(current_user, utcnow()))
+
+
+# ---- key create / roll / revoke: the panel answers with itself --------------------------------
+
+key_actions = Blueprint("keys", __name__)
+
+
+def _key_panel(status: int = 200, **shown):
+    """The key panel (the whole page without htmx) with what the action has to say.
+
+    htmx swaps only 2xx answers, so a refusal reaches htmx as 200 and shows in the panel; a
+    browser without JavaScript gets the real status. Every answer shows the keys as they are now
+    (a refusal too: a stale tab learns of a key made elsewhere), so the fragments that show
+    their state are told to refresh."""
+    body = page_or_fragment("developer/api_keys.html", dashboard_fragments(current_user, utcnow(), **shown))
+    response = htmx_flask.make_response(body, 200 if request.htmx else status, trigger=KEY_CHANGED)
+    response.headers["Cache-Control"] = "no-store"  # it may hold a raw key, shown once
+    return response
+
+
+def _actor() -> keys.Actor:
+    return keys.Actor(email=current_user.email, ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))
+
+
+@key_actions.post("/developer/api-keys/new")
+@login_required
+@creation_limit.limited
+def create():
+    """Create the first key or roll the active one; the raw key is shown in this answer only."""
+    grace_seconds = request.form.get("grace_period_seconds", 0, type=int)
+    if grace_seconds not in dict(GRACE_CHOICES):
+        return _key_panel(400, notice=("error", "Choose how long the old key keeps working."))
+    try:
+        accounts.require_confirmed(current_user)
+        issued = keys.issue(current_user, _actor(), timedelta(seconds=grace_seconds))
+    except problems.Problem as err:
+        return _key_panel(err.status, notice=("error", err.detail))
+    return _key_panel(201, new_key=issued.raw)
+
+
+@key_actions.post("/developer/api-keys/revoke")
+@login_required
+def revoke():
+    revoked = keys.revoke(current_user, _actor())
+    if revoked is None:
+        return _key_panel(404, notice=("error", "This account has no active key."))
+    text = f"Key {revoked.hint} is revoked: calls with it now fail. Create a new key when you need one."
+    return _key_panel(notice=("ok", text))
+
+
+@key_actions.errorhandler(RateLimitExceeded)
+def _creation_limited(exc: RateLimitExceeded):
+    # The panel shows when the shared daily limit lets this account create a key again.
+    response = _key_panel(429, notice=("warn", "You can create or roll a key once a day."))
+    again = creation_limit.next_creation_at(current_user.id)
+    if again is not None:
+        response.headers["Retry-After"] = str(max(1, int((again - utcnow()).total_seconds())))
+    return response
+
+
+bp.register_blueprint(key_actions)

@@ -4,6 +4,7 @@ import json
 import logging
 from pathlib import Path
 
+import htmx_flask
 import redis
 from flask import current_app, render_template, request
 from flask_login import current_user
@@ -11,11 +12,10 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from levqor_core import problems
-from portal import sandbox_calls as portal_sandbox
 
-from .. import sdk_examples, snippets
+from ..helpers import sandbox_calls as portal_sandbox
+from ..helpers import sdk_examples, snippets
 from . import bp
-from ._render import is_htmx
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,10 @@ def sdk_run():
         else:
             result["call"] = call
             result["body_json"] = json.dumps(call.body, indent=2)
-    if is_htmx():
-        # Refusals are answers too: sent as 200 so htmx swaps them in where the result goes.
-        response = current_app.make_response(render_template("docs/_run_result.html", result=result))
-        response.headers["HX-Trigger"] = "usage-changed"  # this page's usage meter refreshes
-        return response
+    if request.htmx:
+        # Refusals are answers too: sent as 200 so htmx swaps them in where the result goes; the
+        # page's usage meter refreshes.
+        return htmx_flask.make_response(
+            render_template("docs/_run_result.html", result=result), trigger="usage-changed"
+        )
     return _sdk_page(run=result), status

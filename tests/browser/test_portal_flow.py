@@ -40,14 +40,15 @@ def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_li
     stale = console.attach(context.new_page())
     stale.goto("/developer/api-keys")
 
-    # Create the key: shown once, with a copy button and a warning.
+    # Create the key (POST /developer/api-keys/new): the panel answers with itself, the key shown
+    # once with a copy button and a warning; its HX-Trigger refreshes the audit trail.
     page.get_by_role("button", name="Create key").click()
     new_key = page.locator("#new-key")
     expect(new_key).to_be_visible()
     raw = new_key.inner_text().strip()
     assert KEY_RE.match(raw), raw
-    expect(page.locator("#key-result")).to_contain_text("shown only this once")
-    # The panel refreshed by itself (htmx) and shows the hint, not the key.
+    expect(page.locator("#key-panel")).to_contain_text("shown only this once")
+    expect(page.locator("#copy-new-key")).to_be_focused()
     expect(page.locator("#key-hint")).to_have_text(f"{raw[:8]}…{raw[-4:]}")
     expect(page.locator("#key-events")).to_contain_text("created")
     shots(page, "api-keys-new-key")
@@ -64,7 +65,7 @@ def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_li
     other.close()
 
     # Page A stays open on the dashboard; mark it to prove it never reloads.
-    page.get_by_role("button", name="I have saved it").click()
+    page.get_by_role("link", name="I have saved it").click()
     expect(page.locator("#new-key")).to_have_count(0)
     page.evaluate("window.__stayedHere = 'yes'")
     expect(page.locator("#sandbox-today")).to_have_text("0")
@@ -92,13 +93,15 @@ def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_li
 
     # The stale tab still offers "Create key": the refusal says when it is possible again.
     stale.get_by_role("button", name="Create key").click()
-    limit = stale.locator("#key-limit")
+    limit = stale.locator("#key-notice")
     expect(limit).to_be_visible()
     expect(limit).to_contain_text("once a day")
     expect(limit).to_contain_text("again at")
     expect(limit).to_contain_text(re.compile(r"\(in \d+ h( \d+ min)?\)"))
     expect(stale.locator("#key-create")).to_be_disabled()
     expect(stale.locator("#key-create")).to_contain_text("Possible again")
+    expect(stale.locator("#key-hint")).to_have_text(f"{raw[:8]}…{raw[-4:]}")  # the panel now knows the key
+    expect(stale.locator("#key-events")).to_contain_text("created")  # and so does the audit trail
     expect(page.locator("#key-hint")).to_have_text(f"{raw[:8]}…{raw[-4:]}")  # still the same key
     assert page.evaluate("window.__stayedHere") == "yes"
     shots(stale, "api-keys-limit")
@@ -171,12 +174,28 @@ def test_main_pages_render_for_a_visitor_on_desktop_and_phone(context, console, 
     assert not unexpected, unexpected
 
 
-def test_revoke_asks_first_then_the_panel_and_audit_trail_update_in_place(context, console, shots, smtp):
+def test_roll_with_a_grace_period_then_revoke_update_the_panel_and_audit_trail_in_place(
+    context, console, shots, app, smtp
+):
     page = console.attach(context.new_page())
     sign_up(page, smtp)
     page.get_by_role("button", name="Create key").click()
-    expect(page.locator("#key-hint")).to_be_visible()
+    first = page.locator("#new-key").inner_text().strip()
+    page.get_by_role("link", name="I have saved it").click()
+    expect(page.locator("#new-key")).to_have_count(0)
+
+    # A day later, as far as the daily key-creation limit knows (the server shares this Redis).
+    r = app.extensions["levqor.redis"]
+    r.delete(*r.keys(f"LIMITS:LIMITER/{app.config['RATELIMIT_KEY_PREFIX']}/key-new:*"))
+    page.reload()
     page.evaluate("window.__stayedHere = 'yes'")
+    page.get_by_label("When you roll, the old key…").select_option("3600")
+    page.get_by_role("button", name="Roll key").click()
+    second = page.locator("#new-key")
+    expect(second).to_be_visible()
+    assert KEY_RE.match(second.inner_text().strip()) and second.inner_text().strip() != first
+    expect(page.locator("#key-panel")).to_contain_text(f"Previous key {first[:8]}…{first[-4:]} keeps working until")
+    expect(page.locator("#key-events")).to_contain_text("rolled")
 
     page.once("dialog", lambda dialog: dialog.dismiss())
     page.get_by_role("button", name="Revoke").click()
@@ -184,7 +203,7 @@ def test_revoke_asks_first_then_the_panel_and_audit_trail_update_in_place(contex
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Revoke").click()
-    expect(page.locator("#key-result")).to_contain_text("is revoked")
+    expect(page.locator("#key-notice")).to_contain_text("is revoked")
     expect(page.locator("#no-key")).to_be_visible()
     expect(page.locator("#key-events")).to_contain_text("revoked")
     assert page.evaluate("window.__stayedHere") == "yes"
@@ -192,3 +211,4 @@ def test_revoke_asks_first_then_the_panel_and_audit_trail_update_in_place(contex
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 391
     shots(page, "api-keys-phone")
+    assert not [e for e in console.errors if "Content Security Policy" in e or "Refused" in e], console.errors

@@ -12,6 +12,7 @@
 // Node's own randomUUID (Node 14.17+): `globalThis.crypto` needs a flag on Node 18. tsc keeps
 // this an import in the ES module build and makes it require('node:crypto') in the CommonJS one.
 import { randomUUID } from 'node:crypto';
+import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 import { Configuration, FetchAPI, Middleware, ResponseContext, ErrorContext, ResponseError } from './runtime';
 import {
     HealthApi,
@@ -19,13 +20,14 @@ import {
     KeysApi,
     SandboxApi,
     UsageApi,
+    WebhooksApi,
     WorkflowsApi,
     CreateJobRequest,
     ListJobsRequest,
     SandboxCreateJobRequest,
     SandboxListJobsRequest,
 } from './apis/index';
-import { Job, JobPage, Problem } from './models/index';
+import { Job, JobPage, Problem, WebhookEvent, WebhookEventData } from './models/index';
 
 export const PRODUCTION_URL = 'https://api.levqor.dev/api';
 /** The sandbox mirrors every /v1 path under /sandbox/v1: /v1 operations sent here reach it. */
@@ -254,11 +256,51 @@ export class Sandbox extends SandboxApi {
 // ---- the client -------------------------------------------------------------------------------
 
 /** The Levqor API client: `new Levqor({ apiKey, environment: 'sandbox' })`. */
+/** A verified delivery: the event with every field of its `data` (the job, usage or key). */
+export type VerifiedWebhookEvent = WebhookEvent & { data: WebhookEventData & Record<string, unknown> };
+
+/** The delivery is not signed with this secret, or its timestamp is too old or too new. */
+export class WebhookSignatureError extends Error {}
+
+/**
+ * Verifies a webhook delivery (Standard Webhooks: webhook-id, webhook-timestamp,
+ * webhook-signature) with the `standardwebhooks` package and returns the event. Pass the body
+ * exactly as received (the raw string or bytes, before JSON parsing) and the request's headers.
+ *
+ *     const event = verifyWebhook(rawBody, req.headers, process.env.LEVQOR_WEBHOOK_SECRET!);
+ */
+export function verifyWebhook(
+    payload: string | Uint8Array,
+    headers: Record<string, string | string[] | undefined> | Headers,
+    secret: string,
+): VerifiedWebhookEvent {
+    const flat: Record<string, string> = {};
+    const add = (name: string, value: unknown) => {
+        if (typeof value === 'string') flat[name.toLowerCase()] = value;
+        else if (Array.isArray(value) && value.length) flat[name.toLowerCase()] = String(value[0]);
+    };
+    if (typeof (headers as Headers).get === 'function') (headers as Headers).forEach((value, name) => add(name, value));
+    else {
+        const plain = headers as Record<string, string | string[] | undefined>;
+        Object.keys(plain).forEach((name) => add(name, plain[name]));
+    }
+    const body = typeof payload === 'string' ? payload : new TextDecoder().decode(payload);
+    try {
+        // Every field of `data` is kept (the generated WebhookEventFromJSON would drop the job's).
+        const event = new Webhook(secret).verify(body, flat) as VerifiedWebhookEvent & { timestamp: string };
+        return { ...event, timestamp: new Date(event.timestamp) };
+    } catch (err) {
+        if (err instanceof WebhookVerificationError) throw new WebhookSignatureError(err.message);
+        throw err;
+    }
+}
+
 export class Levqor {
     readonly baseUrl: string;
     readonly environment: 'production' | 'sandbox';
     readonly jobs: Jobs;
     readonly workflows: WorkflowsApi;
+    readonly webhooks: WebhooksApi;
     readonly sandbox: Sandbox;
     readonly usage: UsageApi;
     readonly keys: KeysApi;
@@ -282,6 +324,7 @@ export class Levqor {
         const v1 = environment === 'sandbox' ? config(this.baseUrl + SANDBOX_SUFFIX) : root;
         this.jobs = new Jobs(v1);
         this.workflows = new WorkflowsApi(v1);
+        this.webhooks = new WebhooksApi(v1);
         this.sandbox = new Sandbox(root);
         this.usage = new UsageApi(root);
         this.keys = new KeysApi(root);

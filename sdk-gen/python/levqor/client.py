@@ -28,6 +28,7 @@ from .api.jobs_api import JobsApi
 from .api.keys_api import KeysApi
 from .api.sandbox_api import SandboxApi
 from .api.usage_api import UsageApi
+from .api.webhooks_api import WebhooksApi
 from .api.workflows_api import WorkflowsApi
 from .api_client import ApiClient
 from .configuration import Configuration
@@ -221,6 +222,7 @@ class Levqor:
         v1 = root if environment == "production" else self._api_client(self.base_url + SANDBOX_SUFFIX, api_key, policy)
         self.jobs = Jobs(v1)
         self.workflows = WorkflowsApi(v1)
+        self.webhooks = WebhooksApi(v1)
         self.sandbox = Sandbox(root)
         self.usage = UsageApi(root)
         self.keys = KeysApi(root)

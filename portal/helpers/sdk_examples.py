@@ -12,7 +12,7 @@ from dataclasses import dataclass
 class SdkExample:
     id: str
     title: str
-    operation_id: str  # in portal.sandbox_calls.OPERATIONS
+    operation_id: str  # in portal.helpers.sandbox_calls.OPERATIONS
     python: str
     node: str
 

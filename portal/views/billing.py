@@ -1,12 +1,13 @@
 """Portal billing pages: upgrade through Stripe Checkout, the plan page, and Stripe's customer portal."""
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user
 
-from levqor_core import problems
-from levqor_core.billing import service as billing
+from levqor_core import billing, problems
 from levqor_core.columns import utcnow
 from levqor_core.limits import tiers
+
+from ._render import login_required
 
 bp = Blueprint("billing", __name__)
 

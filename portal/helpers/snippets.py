@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-SPEC = Path(__file__).resolve().parent.parent / "openapi" / "openapi.yaml"
+SPEC = Path(__file__).resolve().parents[2] / "openapi" / "openapi.yaml"
 METHODS = ("get", "post", "put", "patch", "delete")
 KEY_ENV = "LEVQOR_API_KEY"
 

@@ -7,11 +7,8 @@ import hmac
 import logging
 from datetime import timedelta
 
-import redis
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
-from rq.exceptions import NoSuchJobError
-from rq.job import Job as RQJob
+from flask_login import current_user
 
 from levqor_core.accounts import service as accounts
 from levqor_core.extensions import db
@@ -19,7 +16,8 @@ from levqor_core.ops import metrics, notion
 from levqor_core.ops import periodic as background
 from levqor_core.ops import status as ops_status
 
-from . import charts
+from ..helpers import charts
+from ._render import login_required
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +30,6 @@ def _redis():
 
 def _is_operator() -> bool:
     return accounts.is_operator(current_user, current_app.config.get("OPS_EMAILS", ""))
-
-
-def sync_status() -> dict:
-    """The latest Notion sync job as the fragment shows it (RQ status and job.meta progress)."""
-    status = {"job_id": None, "state": "never", "progress": {}, "error": None}
-    try:
-        job_id = _redis().get(background.last_job_key("notion-sync"))
-        if job_id is None:
-            return status
-        job = RQJob.fetch(job_id.decode(), connection=_redis())
-    except NoSuchJobError:
-        return status
-    except redis.RedisError:
-        return status | {"state": "unknown", "error": "Redis does not answer: the sync's state cannot be read."}
-    progress = job.get_meta(refresh=True).get("progress", {})
-    state = job.get_status(refresh=False)
-    status.update(job_id=job.id, state=str(state.value if state else "unknown"), progress=progress)
-    total = progress.get("total") or 0
-    status["percent"] = int(100 * progress.get("done", 0) / total) if total else (100 if state == "finished" else 0)
-    status["running"] = status["state"] in ("queued", "started", "deferred", "scheduled")
-    if status["state"] == "failed":
-        status["error"] = "The last sync failed; it resumes where it stopped when run again."
-    return status
 
 
 def _not_operator():
@@ -76,8 +51,12 @@ def _snapshot(history: bool) -> dict:
 def ops():
     if not _is_operator():
         return _not_operator()
-    context = {"sync": sync_status(), "notion_configured": notion.is_configured(), "operator": _is_operator()}
-    if request.headers.get("HX-Request") == "true":
+    context = {
+        "sync": ops_status.notion_sync_status(_redis()),
+        "notion_configured": notion.is_configured(),
+        "operator": _is_operator(),
+    }
+    if request.htmx:  # the sync card polling itself
         return render_template("ops/_sync_status.html", **context)
     status = _snapshot(history=True)
     chart = None
@@ -102,7 +81,7 @@ def start_sync():
         return _not_operator()
     if not notion.is_configured():
         flash("Notion is not configured: set NOTION_TOKEN and NOTION_PARENT_PAGE_ID.")
-    elif sync_status().get("running"):
+    elif ops_status.notion_sync_status(_redis()).get("running"):
         flash("A Notion sync is already running.")
     else:
         background.enqueue("notion-sync")

@@ -1,0 +1,93 @@
+"""Buying a plan (a Stripe Checkout Session) and managing it (Stripe's customer portal)."""
+
+import hashlib
+
+import stripe
+
+from levqor_core.accounts.models import Account
+from levqor_core.billing import catalogue, stripe_client, subscriptions
+from levqor_core.billing.problems import AlreadySubscribed, NoBillingAccount, UnknownPlan
+from levqor_core.extensions import db
+from levqor_core.limits import tiers
+
+
+def paid_tier(name: str | None) -> tiers.Tier:
+    """The paid tier a customer may buy; UnknownPlan otherwise."""
+    try:
+        tier = tiers.get(name or "")
+    except KeyError:
+        tier = None
+    if tier is None or tier.price_usd == 0:
+        choices = ", ".join(t.name for t in tiers.TIERS.values() if t.price_usd > 0)
+        raise UnknownPlan(f"Choose a paid plan: {choices}.")
+    return tier
+
+
+def ensure_customer(sc: stripe.StripeClient, account: Account) -> str:
+    """The account's Stripe customer, created once (an idempotency key covers double clicks)."""
+    if account.stripe_customer_id:
+        return account.stripe_customer_id
+    # Unique to this account row, so a reused id in another database never replays its customer.
+    stamp = hashlib.sha256(f"{account.id}|{account.email}|{account.created_at.isoformat()}".encode()).hexdigest()
+    customer = sc.v1.customers.create(
+        params={"email": account.email, "metadata": {"account_id": str(account.id)}},
+        options={"idempotency_key": f"levqor-customer-{stamp[:32]}"},
+    )
+    account.stripe_customer_id = customer.id
+    db.session.commit()
+    return customer.id
+
+
+def start_checkout(account: Account, tier_name: str | None) -> str:
+    """A Stripe Checkout Session (subscription mode) for the account; returns its URL."""
+    tier = paid_tier(tier_name)
+    if subscriptions.has_live_subscription(account):
+        raise AlreadySubscribed("You already have a subscription; change or cancel it with Manage billing.")
+    sc = stripe_client.client()
+    try:
+        price = catalogue.price_id(sc, tier)
+        customer = ensure_customer(sc, account)
+        session = sc.v1.checkout.sessions.create(
+            params={
+                "mode": "subscription",
+                "customer": customer,
+                "client_reference_id": str(account.id),
+                "line_items": [{"price": price, "quantity": 1}],
+                "subscription_data": {"metadata": {"account_id": str(account.id), "tier": tier.name}},
+                "metadata": {"account_id": str(account.id), "tier": tier.name},
+                "success_url": f"{stripe_client.public_base_url()}/developer/billing?checkout=success",
+                "cancel_url": f"{stripe_client.public_base_url()}/developer/billing?checkout=canceled",
+            }
+        )
+    except stripe.StripeError as err:
+        raise stripe_client.provider_error(err) from None
+    return session.url
+
+
+def portal_url(account: Account) -> str:
+    """A Stripe customer-portal session for a paying (or formerly paying) account."""
+    if not account.stripe_customer_id or not account.stripe_subscription_id:
+        raise NoBillingAccount("This account has no paid plan to manage; upgrade first.")
+    sc = stripe_client.client()
+    try:
+        session = sc.v1.billing_portal.sessions.create(
+            params={
+                "customer": account.stripe_customer_id,
+                "return_url": f"{stripe_client.public_base_url()}/developer/billing",
+            }
+        )
+    except stripe.StripeError as err:
+        raise stripe_client.provider_error(err) from None
+    return session.url
+
+
+def cancel_subscription(account: Account) -> bool:
+    """Cancel the account's subscription at once (account deletion); False when there is none."""
+    if not subscriptions.has_live_subscription(account):
+        return False
+    try:
+        stripe_client.client().v1.subscriptions.cancel(account.stripe_subscription_id)
+    except stripe.StripeError as err:
+        raise stripe_client.provider_error(err) from None
+    account.subscription_status = subscriptions.SubscriptionStatus.CANCELED
+    return True

@@ -1,0 +1,1 @@
+"""Portal-only helpers the views use: SVG charts, code snippets and SDK examples, sandbox runs, forms."""

@@ -1,0 +1,73 @@
+"""What several test modules need, in one place (test modules never import each other): the
+spec, the worker run as shipped, the Procfile's lines, usage seeded as if already flushed."""
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import date
+from functools import cache
+from pathlib import Path
+
+import sqlalchemy as sa
+import yaml
+
+from levqor_core.extensions import db
+from levqor_core.keys.models import ApiKey
+from levqor_core.metering.models import UsageDaily
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_PATH = ROOT / "openapi" / "openapi.yaml"
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "RateLimit-Policy", "RateLimit")
+
+
+@cache
+def load_spec() -> dict:
+    """openapi/openapi.yaml, parsed once per test process (read it, never change it)."""
+    return yaml.safe_load(SPEC_PATH.read_text())
+
+
+def worker_env(database_url: str, redis_url: str, **settings: str) -> dict:
+    """The environment of a worker process on the suite's PostgreSQL and Redis."""
+    return os.environ | {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "LOG_LEVEL": "WARNING"} | settings
+
+
+def run_worker_burst(env: dict) -> subprocess.CompletedProcess:
+    """The real worker process (`python -m jobs.worker --burst`), until its queues are empty."""
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.worker", "--burst"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def procfile() -> dict[str, str]:
+    """The Procfile's process types and their command lines."""
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def start_procfile_line(command: str, env: dict) -> subprocess.Popen:
+    """A Procfile line as the platform runs it: through a shell, in its own process group."""
+    return subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env, start_new_session=True)
+
+
+def stop_procfile_line(process: subprocess.Popen) -> None:
+    """SIGTERM to the line's process group, as the platform stops a dyno; SIGKILL after 30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def seed_usage(app, account_id: int, calls: int = 0, sandbox_calls: int = 0) -> None:
+    """Usage already persisted for today, as if earlier calls had been flushed."""
+    with app.app_context():
+        key_id = db.session.scalar(sa.select(ApiKey.id).where(ApiKey.account_id == account_id))
+        db.session.add(
+            UsageDaily(key_id=key_id, account_id=account_id, day=date.today(), calls=calls, sandbox_calls=sandbox_calls)
+        )
+        db.session.commit()

@@ -1,0 +1,167 @@
+"""The layout's promises: domain modules load no web framework, nothing imports in a circle, and
+the core never reaches into the handlers, the portal or the worker."""
+
+import ast
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("levqor_core", "handlers", "portal", "jobs")
+DOMAINS = ("accounts", "apijobs", "billing", "keys", "limits", "metering", "ops")
+WEB_FRAMEWORKS = ("connexion", "starlette", "flask_limiter")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _project_modules() -> dict[str, Path]:
+    return {
+        _module_name(path): path
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Project modules `name` imports at module level or inside functions (a lazy import still
+    ties the two modules together)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from pkg import mod` imports the module pkg.mod when there is one.
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _project_modules()
+    known = set(modules)
+    graph = {name: _imports(name, path, known) for name, path in modules.items()}
+    for name in graph:
+        # A package's modules reading its own __init__ (the blueprint idiom) is not a cycle.
+        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(node):
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle_among_the_projects_modules():
+    assert _cycles(_graph()) == []
+
+
+def test_the_cycle_finder_sees_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_core_imports_no_handler_view_or_worker_module():
+    offenders = defaultdict(set)
+    for name, targets in _graph().items():
+        if name.startswith("levqor_core"):
+            for target in targets:
+                if target.split(".")[0] in ("handlers", "portal", "jobs"):
+                    offenders[name].add(target)
+    assert dict(offenders) == {}
+
+
+def _loaded_after_import(module: str) -> set[str]:
+    probe = f"import sys, {module}\nprint('\\n'.join(sorted({{m.split('.')[0] for m in sys.modules}})))\n"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.split())
+
+
+def test_the_tier_table_loads_no_web_framework_in_a_fresh_interpreter():
+    loaded = _loaded_after_import("levqor_core.limits.tiers")
+    assert "levqor_core" in loaded  # the probe did import it
+    assert loaded.isdisjoint(WEB_FRAMEWORKS), loaded & set(WEB_FRAMEWORKS)
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_no_domain_module_loads_a_web_framework(domain):
+    modules = sorted(
+        _module_name(path) for path in (ROOT / "levqor_core" / domain).rglob("*.py") if "__pycache__" not in path.parts
+    )
+    loaded = _loaded_after_import(", ".join(modules))
+    assert loaded.isdisjoint(WEB_FRAMEWORKS), (domain, loaded & set(WEB_FRAMEWORKS))
+
+
+def _shadowing_levqor(checkout: Path) -> str | None:
+    """Where `import levqor` run from `checkout` would load a module of that checkout (None when it
+    finds the SDK or nothing). Only the installed SDK (in the virtualenv) or the generated one
+    (under sdk-gen/) may answer to the name."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import importlib.util as u; s = u.find_spec('levqor'); print(s.origin if s else '')"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    origin = Path(out.stdout.strip()) if out.stdout.strip() else None
+    if origin is None or not origin.is_relative_to(checkout):
+        return None
+    if any(origin.is_relative_to(checkout / allowed) for allowed in (".venv", "sdk-gen")):
+        return None
+    return str(origin)
+
+
+def test_the_core_package_cannot_shadow_the_sdk():
+    assert _shadowing_levqor(ROOT) is None
+
+
+def test_the_shadowing_check_sees_a_levqor_module_in_a_checkout(tmp_path):
+    (tmp_path / "levqor.py").write_text("")
+    assert _shadowing_levqor(tmp_path) == str(tmp_path / "levqor.py")
