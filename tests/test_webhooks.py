@@ -3,6 +3,7 @@ on the Standard Webhooks schedule (time controlled), resend, the private-network
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -437,3 +438,60 @@ def test_unknown_event_types_are_refused_by_the_spec(client, make_account, priva
         headers={"x-api-key": key},
     )
     assert refused.status_code == 400
+
+
+def test_quota_events_fire_once_per_period_each_from_the_alerts_crossing(app, make_account, private_targets_allowed):
+    from levqor_core.metering import counters as metering
+    from levqor_core.ops import alerts
+
+    account_id, _ = make_account(tier="pro")
+    quota = tiers.get("pro").monthly_quota
+    now = datetime(2026, 11, 10, 12, tzinfo=UTC)
+    with app.app_context():
+        acct = db.session.get(Account, account_id)
+        create(acct, "http://127.0.0.1:9/hook", events=service.QUOTA_EVENTS)
+        r = app.extensions["levqor.redis"]
+
+        def used(calls, at):
+            r.set(metering.usage_key(account_id, metering.current_period(acct, at)), calls)
+            alerts.run(r, now=at)
+            return [
+                (d.event_type, json.loads(d.payload)["data"]["calls_used"])
+                for d in db.session.scalars(sa.select(WebhookDelivery).order_by(WebhookDelivery.created_at))
+            ]
+
+        assert used(quota * 80 // 100 - 1, now) == []
+        assert used(quota * 80 // 100, now) == [("quota.warning", 8000)]
+        assert used(quota * 90 // 100, now) == [("quota.warning", 8000)]  # the same period: once
+        assert used(quota + 5, now) == [("quota.warning", 8000), ("quota.exceeded", 10005)]
+        assert used(quota + 50, now)[-1] == ("quota.exceeded", 10005)
+        next_month = datetime(2026, 12, 2, tzinfo=UTC)
+        assert used(quota, next_month)[2:] == [("quota.warning", 10000), ("quota.exceeded", 10000)]
+
+
+def test_the_real_worker_delivers_and_retries_on_its_own_queue(
+    client, app, make_account, receiver, private_targets_allowed, database_url, redis_server
+):
+    from .helpers import run_worker_burst, worker_env
+
+    hook = receiver(500, 200)
+    _, key = make_account(tier="pro")
+    made = client.post(
+        "/api/v1/webhook_endpoints", json={"url": hook.url(), "events": ["job.failed"]}, headers={"x-api-key": key}
+    ).json()
+    ping = client.post(f"/api/v1/webhook_endpoints/{made['id']}/test", headers={"x-api-key": key}).json()
+    env = worker_env(database_url, redis_server.url, SECRET_KEY="test-secret", WEBHOOK_ALLOW_PRIVATE_TARGETS="1")
+
+    run_worker_burst(env)  # the first attempt: 500, the retry scheduled 5 s on
+    with app.app_context():
+        row = db.session.get(WebhookDelivery, ping["id"])
+        assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.PENDING, 1, 500)
+        retry_at = row.next_attempt_at
+    time.sleep(max(0.0, (retry_at - datetime.now(UTC)).total_seconds()) + 1)
+    run_worker_burst(env)  # RQ's scheduler in the worker queues the retry, which succeeds
+    with app.app_context():
+        db.session.expire_all()
+        row = db.session.get(WebhookDelivery, ping["id"])
+        assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.SUCCEEDED, 2, 200)
+    assert [r["headers"]["webhook-id"] for r in hook.received] == [ping["id"]] * 2
+    assert Webhook(made["secret"]).verify(hook.received[1]["body"], hook.received[1]["headers"])["type"] == "ping"

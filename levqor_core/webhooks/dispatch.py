@@ -10,12 +10,12 @@ from flask import current_app
 from rq import Queue
 
 from levqor_core.extensions import db
+from levqor_core.queue import WEBHOOK_QUEUE
 from levqor_core.webhooks import delivery as attempts
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_QUEUE = "levqor-webhooks"
 TASK = "jobs.tasks.deliver_webhook"  # by name: the core never imports the worker package
 SWEEP_GRACE = timedelta(minutes=2)  # a queued attempt normally starts well within it
 
