@@ -495,3 +495,26 @@ def test_the_real_worker_delivers_and_retries_on_its_own_queue(
         assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.SUCCEEDED, 2, 200)
     assert [r["headers"]["webhook-id"] for r in hook.received] == [ping["id"]] * 2
     assert Webhook(made["secret"]).verify(hook.received[1]["body"], hook.received[1]["headers"])["type"] == "ping"
+
+
+def test_the_owner_of_an_endpoint_disabled_after_days_of_failures_gets_an_email(app, account, receiver):
+    class Outbox:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, to, subject, body):
+            self.sent.append((to, subject, body))
+
+    hook, outbox = receiver(500), Outbox()
+    acct = account()
+    endpoint, _ = create(acct, hook.url())
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+        for day in range(delivery.DISABLE_AFTER.days + 1):
+            now = start + timedelta(days=day)
+            [delivery_id] = event(acct, now=now)
+            dispatch.attempt(delivery_id, now=now, sender=outbox)
+    [(to, subject, body)] = outbox.sent
+    assert to == acct.email and "disabled" in subject
+    assert hook.url() in body and "/developer/webhooks" in body
