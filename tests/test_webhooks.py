@@ -410,13 +410,13 @@ def test_another_accounts_endpoint_is_a_404(client, make_account, private_target
     assert client.get(f"/api/v1/webhook_endpoints/{made['id']}", headers={"x-api-key": owner}).status_code == 200
 
 
+def _post_endpoint(client, key: str, url: str, events: list[str]):
+    return client.post("/api/v1/webhook_endpoints", json={"url": url, "events": events}, headers={"x-api-key": key})
+
+
 def test_a_private_target_is_a_400_problem_over_the_api_without_the_setting(client, make_account):
     _, key = make_account(tier="pro")
-    refused = client.post(
-        "/api/v1/webhook_endpoints",
-        json={"url": "https://127.0.0.1/hook", "events": ["job.failed"]},
-        headers={"x-api-key": key},
-    )
+    refused = _post_endpoint(client, key, "https://127.0.0.1/hook", ["job.failed"])
     assert refused.status_code == 400
     assert refused.json()["type"].endswith("/invalid-webhook-endpoint") and "non-public" in refused.json()["detail"]
 
@@ -432,12 +432,8 @@ def test_the_endpoint_cap_is_a_409_problem_with_the_limit(client, make_account, 
 
 def test_unknown_event_types_are_refused_by_the_spec(client, make_account, private_targets_allowed):
     _, key = make_account(tier="pro")
-    refused = client.post(
-        "/api/v1/webhook_endpoints",
-        json={"url": "http://127.0.0.1:9/hook", "events": ["job.exploded"]},
-        headers={"x-api-key": key},
-    )
-    assert refused.status_code == 400
+    refused = _post_endpoint(client, key, "http://127.0.0.1:9/hook", ["job.exploded"])
+    assert refused.status_code == 400 and "job.exploded" in refused.json()["detail"]
 
 
 def test_quota_events_fire_once_per_period_each_from_the_alerts_crossing(app, make_account, private_targets_allowed):
