@@ -20,6 +20,7 @@ from levqor_core import problems
 from levqor_core.apijobs import jobs, pagination, workflows
 from levqor_core.apijobs.models import IN_FLIGHT, Job, new_job_id
 from levqor_core.apijobs.problems import JobNotCancelable, TooManyJobsInFlight
+from levqor_core.webhooks import events
 
 TTL = 86400
 MAX_INPUT_BYTES = 8 * 1024  # of the input as compact JSON; production takes the whole body
@@ -141,7 +142,10 @@ def create_job(
     dropped = pipe.execute()[-1]
     if dropped:
         _drop_oldest(r, prefix, [entry.decode() for entry in dropped])
-    return _as_job(raw, now), True
+    job = _as_job(raw, now)
+    if status != "running":  # finished at once; a delay job's end is only computed when read
+        events.emit(account_id, f"job.{status}", job.to_dict, sandbox=True)
+    return job, True
 
 
 def _drop_oldest(r: redis.Redis, prefix: str, entries: list[str]) -> None:
@@ -197,4 +201,6 @@ def cancel_job(r: redis.Redis, account_id: int, job_id: str) -> Job:
     pipe.set(f"{_prefix(account_id)}:job:{job_id}", json.dumps(raw), keepttl=True)
     pipe.zrem(f"{_prefix(account_id)}:inflight", job_id)
     pipe.execute()
-    return _as_job(raw, now)
+    job = _as_job(raw, now)
+    events.emit(account_id, "job.canceled", job.to_dict, sandbox=True)
+    return job
