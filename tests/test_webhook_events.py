@@ -3,6 +3,7 @@ cancel, a key rolled or revoked; each delivered signed to a local receiver, and 
 one never fails the action."""
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -16,18 +17,7 @@ from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery
 
 from .test_api_jobs import run_worker_burst
 from .test_webhooks import Receiver
-
-
-@pytest.fixture
-def hook():
-    receiver = Receiver((200,))
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture
-def private_targets_allowed(app, monkeypatch):
-    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+from .webhook_helpers import hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -107,6 +97,29 @@ def test_a_sandbox_job_delivers_to_the_sandbox_endpoint_marked_sandbox(app, deve
     canceled = verified(hook, sandbox["secret"])[1]
     assert canceled["type"] == "job.canceled" and canceled["data"]["id"] == delayed["id"]
     assert canceled["data"]["status"] == "canceled" and canceled["data"]["sandbox"] is True
+
+
+def test_a_sandbox_delay_job_announces_its_end_due_then_and_a_cancel_withdraws_it(app, developer, hook):
+    endpoint = developer.endpoint(hook.url(), ["job.succeeded", "job.canceled"], sandbox=True)
+    body = {"workflow": "delay", "input": {"seconds": 30}}
+    job = developer("POST", "/sandbox/v1/jobs", json=body).json()
+    assert job["status"] == "running"
+    with app.app_context():
+        [row] = db.session.scalars(sa.select(WebhookDelivery)).all()
+        due, delivery_id = row.next_attempt_at, row.id
+        assert row.event_type == "job.succeeded" and due > datetime.now(UTC) + timedelta(seconds=25)
+        assert dispatch.attempt(delivery_id) is None  # not before the job's end
+        assert dispatch.attempt(delivery_id, now=due) == DeliveryStatus.SUCCEEDED
+    [event] = verified(hook, endpoint["secret"])
+    assert event["data"]["id"] == job["id"] and event["data"]["status"] == "succeeded"
+    assert event["data"]["result"] == {"slept_seconds": 30} and event["data"]["sandbox"] is True
+
+    canceled = developer("POST", "/sandbox/v1/jobs", json=body).json()
+    developer("POST", f"/sandbox/v1/jobs/{canceled['id']}/cancel")
+    with app.app_context():
+        left = db.session.execute(sa.select(WebhookDelivery.event_type, WebhookDelivery.payload)).all()
+    announced = [t for t, payload in left if json.loads(payload)["data"]["id"] == canceled["id"]]
+    assert announced == ["job.canceled"]  # its job.succeeded was withdrawn
 
 
 def test_key_roll_and_revoke_deliver_key_metadata_never_the_key(app, developer, hook):

@@ -5,30 +5,16 @@ import html
 import re
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
 from levqor_core.extensions import db
 from levqor_core.limits import tiers
-from levqor_core.webhooks import dispatch
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
-from .test_webhooks import Receiver
+from .webhook_helpers import attempt_pending, hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
 
 HX = {"HX-Request": "true"}
-
-
-@pytest.fixture
-def hook():
-    receiver = Receiver((200,))
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture
-def private_targets_allowed(app, monkeypatch):
-    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
 
 
 def add_endpoint(p, url, events=("job.succeeded",), mode="live", htmx=True):
@@ -51,16 +37,6 @@ def endpoint_ids(app) -> list[str]:
 
 def secret_in(html: str) -> str:
     return re.search(r'<code id="new-webhook-secret">(whsec_[^<]+)</code>', html).group(1)
-
-
-def attempt_all(app) -> None:
-    """What the worker's task does for each pending delivery (the worker does not serve the queue here)."""
-    with app.app_context():
-        pending = db.session.scalars(
-            sa.select(WebhookDelivery.id).where(WebhookDelivery.status == DeliveryStatus.PENDING)
-        ).all()
-        for delivery_id in pending:
-            dispatch.attempt(delivery_id)
 
 
 def test_the_page_needs_a_session_and_is_in_the_navigation(client, portal):
@@ -146,7 +122,7 @@ def test_send_test_shows_a_polling_log_and_resend_reaches_the_receiver_with_the_
     assert sent.text.lstrip().startswith(f'<div id="deliveries-{endpoint_id}"')
     assert 'hx-trigger="every 2s"' in sent.text and 'data-status="pending"' in sent.text  # polls while pending
 
-    attempt_all(app)
+    attempt_pending(app)
     log = p.client.get(f"/developer/webhooks/{endpoint_id}/deliveries", headers=HX)
     assert 'data-status="succeeded"' in log.text and "every 2s" not in log.text  # done: the polling stops
     assert "<code>ping</code>" in log.text and "<td>200</td>" in log.text and "thanks" in log.text
@@ -154,7 +130,7 @@ def test_send_test_shows_a_polling_log_and_resend_reaches_the_receiver_with_the_
 
     resent = post(p, f"/developer/webhooks/deliveries/{delivery_id}/resend")
     assert resent.status_code == 200 and "every 2s" in resent.text
-    attempt_all(app)
+    attempt_pending(app)
     assert [got["headers"]["webhook-id"] for got in hook.received] == [delivery_id, delivery_id]
     for got in hook.received:
         assert Webhook(secret).verify(got["body"], got["headers"])["type"] == "ping"
@@ -184,6 +160,23 @@ def test_the_log_is_newest_first_with_its_columns(app, portal, private_targets_a
     for column in ("Event", "Status", "Attempts", "Last code", "Latency", "Response", "Next attempt", "Created"):
         assert f">{column}" in log
     assert "2026-12-01 09:05:00" in log
+
+
+def test_a_retry_hours_away_is_polled_slowly_and_none_pending_not_at_all(app, portal, private_targets_allowed):
+    p = portal().sign_up()
+    add_endpoint(p, "http://127.0.0.1:9/hook")
+    [endpoint_id] = endpoint_ids(app)
+    post(p, f"/developer/webhooks/{endpoint_id}/test")
+    log = lambda: p.client.get(f"/developer/webhooks/{endpoint_id}/deliveries", headers=HX).text  # noqa: E731
+    assert 'hx-trigger="every 2s"' in log()
+    with app.app_context():
+        db.session.execute(sa.update(WebhookDelivery).values(next_attempt_at=datetime.now(UTC) + timedelta(hours=2)))
+        db.session.commit()
+    assert 'hx-trigger="every 30s"' in log()
+    with app.app_context():
+        db.session.execute(sa.update(WebhookDelivery).values(status=DeliveryStatus.FAILED, next_attempt_at=None))
+        db.session.commit()
+    assert "hx-trigger" not in log()
 
 
 def test_delete_asks_first_and_removes_the_endpoint(app, portal, private_targets_allowed):

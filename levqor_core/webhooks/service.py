@@ -149,6 +149,19 @@ def record_event(
     return [d.id for d in deliveries]
 
 
+def withdraw(delivery_ids: list[str]) -> int:
+    """Delete these deliveries if none of their attempts has started; how many went."""
+    gone = db.session.execute(
+        sa.delete(WebhookDelivery).where(
+            WebhookDelivery.id.in_(delivery_ids),
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.attempts == 0,
+        )
+    )
+    db.session.commit()
+    return gone.rowcount
+
+
 def ping(endpoint: WebhookEndpoint, now: datetime | None = None) -> str:
     """A `ping` delivery to this one endpoint (the test action), committed; its id."""
     now = now or datetime.now(UTC)

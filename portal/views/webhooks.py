@@ -6,12 +6,16 @@ The rules live in levqor_core.webhooks.service; these views parse the form, call
 htmx with the fragment that changed (a plain form post gets the page, or a redirect back to it).
 """
 
+from datetime import timedelta
+
 import htmx_flask
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from levqor_core import problems
+from levqor_core.columns import utcnow
 from levqor_core.webhooks import service as webhooks
+from levqor_core.webhooks.models import DeliveryStatus
 
 from ._render import Fragment, login_required, page_or_fragment
 
@@ -20,6 +24,7 @@ bp = Blueprint("webhooks", __name__)
 # The endpoint list listens for it (hx-trigger="webhooks-changed from:body").
 WEBHOOKS_CHANGED = "webhooks-changed"
 LOG_LENGTH = 20  # deliveries shown per endpoint, newest first
+SOON = timedelta(minutes=1)
 
 
 SIDES = (("Live", False), ("Sandbox", True))
@@ -32,10 +37,14 @@ def _sides(account_id: int) -> list[tuple[str, bool, list]]:
 
 def _log_context(endpoint, notice=None) -> dict:
     deliveries = webhooks.deliveries_of(endpoint.account_id, endpoint.id, limit=LOG_LENGTH)
+    pending = [d for d in deliveries if d.status == DeliveryStatus.PENDING]
+    soon = utcnow() + SOON
     return {
         "endpoint": endpoint,
         "deliveries": deliveries,
-        "pending": any(d.status == "pending" for d in deliveries),
+        "pending": bool(pending),
+        # Briskly while an attempt is (nearly) due; a retry hours away needs no 2 s poll.
+        "poll_seconds": 2 if any(d.next_attempt_at and d.next_attempt_at <= soon for d in pending) else 30,
         "notice": notice,
         "length": LOG_LENGTH,
     }

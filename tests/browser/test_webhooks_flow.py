@@ -3,34 +3,11 @@ test event, watch the delivery log update itself, resend, delete."""
 
 import re
 
-import pytest
-import sqlalchemy as sa
 from playwright.sync_api import expect
 from standardwebhooks.webhooks import Webhook
 
-from levqor_core.extensions import db
-from levqor_core.webhooks import dispatch
-from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery
-
-from ..test_webhooks import Receiver
+from ..webhook_helpers import attempt_pending, hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
 from .test_portal_flow import sign_up
-
-
-@pytest.fixture
-def hook(app, monkeypatch):
-    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)  # the receiver is on loopback
-    receiver = Receiver((200,))
-    yield receiver
-    receiver.close()
-
-
-def attempt_pending(app) -> None:
-    """What the worker's task runs for each pending delivery (no worker serves the queue here)."""
-    with app.app_context():
-        for delivery_id in db.session.scalars(
-            sa.select(WebhookDelivery.id).where(WebhookDelivery.status == DeliveryStatus.PENDING)
-        ).all():
-            dispatch.attempt(delivery_id)
 
 
 def test_add_an_endpoint_send_a_test_event_see_it_delivered_resend_it_and_delete(app, context, console, shots, hook):
