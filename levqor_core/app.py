@@ -25,7 +25,7 @@ from levqor_core.web.sessions import CookieSessionsOnlyWhenSent
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi" / "openapi.yaml"
-PORTAL_BLUEPRINTS = ("portal.views:bp", "portal.views.billing:bp", "portal.views.ops:bp")
+PORTAL_BLUEPRINTS = ("portal.views:bp", "portal.views.billing:bp", "portal.views.ops:bp", "portal.views.webhooks:bp")
 
 
 def create_app(test_config: dict | None = None) -> connexion.FlaskApp:

@@ -1,5 +1,6 @@
 """The portal's views, one module per area: the `portal` blueprint (auth, developer, docs,
-pricing, assets) and the billing and ops areas' own blueprints (`billing.py`, `ops.py`).
+pricing, assets) and the billing, ops and webhooks areas' own blueprints (`billing.py`, `ops.py`,
+`webhooks.py`).
 
 Every view renders a whole page, or only the fragment named by htmx's HX-Target header when the
 request comes from htmx (htmx-flask's `request.htmx`), from the same code.
