@@ -15,9 +15,8 @@ from levqor_core.keys.models import ApiKey
 from levqor_core.webhooks import dispatch, service
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery
 
-from .test_api_jobs import run_worker_burst
-from .test_webhooks import Receiver
-from .webhook_helpers import hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
+from .helpers import run_worker_burst, worker_env
+from .webhook_helpers import Receiver, hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -60,10 +59,14 @@ def test_a_job_finishing_on_the_real_worker_delivers_a_signed_job_succeeded(
     endpoint = developer.endpoint(hook.url(), ["job.succeeded", "job.failed"])
     job = developer("POST", "/v1/jobs", json={"workflow": "text-stats", "input": {"text": "One two."}}).json()
 
-    run_worker_burst(database_url, redis_server.url)
+    # The worker runs the job, then delivers its event from the webhook queue.
+    run_worker_burst(
+        worker_env(database_url, redis_server.url, SECRET_KEY="test-secret", WEBHOOK_ALLOW_PRIVATE_TARGETS="1")
+    )
 
-    [row] = deliver_all(app, "job.succeeded")
-    assert row.endpoint_id == endpoint["id"]
+    with app.app_context():
+        [row] = db.session.scalars(sa.select(WebhookDelivery).where(WebhookDelivery.event_type == "job.succeeded"))
+        assert (row.status, row.attempts, row.endpoint_id) == (DeliveryStatus.SUCCEEDED, 1, endpoint["id"])
     [event] = verified(hook, endpoint["secret"])
     assert event["type"] == "job.succeeded" and event["data"]["sandbox"] is False
     assert event["data"]["id"] == job["id"] and event["data"]["status"] == "succeeded"

@@ -18,47 +18,10 @@ from levqor_core.limits import tiers
 from levqor_core.webhooks import delivery, dispatch, service, targets
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
+from .webhook_helpers import Receiver
+
 SECRET_KEY = "test-secret"
 PUBLIC = "93.184.215.14"  # a global address: what a public host resolves to
-
-
-class Receiver:
-    """A developer's endpoint on loopback: answers each POST with the next planned status."""
-
-    def __init__(self, statuses=(200,)):
-        self.planned = list(statuses)
-        self.received: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append(
-                    {
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body.decode(),
-                        "path": self.path,
-                    }
-                )
-                status = receiver.planned.pop(0) if len(receiver.planned) > 1 else receiver.planned[0]
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"x" * 2000 if status >= 500 else b"thanks")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}/hooks?source=levqor"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -514,3 +477,14 @@ def test_the_owner_of_an_endpoint_disabled_after_days_of_failures_gets_an_email(
     [(to, subject, body)] = outbox.sent
     assert to == acct.email and "disabled" in subject
     assert hook.url() in body and "/developer/webhooks" in body
+
+
+def test_a_secret_that_no_longer_decrypts_is_an_error_on_the_delivery_not_a_crash(account, receiver):
+    hook = receiver(200)
+    acct = account()
+    create(acct, hook.url())
+    now = datetime.now(UTC)
+    [delivery_id] = event(acct, now=now)
+    status = delivery.attempt(delivery_id, secret_key="another-secret-key", allow_private=True, now=now)
+    assert status == DeliveryStatus.PENDING and hook.received == []
+    assert "SECRET_KEY" in db.session.get(WebhookDelivery, delivery_id).last_error
