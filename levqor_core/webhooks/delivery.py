@@ -13,8 +13,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from cryptography.fernet import InvalidToken
 import sqlalchemy as sa
+from cryptography.fernet import InvalidToken
 from standardwebhooks.webhooks import Webhook
 
 from levqor_core.extensions import db
