@@ -4,9 +4,13 @@ and storage bounded by the 7-day window and the per-account cap."""
 
 import html
 import json
+import os
 import re
+import subprocess
+import uuid
 from datetime import timedelta
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -16,6 +20,9 @@ from levqor_core.requestlog import queries
 from levqor_core.requestlog import recorder as request_log
 from levqor_core.requestlog.models import RequestLogEntry
 from levqor_core.web.request_guard import with_request_id
+
+from . import test_worker_as_shipped as shipped
+from .servers import free_port
 
 HX = {"HX-Request": "true"}
 REQUEST_ID = re.compile(r"^req_[0-9a-f]{24}$")
@@ -325,3 +332,64 @@ def test_purge_keeps_the_7_day_window_and_the_newest_rows_per_account(app, make_
         assert queries.purge(now, cap=6) == 0
         # A week later, nothing is left.
         assert queries.purge(now + timedelta(days=7, seconds=1), cap=6) == 11
+
+
+# ---- as shipped ---------------------------------------------------------------------------------
+
+
+def test_the_procfile_web_process_logs_request_ids_and_writes_the_log(postgres_server, redis_server, tmp_path):
+    processes = shipped.procfile()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))} | {
+        "PATH": f"{shipped.ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "DATABASE_URL": postgres_server.create_database(f"reqlog_{uuid.uuid4().hex[:8]}"),
+        "REDIS_URL": redis_server.url,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "SECRET_KEY": "procfile-test",
+        "LEVQOR_VAR_DIR": str(tmp_path),
+        "LOG_LEVEL": "WARNING",
+    }
+    base = f"http://127.0.0.1:{port}"
+    release = subprocess.run(
+        ["bash", "-c", processes["release"]], cwd=shipped.ROOT, env=env, capture_output=True, text=True
+    )
+    assert release.returncode == 0, release.stderr[-2000:]
+    out = (tmp_path / "web.out").open("w+")
+    web = subprocess.Popen(
+        ["bash", "-c", processes["web"]], cwd=shipped.ROOT, env=env, start_new_session=True, stdout=out, stderr=out
+    )
+    try:
+        shipped.wait_for(lambda: shipped.web_is_up(base), 60, what="the web process answering")
+        key = shipped.sign_up_with_key(base)
+        with httpx.Client(base_url=base, timeout=10, headers={"x-api-key": key}) as api:
+            ok = api.get("/api/v1/workflows")
+            missing = api.get("/api/v1/jobs/job_0a1b2c3d4e5f60718293")
+        assert (ok.status_code, missing.status_code) == (200, 404)
+        assert missing.json()["request_id"] == missing.headers["Request-Id"]
+
+        def logged() -> str | None:
+            text = (tmp_path / "web.out").read_text()
+            return text if missing.headers["Request-Id"] in text and ok.headers["Request-Id"] in text else None
+
+        text = shipped.wait_for(logged, 10, what="the access log lines")
+        line = next(x for x in text.splitlines() if missing.headers["Request-Id"] in x)
+        assert '"GET /api/v1/jobs/job_0a1b2c3d4e5f60718293 HTTP/1.1" 404' in line
+        assert line.endswith(f"request_id={missing.headers['Request-Id']}")
+
+        # The served process writes the log by itself (its flush thread, every 2 s by default).
+        engine = sa.create_engine(env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://"))
+        try:
+
+            def written():
+                with engine.connect() as conn:
+                    found = conn.execute(sa.select(RequestLogEntry.request_id, RequestLogEntry.status)).all()
+                return {r: s for r, s in found} if len(found) >= 3 else None  # the key's creation, then ours
+
+            stored = shipped.wait_for(written, 15, what="the request log written")
+        finally:
+            engine.dispose()
+        assert stored[ok.headers["Request-Id"]] == 200 and stored[missing.headers["Request-Id"]] == 404
+    finally:
+        shipped.stop(web)
+        out.close()
