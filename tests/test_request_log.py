@@ -4,7 +4,6 @@ and storage bounded by the 7-day window and the per-account cap."""
 
 import html
 import json
-import os
 import re
 import subprocess
 import uuid
@@ -340,25 +339,16 @@ def test_purge_keeps_the_7_day_window_and_the_newest_rows_per_account(app, make_
 def test_the_procfile_web_process_logs_request_ids_and_writes_the_log(postgres_server, redis_server, tmp_path):
     processes = shipped.procfile()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))} | {
-        "PATH": f"{shipped.ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
-        "DATABASE_URL": postgres_server.create_database(f"reqlog_{uuid.uuid4().hex[:8]}"),
-        "REDIS_URL": redis_server.url,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "SECRET_KEY": "procfile-test",
-        "LEVQOR_VAR_DIR": str(tmp_path),
-        "LOG_LEVEL": "WARNING",
-    }
+    env = shipped.shipped_env(
+        postgres_server.create_database(f"reqlog_{uuid.uuid4().hex[:8]}"), redis_server.url, port, tmp_path
+    )
     base = f"http://127.0.0.1:{port}"
     release = subprocess.run(
         ["bash", "-c", processes["release"]], cwd=shipped.ROOT, env=env, capture_output=True, text=True
     )
     assert release.returncode == 0, release.stderr[-2000:]
     out = (tmp_path / "web.out").open("w+")
-    web = subprocess.Popen(
-        ["bash", "-c", processes["web"]], cwd=shipped.ROOT, env=env, start_new_session=True, stdout=out, stderr=out
-    )
+    web = shipped.start(processes["web"], env, output=out)
     try:
         shipped.wait_for(lambda: shipped.web_is_up(base), 60, what="the web process answering")
         key = shipped.sign_up_with_key(base)

@@ -43,9 +43,26 @@ def procfile() -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
-def start(command: str, env: dict) -> subprocess.Popen:
-    """A Procfile line as the platform runs it: through a shell, in its own process group."""
-    return subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env, start_new_session=True)
+def shipped_env(database_url: str, redis_url: str, port: int, var_dir) -> dict:
+    """The environment a Procfile process gets on the platform, pointed at these servers."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))} | {
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "SECRET_KEY": "procfile-test",
+        "LEVQOR_VAR_DIR": str(var_dir),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def start(command: str, env: dict, output=None) -> subprocess.Popen:
+    """A Procfile line as the platform runs it: through a shell, in its own process group
+    (`output`: a file for its stdout and stderr)."""
+    return subprocess.Popen(
+        ["bash", "-c", command], cwd=ROOT, env=env, start_new_session=True, stdout=output, stderr=output
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -102,16 +119,7 @@ def test_the_procfile_processes_stay_up_idle_and_through_a_redis_restart(postgre
     assert set(processes) >= {"release", "web", "worker"}
     redis = RedisServer().start()  # its own: this test restarts it
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))} | {
-        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
-        "DATABASE_URL": postgres_server.create_database(f"shipped_{uuid.uuid4().hex[:8]}"),
-        "REDIS_URL": redis.url,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "SECRET_KEY": "procfile-test",
-        "LEVQOR_VAR_DIR": str(tmp_path),
-        "LOG_LEVEL": "WARNING",
-    }
+    env = shipped_env(postgres_server.create_database(f"shipped_{uuid.uuid4().hex[:8]}"), redis.url, port, tmp_path)
     base = f"http://127.0.0.1:{port}"
     release = subprocess.run(["bash", "-c", processes["release"]], cwd=ROOT, env=env, capture_output=True, text=True)
     assert release.returncode == 0, release.stderr[-2000:]
