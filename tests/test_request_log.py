@@ -231,6 +231,7 @@ def test_the_log_pages_newest_first_with_load_more(app, cx, developer, recorder,
     more = re.search(r'hx-get="([^"]*/developer/logs/more[^"]*)"', first).group(1)
     second = dev.client.get(html.unescape(more), headers={**HX, "HX-Target": "log-more"})
     assert second.status_code == 200 and "<html" not in second.text
+    assert second.text.lstrip().startswith("<tbody id=") and '<tfoot id="log-more" hx-swap-oob="true">' in second.text
     assert [r for r, _, _ in rows(second.text)] == sent[::-1][3:6]
     more = re.search(r'hx-get="([^"]*/developer/logs/more[^"]*)"', second.text).group(1)
     third = dev.client.get(html.unescape(more), headers={**HX, "HX-Target": "log-more"}).text

@@ -7,6 +7,7 @@ in the flush thread, every REQUEST_LOG_FLUSH_SECONDS. The buffer is bounded: whi
 is away it keeps the newest MAX_BUFFERED calls and counts the ones it had to drop.
 """
 
+import atexit
 import json
 import logging
 import re
@@ -81,6 +82,9 @@ class Recorder:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._loop, name="request-log-flush", daemon=True)
                     self._thread.start()
+                    # A worker stopped by its server (a deploy, max-requests) writes its last
+                    # interval's calls instead of losing them with the daemon thread.
+                    atexit.register(self._last_flush)
 
     def flush(self) -> int:
         """Write every buffered call now; returns how many. On a database error the calls go
@@ -119,6 +123,12 @@ class Recorder:
             return
         self.dropped += 1
         DROPPED.inc()
+
+    def _last_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            log.warning("request log: %d call(s) not written at exit", len(self.buffer))
 
     def _loop(self) -> None:
         reported = 0

@@ -23,6 +23,7 @@ def _log_context(filters: queries.Filters, cursor: str | None) -> dict:
         "status_classes": queries.STATUS_CLASSES,
         "retention_days": queries.RETENTION.days,
         "from_cursor": bool(cursor),
+        "page_id": cursor or "newest",
     }
 
 
@@ -44,7 +45,9 @@ def logs_more():
     context = _log_context(filters, request.args.get("cursor"))
     if not request.htmx:
         return render_template("developer/logs.html", **context)
-    return render_template("developer/_log_rows.html", oob_more=True, **context)
+    # The page's rows go before the "Load more" footer; the footer replaces itself out of band.
+    rows = render_template("developer/_log_rows.html", **context)
+    return rows + render_template("developer/_log_more.html", oob_more=True, **context)
 
 
 @bp.get("/developer/logs/<request_id>")
