@@ -6,6 +6,7 @@ import html
 import json
 import re
 import subprocess
+import threading
 import uuid
 from datetime import timedelta
 
@@ -273,6 +274,28 @@ def test_what_is_stored_errors_keep_the_body_and_problem_truncated_and_no_key(ap
         assert key not in leaked.query and "redacted" in leaked.query
         for entry in stored.values():
             assert key not in " ".join(str(v) for v in vars(entry).values())
+
+
+def test_recording_a_call_touches_no_database_on_the_request_path(app, cx, make_account, recorder, monkeypatch):
+    """The counting test in test_limits watches the app's engine; the log has its own, so this
+    proves that only the flush thread (or an explicit flush) ever opens it."""
+    account_id, key = make_account(tier="enterprise")
+    callers = []
+    real_engine = recorder.engine
+
+    def watched_engine():
+        callers.append(threading.current_thread().name)
+        return real_engine()
+
+    monkeypatch.setattr(recorder, "engine", watched_engine)
+    with cx.test_client() as api:
+        for _ in range(5):
+            assert api.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
+    assert set(callers) <= {"request-log-flush"}
+    recorder.flush()
+    with app.app_context():
+        where = RequestLogEntry.account_id == account_id
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(RequestLogEntry).where(where)) == 5
 
 
 def test_the_buffer_is_bounded_and_keeps_calls_while_the_database_is_away(app):
