@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -64,6 +65,11 @@ def rows(page: str) -> list[tuple[str, str, str]]:
         re.S,
     )
     return [(request_id, status, html.unescape(path)) for path, status, request_id in found]
+
+
+def a_call(at: float, account_id: int, request_id: str) -> tuple:
+    """A successful call as the middleware hands it to the recorder."""
+    return request_log.entry(at, account_id, None, request_id, "GET", "/api/v1/x", b"", 200, 0.01, None, None)
 
 
 # ---- Request-Id -------------------------------------------------------------------------------
@@ -301,7 +307,7 @@ def test_recording_a_call_touches_no_database_on_the_request_path(app, cx, make_
 def test_the_buffer_is_bounded_and_keeps_calls_while_the_database_is_away(app):
     rec = request_log.Recorder("postgresql+psycopg://nobody@127.0.0.1:1/none", flush_seconds=0, max_buffered=5)
     for n in range(8):
-        rec.add(request_log.entry(0.0, 1, None, f"req_{n}", "GET", "/api/v1/x", b"", 200, 0.001, None, None))
+        rec.add(a_call(0.0, 1, f"req_{n}"))
     assert [c[3] for c in rec.buffer] == ["req_3", "req_4", "req_5", "req_6", "req_7"] and rec.dropped == 3
     with pytest.raises(sa.exc.OperationalError):
         rec.flush()
@@ -319,24 +325,7 @@ def test_purge_keeps_the_7_day_window_and_the_newest_rows_per_account(app, make_
         def add(account, at, n):
             db.session.execute(
                 sa.insert(RequestLogEntry),
-                [
-                    request_log.row(
-                        request_log.entry(
-                            at.timestamp(),
-                            account,
-                            None,
-                            f"req_{account}_{i}",
-                            "GET",
-                            "/api/v1/x",
-                            b"",
-                            200,
-                            0.01,
-                            None,
-                            None,
-                        )
-                    )
-                    for i in range(n)
-                ],
+                [request_log.row(a_call(at.timestamp(), account, f"req_{account}_{i}")) for i in range(n)],
             )
 
         add(a, now - timedelta(days=8), 3)  # outside the window
@@ -355,6 +344,24 @@ def test_purge_keeps_the_7_day_window_and_the_newest_rows_per_account(app, make_
         assert queries.purge(now, cap=6) == 0
         # A week later, nothing is left.
         assert queries.purge(now + timedelta(days=7, seconds=1), cap=6) == 11
+
+
+def test_the_flush_thread_trims_the_accounts_it_wrote_for_to_their_cap(app, make_account, recorder):
+    (busy, _), (quiet, _) = make_account(with_key=False), make_account(with_key=False)
+    # Its own recorder (no thread): the app's flush thread could trim these accounts first.
+    rec = request_log.Recorder(app.config["SQLALCHEMY_DATABASE_URI"], flush_seconds=0)
+    start = time.time()
+    for account, n in ((busy, 8), (quiet, 3)):
+        for i in range(n):
+            rec.add(a_call(start + i, account, f"req_{i}"))
+    assert rec.flush() == 11
+    assert rec.trim(cap=5) == 3
+    assert rec.trim(cap=5) == 0  # nothing written since
+    with app.app_context():
+        kept = db.session.execute(sa.select(RequestLogEntry.account_id, RequestLogEntry.request_id)).all()
+    assert sorted(r for a, r in kept if a == busy) == [f"req_{i}" for i in range(3, 8)]
+    assert len([r for a, r in kept if a == quiet]) == 3
+    rec.engine().dispose()
 
 
 # ---- as shipped ---------------------------------------------------------------------------------

@@ -80,19 +80,28 @@ def purge(now: datetime | None = None, keep: timedelta = RETENTION, cap: int = C
     gone = db.session.execute(sa.delete(e).where(e.at < now - keep)).rowcount
     gone += db.session.execute(sa.delete(e).where(~sa.exists().where(Account.id == e.account_id))).rowcount
     over = db.session.scalars(sa.select(e.account_id).group_by(e.account_id).having(sa.func.count() > cap)).all()
-    for account_id in over:
-        # The oldest row still kept; everything older than it goes.
-        last_kept = db.session.execute(
+    gone += trim(db.session.connection(), over, cap)
+    db.session.commit()
+    return gone
+
+
+def trim(conn: sa.Connection, account_ids, cap: int = CAP_PER_ACCOUNT) -> int:
+    """Delete each of these accounts' rows beyond its newest `cap`; returns how many went."""
+    e = RequestLogEntry
+    gone = 0
+    for account_id in account_ids:
+        # The oldest row still kept (none: the account is within its cap); everything older goes.
+        last_kept = conn.execute(
             sa.select(e.at, e.id)
             .where(e.account_id == account_id)
             .order_by(e.at.desc(), e.id.desc())
             .offset(cap - 1)
             .limit(1)
-        ).one()
-        gone += db.session.execute(
-            sa.delete(e).where(e.account_id == account_id, sa.tuple_(e.at, e.id) < tuple(last_kept))
-        ).rowcount
-    db.session.commit()
+        ).first()
+        if last_kept is not None:
+            gone += conn.execute(
+                sa.delete(e).where(e.account_id == account_id, sa.tuple_(e.at, e.id) < tuple(last_kept))
+            ).rowcount
     return gone
 
 

@@ -4,7 +4,9 @@ writes them to `request_log` in batches.
 Per request the hot path only appends a tuple to an in-process deque (no Redis, no SQL, no
 decoding); everything else (decoding, truncating, redacting, reading the problem's type) happens
 in the flush thread, every REQUEST_LOG_FLUSH_SECONDS. The buffer is bounded: while the database
-is away it keeps the newest MAX_BUFFERED calls and counts the ones it had to drop.
+is away it keeps the newest MAX_BUFFERED calls and counts the ones it had to drop. Every
+TRIM_SECONDS the thread also cuts the accounts it wrote for back to their cap, so a busy account
+stays near it between the periodic purges (`queries.purge`, which also applies the 7-day window).
 """
 
 import atexit
@@ -19,11 +21,13 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from prometheus_client import Counter as PromCounter
 
+from levqor_core.requestlog import queries
 from levqor_core.requestlog.models import RequestLogEntry
 
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 50_000
+TRIM_SECONDS = 60
 BATCH_ROWS = 1_000
 # Enough to see what was sent; a body can be 64 KiB and the log keeps 10,000 calls per account.
 MAX_BODY_CHARS = 4096
@@ -66,6 +70,7 @@ class Recorder:
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._engine: sa.Engine | None = None
+        self._written_for: set[int] = set()  # accounts written since the last trim
         self._thread: threading.Thread | None = None
 
     def add(self, call: tuple) -> None:
@@ -102,12 +107,28 @@ class Recorder:
                         self._drop_oldest()
                     raise
                 written += len(batch)
+                self._written_for.update(call[1] for call in batch)
         return written
+
+    def trim(self, cap: int | None = None) -> int:
+        """Cut the accounts written since the last trim back to their newest `cap` rows."""
+        with self._flush_lock:
+            accounts, self._written_for = self._written_for, set()
+        if not accounts:
+            return 0
+        try:
+            with self.engine().begin() as conn:
+                return queries.trim(conn, sorted(accounts), cap or queries.CAP_PER_ACCOUNT)
+        except Exception:
+            with self._flush_lock:
+                self._written_for |= accounts  # next time
+            raise
 
     def clear(self) -> None:
         """Forget what is buffered (tests: a new test's accounts may reuse an old one's ids)."""
         with self._flush_lock:
             self.buffer.clear()
+            self._written_for.clear()
 
     def engine(self) -> sa.Engine:
         # Its own single connection: the writer never takes one of the request threads' pool.
@@ -131,11 +152,14 @@ class Recorder:
             log.warning("request log: %d call(s) not written at exit", len(self.buffer))
 
     def _loop(self) -> None:
-        reported = 0
+        reported, trimmed_at = 0, time.monotonic()
         while True:
             time.sleep(self.flush_seconds)
             try:
                 self.flush()
+                if time.monotonic() - trimmed_at >= TRIM_SECONDS:
+                    trimmed_at = time.monotonic()
+                    self.trim()
             except Exception:  # keep flushing after a database hiccup
                 log.warning("could not write the request log; will retry", exc_info=True)
             if self.dropped != reported:
