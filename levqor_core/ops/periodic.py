@@ -96,6 +96,12 @@ def _purge_webhook_deliveries(progress: Progress, **_) -> dict:
     return {"purged": delivery.purge()}
 
 
+def _purge_request_log(progress: Progress, **_) -> dict:
+    from levqor_core.requestlog import queries
+
+    return {"purged": queries.purge(datetime.now(UTC))}
+
+
 @dataclass(frozen=True)
 class PeriodicJob:
     """One periodic maintenance job. `cron_setting` names the environment variable whose value
@@ -123,6 +129,8 @@ PERIODIC_JOBS: dict[str, PeriodicJob] = {
         # Deliveries whose queued attempt Redis lost (a restart, a full queue) are queued again.
         PeriodicJob("webhook-sweep", _webhook_sweep, "* * * * *", "JOBS_WEBHOOK_SWEEP_CRON"),
         PeriodicJob("purge-webhook-deliveries", _purge_webhook_deliveries, "50 0 * * *", "JOBS_WEBHOOK_PURGE_CRON"),
+        # The request log's 7-day window and per-account cap (web processes also trim as they write).
+        PeriodicJob("purge-request-log", _purge_request_log, "55 * * * *", "JOBS_REQUEST_LOG_PURGE_CRON"),
     )
 }
 

@@ -11,7 +11,7 @@ from flask import Blueprint
 bp = Blueprint("portal", __name__, static_folder="../static", static_url_path="/assets")
 
 # The modules register their routes on `bp`; imported after it exists.
-from . import assets, auth, developer, docs, pricing  # noqa: E402, F401
+from . import assets, auth, developer, docs, logs, pricing  # noqa: E402, F401
 
 
 @bp.app_context_processor
