@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test setup lint spec-lint spec-check system-deps bench soak clean sdk sdk-publish
+.PHONY: run test setup lint spec-lint spec-check system-deps bench bench-cpu soak clean sdk sdk-publish
 
 run: setup
 	$(PY) -m levqor_core.devserver
@@ -47,6 +47,11 @@ spec-check: setup
 bench: setup system-deps
 	@command -v wrk >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq wrk >/dev/null || sudo apt-get install -y -qq wrk >/dev/null; }
 	$(PY) bench/run.py
+
+# Process CPU per request against bare Connexion, in process (steady where req/s is noise);
+# BENCH_COMPARE=<git rev> adds a before/after.
+bench-cpu: setup system-deps
+	$(PY) bench/cpu.py $(if $(BENCH_COMPARE),--compare $(BENCH_COMPARE))
 
 # The Procfile's processes under mixed traffic for $$SOAK_SECONDS (60) while the worker is
 # SIGKILLed, Redis restarts and a web worker restarts; exits 1 when a target figure is missed.

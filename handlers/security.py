@@ -2,6 +2,8 @@
 
 import inspect
 
+from levqor_core import problems
+
 
 def area_of(path: str) -> str:
     """Which limit a call counts against: the v1 quota, the sandbox cap, or neither."""
@@ -15,10 +17,19 @@ def area_of(path: str) -> str:
 async def api_key_auth(api_key, required_scopes=None, request=None):
     """Admit the call through the gate (which raises the refusal); its rate-limit headers go on the response."""
     client = request.client.host if request.client else None  # after the trusted proxies' X-Forwarded-For
-    admitted = await request.scope["levqor.gate"].authorize_async(api_key, area_of(request.url.path), client=client)
+    # Whose call it is, for the request log (levqor_core.web.request_log.SCOPE_KEY).
+    seen = request.scope.get("levqor.request")
+    try:
+        admitted = await request.scope["levqor.gate"].authorize_async(api_key, area_of(request.url.path), client=client)
+    except problems.Problem as refusal:
+        if seen is not None and getattr(refusal, "caller", None):  # a valid key over its limits
+            seen.update(refusal.caller)
+        raise
     # Picked up by levqor_core.web.request_guard.RequestGuard and added to the response, whatever
     # its status.
     request.scope.setdefault("levqor.response_headers", {}).update(admitted.pop("headers"))
+    if seen is not None:
+        seen["account_id"], seen["key_id"] = admitted["account_id"], admitted["key_id"]
     return admitted
 
 

@@ -5,6 +5,8 @@ As shipped it is a supervisor built on RQ's WorkerPool:
 - PERIODIC_WORKERS workers serve only the periodic queue, so a backlog of API jobs never delays
   the scheduled maintenance jobs, a long maintenance job never delays API jobs, and an hour-long
   Notion sync does not hold up `requeue-jobs` or the quota alerts;
+- WEBHOOK_WORKERS workers serve only the webhook queue (deliveries and their retries, scheduled by
+  RQ's scheduler in those workers), so a slow or dead receiver never delays anything else;
 - WORKER_CONCURRENCY workers (default 4) serve the API queue, so one account's long jobs do not
   hold up other accounts' short ones (each account's jobs in flight are capped by tier, too);
 - a worker that dies (SIGKILL, out of memory, Redis gone mid-command) is started again, once Redis
@@ -12,7 +14,7 @@ As shipped it is a supervisor built on RQ's WorkerPool:
 - RQ's cron scheduler (jobs/schedule.py) runs in a thread of the supervisor, enqueueing only while
   it holds a Redis lease, so several `worker` processes do not enqueue a periodic job twice.
 
-`--burst` runs one plain RQ worker on both queues until they are empty (tests, one-off drains).
+`--burst` runs one plain RQ worker on every queue until they are empty (tests, one-off drains).
 """
 
 import argparse
@@ -30,7 +32,7 @@ from rq.worker_pool import WorkerPool
 
 from jobs.tasks import _app
 from levqor_core import redis_conn
-from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE, QUEUES
+from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE, QUEUES, WEBHOOK_QUEUE
 
 log = logging.getLogger(__name__)
 LEADER_KEY = "lvq:cron:leader"
@@ -42,6 +44,7 @@ REDIS_RETRY_SECONDS = 2.0
 # (a deploy, a dyno restart: 30 s before SIGKILL) a warm shutdown. RQ's default is 420.
 WORKER_TTL = 30
 PERIODIC_WORKERS = 2
+WEBHOOK_WORKERS = 2  # deliveries wait up to 10 s on a receiver: two keep one slow one from holding all
 
 
 class LevqorWorker(Worker):
@@ -130,20 +133,29 @@ def start_cron(connection) -> LeaderCronScheduler:
 
 class LevqorWorkerPool(WorkerPool):
     """RQ's WorkerPool, which starts a worker again when one dies, with PERIODIC_WORKERS of its
-    workers kept for the periodic queue; and no respawn storm while Redis is down."""
+    workers kept for the periodic queue and WEBHOOK_WORKERS for webhook deliveries (a slow
+    receiver holds one of those, never an API worker); and no respawn storm while Redis is down."""
 
     def __init__(self, connection: redis.Redis, api_workers: int):
         super().__init__(
-            [API_QUEUE], connection=connection, num_workers=api_workers + PERIODIC_WORKERS, worker_class=LevqorWorker
+            [API_QUEUE],
+            connection=connection,
+            num_workers=api_workers + PERIODIC_WORKERS + WEBHOOK_WORKERS,
+            worker_class=LevqorWorker,
         )
         self._queues_by_worker: dict[str, list[str]] = {}
         self._redis_down_since: float | None = None
 
     def get_worker_process(self, name, burst, _sleep=0, logging_level="INFO"):
         alive = {n for n in self.worker_dict if n != name}
-        periodic = sum(self._queues_by_worker.get(n) == [PERIODIC_QUEUE] for n in alive)
+        serving = [self._queues_by_worker.get(n) for n in alive]
         # WorkerPool hands every worker self._queue_names; set it to this worker's share first.
-        self._queue_names = [API_QUEUE] if periodic >= PERIODIC_WORKERS else [PERIODIC_QUEUE]
+        if serving.count([PERIODIC_QUEUE]) < PERIODIC_WORKERS:
+            self._queue_names = [PERIODIC_QUEUE]
+        elif serving.count([WEBHOOK_QUEUE]) < WEBHOOK_WORKERS:
+            self._queue_names = [WEBHOOK_QUEUE]
+        else:
+            self._queue_names = [API_QUEUE]
         self._queues_by_worker[name] = self._queue_names
         return super().get_worker_process(name, burst, _sleep=_sleep, logging_level=logging_level)
 
@@ -176,7 +188,7 @@ class LevqorWorkerPool(WorkerPool):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--burst", action="store_true", help="one worker on both queues, exit when they are empty")
+    parser.add_argument("--burst", action="store_true", help="one worker on every queue, exit when they are empty")
     parser.add_argument("--no-cron", action="store_true", help="do not run the periodic-job scheduler")
     parser.add_argument(
         "--concurrency",

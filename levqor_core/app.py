@@ -19,14 +19,15 @@ from levqor_core.accounts import security as account_security
 from levqor_core.accounts.security import security
 from levqor_core.extensions import csrf, db, migrate
 from levqor_core.limits import gate
-from levqor_core.web import deprecation, validation
+from levqor_core.requestlog.recorder import Recorder
+from levqor_core.web import deprecation, request_log, validation
 from levqor_core.web.limiter import init_app as init_limiter
 from levqor_core.web.request_guard import RequestGuard
 from levqor_core.web.sessions import CookieSessionsOnlyWhenSent
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi" / "openapi.yaml"
-PORTAL_BLUEPRINTS = ("portal.views:bp", "portal.views.billing:bp", "portal.views.ops:bp")
+PORTAL_BLUEPRINTS = ("portal.views:bp", "portal.views.billing:bp", "portal.views.ops:bp", "portal.views.webhooks:bp")
 
 
 def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
@@ -66,6 +67,8 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
         stats_flush_seconds=app.config["STATS_FLUSH_SECONDS"],
     )
     errors.register_error_handlers(cx)
+    request_log.register(app)
+    request_log.install_access_log_filter()
     deprecation.register(app, yaml.safe_load(SPEC.read_text()))  # Deprecation/Sunset headers
     register_blueprints(app)
     register_commands(app)
@@ -88,6 +91,9 @@ def register_extensions(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "lvq-fl")
     init_limiter(app)
+    app.extensions["levqor.request_log"] = Recorder(
+        app.config["SQLALCHEMY_DATABASE_URI"], app.config["REQUEST_LOG_FLUSH_SECONDS"]
+    )
     app.extensions["levqor.gate"] = gate.Gate(
         app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.async_client(redis_url)
     )

@@ -113,6 +113,9 @@ def from_env() -> dict:
         # Finished API jobs (input, result) are deleted this many days after they finish.
         "JOB_RETENTION_DAYS": max(1, int(env.get("JOB_RETENTION_DAYS", 30))),
         "STATS_FLUSH_SECONDS": float(env.get("STATS_FLUSH_SECONDS", 10)),
+        # Seconds between writing each web process's buffered request-log entries (0: only when
+        # flushed explicitly).
+        "REQUEST_LOG_FLUSH_SECONDS": float(env.get("REQUEST_LOG_FLUSH_SECONDS", 2)),
         "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
         # On a dyno /metrics is closed (403) until METRICS_TOKEN is set: business volumes are not
         # public. Closed rather than refusing to start, so a missing token never stops the API.

@@ -1,8 +1,9 @@
 """The RQ queues; the core enqueues by task name so it never imports jobs/.
 
-Two queues, served by separate worker processes (jobs/worker.py), so neither delays the other:
+Three queues, served by separate worker processes (jobs/worker.py), so none delays another:
 - API_QUEUE: the public API's jobs (one per POST /v1/jobs);
-- PERIODIC_QUEUE: the scheduled maintenance jobs (quota alerts, requeue, retention, billing...).
+- PERIODIC_QUEUE: the scheduled maintenance jobs (quota alerts, requeue, retention, billing...);
+- WEBHOOK_QUEUE: webhook delivery attempts (levqor_core.webhooks.dispatch), each up to 10 s.
 """
 
 import logging
@@ -14,7 +15,8 @@ from rq import Queue, Retry
 log = logging.getLogger(__name__)
 API_QUEUE = "levqor"  # the name jobs were queued under before the split: queued jobs still run
 PERIODIC_QUEUE = "levqor-periodic"
-QUEUES = (API_QUEUE, PERIODIC_QUEUE)
+WEBHOOK_QUEUE = "levqor-webhooks"
+QUEUES = (API_QUEUE, PERIODIC_QUEUE, WEBHOOK_QUEUE)
 API_JOB_TIMEOUT = 90  # seconds; the longest workflow (delay) takes 30
 
 

@@ -6,4 +6,5 @@ from levqor_core.billing import models as billing_models  # noqa: F401
 from levqor_core.keys import models as keys_models  # noqa: F401
 from levqor_core.metering import models as metering_models  # noqa: F401
 from levqor_core.ops import models as ops_models  # noqa: F401
+from levqor_core.requestlog import models as requestlog_models  # noqa: F401
 from levqor_core.webhooks import models as webhooks_models  # noqa: F401

@@ -47,9 +47,26 @@ def procfile() -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
-def start_procfile_line(command: str, env: dict) -> subprocess.Popen:
-    """A Procfile line as the platform runs it: through a shell, in its own process group."""
-    return subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env, start_new_session=True)
+def start_procfile_line(command: str, env: dict, output=None) -> subprocess.Popen:
+    """A Procfile line as the platform runs it: through a shell, in its own process group
+    (`output`: a file for its stdout and stderr)."""
+    return subprocess.Popen(
+        ["bash", "-c", command], cwd=ROOT, env=env, start_new_session=True, stdout=output, stderr=output
+    )
+
+
+def shipped_env(database_url: str, redis_url: str, port: int, var_dir) -> dict:
+    """The environment a Procfile process gets on the platform, pointed at these servers."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))} | {
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "SECRET_KEY": "procfile-test",
+        "LEVQOR_VAR_DIR": str(var_dir),
+        "LOG_LEVEL": "WARNING",
+    }
 
 
 def stop_procfile_line(process: subprocess.Popen) -> None:

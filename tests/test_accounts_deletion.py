@@ -13,6 +13,7 @@ from levqor_core.billing.models import StripeEvent
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey, KeyEvent
 from levqor_core.metering.models import UsageDaily
+from levqor_core.requestlog.models import RequestLogEntry
 
 from .conftest import PASSWORD, csrf_from
 from .fakes.stripe_server import FakeStripe
@@ -85,7 +86,7 @@ def test_deletion_revokes_the_key_at_once_cancels_stripe_removes_data_and_frees_
     assert dev.client.get("/developer/api-keys").status_code == 302
     with app.app_context():
         assert _count(Account) == 0
-        for model in (Job, ApiKey, KeyEvent, UsageDaily):
+        for model in (Job, ApiKey, KeyEvent, UsageDaily, RequestLogEntry):
             assert _count(model, account_id=account_id) == 0, model.__name__
         kept = db.session.scalars(sa.select(StripeEvent)).all()
         assert kept and all(event.account_id is None for event in kept)  # payment records, unlinked

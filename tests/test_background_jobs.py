@@ -469,8 +469,11 @@ def test_the_schedule_comes_from_the_environment():
             ("billing-downgrade", "30 0 * * *", "jobs.tasks.run_periodic", ("billing-downgrade",)),
             ("notion-sync", "15 2 * * *", "jobs.tasks.run_periodic", ("notion-sync",)),
             ("purge-jobs", "45 0 * * *", "jobs.tasks.run_periodic", ("purge-jobs",)),
+            ("purge-request-log", "55 * * * *", "jobs.tasks.run_periodic", ("purge-request-log",)),
+            ("purge-webhook-deliveries", "50 0 * * *", "jobs.tasks.run_periodic", ("purge-webhook-deliveries",)),
             ("quota-alerts", "*/5 * * * *", "jobs.tasks.run_periodic", ("quota-alerts",)),
             ("requeue-jobs", "* * * * *", "jobs.tasks.run_periodic", ("requeue-jobs",)),
+            ("webhook-sweep", "* * * * *", "jobs.tasks.run_periodic", ("webhook-sweep",)),
         ]
     )
 
@@ -572,4 +575,7 @@ def test_flask_jobs_schedule_shows_each_jobs_cron_from_the_environment(app, monk
         "requeue-jobs   * * * * *",
         "billing-downgrade 30 0 * * *",
         "purge-jobs     45 0 * * *",
+        "webhook-sweep  * * * * *",
+        "purge-webhook-deliveries 50 0 * * *",
+        "purge-request-log 55 * * * *",
     ]

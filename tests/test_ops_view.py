@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, Worker
 
-from jobs.worker import PERIODIC_WORKERS
+from jobs.worker import PERIODIC_WORKERS, WEBHOOK_WORKERS
 from levqor_core.accounts.models import Account
 from levqor_core.apijobs.models import Job
 from levqor_core.app import create_app
@@ -26,7 +26,7 @@ from levqor_core.metering import counters as metering
 from levqor_core.ops import metrics
 from levqor_core.ops import status as ops_status
 from levqor_core.ops.models import HealthLogEntry
-from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE
+from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE, WEBHOOK_QUEUE
 from portal.helpers import charts
 
 from .test_worker_as_shipped import procfile
@@ -194,13 +194,15 @@ def test_the_shipped_worker_pool_appears_per_queue_and_its_jobs_in_the_24h_figur
         return (
             value(samples, "levqor_rq_workers_alive", queue=API_QUEUE) == 2
             and value(samples, "levqor_rq_workers_alive", queue=PERIODIC_QUEUE) == PERIODIC_WORKERS
+            and value(samples, "levqor_rq_workers_alive", queue=WEBHOOK_QUEUE) == WEBHOOK_WORKERS
         )
 
-    _wait(alive, timeout=60, what="2 API workers and the periodic workers")
+    _wait(alive, timeout=60, what="2 API workers, the periodic and the webhook workers")
     html = operator.client.get("/developer/ops").text
     assert 'data-workers-alive="2"' in queue_row(html, API_QUEUE)
     assert f'data-workers-alive="{PERIODIC_WORKERS}"' in queue_row(html, PERIODIC_QUEUE)
-    assert html.count('data-alive="yes"') == len(Worker.all(connection=r)) == 2 + PERIODIC_WORKERS
+    assert f'data-workers-alive="{WEBHOOK_WORKERS}"' in queue_row(html, WEBHOOK_QUEUE)
+    assert html.count('data-alive="yes"') == len(Worker.all(connection=r)) == 2 + PERIODIC_WORKERS + WEBHOOK_WORKERS
 
     _, raw = make_account(tier="pro")
     created = client.post("/api/v1/jobs", json={"workflow": "echo", "input": {"x": 1}}, headers={"x-api-key": raw})
@@ -219,11 +221,11 @@ def test_the_shipped_worker_pool_appears_per_queue_and_its_jobs_in_the_24h_figur
 def test_no_worker_at_all_is_said_plainly_and_empty_queues_have_age_zero(app, client, operator):
     html = operator.client.get("/developer/ops").text
     assert 'data-workers="0"' in html and "jobs are not running" in html
-    for name in (API_QUEUE, PERIODIC_QUEUE):
+    for name in (API_QUEUE, PERIODIC_QUEUE, WEBHOOK_QUEUE):
         row = queue_row(html, name)
         assert 'data-depth="0"' in row and 'data-workers-alive="0"' in row
     samples = scrape(client)
-    for name in (API_QUEUE, PERIODIC_QUEUE):
+    for name in (API_QUEUE, PERIODIC_QUEUE, WEBHOOK_QUEUE):
         assert value(samples, "levqor_rq_workers_alive", queue=name) == 0
         assert value(samples, "levqor_queue_oldest_job_age_seconds", queue=name) == 0
 

@@ -3,6 +3,7 @@ on the Standard Webhooks schedule (time controlled), resend, the private-network
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,47 +18,10 @@ from levqor_core.limits import tiers
 from levqor_core.webhooks import delivery, dispatch, service, targets
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
+from .webhook_helpers import Receiver
+
 SECRET_KEY = "test-secret"
 PUBLIC = "93.184.215.14"  # a global address: what a public host resolves to
-
-
-class Receiver:
-    """A developer's endpoint on loopback: answers each POST with the next planned status."""
-
-    def __init__(self, statuses=(200,)):
-        self.planned = list(statuses)
-        self.received: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append(
-                    {
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body.decode(),
-                        "path": self.path,
-                    }
-                )
-                status = receiver.planned.pop(0) if len(receiver.planned) > 1 else receiver.planned[0]
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"x" * 2000 if status >= 500 else b"thanks")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}/hooks?source=levqor"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -409,13 +373,13 @@ def test_another_accounts_endpoint_is_a_404(client, make_account, private_target
     assert client.get(f"/api/v1/webhook_endpoints/{made['id']}", headers={"x-api-key": owner}).status_code == 200
 
 
+def _post_endpoint(client, key: str, url: str, events: list[str]):
+    return client.post("/api/v1/webhook_endpoints", json={"url": url, "events": events}, headers={"x-api-key": key})
+
+
 def test_a_private_target_is_a_400_problem_over_the_api_without_the_setting(client, make_account):
     _, key = make_account(tier="pro")
-    refused = client.post(
-        "/api/v1/webhook_endpoints",
-        json={"url": "https://127.0.0.1/hook", "events": ["job.failed"]},
-        headers={"x-api-key": key},
-    )
+    refused = _post_endpoint(client, key, "https://127.0.0.1/hook", ["job.failed"])
     assert refused.status_code == 400
     assert refused.json()["type"].endswith("/invalid-webhook-endpoint") and "non-public" in refused.json()["detail"]
 
@@ -431,9 +395,96 @@ def test_the_endpoint_cap_is_a_409_problem_with_the_limit(client, make_account, 
 
 def test_unknown_event_types_are_refused_by_the_spec(client, make_account, private_targets_allowed):
     _, key = make_account(tier="pro")
-    refused = client.post(
-        "/api/v1/webhook_endpoints",
-        json={"url": "http://127.0.0.1:9/hook", "events": ["job.exploded"]},
-        headers={"x-api-key": key},
-    )
-    assert refused.status_code == 400
+    refused = _post_endpoint(client, key, "http://127.0.0.1:9/hook", ["job.exploded"])
+    assert refused.status_code == 400 and "job.exploded" in refused.json()["detail"]
+
+
+def test_quota_events_fire_once_per_period_each_from_the_alerts_crossing(app, make_account, private_targets_allowed):
+    from levqor_core.metering import counters as metering
+    from levqor_core.ops import alerts
+
+    account_id, _ = make_account(tier="pro")
+    quota = tiers.get("pro").monthly_quota
+    now = datetime(2026, 11, 10, 12, tzinfo=UTC)
+    with app.app_context():
+        acct = db.session.get(Account, account_id)
+        create(acct, "http://127.0.0.1:9/hook", events=service.QUOTA_EVENTS)
+        r = app.extensions["levqor.redis"]
+
+        def used(calls, at):
+            r.set(metering.usage_key(account_id, metering.current_period(acct, at)), calls)
+            alerts.run(r, now=at)
+            return [
+                (d.event_type, json.loads(d.payload)["data"]["calls_used"])
+                for d in db.session.scalars(sa.select(WebhookDelivery).order_by(WebhookDelivery.created_at))
+            ]
+
+        assert used(quota * 80 // 100 - 1, now) == []
+        assert used(quota * 80 // 100, now) == [("quota.warning", 8000)]
+        assert used(quota * 90 // 100, now) == [("quota.warning", 8000)]  # the same period: once
+        assert used(quota + 5, now) == [("quota.warning", 8000), ("quota.exceeded", 10005)]
+        assert used(quota + 50, now)[-1] == ("quota.exceeded", 10005)
+        next_month = datetime(2026, 12, 2, tzinfo=UTC)
+        assert used(quota, next_month)[2:] == [("quota.warning", 10000), ("quota.exceeded", 10000)]
+
+
+def test_the_real_worker_delivers_and_retries_on_its_own_queue(
+    client, app, make_account, receiver, private_targets_allowed, database_url, redis_server
+):
+    from .helpers import run_worker_burst, worker_env
+
+    hook = receiver(500, 200)
+    _, key = make_account(tier="pro")
+    made = client.post(
+        "/api/v1/webhook_endpoints", json={"url": hook.url(), "events": ["job.failed"]}, headers={"x-api-key": key}
+    ).json()
+    ping = client.post(f"/api/v1/webhook_endpoints/{made['id']}/test", headers={"x-api-key": key}).json()
+    env = worker_env(database_url, redis_server.url, SECRET_KEY="test-secret", WEBHOOK_ALLOW_PRIVATE_TARGETS="1")
+
+    run_worker_burst(env)  # the first attempt: 500, the retry scheduled 5 s on
+    with app.app_context():
+        row = db.session.get(WebhookDelivery, ping["id"])
+        assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.PENDING, 1, 500)
+        retry_at = row.next_attempt_at
+    time.sleep(max(0.0, (retry_at - datetime.now(UTC)).total_seconds()) + 1)
+    run_worker_burst(env)  # RQ's scheduler in the worker queues the retry, which succeeds
+    with app.app_context():
+        db.session.expire_all()
+        row = db.session.get(WebhookDelivery, ping["id"])
+        assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.SUCCEEDED, 2, 200)
+    assert [r["headers"]["webhook-id"] for r in hook.received] == [ping["id"]] * 2
+    assert Webhook(made["secret"]).verify(hook.received[1]["body"], hook.received[1]["headers"])["type"] == "ping"
+
+
+def test_the_owner_of_an_endpoint_disabled_after_days_of_failures_gets_an_email(app, account, receiver):
+    class Outbox:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, to, subject, body):
+            self.sent.append((to, subject, body))
+
+    hook, outbox = receiver(500), Outbox()
+    acct = account()
+    endpoint, _ = create(acct, hook.url())
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+        for day in range(delivery.DISABLE_AFTER.days + 1):
+            now = start + timedelta(days=day)
+            [delivery_id] = event(acct, now=now)
+            dispatch.attempt(delivery_id, now=now, sender=outbox)
+    [(to, subject, body)] = outbox.sent
+    assert to == acct.email and "disabled" in subject
+    assert hook.url() in body and "/developer/webhooks" in body
+
+
+def test_a_secret_that_no_longer_decrypts_is_an_error_on_the_delivery_not_a_crash(account, receiver):
+    hook = receiver(200)
+    acct = account()
+    create(acct, hook.url())
+    now = datetime.now(UTC)
+    [delivery_id] = event(acct, now=now)
+    status = delivery.attempt(delivery_id, secret_key="another-secret-key", allow_private=True, now=now)
+    assert status == DeliveryStatus.PENDING and hook.received == []
+    assert "SECRET_KEY" in db.session.get(WebhookDelivery, delivery_id).last_error

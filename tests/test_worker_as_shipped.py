@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from rq import Queue, Worker
 from rq.job import Job as RQJob
 
-from jobs.worker import PERIODIC_WORKERS
+from jobs.worker import PERIODIC_WORKERS, WEBHOOK_WORKERS
 from levqor_core.apijobs import jobs as job_core
 from levqor_core.apijobs import sandbox
 from levqor_core.apijobs.models import Job
@@ -32,14 +32,14 @@ from levqor_core.ops import periodic
 from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE
 
 from . import servers, signup
-from .helpers import procfile, run_worker_burst, start_procfile_line, stop_procfile_line, worker_env
+from .helpers import procfile, run_worker_burst, shipped_env, start_procfile_line, stop_procfile_line, worker_env
 from .servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IDLE_SECONDS = 15
 
 
-# test_ops_view imports these from here, until it takes them from tests.helpers.
+# test_ops_view and test_request_log take these from here, until they take them from tests.helpers.
 start, stop = start_procfile_line, stop_procfile_line
 
 
@@ -74,16 +74,7 @@ def test_the_procfile_processes_stay_up_idle_and_through_a_redis_restart(postgre
     assert set(processes) >= {"release", "web", "worker"}
     redis = RedisServer().start()  # its own: this test restarts it
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))} | {
-        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
-        "DATABASE_URL": postgres_server.create_database(f"shipped_{uuid.uuid4().hex[:8]}"),
-        "REDIS_URL": redis.url,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "SECRET_KEY": "procfile-test",
-        "LEVQOR_VAR_DIR": str(tmp_path),
-        "LOG_LEVEL": "WARNING",
-    }
+    env = shipped_env(postgres_server.create_database(f"shipped_{uuid.uuid4().hex[:8]}"), redis.url, port, tmp_path)
     base = f"http://127.0.0.1:{port}"
     release = subprocess.run(["bash", "-c", processes["release"]], cwd=ROOT, env=env, capture_output=True, text=True)
     assert release.returncode == 0, release.stderr[-2000:]
@@ -189,7 +180,7 @@ def live_worker(app, database_url, redis_server):
         started.append(process)
         r = app.extensions["levqor.redis"]
         wait_for(
-            lambda: len(Worker.all(connection=r)) == concurrency + PERIODIC_WORKERS,
+            lambda: len(Worker.all(connection=r)) == concurrency + PERIODIC_WORKERS + WEBHOOK_WORKERS,
             60,
             what="the pool's workers registering",
         )

@@ -22,12 +22,14 @@ from levqor_core.limits import key_cache
 from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 from levqor_core.ops.models import QuotaAlert
+from levqor_core.requestlog.models import RequestLogEntry
 
 log = logging.getLogger(__name__)
 
-# Rows that name the account and go with it. stripe_events stays: its foreign key is SET NULL, so
-# the record of each payment event (id, type, outcome, time) is kept without the account.
-OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert)
+# Rows that name the account and go with it (its webhook endpoints and their deliveries go by the
+# database's ON DELETE CASCADE). stripe_events stays: its foreign key is SET NULL, so the record of
+# each payment event (id, type, outcome, time) is kept without the account.
+OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert, RequestLogEntry)
 
 
 def delete(account: Account, actor: keys.Actor) -> None:

@@ -24,6 +24,7 @@ from levqor_core.apijobs.problems import JobNotCancelable, TooManyJobsInFlight
 from levqor_core.columns import utcnow
 from levqor_core.extensions import db
 from levqor_core.limits import tiers
+from levqor_core.webhooks import events
 
 log = logging.getLogger(__name__)
 RUN_TASK = "jobs.tasks.run_job"
@@ -182,6 +183,7 @@ def cancel(account_id: int, job_id: str) -> Job:
     if not updated:
         raise JobNotCancelable(f"Job {job_id} is already {job.status}.")
     _stop_if_running(job.id)
+    events.emit(account_id, "job.canceled", job.to_dict)
     return job
 
 
@@ -254,10 +256,12 @@ def execute(job_id: str) -> str:
         return job.status  # already run, running elsewhere, or canceled
     result, error = run_workflow(workflows.get(job.workflow), job.input, f"job {job_id}")
     values = {"status": "failed", "error": error} if error else {"status": "succeeded", "result": result}
-    # Only a still-running job takes its result: a cancel while it ran wins.
-    db.session.execute(
+    # Only a still-running job takes its result: a cancel while it ran wins (and told its own event).
+    finished = db.session.execute(
         sa.update(Job).where(Job.id == job_id, Job.status == "running").values(finished_at=utcnow(), **values)
-    )
+    ).rowcount
     db.session.commit()
     db.session.refresh(job)
+    if finished:
+        events.emit(job.account_id, f"job.{job.status}", job.to_dict)
     return job.status

@@ -10,6 +10,7 @@ each for a day (README "Redis sizing").
 """
 
 import json
+import logging
 import re
 import time
 from datetime import UTC, datetime
@@ -20,6 +21,9 @@ from levqor_core import problems
 from levqor_core.apijobs import jobs, pagination, workflows
 from levqor_core.apijobs.models import IN_FLIGHT, Job, new_job_id
 from levqor_core.apijobs.problems import JobNotCancelable, TooManyJobsInFlight
+from levqor_core.webhooks import events
+
+log = logging.getLogger(__name__)
 
 TTL = 86400
 MAX_INPUT_BYTES = 8 * 1024  # of the input as compact JSON; production takes the whole body
@@ -147,7 +151,26 @@ def create_job(
     dropped = pipe.execute()[-1]
     if dropped:
         _drop_oldest(r, prefix, [entry.decode() for entry in dropped])
-    return _as_job(raw, now), True
+    job = _as_job(raw, now)
+    if status != "running":
+        events.emit(account_id, f"job.{status}", job.to_dict, sandbox=True)
+    else:
+        _announce_end(r, account_id, raw)
+    return job, True
+
+
+def _announce_end(r: redis.Redis, account_id: int, raw: dict) -> None:
+    """A delay job's end is only computed when read, but known in advance: its job.succeeded is
+    recorded now, due at that end; the deliveries' ids are kept with the job so a cancel before
+    then withdraws them."""
+    due = raw["due"]
+    ids = events.emit(account_id, "job.succeeded", lambda: _as_job(raw, due).to_dict(), sandbox=True, at=_at(due))
+    if ids:
+        raw["webhook_deliveries"] = ids
+        try:
+            r.set(f"{_prefix(account_id)}:job:{raw['id']}", json.dumps(raw), keepttl=True)
+        except redis.RedisError as err:  # the job stands; a cancel would then not withdraw them
+            log.warning("could not note the webhook deliveries of sandbox job %s: %s", raw["id"], err)
 
 
 def _drop_oldest(r: redis.Redis, prefix: str, entries: list[str]) -> None:
@@ -203,4 +226,7 @@ def cancel_job(r: redis.Redis, account_id: int, job_id: str) -> Job:
     pipe.set(f"{_prefix(account_id)}:job:{job_id}", json.dumps(raw), keepttl=True)
     pipe.zrem(f"{_prefix(account_id)}:inflight", job_id)
     pipe.execute()
-    return _as_job(raw, now)
+    job = _as_job(raw, now)
+    events.withdraw(raw.get("webhook_deliveries", []))  # its announced end will not come
+    events.emit(account_id, "job.canceled", job.to_dict, sandbox=True)
+    return job

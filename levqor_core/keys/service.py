@@ -14,6 +14,7 @@ from levqor_core.extensions import db
 from levqor_core.keys.format import generate, hash_key, hint
 from levqor_core.keys.models import ApiKey, KeyEvent
 from levqor_core.limits import key_cache
+from levqor_core.webhooks import events as webhook_events
 
 
 class KeyCreationConflict(problems.Conflict):
@@ -138,6 +139,8 @@ def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> Is
         raise KeyCreationConflict("Another key was created for this account at the same moment.") from None
     # Drop cached records so every process sees the change on its next request.
     key_cache.forget_keys(retired)
+    if old is not None:  # a first key is no roll, and has no event
+        webhook_events.emit(account.id, "key.rolled", lambda: record.to_dict(account.tier))  # metadata, never the key
     return IssuedKey(record=record, raw=raw)
 
 
@@ -163,7 +166,9 @@ def revoke(account: Account, actor: Actor, calling_key_id: str | None = None) ->
         db.session.add(_event(account.id, key.id, "revoked", actor, now))
     db.session.commit()
     key_cache.forget_keys([k.key_hash for k in keys])
-    return next((k for k in keys if k.expires_at is None), keys[0])
+    revoked = next((k for k in keys if k.expires_at is None), keys[0])
+    webhook_events.emit(account.id, "key.revoked", lambda: revoked.to_dict(account.tier))
+    return revoked
 
 
 def audit_trail(account_id: int, limit: int = 50) -> list[KeyEvent]:

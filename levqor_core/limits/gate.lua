@@ -8,8 +8,10 @@
 -- ARGV[7]  sandbox calls per key per day
 -- ARGV[8]  failed authentications allowed per address per window   ARGV[9] the window's end
 -- Returns {verdict, limit, remaining, reset, burst_limit, burst_remaining[, account_id, key_id
---          [, epoch, key's day counter after this call, period id]]}: the last three on a
---          metered call, for gate.py's journal (what to replay should this Redis be lost).
+--          [, epoch, key's day counter after this call, period id]]}: the account and key on an
+--          admitted call and on a refusal by the key's limits (the request log shows both); the
+--          last three on a metered call, for gate.py's journal (what to replay should this Redis
+--          be lost).
 local r = redis.call('HMGET', KEYS[1], 'acct', 'kid', 'quota', 'burst', 'pid', 'pend', 'exp')
 if not r[1] or r[1] == '' then
   -- Not a known key: an address that failed too often is refused before the database is asked
@@ -36,7 +38,7 @@ local burst = tonumber(r[4])
 local bkey = 'lvq:b:' .. kid .. ':' .. sec
 local b = redis.call('INCR', bkey)
 if b == 1 then redis.call('EXPIRE', bkey, 2) end
-if b > burst then return {'burst', burst, 0, sec + 1, burst, 0} end
+if b > burst then return {'burst', burst, 0, sec + 1, burst, 0, acct, kid} end
 
 local area, day = ARGV[1], ARGV[5]
 if area == 'meta' then
@@ -55,7 +57,7 @@ if area == 'sandbox' then
   local cap = tonumber(ARGV[7])
   local skey = 'lvq:s:' .. kid .. ':' .. day
   local n = tonumber(redis.call('GET', skey) or '0')
-  if n >= cap then return {'sandbox', cap, 0, ARGV[6], burst, burst - b} end
+  if n >= cap then return {'sandbox', cap, 0, ARGV[6], burst, burst - b, acct, kid} end
   n = redis.call('INCR', skey)
   redis.call('EXPIRE', skey, 8 * 86400)
   redis.call('SADD', 'lvq:dirty', dirty)
@@ -67,7 +69,7 @@ if r[5] and r[5] ~= '' and now < tonumber(r[6]) then pid, pend = r[5], r[6] end
 local quota = tonumber(r[3])
 local ukey = 'lvq:u:' .. acct .. ':' .. pid
 local n = tonumber(redis.call('GET', ukey) or '0')
-if quota >= 0 and n >= quota then return {'quota', quota, 0, pend, burst, burst - b} end
+if quota >= 0 and n >= quota then return {'quota', quota, 0, pend, burst, burst - b, acct, kid} end
 n = redis.call('INCR', ukey)
 redis.call('EXPIRE', ukey, 70 * 86400)
 local dkey = 'lvq:d:' .. kid .. ':' .. day

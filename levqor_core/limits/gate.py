@@ -213,8 +213,12 @@ class Gate:
             }
         headers["Retry-After"] = refusals.retry_after(reset, now)
         if verdict == "burst":
-            raise refusals.over_burst(burst, headers)
-        raise refusals.over_quota(area, limit, headers)
+            refusal = refusals.over_burst(burst, headers)
+        else:
+            refusal = refusals.over_quota(area, limit, headers)
+        # A valid key refused by its limits is still its account's call (the request log shows it).
+        refusal.caller = {"account_id": int(result[6]), "key_id": result[7].decode()}
+        raise refusal
 
 
 def _hash_of(raw_key: str) -> str:

@@ -27,10 +27,13 @@ from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
 from levqor_core.ops import notion as notion_api
 from levqor_core.ops.models import QuotaAlert
+from levqor_core.webhooks import dispatch
+from levqor_core.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
 
 THRESHOLDS = (80, 100)
+QUOTA_EVENTS = {80: "quota.warning", 100: "quota.exceeded"}  # webhook event per threshold
 ALERTS_DATABASE = "Alerts"
 ALERTS_SCHEMA = {
     "Alert": {"title": {}},
@@ -107,7 +110,7 @@ def detect(r: redis.Redis, now: datetime) -> list[QuotaAlert]:
         return []
     periods = [metering.current_period(a, now) for a in accounts]
     live = r.mget([metering.usage_key(a.id, p) for a, p in zip(accounts, periods, strict=True)])
-    created = []
+    created, deliveries = [], []
     for account, period, counter in zip(accounts, periods, live, strict=True):
         quota = tiers.get(account.tier).monthly_quota
         used = int(counter) if counter is not None else metering.persisted_period_calls(account.id, period)
@@ -116,9 +119,24 @@ def detect(r: redis.Redis, now: datetime) -> list[QuotaAlert]:
         new = [row for row in new if row is not None]
         for lower in new[:-1]:
             lower.status = "superseded"  # crossed together: one email (the highest) is enough
+        for alert in new:  # the same crossings, once per period each, to the developer's webhooks
+            deliveries += webhooks.record_event(
+                account.id, QUOTA_EVENTS[alert.threshold], _quota_event_data(alert, period), sandbox=False
+            )
         created.extend(new)
     db.session.commit()
+    dispatch.enqueue(deliveries)
     return created
+
+
+def _quota_event_data(alert: QuotaAlert, period: metering.Period) -> dict:
+    return {
+        "calls_used": alert.calls_used,
+        "quota": alert.quota,
+        "threshold_percent": alert.threshold,
+        "period_start": period.start.isoformat(),
+        "period_end": period.end.isoformat(),
+    }
 
 
 def _insert_once(account_id: int, period_id: str, threshold: int, used: int, quota: int) -> QuotaAlert | None:

@@ -84,6 +84,24 @@ def _billing_downgrade(progress: Progress, **_) -> dict:
     return {"downgraded": housekeeping.downgrade_lapsed(now), "events_pruned": housekeeping.prune_events(now)}
 
 
+def _webhook_sweep(progress: Progress, **_) -> dict:
+    from levqor_core.webhooks import dispatch
+
+    return {"queued": dispatch.sweep()}
+
+
+def _purge_webhook_deliveries(progress: Progress, **_) -> dict:
+    from levqor_core.webhooks import delivery
+
+    return {"purged": delivery.purge()}
+
+
+def _purge_request_log(progress: Progress, **_) -> dict:
+    from levqor_core.requestlog import queries
+
+    return {"purged": queries.purge(datetime.now(UTC))}
+
+
 @dataclass(frozen=True)
 class PeriodicJob:
     """One periodic maintenance job. `cron_setting` names the environment variable whose value
@@ -108,6 +126,11 @@ PERIODIC_JOBS: dict[str, PeriodicJob] = {
         PeriodicJob("requeue-jobs", _requeue_jobs, "* * * * *", "JOBS_REQUEUE_CRON"),
         PeriodicJob("billing-downgrade", _billing_downgrade, "30 0 * * *", "JOBS_BILLING_DOWNGRADE_CRON"),
         PeriodicJob("purge-jobs", _purge_jobs, "45 0 * * *", "JOBS_PURGE_CRON"),
+        # Deliveries whose queued attempt Redis lost (a restart, a full queue) are queued again.
+        PeriodicJob("webhook-sweep", _webhook_sweep, "* * * * *", "JOBS_WEBHOOK_SWEEP_CRON"),
+        PeriodicJob("purge-webhook-deliveries", _purge_webhook_deliveries, "50 0 * * *", "JOBS_WEBHOOK_PURGE_CRON"),
+        # The request log's 7-day window and per-account cap (web processes also trim as they write).
+        PeriodicJob("purge-request-log", _purge_request_log, "55 * * * *", "JOBS_REQUEST_LOG_PURGE_CRON"),
     )
 }
 

@@ -1,6 +1,7 @@
 """The app's one ASGI middleware, outermost of ours: body size and nesting limits, rate-limit and
-security headers on every response (the API's problem responses never pass through Flask), and
-the request metrics. One layer with one send() wrapper: each ASGI layer a request crosses costs it
+security headers on every response (the API's problem responses never pass through Flask), the
+`Request-Id` on every response (and as `request_id` in every problem body), the request metrics
+and the request log. One layer with one send() wrapper: each ASGI layer a request crosses costs it
 a coroutine and a wrapped send per message."""
 
 import asyncio
@@ -9,7 +10,9 @@ import re
 import time
 
 from levqor_core import problems
+from levqor_core.requestlog import recorder as request_log
 from levqor_core.web import request_metrics
+from levqor_core.web.request_log import CURRENT, HEADER, SCOPE_KEY, new_request_id
 
 # Stripe's events (an invoice with many lines) can outgrow the API's body limit; Stripe would retry
 # a refused delivery for days, so its endpoint takes up to 1 MiB.
@@ -28,6 +31,9 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 # Sent on responses to HTTPS requests (the scheme the trusted proxy reported): browsers then use
 # HTTPS only for a year. Over plain HTTP browsers ignore it, so local runs are unaffected.
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+PROBLEM_JSON = b"application/problem+json"
+# The request body kept for the log of a failed call: enough to see what was sent.
+LOGGED_BODY_BYTES = 4 * request_log.MAX_BODY_CHARS
 
 
 def json_depth_exceeds(body: bytes | bytearray, max_depth: int = MAX_JSON_DEPTH) -> bool:
@@ -74,6 +80,16 @@ def _replay(body: bytes, receive):
     return replayed
 
 
+def with_request_id(body: bytes, request_id: str) -> bytes:
+    """A problem+json object with `request_id` added (spliced in: no parse, no re-encoding)."""
+    stripped = body.rstrip()
+    if not stripped.startswith(b"{") or not stripped.endswith(b"}"):
+        return body
+    inner = stripped[:-1].rstrip()
+    separator = b"" if inner == b"{" else b","
+    return inner + separator + b'"request_id":"' + request_id.encode() + b'"}'
+
+
 def _problem_body(problem: problems.Problem) -> bytes:
     return json.dumps(
         {"type": problem.type, "title": problem.title, "status": problem.status, "detail": problem.detail}
@@ -84,8 +100,9 @@ class RequestGuard:
     """Reads a request's body in full before anything else sees it (at most the body limit):
     refuses it with 413 if it is too large and with 400 if its JSON nests deeper than
     MAX_JSON_DEPTH, before the API's security runs, so a refused body spends no quota. Adds the
-    headers the gate computed (X-RateLimit-*, RateLimit-*) to every response, errors included,
-    and records every request in the metrics."""
+    headers the gate computed (X-RateLimit-*, RateLimit-*) and a Request-Id to every response,
+    errors included, records every request in the metrics and each account's API calls in the
+    request log."""
 
     def __init__(self, app, flask_app, max_body_bytes: int, redis_client=None, stats_flush_seconds: float = 10.0):
         self.app = app
@@ -93,6 +110,7 @@ class RequestGuard:
         self.max_body_bytes = max_body_bytes
         self.redis = redis_client
         self.stats_flush_seconds = stats_flush_seconds
+        self.request_log = flask_app.extensions.get("levqor.request_log")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -104,13 +122,20 @@ class RequestGuard:
         scope.setdefault("extensions", {})
         # Filled by the security function while the request runs, so read when the response starts.
         rate_headers = scope.setdefault("levqor.response_headers", {})
+        request_id = new_request_id()
+        # Who called (the security function or the portal-session hook fills it) and the body read.
+        seen = scope[SCOPE_KEY] = {}
         security_headers = [NOSNIFF, HSTS] if scope.get("scheme") == "https" else [NOSNIFF]
+        at = time.time()
         started = time.perf_counter()
         status = 500
-        refusal: list[bytes] | None = None
+        # A problem+json response is held back until its body is whole, to add request_id to it.
+        held: dict | None = None
+        problem_chunks: list[bytes] = []
+        problem_body: bytes | None = None
 
         async def sending(message):
-            nonlocal status, refusal
+            nonlocal status, held, problem_body
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
@@ -120,20 +145,54 @@ class RequestGuard:
                     key = name.lower().encode()
                     if key not in present:
                         headers.append((key, value.encode()))
+                headers.append((HEADER, request_id.encode()))
                 message = {**message, "headers": headers}
-                if status == 429:
-                    refusal = []
-            elif refusal is not None and message["type"] == "http.response.body":
-                refusal.append(message.get("body", b""))
+                if any(k.lower() == b"content-type" and v.startswith(PROBLEM_JSON) for k, v in headers):
+                    held = message
+                    return
+                CURRENT.set(request_id)  # the access log line is written inside this send()
+            elif held is not None and message["type"] == "http.response.body":
+                problem_chunks.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                start, held = held, None
+                problem_body = b"".join(problem_chunks)
+                if problem_body:  # a HEAD answer has none: its Content-Length stays the GET's
+                    problem_body = with_request_id(problem_body, request_id)
+                    start["headers"] = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"] + [
+                        (b"content-length", str(len(problem_body)).encode())
+                    ]
+                CURRENT.set(request_id)
+                await send(start)
+                message = {"type": "http.response.body", "body": problem_body}
             await send(message)
 
         try:
-            await self._guarded(scope, receive, sending)
+            await self._guarded(scope, receive, sending, seen)
         finally:
-            body = b"".join(refusal) if refusal is not None else None
-            request_metrics.record(scope, status, time.perf_counter() - started, body)
+            seconds = time.perf_counter() - started
+            request_metrics.record(scope, status, seconds, (problem_body or b"") if status == 429 else None)
+            account_id = seen.get("account_id")
+            if account_id is not None and self.request_log is not None:
+                self.request_log.start()
+                failed = status >= 400
+                self.request_log.add(
+                    request_log.entry(
+                        at,
+                        account_id,
+                        seen.get("key_id"),
+                        request_id,
+                        scope.get("method", ""),
+                        scope.get("path", ""),
+                        scope.get("query_string", b""),
+                        status,
+                        seconds,
+                        seen.get("body")[:LOGGED_BODY_BYTES] if failed and seen.get("body") else None,
+                        problem_body if failed else None,
+                    )
+                )
 
-    async def _guarded(self, scope, receive, send):
+    async def _guarded(self, scope, receive, send, seen: dict):
         if _CONTROL.search(scope.get("path", "")):
             # Starlette's router refuses these where Flask's would not, so refuse them up front.
             return await self._send_problem(send, problems.BadRequest("The URL path contains control characters."))
@@ -168,7 +227,8 @@ class RequestGuard:
                     send,
                     problems.NestingTooDeep(f"JSON bodies may nest arrays and objects at most {MAX_JSON_DEPTH} deep."),
                 )
-            receive = _replay(bytes(body), receive)
+            body = seen["body"] = bytes(body)  # kept for the request log of a failed call
+            receive = _replay(body, receive)
             if declared is None:
                 # A chunked body, now read: Connexion takes a request without Content-Length for
                 # one without a body ("RequestBody is required"), so say how long it was.

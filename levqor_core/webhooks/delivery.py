@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import sqlalchemy as sa
+from cryptography.fernet import InvalidToken
 from standardwebhooks.webhooks import Webhook
 
 from levqor_core.extensions import db
@@ -123,6 +124,8 @@ def attempt(
         status_code, excerpt = _post(target, headers, delivery.payload)
     except targets.TargetRefused as refused:
         error = str(refused)
+    except InvalidToken:
+        error = "the endpoint's secret cannot be decrypted: was SECRET_KEY changed? Create the endpoint again."
     except httpx.TimeoutException:
         error = f"no answer within {TIMEOUT_SECONDS} s"
     except httpx.HTTPError as err:

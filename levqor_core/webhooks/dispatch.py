@@ -9,13 +9,14 @@ import redis
 from flask import current_app
 from rq import Queue
 
+from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
+from levqor_core.queue import WEBHOOK_QUEUE
 from levqor_core.webhooks import delivery as attempts
-from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery
+from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_QUEUE = "levqor-webhooks"
 TASK = "jobs.tasks.deliver_webhook"  # by name: the core never imports the worker package
 SWEEP_GRACE = timedelta(minutes=2)  # a queued attempt normally starts well within it
 
@@ -38,18 +39,38 @@ def enqueue(delivery_ids: list[str], at: datetime | None = None) -> None:
         log.warning("could not queue webhook deliveries %s (the sweep will): %s", delivery_ids, err)
 
 
-def attempt(delivery_id: str, now: datetime | None = None) -> str | None:
-    """One attempt with the app's settings, the next one queued at its time; the status after it."""
+def attempt(delivery_id: str, now: datetime | None = None, sender=None) -> str | None:
+    """One attempt with the app's settings, the next one queued at its time; the status after it.
+    `sender` (an email sender: `send(to, subject, body)`) tells an endpoint's owner when it is
+    disabled."""
     config = current_app.config
+
+    def tell_owner(endpoint: WebhookEndpoint) -> None:
+        if sender is not None:
+            owner = db.session.get(Account, endpoint.account_id)
+            sender.send(owner.email, *disabled_notice(endpoint, config["PUBLIC_BASE_URL"]))
+
     status = attempts.attempt(
         delivery_id,
         secret_key=config["SECRET_KEY"],
         allow_private=config["WEBHOOK_ALLOW_PRIVATE_TARGETS"],
         now=now,
+        on_disabled=tell_owner,
     )
     if status == DeliveryStatus.PENDING and queue().is_async:
         enqueue([delivery_id], at=db.session.get(WebhookDelivery, delivery_id).next_attempt_at)
     return status
+
+
+def disabled_notice(endpoint: WebhookEndpoint, base_url: str) -> tuple[str, str]:
+    """The email to the owner of an endpoint that was just disabled: (subject, body)."""
+    return (
+        "Levqor disabled one of your webhook endpoints",
+        f"Every delivery to {endpoint.url} has failed since {endpoint.failing_since:%Y-%m-%d %H:%M} UTC, "
+        f"so Levqor stopped sending to it ({endpoint.id}).\n\n"
+        f"See the delivery log, then create the endpoint again once it answers with a 2xx: "
+        f"{base_url}/developer/webhooks\n",
+    )
 
 
 def sweep(now: datetime | None = None) -> int:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from levqor_core import problems
+from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.limits import tiers
 from levqor_core.webhooks import dispatch, secrets, targets
@@ -56,7 +57,8 @@ def create_endpoint(
         raise EndpointRefused(str(refused)) from refused
     limit = tiers.get(account.tier).max_webhook_endpoints
     # The account row is locked while counting, so concurrent creations cannot pass the cap together.
-    db.session.execute(sa.select(type(account).id).where(type(account).id == account.id).with_for_update())
+    # (By the model, not type(account): the portal passes Flask-Login's proxy to the account.)
+    db.session.execute(sa.select(Account.id).where(Account.id == account.id).with_for_update())
     if _count(account.id, sandbox) >= limit:
         db.session.rollback()
         raise TooManyEndpoints(limit)
@@ -92,15 +94,15 @@ def endpoints_of(account_id: int, sandbox: bool) -> list[WebhookEndpoint]:
     )
 
 
-def endpoint_of(account_id: int, endpoint_id: str, sandbox: bool) -> WebhookEndpoint | None:
-    """The account's endpoint with this id (None for another account's: its existence is not told)."""
-    return db.session.scalar(
-        sa.select(WebhookEndpoint).where(
-            WebhookEndpoint.id == endpoint_id,
-            WebhookEndpoint.account_id == account_id,
-            WebhookEndpoint.sandbox == sandbox,
-        )
+def endpoint_of(account_id: int, endpoint_id: str, sandbox: bool | None) -> WebhookEndpoint | None:
+    """The account's endpoint with this id (None for another account's: its existence is not told).
+    `sandbox=None` finds either side (the portal shows both on one page)."""
+    query = sa.select(WebhookEndpoint).where(
+        WebhookEndpoint.id == endpoint_id, WebhookEndpoint.account_id == account_id
     )
+    if sandbox is not None:
+        query = query.where(WebhookEndpoint.sandbox == sandbox)
+    return db.session.scalar(query)
 
 
 def delete_endpoint(endpoint: WebhookEndpoint) -> None:
@@ -147,6 +149,19 @@ def record_event(
     return [d.id for d in deliveries]
 
 
+def withdraw(delivery_ids: list[str]) -> int:
+    """Delete these deliveries if none of their attempts has started; how many went."""
+    gone = db.session.execute(
+        sa.delete(WebhookDelivery).where(
+            WebhookDelivery.id.in_(delivery_ids),
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.attempts == 0,
+        )
+    )
+    db.session.commit()
+    return gone.rowcount
+
+
 def ping(endpoint: WebhookEndpoint, now: datetime | None = None) -> str:
     """A `ping` delivery to this one endpoint (the test action), committed; its id."""
     now = now or datetime.now(UTC)
@@ -164,6 +179,24 @@ def resend(delivery: WebhookDelivery, now: datetime | None = None) -> None:
     db.session.commit()
 
 
+def delivery_of(account_id: int, delivery_id: str) -> WebhookDelivery:
+    """The account's delivery, or 404 (another account's is not told apart from none)."""
+    found = db.session.scalar(
+        sa.select(WebhookDelivery)
+        .join(WebhookEndpoint)
+        .where(WebhookDelivery.id == delivery_id, WebhookEndpoint.account_id == account_id)
+    )
+    if found is None:
+        raise problems.NotFound(f"No webhook delivery {delivery_id} on this account.")
+    return found
+
+
+def redeliver(delivery: WebhookDelivery) -> None:
+    """Resend a delivery and queue its attempt (the portal's "Resend")."""
+    resend(delivery)
+    dispatch.enqueue([delivery.id])
+
+
 def deliveries_of(account_id: int, endpoint_id: str | None = None, limit: int = 50) -> list[WebhookDelivery]:
     """The account's newest deliveries (of one endpoint, or all)."""
     query = (
@@ -178,7 +211,7 @@ def deliveries_of(account_id: int, endpoint_id: str | None = None, limit: int = 
     return list(db.session.scalars(query))
 
 
-def owned(account_id: int, endpoint_id: str, sandbox: bool) -> WebhookEndpoint:
+def owned(account_id: int, endpoint_id: str, sandbox: bool | None) -> WebhookEndpoint:
     """The account's endpoint, or 404 (another account's endpoint is not told apart from none)."""
     endpoint = endpoint_of(account_id, endpoint_id, sandbox)
     if endpoint is None:

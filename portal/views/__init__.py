@@ -1,5 +1,6 @@
 """The portal's views, one module per area: the `portal` blueprint (auth, developer, docs,
-pricing, assets) and the billing and ops areas' own blueprints (`billing.py`, `ops.py`).
+pricing, assets) and the billing, ops and webhooks areas' own blueprints (`billing.py`, `ops.py`,
+`webhooks.py`).
 
 Every view renders a whole page, or only the fragment named by htmx's HX-Target header when the
 request comes from htmx (htmx-flask's `request.htmx`), from the same code.
@@ -10,7 +11,7 @@ from flask import Blueprint
 bp = Blueprint("portal", __name__, static_folder="../static", static_url_path="/assets")
 
 # The modules register their routes on `bp`; imported after it exists.
-from . import account, assets, auth, developer, docs, pricing  # noqa: E402, F401
+from . import account, assets, auth, developer, docs, logs, pricing  # noqa: E402, F401
 
 
 @bp.app_context_processor

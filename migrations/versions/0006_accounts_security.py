@@ -5,8 +5,8 @@ Every account that exists before this migration counts as confirmed: `confirmed_
 its own random `fs_uniquifier`, the session identifier the session cookie now names, so sessions
 signed before this migration (which named the account id) end and everyone logs in once again.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import uuid
@@ -14,8 +14,8 @@ import uuid
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,177 @@
+"""CPU time per request, in process: the app's own overhead where wrk's req/s is drowned in noise.
+
+    .venv/bin/python bench/cpu.py [--requests 300] [--rounds 15] [--compare REV]
+
+Drives three ASGI apps directly, with no socket and no HTTP parser (what those cost is the same for
+every app): the bare Connexion peer (bench/peers/bare_connexion) and this app's GET /api/health and
+authorised + limited + metered GET /api/v1/workflows (40 Enterprise keys, against real PostgreSQL
+and Redis started here). Rounds alternate the targets; each figure is the median over rounds of the
+process CPU time per request (Flask's worker threads included), so a busy machine slows every
+target alike. Prints µs per request and the ratios bare / app (1.0: the app costs no more than
+bare Connexion). --compare REV runs the same measurement on the app as of git revision REV (a
+temporary worktree) in a second process, for a before/after.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scope(path: str, headers=()) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), *headers],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+async def call(asgi, request: dict) -> int:
+    status = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await asgi(dict(request), receive, send)
+    return status[0]
+
+
+async def cpu_per_request(asgi, requests: list[dict], n: int) -> float:
+    """µs of process CPU per request over n requests (cycling through `requests`); all must be 200."""
+    started = time.process_time()
+    for i in range(n):
+        status = await call(asgi, requests[i % len(requests)])
+        if status != 200:
+            sys.exit(f"{requests[i % len(requests)]['path']} answered {status}")
+    return (time.process_time() - started) / n * 1e6
+
+
+def measure(app_root: Path, n: int, rounds: int) -> dict:
+    """Run in the process that imports the app from `app_root`: {target: median µs per request}."""
+    sys.path[:0] = [str(app_root), str(HERE / "peers" / "bare_connexion"), str(ROOT)]
+    os.environ.setdefault("VALIDATE_RESPONSES", "0")  # as served (README "Speed")
+    import server as bare  # the peer
+    from flask_migrate import upgrade
+
+    from levqor_core.accounts.models import Account
+    from levqor_core.app import create_app
+    from levqor_core.extensions import db
+    from levqor_core.keys import service as keys
+    from tests.servers import PostgresServer, RedisServer
+
+    redis_server, postgres = RedisServer().start(), PostgresServer().start()
+    try:
+        url = postgres.create_database("levqor_cpu")
+        cx = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": url.replace("postgresql://", "postgresql+psycopg://"),
+                "REDIS_URL": redis_server.url,
+                "RATELIMIT_STORAGE_URI": redis_server.url,
+                "SECRET_KEY": "bench",
+            }
+        )
+        with cx.app.app_context():
+            upgrade()
+            keyring = []
+            for _ in range(40):  # Enterprise's 250 calls/s burst per key stays out of the way
+                account = Account(email=f"cpu-{uuid.uuid4().hex[:8]}@example.com", password_hash="x", tier="enterprise")
+                db.session.add(account)
+                db.session.commit()
+                keyring.append(keys.issue(account, keys.Actor(email="bench")).raw)
+        targets = {
+            "bare": (bare.app, [scope("/api/health")]),
+            "health": (cx, [scope("/api/health")]),
+            "v1": (cx, [scope("/api/v1/workflows", [(b"x-api-key", k.encode())]) for k in keyring]),
+        }
+
+        async def run() -> dict:
+            for asgi, requests in targets.values():  # warm: imports, caches, key records
+                await cpu_per_request(asgi, requests, 100)
+            samples = {name: [] for name in targets}
+            for _ in range(rounds):
+                for name, (asgi, requests) in targets.items():
+                    samples[name].append(await cpu_per_request(asgi, requests, n))
+            return {name: statistics.median(values) for name, values in samples.items()}
+
+        return asyncio.run(run())
+    finally:
+        redis_server.close()
+        postgres.close()
+
+
+def report(label: str, figures: dict) -> None:
+    print(
+        f"{label:28} bare Connexion {figures['bare']:6.0f} µs   health {figures['health']:6.0f} µs   "
+        f"v1 read {figures['v1']:6.0f} µs   bare/health {figures['bare'] / figures['health']:.2f}   "
+        f"bare/v1 {figures['bare'] / figures['v1']:.2f}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300, help="requests per target per round")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds (median taken)")
+    parser.add_argument("--compare", metavar="REV", help="also measure the app as of git revision REV")
+    parser.add_argument("--app-root", type=Path, help=argparse.SUPPRESS)  # the measuring child
+    args = parser.parse_args()
+    if args.app_root:
+        print(json.dumps(measure(args.app_root, args.requests, args.rounds)))
+        return 0
+    runs = [("this tree", ROOT)]
+    with tempfile.TemporaryDirectory(prefix="lvq-cpu-") as tmp:
+        if args.compare:
+            before = Path(tmp) / "before"
+            subprocess.run(["git", "worktree", "add", "--detach", str(before), args.compare], cwd=ROOT, check=True)
+            runs.append((args.compare, before))
+        try:
+            for label, root in runs:
+                child = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--app-root",
+                        str(root),
+                        "--requests",
+                        str(args.requests),
+                        "--rounds",
+                        str(args.rounds),
+                    ],
+                    cwd=root,
+                    capture_output=True,
+                    text=True,
+                )
+                if child.returncode != 0:
+                    sys.exit(f"{label}: {child.stderr[-3000:]}")
+                report(label, json.loads(child.stdout.strip().splitlines()[-1]))
+        finally:
+            if args.compare:
+                subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
+    print(f"(process CPU per request, median of {args.rounds} rounds of {args.requests}; no socket, no HTTP parser)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The request log's writer: the ASGI middleware hands it one tuple per account call, a thread
+writes them to `request_log` in batches.
+
+Per request the hot path only appends a tuple to an in-process deque (no Redis, no SQL, no
+decoding); everything else (decoding, truncating, redacting, reading the problem's type) happens
+in the flush thread, every REQUEST_LOG_FLUSH_SECONDS. The buffer is bounded: while the database
+is away it keeps the newest MAX_BUFFERED calls and counts the ones it had to drop. Every
+TRIM_SECONDS the thread also cuts the accounts it wrote for back to their cap, so a busy account
+stays near it between the periodic purges (`queries.purge`, which also applies the 7-day window).
+"""
+
+import atexit
+import json
+import logging
+import re
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from prometheus_client import Counter as PromCounter
+
+from levqor_core.requestlog import queries
+from levqor_core.requestlog.models import RequestLogEntry
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED = 50_000
+TRIM_SECONDS = 60
+BATCH_ROWS = 1_000
+# Enough to see what was sent; a body can be 64 KiB and the log keeps 10,000 calls per account.
+MAX_BODY_CHARS = 4096
+MAX_QUERY_CHARS = 2048
+MAX_PATH_CHARS = 512
+# A key pasted into a body or a query by mistake is not kept: the log shows who called, never how.
+_KEY = re.compile(r"lvq_[0-9a-f]{32}_[0-9A-Za-z]{6}")
+
+DROPPED = PromCounter(
+    "levqor_request_log_dropped", "Request-log entries dropped because the buffer was full (database away)."
+)
+
+
+def entry(
+    at: float,
+    account_id: int,
+    key_id: str | None,
+    request_id: str,
+    method: str,
+    path: str,
+    query: bytes,
+    status: int,
+    seconds: float,
+    request_body: bytes | None,
+    problem: bytes | None,
+) -> tuple:
+    """One call as the hot path hands it over (a plain tuple: cheap to build and to queue)."""
+    return (at, account_id, key_id, request_id, method, path, query, status, seconds, request_body, problem)
+
+
+class Recorder:
+    """The process's buffer of calls to log and the thread that writes them."""
+
+    def __init__(self, database_url: str, flush_seconds: float, max_buffered: int = MAX_BUFFERED):
+        self.database_url = database_url
+        self.flush_seconds = flush_seconds
+        self.max_buffered = max_buffered
+        self.buffer: deque = deque()
+        self.dropped = 0
+        self._flush_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._engine: sa.Engine | None = None
+        self._written_for: set[int] = set()  # accounts written since the last trim
+        self._thread: threading.Thread | None = None
+
+    def add(self, call: tuple) -> None:
+        """Queue one call (the hot path: a length check and an append)."""
+        if len(self.buffer) >= self.max_buffered:
+            self._drop_oldest()
+        self.buffer.append(call)
+
+    def start(self) -> None:
+        """Start the flush thread once, on the first request: one started in the app factory
+        would not survive the server forking its workers."""
+        if self._thread is None and self.flush_seconds > 0:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="request-log-flush", daemon=True)
+                    self._thread.start()
+                    # A worker stopped by its server (a deploy, max-requests) writes its last
+                    # interval's calls instead of losing them with the daemon thread.
+                    atexit.register(self._last_flush)
+
+    def flush(self) -> int:
+        """Write every buffered call now; returns how many. On a database error the calls go
+        back to the front of the buffer (within its bound) and the error is raised."""
+        written = 0
+        with self._flush_lock:
+            while self.buffer:
+                batch = [self.buffer.popleft() for _ in range(min(BATCH_ROWS, len(self.buffer)))]
+                try:
+                    with self.engine().begin() as conn:
+                        conn.execute(sa.insert(RequestLogEntry), [row(call) for call in batch])
+                except Exception:
+                    self.buffer.extendleft(reversed(batch))
+                    while len(self.buffer) > self.max_buffered:
+                        self._drop_oldest()
+                    raise
+                written += len(batch)
+                self._written_for.update(call[1] for call in batch)
+        return written
+
+    def trim(self, cap: int | None = None) -> int:
+        """Cut the accounts written since the last trim back to their newest `cap` rows."""
+        with self._flush_lock:
+            accounts, self._written_for = self._written_for, set()
+        if not accounts:
+            return 0
+        try:
+            with self.engine().begin() as conn:
+                return queries.trim(conn, sorted(accounts), cap or queries.CAP_PER_ACCOUNT)
+        except Exception:
+            with self._flush_lock:
+                self._written_for |= accounts  # next time
+            raise
+
+    def clear(self) -> None:
+        """Forget what is buffered (tests: a new test's accounts may reuse an old one's ids)."""
+        with self._flush_lock:
+            self.buffer.clear()
+            self._written_for.clear()
+
+    def engine(self) -> sa.Engine:
+        # Its own single connection: the writer never takes one of the request threads' pool.
+        if self._engine is None:
+            pool = {} if self.database_url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 0}
+            self._engine = sa.create_engine(self.database_url, pool_pre_ping=True, **pool)
+        return self._engine
+
+    def _drop_oldest(self) -> None:
+        try:
+            self.buffer.popleft()
+        except IndexError:
+            return
+        self.dropped += 1
+        DROPPED.inc()
+
+    def _last_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            log.warning("request log: %d call(s) not written at exit", len(self.buffer))
+
+    def _loop(self) -> None:
+        reported, trimmed_at = 0, time.monotonic()
+        while True:
+            time.sleep(self.flush_seconds)
+            try:
+                self.flush()
+                if time.monotonic() - trimmed_at >= TRIM_SECONDS:
+                    trimmed_at = time.monotonic()
+                    self.trim()
+            except Exception:  # keep flushing after a database hiccup
+                log.warning("could not write the request log; will retry", exc_info=True)
+            if self.dropped != reported:
+                log.warning("request log: %d call(s) dropped while the database was away", self.dropped - reported)
+                reported = self.dropped
+
+
+def row(call: tuple) -> dict:
+    """The table row for one buffered call: decoded, truncated, keys redacted."""
+    at, account_id, key_id, request_id, method, path, query, status, seconds, body, problem = call
+    error = status >= 400
+    problem_text = _text(problem, MAX_BODY_CHARS * 2) if error and problem else None
+    return {
+        "account_id": account_id,
+        "at": datetime.fromtimestamp(at, UTC),
+        "request_id": request_id,
+        "key_id": key_id,
+        "method": method[:16],
+        "path": path[:MAX_PATH_CHARS],
+        "query": _text(query, MAX_QUERY_CHARS) or None,
+        "status": status,
+        "latency_ms": round(seconds * 1000, 3),
+        "problem_type": _problem_type(problem) if error and problem else None,
+        "sandbox": path.startswith("/api/sandbox/"),
+        "request_body": _text(body, MAX_BODY_CHARS) if error and body else None,
+        "problem": problem_text,
+    }
+
+
+def _text(raw: bytes | None, limit: int) -> str:
+    if not raw:
+        return ""
+    # utf-8 is at most 4 bytes a character; redacted before the cut, so no key is half kept.
+    text = _KEY.sub("lvq_…(redacted)", raw[: limit * 4].decode("utf-8", "replace"))
+    return text[:limit] + "…" if len(text) > limit else text
+
+
+def _problem_type(body: bytes) -> str | None:
+    try:
+        found = json.loads(body).get("type")
+    except (ValueError, AttributeError):
+        return None
+    return str(found)[:200] if found else None
