@@ -22,6 +22,7 @@ from levqor_core.requestlog import recorder as request_log
 from levqor_core.requestlog.models import RequestLogEntry
 from levqor_core.web.request_guard import with_request_id
 
+from . import signup
 from . import test_worker_as_shipped as shipped
 from .servers import free_port
 
@@ -382,7 +383,8 @@ def test_the_procfile_web_process_logs_request_ids_and_writes_the_log(postgres_s
     web = shipped.start(processes["web"], env, output=out)
     try:
         shipped.wait_for(lambda: shipped.web_is_up(base), 60, what="the web process answering")
-        key = shipped.sign_up_with_key(base)
+        email = f"reqlog-{uuid.uuid4().hex[:8]}@example.com"
+        key = signup.developer_with_key(base, email, lambda web, email: signup.confirm_with_cli(env, email))
         with httpx.Client(base_url=base, timeout=10, headers={"x-api-key": key}) as api:
             ok = api.get("/api/v1/workflows")
             missing = api.get("/api/v1/jobs/job_0a1b2c3d4e5f60718293")
