@@ -15,8 +15,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from levqor_core.accounts.models import Account
 from levqor_core.columns import utcnow
 from levqor_core.extensions import db
+from levqor_core.keys import service as keys
+from levqor_core.limits import gate as gate_module
 from levqor_core.requestlog import queries
 from levqor_core.requestlog import recorder as request_log
 from levqor_core.requestlog.models import RequestLogEntry
@@ -174,6 +177,28 @@ def test_a_200_a_404_a_400_and_a_429_appear_in_the_developers_log_with_their_sta
     assert key not in text
     detail_ok = html.unescape(dev.client.get(f"/developer/logs/{ok.headers['Request-Id']}").text)
     assert "?limit=5" in detail_ok and "live" in detail_ok
+
+
+def test_a_401_for_a_rotated_key_past_its_grace_period_is_in_its_accounts_log(
+    app, cx, developer, recorder, monkeypatch
+):
+    dev, old_key = developer
+    api = cx.test_client()
+    assert api.get("/api/v1/workflows", headers={"x-api-key": old_key}).status_code == 200  # cached
+    with app.app_context():  # rolled with a grace period (the portal allows one creation a day)
+        account = db.session.scalar(sa.select(Account).where(Account.email == dev.email))
+        keys.issue(account, keys.Actor(email="test"), grace=timedelta(seconds=60))
+    assert api.get("/api/v1/workflows", headers={"x-api-key": old_key}).status_code == 200  # in its grace
+    later = time.time() + 120  # the grace period is over
+    monkeypatch.setattr(gate_module.time, "time", lambda: later)
+    refused = api.get("/api/v1/workflows", headers={"x-api-key": old_key})
+    assert refused.status_code == 401 and "grace period" in refused.json()["detail"]
+    stranger = api.get("/api/v1/workflows", headers={"x-api-key": "lvq_" + "0" * 32 + "_AAAAAA"})
+    assert stranger.status_code == 401
+    assert recorder.flush() >= 1
+    by_id = {request_id: status for request_id, status, _ in rows(log_page(dev))}
+    assert by_id[refused.headers["Request-Id"]] == "401"
+    assert stranger.headers["Request-Id"] not in by_id  # an unknown key's call is no one's
 
 
 def test_another_accounts_calls_never_appear_in_the_list_the_filters_or_the_detail(cx, portal, developer, recorder):

@@ -30,8 +30,9 @@ if not r[1] or r[1] == '' then
   return {'unknown'}
 end
 local now = tonumber(ARGV[2])
-if r[7] and r[7] ~= '' and now >= tonumber(r[7]) then return {'expired'} end
 local acct, kid = r[1], r[2]
+-- A rotated key past its grace period: refused, but still its account's call (the request log).
+if r[7] and r[7] ~= '' and now >= tonumber(r[7]) then return {'expired', 0, 0, 0, 0, 0, acct, kid} end
 local sec = math.floor(now)
 
 local burst = tonumber(r[4])

@@ -185,7 +185,9 @@ class Gate:
         if verdict in ("unknown", "miss"):
             raise refusals.unknown_key()
         if verdict == "expired":
-            raise refusals.grace_over()
+            refusal = refusals.grace_over()
+            refusal.caller = _caller(result)
+            raise refusal
         limit, remaining, reset, burst, burst_left = (int(x) for x in result[1:6])
         # A burst refusal reports the per-second window: the quota was not consulted.
         headers = rate_limit_headers(
@@ -217,8 +219,13 @@ class Gate:
         else:
             refusal = refusals.over_quota(area, limit, headers)
         # A valid key refused by its limits is still its account's call (the request log shows it).
-        refusal.caller = {"account_id": int(result[6]), "key_id": result[7].decode()}
+        refusal.caller = _caller(result)
         raise refusal
+
+
+def _caller(result) -> dict:
+    """Whose key a refused call used, from gate.lua's answer."""
+    return {"account_id": int(result[6]), "key_id": result[7].decode()}
 
 
 def _hash_of(raw_key: str) -> str:
