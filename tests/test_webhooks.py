@@ -488,3 +488,14 @@ def test_a_secret_that_no_longer_decrypts_is_an_error_on_the_delivery_not_a_cras
     status = delivery.attempt(delivery_id, secret_key="another-secret-key", allow_private=True, now=now)
     assert status == DeliveryStatus.PENDING and hook.received == []
     assert "SECRET_KEY" in db.session.get(WebhookDelivery, delivery_id).last_error
+
+
+def test_the_api_docs_page_lists_every_webhook_event_from_the_spec(client):
+    from .helpers import load_spec
+
+    page = client.get("/docs/api")
+    assert page.status_code == 200 and 'id="webhook-events"' in page.text
+    documented = load_spec()["x-webhooks"]
+    assert set(documented) == {*service.EVENT_TYPES, service.PING}
+    for name in documented:
+        assert f"<td><code>{name}</code></td>" in page.text

@@ -187,3 +187,12 @@ def by_tag(items: list[Example]) -> dict[str, list[Example]]:
     for item in items:
         grouped.setdefault(item.tag, []).append(item)
     return grouped
+
+
+def webhook_events(spec: dict | None = None) -> list[dict]:
+    """The events a webhook endpoint can receive, as the spec's `x-webhooks` documents them."""
+    spec = spec or load_spec()
+    return [
+        {"type": name, "summary": item["post"]["summary"], "description": item["post"].get("description", "")}
+        for name, item in spec.get("x-webhooks", {}).items()
+    ]

@@ -28,7 +28,7 @@ def docs():
 @bp.get("/docs/api")
 def api_docs():
     examples = snippets.examples(current_app.config["PUBLIC_BASE_URL"])
-    return render_template("docs/api.html", groups=snippets.by_tag(examples))
+    return render_template("docs/api.html", groups=snippets.by_tag(examples), webhook_events=snippets.webhook_events())
 
 
 CHANGELOG = Path(__file__).resolve().parents[2] / "openapi" / "CHANGELOG.md"
