@@ -499,3 +499,20 @@ def test_the_api_docs_page_lists_every_webhook_event_from_the_spec(client):
     assert set(documented) == {*service.EVENT_TYPES, service.PING}
     for name in documented:
         assert f"<td><code>{name}</code></td>" in page.text
+
+
+def test_a_pending_delivery_cannot_be_resent_and_one_test_event_is_pending_at_a_time(
+    client, make_account, private_targets_allowed, app
+):
+    _, key = make_account(tier="pro")
+    made = _post_endpoint(client, key, "http://127.0.0.1:9/hook", ["job.failed"]).json()
+    first = client.post(f"/api/v1/webhook_endpoints/{made['id']}/test", headers={"x-api-key": key})
+    assert first.status_code == 202
+    again = [client.post(f"/api/v1/webhook_endpoints/{made['id']}/test", headers={"x-api-key": key}) for _ in range(5)]
+    assert {a.status_code for a in again} == {409}
+    assert again[0].json()["type"].endswith("/webhook-delivery-pending")
+    with app.app_context():
+        pending = db.session.get(WebhookDelivery, first.json()["id"])
+        with pytest.raises(service.AlreadyPending):
+            service.resend(pending)
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery)) == 1

@@ -119,7 +119,10 @@ def detect(r: redis.Redis, now: datetime) -> list[QuotaAlert]:
         new = [row for row in new if row is not None]
         for lower in new[:-1]:
             lower.status = "superseded"  # crossed together: one email (the highest) is enough
-        for alert in new:  # the same crossings, once per period each, to the developer's webhooks
+        # The same crossings, once per period each, to the developer's webhooks; recorded in this
+        # transaction (not through webhooks.events.emit, which commits on its own) so an alert row
+        # and its deliveries commit together.
+        for alert in new:
             deliveries += webhooks.record_event(
                 account.id, QUOTA_EVENTS[alert.threshold], _quota_event_data(alert, period), sandbox=False
             )

@@ -171,8 +171,16 @@ def ping(endpoint: WebhookEndpoint, now: datetime | None = None) -> str:
     return delivery.id
 
 
+class AlreadyPending(problems.Conflict):
+    slug, title = "webhook-delivery-pending", "Webhook delivery already pending"
+
+
 def resend(delivery: WebhookDelivery, now: datetime | None = None) -> None:
-    """Deliver again, with the same webhook-id and body, on a fresh retry schedule."""
+    """Deliver again, with the same webhook-id and body, on a fresh retry schedule. Only a
+    finished delivery: one still pending already has an attempt coming (resending it would let a
+    second attempt run beside one in flight, and let a stranger's clicks fill the webhook queue)."""
+    if delivery.status == DeliveryStatus.PENDING:
+        raise AlreadyPending("This delivery is still pending: its next attempt is already scheduled.")
     delivery.status = DeliveryStatus.PENDING
     delivery.attempts = 0
     delivery.next_attempt_at = now or datetime.now(UTC)
@@ -223,6 +231,17 @@ def send_test(endpoint: WebhookEndpoint) -> WebhookDelivery:
     """Queue a `ping` to the endpoint; the delivery."""
     if endpoint.disabled_at is not None:
         raise problems.Conflict("This endpoint was disabled after failing for days; delete it and create it again.")
+    # One test event in flight per endpoint: a slow receiver cannot be made to hold the webhook
+    # workers by sending tests faster than they finish.
+    pending_ping = db.session.scalar(
+        sa.select(WebhookDelivery.id).where(
+            WebhookDelivery.endpoint_id == endpoint.id,
+            WebhookDelivery.event_type == PING,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+        )
+    )
+    if pending_ping is not None:
+        raise AlreadyPending("A test event to this endpoint is still pending; wait for it before sending another.")
     delivery_id = ping(endpoint)
     dispatch.enqueue([delivery_id])
     return db.session.get(WebhookDelivery, delivery_id)

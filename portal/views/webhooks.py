@@ -139,7 +139,7 @@ def send_test(endpoint_id: str):
     notice = None
     try:
         webhooks.send_test(endpoint)
-    except problems.Conflict as refused:  # a disabled endpoint
+    except problems.Conflict as refused:  # a disabled endpoint, or a test event still pending
         notice = refused.detail
     if not request.htmx:
         return _back_to_page()
@@ -153,7 +153,11 @@ def resend(delivery_id: str):
         delivery = webhooks.delivery_of(current_user.id, delivery_id)
     except problems.NotFound:
         abort(404)
-    webhooks.redeliver(delivery)
+    notice = None
+    try:
+        webhooks.redeliver(delivery)
+    except problems.Conflict as refused:  # still pending: its next attempt is already coming
+        notice = refused.detail
     if not request.htmx:
         return _back_to_page()
-    return render_template("webhooks/_deliveries.html", log=_log_context(delivery.endpoint))
+    return render_template("webhooks/_deliveries.html", log=_log_context(delivery.endpoint, notice))
