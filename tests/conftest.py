@@ -18,6 +18,7 @@ from levqor_core.extensions import db
 from levqor_core.keys import service as keys
 from levqor_core.web.limiter import limiter
 
+from .fakes.notion_server import NotionServer
 from .servers import PostgresServer, RedisServer, free_port
 
 # Every response the suite provokes is checked against the spec, in this process and in the
@@ -25,6 +26,7 @@ from .servers import PostgresServer, RedisServer, free_port
 os.environ.setdefault("VALIDATE_RESPONSES", "1")
 
 PASSWORD = "correct horse battery"
+NOTION_TOKEN = "secret_fake_notion_token"  # noqa: S105
 
 
 @pytest.fixture(scope="session")
@@ -195,3 +197,32 @@ def smtp(app, monkeypatch):
     monkeypatch.setitem(app.config, "SMTP_STARTTLS", False)
     yield inbox
     controller.stop()
+
+
+@pytest.fixture
+def notion_server():
+    """A fake Notion API on loopback (tests/fakes/notion_server.py), with a parent page to write under."""
+    server = NotionServer(token=NOTION_TOKEN).start()
+    server.parent = server.fake.add_page("Levqor Ops")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def notion_fake(notion_server):
+    """The fake Notion's state: its databases, rows and request counts."""
+    return notion_server.fake
+
+
+@pytest.fixture
+def notion_on(app, notion_server, monkeypatch):
+    """Point the app at the fake Notion, unthrottled (the pacing has its own test)."""
+    for name, value in {
+        "NOTION_TOKEN": NOTION_TOKEN,
+        "NOTION_PARENT_PAGE_ID": notion_server.parent,
+        "NOTION_BASE_URL": notion_server.url,
+        "NOTION_MAX_RPS": 0,
+        "NOTION_MAX_ATTEMPTS": 3,
+    }.items():
+        monkeypatch.setitem(app.config, name, value)
+    return notion_server

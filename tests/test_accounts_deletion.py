@@ -13,6 +13,7 @@ from levqor_core.billing.models import StripeEvent
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey, KeyEvent
 from levqor_core.metering.models import UsageDaily
+from levqor_core.ops import notion, notion_sync, periodic
 from levqor_core.requestlog.models import RequestLogEntry
 
 from .conftest import PASSWORD, csrf_from
@@ -95,3 +96,30 @@ def test_deletion_revokes_the_key_at_once_cancels_stripe_removes_data_and_frees_
     assert again.new_key().status_code == 201
     with app.app_context():
         assert db.session.scalar(sa.select(Account.tier).where(Account.email == dev.email)) == "sandbox"
+
+
+def test_the_next_notion_sync_removes_the_deleted_accounts_row_and_keeps_rows_made_by_hand(
+    app, portal, notion_on, notion_fake
+):
+    leaving, staying = portal().sign_up(), portal().sign_up()
+    leaving_key = leaving.new_key().json()["id"]
+    staying_key = staying.new_key().json()["id"]
+    with app.app_context():
+        periodic.run("notion-sync")
+        source = notion.from_app()
+        data_source = source.ensure_database(notion_sync.DATABASE_TITLE, notion_sync.SCHEMA)
+        source.create_row(data_source, {"Key ID": notion.title("Team notes: keys of Q4")}, "Key ID")
+    assert {row["Key ID"] for row in notion_fake.rows_of("API Keys")} == {
+        leaving_key,
+        staying_key,
+        "Team notes: keys of Q4",
+    }
+
+    assert _delete(leaving.client, PASSWORD).status_code == 302
+    with app.app_context():
+        result = periodic.run("notion-sync")
+
+    assert result["removed"] == 1 and result["total"] == 1
+    assert {row["Key ID"] for row in notion_fake.rows_of("API Keys")} == {staying_key, "Team notes: keys of Q4"}
+    trashed = [page for page in notion_fake.pages.values() if page["in_trash"]]
+    assert [notion.row_title(page, "Key ID") for page in trashed] == [leaving_key]

@@ -30,41 +30,16 @@ from levqor_core.ops import alerts, health_log, notion, notion_sync, periodic
 from levqor_core.ops.models import HealthLogEntry, QuotaAlert
 from levqor_core.queue import PERIODIC_QUEUE
 
-from .fakes.notion_server import NotionServer
+from .conftest import NOTION_TOKEN as TOKEN
 from .helpers import ROOT, run_worker_burst
 from .servers import free_port
-
-TOKEN = "secret_fake_notion_token"
-
 
 # -- fixtures ----------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def notion_server():
-    server = NotionServer(token=TOKEN).start()
-    server.parent = server.fake.add_page("Levqor Ops")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def fake(notion_server):
-    return notion_server.fake
-
-
-@pytest.fixture
-def notion_on(app, notion_server, monkeypatch):
-    """Point the app at the fake Notion, unthrottled (the pacing has its own test)."""
-    for name, value in {
-        "NOTION_TOKEN": TOKEN,
-        "NOTION_PARENT_PAGE_ID": notion_server.parent,
-        "NOTION_BASE_URL": notion_server.url,
-        "NOTION_MAX_RPS": 0,
-        "NOTION_MAX_ATTEMPTS": 3,
-    }.items():
-        monkeypatch.setitem(app.config, name, value)
-    return notion_server
+def fake(notion_fake):
+    return notion_fake
 
 
 @pytest.fixture

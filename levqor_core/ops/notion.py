@@ -254,6 +254,10 @@ class Notion:
     def update_row(self, page_id: str, properties: dict) -> dict:
         return self.call(self.client.pages.update, page_id, properties=properties)
 
+    def trash_row(self, page_id: str) -> dict:
+        """Move a row to Notion's trash (restorable there for 30 days, then gone)."""
+        return self.call(self.client.pages.update, page_id, in_trash=True)
+
 
 # -- property values ---------------------------------------------------------------------------
 

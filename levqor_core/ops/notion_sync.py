@@ -1,12 +1,14 @@
 """The "API Keys" database in Notion: one row per API key, matched by Key ID (the public id).
 
-A run reads what Notion holds (one paginated query), then creates the missing rows and updates
-only the rows whose Tier, Calls Used, User ID or Created At differ. Re-running after a failure
+A run reads what Notion holds (one paginated query), then creates the missing rows, updates
+only the rows whose Tier, Calls Used, User ID or Created At differ, and moves to Notion's trash the
+rows of keys that no longer exist (their account was deleted). Re-running after a failure
 therefore picks up where the last run stopped and never duplicates a row. Raw keys and their
 hashes never leave the app: only the public key id is sent.
 """
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 DATABASE_TITLE = "API Keys"
 TITLE_PROPERTY = "Key ID"
 LOCK_NAME = "lvq:lock:notion-sync"
+# The public key ids the app issues: only rows titled like one are the sync's to remove, so rows
+# someone added by hand (notes, a header) stay.
+OUR_KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
 SCHEMA = {
     "Key ID": {"title": {}},
     **notion_api.ACCOUNT_PROPERTIES,
@@ -46,10 +51,17 @@ class SyncResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    removed: int = 0
     duplicates: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"total": self.total, "created": self.created, "updated": self.updated, "unchanged": self.unchanged}
+        return {
+            "total": self.total,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+        }
 
 
 def calls_per_key(r: redis.Redis, now: datetime) -> dict[str, int]:
@@ -128,8 +140,12 @@ def _sync(notion: notion_api.Notion, r: redis.Redis, progress: Progress) -> Sync
     progress(0, result.total, result.as_dict() | {"phase": "reading Notion"})
     ds_id = notion.ensure_database(DATABASE_TITLE, SCHEMA)
     existing: dict[str, dict] = {}
+    gone: list[dict] = []  # rows of keys deleted with their account, duplicates included
     for page in notion.rows(ds_id):
         key_id = notion_api.row_title(page, TITLE_PROPERTY)
+        if key_id not in wanted and OUR_KEY_ID.match(key_id):
+            gone.append(page)
+            continue
         if key_id in existing:
             result.duplicates.append(key_id)  # made by hand in Notion; we keep updating the first
             continue
@@ -150,5 +166,10 @@ def _sync(notion: notion_api.Notion, r: redis.Redis, progress: Progress) -> Sync
                 result.unchanged += 1
         if done % 10 == 0 or done == result.total:
             progress(done, result.total, result.as_dict() | {"phase": "writing rows"})
+    for page in gone:
+        notion.trash_row(page["id"])
+        result.removed += 1
+    if gone:
+        progress(result.total, result.total, result.as_dict() | {"phase": "removing rows of deleted keys"})
     log.info("Notion sync: %s", result.as_dict())
     return result
