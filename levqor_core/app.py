@@ -16,7 +16,6 @@ from werkzeug.utils import import_string
 
 from levqor_core import config, errors, problems, redis_conn, tables  # noqa: F401  (tables: every model)
 from levqor_core.accounts import security as account_security
-from levqor_core.accounts.security import security
 from levqor_core.extensions import csrf, db, migrate
 from levqor_core.limits import gate
 from levqor_core.requestlog.recorder import Recorder
@@ -80,7 +79,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in _csrf_for_sessions
     csrf.init_app(app)
-    account_security.init_app(app)  # after CSRFProtect, as Flask-Security-Too requires
+    security = account_security.init_app(app)  # after CSRFProtect, as Flask-Security-Too requires
     Htmx(app)  # request.htmx for the portal's views
 
     redis_url = redis_conn.resolve_url(app.config["REDIS_URL"])

@@ -5,15 +5,20 @@ every link is read from the mail received."""
 import re
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+import flask_migrate as migrate
 import pyotp
 import pytest
+import sqlalchemy as sa
 from itsdangerous import TimestampSigner
 from starlette.testclient import TestClient
 
 from levqor_core.accounts import service as accounts
+from levqor_core.accounts.models import Account
+from levqor_core.app import create_app
+from levqor_core.extensions import db
 
 from .conftest import PASSWORD, Portal, csrf_from
 
@@ -394,6 +399,9 @@ def test_two_factor_with_an_authenticator_code_and_with_a_recovery_code(cx, port
     assert "on</span>" in dev.client.get("/developer/account").text
     codes = _recovery_codes(dev)
     assert len(codes) == 5
+    with cx.app.app_context():
+        stored = accounts.by_email(dev.email).mf_recovery_codes
+        assert len(stored) == 5 and not set(codes) & set(stored)  # encrypted at rest
 
     later = cx.test_client(follow_redirects=False)
     password_ok = _log_in(later, dev.email)
@@ -431,3 +439,40 @@ def test_wrong_two_factor_codes_are_rate_limited_per_address(cx, portal):
         for n in range(6)
     ]
     assert codes == [200] * 5 + [429]
+
+
+def test_the_migration_encrypts_recovery_codes_saved_in_clear_and_they_keep_working(tmp_path, redis_server):
+    """Accounts that set up two-factor before 0007 had their codes stored in clear."""
+    old = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'before-0007.db'}",
+            "REDIS_URL": redis_server.url,
+            "RATELIMIT_STORAGE_URI": redis_server.url,  # Flask-Limiter's one instance: keep its storage
+            "SECRET_KEY": "migration-secret",
+        }
+    ).app
+    printed = ["abcd-1234-efgh", "ijkl-5678-mnop"]
+    with old.app_context():
+        migrate.upgrade(revision="0006")
+        db.session.execute(
+            sa.insert(Account.__table__).values(
+                email="early@example.com",
+                password_hash="x",
+                tier="sandbox",
+                created_at=datetime.now(UTC),
+                active=True,
+                fs_uniquifier="u1",
+                mf_recovery_codes=printed,  # the column type joins the list with commas
+            )
+        )
+        db.session.commit()
+
+        migrate.upgrade()
+
+        account = accounts.by_email("early@example.com")
+        assert not set(printed) & set(account.mf_recovery_codes)
+        recovery = old.extensions["security"]._mf_recovery_codes_util  # this app's own
+        assert all(recovery.check_recovery_code(account, code) for code in printed)
+        assert not recovery.check_recovery_code(account, "zzzz-0000-zzzz")
+        db.session.remove()

@@ -102,7 +102,9 @@ def test_the_next_notion_sync_removes_the_deleted_accounts_row_and_keeps_rows_ma
     app, portal, notion_on, notion_fake
 ):
     leaving, staying = portal().sign_up(), portal().sign_up()
-    leaving_key = leaving.new_key().json()["id"]
+    created = leaving.new_key()
+    assert created.status_code == 201, created.text
+    leaving_key = created.json()["id"]
     staying_key = staying.new_key().json()["id"]
     with app.app_context():
         periodic.run("notion-sync")

@@ -148,7 +148,6 @@ def test_no_limiter_callable_raises_even_when_loading_the_user_fails(app, monkey
     only Redis itself failing can send Flask-Limiter to its per-process fallback."""
     from flask import session
 
-    from levqor_core.accounts.security import security
     from levqor_core.web.limiter import limiter
 
     def broken_loader(_account_id):
@@ -158,7 +157,7 @@ def test_no_limiter_callable_raises_even_when_loading_the_user_fails(app, monkey
     import handlers.keys
     import handlers.usage  # noqa: F401  (Connexion imports handlers on first use)
 
-    monkeypatch.setattr(security.login_manager, "_user_callback", broken_loader)
+    monkeypatch.setattr(app.login_manager, "_user_callback", broken_loader)
     limits = {id(lim): lim for group in limiter.limit_manager._decorated_limits.values() for lim in group}.values()
     assert len(limits) == 6  # key creation, session burst, log-in, sign-up, two-factor and recovery codes
     called = 0

@@ -11,18 +11,25 @@ from datetime import timedelta
 from flask import Flask, current_app
 from flask_security import Security, SQLAlchemyUserDatastore
 from flask_security.utils import aware_utcnow
+from werkzeug.local import LocalProxy
 
 from levqor_core.accounts import sessions
 from levqor_core.accounts.mail import PortalMail
 from levqor_core.accounts.models import Account, Role
+from levqor_core.derived_keys import fernet_key
 from levqor_core.extensions import db
 
 MIN_PASSWORD = 8
-# The extension (its Flask-Login manager is `security.login_manager`). Made here rather than in
-# levqor_core.extensions: its mail goes out through the ops sender, which imports the extensions.
-security = Security(mail_util_cls=PortalMail)
+# The app's extension, one per app: Flask-Security-Too keeps per-app state on it (its datastore,
+# the TOTP and recovery-code keys derived from that app's SECRET_KEY), so a second app in the same
+# process (the tests build several) must not re-initialise the first one's.
+security: Security = LocalProxy(lambda: current_app.extensions["security"])
 CONFIRM_WITHIN = timedelta(days=1)
 RESET_WITHIN = timedelta(hours=1)
+
+
+def recovery_codes_key(secret_key: str) -> bytes:
+    return fernet_key(secret_key, "recovery codes")
 
 
 def settings(config: dict) -> dict:
@@ -75,6 +82,8 @@ def settings(config: dict) -> dict:
         # Encrypts the TOTP secrets stored with each account: changing it disables every enrolment.
         "SECURITY_TOTP_SECRETS": {"1": config.get("TOTP_SECRET") or config["SECRET_KEY"]},
         "SECURITY_MULTI_FACTOR_RECOVERY_CODES": True,
+        # Stored encrypted (a database dump alone does not sign anyone in); shown again on request.
+        "SECURITY_MULTI_FACTOR_RECOVERY_CODES_KEYS": [recovery_codes_key(config["SECRET_KEY"])],
         "SECURITY_MULTI_FACTOR_RECOVERY_CODES_URL": "/developer/account/recovery-codes",
         "SECURITY_RETURN_GENERIC_RESPONSES": True,
         "SECURITY_SEND_REGISTER_EMAIL": True,
@@ -133,11 +142,14 @@ class PooledPasswordContext:
         return attr
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask) -> Security:
     for key, value in settings(app.config).items():
         app.config.setdefault(key, value)
-    # Aware UTC times, like every other timestamp here (levqor_core.columns.UTCDateTime).
     sessions.init_app(app)  # first: its check must run before anything loads the user
+    # Made here rather than in levqor_core.extensions: its mail goes out through the ops sender,
+    # which imports the extensions.
+    security = Security(mail_util_cls=PortalMail)
+    # Aware UTC times, like every other timestamp here (levqor_core.columns.UTCDateTime).
     security.init_app(app, SQLAlchemyUserDatastore(db, Account, Role), datetime_factory=aware_utcnow)
     security.pwd_context = PooledPasswordContext(security.pwd_context)
 
@@ -145,3 +157,5 @@ def init_app(app: Flask) -> None:
     def _links_from_the_public_url() -> dict:
         # Links in mail point at PUBLIC_BASE_URL, never the request's Host header (the client writes it).
         return {"public_base_url": current_app.config["PUBLIC_BASE_URL"]}
+
+    return security

@@ -2,10 +2,11 @@
 bytes), stored only encrypted (Fernet, with a key derived from SECRET_KEY), decrypted to sign."""
 
 import base64
-import hashlib
 import secrets
 
 from cryptography.fernet import Fernet
+
+from levqor_core.derived_keys import fernet_key
 
 PREFIX = "whsec_"
 
@@ -15,9 +16,7 @@ def new_secret() -> str:
 
 
 def _fernet(secret_key: str) -> Fernet:
-    # A key of its own for this use, so a Fernet token never doubles as anything SECRET_KEY signs.
-    derived = hashlib.sha256(b"levqor webhook secrets\x00" + secret_key.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(derived))
+    return Fernet(fernet_key(secret_key, "webhook secrets"))
 
 
 def encrypt(secret: str, secret_key: str) -> str:
