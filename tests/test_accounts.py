@@ -16,7 +16,8 @@ from itsdangerous import TimestampSigner
 from starlette.testclient import TestClient
 
 from levqor_core.accounts import service as accounts
-from levqor_core.accounts.models import Account
+from levqor_core.accounts import sign_ins
+from levqor_core.accounts.models import Account, SignIn
 from levqor_core.app import create_app
 from levqor_core.extensions import db
 
@@ -329,13 +330,53 @@ def test_log_out_ends_only_that_browser_and_sign_out_everywhere_ends_all(cx, por
 # -- account settings ---------------------------------------------------------------------------------
 
 
-def test_the_account_page_shows_recent_sign_ins(portal):
+def _sign_in_rows(client) -> list[list[str]]:
+    page = client.get("/developer/account").text
+    table = page[page.index('id="account-sign-ins"') :]
+    table = table[: table.index("</table>")]
+    rows = re.findall(r"<tr><td>(.*?)</tr>", table, re.S)
+    return [[re.sub(r"<[^>]+>", "", cell).strip() for cell in re.split(r"</td>\s*<td[^>]*>", row)] for row in rows]
+
+
+def test_the_account_page_shows_recent_sign_ins_newest_first_and_keeps_the_last_twenty(cx, portal):
     dev = portal().sign_up()
     page = dev.client.get("/developer/account").text
     assert dev.email in page and "confirmed" in page
-    sign_ins = page[page.index('id="account-sign-ins"') :]
-    assert "(this one)" in sign_ins and "1 sign-in(s)" in sign_ins
     assert 'href="/developer/account/password"' in page and 'href="/developer/account/email"' in page
+    totp = _enrol_authenticator(dev)
+    codes = _recovery_codes(dev)
+
+    phone = TestClient(
+        cx, follow_redirects=False, client=("203.0.113.7", 50000), headers={"User-Agent": "PhoneBrowser/2"}
+    )
+    page = _log_in(phone, dev.email)
+    form = phone.get(page.headers["location"]).text
+    assert phone.post("/tf-validate", data={"code": totp.now(), "csrf_token": csrf_from(form)}).status_code == 302
+    lost = TestClient(cx, follow_redirects=False, client=("198.51.100.9", 50000))
+    _log_in(lost, dev.email)
+    form = lost.get("/mf-recovery").text
+    assert lost.post("/mf-recovery", data={"code": codes[0], "csrf_token": csrf_from(form)}).status_code == 302
+
+    rows = _sign_in_rows(phone)
+    assert [(row[1], row[3]) for row in rows[:2]] == [
+        ("198.51.100.9", "password + recovery code"),
+        ("203.0.113.7", "password + authenticator app"),
+    ]
+    assert "PhoneBrowser/2" in rows[1][2]
+    assert rows[2][3] == "password" and "(the newest)" in rows[0][0]
+
+    for n in range(sign_ins.KEEP):
+        again = TestClient(cx, follow_redirects=False, client=(f"192.0.2.{n + 10}", 50000))  # under the log-in limits
+        _log_in(again, dev.email)
+        form = again.get("/tf-validate").text
+        assert again.post("/tf-validate", data={"code": totp.now(), "csrf_token": csrf_from(form)}).status_code == 302
+    with cx.app.app_context():
+        account_id = accounts.by_email(dev.email).id
+        stored = db.session.scalar(
+            sa.select(sa.func.count()).select_from(SignIn).where(SignIn.account_id == account_id)
+        )
+    assert stored == sign_ins.KEEP  # the oldest went
+    assert "198.51.100.9" not in str(_sign_in_rows(phone))
 
 
 def test_a_new_email_takes_effect_once_confirmed_at_the_new_address(app, cx, smtp, portal):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from levqor_core.accounts.models import Account
+from levqor_core.accounts.models import Account, SignIn
 from levqor_core.apijobs.models import Job
 from levqor_core.billing.models import StripeEvent
 from levqor_core.extensions import db
@@ -80,6 +80,8 @@ def test_deletion_revokes_the_key_at_once_cancels_stripe_removes_data_and_frees_
     job = client.post("/api/v1/jobs", json={"workflow": "echo", "input": {}}, headers={"x-api-key": key})
     assert job.status_code == 202, job.text
 
+    with app.app_context():
+        assert _count(SignIn, account_id=account_id) == 1
     deleted = _delete(dev.client, PASSWORD)
     assert deleted.status_code == 302 and deleted.headers["location"] == "/signup"
     assert client.get("/api/usage", headers={"x-api-key": key}).status_code == 401
@@ -87,7 +89,7 @@ def test_deletion_revokes_the_key_at_once_cancels_stripe_removes_data_and_frees_
     assert dev.client.get("/developer/api-keys").status_code == 302
     with app.app_context():
         assert _count(Account) == 0
-        for model in (Job, ApiKey, KeyEvent, UsageDaily, RequestLogEntry):
+        for model in (Job, ApiKey, KeyEvent, UsageDaily, RequestLogEntry, SignIn):
             assert _count(model, account_id=account_id) == 0, model.__name__
         kept = db.session.scalars(sa.select(StripeEvent)).all()
         assert kept and all(event.account_id is None for event in kept)  # payment records, unlinked

@@ -11,7 +11,7 @@ import redis
 import sqlalchemy as sa
 from flask import current_app
 
-from levqor_core.accounts.models import Account
+from levqor_core.accounts.models import Account, SignIn
 from levqor_core.apijobs import sandbox
 from levqor_core.apijobs.models import Job
 from levqor_core.billing import checkout as billing
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # Rows that name the account and go with it (its webhook endpoints and their deliveries go by the
 # database's ON DELETE CASCADE). stripe_events stays: its foreign key is SET NULL, so the record of
 # each payment event (id, type, outcome, time) is kept without the account.
-OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert, RequestLogEntry)
+OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert, RequestLogEntry, SignIn)
 
 
 def delete(account: Account, actor: keys.Actor) -> None:

@@ -81,3 +81,18 @@ class Account(db.Model, UserMixin):
     @property
     def email_confirmed(self) -> bool:
         return self.confirmed_at is not None
+
+
+class SignIn(db.Model):
+    """One successful sign-in, for "Recent sign-ins" on /developer/account (the newest few per
+    account are kept: levqor_core.accounts.sign_ins)."""
+
+    __tablename__ = "sign_ins"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ip: Mapped[str | None] = mapped_column(sa.String(64))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(255))
+    # How: "password", "password + authenticator app", "password + recovery code", "password reset", ...
+    method: Mapped[str] = mapped_column(sa.String(64))

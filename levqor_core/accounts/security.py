@@ -13,7 +13,7 @@ from flask_security import Security, SQLAlchemyUserDatastore
 from flask_security.utils import aware_utcnow
 from werkzeug.local import LocalProxy
 
-from levqor_core.accounts import sessions
+from levqor_core.accounts import sessions, sign_ins
 from levqor_core.accounts.mail import PortalMail
 from levqor_core.accounts.models import Account, Role
 from levqor_core.derived_keys import fernet_key
@@ -152,6 +152,7 @@ def init_app(app: Flask) -> Security:
     # Aware UTC times, like every other timestamp here (levqor_core.columns.UTCDateTime).
     security.init_app(app, SQLAlchemyUserDatastore(db, Account, Role), datetime_factory=aware_utcnow)
     security.pwd_context = PooledPasswordContext(security.pwd_context)
+    sign_ins.init_app(app)
 
     @security.mail_context_processor
     def _links_from_the_public_url() -> dict:

@@ -8,7 +8,7 @@ from flask_login import current_user
 from flask_security import logout_user
 from flask_security.utils import verify_password
 
-from levqor_core.accounts import deletion, sessions
+from levqor_core.accounts import deletion, sessions, sign_ins
 from levqor_core.accounts import service as accounts
 from levqor_core.billing.problems import PaymentProviderError
 from levqor_core.keys.service import Actor
@@ -20,7 +20,12 @@ from ._render import login_required
 @bp.get("/developer/account")
 @login_required
 def account_settings(delete_error: str | None = None):
-    return render_template("account/settings.html", account=current_user, delete_error=delete_error)
+    return render_template(
+        "account/settings.html",
+        account=current_user,
+        sign_ins=sign_ins.recent(current_user.id),
+        delete_error=delete_error,
+    )
 
 
 @bp.post("/developer/account/sign-out-everywhere")
