@@ -120,6 +120,8 @@ def from_env() -> dict:
         # On a dyno /metrics is closed (403) until METRICS_TOKEN is set: business volumes are not
         # public. Closed rather than refusing to start, so a missing token never stops the API.
         "METRICS_OPEN_WITHOUT_TOKEN": not env.get("DYNO"),
+        # The older way to name operators: read once, by migration 0009, which gives the ops role to
+        # the confirmed accounts listed; /developer/ops checks the role only (README "Accounts").
         "OPS_EMAILS": env.get("OPS_EMAILS", ""),
         # Encrypts stored two-factor (TOTP) secrets; unset means SECRET_KEY (README "Accounts").
         "TOTP_SECRET": env.get("TOTP_SECRET", ""),

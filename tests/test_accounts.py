@@ -281,6 +281,7 @@ def test_the_ops_role_opens_developer_ops_and_only_for_a_confirmed_account(app, 
     assert pending.client.get("/developer/ops").status_code == 403
 
     dev = portal().sign_up()
+    monkeypatch.setitem(app.config, "OPS_EMAILS", dev.email)  # confirmed and listed: no role, no page
     assert dev.client.get("/developer/ops").status_code == 403
     granted = runner.invoke(args=["accounts", "grant-role", dev.email.upper(), "ops"])
     assert granted.exit_code == 0, granted.output
@@ -516,4 +517,43 @@ def test_the_migration_encrypts_recovery_codes_saved_in_clear_and_they_keep_work
         recovery = old.extensions["security"]._mf_recovery_codes_util  # this app's own
         assert all(recovery.check_recovery_code(account, code) for code in printed)
         assert not recovery.check_recovery_code(account, "zzzz-0000-zzzz")
+        db.session.remove()
+
+
+def test_migration_0009_gives_the_ops_role_to_confirmed_accounts_listed_in_ops_emails_only(tmp_path, redis_server):
+    """OPS_EMAILS let confirmed listed accounts into /developer/ops until 0009; the role does now."""
+    old = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'before-0009.db'}",
+            "REDIS_URL": redis_server.url,
+            "RATELIMIT_STORAGE_URI": redis_server.url,  # Flask-Limiter's one instance: keep its storage
+            "SECRET_KEY": "migration-secret",
+            "OPS_EMAILS": " Lead@Example.com, stranger@example.com,",
+        }
+    ).app
+    with old.app_context():
+        migrate.upgrade(revision="0008")
+        for email, confirmed in (
+            ("lead@example.com", True),
+            ("stranger@example.com", False),
+            ("dev@example.com", True),
+        ):
+            db.session.execute(
+                sa.insert(Account.__table__).values(
+                    email=email,
+                    password_hash="x",
+                    tier="sandbox",
+                    created_at=datetime.now(UTC),
+                    confirmed_at=datetime.now(UTC) if confirmed else None,
+                    active=True,
+                    fs_uniquifier=email,
+                )
+            )
+        db.session.commit()
+
+        migrate.upgrade()
+
+        operators = {a.email for a in db.session.scalars(sa.select(Account)) if accounts.is_operator(a)}
+        assert operators == {"lead@example.com"}
         db.session.remove()

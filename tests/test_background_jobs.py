@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from rq import Queue
 from rq.job import Job as RQJob
 
+from levqor_core.accounts import service as accounts
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey
@@ -512,7 +513,8 @@ def test_a_run_the_dead_leader_never_enqueued_is_made_late_by_the_next_leader(ap
 def test_ops_page_polls_the_sync_progress_until_it_finishes(app, cx, portal, fake, notion_on, worker_env, monkeypatch):
     make_keys(app, 20)
     operator = portal().sign_up()
-    monkeypatch.setitem(app.config, "OPS_EMAILS", f"someone@else.example, {operator.email.upper()}")
+    with app.app_context():
+        accounts.grant_role(accounts.by_email(operator.email), accounts.OPS_ROLE)
     page = operator.client.get("/developer/ops")
     assert page.status_code == 200 and "No Notion sync has run" in page.text
 

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, Worker
 
 from jobs.worker import PERIODIC_WORKERS, WEBHOOK_WORKERS
+from levqor_core.accounts import service as accounts
 from levqor_core.accounts.models import Account
 from levqor_core.apijobs.models import Job
 from levqor_core.app import create_app
@@ -43,9 +44,10 @@ def _fresh_ops_figures():
 
 
 @pytest.fixture
-def operator(app, portal, monkeypatch):
+def operator(app, portal):
     session = portal().sign_up()
-    monkeypatch.setitem(app.config, "OPS_EMAILS", session.email)
+    with app.app_context():
+        accounts.grant_role(accounts.by_email(session.email), accounts.OPS_ROLE)
     return session
 
 

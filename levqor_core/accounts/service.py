@@ -90,14 +90,13 @@ def revoke_role(account: Account, role_name: str) -> bool:
     return bool(removed)
 
 
-def is_operator(account, ops_emails: str = "") -> bool:
-    """A confirmed account with the `ops` role, or (the older way, kept so no deploy locks its team
-    out) a confirmed account whose address is listed in OPS_EMAILS. Unconfirmed: never, since
-    anyone can sign up with any address."""
+def is_operator(account) -> bool:
+    """A confirmed account with the `ops` role. Unconfirmed: never, since anyone can sign up with
+    any address (roles are only granted to confirmed accounts; this holds if one was confirmed and
+    its email then changed back to pending)."""
     if not getattr(account, "is_authenticated", False) or account.confirmed_at is None:
         return False
-    listed = {e.strip().lower() for e in ops_emails.split(",") if e.strip()}
-    return account.has_role(OPS_ROLE) or account.email.lower() in listed
+    return account.has_role(OPS_ROLE)
 
 
 def set_tier(account: Account, tier_name: str) -> Account:

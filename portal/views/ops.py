@@ -29,7 +29,7 @@ def _redis():
 
 
 def _is_operator() -> bool:
-    return accounts.is_operator(current_user, current_app.config.get("OPS_EMAILS", ""))
+    return accounts.is_operator(current_user)
 
 
 def _not_operator():
