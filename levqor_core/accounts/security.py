@@ -14,13 +14,15 @@ from flask_security.utils import aware_utcnow
 
 from levqor_core.accounts import sessions
 from levqor_core.accounts.mail import PortalMail
+from levqor_core.accounts.reauth import VerifyWithSecondFactorForm
 from levqor_core.accounts.models import Account, Role
 from levqor_core.extensions import db
 
 MIN_PASSWORD = 8
 # The extension (its Flask-Login manager is `security.login_manager`). Made here rather than in
 # levqor_core.extensions: its mail goes out through the ops sender, which imports the extensions.
-security = Security(mail_util_cls=PortalMail)
+# Its re-authentication page asks for the second factor too (levqor_core.accounts.reauth).
+security = Security(mail_util_cls=PortalMail, verify_form=VerifyWithSecondFactorForm)
 CONFIRM_WITHIN = timedelta(days=1)
 RESET_WITHIN = timedelta(hours=1)
 
