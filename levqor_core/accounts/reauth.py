@@ -16,7 +16,6 @@ from flask import current_app
 from flask_security import check_and_update_authn_fresh
 from flask_security.forms import VerifyForm
 from flask_security.proxies import _security
-from flask_security.utils import config_value as cv
 from flask_security.utils import get_message
 from wtforms import StringField
 
@@ -50,11 +49,11 @@ class VerifyWithSecondFactorForm(VerifyForm):
             token=code,
             totp_secret=self.user.tf_totp_secret,
             user=self.user,
-            window=cv("TWO_FACTOR_AUTHENTICATOR_VALIDITY"),
+            window=current_app.config["SECURITY_TWO_FACTOR_AUTHENTICATOR_VALIDITY"],
         ):
             return True
         codes = _security.mf_recovery_codes_util
-        if cv("MULTI_FACTOR_RECOVERY_CODES") and codes.check_recovery_code(self.user, code):
+        if current_app.config["SECURITY_MULTI_FACTOR_RECOVERY_CODES"] and codes.check_recovery_code(self.user, code):
             codes.delete_recovery_code(self.user, code)  # each works once; the verify view commits
             return True
         self.user.track_failed_authn("code", True)

@@ -14,8 +14,8 @@ from flask_security.utils import aware_utcnow
 
 from levqor_core.accounts import sessions
 from levqor_core.accounts.mail import PortalMail
-from levqor_core.accounts.reauth import VerifyWithSecondFactorForm
 from levqor_core.accounts.models import Account, Role
+from levqor_core.accounts.reauth import VerifyWithSecondFactorForm
 from levqor_core.extensions import db
 
 MIN_PASSWORD = 8
