@@ -1,7 +1,9 @@
 """What several test modules need, in one place (test modules never import each other): the
-spec, the worker run as shipped, the Procfile's lines, usage seeded as if already flushed."""
+spec, the worker run as shipped, the Procfile's lines, usage seeded as if already flushed, an
+authenticator enrolled for two-factor sign-in."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 
+import pyotp
 import sqlalchemy as sa
 import yaml
 
@@ -88,3 +91,20 @@ def seed_usage(app, account_id: int, calls: int = 0, sandbox_calls: int = 0) -> 
             UsageDaily(key_id=key_id, account_id=account_id, day=date.today(), calls=calls, sandbox_calls=sandbox_calls)
         )
         db.session.commit()
+
+
+def enrol_authenticator(client) -> pyotp.TOTP:
+    """Two-factor sign-in turned on for the signed-in (and freshly logged-in) session of `client`,
+    as a developer does it on /developer/account/two-factor; the authenticator app's TOTP."""
+    csrf = re.compile(r'name="csrf-token" content="([^"]+)"')
+    page = client.get("/developer/account/two-factor").text
+    chosen = client.post(
+        "/developer/account/two-factor", data={"setup": "authenticator", "csrf_token": csrf.search(page).group(1)}
+    )
+    assert chosen.status_code == 200, chosen.text[:500]
+    shown = re.search(r"<div>([A-Z2-7]{4}(?:-[A-Z2-7]{4})+)</div>", chosen.text).group(1)  # for manual entry
+    totp = pyotp.TOTP(shown.replace("-", ""))
+    action = re.search(r'<form action="([^"]+)" method="post" name="two_factor_verify_code_form"', chosen.text)
+    done = client.post(action.group(1), data={"code": totp.now(), "csrf_token": csrf.search(chosen.text).group(1)})
+    assert done.status_code == 302, done.text[:500]
+    return totp

@@ -1,6 +1,8 @@
 """API keys: format, one-time secret, rotation with grace, revocation, audit, concurrency."""
 
+import html
 import logging
+import re
 import runpy
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,10 @@ from levqor_core.keys import service as keys
 from levqor_core.keys.models import ApiKey, KeyEvent
 from levqor_core.limits import key_cache, tiers
 from levqor_core.metering import counters as metering
+from levqor_core.web import key_creation_limit as creation_limit
+
+from .conftest import PASSWORD, csrf_from
+from .helpers import enrol_authenticator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -294,3 +300,235 @@ def test_a_valid_key_is_admitted_even_if_every_cache_fill_races_a_change(app, cl
         response = client.get("/api/v1/workflows", headers={"x-api-key": raw})
     assert len(reads) == key_cache.FILL_ATTEMPTS
     assert response.status_code == 200, response.text
+
+
+# ---- a leaked key must not lock its owner out: the emergency replacement (issue 13) --------------
+
+HX = {"HX-Request": "true"}
+FRESH_FOR = timedelta(seconds=3)
+
+
+def _make_stale(app, monkeypatch):
+    """The session's log-in is older than the freshness window (made short for the test)."""
+    monkeypatch.setitem(app.config, "SECURITY_FRESHNESS", FRESH_FOR)
+    time.sleep(FRESH_FOR.total_seconds() + 0.2)
+
+
+def _create_on_the_portal(dev) -> str:
+    created = dev.client.post(
+        "/developer/api-keys/new",
+        data={"grace_period_seconds": "0"},
+        headers={**HX, "HX-Target": "key-panel", "X-CSRFToken": dev.csrf},
+    )
+    return re.search(r'<code id="new-key">([^<]+)</code>', created.text).group(1)
+
+
+def _replace(dev, htmx: bool = False):
+    if htmx:
+        return dev.client.post("/developer/api-keys/replace", headers={**HX, "X-CSRFToken": dev.csrf})
+    return dev.client.post("/developer/api-keys/replace", data={"csrf_token": dev.csrf})
+
+
+def _verify(dev, location: str, **fields):
+    page = dev.client.get(location)
+    assert page.status_code == 200 and "Confirm it is you" in page.text
+    return dev.client.post(location, data={"password": PASSWORD, "csrf_token": csrf_from(page.text), **fields}), page
+
+
+def _calls(client, raw: str) -> int:
+    return client.get("/api/v1/workflows", headers={"x-api-key": raw}).status_code
+
+
+def _account_id(app, email: str) -> int:
+    with app.app_context():
+        return db.session.scalar(sa.select(Account.id).where(Account.email == email))
+
+
+def _panel(dev) -> str:
+    return dev.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
+
+
+def test_a_leaked_key_is_replaced_at_once_after_a_fresh_log_in_once_a_day(portal, client, app, monkeypatch):
+    dev = portal().sign_up()
+    leaked = _create_on_the_portal(dev)  # the day's key creation is spent
+    assert dev.new_key().status_code == 429
+    panel = _panel(dev)
+    assert re.search(r'id="key-replace" href="/developer/api-keys/replace"', panel)
+    assert "Replace now (leaked key)" in panel
+
+    # Without a fresh log-in: sent to re-authenticate, and nothing happens or is spent.
+    _make_stale(app, monkeypatch)
+    asked = dev.client.get("/developer/api-keys/replace")
+    assert asked.status_code == 302
+    assert asked.headers["location"] == "/developer/account/verify?next=/developer/api-keys/replace"
+    stale = _replace(dev)
+    assert stale.status_code == 302 and stale.headers["location"] == asked.headers["location"]
+    assert _replace(dev, htmx=True).headers["hx-redirect"] == asked.headers["location"]
+    assert _calls(client, leaked) == 200
+    assert creation_limit_spent(app, dev) is None  # a stale session spends no emergency replacement
+
+    wrong, page = _verify(dev, asked.headers["location"], password="not the password")
+    assert wrong.status_code == 200 and 'name="code"' not in page.text  # no second factor on this account
+    assert dev.client.get("/developer/api-keys/replace").status_code == 302  # still not fresh
+    verified, _ = _verify(dev, asked.headers["location"])
+    assert verified.status_code == 302 and verified.headers["location"] == "/developer/api-keys/replace"
+
+    # Fresh: the page says what will happen, the button does it.
+    shown = dev.client.get("/developer/api-keys/replace")
+    assert shown.status_code == 200, shown.text[:300]
+    assert f"Key <code>{key_format.hint(leaked)}</code> stops working at once" in shown.text
+    assert "Revoke and replace now" in shown.text
+    replaced = _replace(dev)
+    assert replaced.status_code == 201 and replaced.headers["cache-control"] == "no-store"
+    new = re.search(r'<code id="new-key">([^<]+)</code>', replaced.text).group(1)
+    assert new != leaked and key_format.is_well_formed(new)
+    assert "the previous key stopped working at once" in replaced.text
+    # The leaked key is refused from the next call on, in this process and through the gate's cache.
+    assert _calls(client, leaked) == 401
+    assert _calls(client, new) == 200
+
+    # The audit trail records it as an emergency replacement, in the API and on the page.
+    events = dev.client.get("/api/key/events").json()["data"]
+    assert [(e["event"], e["emergency"]) for e in events] == [("rolled", True), ("revoked", True), ("created", False)]
+    assert events[1]["key_id"] != events[0]["key_id"] == keys_of(app, dev)["active"]
+    trail = dev.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-events"}).text
+    assert trail.count("emergency replacement") == 2
+
+    # Once a day: a second one is refused with when it is possible again, and changes nothing.
+    again = _replace(dev)
+    assert again.status_code == 429
+    text = html.unescape(again.text)
+    assert "You have already replaced a key in an emergency today: that is possible once a day." in text
+    possible = creation_limit_spent(app, dev)
+    assert possible is not None and "The next emergency replacement is possible after\n" in text
+    assert possible.isoformat() in again.text
+    assert abs(int(again.headers["retry-after"]) - (possible - utcnow()).total_seconds()) <= 2
+    assert timedelta(hours=23) < possible - utcnow() <= timedelta(days=1, seconds=2)  # rounded up
+    assert _calls(client, new) == 200
+    assert len(dev.client.get("/api/key/events").json()["data"]) == 3
+    # The panel no longer offers it, says when, and the API's daily limit is as it was.
+    panel = _panel(dev)
+    assert 'id="key-replace"' not in panel and "You have used today's emergency replacement" in panel
+    assert "use “Replace now” instead" not in html.unescape(panel)
+    assert dev.new_key().status_code == 429
+
+
+def creation_limit_spent(app, dev):
+    """When this developer's next emergency replacement is possible (None: it is possible now)."""
+    with app.test_request_context():
+        return creation_limit.next_emergency_at(_account_id(app, dev.email))
+
+
+def keys_of(app, dev) -> dict:
+    with app.app_context():
+        ring = keys.key_ring(_account_id(app, dev.email))
+        return {"active": ring.active.id if ring.active else None}
+
+
+def test_with_two_factor_on_the_replacement_wants_the_authenticator_code_too(portal, client, app, monkeypatch):
+    dev = portal().sign_up()
+    totp = enrol_authenticator(dev.client)
+    dev.csrf = csrf_from(dev.client.get("/developer").text)
+    leaked = _create_on_the_portal(dev)
+    _make_stale(app, monkeypatch)
+    location = dev.client.get("/developer/api-keys/replace").headers["location"]
+
+    no_code, page = _verify(dev, location)
+    assert 'name="code"' in page.text and "authenticator app" in page.text
+    assert no_code.status_code == 200 and "Enter the code from your authenticator app" in no_code.text
+    wrong, _ = _verify(dev, location, code="000000" if totp.now() != "000000" else "111111")
+    assert wrong.status_code == 200 and "Invalid code" in wrong.text
+    # The password alone (or with a wrong code) made nothing fresh.
+    assert dev.client.get("/developer/api-keys/replace").status_code == 302
+    assert _replace(dev).status_code == 302
+    assert _calls(client, leaked) == 200
+
+    right, _ = _verify(dev, location, code=totp.now())
+    assert right.status_code == 302 and right.headers["location"] == "/developer/api-keys/replace"
+    replaced = _replace(dev)
+    assert replaced.status_code == 201, replaced.text[:300]
+    new = re.search(r'<code id="new-key">([^<]+)</code>', replaced.text).group(1)
+    assert _calls(client, leaked) == 401 and _calls(client, new) == 200
+
+
+def test_re_authentication_takes_a_recovery_code_once(portal, app, monkeypatch):
+    dev = portal().sign_up()
+    enrol_authenticator(dev.client)
+    page = dev.client.get("/developer/account/recovery-codes").text
+    shown = dev.client.post("/developer/account/recovery-codes", data={"csrf_token": csrf_from(page)})
+    code = re.findall(r"<li class=\"fs-div\">([^<]+)</li>", shown.text)[0]
+    _make_stale(app, monkeypatch)
+    location = dev.client.get("/developer/api-keys/replace").headers["location"]
+    assert _verify(dev, location, code=code)[0].status_code == 302
+    assert dev.client.get("/developer/api-keys/replace").status_code == 200
+    time.sleep(FRESH_FOR.total_seconds() + 0.2)
+    assert dev.client.get("/developer/api-keys/replace").status_code == 302
+    reused, _ = _verify(dev, location, code=code)
+    assert reused.status_code == 200 and "Invalid code" in reused.text
+
+
+def test_an_emergency_replacement_cuts_off_keys_in_a_grace_period_too(client, app, make_account):
+    account_id, first = make_account()
+    with app.app_context():
+        account = db.session.get(Account, account_id)
+        second = keys.issue(account, keys.Actor(email="t"), grace=timedelta(hours=24)).raw
+        assert _calls(client, first) == 200  # still in its grace period
+        third = keys.replace_at_once(account, keys.Actor(email="t")).raw
+        events = [(e.event, e.emergency) for e in keys.events(account_id)]
+    assert events[:3] == [("rolled", True), ("revoked", True), ("revoked", True)]
+    assert events[3:] == [("rolled", False), ("created", False)]
+    assert (_calls(client, first), _calls(client, second), _calls(client, third)) == (401, 401, 200)
+
+
+def test_after_revoking_the_day_s_key_a_new_one_is_possible_at_once_in_an_emergency(portal, client, app):
+    dev = portal().sign_up()
+    _create_on_the_portal(dev)
+    revoked = dev.client.post(
+        "/developer/api-keys/revoke", headers={**HX, "HX-Target": "key-panel", "X-CSRFToken": dev.csrf}
+    )
+    text = html.unescape(revoked.text)
+    then = "You can create a new key after \\d\\d \\w{3}, \\d\\d:\\d\\d UTC \\(one a day\\)"
+    assert re.search(rf"is revoked: calls with it now fail\. {then}, or get one at once with “Replace now”", text)
+    assert 'id="key-replace"' in revoked.text
+    page = dev.client.get("/developer/api-keys/replace")  # just logged in: fresh
+    assert "You have no active key: a new one is issued now." in page.text and "Issue a new key now" in page.text
+    replaced = _replace(dev)
+    assert replaced.status_code == 201
+    new = re.search(r'<code id="new-key">([^<]+)</code>', replaced.text).group(1)
+    assert _calls(client, new) == 200
+    events = [(e["event"], e["emergency"]) for e in dev.client.get("/api/key/events").json()["data"]]
+    assert events == [("created", True), ("revoked", False), ("created", False)]
+
+
+def test_the_revoke_dialog_and_the_panel_say_when_a_new_key_is_possible(portal, app):
+    dev = portal().sign_up()
+    before = _panel(dev)
+    after_first = datetime.fromisoformat(
+        re.search(r'The next key is then possible after\s+<time datetime="([^"]+)"', before).group(1)
+    )
+    assert abs((after_first - (utcnow() + timedelta(days=1))).total_seconds()) <= 5
+    _create_on_the_portal(dev)
+
+    panel = _panel(dev)
+    with app.test_request_context():
+        next_creation = creation_limit.next_creation_at(_account_id(app, dev.email))
+    # The limiter's own window (what a click would meet), about a day from the creation.
+    assert abs((after_first - next_creation).total_seconds()) <= 5
+    dialog = html.unescape(re.search(r'hx-confirm="([^"]+)"', panel).group(1))
+    when = next_creation.strftime("%d %b, %H:%M UTC")
+    assert dialog.startswith("Revoke key lvq_") and "It stops working at once: calls with it fail." in dialog
+    assert f"You can create a new key after {when} (one a day)" in dialog
+    assert "if the key leaked, use “Replace now” instead" in dialog
+    assert html.unescape(re.search(r'id="key-effect-revoke">(.+?)</li>', panel, re.S).group(1)).endswith(
+        dialog.split("? ", 1)[1]
+    )
+
+    r = app.extensions["levqor.redis"]  # a day later, as far as the key-creation limit knows
+    r.delete(*r.keys(f"LIMITS:LIMITER/{app.config['RATELIMIT_KEY_PREFIX']}/key-new:*"))
+    panel = html.unescape(_panel(dev))
+    dialog = re.search(r'hx-confirm="([^"]+)"', panel).group(1)
+    assert dialog.endswith("It stops working at once: calls with it fail. You can create a new key right away.")
+    assert "Replace now" not in panel  # the daily limit is not in the way: roll or revoke and create
+    roll = re.search(r'id="key-effect-create">(.+?)</li>', panel, re.S)
+    assert "the new key is shown once" in roll.group(1)
+    assert "keeps working for the 1 or 24 hours chosen above" in " ".join(roll.group(1).split())

@@ -16,6 +16,7 @@ from werkzeug.local import LocalProxy
 from levqor_core.accounts import sessions, sign_ins
 from levqor_core.accounts.mail import PortalMail
 from levqor_core.accounts.models import Account, Role
+from levqor_core.accounts.reauth import VerifyWithSecondFactorForm
 from levqor_core.derived_keys import fernet_key
 from levqor_core.extensions import db
 
@@ -148,7 +149,8 @@ def init_app(app: Flask) -> Security:
     sessions.init_app(app)  # first: its check must run before anything loads the user
     # Made here rather than in levqor_core.extensions: its mail goes out through the ops sender,
     # which imports the extensions.
-    security = Security(mail_util_cls=PortalMail)
+    # Its re-authentication page asks for the second factor too (levqor_core.accounts.reauth).
+    security = Security(mail_util_cls=PortalMail, verify_form=VerifyWithSecondFactorForm)
     # Aware UTC times, like every other timestamp here (levqor_core.columns.UTCDateTime).
     security.init_app(app, SQLAlchemyUserDatastore(db, Account, Role), datetime_factory=aware_utcnow)
     security.pwd_context = PooledPasswordContext(security.pwd_context)

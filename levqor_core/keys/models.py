@@ -65,6 +65,9 @@ class KeyEvent(db.Model):
     actor: Mapped[str] = mapped_column(sa.String(254))
     ip: Mapped[str | None] = mapped_column(sa.String(64))
     user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+    # Part of an emergency replacement (a leaked key revoked at once and a new one issued beside
+    # the daily creation limit, after a fresh log-in): its "revoked" and "rolled"/"created" events.
+    emergency: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
 
     def to_dict(self, personal: bool) -> dict:
         """One audit-trail entry. Without `personal` (a key reading it, which may be a leaked one),
@@ -80,4 +83,5 @@ class KeyEvent(db.Model):
             "actor": actor,
             "ip": self.ip if personal else None,
             "user_agent": self.user_agent if personal else None,
+            "emergency": self.emergency,
         }

@@ -108,6 +108,17 @@ def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> Is
     """Create the account's new active key, retiring the old one at once or after `grace`."""
     if grace < timedelta(0) or grace > MAX_GRACE:
         raise ValueError("grace period must be between 0 and 24 hours")
+    return _issue(account, actor, grace, emergency=False)
+
+
+def replace_at_once(account: Account, actor: Actor) -> IssuedKey:
+    """The emergency replacement of a leaked key: every usable key (the active one and any still in
+    a rotation grace period) is revoked now, and a new active key issued; every event is marked as
+    an emergency. Whether it is allowed (a fresh log-in, once a day) is the caller's door's rule."""
+    return _issue(account, actor, timedelta(0), emergency=True)
+
+
+def _issue(account: Account, actor: Actor, grace: timedelta, emergency: bool) -> IssuedKey:
     now = utcnow()
     # Locks the account row on PostgreSQL so concurrent rotations queue up instead of racing.
     db.session.execute(sa.select(Account.id).where(Account.id == account.id).with_for_update())
@@ -120,6 +131,17 @@ def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> Is
         else:
             old.status, old.revoked_at = "revoked", now
         db.session.flush()
+    if emergency:
+        # A leak may be of any key that still works: none keeps working, and each says so in the trail.
+        cut_off = list(
+            db.session.scalars(sa.select(ApiKey).where(ApiKey.account_id == account.id, ApiKey.status == "expiring"))
+        )
+        for key in cut_off:
+            key.status, key.revoked_at = "revoked", now
+            retired.append(key.key_hash)
+        for key in ([old] if old is not None else []) + cut_off:
+            db.session.add(_event(account.id, key.id, "revoked", actor, now, emergency=True))
+        db.session.flush()
     raw = generate()
     record = ApiKey(
         id="key_" + secrets.token_hex(8),
@@ -130,7 +152,7 @@ def issue(account: Account, actor: Actor, grace: timedelta = timedelta(0)) -> Is
         created_at=now,
     )
     db.session.add(record)
-    db.session.add(_event(account.id, record.id, "rolled" if old else "created", actor, now))
+    db.session.add(_event(account.id, record.id, "rolled" if old else "created", actor, now, emergency=emergency))
     try:
         db.session.commit()
     except IntegrityError:
@@ -188,11 +210,12 @@ def events(account_id: int, limit: int = 50) -> list[KeyEvent]:
     )
 
 
-def _event(account_id: int, key_id: str, event: str, actor: Actor, at: datetime) -> KeyEvent:
+def _event(account_id: int, key_id: str, event: str, actor: Actor, at: datetime, emergency: bool = False) -> KeyEvent:
     return KeyEvent(
         account_id=account_id,
         key_id=key_id,
         event=event,
+        emergency=emergency,
         at=at,
         actor=actor.email,
         ip=actor.ip,

@@ -1,5 +1,5 @@
 """One view, two shapes: the whole page for a browser, one fragment for htmx (htmx-flask's
-`request.htmx`); and the log-in guard that knows an htmx request cannot follow a redirect."""
+`request.htmx`); and the log-in guards that know an htmx request cannot follow a redirect."""
 
 import functools
 from collections.abc import Callable
@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 import htmx_flask
 from flask import redirect, render_template, request, url_for
 from flask_login import current_user
+
+from levqor_core.accounts import reauth
 
 # A fragment: its template, and a function building only what that template shows.
 Fragment = tuple[str, Callable[[], dict]]
@@ -40,6 +42,27 @@ def login_required(view):
         return redirect(url_for("security.login", next=request.full_path))
 
     return wrapped
+
+
+def fresh_log_in_required(back_to: str):
+    """For a sensitive action: a session that has not authenticated in full within
+    SECURITY_FRESHNESS is sent to the re-authentication page (password, and the second factor when
+    the account has one: levqor_core.accounts.reauth), which returns to the endpoint `back_to` (a
+    page that shows what the action will do, since the browser comes back with a GET)."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            if reauth.fresh_log_in():
+                return view(*args, **kwargs)
+            verify = url_for("security.verify", next=url_for(back_to))
+            if request.htmx:
+                return htmx_flask.make_response("", 200, redirect=verify)
+            return redirect(verify)
+
+        return wrapped
+
+    return decorate
 
 
 def _path_of(url: str) -> str:

@@ -122,7 +122,8 @@ def login():
 
 
 # Wrong two-factor or recovery codes: 5 tries a minute per address, then 429 (a 6-digit code has a
-# million values; at this pace a guesser needs months for even odds).
+# million values; at this pace a guesser needs months for even odds). The re-authentication page
+# (security.verify) asks for the code too when the account has two-factor on, so it is limited alike.
 CODE_ATTEMPTS = "5 per minute"
 
 
@@ -137,7 +138,7 @@ def _code_attempts_limited(view):
 @bp.record_once
 def _limit_security_views(state):
     state.app.view_functions["security.login"] = login
-    for endpoint in ("security.two_factor_token_validation", "security.mf_recovery"):
+    for endpoint in ("security.two_factor_token_validation", "security.mf_recovery", "security.verify"):
         if endpoint in state.app.view_functions:
             state.app.view_functions[endpoint] = _code_attempts_limited(state.app.view_functions[endpoint])
 

@@ -14,6 +14,7 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
 
 from levqor_core import problems
+from levqor_core.accounts import reauth
 from levqor_core.accounts import service as accounts
 from levqor_core.columns import utcnow
 from levqor_core.keys import service as keys
@@ -23,7 +24,7 @@ from levqor_core.web import key_creation_limit as creation_limit
 
 from ..helpers import charts, snippets
 from . import bp
-from ._render import Fragment, login_required, page_or_fragment
+from ._render import Fragment, fresh_log_in_required, login_required, page_or_fragment
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,36 @@ def _redis():
     return current_app.extensions["levqor.redis"]
 
 
+def when(at: datetime) -> str:
+    return at.strftime("%d %b, %H:%M UTC")
+
+
+def revoke_effect(next_creation: datetime | None, next_emergency: datetime | None) -> str:
+    """What revoking does and when a new key is possible: the revoke dialog, the panel and the
+    notice after it say the same, from the limits' own windows."""
+    text = "It stops working at once: calls with it fail."
+    if next_creation is None:
+        return f"{text} You can create a new key right away."
+    text += f" You can create a new key after {when(next_creation)} (one a day)"
+    if next_emergency is None:
+        return f"{text}; if the key leaked, use “Replace now” instead: it revokes the key and issues a new one at once."
+    return f"{text}."
+
+
 def key_panel_context(account, now: datetime) -> dict:
     ring = keys.key_ring(account.id, now)
+    next_creation = creation_limit.next_creation_at(account.id)
+    # The emergency replacement is offered only when the daily limit stands in the way.
+    next_emergency = creation_limit.next_emergency_at(account.id) if next_creation else None
     return {
         "active": ring.active,
         "expiring": ring.expiring,
-        "next_creation": creation_limit.next_creation_at(account.id),
+        "next_creation": next_creation,
+        "next_emergency": next_emergency,
+        # Had the limit been spent by the create or roll this panel offers.
+        "creation_after_this": creation_limit.creation_after_spending(now),
+        "revoke_effect": revoke_effect(next_creation, next_emergency),
+        "has_second_factor": reauth.has_second_factor(account),
         "grace_choices": GRACE_CHOICES,
         "tier": tiers.get(account.tier),
         "may_create_keys": accounts.may_create_keys(account),
@@ -150,15 +175,76 @@ def revoke():
     revoked = keys.revoke(current_user, _actor())
     if revoked is None:
         return _key_panel(404, notice=("error", "This account has no active key."))
-    text = f"Key {revoked.hint} is revoked: calls with it now fail. Create a new key when you need one."
-    return _key_panel(notice=("ok", text))
+    next_creation = creation_limit.next_creation_at(current_user.id)
+    if next_creation is None:
+        then = "Create a new key when you need one."
+    else:
+        then = f"You can create a new key after {when(next_creation)} (one a day)"
+        if creation_limit.next_emergency_at(current_user.id) is None:
+            then += ", or get one at once with “Replace now” if the key leaked"
+        then += "."
+    return _key_panel(notice=("ok", f"Key {revoked.hint} is revoked: calls with it now fail. {then}"))
+
+
+# ---- the emergency replacement of a leaked key: a fresh log-in, then at once -----------------------
+
+
+def _replace_page(status: int = 200, notice: tuple[str, str] | None = None):
+    """What "Replace now" will do, and its button (or why not today)."""
+    now = utcnow()
+    ring = keys.key_ring(current_user.id, now)
+    page = render_template(
+        "developer/replace_key.html",
+        active=ring.active,
+        expiring=ring.expiring,
+        next_creation=creation_limit.next_creation_at(current_user.id),
+        next_emergency=creation_limit.next_emergency_at(current_user.id),
+        emergency_after_this=now + timedelta(days=1),
+        may_create_keys=accounts.may_create_keys(current_user),
+        notice=notice,
+        now=now,
+    )
+    response = htmx_flask.make_response(page, status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@key_actions.get("/developer/api-keys/replace")
+@login_required
+@fresh_log_in_required(back_to="portal.keys.replace_form")
+def replace_form():
+    return _replace_page()
+
+
+@key_actions.post("/developer/api-keys/replace")
+@login_required
+@fresh_log_in_required(back_to="portal.keys.replace_form")  # before the limit: a stale session spends nothing
+@creation_limit.emergency_limited
+def replace():
+    """Revoke every usable key at once and issue a new one, beside the daily creation limit."""
+    try:
+        accounts.require_confirmed(current_user)
+        issued = keys.replace_at_once(current_user, _actor())
+    except problems.Problem as err:
+        return _replace_page(err.status, notice=("error", err.detail))
+    text = (
+        "Replaced: the previous key stopped working at once, and this emergency replacement is in the"
+        " key activity. Your new key is below."
+    )
+    return _key_panel(201, new_key=issued.raw, notice=("ok", text))
 
 
 @key_actions.errorhandler(RateLimitExceeded)
 def _creation_limited(exc: RateLimitExceeded):
-    # The panel shows when the shared daily limit lets this account create a key again.
-    response = _key_panel(429, notice=("warn", "You can create or roll a key once a day."))
-    again = creation_limit.next_creation_at(current_user.id)
+    if request.endpoint == "portal.keys.replace":
+        again = creation_limit.next_emergency_at(current_user.id)
+        # The page goes on to say when the next one is possible (the limit's own window).
+        text = "You have already replaced a key in an emergency today: that is possible once a day."
+        response = _replace_page(429, notice=("warn", text))
+    else:
+        # The panel shows when the shared daily limit lets this account create a key again.
+        response = _key_panel(429, notice=("warn", "You can create or roll a key once a day."))
+        again = creation_limit.next_creation_at(current_user.id)
     if again is not None:
         response.headers["Retry-After"] = str(max(1, int((again - utcnow()).total_seconds())))
     return response
