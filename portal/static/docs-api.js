@@ -57,12 +57,19 @@
 
   // - Controls Swagger UI renders with no name: the server <select> sits in an empty <label>.
   //   A React re-render keeps attributes it did not set, and the observer names new ones.
+  // - Example and response bodies scroll sideways and down, but a keyboard cannot reach them: each
+  //   becomes a named region in the tab order, as the portal's own code blocks are.
   var UNNAMED = [["select#servers", "Server"]];
   function nameControls(root) {
     UNNAMED.forEach(function (pair) {
       root.querySelectorAll(pair[0] + ":not([aria-label])").forEach(function (el) {
         el.setAttribute("aria-label", pair[1]);
       });
+    });
+    root.querySelectorAll(".highlight-code > pre:not([tabindex])").forEach(function (el) {
+      el.setAttribute("tabindex", "0");
+      el.setAttribute("role", "region");
+      el.setAttribute("aria-label", el.closest(".responses-wrapper, .live-responses-table") ? "Response body" : "Example");
     });
   }
 
@@ -76,6 +83,9 @@
       deepLinking: true,
       presets: [window.SwaggerUIBundle.presets.apis],
       plugins: [accessibleSummaries],
+      // Its highlighting themes colour JSON below 4.5:1 contrast on their dark background (agate:
+      // #d36363 on #333); plain text in Swagger UI's own dark box reads at full contrast.
+      syntaxHighlight: { activated: false },
       layout: "BaseLayout",
       docExpansion: "list",
       defaultModelsExpandDepth: 0,
