@@ -403,3 +403,24 @@ def test_page_has_no_serious_or_critical_axe_violation(
     PAGES[state](page, ctx)
     page.wait_for_load_state("load")
     assert_accessible(page, state)
+
+
+def test_the_axe_check_fails_on_a_serious_violation_and_names_rule_impact_and_element(context):
+    page = context.new_page()
+    page.goto("/login")
+    assert_accessible(page, "login")
+    # What Swagger UI used to render on /docs/api: a select without a name, and a link inside a button.
+    page.evaluate(
+        """() => {
+            const box = document.querySelector("main");
+            box.insertAdjacentHTML("beforeend",
+                '<select id="unnamed"><option>/api</option></select>' +
+                '<button id="outer">Open <a href="#x">link</a></button>');
+        }"""
+    )
+    with pytest.raises(AssertionError) as failed:
+        assert_accessible(page, "login with broken markup")
+    message = str(failed.value)
+    assert "select-name (critical)" in message and "#unnamed" in message
+    assert "nested-interactive (serious)" in message and "#outer" in message
+    assert "https://dequeuniversity.com/rules/axe/" in message
