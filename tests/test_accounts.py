@@ -420,7 +420,7 @@ def _enrol_authenticator(dev: Portal) -> pyotp.TOTP:
         "/developer/account/two-factor", data={"setup": "authenticator", "csrf_token": csrf_from(page)}
     )
     assert chosen.status_code == 200, _alerts(chosen.text)
-    shown = re.search(r"<div>([A-Z2-7]{4}(?:-[A-Z2-7]{4})+)</div>", chosen.text).group(1)  # for manual entry
+    shown = re.search(r'id="totp-key">([A-Z2-7]{4}(?:-[A-Z2-7]{4})+)<', chosen.text).group(1)  # for manual entry
     totp = pyotp.TOTP(shown.replace("-", ""))
     action = _form_action(chosen.text, "two_factor_verify_code_form")
     done = dev.client.post(action, data={"code": totp.now(), "csrf_token": csrf_from(chosen.text)})
@@ -432,7 +432,7 @@ def _recovery_codes(dev: Portal) -> list[str]:
     page = dev.client.get("/developer/account/recovery-codes").text
     shown = dev.client.post("/developer/account/recovery-codes", data={"csrf_token": csrf_from(page)})
     assert shown.status_code == 200
-    return re.findall(r"<li class=\"fs-div\">([^<]+)</li>", shown.text)
+    return re.findall(r"<li><code>([^<]+)</code></li>", shown.text)
 
 
 def test_two_factor_with_an_authenticator_code_and_with_a_recovery_code(cx, portal):

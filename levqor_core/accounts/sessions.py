@@ -33,7 +33,9 @@ def _started(app, user, **extra) -> None:
 
 def revoke_current() -> None:
     """End this browser's session only (a copied cookie with it)."""
-    sid = session.get(SESSION_ID)
+    # This browser's cookie stops carrying the id, so its next request is not treated as a revoked
+    # session and cleared: the page after log-out or deletion keeps its flashed message.
+    sid = session.pop(SESSION_ID, None)
     if not sid:
         return
     lifetime = int(current_app.permanent_session_lifetime.total_seconds())

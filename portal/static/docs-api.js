@@ -34,14 +34,58 @@
     }
   }
 
+  // Accessibility fixes to Swagger UI's markup, made here rather than in a fork:
+  // - An operation's summary is a <button> with the deep link (an <a>) inside it: two controls in
+  //   one, which screen readers and axe (nested-interactive) reject. The plugin renders an
+  //   operation's deep link as plain text; the button still opens it, and deepLinking still puts
+  //   #/Tag/operation in the address bar and opens the operation a shared address names.
+  //   A tag's own link (path without "/") is not inside a button and stays.
+  function accessibleSummaries(system) {
+    return {
+      wrapComponents: {
+        DeepLink: function (Original) {
+          return function (props) {
+            if (props.path && props.path.indexOf("/") !== -1) {
+              return system.React.createElement("span", null, props.text);
+            }
+            return system.React.createElement(Original, props);
+          };
+        },
+      },
+    };
+  }
+
+  // - Controls Swagger UI renders with no name: the server <select> sits in an empty <label>.
+  //   A React re-render keeps attributes it did not set, and the observer names new ones.
+  // - Example and response bodies scroll sideways and down, but a keyboard cannot reach them: each
+  //   becomes a named region in the tab order, as the portal's own code blocks are.
+  var UNNAMED = [["select#servers", "Server"]];
+  function nameControls(root) {
+    UNNAMED.forEach(function (pair) {
+      root.querySelectorAll(pair[0] + ":not([aria-label])").forEach(function (el) {
+        el.setAttribute("aria-label", pair[1]);
+      });
+    });
+    root.querySelectorAll(".highlight-code > pre:not([tabindex])").forEach(function (el) {
+      el.setAttribute("tabindex", "0");
+      el.setAttribute("role", "region");
+      el.setAttribute("aria-label", el.closest(".responses-wrapper, .live-responses-table") ? "Response body" : "Example");
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var host = document.getElementById("swagger-ui");
     if (!host || typeof window.SwaggerUIBundle !== "function") { return; }
+    new MutationObserver(function () { nameControls(host); }).observe(host, { childList: true, subtree: true });
     var ui = window.SwaggerUIBundle({
       url: host.getAttribute("data-spec-url"),
       dom_id: "#swagger-ui",
       deepLinking: true,
       presets: [window.SwaggerUIBundle.presets.apis],
+      plugins: [accessibleSummaries],
+      // Its highlighting themes colour JSON below 4.5:1 contrast on their dark background (agate:
+      // #d36363 on #333); plain text in Swagger UI's own dark box reads at full contrast.
+      syntaxHighlight: { activated: false },
       layout: "BaseLayout",
       docExpansion: "list",
       defaultModelsExpandDepth: 0,

@@ -1,4 +1,5 @@
-// Levqor portal behaviour: CSRF for htmx, copy buttons, code tabs, failed-request messages.
+// Levqor portal behaviour: CSRF for htmx, copy buttons, code tabs, failed-request messages,
+// hx-confirm's dialog.
 // It builds no page content: the server answers every action with the HTML to show.
 // Loaded as a file (the CSP allows no inline script).
 (function () {
@@ -116,6 +117,24 @@
   });
   document.addEventListener("htmx:sendError", function (evt) {
     showRequestFailure(evt, "Could not reach the server. Check your connection and try again.");
+  });
+
+  // ---- hx-confirm asks in the page's own modal dialog (layout/base.html), not window.confirm ----
+  // Its confirm button says what will happen (the asking button's own text, e.g. "Revoke"); Cancel
+  // has focus first, so Enter straight away does nothing destructive. Esc closes it as Cancel.
+  document.addEventListener("htmx:confirm", function (evt) {
+    var dialog = document.getElementById("confirm-dialog");
+    if (!evt.detail.question || !dialog || typeof dialog.showModal !== "function") { return; }
+    evt.preventDefault();
+    var trigger = evt.detail.elt;
+    document.getElementById("confirm-question").textContent = evt.detail.question;
+    document.getElementById("confirm-yes").textContent = trigger.textContent.trim() || "Confirm";
+    dialog.returnValue = "";
+    dialog.addEventListener("close", function () {
+      if (trigger.isConnected) { trigger.focus(); }
+      if (dialog.returnValue === "confirm") { evt.detail.issueRequest(true); }
+    }, { once: true });
+    dialog.showModal();
   });
 
   document.addEventListener("htmx:load", function (evt) { initTabs(evt.detail.elt); });

@@ -197,12 +197,17 @@ def test_roll_with_a_grace_period_then_revoke_update_the_panel_and_audit_trail_i
     expect(page.locator("#key-panel")).to_contain_text(f"Previous key {first[:8]}…{first[-4:]} keeps working until")
     expect(page.locator("#key-events")).to_contain_text("rolled")
 
-    page.once("dialog", lambda dialog: dialog.dismiss())
+    # Revoke asks first, in the page's own modal dialog; Cancel does nothing.
     page.get_by_role("button", name="Revoke").click()
+    dialog = page.get_by_role("dialog", name="Revoke this key? Calls with it fail at once.")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
     expect(page.locator("#key-hint")).to_be_visible()  # dismissed: nothing happened
+    expect(page.locator("#key-events")).not_to_contain_text("revoked")
 
-    page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Revoke").click()
+    dialog.get_by_role("button", name="Revoke").click()
     expect(page.locator("#key-notice")).to_contain_text("is revoked")
     expect(page.locator("#no-key")).to_be_visible()
     expect(page.locator("#key-events")).to_contain_text("revoked")

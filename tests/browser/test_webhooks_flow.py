@@ -55,8 +55,8 @@ def test_add_an_endpoint_send_a_test_event_see_it_delivered_resend_it_and_delete
     assert len(ids) == 2 and ids[0] == ids[1]
     assert all(Webhook(secret).verify(got["body"], got["headers"])["type"] == "ping" for got in hook.received)
 
-    page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name=f"Delete endpoint {hook.url()}").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(page.locator(".webhook-endpoint")).to_have_count(0)
     expect(page.locator("#webhook-endpoints")).to_contain_text("No live endpoints yet.")
     assert console.errors == []

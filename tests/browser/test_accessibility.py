@@ -1,0 +1,426 @@
+"""Every portal page, in each state a developer meets it, has no serious or critical axe-core violation.
+
+One test per page state: each is reached the way a browser reaches it (forms, mailed links, buttons
+that open dialogs), then axe runs on the page as shown (tests/browser/axe.py)."""
+
+import re
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pyotp
+import pytest
+import sqlalchemy as sa
+from itsdangerous import TimestampSigner
+from playwright.sync_api import expect
+
+from levqor_core.accounts import service as accounts
+from levqor_core.extensions import db
+from levqor_core.requestlog.models import RequestLogEntry
+
+from ..conftest import PASSWORD
+from ..webhook_helpers import hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
+from .axe import assert_accessible
+from .test_portal_flow import sign_up
+
+
+def mailed_link(smtp, email: str, kind: str) -> str:
+    """The path of the newest `kind` link (confirm, reset) mailed to `email`."""
+    text = smtp.to(email)[-1].get_body(("plain",)).get_content()
+    return urlsplit(re.search(rf"https?://\S+/{kind}/\S+", text).group(0)).path
+
+
+def signed_up_only(page, email="pending@example.com"):
+    page.goto("/signup")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    return email
+
+
+def log_in(page, email, password=PASSWORD):
+    page.goto("/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def with_key(page, smtp):
+    email = sign_up(page, smtp)
+    page.get_by_role("button", name="Create key").click()
+    expect(page.locator("#new-key")).to_be_visible()
+    return email, page.locator("#new-key").inner_text().strip()
+
+
+def enrol_two_factor(page) -> pyotp.TOTP:
+    page.goto("/developer/account/two-factor")
+    page.get_by_role("button", name="Continue").click()
+    totp = pyotp.TOTP(page.locator("#totp-key").inner_text().replace("-", ""))
+    page.get_by_label("The 6-digit code your app now shows").fill(totp.now())
+    page.get_by_role("button", name="Turn on two-factor sign-in").click()
+    expect(page).to_have_url(re.compile(r"/developer/account$"))
+    return totp
+
+
+def swagger_ready(page):
+    expect(page.locator("#swagger-ui .opblock").first).to_be_visible()
+
+
+# -- the states: each takes (page, ctx) and leaves the page showing what axe should check ----------------
+
+
+def visit(path, then=None):
+    def go(page, ctx):
+        page.goto(path)
+        if then:
+            then(page)
+
+    return go
+
+
+def login_refused(page, ctx):
+    log_in(page, "nobody@example.com", "wrong password")
+    expect(page.get_by_role("alert")).to_be_visible()
+
+
+def signup_refused(page, ctx):
+    page.goto("/signup")
+    page.get_by_label("Email").fill("weak@example.com")
+    page.get_by_label("Password").fill("password")
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+
+
+def check_email(page, ctx):
+    signed_up_only(page)
+
+
+def forgot_password_sent(page, ctx):
+    page.goto("/reset")
+    page.get_by_label("Email").fill("nobody@example.com")
+    page.get_by_role("button", name="Email me a link").click()
+
+
+def reset_password_page(page, ctx):
+    email = sign_up(page, ctx.smtp)
+    page.context.clear_cookies()
+    forgot_password_sent_to(page, email)
+    page.goto(mailed_link(ctx.smtp, email, "reset"))
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+
+
+def forgot_password_sent_to(page, email):
+    page.goto("/reset")
+    page.get_by_label("Email").fill(email)
+    page.get_by_role("button", name="Email me a link").click()
+
+
+def reset_link_invalid(page, ctx):
+    page.goto("/reset/not-a-token")
+    expect(page.get_by_role("alert")).to_contain_text("not valid")
+
+
+def confirm_link_expired(page, ctx):
+    email = signed_up_only(page, "late@example.com")
+    real = TimestampSigner.get_timestamp
+    ctx.monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: real(self) + 24 * 3600 + 5)
+    page.goto(mailed_link(ctx.smtp, email, "confirm"))
+    expect(page.get_by_role("alert")).to_contain_text("has expired")
+
+
+def confirm_link_used_again(page, ctx):
+    email = signed_up_only(page, "twice@example.com")
+    link = mailed_link(ctx.smtp, email, "confirm")
+    page.goto(link)
+    page.goto(link)
+    expect(page.locator("main")).to_contain_text("already been confirmed")
+
+
+def developer(path, then=None):
+    def go(page, ctx):
+        sign_up(page, ctx.smtp)
+        page.goto(path)
+        if then:
+            then(page)
+
+    return go
+
+
+def api_keys_unconfirmed(page, ctx):
+    email = signed_up_only(page)
+    log_in(page, email)
+    page.goto("/developer/api-keys")
+    expect(page.locator("#key-panel")).to_contain_text("Resend")
+
+
+def api_keys_new_key(page, ctx):
+    with_key(page, ctx.smtp)
+
+
+def api_keys_active_key(page, ctx):
+    with_key(page, ctx.smtp)
+    page.get_by_role("link", name="I have saved it").click()
+    expect(page.locator("#key-hint")).to_be_visible()
+
+
+def api_keys_revoke_dialog(page, ctx):
+    api_keys_active_key(page, ctx)
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_role("dialog")).to_be_visible()
+
+
+def api_keys_revoked(page, ctx):
+    api_keys_revoke_dialog(page, ctx)
+    page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+    expect(page.locator("#key-notice")).to_contain_text("is revoked")
+
+
+def docs_api_signed_in_operation_open(page, ctx):
+    with_key(page, ctx.smtp)
+    page.goto("/docs/api#/Workflows/list_workflows")  # a deep link opens its operation
+    operation = page.locator("#operations-Workflows-list_workflows")
+    expect(operation.get_by_role("button", name="Execute")).to_be_visible()
+    operation.get_by_role("button", name="Execute").click()
+    expect(operation.locator(".live-responses-table .response-col_status").first).to_be_visible()
+
+
+def docs_sdk_run_result(page, ctx):
+    with_key(page, ctx.smtp)
+    page.goto("/docs/sdk")
+    page.get_by_role("button", name="Run Python example").first.click()
+    expect(page.locator("#run-submit-job-python .run-result")).to_be_visible()
+
+
+def _failed_call(page, ctx) -> str:
+    _, key = with_key(page, ctx.smtp)
+    with httpx.Client(base_url=ctx.live_server, headers={"x-api-key": key}) as api:
+        failed = api.get("/api/v1/jobs/job_0a1b2c3d4e5f60718293")
+    assert failed.status_code == 404
+    request_id = failed.headers["Request-Id"]
+    # The server records the call after answering it: flush until it is in the log.
+    deadline = time.monotonic() + 10
+    with ctx.app.app_context():
+        while not db.session.scalar(sa.select(RequestLogEntry.id).where(RequestLogEntry.request_id == request_id)):
+            assert time.monotonic() < deadline, f"{request_id} never reached the request log"
+            ctx.app.extensions["levqor.request_log"].flush()
+            db.session.rollback()
+            time.sleep(0.05)
+    return request_id
+
+
+def logs_with_calls(page, ctx):
+    _failed_call(page, ctx)
+    page.goto("/developer/logs")
+    expect(page.locator("#request-log tbody tr").first).to_be_visible()
+
+
+def logs_detail_open(page, ctx):
+    request_id = _failed_call(page, ctx)
+    page.goto("/developer/logs")
+    page.get_by_role("link", name=request_id).click()
+    expect(page.locator("#log-detail")).to_contain_text("Problem returned")
+
+
+def log_entry_page(page, ctx):
+    request_id = _failed_call(page, ctx)
+    page.goto(f"/developer/logs/{request_id}")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(request_id)
+
+
+def webhooks_refused(page, ctx):
+    sign_up(page, ctx.smtp)
+    page.goto("/developer/webhooks")
+    page.get_by_label("Endpoint URL").fill("https://127.0.0.1/hook")
+    page.get_by_role("button", name="Add endpoint").click()
+    expect(page.locator("#webhook-error")).to_be_visible()
+
+
+def webhooks_endpoint_delete_dialog(page, ctx):
+    hook = ctx.request.getfixturevalue("hook")
+    sign_up(page, ctx.smtp)
+    page.goto("/developer/webhooks")
+    page.get_by_label("Endpoint URL").fill(hook.url())
+    page.get_by_role("button", name="Add endpoint").click()
+    expect(page.locator("#new-webhook-secret")).to_be_visible()
+    page.get_by_role("button", name=f"Send test event to {hook.url()}").click()
+    expect(page.locator(".webhook-endpoint tbody tr")).to_have_count(1)
+    page.get_by_role("button", name=f"Delete endpoint {hook.url()}").click()
+    expect(page.get_by_role("dialog")).to_be_visible()
+
+
+def account_delete_refused(page, ctx):
+    sign_up(page, ctx.smtp)
+    page.goto("/developer/account")
+    page.get_by_label("Your password").fill("not my password")
+    page.get_by_role("button", name="Delete my account").click()
+    expect(page.locator("#delete-error")).to_be_visible()
+
+
+def two_factor_choose(page, ctx):
+    sign_up(page, ctx.smtp)
+    page.goto("/developer/account/two-factor")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator("#totp-key")).to_be_visible()
+
+
+def two_factor_wrong_setup_code(page, ctx):
+    two_factor_choose(page, ctx)
+    page.get_by_label("The 6-digit code your app now shows").fill("000000")
+    page.get_by_role("button", name="Turn on two-factor sign-in").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+
+
+def two_factor_on(page, ctx):
+    sign_up(page, ctx.smtp)
+    enrol_two_factor(page)
+    page.goto("/developer/account/two-factor")
+
+
+def recovery_codes_shown(page, ctx):
+    sign_up(page, ctx.smtp)
+    enrol_two_factor(page)
+    page.goto("/developer/account/recovery-codes")
+    page.get_by_role("button", name="Make new recovery codes").click()
+    expect(page.locator("#recovery-codes li")).to_have_count(5)
+
+
+def _second_step(page, ctx):
+    email = sign_up(page, ctx.smtp)
+    enrol_two_factor(page)
+    page.context.clear_cookies()
+    log_in(page, email)
+    expect(page).to_have_url(re.compile(r"/tf-validate"))
+
+
+def tf_validate(page, ctx):
+    _second_step(page, ctx)
+
+
+def tf_validate_wrong_code(page, ctx):
+    _second_step(page, ctx)
+    page.get_by_label("Code from your app").fill("000000")
+    page.get_by_role("button", name="Verify code").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+
+
+def mf_recovery(page, ctx):
+    _second_step(page, ctx)
+    page.get_by_role("link", name="Use a recovery code").click()
+    expect(page.get_by_label("Recovery code")).to_be_visible()
+
+
+def signed_out_everywhere(page, ctx):
+    sign_up(page, ctx.smtp)
+    page.goto("/developer/account")
+    page.get_by_role("button", name="Sign out everywhere").click()
+    expect(page.get_by_role("status")).to_contain_text("signed out everywhere")
+
+
+def operator(path):
+    def go(page, ctx):
+        email = sign_up(page, ctx.smtp)
+        with ctx.app.app_context():
+            accounts.grant_role(accounts.by_email(email), "ops")
+            db.session.commit()
+        page.goto(path)
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+
+    return go
+
+
+PAGES = {
+    # Visitors
+    "home": visit("/"),
+    "developer": visit("/developer"),
+    "pricing": visit("/pricing"),
+    "docs-api": visit("/docs/api", swagger_ready),
+    "docs-sdk": visit("/docs/sdk"),
+    "docs-changelog": visit("/docs/changelog"),
+    "login": visit("/login"),
+    "login-refused": login_refused,
+    "signup": visit("/signup"),
+    "signup-refused": signup_refused,
+    "signup-check-email": check_email,
+    "forgot-password": visit("/reset"),
+    "forgot-password-sent": forgot_password_sent,
+    "reset-password": reset_password_page,
+    "reset-link-invalid": reset_link_invalid,
+    "confirm-resend": visit("/confirm"),
+    "confirm-link-expired": confirm_link_expired,
+    "confirm-link-used-again": confirm_link_used_again,
+    "not-found": visit("/no-such-page"),
+    # Signed in
+    "developer-signed-in": developer("/developer"),
+    "api-keys-unconfirmed": api_keys_unconfirmed,
+    "api-keys-no-key": developer("/developer/api-keys"),
+    "api-keys-new-key": api_keys_new_key,
+    "api-keys-active-key": api_keys_active_key,
+    "api-keys-revoke-dialog": api_keys_revoke_dialog,
+    "api-keys-revoked": api_keys_revoked,
+    "docs-api-signed-in-operation-tried": docs_api_signed_in_operation_open,
+    "docs-sdk-run-result": docs_sdk_run_result,
+    "logs-empty": developer("/developer/logs"),
+    "logs": logs_with_calls,
+    "logs-detail-open": logs_detail_open,
+    "log-entry": log_entry_page,
+    "webhooks": developer("/developer/webhooks"),
+    "webhooks-refused": webhooks_refused,
+    "webhooks-endpoint-delete-dialog": webhooks_endpoint_delete_dialog,
+    "account": developer("/developer/account"),
+    "account-delete-refused": account_delete_refused,
+    "account-password": developer("/developer/account/password"),
+    "account-email": developer("/developer/account/email"),
+    "account-verify": developer("/developer/account/verify"),
+    "two-factor-setup": developer("/developer/account/two-factor"),
+    "two-factor-authenticator": two_factor_choose,
+    "two-factor-wrong-code": two_factor_wrong_setup_code,
+    "two-factor-on": two_factor_on,
+    "recovery-codes": recovery_codes_shown,
+    "tf-validate": tf_validate,
+    "tf-validate-wrong-code": tf_validate_wrong_code,
+    "mf-recovery": mf_recovery,
+    "logout-page": developer("/logout"),
+    "signed-out-everywhere": signed_out_everywhere,
+    "billing": developer("/developer/billing"),
+    "billing-upgrade": developer("/billing/upgrade?tier=pro"),
+    "ops-refused": developer("/developer/ops"),
+    "ops": operator("/developer/ops"),
+}
+
+
+class _Ctx:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+@pytest.mark.parametrize("state", list(PAGES), ids=list(PAGES))
+def test_page_has_no_serious_or_critical_axe_violation(
+    state, context, console, app, smtp, live_server, monkeypatch, request
+):
+    page = console.attach(context.new_page())
+    ctx = _Ctx(app=app, smtp=smtp, live_server=live_server, monkeypatch=monkeypatch, request=request)
+    PAGES[state](page, ctx)
+    page.wait_for_load_state("load")
+    assert_accessible(page, state)
+
+
+def test_the_axe_check_fails_on_a_serious_violation_and_names_rule_impact_and_element(context):
+    page = context.new_page()
+    page.goto("/login")
+    assert_accessible(page, "login")
+    # What Swagger UI used to render on /docs/api: a select without a name, and a link inside a button.
+    page.evaluate(
+        """() => {
+            const box = document.querySelector("main");
+            box.insertAdjacentHTML("beforeend",
+                '<select id="unnamed"><option>/api</option></select>' +
+                '<button id="outer">Open <a href="#x">link</a></button>');
+        }"""
+    )
+    with pytest.raises(AssertionError) as failed:
+        assert_accessible(page, "login with broken markup")
+    message = str(failed.value)
+    assert "select-name (critical)" in message and "#unnamed" in message
+    assert "nested-interactive (serious)" in message and "#outer" in message
+    assert "https://dequeuniversity.com/rules/axe/" in message
