@@ -176,6 +176,32 @@ def api_keys_revoked(page, ctx):
     expect(page.locator("#key-notice")).to_contain_text("is revoked")
 
 
+def api_keys_limit_spent(page, ctx):
+    api_keys_revoked(page, ctx)
+    page.reload()
+    expect(page.locator("#key-replace")).to_be_visible()  # the day's creation is spent
+
+
+def key_replace_form(page, ctx):
+    api_keys_limit_spent(page, ctx)
+    page.locator("#key-replace").click()  # signed in moments ago: no re-authentication
+    expect(page.locator("#replace-confirm")).to_be_visible()
+
+
+def key_replaced(page, ctx):
+    api_keys_active_key(page, ctx)
+    page.goto("/developer/api-keys/replace")
+    page.locator("#replace-confirm").click()
+    expect(page.locator("#new-key")).to_be_visible()
+
+
+def account_verify_two_factor(page, ctx):
+    sign_up(page, ctx.smtp)
+    enrol_two_factor(page)
+    page.goto("/developer/account/verify")
+    expect(page.locator("main")).to_contain_text("code")
+
+
 def docs_api_signed_in_operation_open(page, ctx):
     with_key(page, ctx.smtp)
     page.goto("/docs/api#/Workflows/list_workflows")  # a deep link opens its operation
@@ -358,6 +384,9 @@ PAGES = {
     "api-keys-active-key": api_keys_active_key,
     "api-keys-revoke-dialog": api_keys_revoke_dialog,
     "api-keys-revoked": api_keys_revoked,
+    "api-keys-limit-spent": api_keys_limit_spent,
+    "key-replace": key_replace_form,
+    "key-replaced": key_replaced,
     "docs-api-signed-in-operation-tried": docs_api_signed_in_operation_open,
     "docs-sdk-run-result": docs_sdk_run_result,
     "logs-empty": developer("/developer/logs"),
@@ -372,6 +401,7 @@ PAGES = {
     "account-password": developer("/developer/account/password"),
     "account-email": developer("/developer/account/email"),
     "account-verify": developer("/developer/account/verify"),
+    "account-verify-two-factor": account_verify_two_factor,
     "two-factor-setup": developer("/developer/account/two-factor"),
     "two-factor-authenticator": two_factor_choose,
     "two-factor-wrong-code": two_factor_wrong_setup_code,
