@@ -217,3 +217,19 @@ def test_another_accounts_endpoint_and_delivery_cannot_be_touched(app, portal, p
         untouched = db.session.get(WebhookDelivery, delivery_id)
         assert (untouched.status, untouched.attempts) == (DeliveryStatus.FAILED, 8)
         assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery)) == 1
+
+
+def test_portal_webhook_actions_share_the_accounts_session_burst_limit(app, portal, private_targets_allowed):
+    """A script driving the portal (test events, resends, create/delete in a loop) meets the tier's
+    calls-per-second limit per account, like the session's API calls; other accounts do not."""
+    p, other = portal().sign_up(), portal().sign_up()
+    add_endpoint(p, "http://127.0.0.1:9/hook")
+    add_endpoint(other, "http://127.0.0.1:9/hook")
+    mine, theirs = endpoint_ids(app)
+    burst = tiers.get(tiers.DEFAULT_TIER).burst_per_second
+    # 2 × burst + 1 within two one-second windows at most: one window holds more than the burst.
+    answers = [post(p, f"/developer/webhooks/{mine}/test") for _ in range(2 * burst + 1)]
+    refused = [a for a in answers if a.status_code == 429]
+    assert refused and all(a.status_code in (200, 429) for a in answers)
+    assert f"More than {burst} calls per second." in refused[0].text and int(refused[0].headers["Retry-After"]) >= 1
+    assert post(other, f"/developer/webhooks/{theirs}/test").status_code == 200

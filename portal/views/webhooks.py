@@ -14,6 +14,7 @@ from flask_login import current_user
 
 from levqor_core import problems
 from levqor_core.columns import utcnow
+from levqor_core.web.session_limit import portal_limited
 from levqor_core.webhooks import service as webhooks
 from levqor_core.webhooks.models import DeliveryStatus
 
@@ -76,6 +77,7 @@ def index():
 
 @bp.post("/developer/webhooks")
 @login_required
+@portal_limited
 def create():
     """Create an endpoint; its secret is in this answer and nowhere else, ever."""
     form = {
@@ -116,6 +118,7 @@ def _back_to_page():
 
 @bp.post("/developer/webhooks/<endpoint_id>/delete")
 @login_required
+@portal_limited
 def delete(endpoint_id: str):
     webhooks.delete_endpoint(_owned_endpoint(endpoint_id))
     if not request.htmx:
@@ -134,6 +137,7 @@ def deliveries(endpoint_id: str):
 
 @bp.post("/developer/webhooks/<endpoint_id>/test")
 @login_required
+@portal_limited
 def send_test(endpoint_id: str):
     endpoint = _owned_endpoint(endpoint_id)
     notice = None
@@ -148,6 +152,7 @@ def send_test(endpoint_id: str):
 
 @bp.post("/developer/webhooks/deliveries/<delivery_id>/resend")
 @login_required
+@portal_limited
 def resend(delivery_id: str):
     try:
         delivery = webhooks.delivery_of(current_user.id, delivery_id)
