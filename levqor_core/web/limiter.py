@@ -54,6 +54,10 @@ def add_headers(response):
         return response
     if response.status_code < 400:
         response.headers.pop("Retry-After", None)
+    elif response.headers.get("Retry-After") == "0":
+        # Flask-Limiter rounds down: in a window's last second it would tell the client to retry
+        # at once, into the same refusal.
+        response.headers["Retry-After"] = "1"
     if "RateLimit" not in response.headers:
         name = _POLICY_NAMES.get(current.limit.GRANULARITY.name, current.limit.GRANULARITY.name)
         seconds_left = max(0, int(current.reset_at - time.time()))
