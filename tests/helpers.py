@@ -11,6 +11,7 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 
+import httpx
 import pyotp
 import sqlalchemy as sa
 import yaml
@@ -18,6 +19,8 @@ import yaml
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey
 from levqor_core.metering.models import UsageDaily
+
+from . import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = ROOT / "openapi" / "openapi.yaml"
@@ -81,6 +84,19 @@ def stop_procfile_line(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def wait_for(predicate, timeout: float, step: float = 0.25, what: str = "condition"):
+    value = servers.wait_for(predicate, timeout, step)
+    assert value, f"{what} not reached within {timeout}s"
+    return value
+
+
+def web_is_up(base: str) -> bool:
+    try:
+        return httpx.get(base + "/api/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def seed_usage(app, account_id: int, calls: int = 0, sandbox_calls: int = 0) -> None:

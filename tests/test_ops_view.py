@@ -30,9 +30,7 @@ from levqor_core.ops.models import HealthLogEntry
 from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE, WEBHOOK_QUEUE
 from portal.helpers import charts
 
-from .test_worker_as_shipped import procfile
-from .test_worker_as_shipped import start as start_procfile_line
-from .test_worker_as_shipped import stop as stop_procfile_line
+from .helpers import procfile, start_procfile_line, stop_procfile_line
 
 ROOT = Path(__file__).resolve().parent.parent
 

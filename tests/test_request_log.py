@@ -25,8 +25,8 @@ from levqor_core.requestlog import recorder as request_log
 from levqor_core.requestlog.models import RequestLogEntry
 from levqor_core.web.request_guard import with_request_id
 
+from . import helpers as shipped
 from . import signup
-from . import test_worker_as_shipped as shipped
 from .servers import free_port
 
 HX = {"HX-Request": "true"}
@@ -405,7 +405,7 @@ def test_the_procfile_web_process_logs_request_ids_and_writes_the_log(postgres_s
     )
     assert release.returncode == 0, release.stderr[-2000:]
     out = (tmp_path / "web.out").open("w+")
-    web = shipped.start(processes["web"], env, output=out)
+    web = shipped.start_procfile_line(processes["web"], env, output=out)
     try:
         shipped.wait_for(lambda: shipped.web_is_up(base), 60, what="the web process answering")
         email = f"reqlog-{uuid.uuid4().hex[:8]}@example.com"
@@ -439,5 +439,5 @@ def test_the_procfile_web_process_logs_request_ids_and_writes_the_log(postgres_s
             engine.dispose()
         assert stored[ok.headers["Request-Id"]] == 200 and stored[missing.headers["Request-Id"]] == 404
     finally:
-        shipped.stop(web)
+        shipped.stop_procfile_line(web)
         out.close()

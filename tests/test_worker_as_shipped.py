@@ -31,29 +31,21 @@ from levqor_core.limits.tiers import TIERS
 from levqor_core.ops import periodic
 from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE
 
-from . import servers, signup
-from .helpers import procfile, run_worker_burst, shipped_env, start_procfile_line, stop_procfile_line, worker_env
+from . import signup
+from .helpers import (
+    procfile,
+    run_worker_burst,
+    shipped_env,
+    start_procfile_line,
+    stop_procfile_line,
+    wait_for,
+    web_is_up,
+    worker_env,
+)
 from .servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IDLE_SECONDS = 15
-
-
-# test_ops_view and test_request_log take these from here, until they take them from tests.helpers.
-start, stop = start_procfile_line, stop_procfile_line
-
-
-def wait_for(predicate, timeout: float, step: float = 0.25, what: str = "condition"):
-    value = servers.wait_for(predicate, timeout, step)
-    assert value, f"{what} not reached within {timeout}s"
-    return value
-
-
-def web_is_up(base: str) -> bool:
-    try:
-        return httpx.get(base + "/api/health", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def run_echo(api: httpx.Client, marker: str, timeout: float = 30) -> dict:

@@ -21,7 +21,7 @@ from levqor_core.requestlog.models import RequestLogEntry
 from ..conftest import PASSWORD
 from ..webhook_helpers import hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
 from .axe import assert_accessible
-from .test_portal_flow import sign_up
+from .journeys import sign_up
 
 
 def mailed_link(smtp, email: str, kind: str) -> str:

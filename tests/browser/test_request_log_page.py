@@ -12,7 +12,7 @@ from levqor_core.extensions import db
 from levqor_core.requestlog import recorder as request_log
 from levqor_core.requestlog.models import RequestLogEntry
 
-from .test_portal_flow import sign_up
+from .journeys import sign_up
 
 
 def test_find_a_failed_call_filter_load_more_and_open_its_detail(context, console, shots, app, live_server, smtp):

@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 from standardwebhooks.webhooks import Webhook
 
 from ..webhook_helpers import attempt_pending, hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
-from .test_portal_flow import sign_up
+from .journeys import sign_up
 
 
 def test_add_an_endpoint_send_a_test_event_see_it_delivered_resend_it_and_delete(
