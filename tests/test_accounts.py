@@ -483,17 +483,23 @@ def test_wrong_two_factor_codes_are_rate_limited_per_address(cx, portal):
     assert codes == [200] * 5 + [429]
 
 
-def test_the_migration_encrypts_recovery_codes_saved_in_clear_and_they_keep_working(tmp_path, redis_server):
-    """Accounts that set up two-factor before 0007 had their codes stored in clear."""
-    old = create_app(
+def _app_on_sqlite(path, redis_server, **settings):
+    """A second app, on its own SQLite file, to run the migrations up to a revision and on."""
+    return create_app(
         {
             "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'before-0007.db'}",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
             "REDIS_URL": redis_server.url,
             "RATELIMIT_STORAGE_URI": redis_server.url,  # Flask-Limiter's one instance: keep its storage
             "SECRET_KEY": "migration-secret",
+            **settings,
         }
     ).app
+
+
+def test_the_migration_encrypts_recovery_codes_saved_in_clear_and_they_keep_working(tmp_path, redis_server):
+    """Accounts that set up two-factor before 0007 had their codes stored in clear."""
+    old = _app_on_sqlite(tmp_path / "before-0007.db", redis_server)
     printed = ["abcd-1234-efgh", "ijkl-5678-mnop"]
     with old.app_context():
         migrate.upgrade(revision="0006")
@@ -522,16 +528,9 @@ def test_the_migration_encrypts_recovery_codes_saved_in_clear_and_they_keep_work
 
 def test_migration_0009_gives_the_ops_role_to_confirmed_accounts_listed_in_ops_emails_only(tmp_path, redis_server):
     """OPS_EMAILS let confirmed listed accounts into /developer/ops until 0009; the role does now."""
-    old = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'before-0009.db'}",
-            "REDIS_URL": redis_server.url,
-            "RATELIMIT_STORAGE_URI": redis_server.url,  # Flask-Limiter's one instance: keep its storage
-            "SECRET_KEY": "migration-secret",
-            "OPS_EMAILS": " Lead@Example.com, stranger@example.com,",
-        }
-    ).app
+    old = _app_on_sqlite(
+        tmp_path / "before-0009.db", redis_server, OPS_EMAILS=" Lead@Example.com, stranger@example.com,"
+    )
     with old.app_context():
         migrate.upgrade(revision="0008")
         for email, confirmed in (
