@@ -118,9 +118,18 @@ def enrol_authenticator(client) -> pyotp.TOTP:
         "/developer/account/two-factor", data={"setup": "authenticator", "csrf_token": csrf.search(page).group(1)}
     )
     assert chosen.status_code == 200, chosen.text[:500]
-    shown = re.search(r"<div>([A-Z2-7]{4}(?:-[A-Z2-7]{4})+)</div>", chosen.text).group(1)  # for manual entry
+    shown = re.search(r'id="totp-key">([A-Z2-7]{4}(?:-[A-Z2-7]{4})+)<', chosen.text).group(1)  # for manual entry
     totp = pyotp.TOTP(shown.replace("-", ""))
     action = re.search(r'<form action="([^"]+)" method="post" name="two_factor_verify_code_form"', chosen.text)
     done = client.post(action.group(1), data={"code": totp.now(), "csrf_token": csrf.search(chosen.text).group(1)})
     assert done.status_code == 302, done.text[:500]
     return totp
+
+
+def recovery_codes(client) -> list[str]:
+    """A fresh set of two-factor recovery codes, as /developer/account/recovery-codes shows them once."""
+    csrf = re.compile(r'name="csrf-token" content="([^"]+)"')
+    page = client.get("/developer/account/recovery-codes").text
+    shown = client.post("/developer/account/recovery-codes", data={"csrf_token": csrf.search(page).group(1)})
+    assert shown.status_code == 200
+    return re.findall(r"<li><code>([^<]+)</code></li>", shown.text)

@@ -22,6 +22,7 @@ from levqor_core.app import create_app
 from levqor_core.extensions import db
 
 from .conftest import PASSWORD, Portal, csrf_from
+from .helpers import enrol_authenticator, recovery_codes
 
 NEW_PASSWORD = "purple otter gravel lantern"
 
@@ -410,29 +411,12 @@ def test_security_changes_want_a_recent_log_in(app, portal, monkeypatch):
 # -- two-factor sign-in -------------------------------------------------------------------------------
 
 
-def _form_action(page: str, name: str) -> str:
-    return re.search(rf'<form action="([^"]+)" method="post" name="{name}"', page).group(1)
-
-
 def _enrol_authenticator(dev: Portal) -> pyotp.TOTP:
-    page = dev.client.get("/developer/account/two-factor").text
-    chosen = dev.client.post(
-        "/developer/account/two-factor", data={"setup": "authenticator", "csrf_token": csrf_from(page)}
-    )
-    assert chosen.status_code == 200, _alerts(chosen.text)
-    shown = re.search(r'id="totp-key">([A-Z2-7]{4}(?:-[A-Z2-7]{4})+)<', chosen.text).group(1)  # for manual entry
-    totp = pyotp.TOTP(shown.replace("-", ""))
-    action = _form_action(chosen.text, "two_factor_verify_code_form")
-    done = dev.client.post(action, data={"code": totp.now(), "csrf_token": csrf_from(chosen.text)})
-    assert done.status_code == 302, _alerts(done.text)
-    return totp
+    return enrol_authenticator(dev.client)
 
 
 def _recovery_codes(dev: Portal) -> list[str]:
-    page = dev.client.get("/developer/account/recovery-codes").text
-    shown = dev.client.post("/developer/account/recovery-codes", data={"csrf_token": csrf_from(page)})
-    assert shown.status_code == 200
-    return re.findall(r"<li><code>([^<]+)</code></li>", shown.text)
+    return recovery_codes(dev.client)
 
 
 def test_two_factor_with_an_authenticator_code_and_with_a_recovery_code(cx, portal):

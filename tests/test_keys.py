@@ -27,7 +27,7 @@ from levqor_core.metering import counters as metering
 from levqor_core.web import key_creation_limit as creation_limit
 
 from .conftest import PASSWORD, csrf_from
-from .helpers import enrol_authenticator
+from .helpers import enrol_authenticator, recovery_codes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -454,9 +454,7 @@ def test_with_two_factor_on_the_replacement_wants_the_authenticator_code_too(por
 def test_re_authentication_takes_a_recovery_code_once(portal, app, monkeypatch):
     dev = portal().sign_up()
     enrol_authenticator(dev.client)
-    page = dev.client.get("/developer/account/recovery-codes").text
-    shown = dev.client.post("/developer/account/recovery-codes", data={"csrf_token": csrf_from(page)})
-    code = re.findall(r"<li class=\"fs-div\">([^<]+)</li>", shown.text)[0]
+    code = recovery_codes(dev.client)[0]
     _make_stale(app, monkeypatch)
     location = dev.client.get("/developer/api-keys/replace").headers["location"]
     assert _verify(dev, location, code=code)[0].status_code == 302

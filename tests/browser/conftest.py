@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from playwright.sync_api import expect
 
 from ..servers import free_port
+
+# As long as the pages' own default (context.set_default_timeout): a busy CI machine can take more
+# than Playwright's 5 s for an htmx round trip.
+expect.set_options(timeout=15_000)
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
