@@ -227,8 +227,13 @@ def test_portal_webhook_actions_share_the_accounts_session_burst_limit(app, port
     add_endpoint(other, "http://127.0.0.1:9/hook")
     mine, theirs = endpoint_ids(app)
     burst = tiers.get(tiers.DEFAULT_TIER).burst_per_second
-    # 2 × burst + 1 within two one-second windows at most: one window holds more than the burst.
-    answers = [post(p, f"/developer/webhooks/{mine}/test") for _ in range(2 * burst + 1)]
+    # 2 × burst + 1 within two one-second windows at most: one window holds more than the burst
+    # (a few rounds, should a loaded machine spread one round over more than a second).
+    answers = []
+    for _ in range(5):
+        answers += [post(p, f"/developer/webhooks/{mine}/test") for _ in range(2 * burst + 1)]
+        if any(a.status_code == 429 for a in answers):
+            break
     refused = [a for a in answers if a.status_code == 429]
     assert refused and all(a.status_code in (200, 429) for a in answers)
     assert f"More than {burst} calls per second." in refused[0].text and int(refused[0].headers["Retry-After"]) >= 1
