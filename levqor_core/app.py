@@ -23,7 +23,7 @@ from levqor_core.requestlog.recorder import Recorder
 from levqor_core.web import deprecation, request_log, validation
 from levqor_core.web.limiter import init_app as init_limiter
 from levqor_core.web.request_guard import RequestGuard
-from levqor_core.web.sessions import CookieSessionsOnlyWhenSent
+from levqor_core.web.sessions import CookieSessionsOnlyWhenSent, anonymous_without_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi" / "openapi.yaml"
@@ -81,6 +81,7 @@ def register_extensions(app: Flask) -> None:
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in _csrf_for_sessions
     csrf.init_app(app)
     account_security.init_app(app)  # after CSRFProtect, as Flask-Security-Too requires
+    anonymous_without_credentials(app)  # ahead of Flask-Principal's identity loading
     Htmx(app)  # request.htmx for the portal's views
 
     redis_url = redis_conn.resolve_url(app.config["REDIS_URL"])

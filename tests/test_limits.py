@@ -309,6 +309,30 @@ def test_authorised_request_costs_one_redis_round_trip_and_no_sql_once_cached(cx
     assert counted == []
 
 
+def test_a_call_with_no_cookie_or_token_is_anonymous_without_running_the_user_loaders(
+    app, client, make_account, monkeypatch
+):
+    """Flask-Principal would load the user before every call; with nothing to load it from, the
+    anonymous user is set up front (levqor_core.web.sessions) and no loader runs."""
+    _, key = make_account(tier="enterprise")
+    loaded = []
+    original = app.login_manager._request_callback
+
+    def counting_loader(request):
+        loaded.append(request.path)
+        return original(request)
+
+    monkeypatch.setattr(app.login_manager, "_request_callback", counting_loader)
+    for response in (client.get("/api/health"), client.get("/api/v1/workflows", headers={"x-api-key": key})):
+        assert response.status_code == 200
+        assert "Cookie" in response.headers["Vary"]  # as when Flask-Login reads the (empty) session
+    assert loaded == []
+    # A Flask-Security token still reaches its loader (which refuses this one).
+    assert client.get("/api/health", headers={"Authentication-Token": "not-a-token"}).status_code == 200
+    assert client.get("/login?auth_token=not-a-token").status_code == 200
+    assert loaded == ["/api/health", "/login"]
+
+
 def test_revocation_is_seen_at_once_by_a_gate_with_a_warm_cache(app, client, portal, counted):
     dev = portal().sign_up()
     key = dev.new_key().json()["key"]
