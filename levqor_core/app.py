@@ -96,7 +96,7 @@ def register_extensions(app: Flask) -> None:
         app.config["SQLALCHEMY_DATABASE_URI"], app.config["REQUEST_LOG_FLUSH_SECONDS"]
     )
     app.extensions["levqor.gate"] = gate.Gate(
-        app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.async_client(redis_url)
+        app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.script_client(redis_url)
     )
 
     @security.login_manager.unauthorized_handler

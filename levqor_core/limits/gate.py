@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
-import redis.asyncio
 from flask import Flask, current_app
 
 from levqor_core.keys import format as keyfmt
@@ -33,6 +32,7 @@ from levqor_core.limits.headers import BURST, rate_limit_headers
 from levqor_core.limits.key_cache import KeyCache, record_key
 from levqor_core.metering import counters as metering
 from levqor_core.metering.flusher import UsageFlusher
+from levqor_core.redis_scripts import ScriptClient
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,12 @@ class _Blocking:
 
 
 class _OnEventLoop:
-    """The sequence's steps on an event loop: gate.lua awaited on the loop's own asyncio client,
-    blocking steps in a worker thread."""
+    """The sequence's steps on an event loop: gate.lua awaited on the loop's own script client
+    (levqor_core.redis_scripts), blocking steps in a worker thread."""
 
     in_thread = staticmethod(asyncio.to_thread)
 
-    def __init__(self, client: redis.asyncio.Redis):
+    def __init__(self, client: ScriptClient):
         self.script = client.register_script(_SCRIPT)
 
 
