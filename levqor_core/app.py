@@ -20,7 +20,7 @@ from levqor_core.accounts.security import security
 from levqor_core.extensions import csrf, db, migrate
 from levqor_core.limits import gate
 from levqor_core.requestlog.recorder import Recorder
-from levqor_core.web import deprecation, request_log, validation
+from levqor_core.web import deprecation, framework_costs, request_log, validation
 from levqor_core.web.limiter import init_app as init_limiter
 from levqor_core.web.request_guard import RequestGuard
 from levqor_core.web.sessions import CookieSessionsOnlyWhenSent, anonymous_without_credentials
@@ -36,7 +36,12 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     settings.update(test_config or {})
     logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    cx = connexion.FlaskApp(__name__, specification_dir=str(SPEC.parent))
+    cx = connexion.FlaskApp(
+        __name__,
+        specification_dir=str(SPEC.parent),
+        middlewares=framework_costs.middlewares(validate_responses=settings["VALIDATE_RESPONSES"]),
+    )
+    framework_costs.install(cx)  # per-app work Connexion and Flask would redo on every request
     app: Flask = cx.app
     app.config.update(settings)
     app.config["API_VERSION"] = yaml.safe_load(SPEC.read_text())["info"]["version"]
