@@ -59,6 +59,7 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
         # Compact output keeps json on its C encoder (Connexion's default indent=2 does not).
         jsonifier=Jsonifier(json, separators=(",", ":")),
         validator_map=validation.validator_map(),
+        security_map=framework_costs.SECURITY_MAP,
         # /docs/api is the one reference (CSP, frame denial, "Try it out" on the sandbox); Connexion's
         # bundled Swagger UI at /api/ui/ had none of that and called production.
         swagger_ui_options=SwaggerUIOptions(serve_spec=True, swagger_ui=False),

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 _SCRIPT = (Path(__file__).with_name("gate.lua")).read_text()
 
 
+@functools.lru_cache(maxsize=4096)  # parsing the address was ~5% of the gate's own CPU
 def client_bucket(host: str | None) -> str | None:
     """Whom failed authentications are counted against: the address, or its /64 for IPv6 (one
     subscriber's whole allocation, which it can pick addresses from at will)."""

@@ -8,20 +8,24 @@
 - Connexion's router tries the API's routes one by one (a path regex each); they are indexed by
   path, keeping the router's answer (first full match, else first partial, in route order).
 - The response validation layer is left out of the stack where responses are not validated.
+- Connexion's apiKey security handler inspected the security function's signature on each call.
 
 Both measured in process with bench/cpu.py (README "Speed"); the suite (every operation, the fuzz
 included) runs through them.
 """
 
+import asyncio
 import functools
 import typing as t
 
 import connexion
 from connexion.apps.flask import FlaskApi, FlaskOperation
 from connexion.decorators import FlaskDecorator
+from connexion.exceptions import OAuthResponseProblem
 from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.response_validation import ResponseValidationMiddleware
 from connexion.middleware.routing import RoutingMiddleware
+from connexion.security import NO_VALUE, ApiKeySecurityHandler
 from flask import Flask
 from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route, Router
@@ -154,3 +158,34 @@ def middlewares(validate_responses: bool) -> list:
     if not validate_responses:
         stack.remove(ResponseValidationMiddleware)
     return stack
+
+
+class ApiKeyHandler(ApiKeySecurityHandler):
+    """Connexion's apiKey handler, with the security function's signature read once: Connexion's
+    wrapper inspected it twice on every call it checked."""
+
+    def _generic_check(self, func, exception_msg):
+        pass_scopes = self._accepts_kwarg(func, self.required_scopes_kw)
+        pass_request = self._accepts_kwarg(func, self.request_kw)
+        scopes_kw, request_kw = self.required_scopes_kw, self.request_kw
+
+        async def wrapper(request, *args, required_scopes=None):
+            # connexion.security.AbstractSecurityHandler._generic_check's wrapper, otherwise as is.
+            kwargs = {}
+            if pass_scopes:
+                kwargs[scopes_kw] = required_scopes
+            if pass_request:
+                kwargs[request_kw] = request
+            token_info = func(*args, **kwargs)
+            while asyncio.iscoroutine(token_info):
+                token_info = await token_info
+            if token_info is NO_VALUE:
+                return NO_VALUE
+            if token_info is None:
+                raise OAuthResponseProblem(detail=exception_msg)
+            return token_info
+
+        return wrapper
+
+
+SECURITY_MAP = {"apiKey": ApiKeyHandler}
