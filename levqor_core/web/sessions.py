@@ -10,7 +10,9 @@ class CookieSessionsOnlyWhenSent(SecureCookieSessionInterface):
     each of them just to find nothing to read, and work out every cookie setting to write none."""
 
     def open_session(self, app, request):
-        if app.secret_key and self.get_cookie_name(app) not in request.cookies:
+        if app.secret_key and (
+            "HTTP_COOKIE" not in request.environ or self.get_cookie_name(app) not in request.cookies
+        ):
             return self.session_class()
         return super().open_session(app, request)
 
@@ -19,7 +21,10 @@ class CookieSessionsOnlyWhenSent(SecureCookieSessionInterface):
             # What Flask's own save_session does with an empty, unmodified session, minus the
             # cookie settings it reads first.
             if session.accessed:
-                response.vary.add("Cookie")
+                if "Vary" in response.headers:
+                    response.vary.add("Cookie")
+                else:
+                    response.headers["Vary"] = "Cookie"  # what vary.add would write, without parsing
             return
         super().save_session(app, session, response)
 
@@ -35,15 +40,16 @@ def anonymous_without_credentials(app: Flask) -> None:
     so responses keep their `Vary: Cookie`. Registered ahead of Flask-Principal's hook."""
     login_manager = app.login_manager
     token_header = app.config.get("SECURITY_TOKEN_AUTHENTICATION_HEADER", "Authentication-Token")
+    token_environ = "HTTP_" + token_header.upper().replace("-", "_")  # as WSGI names the header
     token_arg = app.config.get("SECURITY_TOKEN_AUTHENTICATION_KEY", "auth_token")
 
     def _anonymous_without_credentials():
         environ = request.environ
         if (
             "HTTP_COOKIE" in environ
-            or token_header in request.headers
+            or token_environ in environ
             or (environ.get("QUERY_STRING") and token_arg in request.args)
-            or request.is_json
+            or (environ.get("CONTENT_TYPE") and request.is_json)
         ):
             return
         g._login_user = login_manager.anonymous_user()
