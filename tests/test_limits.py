@@ -246,6 +246,9 @@ def test_concurrent_http_calls_count_every_admitted_call_once(cx, app, make_acco
 
     _, key = make_account(tier="enterprise")
     client = cx.test_client()
+    # Connexion builds its middleware stack on the first call, without a lock: two first calls at
+    # once would both build it (a server's one event loop never does that; these threads would).
+    assert client.get("/api/health").status_code == 200
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(
             pool.map(lambda _: client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code, range(120))

@@ -3,6 +3,8 @@ request brings no credentials for them (API-key calls, health checks)."""
 
 from flask import Flask, g, request, session
 from flask.sessions import SecureCookieSessionInterface
+from flask_principal import AnonymousIdentity
+from flask_security.core import _identity_loader
 
 
 class CookieSessionsOnlyWhenSent(SecureCookieSessionInterface):
@@ -37,7 +39,9 @@ def anonymous_without_credentials(app: Flask) -> None:
     token that is not there (~10% of an API-key call's CPU). With no Cookie header, no token
     header or argument and no JSON body (where Flask-Security also looks for a token), all of that
     can only end in the anonymous user, so it is set directly; the session still counts as read,
-    so responses keep their `Vary: Cookie`. Registered ahead of Flask-Principal's hook."""
+    so responses keep their `Vary: Cookie`. Flask-Principal's identity for that user is the
+    anonymous one (its only identity loader, Flask-Security's, finds no user), so its hook is
+    skipped too. Registered ahead of Flask-Principal's hook."""
     login_manager = app.login_manager
     token_header = app.config.get("SECURITY_TOKEN_AUTHENTICATION_HEADER", "Authentication-Token")
     token_environ = "HTTP_" + token_header.upper().replace("-", "_")  # as WSGI names the header
@@ -54,5 +58,19 @@ def anonymous_without_credentials(app: Flask) -> None:
             return
         g._login_user = login_manager.anonymous_user()
         session.accessed = True  # Flask-Login would have read it
+        if principal_skippable:
+            g.identity = AnonymousIdentity()  # what Flask-Principal's hook sets when no loader finds one
 
-    app.before_request_funcs.setdefault(None, []).insert(0, _anonymous_without_credentials)
+    hooks = app.before_request_funcs.setdefault(None, [])
+    principal = app.extensions["security"].principal
+    principal_skippable = list(principal.identity_loaders) == [_identity_loader]
+    if principal_skippable:
+        # In its place, so it still runs after the hooks before it (the revoked-session check).
+        at = hooks.index(principal._on_before_request)
+
+        def _principal_unless_anonymous():
+            if "identity" not in g:
+                principal._on_before_request()
+
+        hooks[at] = _principal_unless_anonymous
+    hooks.insert(0, _anonymous_without_credentials)
