@@ -16,18 +16,22 @@ def area_of(path: str) -> str:
 
 async def api_key_auth(api_key, required_scopes=None, request=None):
     """Admit the call through the gate (which raises the refusal); its rate-limit headers go on the response."""
-    client = request.client.host if request.client else None  # after the trusted proxies' X-Forwarded-For
+    # Read from the ASGI scope: request.url and request.client build objects on every call.
+    scope = request.scope
+    client = scope.get("client")  # after the trusted proxies' X-Forwarded-For
     # Whose call it is, for the request log (levqor_core.web.request_log.SCOPE_KEY).
-    seen = request.scope.get("levqor.request")
+    seen = scope.get("levqor.request")
     try:
-        admitted = await request.scope["levqor.gate"].authorize_async(api_key, area_of(request.url.path), client=client)
+        admitted = await scope["levqor.gate"].authorize_async(
+            api_key, area_of(scope["path"]), client=client[0] if client else None
+        )
     except problems.Problem as refusal:
         if seen is not None and getattr(refusal, "caller", None):  # a valid key over its limits
             seen.update(refusal.caller)
         raise
     # Picked up by levqor_core.web.request_guard.RequestGuard and added to the response, whatever
     # its status.
-    request.scope.setdefault("levqor.response_headers", {}).update(admitted.pop("headers"))
+    scope.setdefault("levqor.response_headers", {}).update(admitted.pop("headers"))
     if seen is not None:
         seen["account_id"], seen["key_id"] = admitted["account_id"], admitted["key_id"]
     return admitted

@@ -19,10 +19,10 @@ from levqor_core.accounts import security as account_security
 from levqor_core.extensions import csrf, db, migrate
 from levqor_core.limits import gate
 from levqor_core.requestlog.recorder import Recorder
-from levqor_core.web import deprecation, request_log, validation
+from levqor_core.web import deprecation, framework_costs, request_log, validation
 from levqor_core.web.limiter import init_app as init_limiter
 from levqor_core.web.request_guard import RequestGuard
-from levqor_core.web.sessions import CookieSessionsOnlyWhenSent
+from levqor_core.web.sessions import CookieSessionsOnlyWhenSent, anonymous_without_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi" / "openapi.yaml"
@@ -35,7 +35,12 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     settings.update(test_config or {})
     logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    cx = connexion.FlaskApp(__name__, specification_dir=str(SPEC.parent))
+    cx = connexion.FlaskApp(
+        __name__,
+        specification_dir=str(SPEC.parent),
+        middlewares=framework_costs.middlewares(validate_responses=settings["VALIDATE_RESPONSES"]),
+    )
+    framework_costs.install(cx)  # per-app work Connexion and Flask would redo on every request
     app: Flask = cx.app
     app.config.update(settings)
     app.config["API_VERSION"] = yaml.safe_load(SPEC.read_text())["info"]["version"]
@@ -53,6 +58,7 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
         # Compact output keeps json on its C encoder (Connexion's default indent=2 does not).
         jsonifier=Jsonifier(json, separators=(",", ":")),
         validator_map=validation.validator_map(),
+        security_map=framework_costs.SECURITY_MAP,
         # /docs/api is the one reference (CSP, frame denial, "Try it out" on the sandbox); Connexion's
         # bundled Swagger UI at /api/ui/ had none of that and called production.
         swagger_ui_options=SwaggerUIOptions(serve_spec=True, swagger_ui=False),
@@ -80,6 +86,7 @@ def register_extensions(app: Flask) -> None:
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in _csrf_for_sessions
     csrf.init_app(app)
     security = account_security.init_app(app)  # after CSRFProtect, as Flask-Security-Too requires
+    anonymous_without_credentials(app)  # ahead of Flask-Principal's identity loading
     Htmx(app)  # request.htmx for the portal's views
 
     redis_url = redis_conn.resolve_url(app.config["REDIS_URL"])
@@ -94,7 +101,7 @@ def register_extensions(app: Flask) -> None:
         app.config["SQLALCHEMY_DATABASE_URI"], app.config["REQUEST_LOG_FLUSH_SECONDS"]
     )
     app.extensions["levqor.gate"] = gate.Gate(
-        app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.async_client(redis_url)
+        app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.script_client(redis_url)
     )
 
     @security.login_manager.unauthorized_handler

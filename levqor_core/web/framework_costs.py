@@ -1,0 +1,191 @@
+"""Work Connexion and Flask redo on every request that can be done once per app.
+
+- Connexion's FlaskOperation builds its decorator chain (parameter and response decorators, four
+  functools.wraps, an inspect.signature of the handler) and a URI parser again for every call;
+  all of it depends only on the operation, so it is built on the operation's first call.
+- Flask asks `ensure_sync` of every hook and view on every request (an inspect of each); the
+  answer for a given function never changes.
+- Connexion's router tries the API's routes one by one (a path regex each); they are indexed by
+  path, keeping the router's answer (first full match, else first partial, in route order).
+- The response validation layer is left out of the stack where responses are not validated.
+- Connexion's apiKey security handler inspected the security function's signature on each call.
+
+Both measured in process with bench/cpu.py (README "Speed"); the suite (every operation, the fuzz
+included) runs through them.
+"""
+
+import asyncio
+import functools
+import typing as t
+
+import connexion
+from connexion.apps.flask import FlaskApi, FlaskOperation
+from connexion.decorators import FlaskDecorator
+from connexion.exceptions import OAuthResponseProblem
+from connexion.middleware.main import ConnexionMiddleware
+from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.middleware.routing import RoutingMiddleware
+from connexion.security import NO_VALUE, ApiKeySecurityHandler
+from flask import Flask
+from starlette._utils import get_route_path
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route, Router
+
+
+class _BuiltOnceDecorator(FlaskDecorator):
+    """FlaskDecorator, with the chain and URI parser built on the first call instead of each."""
+
+    def __call__(self, function: t.Callable) -> t.Callable:
+        built = None
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            nonlocal built
+            if built is None:  # the operation's context is set by now (the URI parser reads it)
+                built = (self.uri_parser, self.decorate(function))
+            uri_parser, decorated = built
+            return decorated(self.framework.get_request(uri_parser=uri_parser))
+
+        return wrapper
+
+
+class _Operation(FlaskOperation):
+    @functools.cached_property
+    def fn(self) -> t.Callable:
+        return _BuiltOnceDecorator(pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)(self._fn)
+
+
+class _Api(FlaskApi):
+    def make_operation(self, operation):
+        return _Operation.from_operation(operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)
+
+
+def install(cx: connexion.FlaskApp) -> None:
+    """Before add_api: the app's operations and hooks do their per-app work once."""
+    inner = cx._middleware_app
+
+    def add_api(specification, *, name: str | None = None, **kwargs):
+        # connexion.apps.flask.FlaskASGIApp.add_api, with the operations above.
+        api = _Api(specification, **kwargs)
+        inner.app.register_blueprint(api.blueprint, **({"name": name} if name is not None else {}))
+        return api
+
+    inner.add_api = add_api
+    _cache_ensure_sync(cx.app)
+
+
+def _cache_ensure_sync(app: Flask) -> None:
+    original = app.ensure_sync
+    known: dict = {}
+
+    def ensure_sync(func):
+        try:
+            return known[func]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable: asked each time, as before
+            return original(func)
+        answer = original(func)
+        if len(known) < 1024:  # bound methods (hooks on extensions) are equal by value, not new keys
+            known[func] = answer
+        return answer
+
+    app.ensure_sync = ensure_sync
+
+
+class _IndexedRoutes(BaseRoute):
+    """Stands in for a router's routes: asks only those that can match the path (the routes with
+    exactly this path, and every route with path parameters), in their original order, so the
+    answer is the router's own. The API's router would otherwise try its ~35 routes one by one."""
+
+    def __init__(self, routes: list):
+        self.routes = routes
+        fixed: dict[str, list] = {}
+        open_ended = []
+        for i, route in enumerate(routes):
+            if isinstance(route, Route) and not route.param_convertors:
+                fixed.setdefault(route.path, []).append((i, route))
+            else:
+                open_ended.append((i, route))
+        self._open_ended = [route for _, route in open_ended]
+        self._by_path = {path: [route for _, route in sorted(found + open_ended)] for path, found in fixed.items()}
+
+    def matches(self, scope):
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        partial = None
+        for route in self._by_path.get(get_route_path(scope), self._open_ended):
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                return match, {**child_scope, _MATCHED: route}
+            if match is Match.PARTIAL and partial is None:
+                partial = {**child_scope, _MATCHED: route}
+        if partial is not None:
+            return Match.PARTIAL, partial
+        return Match.NONE, {}
+
+    async def handle(self, scope, receive, send):
+        route = scope.pop(_MATCHED)
+        scope["route"] = route
+        await route.handle(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params):
+        for route in self.routes:
+            try:
+                return route.url_path_for(name, **path_params)
+            except NoMatchFound:
+                pass
+        raise NoMatchFound(name, path_params)
+
+
+_MATCHED = "levqor.route"
+
+
+class IndexedRoutingMiddleware(RoutingMiddleware):
+    """Connexion's routing, each API's routes indexed by path (_IndexedRoutes)."""
+
+    def add_api(self, *args, **kwargs) -> None:
+        super().add_api(*args, **kwargs)
+        for mount in self.router.routes:
+            router = getattr(mount, "app", None)
+            if isinstance(router, Router) and not any(isinstance(r, _IndexedRoutes) for r in router.routes):
+                router.routes = [_IndexedRoutes(router.routes)]
+
+
+def middlewares(validate_responses: bool) -> list:
+    """Connexion's default middleware stack with the indexed routing, and without the response
+    validation layer where responses are not validated (it would only pass each call through)."""
+    stack = [IndexedRoutingMiddleware if m is RoutingMiddleware else m for m in ConnexionMiddleware.default_middlewares]
+    if not validate_responses:
+        stack.remove(ResponseValidationMiddleware)
+    return stack
+
+
+class ApiKeyHandler(ApiKeySecurityHandler):
+    """Connexion's apiKey handler, with the security function's signature read once: Connexion's
+    wrapper inspected it twice on every call it checked."""
+
+    def _generic_check(self, func, exception_msg):
+        pass_scopes = self._accepts_kwarg(func, self.required_scopes_kw)
+        pass_request = self._accepts_kwarg(func, self.request_kw)
+        scopes_kw, request_kw = self.required_scopes_kw, self.request_kw
+
+        async def wrapper(request, *args, required_scopes=None):
+            # connexion.security.AbstractSecurityHandler._generic_check's wrapper, otherwise as is.
+            kwargs = {}
+            if pass_scopes:
+                kwargs[scopes_kw] = required_scopes
+            if pass_request:
+                kwargs[request_kw] = request
+            token_info = func(*args, **kwargs)
+            while asyncio.iscoroutine(token_info):
+                token_info = await token_info
+            if token_info is NO_VALUE:
+                return NO_VALUE
+            if token_info is None:
+                raise OAuthResponseProblem(detail=exception_msg)
+            return token_info
+
+        return wrapper
+
+
+SECURITY_MAP = {"apiKey": ApiKeyHandler}
