@@ -4,7 +4,8 @@ redis-py's asyncio client spent ~190 µs of CPU on each EVALSHA (a connection po
 its lock, the retry wrapper, command packing, a pure-Python RESP3 parser reading the reply line
 by line through a StreamReader): ~15% of an authorised v1 call. This client keeps one connection
 per event loop and pipelines on it: each call writes its command and waits for its reply, which
-Redis sends in order, parsed from the bytes received as they arrive (RESP2).
+Redis sends in order. The protocol itself is hiredis's (`pack_command`, `Reader`), the C library
+redis-py parses with when it is installed: what is here is only the connection and the order.
 
 Behaviour kept from redis-py, so the gate degrades exactly as before: connection failures raise
 `redis.ConnectionError`, a reply slower than the socket timeout `redis.TimeoutError` (the
@@ -19,63 +20,19 @@ import collections
 import hashlib
 import ssl
 
+import hiredis
 import redis
 from redis.asyncio.connection import SSLConnection, parse_url
 
-_CRLF = b"\r\n"
-
 
 def pack(*args) -> bytes:
-    """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif isinstance(arg, int):
-            arg = b"%d" % arg
-        elif isinstance(arg, float):
-            arg = repr(arg).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(out)
+    """One command in RESP (hiredis, the C library redis-py itself parses with when installed)."""
+    return hiredis.pack_command(args)
 
 
-def parse(buffer: bytearray, at: int = 0):
-    """(value, end) for the RESP2 reply that starts at `at`, or None while it is incomplete.
-    An error reply is returned as a redis.ResponseError instance."""
-    line_end = buffer.find(_CRLF, at)
-    if line_end < 0:
-        return None
-    kind, rest = buffer[at], buffer[at + 1 : line_end]
-    after = line_end + 2
-    if kind == 0x24:  # $ bulk string
-        length = int(rest)
-        if length < 0:
-            return None, after
-        if len(buffer) < after + length + 2:
-            return None
-        return bytes(buffer[after : after + length]), after + length + 2
-    if kind == 0x3A:  # : integer
-        return int(rest), after
-    if kind == 0x2A:  # * array
-        count = int(rest)
-        if count < 0:
-            return None, after
-        items = []
-        for _ in range(count):
-            parsed = parse(buffer, after)
-            if parsed is None:
-                return None
-            item, after = parsed
-            items.append(item)
-        return items, after
-    if kind == 0x2B:  # + simple string
-        return bytes(rest), after
-    if kind == 0x2D:  # - error
-        message = rest.decode(errors="replace")
-        if message.startswith("NOSCRIPT"):
-            return redis.exceptions.NoScriptError(message), after
-        return redis.ResponseError(message), after
-    raise redis.exceptions.InvalidResponse(f"unexpected reply type {chr(kind)!r}")
+def _reader() -> hiredis.Reader:
+    # Error replies come back as instances of these (not raised), so each goes to its own call.
+    return hiredis.Reader(protocolError=redis.exceptions.InvalidResponse, replyError=redis.ResponseError)
 
 
 class _Connection(asyncio.Protocol):
@@ -84,7 +41,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, timeout: float):
         self.timeout = timeout
         self.transport = None
-        self.buffer = bytearray()
+        self.reader = _reader()
         self.waiting: collections.deque = collections.deque()
         self.lost = False
 
@@ -92,26 +49,22 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data):
-        buffer = self.buffer
-        buffer += data
-        at = 0
+        self.reader.feed(data)
         while self.waiting:
             try:
-                parsed = parse(buffer, at)
-            except (ValueError, redis.RedisError) as err:
+                value = self.reader.gets()
+            except redis.RedisError as err:  # not RESP: nothing after it can be matched to a call
                 self._fail(redis.ConnectionError(f"unreadable reply from Redis: {err}"))
                 return
-            if parsed is None:
-                break
-            value, at = parsed
+            if value is False:  # the reply is not complete yet
+                return
             future, timer = self.waiting.popleft()
             timer.cancel()
             if not future.done():
-                if isinstance(value, redis.RedisError):
-                    future.set_exception(value)
+                if isinstance(value, redis.ResponseError):
+                    future.set_exception(_error(value))
                 else:
                     future.set_result(value)
-        del buffer[:at]
 
     def connection_lost(self, exc):
         self.lost = True
@@ -219,6 +172,13 @@ def _ssl_context(settings: dict) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def _error(reply: redis.ResponseError) -> redis.ResponseError:
+    message = str(reply)
+    if message.startswith("NOSCRIPT"):
+        return redis.exceptions.NoScriptError(message)
+    return reply
 
 
 class Script:
