@@ -1,5 +1,7 @@
 """A Redis outage mid-run: valid keys keep being served, and the meter catches up afterwards."""
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +17,8 @@ from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 from levqor_core.web.limiter import limiter
 
-from .helpers import RATE_HEADERS, seed_usage
+from .helpers import RATE_HEADERS, ROOT, seed_usage, shipped_env
+from .servers import free_port
 
 
 def test_redis_stopped_mid_run_then_restarted(cx, app, make_account, redis_server, outage):
@@ -183,3 +186,37 @@ def test_calls_no_flush_had_persisted_survive_a_redis_restart(cx, app, make_acco
         assert (row.calls, row.sandbox_calls) == (9, 2)
         period = metering.current_period(db.session.get(Account, account_id), datetime.now(UTC))
         assert int(r.get(metering.usage_key(account_id, period))) == 9
+
+
+# A web process that admits calls, sees Redis come back empty and exits before its flusher's next
+# tick (a deploy, gunicorn's max-requests): its last tick, at exit, replays what only it remembers.
+_EXITS_AFTER_REDIS_LOST = """
+import os, redis
+from levqor_core.app import create_app
+from levqor_core.metering import counters as metering
+cx = create_app({"USAGE_FLUSH_SECONDS": 3600})  # the flusher's thread runs, its tick never comes
+headers = {"x-api-key": os.environ["LEVQOR_TEST_KEY"]}
+with cx.test_client() as client:
+    for _ in range(5):
+        assert client.get("/api/v1/workflows", headers=headers).status_code == 200
+    with cx.app.app_context():
+        metering.flush_usage(cx.app.extensions["levqor.redis"])  # 5 persisted
+    for _ in range(4):
+        assert client.get("/api/v1/workflows", headers=headers).status_code == 200
+redis.Redis.from_url(os.environ["REDIS_URL"]).flushall()  # Redis restarted empty: the 4 are gone
+"""
+
+
+def test_a_process_that_exits_before_its_next_flush_replays_its_journal_at_exit(
+    app, make_account, redis_server, database_url, tmp_path
+):
+    account_id, key = make_account(tier="pro")
+    env = shipped_env(database_url, redis_server.url, free_port(), tmp_path) | {"LEVQOR_TEST_KEY": key}
+    ran = subprocess.run(
+        [sys.executable, "-c", _EXITS_AFTER_REDIS_LOST], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    r = app.extensions["levqor.redis"]
+    with app.app_context():
+        period = metering.current_period(db.session.get(Account, account_id), datetime.now(UTC))
+        assert int(r.get(metering.usage_key(account_id, period)) or 0) == 5 + 4

@@ -10,6 +10,7 @@ When Redis comes back empty, the journaled calls numbered above what the databas
 seed base) are exactly the ones no flush had persisted: those are added back.
 """
 
+import atexit
 import logging
 import threading
 import time
@@ -46,6 +47,7 @@ class UsageFlusher:
         # tuples, appended on the hot path.
         self.journal: deque = deque(maxlen=JOURNAL_MAX_ENTRIES)
         self._thread: threading.Thread | None = None
+        self._tick_lock = threading.Lock()  # the thread's tick and the one at exit never overlap
 
     def start(self) -> None:
         """Start the thread once, on the first call: a thread started in the app factory would
@@ -53,6 +55,15 @@ class UsageFlusher:
         if self._thread is None and self.flush_seconds > 0:
             self._thread = threading.Thread(target=self._loop, name="usage-flush", daemon=True)
             self._thread.start()
+            # A worker stopped by its server (a deploy, max-requests) soon after Redis came back
+            # empty replays its journal first: the calls only it remembers are not lost with it.
+            atexit.register(self._last_tick)
+
+    def _last_tick(self) -> None:
+        try:
+            self.tick()
+        except Exception:
+            log.exception("the usage flush at exit failed")
 
     def _loop(self) -> None:
         while True:
@@ -65,6 +76,10 @@ class UsageFlusher:
     def tick(self) -> None:
         """One interval's work: hand Redis the calls admitted during an outage once it answers
         (even if this process gets no more calls), replay the journal, then persist usage."""
+        with self._tick_lock:
+            self._tick()
+
+    def _tick(self) -> None:
         self.catch_up()
         try:
             self._replay_journal()
