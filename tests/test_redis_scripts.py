@@ -2,6 +2,7 @@
 calls that sent them, and every failure is the redis-py error the gate degrades on."""
 
 import asyncio
+import concurrent.futures
 
 import pytest
 import redis
@@ -12,7 +13,10 @@ ECHO = "return {ARGV[1], tonumber(ARGV[2]), redis.call('INCR', KEYS[1]), redis.s
 
 
 def run(coroutine):
-    return asyncio.run(coroutine)
+    """On a loop in a thread of its own: the browser tests' session-wide Playwright keeps a loop
+    marked running in the main thread, where asyncio.run refuses to start another."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 def test_pipelined_calls_each_get_their_own_reply(redis_server):
