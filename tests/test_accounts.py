@@ -510,7 +510,9 @@ def test_the_migration_encrypts_recovery_codes_saved_in_clear_and_they_keep_work
         db.session.remove()
 
 
-def test_migration_0009_gives_the_ops_role_to_confirmed_accounts_listed_in_ops_emails_only(tmp_path, redis_server):
+def test_migration_0009_gives_the_ops_role_to_confirmed_accounts_listed_in_ops_emails_only(
+    tmp_path, redis_server, caplog
+):
     """OPS_EMAILS let confirmed listed accounts into /developer/ops until 0009; the role does now."""
     old = _app_on_sqlite(
         tmp_path / "before-0009.db", redis_server, OPS_EMAILS=" Lead@Example.com, stranger@example.com,"
@@ -540,3 +542,5 @@ def test_migration_0009_gives_the_ops_role_to_confirmed_accounts_listed_in_ops_e
         operators = {a.email for a in db.session.scalars(sa.select(Account)) if accounts.is_operator(a)}
         assert operators == {"lead@example.com"}
         db.session.remove()
+    # Afterwards the app does not read it, and says so where ops will look.
+    assert "OPS_EMAILS is read only by migration 0009" in caplog.text

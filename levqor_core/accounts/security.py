@@ -5,6 +5,7 @@ keyed by `fs_uniquifier`, two-factor); this module only configures it. Settings 
 app's config (and so tests) can override any `SECURITY_*` key.
 """
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -19,6 +20,8 @@ from levqor_core.accounts.models import Account, Role
 from levqor_core.accounts.reauth import VerifyWithSecondFactorForm
 from levqor_core.derived_keys import fernet_key
 from levqor_core.extensions import db
+
+log = logging.getLogger(__name__)
 
 MIN_PASSWORD = 8
 # The app's extension, one per app: Flask-Security-Too keeps per-app state on it (its datastore,
@@ -146,6 +149,11 @@ class PooledPasswordContext:
 def init_app(app: Flask) -> Security:
     for key, value in settings(app.config).items():
         app.config.setdefault(key, value)
+    if app.config.get("OPS_EMAILS"):
+        log.warning(
+            "OPS_EMAILS is read only by migration 0009; /developer/ops checks the ops role: "
+            "run `flask accounts grant-role EMAIL ops`, then unset OPS_EMAILS"
+        )
     sessions.init_app(app)  # first: its check must run before anything loads the user
     # Made here rather than in levqor_core.extensions: its mail goes out through the ops sender,
     # which imports the extensions.
