@@ -127,3 +127,13 @@ def test_the_next_notion_sync_removes_the_deleted_accounts_row_and_keeps_rows_ma
     assert {row["Key ID"] for row in notion_fake.rows_of("API Keys")} == {staying_key, "Team notes: keys of Q4"}
     trashed = [page for page in notion_fake.pages.values() if page["in_trash"]]
     assert [notion.row_title(page, "Key ID") for page in trashed] == [leaving_key]
+
+
+def test_password_guesses_at_deletion_are_limited_like_the_code_pages(app, portal):
+    """A stolen session cookie cannot use the deletion form to guess the password faster than log-in."""
+    dev = portal().sign_up()
+    answers = [_delete(dev.client, f"guess number {n}").status_code for n in range(6)]
+    assert answers == [400] * 5 + [429]
+    assert _delete(dev.client, PASSWORD).status_code == 429  # even the right one, until the minute ends
+    with app.app_context():
+        assert _count(Account) == 1

@@ -15,6 +15,7 @@ from levqor_core.keys.service import Actor
 
 from . import bp
 from ._render import login_required
+from .auth import secret_attempts_limited
 
 
 @bp.get("/developer/account")
@@ -40,6 +41,7 @@ def sign_out_everywhere():
 
 @bp.post("/developer/account/delete")
 @login_required
+@secret_attempts_limited
 def delete_account():
     """Deletes the account once its password is given again (README "Accounts": what goes, what stays)."""
     if not verify_password(request.form.get("password", ""), current_user.password):

@@ -123,11 +123,12 @@ def login():
 
 # Wrong two-factor or recovery codes: 5 tries a minute per address, then 429 (a 6-digit code has a
 # million values; at this pace a guesser needs months for even odds). The re-authentication page
-# (security.verify) asks for the code too when the account has two-factor on, so it is limited alike.
+# (security.verify) asks for the code too when the account has two-factor on, so it is limited alike,
+# and so is account deletion, which checks the password: a stolen session cookie guesses no faster.
 CODE_ATTEMPTS = "5 per minute"
 
 
-def _code_attempts_limited(view):
+def secret_attempts_limited(view):
     @functools.wraps(view)
     def limited(*args, **kwargs):
         return view(*args, **kwargs)
@@ -139,8 +140,8 @@ def _code_attempts_limited(view):
 def _limit_security_views(state):
     state.app.view_functions["security.login"] = login
     for endpoint in ("security.two_factor_token_validation", "security.mf_recovery", "security.verify"):
-        if endpoint in state.app.view_functions:
-            state.app.view_functions[endpoint] = _code_attempts_limited(state.app.view_functions[endpoint])
+        # Flask-Security-Too registers these with two-factor on; a renamed one must not go unlimited.
+        state.app.view_functions[endpoint] = secret_attempts_limited(state.app.view_functions[endpoint])
 
 
 @bp.route("/logout", methods=["GET", "POST"])
