@@ -544,3 +544,14 @@ def test_migration_0009_gives_the_ops_role_to_confirmed_accounts_listed_in_ops_e
         db.session.remove()
     # Afterwards the app does not read it, and says so where ops will look.
     assert "OPS_EMAILS is read only by migration 0009" in caplog.text
+
+
+def test_a_stranger_cannot_mail_bomb_an_address_through_reset_or_confirmation(cx, smtp):
+    bomber = TestClient(cx, follow_redirects=False, client=("198.51.100.77", 40000))
+    for path in ("/reset", "/confirm"):
+        page = bomber.get(path).text
+        answers = [
+            bomber.post(path, data={"email": "victim@example.com", "csrf_token": csrf_from(page)}).status_code
+            for _ in range(6)
+        ]
+        assert answers[-1] == 429 and 429 not in answers[:5], (path, answers)

@@ -2,7 +2,8 @@
 
 Order matters: Stripe first (a failure there stops before anything is lost, and nobody is charged
 for an account that no longer exists), then the keys (the next call is a 401 in every process),
-then the usage still in Redis is flushed so no counter is left pointing at the account, then the rows.
+then the sandbox's jobs in Redis, then the rows. Its usage counters still in Redis are not flushed
+here (its usage rows go anyway): the flusher drops the counters of deleted accounts.
 """
 
 import logging
@@ -19,7 +20,6 @@ from levqor_core.extensions import db
 from levqor_core.keys import service as keys
 from levqor_core.keys.models import ApiKey, KeyEvent
 from levqor_core.limits import key_cache
-from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 from levqor_core.ops.models import QuotaAlert
 from levqor_core.requestlog.models import RequestLogEntry
@@ -40,7 +40,6 @@ def delete(account: Account, actor: keys.Actor) -> None:
     key_cache.forget_account(account.id)
     r = current_app.extensions["levqor.redis"]
     try:
-        metering.flush_usage(r)
         sandbox.forget_account(r, account.id)
     except redis.RedisError as err:  # the flusher drops counters of deleted accounts anyway
         log.warning("account %s deleted while Redis is unavailable: %s", account.id, err)

@@ -139,7 +139,15 @@ def secret_attempts_limited(view):
 @bp.record_once
 def _limit_security_views(state):
     state.app.view_functions["security.login"] = login
-    for endpoint in ("security.two_factor_token_validation", "security.mf_recovery", "security.verify"):
+    # Also the pages that send mail to an address anyone types: a stranger cannot mail-bomb an
+    # inbox or hold the request threads on SMTP.
+    for endpoint in (
+        "security.two_factor_token_validation",
+        "security.mf_recovery",
+        "security.verify",
+        "security.forgot_password",
+        "security.send_confirmation",
+    ):
         # Flask-Security-Too registers these with two-factor on; a renamed one must not go unlimited.
         state.app.view_functions[endpoint] = secret_attempts_limited(state.app.view_functions[endpoint])
 
