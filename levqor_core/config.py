@@ -120,6 +120,9 @@ def from_env() -> dict:
         # On a dyno /metrics is closed (403) until METRICS_TOKEN is set: business volumes are not
         # public. Closed rather than refusing to start, so a missing token never stops the API.
         "METRICS_OPEN_WITHOUT_TOKEN": not env.get("DYNO"),
+        # Mail with no SMTP server is printed whole for `make run` (the links in it work); on a dyno
+        # only its recipient and subject, as the platform's logs go elsewhere.
+        "MAIL_BODY_IN_LOG": not env.get("DYNO"),
         # The older way to name operators: read once, by migration 0009, which gives the ops role to
         # the confirmed accounts listed; /developer/ops checks the role only (README "Accounts").
         "OPS_EMAILS": env.get("OPS_EMAILS", ""),

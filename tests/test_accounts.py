@@ -555,3 +555,12 @@ def test_a_stranger_cannot_mail_bomb_an_address_through_reset_or_confirmation(cx
             for _ in range(6)
         ]
         assert answers[-1] == 429 and 429 not in answers[:5], (path, answers)
+
+
+def test_without_smtp_on_a_dyno_the_mail_and_its_link_stay_out_of_the_log(caplog):
+    from levqor_core.ops.alerts import LogSender
+
+    LogSender({"MAIL_BODY_IN_LOG": False}).send("dev@example.com", "Reset", "https://x/reset/SECRET-TOKEN")
+    assert "dev@example.com" in caplog.text and "SECRET-TOKEN" not in caplog.text
+    LogSender({"MAIL_BODY_IN_LOG": True}).send("dev@example.com", "Reset", "https://x/reset/LOCAL-TOKEN")
+    assert "LOCAL-TOKEN" in caplog.text  # make run: the link is on the console
