@@ -16,6 +16,7 @@ from levqor_core.accounts.models import Account, SignIn
 from levqor_core.apijobs import sandbox
 from levqor_core.apijobs.models import Job
 from levqor_core.billing import checkout as billing
+from levqor_core.billing.models import StripeEvent
 from levqor_core.extensions import db
 from levqor_core.keys import service as keys
 from levqor_core.keys.models import ApiKey, KeyEvent
@@ -23,12 +24,14 @@ from levqor_core.limits import key_cache
 from levqor_core.metering.models import UsageDaily
 from levqor_core.ops.models import QuotaAlert
 from levqor_core.requestlog.models import RequestLogEntry
+from levqor_core.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
-# Rows that name the account and go with it (its webhook endpoints and their deliveries go by the
-# database's ON DELETE CASCADE). stripe_events stays: its foreign key is SET NULL, so the record of
-# each payment event (id, type, outcome, time) is kept without the account.
+# Rows that name the account and go with it. Its webhook endpoints and their deliveries go too, and
+# its stripe_events rows stay with the account link cleared (the record of each payment event: id,
+# type, outcome, time). Both are done here, not left to the foreign keys' ON DELETE rules: SQLite
+# (the embedded default) does not enforce them.
 OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert, RequestLogEntry, SignIn)
 
 
@@ -44,6 +47,10 @@ def delete(account: Account, actor: keys.Actor) -> None:
     except redis.RedisError as err:  # the flusher drops counters of deleted accounts anyway
         log.warning("account %s deleted while Redis is unavailable: %s", account.id, err)
     account_id = account.id
+    endpoints = sa.select(WebhookEndpoint.id).where(WebhookEndpoint.account_id == account_id)
+    db.session.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.endpoint_id.in_(endpoints)))
+    db.session.execute(sa.delete(WebhookEndpoint).where(WebhookEndpoint.account_id == account_id))
+    db.session.execute(sa.update(StripeEvent).where(StripeEvent.account_id == account_id).values(account_id=None))
     for model in OWNED:
         db.session.execute(sa.delete(model).where(model.account_id == account_id))
     db.session.delete(account)
