@@ -122,18 +122,34 @@
   // ---- hx-confirm asks in the page's own modal dialog (layout/base.html), not window.confirm ----
   // Its confirm button says what will happen (the asking button's own text, e.g. "Revoke"); Cancel
   // has focus first, so Enter straight away does nothing destructive. Esc closes it as Cancel.
-  document.addEventListener("htmx:confirm", function (evt) {
+  // One listener and one pending ask: a dialog's "close" event is a task queued after close(),
+  // so when an ask follows a cancelled one at once, the earlier close can arrive with the new ask
+  // open. A close that finds the dialog open is such a late one and must not settle the new ask.
+  var pendingAsk = null;
+  function confirmDialog() {
     var dialog = document.getElementById("confirm-dialog");
-    if (!evt.detail.question || !dialog || typeof dialog.showModal !== "function") { return; }
+    if (!dialog || typeof dialog.showModal !== "function") { return null; }
+    if (!dialog.dataset.wired) {
+      dialog.dataset.wired = "yes";
+      dialog.addEventListener("close", function () {
+        if (dialog.open || !pendingAsk) { return; }
+        var ask = pendingAsk;
+        pendingAsk = null;
+        if (ask.trigger.isConnected) { ask.trigger.focus(); }
+        if (dialog.returnValue === "confirm") { ask.issueRequest(true); }
+      });
+    }
+    return dialog;
+  }
+  document.addEventListener("htmx:confirm", function (evt) {
+    var dialog = evt.detail.question ? confirmDialog() : null;
+    if (!dialog) { return; }
     evt.preventDefault();
     var trigger = evt.detail.elt;
     document.getElementById("confirm-question").textContent = evt.detail.question;
     document.getElementById("confirm-yes").textContent = trigger.textContent.trim() || "Confirm";
     dialog.returnValue = "";
-    dialog.addEventListener("close", function () {
-      if (trigger.isConnected) { trigger.focus(); }
-      if (dialog.returnValue === "confirm") { evt.detail.issueRequest(true); }
-    }, { once: true });
+    pendingAsk = { trigger: trigger, issueRequest: evt.detail.issueRequest };
     dialog.showModal();
   });
 
