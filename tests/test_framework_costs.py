@@ -5,13 +5,19 @@ import os
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import yaml
 from connexion.decorators import FlaskDecorator
+from connexion.decorators.parameter import SyncParameterDecorator
 from starlette.routing import Match, Mount
+from starlette.testclient import TestClient
 
 from levqor_core.app import ROOT, SPEC
+from levqor_core.web import framework_costs
 from levqor_core.web.framework_costs import _MATCHED, IndexedRoutingMiddleware, _IndexedRoutes
+
+from .conftest import csrf_from
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -79,3 +85,56 @@ def test_the_served_app_leaves_what_start_up_built_out_of_the_collectors_passes(
     frozen, seconds = done.stdout.split()[-2:]
     assert int(frozen) > 50_000  # the app, its extensions and the spec
     assert float(seconds) < 0.04  # unfrozen: ~85 ms on the 2-core machine
+
+
+def test_a_handler_taking_nothing_skips_the_parameter_decorator_and_the_others_keep_it(
+    client, make_account, monkeypatch
+):
+    _, key = make_account(tier="enterprise")
+    read = []
+    original = SyncParameterDecorator._maybe_get_body
+    monkeypatch.setattr(
+        SyncParameterDecorator, "_maybe_get_body", lambda self, *a, **kw: read.append(1) or original(self, *a, **kw)
+    )
+    listed = client.get("/api/v1/workflows", headers={"x-api-key": key})
+    assert listed.status_code == 200 and {w["id"] for w in listed.json()["data"]} >= {"echo", "text-stats"}
+    assert client.get("/api/health").json()["status"] == "ok"
+    assert read == []  # list_workflows() and get_health() take nothing: no request parsed for them
+    one = client.get("/api/v1/workflows/echo", headers={"x-api-key": key})
+    assert one.status_code == 200 and one.json()["id"] == "echo" and read == [1]
+
+
+def test_takes_nothing_needs_no_arguments_no_kwargs_and_no_path_parameters():
+    def nothing():
+        pass
+
+    def anything(**kwargs):
+        pass
+
+    def one(workflow_id):
+        pass
+
+    query, path = {"in": "query", "name": "q"}, {"in": "path", "name": "id"}
+    assert framework_costs.takes_nothing(nothing, SimpleNamespace(parameters=[query]))
+    assert not framework_costs.takes_nothing(nothing, SimpleNamespace(parameters=[query, path]))  # Connexion passes it
+    assert not framework_costs.takes_nothing(anything, SimpleNamespace(parameters=[]))
+    assert not framework_costs.takes_nothing(one, SimpleNamespace(parameters=[]))
+
+
+def test_flask_limiters_hooks_run_only_where_a_limit_was_checked(client, cx, make_account, monkeypatch):
+    from flask_limiter import Limiter
+
+    _, key = make_account(tier="enterprise")
+    contexts = []
+    original = Limiter.context.fget
+    monkeypatch.setattr(Limiter, "context", property(lambda self: contexts.append(1) or original(self)))
+    assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
+    assert client.get("/api/health").status_code == 200
+    assert contexts == []  # no limit on these: Flask-Limiter's after-request and teardown hooks stayed out
+    # A limited portal page still gets the limit's headers, and Flask-Limiter's state is released.
+    page = TestClient(cx, follow_redirects=False, client=("198.51.100.77", 40000))
+    token = csrf_from(page.get("/login").text)
+    tried = page.post("/login", data={"email": "nobody@example.com", "password": "nope", "csrf_token": token})
+    assert tried.status_code == 401 and contexts
+    assert tried.headers["X-RateLimit-Limit"] == "10" and tried.headers["X-RateLimit-Remaining"] == "9"
+    assert tried.headers["RateLimit-Policy"].endswith(";q=10;w=60")

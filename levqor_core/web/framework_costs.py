@@ -2,7 +2,10 @@
 
 - Connexion's FlaskOperation builds its decorator chain (parameter and response decorators, four
   functools.wraps, an inspect.signature of the handler) and a URI parser again for every call;
-  all of it depends only on the operation, so it is built on the operation's first call.
+  all of it depends only on the operation, so it is built on the operation's first call. A
+  handler that takes no arguments for an operation without path parameters skips the parameter
+  decorator: it would wrap the request, read its content type, collect its files and query
+  parameters and work out every argument, to pass none.
 - Flask asks `ensure_sync` of every hook and view on every request (an inspect of each); the
   answer for a given function never changes.
 - Connexion's router tries the API's routes one by one (a path regex each); they are indexed by
@@ -20,15 +23,24 @@ import typing as t
 
 import connexion
 from connexion.apps.flask import FlaskApi, FlaskOperation
+from connexion.context import operation as connexion_operation
 from connexion.decorators import FlaskDecorator
+from connexion.decorators.parameter import unwrap_decorators
 from connexion.exceptions import OAuthResponseProblem
 from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.response_validation import ResponseValidationMiddleware
 from connexion.middleware.routing import RoutingMiddleware
 from connexion.security import NO_VALUE, ApiKeySecurityHandler
+from connexion.utils import inspect_function_arguments
 from flask import Flask
 from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route, Router
+
+
+def takes_nothing(function: t.Callable, operation) -> bool:
+    """Connexion would call this handler with no arguments, whatever the request."""
+    arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+    return not arguments and not has_kwargs and not any(p["in"] == "path" for p in operation.parameters)
 
 
 class _BuiltOnceDecorator(FlaskDecorator):
@@ -41,11 +53,18 @@ class _BuiltOnceDecorator(FlaskDecorator):
         def wrapper(*args, **kwargs):
             nonlocal built
             if built is None:  # the operation's context is set by now (the URI parser reads it)
-                built = (self.uri_parser, self.decorate(function))
-            uri_parser, decorated = built
-            return decorated(self.framework.get_request(uri_parser=uri_parser))
+                built = self._build(function)
+            return built()
 
         return wrapper
+
+    def _build(self, function: t.Callable) -> t.Callable[[], t.Any]:
+        if takes_nothing(function, connexion_operation):
+            respond = self._response_decorator_cls(framework=self.framework, jsonifier=self.jsonifier)
+            return respond(self._sync_async_decorator(function))
+        uri_parser, decorated = self.uri_parser, self.decorate(function)
+        get_request = self.framework.get_request
+        return lambda: decorated(get_request(uri_parser=uri_parser))
 
 
 class _Operation(FlaskOperation):

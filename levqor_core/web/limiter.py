@@ -7,6 +7,7 @@ import functools
 import logging
 import time
 
+from flask.globals import _cv_request
 from flask_limiter import Limiter
 
 from levqor_core.limits import headers as limit_headers
@@ -46,9 +47,30 @@ def limiter_callable(default):
 _POLICY_NAMES = {"second": "burst", "minute": "minute", "hour": "hourly", "day": "daily"}
 
 
+def _limit_checked() -> bool:
+    """Whether a limit was evaluated in this request: Flask-Limiter keeps its per-request state
+    on the request context, created by the first limit it checks."""
+    ctx = _cv_request.get(None)
+    return ctx is not None and hasattr(ctx, "_limiter_request_context")
+
+
+def _only_where_limited(hook):
+    """A Flask-Limiter after-request or teardown hook, run only in a request where a limit was
+    checked: elsewhere (every API-key call) it finds no limit to report, no conditional deduction
+    and nothing to release, after creating the state to find that out."""
+
+    @functools.wraps(hook)
+    def hook_where_limited(arg):
+        return hook(arg) if _limit_checked() else arg
+
+    return hook_where_limited
+
+
 def add_headers(response):
     """A Flask-Limiter limit's response gets the IETF RateLimit pair next to its X-RateLimit-*,
     like the gate's; and Retry-After, which Flask-Limiter adds to every response, only on a refusal."""
+    if not _limit_checked():
+        return response
     current = limiter.current_limit
     if current is None:
         return response
@@ -69,10 +91,15 @@ def add_headers(response):
 
 
 def init_app(app) -> None:
-    """Flask-Limiter on the app, with the headers above and without its per-request pass."""
+    """Flask-Limiter on the app, with the headers above, without its per-request pass, and with
+    its response and teardown hooks only where a limit was checked."""
     # Registered before Flask-Limiter's own hook, so it runs after it (Flask runs them in reverse).
     app.after_request(add_headers)
     limiter.init_app(app)
+    for hooks in (app.after_request_funcs[None], app.teardown_request_funcs[None]):
+        for i, hook in enumerate(hooks):
+            if getattr(getattr(hook, "func", hook), "__module__", "").startswith("flask_limiter."):
+                hooks[i] = _only_where_limited(hook)
     if not (app.config.get("RATELIMIT_DEFAULT") or app.config.get("RATELIMIT_APPLICATION")):
         # Every limit here is a decorator's, and a decorated view checks its own limits. The
         # before_request pass only looks for default and application limits, finds none, and
