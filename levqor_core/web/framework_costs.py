@@ -12,6 +12,8 @@
   path, keeping the router's answer (first full match, else first partial, in route order).
 - The response validation layer is left out of the stack where responses are not validated.
 - Connexion's apiKey security handler inspected the security function's signature on each call.
+- Flask runs behind levqor_core.web.wsgi_bridge instead of a2wsgi: one hand-off from Flask's
+  thread to the event loop per response instead of three round trips.
 
 Both measured in process with bench/cpu.py (README "Speed"); the suite (every operation, the fuzz
 included) runs through them.
@@ -35,6 +37,8 @@ from connexion.utils import inspect_function_arguments
 from flask import Flask
 from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route, Router
+
+from levqor_core.web.wsgi_bridge import WSGIBridge
 
 
 def takes_nothing(function: t.Callable, operation) -> bool:
@@ -89,6 +93,7 @@ def install(cx: connexion.FlaskApp) -> None:
         return api
 
     inner.add_api = add_api
+    inner.asgi_app = WSGIBridge(inner.app.wsgi_app)
     _cache_ensure_sync(cx.app)
 
 
