@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -109,6 +110,14 @@ def seed_usage(app, account_id: int, calls: int = 0, sandbox_calls: int = 0) -> 
         db.session.commit()
 
 
+def fresh_code(totp: pyotp.TOTP) -> str:
+    """The authenticator's code for a time step whose codes were not used yet (a code works once):
+    this step's, else a later one's, which the server accepts within its validity (2 minutes)."""
+    step = max(int(time.time()) // totp.interval, getattr(totp, "last_step", -1) + 1)
+    totp.last_step = step
+    return totp.at(step * totp.interval)
+
+
 def enrol_authenticator(client) -> pyotp.TOTP:
     """Two-factor sign-in turned on for the signed-in (and freshly logged-in) session of `client`,
     as a developer does it on /developer/account/two-factor; the authenticator app's TOTP."""
@@ -121,7 +130,9 @@ def enrol_authenticator(client) -> pyotp.TOTP:
     shown = re.search(r'id="totp-key">([A-Z2-7]{4}(?:-[A-Z2-7]{4})+)<', chosen.text).group(1)  # for manual entry
     totp = pyotp.TOTP(shown.replace("-", ""))
     action = re.search(r'<form action="([^"]+)" method="post" name="two_factor_verify_code_form"', chosen.text)
-    done = client.post(action.group(1), data={"code": totp.now(), "csrf_token": csrf.search(chosen.text).group(1)})
+    done = client.post(
+        action.group(1), data={"code": fresh_code(totp), "csrf_token": csrf.search(chosen.text).group(1)}
+    )
     assert done.status_code == 302, done.text[:500]
     return totp
 

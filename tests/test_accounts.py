@@ -5,6 +5,7 @@ every link is read from the mail received."""
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -17,12 +18,13 @@ from starlette.testclient import TestClient
 
 from levqor_core.accounts import service as accounts
 from levqor_core.accounts import sign_ins
+from levqor_core.accounts import totp as once_only_totp
 from levqor_core.accounts.models import Account, SignIn
 from levqor_core.app import create_app
 from levqor_core.extensions import db
 
 from .conftest import PASSWORD, Portal, csrf_from
-from .helpers import enrol_authenticator, recovery_codes
+from .helpers import enrol_authenticator, fresh_code, recovery_codes
 
 NEW_PASSWORD = "purple otter gravel lantern"
 
@@ -353,7 +355,7 @@ def test_the_account_page_shows_recent_sign_ins_newest_first_and_keeps_the_last_
     )
     page = _log_in(phone, dev.email)
     form = phone.get(page.headers["location"]).text
-    assert phone.post("/tf-validate", data={"code": totp.now(), "csrf_token": csrf_from(form)}).status_code == 302
+    assert phone.post("/tf-validate", data={"code": fresh_code(totp), "csrf_token": csrf_from(form)}).status_code == 302
     lost = TestClient(cx, follow_redirects=False, client=("198.51.100.9", 50000))
     _log_in(lost, dev.email)
     form = lost.get("/mf-recovery").text
@@ -367,13 +369,16 @@ def test_the_account_page_shows_recent_sign_ins_newest_first_and_keeps_the_last_
     assert "PhoneBrowser/2" in rows[1][2]
     assert rows[2][3] == "password" and "(the newest)" in rows[0][0]
 
+    with cx.app.app_context():
+        account_id = accounts.by_email(dev.email).id
     for n in range(sign_ins.KEEP):
         again = TestClient(cx, follow_redirects=False, client=(f"192.0.2.{n + 10}", 50000))  # under the log-in limits
         _log_in(again, dev.email)
         form = again.get("/tf-validate").text
+        # More sign-ins than a code's validity holds fresh codes: forget the step used (codes work once).
+        cx.app.extensions["levqor.redis"].delete(once_only_totp.KEY.format(account_id))
         assert again.post("/tf-validate", data={"code": totp.now(), "csrf_token": csrf_from(form)}).status_code == 302
     with cx.app.app_context():
-        account_id = accounts.by_email(dev.email).id
         stored = db.session.scalar(
             sa.select(sa.func.count()).select_from(SignIn).where(SignIn.account_id == account_id)
         )
@@ -411,6 +416,33 @@ def test_security_changes_want_a_recent_log_in(app, portal, monkeypatch):
 # -- two-factor sign-in -------------------------------------------------------------------------------
 
 
+def test_an_authenticator_code_works_once_even_sent_twice_at_once(cx, portal):
+    dev = portal().sign_up()
+    totp = _enrol_authenticator(dev)
+
+    def at_second_factor(address: str):
+        client = TestClient(cx, follow_redirects=False, client=(address, 50000))
+        _log_in(client, dev.email)
+        return client, csrf_from(client.get("/tf-validate").text)
+
+    code = fresh_code(totp)
+    first, token = at_second_factor("192.0.2.201")
+    assert first.post("/tf-validate", data={"code": code, "csrf_token": token}).status_code == 302
+    seen, token = at_second_factor("192.0.2.202")  # the same code, read over a shoulder
+    replayed = seen.post("/tf-validate", data={"code": code, "csrf_token": token})
+    assert replayed.status_code == 200 and "Invalid code" in replayed.text
+    assert seen.get("/developer/api-keys").status_code == 302  # still signed out
+    assert seen.post("/tf-validate", data={"code": fresh_code(totp), "csrf_token": token}).status_code == 302
+
+    code = fresh_code(totp)
+    racing = [at_second_factor(f"192.0.2.{n}") for n in (203, 204, 205)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        statuses = list(
+            pool.map(lambda c: c[0].post("/tf-validate", data={"code": code, "csrf_token": c[1]}).status_code, racing)
+        )
+    assert sorted(statuses) == [200, 200, 302]
+
+
 def _enrol_authenticator(dev: Portal) -> pyotp.TOTP:
     return enrol_authenticator(dev.client)
 
@@ -436,7 +468,7 @@ def test_two_factor_with_an_authenticator_code_and_with_a_recovery_code(cx, port
     page = later.get(password_ok.headers["location"]).text
     wrong = later.post("/tf-validate", data={"code": "000000", "csrf_token": csrf_from(page)})
     assert wrong.status_code == 200 and "Invalid code" in wrong.text
-    right = later.post("/tf-validate", data={"code": totp.now(), "csrf_token": csrf_from(page)})
+    right = later.post("/tf-validate", data={"code": fresh_code(totp), "csrf_token": csrf_from(page)})
     assert right.status_code == 302
     assert later.get("/developer/api-keys").status_code == 200
 

@@ -27,7 +27,7 @@ from levqor_core.metering import counters as metering
 from levqor_core.web import key_creation_limit as creation_limit
 
 from .conftest import PASSWORD, csrf_from
-from .helpers import enrol_authenticator, recovery_codes
+from .helpers import enrol_authenticator, fresh_code, recovery_codes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -443,7 +443,7 @@ def test_with_two_factor_on_the_replacement_wants_the_authenticator_code_too(por
     assert _replace(dev).status_code == 302
     assert _calls(client, leaked) == 200
 
-    right, _ = _verify(dev, location, code=totp.now())
+    right, _ = _verify(dev, location, code=fresh_code(totp))
     assert right.status_code == 302 and right.headers["location"] == "/developer/api-keys/replace"
     replaced = _replace(dev)
     assert replaced.status_code == 201, replaced.text[:300]

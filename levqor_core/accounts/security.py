@@ -18,6 +18,7 @@ from levqor_core.accounts import sessions, sign_ins
 from levqor_core.accounts.mail import PortalMail
 from levqor_core.accounts.models import Account, Role
 from levqor_core.accounts.reauth import VerifyWithSecondFactorForm
+from levqor_core.accounts.totp import OnceOnlyTotp
 from levqor_core.derived_keys import fernet_key
 from levqor_core.extensions import db
 
@@ -158,7 +159,8 @@ def init_app(app: Flask) -> Security:
     # Made here rather than in levqor_core.extensions: its mail goes out through the ops sender,
     # which imports the extensions.
     # Its re-authentication page asks for the second factor too (levqor_core.accounts.reauth).
-    security = Security(mail_util_cls=PortalMail, verify_form=VerifyWithSecondFactorForm)
+    # Authenticator codes work once (levqor_core.accounts.totp).
+    security = Security(mail_util_cls=PortalMail, verify_form=VerifyWithSecondFactorForm, totp_cls=OnceOnlyTotp)
     # Aware UTC times, like every other timestamp here (levqor_core.columns.UTCDateTime).
     security.init_app(app, SQLAlchemyUserDatastore(db, Account, Role), datetime_factory=aware_utcnow)
     security.pwd_context = PooledPasswordContext(security.pwd_context)

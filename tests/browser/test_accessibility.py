@@ -19,6 +19,7 @@ from levqor_core.extensions import db
 from levqor_core.requestlog.models import RequestLogEntry
 
 from ..conftest import PASSWORD
+from ..helpers import fresh_code
 from ..webhook_helpers import hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
 from .axe import assert_accessible
 from .journeys import sign_up
@@ -57,7 +58,7 @@ def enrol_two_factor(page) -> pyotp.TOTP:
     page.goto("/developer/account/two-factor")
     page.get_by_role("button", name="Continue").click()
     totp = pyotp.TOTP(page.locator("#totp-key").inner_text().replace("-", ""))
-    page.get_by_label("The 6-digit code your app now shows").fill(totp.now())
+    page.get_by_label("The 6-digit code your app now shows").fill(fresh_code(totp))
     page.get_by_role("button", name="Turn on two-factor sign-in").click()
     expect(page).to_have_url(re.compile(r"/developer/account$"))
     return totp
