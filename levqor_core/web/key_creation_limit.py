@@ -92,6 +92,11 @@ def creation_after_spending(now: datetime) -> datetime:
     return now + timedelta(seconds=parse(LIMIT).get_expiry())
 
 
+def emergency_after_spending(now: datetime) -> datetime:
+    """When "Replace now" is possible again after it is used at `now` (its own limit's window)."""
+    return now + timedelta(seconds=parse(EMERGENCY_LIMIT).get_expiry())
+
+
 def _window_reset(limit: str, counter_key: str, scope: str) -> datetime | None:
     item = parse(limit)
     # The identifiers Flask-Limiter uses for a shared limit: [key prefix,] key, scope.

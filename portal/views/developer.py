@@ -199,7 +199,7 @@ def _replace_page(status: int = 200, notice: tuple[str, str] | None = None):
         expiring=ring.expiring,
         next_creation=creation_limit.next_creation_at(current_user.id),
         next_emergency=creation_limit.next_emergency_at(current_user.id),
-        emergency_after_this=now + timedelta(days=1),
+        emergency_after_this=creation_limit.emergency_after_spending(now),
         may_create_keys=accounts.may_create_keys(current_user),
         notice=notice,
         now=now,
