@@ -516,3 +516,70 @@ def test_a_pending_delivery_cannot_be_resent_and_one_test_event_is_pending_at_a_
         with pytest.raises(service.AlreadyPending):
             service.resend(pending)
         assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery)) == 1
+
+
+def test_the_database_holds_one_pending_test_event_per_endpoint_even_at_once(
+    client, make_account, private_targets_allowed, app
+):
+    _, key = make_account(tier="pro")
+    made = _post_endpoint(client, key, "http://127.0.0.1:9/hook", ["job.failed"]).json()
+    with app.app_context():
+        endpoint = db.session.get(WebhookEndpoint, made["id"])
+        first = service.ping(endpoint)  # past the service's check, as a request racing another would be
+        with pytest.raises(service.AlreadyPending):
+            service.ping(endpoint)
+        db.session.get(WebhookDelivery, first).status = DeliveryStatus.SUCCEEDED
+        db.session.commit()
+    # Eight clicks at once: one test event queued, seven told it is pending, none a 500.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: client.post(f"/api/v1/webhook_endpoints/{made['id']}/test", headers={"x-api-key": key}),
+                range(8),
+            )
+        )
+    assert sorted(r.status_code for r in statuses) == [202] + [409] * 7
+    with app.app_context():
+        pending = db.session.scalars(
+            sa.select(WebhookDelivery).where(WebhookDelivery.status == DeliveryStatus.PENDING)
+        ).all()
+        assert len(pending) == 1
+        finished = db.session.get(WebhookDelivery, first)
+        with pytest.raises(service.AlreadyPending):  # resending the finished one while one is pending
+            service.resend(finished)
+        db.session.refresh(finished)
+        assert finished.status == DeliveryStatus.SUCCEEDED
+
+
+def test_migration_0011_keeps_the_newest_pending_test_event_of_an_endpoint(tmp_path, redis_server):
+    from flask_migrate import upgrade
+
+    from levqor_core.app import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'before-0011.db'}",
+            "REDIS_URL": redis_server.url,
+            "RATELIMIT_STORAGE_URI": redis_server.url,
+            "SECRET_KEY": SECRET_KEY,
+        }
+    ).app
+    with app.app_context():
+        upgrade(revision="0010")
+        acct = Account(email="before-0011@example.com", password_hash="x", tier="pro")
+        db.session.add(acct)
+        db.session.commit()
+        endpoint, _ = create(acct, "http://127.0.0.1:9/hook")
+        start = datetime(2026, 12, 1, tzinfo=UTC)
+        for n in range(3):  # what two clicks at once could leave before 0011
+            service.ping(endpoint, now=start + timedelta(minutes=n))
+        job_event = event(acct, now=start)[0]
+        upgrade()
+        rows = {d.id: d for d in db.session.scalars(sa.select(WebhookDelivery))}
+        pings = sorted((d for d in rows.values() if d.event_type == service.PING), key=lambda d: d.created_at)
+        assert [d.status for d in pings] == ["failed", "failed", "pending"]
+        assert pings[0].last_error == "superseded by a newer test event"
+        assert rows[job_event].status == DeliveryStatus.PENDING  # other events untouched
+        with pytest.raises(service.AlreadyPending):  # SQLite holds the index too
+            service.ping(endpoint)

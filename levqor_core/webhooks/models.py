@@ -10,6 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from levqor_core.columns import UTCDateTime, utcnow
 from levqor_core.extensions import db
 
+ONE_PENDING_PING = "event_type = 'ping' AND status = 'pending'"
+
 
 class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"  # an attempt is due (the first, or a retry)
@@ -58,7 +60,18 @@ class WebhookDelivery(db.Model):
     """One event for one endpoint: the exact body signed, and the outcome of its latest attempt."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        # One test event pending per endpoint, held by the database: two clicks at once cannot both
+        # pass the service's check (migration 0011).
+        sa.Index(
+            "uq_webhook_deliveries_one_pending_ping",
+            "endpoint_id",
+            unique=True,
+            postgresql_where=sa.text(ONE_PENDING_PING),
+            sqlite_where=sa.text(ONE_PENDING_PING),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)  # "msg_...", sent as webhook-id
     endpoint_id: Mapped[str] = mapped_column(sa.ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)

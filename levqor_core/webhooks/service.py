@@ -167,8 +167,26 @@ def ping(endpoint: WebhookEndpoint, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     delivery = _delivery(endpoint, PING, _body(PING, {"endpoint_id": endpoint.id}, endpoint.sandbox, now), now)
     db.session.add(delivery)
-    db.session.commit()
+    _commit_unless_ping_pending()
     return delivery.id
+
+
+def _commit_unless_ping_pending() -> None:
+    """Commit; a second pending test event for an endpoint (the database's unique index, for
+    requests that passed the service's check at the same time) is AlreadyPending."""
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError as err:
+        db.session.rollback()
+        if not any(marker in str(err.orig) for marker in _ONE_PENDING_PING_VIOLATED):
+            raise
+        raise AlreadyPending(
+            "A test event to this endpoint is still pending; wait for it before sending another."
+        ) from None
+
+
+# How PostgreSQL and SQLite name the violated index.
+_ONE_PENDING_PING_VIOLATED = ("uq_webhook_deliveries_one_pending_ping", "webhook_deliveries.endpoint_id")
 
 
 class AlreadyPending(problems.Conflict):
@@ -184,7 +202,7 @@ def resend(delivery: WebhookDelivery, now: datetime | None = None) -> None:
     delivery.status = DeliveryStatus.PENDING
     delivery.attempts = 0
     delivery.next_attempt_at = now or datetime.now(UTC)
-    db.session.commit()
+    _commit_unless_ping_pending()  # a finished ping, resent while another test event is pending
 
 
 def delivery_of(account_id: int, delivery_id: str) -> WebhookDelivery:
