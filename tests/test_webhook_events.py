@@ -136,10 +136,31 @@ def test_key_roll_and_revoke_deliver_key_metadata_never_the_key(app, developer, 
     deliver_all(app, "key.revoked")
     rolled_event, revoked_event = verified(hook, endpoint["secret"])
     assert rolled_event["type"] == "key.rolled" and rolled_event["data"]["id"] == issued.record.id
+    assert rolled_event["data"]["emergency"] is False
     assert revoked_event["type"] == "key.revoked" and revoked_event["data"]["id"] == revoked.id
     assert revoked_event["data"]["status"] == "revoked"
     for got in hook.received:
         assert issued.raw not in got["body"] and new_hash not in got["body"] and "whsec_" not in got["body"]
+
+
+def test_replacing_a_leaked_key_at_once_is_an_emergency_roll_even_with_only_a_key_in_its_grace(app, developer, hook):
+    endpoint = developer.endpoint(hook.url(), ["key.rolled"])
+    with app.app_context():
+        account = db.session.get(keys.Account, developer.account_id)
+        replaced = keys.replace_at_once(account, keys.Actor(email="dev@example.com"))
+        keys.issue(account, keys.Actor(email="dev@example.com"), grace=timedelta(hours=1))  # a planned roll
+        keys.revoke(account, keys.Actor(email="dev@example.com"))  # leaves nothing usable...
+        keys.issue(account, keys.Actor(email="dev@example.com"))
+        rolled = keys.issue(account, keys.Actor(email="dev@example.com"), grace=timedelta(hours=1))
+        db.session.execute(sa.update(ApiKey).where(ApiKey.status == "active").values(status="revoked"))
+        db.session.commit()  # ...but the key in its grace period: it still works, and may be the leak
+        last = keys.replace_at_once(account, keys.Actor(email="dev@example.com"))
+        ids = replaced.record.id, rolled.record.id, last.record.id
+    deliver_all(app, "key.rolled")
+    events = verified(hook, endpoint["secret"])
+    by_key = {e["data"]["id"]: e["data"]["emergency"] for e in events}
+    assert by_key[ids[0]] is True and by_key[ids[1]] is False
+    assert by_key[ids[2]] is True  # only a key in its grace period was cut off: still announced
 
 
 def test_a_first_key_is_not_a_roll(app, make_account, hook, private_targets_allowed):

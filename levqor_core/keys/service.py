@@ -161,8 +161,10 @@ def _issue(account: Account, actor: Actor, grace: timedelta, emergency: bool) ->
         raise KeyCreationConflict("Another key was created for this account at the same moment.") from None
     # Drop cached records so every process sees the change on its next request.
     key_cache.forget_keys(retired)
-    if old is not None:  # a first key is no roll, and has no event
-        webhook_events.emit(account.id, "key.rolled", lambda: record.to_dict(account.tier))  # metadata, never the key
+    if retired:  # a first key is no roll, and has no event
+        # Metadata, never the key; `emergency` tells a leak's replacement (every usable key cut off at
+        # once, even one only in its grace period) from a planned roll.
+        webhook_events.emit(account.id, "key.rolled", lambda: record.to_dict(account.tier) | {"emergency": emergency})
     return IssuedKey(record=record, raw=raw)
 
 
