@@ -215,3 +215,21 @@ def test_daily_history_covers_30_days_with_todays_live_count(client, key, app):
         history = metering.daily_history(app.extensions["levqor.redis"], account_id, datetime.now(UTC))
     assert len(history) == 30 and history[-1]["calls"] == 1 and sum(d["calls"] for d in history) == 1
     assert json.dumps(history)  # plain data for the portal's chart
+
+
+def test_forgetting_an_account_deletes_all_its_sandbox_jobs_and_only_its(client, make_account, app):
+    from levqor_core.apijobs import sandbox
+
+    gone_id, gone_key = make_account(tier="enterprise")
+    kept_id, kept_key = make_account(tier="enterprise")
+    for key in (gone_key, gone_key, kept_key):
+        made = client.post("/api/sandbox/v1/jobs", headers={"x-api-key": key}, json={"workflow": "echo", "input": {}})
+        assert made.status_code == 202
+    r = app.extensions["levqor.redis"]
+    # Enough leftovers to take more than one batch.
+    r.mset({f"{sandbox._prefix(gone_id)}:filler:{n}": 1 for n in range(1203)})
+    sandbox.forget_account(r, gone_id)
+    assert list(r.scan_iter(f"{sandbox._prefix(gone_id)}:*")) == []
+    assert list(r.scan_iter(f"{sandbox._prefix(kept_id)}:*"))
+    assert client.get("/api/sandbox/v1/jobs", headers={"x-api-key": gone_key}).json()["data"] == []
+    assert len(client.get("/api/sandbox/v1/jobs", headers={"x-api-key": kept_key}).json()["data"]) == 1
