@@ -63,7 +63,9 @@ def cx(redis_server, database_url):
     )
     with app.app.app_context():
         upgrade()
-    return app
+    yield app
+    # The servers stop after this: the request log's last flush at exit would find no database.
+    app.app.extensions["levqor.request_log"].clear()
 
 
 @pytest.fixture(scope="session")
