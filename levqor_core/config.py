@@ -69,6 +69,12 @@ def from_env() -> dict:
     env = os.environ
     return {
         "SECRET_KEY": _secret_key(),
+        # Earlier SECRET_KEY values, comma-separated, still accepted after a rotation: Flask checks
+        # session cookies with them, and what was encrypted with keys derived from them stays
+        # readable until `flask secrets re-encrypt` (README "Configuration").
+        "SECRET_KEY_FALLBACKS": [
+            value.strip() for value in env.get("SECRET_KEY_FALLBACKS", "").split(",") if value.strip()
+        ],
         "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL")),
         # One pooled connection per request thread (Connexion runs Flask on 10 threads), so a busy
         # worker reuses connections instead of opening and closing overflow ones.

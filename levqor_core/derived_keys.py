@@ -1,7 +1,14 @@
-"""Encryption keys derived from SECRET_KEY, one per use, so no key doubles as another."""
+"""Encryption keys derived from SECRET_KEY, one per use, so no key doubles as another.
+
+SECRET_KEY can be rotated: the old value goes into SECRET_KEY_FALLBACKS (Flask's own setting, which
+also keeps session cookies signed with it valid), what it encrypted stays readable, and
+`flask secrets re-encrypt` rewrites it under the new key, after which the fallback can go."""
 
 import base64
 import hashlib
+from collections.abc import Mapping
+
+from cryptography.fernet import Fernet, MultiFernet
 
 
 def fernet_key(secret_key: str, purpose: str) -> bytes:
@@ -9,3 +16,14 @@ def fernet_key(secret_key: str, purpose: str) -> bytes:
     forged, with a key derived for any other purpose or with SECRET_KEY's signatures."""
     derived = hashlib.sha256(f"levqor {purpose}\x00".encode() + secret_key.encode()).digest()
     return base64.urlsafe_b64encode(derived)
+
+
+def secret_keys(config: Mapping) -> list[str]:
+    """SECRET_KEY, then each of SECRET_KEY_FALLBACKS (older values still accepted)."""
+    return [config["SECRET_KEY"], *(config.get("SECRET_KEY_FALLBACKS") or [])]
+
+
+def multi_fernet(keys: str | list[str], purpose: str) -> MultiFernet:
+    """Encrypts with the key derived from the first of `keys`, decrypts with any of them."""
+    keys = [keys] if isinstance(keys, str) else keys
+    return MultiFernet([Fernet(fernet_key(key, purpose)) for key in keys])

@@ -114,3 +114,15 @@ def test_every_setting_app_json_names_changes_the_configuration(name, tmp_path, 
     monkeypatch.setenv(name, _sample(setting))
     changed = {key for key, value in config.from_env().items() if unset[key] != value}
     assert changed, f"{name} is set on Heroku by app.json but changes nothing the app reads"
+
+
+def test_secret_key_fallbacks_are_a_comma_separated_list(tmp_path):
+    printed = subprocess.run(
+        [sys.executable, "-c", "from levqor_core import config; print(config.from_env()['SECRET_KEY_FALLBACKS'])"],
+        env=_environment(tmp_path, SECRET_KEY="now", SECRET_KEY_FALLBACKS=" before , long-ago,,"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert printed.stdout.strip() == "['before', 'long-ago']"

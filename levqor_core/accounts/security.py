@@ -19,7 +19,7 @@ from levqor_core.accounts.mail import PortalMail
 from levqor_core.accounts.models import Account, Role
 from levqor_core.accounts.reauth import VerifyWithSecondFactorForm
 from levqor_core.accounts.totp import OnceOnlyTotp
-from levqor_core.derived_keys import fernet_key
+from levqor_core.derived_keys import fernet_key, secret_keys
 from levqor_core.extensions import db
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ def settings(config: dict) -> dict:
         "SECURITY_TOTP_SECRETS": {"1": config.get("TOTP_SECRET") or config["SECRET_KEY"]},
         "SECURITY_MULTI_FACTOR_RECOVERY_CODES": True,
         # Stored encrypted (a database dump alone does not sign anyone in); shown again on request.
-        "SECURITY_MULTI_FACTOR_RECOVERY_CODES_KEYS": [recovery_codes_key(config["SECRET_KEY"])],
+        # The first key encrypts; keys from SECRET_KEY_FALLBACKS still read codes saved before a rotation.
+        "SECURITY_MULTI_FACTOR_RECOVERY_CODES_KEYS": [recovery_codes_key(key) for key in secret_keys(config)],
         "SECURITY_MULTI_FACTOR_RECOVERY_CODES_URL": "/developer/account/recovery-codes",
         "SECURITY_RETURN_GENERIC_RESPONSES": True,
         "SECURITY_SEND_REGISTER_EMAIL": True,

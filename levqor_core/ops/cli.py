@@ -8,6 +8,25 @@ from flask.cli import AppGroup
 from levqor_core.ops import periodic
 
 jobs_cli = AppGroup("jobs", help="Background jobs: Notion sync, quota alerts, health log.")
+secrets_cli = AppGroup("secrets", help="After a SECRET_KEY rotation.")
+
+
+@secrets_cli.command("re-encrypt")
+def re_encrypt():
+    """Rewrite webhook secrets and recovery codes under the current SECRET_KEY, so the old value
+    can leave SECRET_KEY_FALLBACKS."""
+    from levqor_core.ops.secret_rotation import re_encrypt_all
+
+    done = re_encrypt_all()
+    click.echo(
+        f"re-encrypted {done.webhook_secrets} webhook secret(s) and the recovery codes of "
+        f"{done.accounts_with_recovery_codes} account(s)"
+    )
+    if done.unreadable:
+        raise click.ClickException(
+            f"{done.unreadable} could not be read with SECRET_KEY or SECRET_KEY_FALLBACKS: keep the fallbacks "
+            "until that is resolved"
+        )
 
 
 @jobs_cli.command("run")

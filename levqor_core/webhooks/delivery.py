@@ -97,7 +97,7 @@ def _post(target: targets.Target, headers: dict[str, str], body: str) -> tuple[i
 def attempt(
     delivery_id: str,
     *,
-    secret_key: str,
+    secret_key: str | list[str],  # SECRET_KEY, or it and its fallbacks
     allow_private: bool,
     now: datetime | None = None,
     resolve: targets.Resolver = targets.system_resolver,
@@ -125,7 +125,10 @@ def attempt(
     except targets.TargetRefused as refused:
         error = str(refused)
     except InvalidToken:
-        error = "the endpoint's secret cannot be decrypted: was SECRET_KEY changed? Create the endpoint again."
+        error = (
+            "the endpoint's secret cannot be decrypted: was SECRET_KEY changed without its old value in "
+            "SECRET_KEY_FALLBACKS? Create the endpoint again."
+        )
     except httpx.TimeoutException:
         error = f"no answer within {TIMEOUT_SECONDS} s"
     except httpx.HTTPError as err:

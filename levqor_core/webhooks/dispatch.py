@@ -10,6 +10,7 @@ from flask import current_app
 from rq import Queue
 
 from levqor_core.accounts.models import Account
+from levqor_core.derived_keys import secret_keys
 from levqor_core.extensions import db
 from levqor_core.queue import WEBHOOK_QUEUE
 from levqor_core.webhooks import delivery as attempts
@@ -52,7 +53,7 @@ def attempt(delivery_id: str, now: datetime | None = None, sender=None) -> str |
 
     status = attempts.attempt(
         delivery_id,
-        secret_key=config["SECRET_KEY"],
+        secret_key=secret_keys(config),
         allow_private=config["WEBHOOK_ALLOW_PRIVATE_TARGETS"],
         now=now,
         on_disabled=tell_owner,
