@@ -2,6 +2,8 @@
 spec, the worker run as shipped, the Procfile's lines, usage seeded as if already flushed, an
 authenticator enrolled for two-factor sign-in."""
 
+import asyncio
+import concurrent.futures
 import os
 import re
 import signal
@@ -108,6 +110,13 @@ def seed_usage(app, account_id: int, calls: int = 0, sandbox_calls: int = 0) -> 
             UsageDaily(key_id=key_id, account_id=account_id, day=date.today(), calls=calls, sandbox_calls=sandbox_calls)
         )
         db.session.commit()
+
+
+def run_on_own_loop(coroutine):
+    """asyncio.run on a thread of its own: the browser tests' session-wide Playwright keeps a loop
+    marked running in the main thread, where asyncio.run refuses to start another."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 def fresh_code(totp: pyotp.TOTP) -> str:

@@ -2,21 +2,15 @@
 calls that sent them, and every failure is the redis-py error the gate degrades on."""
 
 import asyncio
-import concurrent.futures
 
 import pytest
 import redis
 
 from levqor_core import redis_scripts
 
+from .helpers import run_on_own_loop as run
+
 ECHO = "return {ARGV[1], tonumber(ARGV[2]), redis.call('INCR', KEYS[1]), redis.status_reply('OK')}"
-
-
-def run(coroutine):
-    """On a loop in a thread of its own: the browser tests' session-wide Playwright keeps a loop
-    marked running in the main thread, where asyncio.run refuses to start another."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
-        return thread.submit(asyncio.run, coroutine).result()
 
 
 def test_pipelined_calls_each_get_their_own_reply(redis_server):

@@ -10,6 +10,8 @@ import pytest
 from levqor_core.web import wsgi_bridge
 from levqor_core.web.wsgi_bridge import WSGIBridge
 
+from .helpers import run_on_own_loop
+
 SCOPE = {
     "type": "http",
     "asgi": {"version": "3.0"},
@@ -33,7 +35,7 @@ def serve(app, send, method="GET", body=b"", window=wsgi_bridge.WINDOW):
     async def run():
         await WSGIBridge(app, workers=2, window=window)({**SCOPE, "method": method}, receive, send)
 
-    asyncio.run(run())
+    run_on_own_loop(run())
 
 
 def collecting():
