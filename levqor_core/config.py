@@ -106,6 +106,8 @@ def from_env() -> dict:
         # Background jobs (README "Background jobs"): Notion pacing, alert delivery, metrics.
         "NOTION_MAX_RPS": float(env.get("NOTION_MAX_RPS", 3)),
         "NOTION_MAX_ATTEMPTS": int(env.get("NOTION_MAX_ATTEMPTS", 6)),
+        # A sync removes at most this many rows of keys that no longer exist (README "Periodic jobs").
+        "NOTION_SYNC_MAX_REMOVALS": int(env.get("NOTION_SYNC_MAX_REMOVALS", 25)),
         "SMTP_HOST": env.get("SMTP_HOST", ""),
         "SMTP_PORT": int(env.get("SMTP_PORT", 587)),
         "SMTP_USERNAME": env.get("SMTP_USERNAME", ""),

@@ -129,6 +129,32 @@ def test_the_next_notion_sync_removes_the_deleted_accounts_row_and_keeps_rows_ma
     assert [notion.row_title(page, "Key ID") for page in trashed] == [leaving_key]
 
 
+def test_a_sync_that_would_remove_more_rows_than_allowed_removes_none_and_says_so(
+    app, portal, notion_on, notion_fake, monkeypatch, caplog
+):
+    """What an app pointed at the wrong (say, an empty) database would do: every row looks orphaned."""
+    developers = [portal().sign_up() for _ in range(3)]
+    key_ids = {dev.new_key().json()["id"] for dev in developers}
+    with app.app_context():
+        periodic.run("notion-sync")
+    assert {row["Key ID"] for row in notion_fake.rows_of("API Keys")} == key_ids
+    for dev in developers[:2]:
+        assert _delete(dev.client, PASSWORD).status_code == 302
+
+    monkeypatch.setitem(app.config, "NOTION_SYNC_MAX_REMOVALS", 1)
+    with app.app_context():
+        held = periodic.run("notion-sync")
+    assert held["removed"] == 0 and held["removals_held"] == 2
+    assert {row["Key ID"] for row in notion_fake.rows_of("API Keys")} == key_ids  # nothing trashed
+    assert "more than the 1 a run may remove; none removed" in caplog.text
+
+    monkeypatch.setitem(app.config, "NOTION_SYNC_MAX_REMOVALS", 2)  # the operator checked, and allows it
+    with app.app_context():
+        done = periodic.run("notion-sync")
+    assert done["removed"] == 2 and done["removals_held"] == 0
+    assert len(notion_fake.rows_of("API Keys")) == 1
+
+
 def test_password_guesses_at_deletion_are_limited_like_the_code_pages(app, portal):
     """A stolen session cookie cannot use the deletion form to guess the password faster than log-in."""
     dev = portal().sign_up()

@@ -2,7 +2,9 @@
 
 A run reads what Notion holds (one paginated query), then creates the missing rows, updates
 only the rows whose Tier, Calls Used, User ID or Created At differ, and moves to Notion's trash the
-rows of keys that no longer exist (their account was deleted). Re-running after a failure
+rows of keys that no longer exist (their account was deleted), at most NOTION_SYNC_MAX_REMOVALS
+in a run: more than that looks like the app reading the wrong database (an empty one would
+remove every row), so none is removed and the run says so. Re-running after a failure
 therefore picks up where the last run stopped and never duplicates a row. Raw keys and their
 hashes never leave the app: only the public key id is sent.
 """
@@ -52,6 +54,7 @@ class SyncResult:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
+    removals_held: int = 0  # rows of missing keys left in place: more than the run may remove
     duplicates: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -61,6 +64,7 @@ class SyncResult:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "removed": self.removed,
+            "removals_held": self.removals_held,
         }
 
 
@@ -120,13 +124,15 @@ def changed_properties(wanted: dict, page: dict) -> dict:
     return {name: value for name, value in wanted.items() if not _same(value, page["properties"].get(name))}
 
 
-def sync(notion: notion_api.Notion, r: redis.Redis, progress: Progress | None = None) -> SyncResult:
+def sync(
+    notion: notion_api.Notion, r: redis.Redis, progress: Progress | None = None, max_removals: int = 25
+) -> SyncResult:
     """Bring the "API Keys" database in line with the keys; only changed rows are written."""
     lock = r.lock(LOCK_NAME, timeout=3600, blocking=False)
     if not lock.acquire():
         raise SyncAlreadyRunning("Another Notion sync is running; try again when it has finished.")
     try:
-        return _sync(notion, r, progress or (lambda done, total, counts: None))
+        return _sync(notion, r, progress or (lambda done, total, counts: None), max_removals)
     finally:
         try:
             lock.release()
@@ -134,7 +140,7 @@ def sync(notion: notion_api.Notion, r: redis.Redis, progress: Progress | None = 
             log.warning("the Notion sync lock expired before the run ended")
 
 
-def _sync(notion: notion_api.Notion, r: redis.Redis, progress: Progress) -> SyncResult:
+def _sync(notion: notion_api.Notion, r: redis.Redis, progress: Progress, max_removals: int) -> SyncResult:
     wanted = desired_rows(r, datetime.now(UTC))
     result = SyncResult(total=len(wanted))
     progress(0, result.total, result.as_dict() | {"phase": "reading Notion"})
@@ -166,6 +172,15 @@ def _sync(notion: notion_api.Notion, r: redis.Redis, progress: Progress) -> Sync
                 result.unchanged += 1
         if done % 10 == 0 or done == result.total:
             progress(done, result.total, result.as_dict() | {"phase": "writing rows"})
+    if len(gone) > max_removals:
+        log.error(
+            "Notion sync: %d rows are of keys this database does not have, more than the %d a run may "
+            "remove; none removed. Check DATABASE_URL; if the keys really are gone, run `flask jobs run "
+            "notion-sync` with NOTION_SYNC_MAX_REMOVALS raised",
+            len(gone),
+            max_removals,
+        )
+        result.removals_held, gone = len(gone), []
     for page in gone:
         notion.trash_row(page["id"])
         result.removed += 1

@@ -44,7 +44,7 @@ def _notion_sync(progress: Progress, **_) -> dict:
     client = notion.from_app()
     if client is None:
         return {"skipped": "Notion is not configured (NOTION_TOKEN / NOTION_PARENT_PAGE_ID)"}
-    result = notion_sync.sync(client, _redis(), progress)
+    result = notion_sync.sync(client, _redis(), progress, current_app.config["NOTION_SYNC_MAX_REMOVALS"])
     return result.as_dict() | {
         "notion_requests": client.stats["requests"],
         "rate_limited": client.stats["rate_limited"],
