@@ -15,6 +15,7 @@ from levqor_core.keys.models import ApiKey, KeyEvent
 from levqor_core.metering.models import UsageDaily
 from levqor_core.ops import notion, notion_sync, periodic
 from levqor_core.requestlog.models import RequestLogEntry
+from levqor_core.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 from .conftest import PASSWORD, csrf_from
 from .fakes.stripe_server import FakeStripe
@@ -163,3 +164,75 @@ def test_password_guesses_at_deletion_are_limited_like_the_code_pages(app, porta
     assert _delete(dev.client, PASSWORD).status_code == 429  # even the right one, until the minute ends
     with app.app_context():
         assert _count(Account) == 1
+
+
+def test_deletion_on_sqlite_the_embedded_default_leaves_no_row_naming_the_account(tmp_path, redis_server):
+    """SQLite enforces no ON DELETE rule: every row naming the account must go (or, for payment
+    records, lose the link) because the deletion removes it, in every table that has account_id."""
+    from flask_migrate import upgrade
+
+    from levqor_core.accounts import deletion
+    from levqor_core.app import create_app
+    from levqor_core.keys import service as keys
+    from levqor_core.webhooks import service as webhooks
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'embedded.db'}",
+            "REDIS_URL": redis_server.url,
+            "RATELIMIT_STORAGE_URI": redis_server.url,
+            "SECRET_KEY": "sqlite-deletion",
+        }
+    ).app
+    now = datetime.now(UTC)
+    with app.app_context():
+        upgrade()
+        leaving, staying = (Account(email=f"{n}@example.com", password_hash="x", tier="pro") for n in ("go", "stay"))
+        db.session.add_all([leaving, staying])
+        db.session.commit()
+        for account in (leaving, staying):
+            key = keys.issue(account, keys.Actor(email=account.email)).record
+            endpoint, _ = webhooks.create_endpoint(
+                account, "http://127.0.0.1:9/hook", ["job.succeeded"], sandbox=False, secret_key="k", allow_private=True
+            )
+            webhooks.ping(endpoint)
+            db.session.add_all(
+                [
+                    SignIn(account_id=account.id, ip="192.0.2.1", method="password"),
+                    UsageDaily(key_id=key.id, account_id=account.id, day=now.date(), calls=3, sandbox_calls=0),
+                    StripeEvent(
+                        id=f"evt_{account.id}", type="x", account_id=account.id, outcome="applied", created=now
+                    ),
+                    RequestLogEntry(
+                        account_id=account.id,
+                        at=now,
+                        request_id=secrets.token_hex(8),
+                        key_id=key.id,
+                        method="GET",
+                        path="/api/v1/workflows",
+                        status=200,
+                        latency_ms=1.0,
+                        sandbox=False,
+                    ),
+                ]
+            )
+            db.session.commit()
+        gone_id, kept_id = leaving.id, staying.id
+        deletion.delete(leaving, keys.Actor(email="go@example.com"))
+
+        tables = [t for t in db.metadata.sorted_tables if "account_id" in t.c]
+        assert len(tables) >= 9
+        for table in tables:
+            left = db.session.scalar(sa.select(sa.func.count()).select_from(table).where(table.c.account_id == gone_id))
+            kept = db.session.scalar(sa.select(sa.func.count()).select_from(table).where(table.c.account_id == kept_id))
+            assert left == 0, table.name
+            if table.name in ("webhook_endpoints", "sign_ins", "usage_daily", "stripe_events", "request_log"):
+                assert kept == 1, table.name  # the other account's rows stay
+        assert db.session.get(StripeEvent, f"evt_{gone_id}").account_id is None  # the payment record, unlinked
+        endpoints = sa.select(WebhookEndpoint.id)
+        orphans = (
+            sa.select(sa.func.count()).select_from(WebhookDelivery).where(WebhookDelivery.endpoint_id.not_in(endpoints))
+        )
+        assert db.session.scalar(orphans) == 0
+        assert db.session.get(Account, gone_id) is None
