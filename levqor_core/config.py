@@ -64,17 +64,20 @@ def _secure_cookies(env) -> bool:
     return env.get("SESSION_COOKIE_SECURE", "1" if env.get("DYNO") else "0") == "1"
 
 
+def _listed(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def from_env() -> dict:
     """The app's configuration, built from the environment."""
     env = os.environ
     return {
         "SECRET_KEY": _secret_key(),
-        # Earlier SECRET_KEY values, comma-separated, still accepted after a rotation: Flask checks
-        # session cookies with them, and what was encrypted with keys derived from them stays
-        # readable until `flask secrets re-encrypt` (README "Configuration").
-        "SECRET_KEY_FALLBACKS": [
-            value.strip() for value in env.get("SECRET_KEY_FALLBACKS", "").split(",") if value.strip()
-        ],
+        # Earlier SECRET_KEY values, comma-separated (README "Rotating SECRET_KEY"). Fallbacks: what
+        # they signed (sessions, mail links) is still accepted and what they encrypted still read.
+        # Retired (after a leak): only what they encrypted is read, until `flask secrets re-encrypt`.
+        "SECRET_KEY_FALLBACKS": _listed(env.get("SECRET_KEY_FALLBACKS", "")),
+        "RETIRED_SECRET_KEYS": _listed(env.get("RETIRED_SECRET_KEYS", "")),
         "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL")),
         # One pooled connection per request thread (Connexion runs Flask on 10 threads), so a busy
         # worker reuses connections instead of opening and closing overflow ones.

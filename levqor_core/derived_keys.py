@@ -1,8 +1,10 @@
 """Encryption keys derived from SECRET_KEY, one per use, so no key doubles as another.
 
-SECRET_KEY can be rotated: the old value goes into SECRET_KEY_FALLBACKS (Flask's own setting, which
-also keeps session cookies signed with it valid), what it encrypted stays readable, and
-`flask secrets re-encrypt` rewrites it under the new key, after which the fallback can go."""
+SECRET_KEY can be rotated (README "Rotating SECRET_KEY"): the old value goes into
+SECRET_KEY_FALLBACKS (Flask's own setting: what it signed, sessions and mail links, stays valid) for
+a planned rotation, or into RETIRED_SECRET_KEYS after a leak (nothing it signed is accepted any
+more). Either way what was encrypted under it stays readable, and `flask secrets re-encrypt`
+rewrites that under the new key, after which the old value can go."""
 
 import base64
 import hashlib
@@ -19,8 +21,13 @@ def fernet_key(secret_key: str, purpose: str) -> bytes:
 
 
 def secret_keys(config: Mapping) -> list[str]:
-    """SECRET_KEY, then each of SECRET_KEY_FALLBACKS (older values still accepted)."""
-    return [config["SECRET_KEY"], *(config.get("SECRET_KEY_FALLBACKS") or [])]
+    """SECRET_KEY, then the older values whose encrypted data is still read: SECRET_KEY_FALLBACKS
+    and RETIRED_SECRET_KEYS."""
+    return [
+        config["SECRET_KEY"],
+        *(config.get("SECRET_KEY_FALLBACKS") or []),
+        *(config.get("RETIRED_SECRET_KEYS") or []),
+    ]
 
 
 def multi_fernet(keys: str | list[str], purpose: str) -> MultiFernet:

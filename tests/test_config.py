@@ -116,13 +116,19 @@ def test_every_setting_app_json_names_changes_the_configuration(name, tmp_path, 
     assert changed, f"{name} is set on Heroku by app.json but changes nothing the app reads"
 
 
-def test_secret_key_fallbacks_are_a_comma_separated_list(tmp_path):
+def test_secret_key_fallbacks_and_retired_keys_are_comma_separated_lists(tmp_path):
+    show = (
+        "from levqor_core import config; c = config.from_env(); "
+        "print(c['SECRET_KEY_FALLBACKS'], c['RETIRED_SECRET_KEYS'])"
+    )
     printed = subprocess.run(
-        [sys.executable, "-c", "from levqor_core import config; print(config.from_env()['SECRET_KEY_FALLBACKS'])"],
-        env=_environment(tmp_path, SECRET_KEY="now", SECRET_KEY_FALLBACKS=" before , long-ago,,"),
+        [sys.executable, "-c", show],
+        env=_environment(
+            tmp_path, SECRET_KEY="now", SECRET_KEY_FALLBACKS=" before , long-ago,,", RETIRED_SECRET_KEYS="x"
+        ),
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert printed.stdout.strip() == "['before', 'long-ago']"
+    assert printed.stdout.strip() == "['before', 'long-ago'] ['x']"

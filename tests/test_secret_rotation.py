@@ -4,7 +4,9 @@ after which the old value can go. Each app here is one deploy of the same SQLite
 
 from datetime import UTC, datetime
 
+import pyotp
 import pytest
+import redis
 import sqlalchemy as sa
 from cryptography.fernet import InvalidToken
 from flask_migrate import upgrade
@@ -19,6 +21,7 @@ from levqor_core.webhooks import dispatch, service
 from levqor_core.webhooks import secrets as webhook_secrets
 from levqor_core.webhooks.models import WebhookEndpoint
 
+from .helpers import fresh_code
 from .webhook_helpers import Receiver
 
 OLD, NEW = "old-secret-key-value", "new-secret-key-value"
@@ -27,8 +30,9 @@ OLD, NEW = "old-secret-key-value", "new-secret-key-value"
 @pytest.fixture
 def deploy(tmp_path, redis_server):
     """deploy(SECRET_KEY, *fallbacks): the app as started with those settings, on one database."""
+    redis.Redis.from_url(redis_server.url).flushdb()  # e.g. the TOTP steps used by another test's account 1
 
-    def start(secret_key: str, *fallbacks: str):
+    def start(secret_key: str, *fallbacks: str, retired: tuple[str, ...] = ()):
         return create_app(
             {
                 "TESTING": True,
@@ -37,6 +41,7 @@ def deploy(tmp_path, redis_server):
                 "RATELIMIT_STORAGE_URI": redis_server.url,
                 "SECRET_KEY": secret_key,
                 "SECRET_KEY_FALLBACKS": list(fallbacks),
+                "RETIRED_SECRET_KEYS": list(retired),
                 "WEBHOOK_ALLOW_PRIVATE_TARGETS": True,
             }
         ).app
@@ -51,8 +56,9 @@ def receiver():
     made.close()
 
 
-def _readable(app, raw_secret: str, code: str) -> tuple[bool, bool]:
-    """(the webhook secret decrypts to raw_secret, the recovery code is accepted) in this deploy."""
+def _readable(app, raw_secret: str, code: str, authenticator: pyotp.TOTP | None = None) -> tuple[bool, ...]:
+    """(the webhook secret decrypts to raw_secret, the recovery code is accepted[, a fresh code from
+    the authenticator is accepted]) in this deploy."""
     with app.app_context():
         endpoint = db.session.scalar(sa.select(WebhookEndpoint))
         try:
@@ -61,7 +67,12 @@ def _readable(app, raw_secret: str, code: str) -> tuple[bool, bool]:
             secret_ok = False
         account = db.session.scalar(sa.select(Account))
         code_ok = security.mf_recovery_codes_util.check_recovery_code(account, code)
-    return secret_ok, code_ok
+        if authenticator is None:
+            return secret_ok, code_ok
+        totp_ok = security.totp_factory.verify_totp(
+            fresh_code(authenticator), account.tf_totp_secret, account, window=120
+        )
+    return secret_ok, code_ok, totp_ok
 
 
 def test_a_rotated_secret_key_keeps_sessions_webhooks_and_recovery_codes_until_re_encrypted(deploy, receiver):
@@ -75,13 +86,17 @@ def test_a_rotated_secret_key_keeps_sessions_webhooks_and_recovery_codes_until_r
             account, receiver.url(), ["job.succeeded"], sandbox=False, secret_key=OLD, allow_private=True
         )
         codes = security.mf_recovery_codes_util.create_recovery_codes(account)
+        account.tf_totp_secret = security.totp_factory.generate_totp_secret()
+        account.tf_primary_method = "authenticator"
         db.session.commit()
+        authenticator = pyotp.TOTP(security.totp_factory._totp.from_source(account.tf_totp_secret).base32_key)
     cookie = before.session_interface.get_signing_serializer(before).dumps({"signed": "before"})
 
     rotated = deploy(NEW, OLD)
     assert rotated.session_interface.get_signing_serializer(rotated).loads(cookie) == {"signed": "before"}
-    assert _readable(rotated, raw_secret, codes[0]) == (True, True)
-    assert _readable(deploy(NEW), raw_secret, codes[0]) == (False, False)  # the fallback is what reads them
+    assert _readable(rotated, raw_secret, codes[0], authenticator) == (True, True, True)
+    # The fallback is what reads them.
+    assert _readable(deploy(NEW), raw_secret, codes[0], authenticator) == (False, False, False)
     # A delivery signed in the rotated deploy verifies with the secret its owner was shown.
     with rotated.app_context():
         account = db.session.scalar(sa.select(Account))
@@ -93,10 +108,10 @@ def test_a_rotated_secret_key_keeps_sessions_webhooks_and_recovery_codes_until_r
 
     result = rotated.test_cli_runner().invoke(args=["secrets", "re-encrypt"])
     assert result.exit_code == 0, result.output
-    assert "re-encrypted 1 webhook secret(s) and the recovery codes of 1 account(s)" in result.output
+    assert "re-encrypted 1 webhook secret(s), the recovery codes of 1 account(s) and 1 two-factor" in result.output
     # The old value can go now.
-    assert _readable(deploy(NEW), raw_secret, codes[1]) == (True, True)
-    assert _readable(deploy(OLD), raw_secret, codes[1]) == (False, False)  # and it no longer reads them
+    assert _readable(deploy(NEW), raw_secret, codes[1], authenticator) == (True, True, True)
+    assert _readable(deploy(OLD), raw_secret, codes[1], authenticator) == (False, False, False)  # nor reads them
 
 
 def test_re_encrypt_fails_loudly_when_something_is_under_an_unknown_key(deploy):
@@ -117,3 +132,55 @@ def test_re_encrypt_fails_loudly_when_something_is_under_an_unknown_key(deploy):
 def _stored(app) -> str:
     with app.app_context():
         return db.session.scalar(sa.select(WebhookEndpoint.secret_encrypted))
+
+
+def test_migration_0012_tags_each_stored_totp_secret_with_its_keys_fingerprint(deploy):
+    from passlib.totp import TOTP
+
+    from levqor_core.accounts import totp
+
+    app = deploy(OLD)
+    legacy = TOTP.using(secrets={"1": OLD}, default_tag="1")  # how secrets were stored before 0012
+    enrolled = legacy.new()
+    with app.app_context():
+        upgrade(revision="0011")
+        account = Account(email="enrolled@example.com", password_hash="x", tier="pro", active=True)
+        account.tf_totp_secret = enrolled.to_json(encrypt=True)
+        account.tf_primary_method = "authenticator"
+        db.session.add(account)
+        db.session.commit()
+        assert totp.stored_tag(account.tf_totp_secret) == "1"
+        upgrade()
+        db.session.refresh(account)
+        assert totp.stored_tag(account.tf_totp_secret) == totp.tag_of(OLD)
+        authenticator = pyotp.TOTP(enrolled.base32_key)
+        assert security.totp_factory.verify_totp(fresh_code(authenticator), account.tf_totp_secret, account, window=120)
+    # A rotation no longer misreads it: tag_of(OLD) names the old key whatever SECRET_KEY is now.
+    rotated = deploy(NEW, OLD)
+    with rotated.app_context():
+        account = db.session.scalar(sa.select(Account))
+        assert security.totp_factory.verify_totp(fresh_code(authenticator), account.tf_totp_secret, account, window=120)
+
+
+def test_after_a_leak_a_retired_key_still_decrypts_but_nothing_it_signed_is_accepted(deploy, receiver):
+    from itsdangerous import BadSignature
+
+    before = deploy(OLD)
+    with before.app_context():
+        upgrade()
+        account = Account(email="leak@example.com", password_hash="x", tier="pro", active=True)
+        db.session.add(account)
+        db.session.commit()
+        _, raw_secret = service.create_endpoint(
+            account, receiver.url(), ["job.succeeded"], sandbox=False, secret_key=OLD, allow_private=True
+        )
+        codes = security.mf_recovery_codes_util.create_recovery_codes(account)
+        db.session.commit()
+    forged = before.session_interface.get_signing_serializer(before).dumps({"_user_id": "anyone"})
+
+    after_leak = deploy(NEW, retired=(OLD,))
+    with pytest.raises(BadSignature):  # a session made with the leaked key is refused
+        after_leak.session_interface.get_signing_serializer(after_leak).loads(forged)
+    assert _readable(after_leak, raw_secret, codes[0]) == (True, True)
+    assert after_leak.test_cli_runner().invoke(args=["secrets", "re-encrypt"]).exit_code == 0
+    assert _readable(deploy(NEW), raw_secret, codes[1]) == (True, True)

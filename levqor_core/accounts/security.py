@@ -18,7 +18,7 @@ from levqor_core.accounts import sessions, sign_ins
 from levqor_core.accounts.mail import PortalMail
 from levqor_core.accounts.models import Account, Role
 from levqor_core.accounts.reauth import VerifyWithSecondFactorForm
-from levqor_core.accounts.totp import OnceOnlyTotp
+from levqor_core.accounts.totp import OnceOnlyTotp, totp_secrets
 from levqor_core.derived_keys import fernet_key, secret_keys
 from levqor_core.extensions import db
 
@@ -84,8 +84,8 @@ def settings(config: dict) -> dict:
         "SECURITY_TWO_FACTOR_SETUP_URL": "/developer/account/two-factor",
         "SECURITY_TWO_FACTOR_POST_SETUP_VIEW": "/developer/account",
         "SECURITY_TOTP_ISSUER": "Levqor",
-        # Encrypts the TOTP secrets stored with each account: changing it disables every enrolment.
-        "SECURITY_TOTP_SECRETS": {"1": config.get("TOTP_SECRET") or config["SECRET_KEY"]},
+        # The keys of the TOTP secrets stored with each account, by fingerprint tag (accounts/totp.py).
+        "SECURITY_TOTP_SECRETS": totp_secrets(config),
         "SECURITY_MULTI_FACTOR_RECOVERY_CODES": True,
         # Stored encrypted (a database dump alone does not sign anyone in); shown again on request.
         # The first key encrypts; keys from SECRET_KEY_FALLBACKS still read codes saved before a rotation.

@@ -19,13 +19,13 @@ def re_encrypt():
 
     done = re_encrypt_all()
     click.echo(
-        f"re-encrypted {done.webhook_secrets} webhook secret(s) and the recovery codes of "
-        f"{done.accounts_with_recovery_codes} account(s)"
+        f"re-encrypted {done.webhook_secrets} webhook secret(s), the recovery codes of "
+        f"{done.accounts_with_recovery_codes} account(s) and {done.totp_secrets} two-factor secret(s)"
     )
     if done.unreadable:
         raise click.ClickException(
-            f"{done.unreadable} could not be read with SECRET_KEY or SECRET_KEY_FALLBACKS: keep the fallbacks "
-            "until that is resolved"
+            f"{done.unreadable} could not be read with the configured keys and were left as they are: keep "
+            "the old values configured until that is resolved"
         )
 
 

@@ -20,6 +20,10 @@ WHERE = "event_type = 'ping' AND status = 'pending'"
 
 
 def upgrade():
+    if op.get_bind().dialect.name == "postgresql":
+        # The release phase runs while the old processes still serve: no ping may be queued between
+        # settling the duplicates and building the index.
+        op.execute("LOCK TABLE webhook_deliveries IN SHARE ROW EXCLUSIVE MODE")
     op.execute(
         sa.text(
             f"""
