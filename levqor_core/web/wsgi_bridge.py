@@ -7,6 +7,10 @@ every response, each waking both. Here the thread hands the start over together 
 body chunk (PEP 3333 holds the headers back until then anyway) and does not wait for the loop; a
 window of messages in flight bounds what a large or streamed body buffers. The loop sends the end
 itself once Flask's thread is done. The environ and the request body reader are a2wsgi's.
+
+A send that raises stops the thread at its next chunk. uvicorn's send does not raise after the
+client left (it drops the message), so a response to a gone client is still produced in full, as
+with a2wsgi; the window keeps that to a few chunks in memory at a time.
 """
 
 import asyncio
