@@ -78,10 +78,6 @@ class Account(db.Model, UserMixin):
     keys = relationship("ApiKey", back_populates="account", lazy="dynamic")
     roles = relationship(Role, secondary=account_roles, lazy="selectin")
 
-    @property
-    def email_confirmed(self) -> bool:
-        return self.confirmed_at is not None
-
 
 class SignIn(db.Model):
     """One successful sign-in, for "Recent sign-ins" on /developer/account (the newest few per
