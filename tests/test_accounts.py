@@ -212,6 +212,8 @@ def test_forgot_password_resets_once_and_ends_every_other_session(app, cx, smtp,
     done = _set_password(stranger, link, NEW_PASSWORD)
     assert done.status_code == 302
     assert dev.client.get("/developer/api-keys").status_code == 302  # the other session has ended
+    notice = smtp.to(dev.email)[-1].get_body(("plain",)).get_content()
+    assert "was just changed, and every other session was signed out" in notice and "/reset" in notice
 
     fresh = cx.test_client(follow_redirects=False)
     assert _log_in(fresh, dev.email, PASSWORD).status_code == 401
