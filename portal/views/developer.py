@@ -46,16 +46,25 @@ def when(at: datetime) -> str:
     return at.strftime("%d %b, %H:%M UTC")
 
 
+def next_key(next_creation: datetime | None, next_emergency: datetime | None, revoked: bool = False) -> str:
+    """When a new key is possible, from the limits' own windows: before a revoke (the dialog, the
+    panel) or after it (its notice)."""
+    if next_creation is None:
+        return "Create a new key when you need one." if revoked else "You can create a new key right away."
+    text = f"You can create a new key after {when(next_creation)} (one a day)"
+    if next_emergency is None:
+        text += (
+            ", or get one at once with “Replace now” if the key leaked"
+            if revoked
+            else "; if the key leaked, use “Replace now” instead: it revokes the key and issues a new one at once"
+        )
+    return text + "."
+
+
 def revoke_effect(next_creation: datetime | None, next_emergency: datetime | None) -> str:
     """What revoking does and when a new key is possible: the revoke dialog, the panel and the
-    notice after it say the same, from the limits' own windows."""
-    text = "It stops working at once: calls with it fail."
-    if next_creation is None:
-        return f"{text} You can create a new key right away."
-    text += f" You can create a new key after {when(next_creation)} (one a day)"
-    if next_emergency is None:
-        return f"{text}; if the key leaked, use “Replace now” instead: it revokes the key and issues a new one at once."
-    return f"{text}."
+    notice after it say the same."""
+    return "It stops working at once: calls with it fail. " + next_key(next_creation, next_emergency)
 
 
 def key_panel_context(account, now: datetime) -> dict:
@@ -175,14 +184,11 @@ def revoke():
     revoked = keys.revoke(current_user, _actor())
     if revoked is None:
         return _key_panel(404, notice=("error", "This account has no active key."))
-    next_creation = creation_limit.next_creation_at(current_user.id)
-    if next_creation is None:
-        then = "Create a new key when you need one."
-    else:
-        then = f"You can create a new key after {when(next_creation)} (one a day)"
-        if creation_limit.next_emergency_at(current_user.id) is None:
-            then += ", or get one at once with “Replace now” if the key leaked"
-        then += "."
+    then = next_key(
+        creation_limit.next_creation_at(current_user.id),
+        creation_limit.next_emergency_at(current_user.id),
+        revoked=True,
+    )
     return _key_panel(notice=("ok", f"Key {revoked.hint} is revoked: calls with it now fail. {then}"))
 
 
