@@ -75,7 +75,9 @@ def _readable(app, raw_secret: str, code: str, authenticator: pyotp.TOTP | None 
     return secret_ok, code_ok, totp_ok
 
 
-def test_a_rotated_secret_key_keeps_sessions_webhooks_and_recovery_codes_until_re_encrypted(deploy, receiver):
+def _before_rotation(deploy, receiver):
+    """The deploy on the old key, with an account that has a webhook endpoint, recovery codes and an
+    authenticator: (the app, the endpoint's secret, the codes, the authenticator app)."""
     before = deploy(OLD)
     with before.app_context():
         upgrade()
@@ -90,6 +92,11 @@ def test_a_rotated_secret_key_keeps_sessions_webhooks_and_recovery_codes_until_r
         account.tf_primary_method = "authenticator"
         db.session.commit()
         authenticator = pyotp.TOTP(security.totp_factory._totp.from_source(account.tf_totp_secret).base32_key)
+    return before, raw_secret, codes, authenticator
+
+
+def test_a_rotated_secret_key_keeps_sessions_webhooks_and_recovery_codes_until_re_encrypted(deploy, receiver):
+    before, raw_secret, codes, authenticator = _before_rotation(deploy, receiver)
     cookie = before.session_interface.get_signing_serializer(before).dumps({"signed": "before"})
 
     rotated = deploy(NEW, OLD)
@@ -165,17 +172,7 @@ def test_migration_0012_tags_each_stored_totp_secret_with_its_keys_fingerprint(d
 def test_after_a_leak_a_retired_key_still_decrypts_but_nothing_it_signed_is_accepted(deploy, receiver):
     from itsdangerous import BadSignature
 
-    before = deploy(OLD)
-    with before.app_context():
-        upgrade()
-        account = Account(email="leak@example.com", password_hash="x", tier="pro", active=True)
-        db.session.add(account)
-        db.session.commit()
-        _, raw_secret = service.create_endpoint(
-            account, receiver.url(), ["job.succeeded"], sandbox=False, secret_key=OLD, allow_private=True
-        )
-        codes = security.mf_recovery_codes_util.create_recovery_codes(account)
-        db.session.commit()
+    before, raw_secret, codes, _ = _before_rotation(deploy, receiver)
     forged = before.session_interface.get_signing_serializer(before).dumps({"_user_id": "anyone"})
 
     after_leak = deploy(NEW, retired=(OLD,))
