@@ -42,7 +42,9 @@ def _redis():
     return current_app.extensions["levqor.redis"]
 
 
+@bp.app_template_filter("when")
 def when(at: datetime) -> str:
+    """A moment in the portal's words, as the texts built here and the templates both say it."""
     return at.strftime("%d %b, %H:%M UTC")
 
 
