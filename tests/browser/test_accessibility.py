@@ -455,3 +455,35 @@ def test_the_axe_check_fails_on_a_serious_violation_and_names_rule_impact_and_el
     assert "select-name (critical)" in message and "#unnamed" in message
     assert "nested-interactive (serious)" in message and "#outer" in message
     assert "https://dequeuniversity.com/rules/axe/" in message
+
+
+# A phone's viewport: the layouts change there (the navigation wraps, tables scroll in their region).
+PHONE_PAGES = [
+    "home",
+    "pricing",
+    "docs-api",
+    "docs-sdk",
+    "login-refused",
+    "developer-signed-in",
+    "api-keys-active-key",
+    "api-keys-revoke-dialog",
+    "logs",
+    "webhooks",
+    "account",
+    "tf-validate",
+    "billing",
+    "ops",
+]
+
+
+@pytest.mark.parametrize("state", PHONE_PAGES, ids=PHONE_PAGES)
+def test_page_on_a_phone_has_no_serious_axe_violation_and_no_sideways_scroll(
+    state, context, console, app, smtp, live_server, monkeypatch, request
+):
+    page = console.attach(context.new_page())
+    page.set_viewport_size({"width": 390, "height": 844})
+    ctx = _Ctx(app=app, smtp=smtp, live_server=live_server, monkeypatch=monkeypatch, request=request)
+    PAGES[state](page, ctx)
+    page.wait_for_load_state("load")
+    assert_accessible(page, f"{state} (phone)")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 391, f"{state} scrolls sideways on a phone"
