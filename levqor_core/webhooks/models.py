@@ -11,6 +11,7 @@ from levqor_core.columns import UTCDateTime, utcnow
 from levqor_core.extensions import db
 
 ONE_PENDING_PING = "event_type = 'ping' AND status = 'pending'"
+ONE_PENDING_PING_INDEX = "uq_webhook_deliveries_one_pending_ping"
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -65,7 +66,7 @@ class WebhookDelivery(db.Model):
         # One test event pending per endpoint, held by the database: two clicks at once cannot both
         # pass the service's check (migration 0011).
         sa.Index(
-            "uq_webhook_deliveries_one_pending_ping",
+            ONE_PENDING_PING_INDEX,
             "endpoint_id",
             unique=True,
             postgresql_where=sa.text(ONE_PENDING_PING),
