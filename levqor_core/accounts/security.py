@@ -88,7 +88,7 @@ def settings(config: dict) -> dict:
         "SECURITY_TOTP_SECRETS": totp_secrets(config),
         "SECURITY_MULTI_FACTOR_RECOVERY_CODES": True,
         # Stored encrypted (a database dump alone does not sign anyone in); shown again on request.
-        # The first key encrypts; keys from SECRET_KEY_FALLBACKS still read codes saved before a rotation.
+        # The first key encrypts; older SECRET_KEY values (derived_keys.secret_keys) still read old codes.
         "SECURITY_MULTI_FACTOR_RECOVERY_CODES_KEYS": [recovery_codes_key(key) for key in secret_keys(config)],
         "SECURITY_MULTI_FACTOR_RECOVERY_CODES_URL": "/developer/account/recovery-codes",
         "SECURITY_RETURN_GENERIC_RESPONSES": True,

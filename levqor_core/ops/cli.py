@@ -13,8 +13,8 @@ secrets_cli = AppGroup("secrets", help="After a SECRET_KEY rotation.")
 
 @secrets_cli.command("re-encrypt")
 def re_encrypt():
-    """Rewrite webhook secrets and recovery codes under the current SECRET_KEY, so the old value
-    can leave SECRET_KEY_FALLBACKS."""
+    """Rewrite webhook secrets, recovery codes and TOTP secrets under the current key, so the old
+    value can leave SECRET_KEY_FALLBACKS or RETIRED_SECRET_KEYS."""
     from levqor_core.ops.secret_rotation import re_encrypt_all
 
     done = re_encrypt_all()

@@ -25,22 +25,23 @@ class ReEncrypted:
     webhook_secrets: int = 0
     accounts_with_recovery_codes: int = 0
     totp_secrets: int = 0
-    unreadable: int = 0  # encrypted under a key that is in neither SECRET_KEY nor its fallbacks
+    unreadable: int = 0  # encrypted under a key no setting names any more (left as it is)
 
 
 def re_encrypt_all() -> ReEncrypted:
-    """Rewrite every webhook secret and recovery code under the current SECRET_KEY; one commit."""
+    """Rewrite every webhook secret, recovery code and TOTP secret under the current key, rows locked;
+    one commit."""
     keys = secret_keys(current_app.config)
     done = ReEncrypted()
-    # Locked while rewritten: a recovery code spent, or a new set shown, meanwhile is not overwritten
-    # with the list read before it.
+    # Rows are locked while rewritten: a recovery code spent, a new set shown or a new authenticator
+    # set up meanwhile is not overwritten with what was read before it.
     for endpoint in db.session.scalars(sa.select(WebhookEndpoint).with_for_update()):
         try:
             endpoint.secret_encrypted = webhook_secrets.re_encrypted(endpoint.secret_encrypted, keys)
             done.webhook_secrets += 1
         except InvalidToken:
             done.unreadable += 1
-    cryptor = security.mf_recovery_codes_util.cryptor  # SECRET_KEY's key first, then the fallbacks'
+    cryptor = security.mf_recovery_codes_util.cryptor  # SECRET_KEY's key first, then the older values'
     # (In SQL text: the column's type, Flask-Security-Too's AsaList, is not cacheable in a statement.)
     for account in db.session.scalars(
         sa.select(Account).where(sa.text("mf_recovery_codes IS NOT NULL")).with_for_update()

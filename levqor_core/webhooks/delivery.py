@@ -97,7 +97,7 @@ def _post(target: targets.Target, headers: dict[str, str], body: str) -> tuple[i
 def attempt(
     delivery_id: str,
     *,
-    secret_key: str | list[str],  # SECRET_KEY, or it and its fallbacks
+    secret_key: str | list[str],  # SECRET_KEY, or derived_keys.secret_keys (it and its older values)
     allow_private: bool,
     now: datetime | None = None,
     resolve: targets.Resolver = targets.system_resolver,
@@ -127,7 +127,7 @@ def attempt(
     except InvalidToken:
         error = (
             "the endpoint's secret cannot be decrypted: was SECRET_KEY changed without its old value in "
-            "SECRET_KEY_FALLBACKS? Create the endpoint again."
+            "SECRET_KEY_FALLBACKS or RETIRED_SECRET_KEYS? Create the endpoint again."
         )
     except httpx.TimeoutException:
         error = f"no answer within {TIMEOUT_SECONDS} s"

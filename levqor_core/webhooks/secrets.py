@@ -1,6 +1,6 @@
 """Endpoint signing secrets: made in the Standard Webhooks format (`whsec_` + base64 of 24 random
 bytes), stored only encrypted (Fernet, with a key derived from SECRET_KEY), decrypted to sign.
-`secret_keys` is SECRET_KEY or the list of it and its fallbacks (levqor_core.derived_keys)."""
+`secret_keys` is SECRET_KEY, or it and its older values (levqor_core.derived_keys.secret_keys)."""
 
 import base64
 import secrets

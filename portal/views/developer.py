@@ -64,8 +64,7 @@ def next_key(next_creation: datetime | None, next_emergency: datetime | None, re
 
 
 def revoke_effect(next_creation: datetime | None, next_emergency: datetime | None) -> str:
-    """What revoking does and when a new key is possible: the revoke dialog, the panel and the
-    notice after it say the same."""
+    """What revoking does and when a new key is possible, for the revoke dialog and the panel."""
     return "It stops working at once: calls with it fail. " + next_key(next_creation, next_emergency)
 
 
