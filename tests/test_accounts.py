@@ -270,7 +270,8 @@ def test_a_cookie_copied_before_a_password_change_stops_working(cx, portal, smtp
     assert dev.client.get("/developer/api-keys").status_code == 200  # the session that changed it goes on
     assert copy.get("/developer/api-keys").status_code == 302
     assert copy.get("/api/usage").status_code == 401
-    assert "changed" in smtp.to(dev.email)[-1]["Subject"].lower() or smtp.to(dev.email)
+    notice = smtp.to(dev.email)[-1]
+    assert "password" in notice["Subject"].lower() and "changed" in notice.get_body(("plain",)).get_content().lower()
 
 
 # -- operators by role --------------------------------------------------------------------------------
@@ -589,6 +590,34 @@ def test_a_stranger_cannot_mail_bomb_an_address_through_reset_or_confirmation(cx
             for _ in range(6)
         ]
         assert answers[-1] == 429 and 429 not in answers[:5], (path, answers)
+
+
+def test_a_stolen_session_guesses_no_password_and_mails_no_inbox_from_the_account_pages(cx, portal, smtp):
+    """The password change checks the current password, and the email change mails whatever address
+    it is given: both are limited per address like the code pages."""
+    dev = portal().sign_up()
+    page = dev.client.get("/developer/account/password").text
+    guesses = [
+        dev.client.post(
+            "/developer/account/password",
+            data={
+                "password": f"guess number {n}",
+                "new_password": NEW_PASSWORD,
+                "new_password_confirm": NEW_PASSWORD,
+                "csrf_token": csrf_from(page),
+            },
+        ).status_code
+        for n in range(6)
+    ]
+    assert guesses[-1] == 429 and 429 not in guesses[:5], guesses
+
+    page = dev.client.get("/developer/account/email").text
+    asks = [
+        dev.client.post("/developer/account/email", data={"email": "victim@example.com", "csrf_token": csrf_from(page)})
+        for _ in range(6)
+    ]
+    assert [a.status_code for a in asks] == [200] * 5 + [429]
+    assert len(smtp.to("victim@example.com")) == 5
 
 
 def test_without_smtp_on_a_dyno_the_mail_and_its_link_stay_out_of_the_log(caplog):

@@ -19,6 +19,7 @@ from levqor_core.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 from .conftest import PASSWORD, csrf_from
 from .fakes.stripe_server import FakeStripe
+from .helpers import enrol_authenticator, fresh_code, recovery_codes
 
 
 @pytest.fixture
@@ -52,9 +53,10 @@ def _paying(app, fake, email: str) -> tuple[int, str]:
         return account.id, sub_id
 
 
-def _delete(client, password: str):
+def _delete(client, password: str, code: str | None = None):
     page = client.get("/developer/account").text
-    return client.post("/developer/account/delete", data={"password": password, "csrf_token": csrf_from(page)})
+    form = {"password": password, "csrf_token": csrf_from(page)} | ({"code": code} if code is not None else {})
+    return client.post("/developer/account/delete", data=form)
 
 
 def _count(model, **where) -> int:
@@ -80,6 +82,12 @@ def test_deletion_revokes_the_key_at_once_cancels_stripe_removes_data_and_frees_
     account_id, subscription = _paying(app, stripe_fake, dev.email)
     job = client.post("/api/v1/jobs", json={"workflow": "echo", "input": {}}, headers={"x-api-key": key})
     assert job.status_code == 202, job.text
+    sandbox_job = client.post(
+        "/api/sandbox/v1/jobs", json={"workflow": "echo", "input": {}}, headers={"x-api-key": key}
+    )
+    assert sandbox_job.status_code == 202, sandbox_job.text
+    redis = app.extensions["levqor.redis"]
+    assert redis.keys(f"lvq:sbx:{account_id}:*")  # the sandbox keeps its jobs in Redis
 
     with app.app_context():
         assert _count(SignIn, account_id=account_id) == 1
@@ -94,6 +102,7 @@ def test_deletion_revokes_the_key_at_once_cancels_stripe_removes_data_and_frees_
             assert _count(model, account_id=account_id) == 0, model.__name__
         kept = db.session.scalars(sa.select(StripeEvent)).all()
         assert kept and all(event.account_id is None for event in kept)  # payment records, unlinked
+    assert redis.keys(f"lvq:sbx:{account_id}:*") == []
 
     again = portal().sign_up(email=dev.email)
     assert again.new_key().status_code == 201
@@ -154,6 +163,46 @@ def test_a_sync_that_would_remove_more_rows_than_allowed_removes_none_and_says_s
         done = periodic.run("notion-sync")
     assert done["removed"] == 2 and done["removals_held"] == 0
     assert len(notion_fake.rows_of("API Keys")) == 1
+
+
+def test_when_stripe_does_not_answer_nothing_is_deleted_and_the_page_says_so(app, client, stripe_fake, portal):
+    dev = portal().sign_up()
+    key = dev.new_key().json()["key"]
+    account_id, subscription = _paying(app, stripe_fake, dev.email)
+    stripe_fake.close()  # Stripe unreachable: the cancel cannot go through
+
+    refused = _delete(dev.client, PASSWORD)
+    assert refused.status_code == 502 and "Stripe did not answer" in refused.text
+    assert "nothing was deleted" in refused.text
+    assert client.get("/api/usage", headers={"x-api-key": key}).status_code == 200  # the key still works
+    assert dev.client.get("/developer/api-keys").status_code == 200  # still signed in
+    with app.app_context():
+        account = db.session.get(Account, account_id)
+        assert account.stripe_subscription_id == subscription and account.subscription_status == "active"
+        assert _count(ApiKey, account_id=account_id, revoked_at=None) == 1
+
+
+def test_with_two_factor_on_deletion_wants_a_code_too(app, portal):
+    """A stolen session plus a phished password deletes nothing: the second factor is asked as at
+    re-authentication, and a recovery code does as well (and is spent)."""
+    dev = portal().sign_up()
+    totp = enrol_authenticator(dev.client)
+    codes = recovery_codes(dev.client)
+    page = dev.client.get("/developer/account").text
+    assert 'id="delete-code"' in page
+
+    password_only = _delete(dev.client, PASSWORD)
+    assert password_only.status_code == 400 and "Nothing was deleted" in password_only.text
+    wrong_code = _delete(dev.client, PASSWORD, "000000")
+    assert wrong_code.status_code == 400 and "Nothing was deleted" in wrong_code.text
+    wrong_password = _delete(dev.client, "not my password at all", fresh_code(totp))
+    assert wrong_password.status_code == 400 and "That password is not this account" in wrong_password.text
+    with app.app_context():
+        assert _count(Account) == 1
+
+    assert _delete(dev.client, PASSWORD, codes[0]).status_code == 302
+    with app.app_context():
+        assert _count(Account) == 0
 
 
 def test_password_guesses_at_deletion_are_limited_like_the_code_pages(app, portal):

@@ -161,8 +161,8 @@ def test_no_limiter_callable_raises_even_when_loading_the_user_fails(app, monkey
     limits = {id(lim): lim for group in limiter.limit_manager._decorated_limits.values() for lim in group}.values()
     # Key creation, emergency key replacement, session burst (the API's and the portal's), log-in,
     # sign-up, and the secret-attempts limit of two-factor codes, recovery codes, re-authentication,
-    # account deletion, forgot password and resend confirmation.
-    assert len(limits) == 12
+    # password change, account deletion, forgot password, resend confirmation and email change.
+    assert len(limits) == 14
     called = 0
     for lim in limits:
         functions = [lim.key_function, lim.exempt_when, lim.on_breach]

@@ -6,9 +6,8 @@ this page links to them and ends sessions."""
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_security import logout_user
-from flask_security.utils import verify_password
 
-from levqor_core.accounts import deletion, sessions, sign_ins
+from levqor_core.accounts import deletion, reauth, sessions, sign_ins
 from levqor_core.accounts import service as accounts
 from levqor_core.billing.problems import PaymentProviderError
 from levqor_core.keys.service import Actor
@@ -26,6 +25,7 @@ def account_settings(delete_error: str | None = None):
         account=current_user,
         sign_ins=sign_ins.recent(current_user.id),
         delete_error=delete_error,
+        code_label=reauth.CODE_LABEL,
     )
 
 
@@ -43,9 +43,14 @@ def sign_out_everywhere():
 @login_required
 @secret_attempts_limited
 def delete_account():
-    """Deletes the account once its password is given again (README "Accounts": what goes, what stays)."""
-    if not verify_password(request.form.get("password", ""), current_user.password):
-        return account_settings(delete_error="That password is not this account's: nothing was deleted."), 400
+    """Deletes the account once its password is given again, and a code when it has two-factor on: the
+    same check as the re-authentication page, so a stolen session plus a phished password cannot
+    delete it either (README "Accounts": what goes, what stays)."""
+    proof = reauth.VerifyWithSecondFactorForm(request.form, user=current_user._get_current_object())
+    if not proof.validate():
+        if proof.password.errors:
+            return account_settings(delete_error="That password is not this account's: nothing was deleted."), 400
+        return account_settings(delete_error=" ".join(proof.code.errors) + " Nothing was deleted."), 400
     actor = Actor(email=current_user.email, ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))
     try:
         deletion.delete(current_user._get_current_object(), actor)

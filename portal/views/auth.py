@@ -124,7 +124,8 @@ def login():
 # Wrong two-factor or recovery codes: 5 tries a minute per address, then 429 (a 6-digit code has a
 # million values; at this pace a guesser needs months for even odds). The re-authentication page
 # (security.verify) asks for the code too when the account has two-factor on, so it is limited alike,
-# and so is account deletion, which checks the password: a stolen session cookie guesses no faster.
+# and so are the password change and account deletion, which check the password: a stolen session
+# cookie guesses no faster.
 CODE_ATTEMPTS = "5 per minute"
 
 
@@ -139,14 +140,16 @@ def secret_attempts_limited(view):
 @bp.record_once
 def _limit_security_views(state):
     state.app.view_functions["security.login"] = login
-    # Also the pages that send mail to an address anyone types: a stranger cannot mail-bomb an
-    # inbox or hold the request threads on SMTP.
+    # Also the pages that send mail to an address anyone types (the email change too: a signed-in
+    # stranger could otherwise mail any inbox): no mail-bombing, no request threads held on SMTP.
     for endpoint in (
         "security.two_factor_token_validation",
         "security.mf_recovery",
         "security.verify",
+        "security.change_password",
         "security.forgot_password",
         "security.send_confirmation",
+        "security.change_email",
     ):
         # Flask-Security-Too registers these with two-factor on; a renamed one must not go unlimited.
         state.app.view_functions[endpoint] = secret_attempts_limited(state.app.view_functions[endpoint])

@@ -205,6 +205,7 @@ def test_sign_up_confirm_key_reset_two_factor_and_delete_with_the_keyboard_alone
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Your account", level=1)).to_be_visible()
     type_into(page, page.get_by_label("Your password"), NEW_PASSWORD)
+    type_into(page, page.get_by_label("Authenticator code or recovery code"), fresh_code(totp))  # two-factor is on
     tab_to(page, page.get_by_role("button", name="Delete my account"))
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/signup"))
