@@ -345,6 +345,19 @@ def _sign_in_rows(client) -> list[list[str]]:
     return [[re.sub(r"<[^>]+>", "", cell).strip() for cell in re.split(r"</td>\s*<td[^>]*>", row)] for row in rows]
 
 
+def test_flask_security_tokens_sign_nobody_in(cx, portal):
+    """Flask-Security-Too mints a token on request (?include_auth_token) that would open every page
+    for 15 minutes, fresh, and outlive the log-out: the portal signs in with its session only."""
+    dev = portal().sign_up()
+    with cx.app.test_request_context():
+        token = accounts.by_email(dev.email).get_auth_token()
+    stranger = cx.test_client(follow_redirects=False)
+    for how in ({"headers": {"Authentication-Token": token}}, {"params": {"auth_token": token}}):
+        assert stranger.get("/developer/account", **how).status_code == 302
+        assert stranger.get("/developer/account/recovery-codes", **how).status_code == 302
+        assert stranger.get("/api/usage", **how).status_code == 401
+
+
 def test_the_account_page_shows_recent_sign_ins_newest_first_and_keeps_the_last_twenty(cx, portal):
     dev = portal().sign_up()
     page = dev.client.get("/developer/account").text
@@ -417,6 +430,42 @@ def test_security_changes_want_a_recent_log_in(app, portal, monkeypatch):
 
 
 # -- two-factor sign-in -------------------------------------------------------------------------------
+
+
+def test_a_password_change_does_not_make_the_session_fresh_without_the_second_factor(app, portal, monkeypatch):
+    """Flask-Security-Too signs the browser in again after a password change; that must not count
+    as a full log-in, or the password alone would turn two-factor off or change the email."""
+    dev = portal().sign_up()
+    _enrol_authenticator(dev)
+    monkeypatch.setitem(app.config, "SECURITY_FRESHNESS", timedelta(seconds=1))
+    time.sleep(1.5)
+    sensitive = ("/developer/account/two-factor", "/developer/account/recovery-codes", "/developer/account/email")
+    for path in sensitive:
+        stale = dev.client.get(path)
+        assert stale.status_code == 302 and urlsplit(stale.headers["location"]).path == "/developer/account/verify"
+
+    page = dev.client.get("/developer/account/password")
+    changed = dev.client.post(
+        "/developer/account/password",
+        data={
+            "password": PASSWORD,
+            "new_password": NEW_PASSWORD,
+            "new_password_confirm": NEW_PASSWORD,
+            "csrf_token": csrf_from(page.text),
+        },
+    )
+    assert changed.status_code == 302, _alerts(changed.text)
+    assert dev.client.get("/developer/api-keys").status_code == 200  # still signed in
+    for path in sensitive:
+        still_stale = dev.client.get(path)
+        assert still_stale.status_code == 302, path
+        assert urlsplit(still_stale.headers["location"]).path == "/developer/account/verify"
+    turn_off = dev.client.post(
+        "/developer/account/two-factor", data={"setup": "disable", "csrf_token": csrf_from(page.text)}
+    )
+    assert turn_off.status_code == 302 and "/developer/account/verify" in turn_off.headers["location"]
+    with app.app_context():
+        assert accounts.by_email(dev.email).tf_primary_method == "authenticator"
 
 
 def test_an_authenticator_code_works_once_even_sent_twice_at_once(cx, portal):

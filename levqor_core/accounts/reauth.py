@@ -10,9 +10,10 @@ two-factor on, so "fresh" means the same thing however it was reached: every sen
 (email change, two-factor and recovery-code settings, the emergency key replacement) relies on it.
 """
 
+import functools
 from datetime import timedelta
 
-from flask import current_app
+from flask import current_app, session
 from flask_security import check_and_update_authn_fresh
 from flask_security.forms import VerifyForm
 from flask_security.proxies import _security
@@ -25,6 +26,28 @@ CODE_LABEL = "Authenticator code or recovery code"
 def fresh_log_in() -> bool:
     """Whether the signed-in session authenticated in full within `SECURITY_FRESHNESS` (no grace)."""
     return check_and_update_authn_fresh(current_app.config["SECURITY_FRESHNESS"], timedelta(0))
+
+
+def keeps_freshness(view):
+    """`view`, except that it leaves the session's freshness as it found it.
+
+    Flask-Security-Too signs the browser in again after a password change (the account's new
+    `fs_uniquifier` ended every session), and its `login_user` stamps the session as freshly
+    authenticated: the current password alone would then have opened every action that wants the
+    second factor too (turning two-factor off, new recovery codes, the email, Replace now)."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        before = session.get("fs_paa")
+        try:
+            return view(*args, **kwargs)
+        finally:
+            if before is None:
+                session.pop("fs_paa", None)
+            else:
+                session["fs_paa"] = before
+
+    return wrapped
 
 
 def has_second_factor(account) -> bool:

@@ -100,6 +100,9 @@ def settings(config: dict) -> dict:
         "SECURITY_EMAIL_SENDER": config.get("MAIL_FROM"),
         "SECURITY_FRESHNESS": timedelta(minutes=15),
         "SECURITY_FRESHNESS_GRACE_PERIOD": timedelta(0),
+        # The portal signs in with its session cookie only (see _no_token_sign_in).
+        "SECURITY_API_ENABLED_METHODS": ["session"],
+        "SECURITY_FRESHNESS_ALLOW_AUTH_TOKEN": False,
         # The app's own CSRF check (levqor_core.app) covers every cookie-authenticated POST.
         "SECURITY_CSRF_IGNORE_UNAUTH_ENDPOINTS": False,
         "SECURITY_MSG_GENERIC_AUTHN_FAILED": ("That email and password do not match an account.", "error"),
@@ -122,6 +125,13 @@ def settings(config: dict) -> dict:
             "error",
         ),
     }
+
+
+def _no_token_sign_in(_request) -> None:
+    """Flask-Security-Too's authentication tokens sign nobody in. It mints one on request
+    (`?include_auth_token`) and would accept it on every page for 15 minutes, outside the session
+    checks: logging out would not end it. The portal has no use for them; API calls use API keys."""
+    return None
 
 
 # Hashes are computed by a pool of MAX_CONCURRENT_HASHES threads per process, and request threads
@@ -165,6 +175,7 @@ def init_app(app: Flask) -> Security:
     # Aware UTC times, like every other timestamp here (levqor_core.columns.UTCDateTime).
     security.init_app(app, SQLAlchemyUserDatastore(db, Account, Role), datetime_factory=aware_utcnow)
     security.pwd_context = PooledPasswordContext(security.pwd_context)
+    app.login_manager.request_loader(_no_token_sign_in)
     sign_ins.init_app(app)
 
     @security.mail_context_processor

@@ -32,29 +32,20 @@ class CookieSessionsOnlyWhenSent(SecureCookieSessionInterface):
 
 
 def anonymous_without_credentials(app: Flask) -> None:
-    """Mark a request that carries no cookie and no Flask-Security token as anonymous up front.
+    """Mark a request that carries no cookie as anonymous up front.
 
     Flask-Principal loads the identity before every request, which makes Flask-Login load the
-    user: a session lookup, then Flask-Security's token loader, which runs its serializer on a
-    token that is not there (~10% of an API-key call's CPU). With no Cookie header, no token
-    header or argument and no JSON body (where Flask-Security also looks for a token), all of that
-    can only end in the anonymous user, so it is set directly; the session still counts as read,
-    so responses keep their `Vary: Cookie`. Flask-Principal's identity for that user is the
-    anonymous one (its only identity loader, Flask-Security's, finds no user), so its hook is
-    skipped too. Registered ahead of Flask-Principal's hook."""
+    user: a session lookup, then the request loader. With no Cookie header there is no session and
+    no remember-me cookie, and the request loader signs nobody in (Flask-Security-Too's tokens are
+    off: levqor_core.accounts.security), so that can only end in the anonymous user, which is set
+    directly; the session still counts as read, so responses keep their `Vary: Cookie`.
+    Flask-Principal's identity for that user is the anonymous one (its only identity loader,
+    Flask-Security's, finds no user), so its hook is skipped too. Registered ahead of
+    Flask-Principal's hook."""
     login_manager = app.login_manager
-    token_header = app.config.get("SECURITY_TOKEN_AUTHENTICATION_HEADER", "Authentication-Token")
-    token_environ = "HTTP_" + token_header.upper().replace("-", "_")  # as WSGI names the header
-    token_arg = app.config.get("SECURITY_TOKEN_AUTHENTICATION_KEY", "auth_token")
 
     def _anonymous_without_credentials():
-        environ = request.environ
-        if (
-            "HTTP_COOKIE" in environ
-            or token_environ in environ
-            or (environ.get("QUERY_STRING") and token_arg in request.args)
-            or (environ.get("CONTENT_TYPE") and request.is_json)
-        ):
+        if "HTTP_COOKIE" in request.environ:
             return
         g._login_user = login_manager.anonymous_user()
         session.accessed = True  # Flask-Login would have read it

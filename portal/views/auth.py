@@ -16,7 +16,7 @@ from flask_security.forms import LoginForm, RegisterFormV2
 from flask_security.registerable import register_existing, register_user
 from flask_security.views import login as security_login
 
-from levqor_core.accounts import sessions
+from levqor_core.accounts import reauth, sessions
 from levqor_core.extensions import db
 from levqor_core.web.limiter import limiter, limiter_callable
 
@@ -138,7 +138,7 @@ def secret_attempts_limited(view):
 
 
 @bp.record_once
-def _limit_security_views(state):
+def _wrap_security_views(state):
     state.app.view_functions["security.login"] = login
     # Also the pages that send mail to an address anyone types (the email change too: a signed-in
     # stranger could otherwise mail any inbox): no mail-bombing, no request threads held on SMTP.
@@ -153,6 +153,8 @@ def _limit_security_views(state):
     ):
         # Flask-Security-Too registers these with two-factor on; a renamed one must not go unlimited.
         state.app.view_functions[endpoint] = secret_attempts_limited(state.app.view_functions[endpoint])
+    password_change = state.app.view_functions["security.change_password"]
+    state.app.view_functions["security.change_password"] = reauth.keeps_freshness(password_change)
 
 
 @bp.route("/logout", methods=["GET", "POST"])
