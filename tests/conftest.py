@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from flask_migrate import upgrade
 
+from levqor_core.accounts import mail as account_mail
 from levqor_core.accounts import service as accounts
 from levqor_core.accounts.models import Account
 from levqor_core.app import create_app
@@ -179,7 +180,9 @@ class _Inbox:
         return "250 OK"
 
     def to(self, address: str) -> list:
-        """The messages sent to `address`, parsed, oldest first."""
+        """The messages sent to `address`, parsed, oldest first, once the account mail handed over so
+        far is sent (it goes out from a pool of its own)."""
+        account_mail.wait_until_sent()
         return [
             email.message_from_string(raw, policy=email.policy.default)
             for rcpt, raw in self.messages

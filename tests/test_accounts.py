@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from itsdangerous import TimestampSigner
 from starlette.testclient import TestClient
 
+from levqor_core.accounts import mail as account_mail
 from levqor_core.accounts import service as accounts
 from levqor_core.accounts import sign_ins
 from levqor_core.accounts import totp as once_only_totp
@@ -25,6 +26,7 @@ from levqor_core.extensions import db
 
 from .conftest import PASSWORD, Portal, csrf_from
 from .helpers import enrol_authenticator, fresh_code, recovery_codes
+from .servers import free_port
 
 NEW_PASSWORD = "purple otter gravel lantern"
 
@@ -128,6 +130,7 @@ def test_make_run_without_smtp_prints_the_mail_and_says_where_to_look(app, brows
     signed_up = _sign_up(browser, email)
     page = browser.get(signed_up.headers["location"]).text
     assert 'id="console-mail"' in page and "printed on the console" in page
+    account_mail.wait_until_sent()
     printed = "\n".join(r.getMessage() for r in caplog.records if "not sent" in r.getMessage())
     assert f"To: {email}" in printed
     assert re.search(rf"{re.escape(app.config['PUBLIC_BASE_URL'])}/confirm/\S+", printed)
@@ -173,6 +176,30 @@ def test_log_in_and_reset_read_the_same_for_unknown_and_known_emails(cx, portal)
 
 
 # -- password policy ----------------------------------------------------------------------------------
+
+
+def test_reset_and_resend_read_the_same_for_a_known_address_while_smtp_is_down(app, cx, caplog, monkeypatch):
+    """They mail only an address that has an account. The mail is sent off the request thread, so
+    neither the time SMTP takes nor its failure (once a 500) tells a stranger which addresses do."""
+    known = _email()
+    assert _sign_up(cx.test_client(follow_redirects=False), known).status_code == 302  # not confirmed yet
+    account_mail.wait_until_sent()
+    caplog.clear()  # its welcome mail, printed on the console (no SMTP_HOST yet)
+    monkeypatch.setitem(app.config, "SMTP_HOST", "127.0.0.1")
+    monkeypatch.setitem(app.config, "SMTP_PORT", free_port())  # nothing listens there
+    monkeypatch.setitem(app.config, "SMTP_STARTTLS", False)
+    for path in ("/reset", "/confirm"):
+        answers = []
+        for email in (known, _email()):
+            client = cx.test_client(follow_redirects=False)
+            page = client.get(path).text
+            answer = client.post(path, data={"email": email, "csrf_token": csrf_from(page)})
+            answers.append((answer.status_code, _scrub(answer.text, email)))
+        assert answers[0] == answers[1] and answers[0][0] < 500, (path, answers[0][0])
+    account_mail.wait_until_sent()
+    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("account mail to")]
+    assert len(refused) == 2 and all(known in line for line in refused)
+    assert "/reset/" not in caplog.text and "/confirm/" not in caplog.text  # the links stay out of the log
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,23 @@
-"""The one door account email goes out by: Flask-Security-Too's mail, through the app's sender."""
+"""The one door account email goes out by: Flask-Security-Too's mail, through the app's sender.
+
+It is sent from a small pool, not the request thread. Otherwise the pages that mail only when an
+address has an account (forgot password, resend confirmation) would tell anyone which addresses
+do: a known one waited for SMTP (~250 ms against ~35 ms), and an SMTP outage answered it with a 500.
+A mail SMTP refuses is logged (recipient and subject, never the body with its link) and lost; the
+page's "send it again" is the way back. At exit the pool sends what it holds before the process ends.
+"""
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from threading import Lock
 
 from flask_security import MailUtil
+
+log = logging.getLogger(__name__)
+
+_outbox = ThreadPoolExecutor(max_workers=2, thread_name_prefix="account-mail")
+_in_flight: set[Future] = set()
+_in_flight_lock = Lock()
 
 
 class PortalMail(MailUtil):
@@ -9,7 +26,11 @@ class PortalMail(MailUtil):
     def send_mail(self, template, subject, recipient, sender, body, html, **kwargs) -> None:
         from levqor_core.ops.alerts import email_sender  # the ops package loads later than extensions
 
-        email_sender().send(str(recipient), str(subject), body, html=html)
+        outgoing = email_sender()  # read from the app's config here, in the request
+        future = _outbox.submit(_send, outgoing, str(recipient), str(subject), body, html)
+        with _in_flight_lock:
+            _in_flight.add(future)
+        future.add_done_callback(_done)
 
     def normalize(self, email: str) -> str:
         # Stored addresses are all lower case (as before Flask-Security-Too), so lookups are too.
@@ -17,3 +38,22 @@ class PortalMail(MailUtil):
 
     def validate(self, email: str) -> str:
         return super().validate(email).lower()
+
+
+def _send(outgoing, recipient: str, subject: str, body: str, html: str) -> None:
+    try:
+        outgoing.send(recipient, subject, body, html=html)
+    except Exception as err:  # noqa: BLE001 (whatever the sender raises, the mail is lost, not the process)
+        log.error("account mail to %s (%r) not sent: %s", recipient, subject, type(err).__name__)
+
+
+def _done(future: Future) -> None:
+    with _in_flight_lock:
+        _in_flight.discard(future)
+
+
+def wait_until_sent(timeout: float = 30) -> None:
+    """Wait for the account mail handed over so far to be sent (or refused): for tests and tools."""
+    with _in_flight_lock:
+        pending = list(_in_flight)
+    wait(pending, timeout=timeout)
