@@ -4,7 +4,9 @@ One test per page state: each is reached the way a browser reaches it (forms, ma
 that open dialogs), then axe runs on the page as shown (tests/browser/axe.py)."""
 
 import re
+import secrets
 import time
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
@@ -15,6 +17,7 @@ from itsdangerous import TimestampSigner
 from playwright.sync_api import expect
 
 from levqor_core.accounts import service as accounts
+from levqor_core.columns import utcnow
 from levqor_core.extensions import db
 from levqor_core.requestlog.models import RequestLogEntry
 
@@ -138,6 +141,46 @@ def confirm_link_used_again(page, ctx):
     expect(page.locator("main")).to_contain_text("already been confirmed")
 
 
+def confirm_resent(page, ctx):
+    email = signed_up_only(page, "resend@example.com")
+    page.goto("/confirm")
+    page.get_by_label("Email").fill(email)
+    page.get_by_role("button", name="Send the link").click()
+    expect(page.get_by_role("status")).to_contain_text(f"sent to {email}")
+
+
+def reset_password_refused(page, ctx):
+    reset_password_page(page, ctx)
+    page.get_by_label("Password", exact=True).fill("password")
+    page.get_by_label("Retype Password").fill("password")
+    page.get_by_role("button", name="Save the new password").click()
+    expect(page.get_by_role("alert")).to_contain_text("common password")
+
+
+def _spend_the_limit(page, path: str, times: int, fields: dict):
+    """Posts the form `times` times from this browser's address (127.0.0.1), spending its per-address
+    limit. The counts are in Redis, which every test starts empty (tests/conftest.py): no other test meets it."""
+    page.goto(path)
+    token = page.locator('input[name="csrf_token"]').first.input_value()
+    for _ in range(times):
+        page.request.post(path, form={**fields, "csrf_token": token}, max_redirects=0)
+
+
+def login_rate_limited(page, ctx):
+    _spend_the_limit(page, "/login", 10, {"email": "nobody@example.com", "password": "wrong password"})
+    log_in(page, "nobody@example.com", "wrong password")
+    expect(page.get_by_role("alert")).to_contain_text("Too many attempts")
+
+
+def signup_rate_limited(page, ctx):
+    _spend_the_limit(page, "/signup", 20, {"email": "not-an-email", "password": "x"})
+    page.goto("/signup")
+    page.get_by_label("Email").fill("late@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("alert")).to_contain_text("Too many attempts")
+
+
 def developer(path, then=None):
     def go(page, ctx):
         sign_up(page, ctx.smtp)
@@ -194,6 +237,62 @@ def key_replaced(page, ctx):
     page.goto("/developer/api-keys/replace")
     page.locator("#replace-confirm").click()
     expect(page.locator("#new-key")).to_be_visible()
+
+
+def key_replace_refused_today(page, ctx):
+    api_keys_active_key(page, ctx)
+    page.goto("/developer/api-keys/replace")
+    # A second tab replaces the key first: this one's button then meets the once-a-day limit.
+    other = page.context.new_page()
+    other.goto("/developer/api-keys/replace")
+    other.locator("#replace-confirm").click()
+    expect(other.locator("#new-key")).to_be_visible()
+    other.close()
+    page.locator("#replace-confirm").click()
+    expect(page.locator("#replace-notice")).to_contain_text("already replaced a key in an emergency today")
+
+
+def account_email_link_sent(page, ctx):
+    sign_up(page, ctx.smtp)
+    page.goto("/developer/account/email")
+    page.get_by_label("Email").fill("new-address@example.com")
+    page.get_by_role("button", name="Send the link").click()
+    expect(page.get_by_role("status")).to_contain_text("sent to new-address@example.com")
+
+
+def account_email_link_invalid(page, ctx):
+    sign_up(page, ctx.smtp)
+    page.goto("/developer/account/email/not-a-token")  # lands back on the form, the refusal flashed
+    expect(page).to_have_url(re.compile(r"/developer/account/email$"))
+    expect(page.get_by_role("alert")).to_be_visible()
+
+
+def account_password_wrong(page, ctx):
+    sign_up(page, ctx.smtp)
+    page.goto("/developer/account/password")
+    page.get_by_label("Password", exact=True).fill("not my password")
+    page.get_by_label("New Password", exact=True).fill("a much longer new passphrase")
+    page.get_by_label("Retype Password").fill("a much longer new passphrase")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("alert")).to_contain_text("Invalid password")
+
+
+def account_password_weak(page, ctx):
+    sign_up(page, ctx.smtp)
+    page.goto("/developer/account/password")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("New Password", exact=True).fill("password")
+    page.get_by_label("Retype Password").fill("password")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("alert")).to_contain_text("common password")
+
+
+def account_verify_wrong_password(page, ctx):
+    sign_up(page, ctx.smtp)
+    page.goto("/developer/account/verify")
+    page.get_by_label("Password").fill("not my password")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("alert")).to_contain_text("Invalid password")
 
 
 def account_verify_two_factor(page, ctx):
@@ -337,11 +436,39 @@ def mf_recovery(page, ctx):
     expect(page.get_by_label("Recovery code")).to_be_visible()
 
 
+def mf_recovery_wrong_code(page, ctx):
+    mf_recovery(page, ctx)
+    page.get_by_label("Recovery code").fill("not-a-code")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("invalid")
+
+
 def signed_out_everywhere(page, ctx):
     sign_up(page, ctx.smtp)
     page.goto("/developer/account")
     page.get_by_role("button", name="Sign out everywhere").click()
     expect(page.get_by_role("status")).to_contain_text("signed out everywhere")
+
+
+def billing_as(subscription_status: str):
+    """The billing page of a Pro account whose Stripe subscription is in `subscription_status`
+    (the columns the billing webhook writes, set directly: tests/test_billing.py drives the webhook)."""
+
+    def go(page, ctx):
+        email = sign_up(page, ctx.smtp)
+        with ctx.app.app_context():
+            account = accounts.by_email(email)
+            account.tier, account.stripe_customer_id = "pro", "cus_" + secrets.token_hex(8)
+            account.stripe_subscription_id = "sub_" + secrets.token_hex(8)
+            account.subscription_status = subscription_status
+            account.period_start = utcnow()
+            account.period_end = utcnow() + timedelta(days=30)
+            db.session.commit()
+        page.goto("/developer/billing")
+        expect(page.locator("#plan-name")).to_have_text("Pro")
+        expect(page.locator("#payment-problem")).to_have_count(0 if subscription_status == "active" else 1)
+
+    return go
 
 
 def operator(path):
@@ -366,14 +493,18 @@ PAGES = {
     "docs-changelog": visit("/docs/changelog"),
     "login": visit("/login"),
     "login-refused": login_refused,
+    "login-rate-limited": login_rate_limited,
     "signup": visit("/signup"),
     "signup-refused": signup_refused,
+    "signup-rate-limited": signup_rate_limited,
     "signup-check-email": check_email,
     "forgot-password": visit("/reset"),
     "forgot-password-sent": forgot_password_sent,
     "reset-password": reset_password_page,
+    "reset-password-refused": reset_password_refused,
     "reset-link-invalid": reset_link_invalid,
     "confirm-resend": visit("/confirm"),
+    "confirm-resent": confirm_resent,
     "confirm-link-expired": confirm_link_expired,
     "confirm-link-used-again": confirm_link_used_again,
     "not-found": visit("/no-such-page"),
@@ -388,6 +519,7 @@ PAGES = {
     "api-keys-limit-spent": api_keys_limit_spent,
     "key-replace": key_replace_form,
     "key-replaced": key_replaced,
+    "key-replace-refused-today": key_replace_refused_today,
     "docs-api-signed-in-operation-tried": docs_api_signed_in_operation_open,
     "docs-sdk-run-result": docs_sdk_run_result,
     "logs-empty": developer("/developer/logs"),
@@ -400,8 +532,13 @@ PAGES = {
     "account": developer("/developer/account"),
     "account-delete-refused": account_delete_refused,
     "account-password": developer("/developer/account/password"),
+    "account-password-wrong": account_password_wrong,
+    "account-password-weak": account_password_weak,
     "account-email": developer("/developer/account/email"),
+    "account-email-link-sent": account_email_link_sent,
+    "account-email-link-invalid": account_email_link_invalid,
     "account-verify": developer("/developer/account/verify"),
+    "account-verify-wrong-password": account_verify_wrong_password,
     "account-verify-two-factor": account_verify_two_factor,
     "two-factor-setup": developer("/developer/account/two-factor"),
     "two-factor-authenticator": two_factor_choose,
@@ -411,9 +548,12 @@ PAGES = {
     "tf-validate": tf_validate,
     "tf-validate-wrong-code": tf_validate_wrong_code,
     "mf-recovery": mf_recovery,
+    "mf-recovery-wrong-code": mf_recovery_wrong_code,
     "logout-page": developer("/logout"),
     "signed-out-everywhere": signed_out_everywhere,
     "billing": developer("/developer/billing"),
+    "billing-pro": billing_as("active"),
+    "billing-payment-failed": billing_as("past_due"),
     "billing-upgrade": developer("/billing/upgrade?tier=pro"),
     "ops-refused": developer("/developer/ops"),
     "ops": operator("/developer/ops"),
