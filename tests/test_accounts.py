@@ -439,9 +439,26 @@ def test_a_new_email_takes_effect_once_confirmed_at_the_new_address(app, cx, smt
     with app.app_context():
         assert accounts.by_email(dev.email) is not None and accounts.by_email(new) is None
     link = _link(app, smtp.to(new)[-1], "developer/account/email")
-    assert dev.client.get(link).status_code == 302
+    copy = _copy_of(cx, dev)
+    _ask_reset(cx.test_client(), dev.email)  # a reset link in the old inbox, not used yet
+    old_reset = _link(app, smtp.to(dev.email)[-1], "reset")
+
+    opened = dev.client.get(link)
+    assert opened.status_code == 302
     with app.app_context():
         assert accounts.by_email(dev.email) is None and accounts.by_email(new).confirmed_at is not None
+    # Every session ended, the browser that opened the link too: it signs in with the new address.
+    for browser in (dev.client, copy):
+        assert browser.get("/developer/api-keys").status_code == 302
+        assert browser.get("/api/usage").status_code == 401
+    landing = dev.client.get(opened.headers["location"], follow_redirects=True)
+    assert "log in with the new address" in _alerts(landing.text)
+    notice = smtp.to(dev.email)[-1]
+    assert notice["Subject"] == "Your Levqor email address was changed"
+    assert new in notice.get_body(("plain",)).get_content() and new in notice.get_body(("html",)).get_content()
+    refused = cx.test_client().get(old_reset, follow_redirects=True)  # the old inbox's link stopped working
+    assert "not valid any more" in _alerts(refused.text)
+    assert dev.client.get(link, follow_redirects=True).status_code == 200  # used twice: refused, readably
     fresh = cx.test_client(follow_redirects=False)
     assert _log_in(fresh, new).status_code == 302
 

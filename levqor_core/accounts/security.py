@@ -11,7 +11,8 @@ from datetime import timedelta
 
 from flask import Flask, current_app
 from flask_security import Security, SQLAlchemyUserDatastore
-from flask_security.utils import aware_utcnow
+from flask_security.signals import change_email_confirmed
+from flask_security.utils import aware_utcnow, send_mail
 from werkzeug.local import LocalProxy
 
 from levqor_core.accounts import sessions, sign_ins
@@ -116,6 +117,15 @@ def settings(config: dict) -> dict:
             "That confirmation link has expired (links work for %(within)s). A new one is on its way.",
             "error",
         ),
+        "SECURITY_MSG_CHANGE_EMAIL_CONFIRMED": (
+            "Your email address is changed, and every session was signed out: log in with the new address.",
+            "success",
+        ),
+        # Flask-Security-Too's answer to a change-email link that is not valid (used, or a newer one sent).
+        "SECURITY_MSG_API_ERROR": (
+            "That link is not valid any more: each link works once. Ask for a new one.",
+            "error",
+        ),
         "SECURITY_MSG_INVALID_RESET_PASSWORD_TOKEN": (
             "That reset link is not valid any more: each link works once. Ask for a new one below.",
             "error",
@@ -125,6 +135,17 @@ def settings(config: dict) -> dict:
             "error",
         ),
     }
+
+
+EMAIL_CHANGED_SUBJECT = "Your Levqor email address was changed"
+
+
+def _email_changed(app, user: Account, old_email: str, **_extra) -> None:
+    """Once a new address is confirmed: every session ends (the browsers sign in again with the new
+    address), links already mailed to the old one stop working (they name the session identifier),
+    and the old address is told. The view commits."""
+    security.datastore.set_uniquifier(user)
+    send_mail(EMAIL_CHANGED_SUBJECT, old_email, "security/email/email_changed_notice", user=user, old_email=old_email)
 
 
 def _no_token_sign_in(_request) -> None:
@@ -176,6 +197,7 @@ def init_app(app: Flask) -> Security:
     security.init_app(app, SQLAlchemyUserDatastore(db, Account, Role), datetime_factory=aware_utcnow)
     security.pwd_context = PooledPasswordContext(security.pwd_context)
     app.login_manager.request_loader(_no_token_sign_in)
+    change_email_confirmed.connect(_email_changed, app)
     sign_ins.init_app(app)
 
     @security.mail_context_processor
