@@ -161,6 +161,23 @@ def test_sign_up_with_a_taken_email_reads_the_same_and_mails_its_owner(app, cx, 
     assert "already has an account" in text and "/reset/" in text
 
 
+def test_the_same_new_address_signed_up_several_times_at_once_gets_one_account_and_no_error(app, cx):
+    email = _email()
+    clients = [cx.test_client(follow_redirects=False) for _ in range(4)]
+    tokens = [csrf_from(c.get("/signup").text) for c in clients]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(
+            pool.map(
+                lambda ct: ct[0].post("/signup", data={"email": email, "password": PASSWORD, "csrf_token": ct[1]}),
+                zip(clients, tokens, strict=True),
+            )
+        )
+    assert {a.status_code for a in answers} == {302}
+    assert len({a.headers["location"] for a in answers}) == 1
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Account).where(Account.email == email)) == 1
+
+
 def test_log_in_and_reset_read_the_same_for_unknown_and_known_emails(cx, portal):
     known = portal().sign_up().email
     log_ins, resets = [], []

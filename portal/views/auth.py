@@ -14,6 +14,7 @@ from flask_login import current_user
 from flask_security import logout_user
 from flask_security.forms import LoginForm, RegisterFormV2
 from flask_security.registerable import register_existing, register_user
+from sqlalchemy.exc import IntegrityError
 from flask_security.views import login as security_login
 
 from levqor_core.accounts import reauth, sessions
@@ -83,7 +84,10 @@ def signup():
     form = SignupForm()
     if form.validate_on_submit():
         register_user(form)
-        db.session.commit()
+        try:
+            db.session.commit()
+        except IntegrityError:  # the same address signed up at the same moment: it is taken now
+            db.session.rollback()
         return redirect(url_for("portal.check_email", next=request.args.get("next")))
     if request.method == "POST" and register_existing(form):
         db.session.commit()
