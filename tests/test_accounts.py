@@ -612,6 +612,48 @@ def test_wrong_two_factor_codes_are_rate_limited_per_address(cx, portal):
     assert codes == [200] * 5 + [429]
 
 
+def test_code_guesses_from_many_addresses_are_limited_per_account(cx, portal):
+    """A guesser with many addresses (a botnet) gets 10 tries per 15 minutes at one account's codes."""
+    dev = portal().sign_up()
+    _enrol_authenticator(dev)
+    answers = []
+    for n in range(4):
+        guesser = TestClient(cx, follow_redirects=False, client=(f"203.0.113.{10 + n}", 40000))
+        _log_in(guesser, dev.email)
+        page = guesser.get("/tf-validate").text
+        answers += [
+            guesser.post("/tf-validate", data={"code": f"{n}{t:05d}", "csrf_token": csrf_from(page)}).status_code
+            for t in range(3)
+        ]
+    assert answers == [200] * 10 + [429] * 2
+    other = portal().sign_up()  # another account's codes are not held up
+    _enrol_authenticator(other)
+    elsewhere = TestClient(cx, follow_redirects=False, client=("203.0.113.20", 40000))
+    _log_in(elsewhere, other.email)
+    page = elsewhere.get("/tf-validate").text
+    assert elsewhere.post("/tf-validate", data={"code": "000000", "csrf_token": csrf_from(page)}).status_code == 200
+
+
+def test_the_addresses_of_one_ipv6_network_share_its_limit(cx, portal):
+    """One IPv6 host usually holds a whole /64: counted per address, its limit would never run out."""
+    dev = portal().sign_up()
+    _enrol_authenticator(dev)
+    answers = []
+    for host in ("2001:db8:5:7::1", "2001:db8:5:7::2", "2001:db8:5:7:ffff::9"):
+        guesser = TestClient(cx, follow_redirects=False, client=(host, 40000))
+        _log_in(guesser, dev.email)
+        page = guesser.get("/tf-validate").text
+        answers += [
+            guesser.post("/tf-validate", data={"code": f"99{t:04d}", "csrf_token": csrf_from(page)}).status_code
+            for t in range(2)
+        ]
+    assert answers == [200] * 5 + [429]
+    neighbour = TestClient(cx, follow_redirects=False, client=("2001:db8:5:8::1", 40000))  # the next /64
+    _log_in(neighbour, dev.email)
+    page = neighbour.get("/tf-validate").text
+    assert neighbour.post("/tf-validate", data={"code": "123456", "csrf_token": csrf_from(page)}).status_code == 200
+
+
 def _app_on_sqlite(path, redis_server, **settings):
     """A second app, on its own SQLite file, to run the migrations up to a revision and on."""
     return create_app(

@@ -6,16 +6,17 @@ its log-in and serves /signup and /logout, whose behaviour differs from its own 
 """
 
 import functools
+import ipaddress
 import time
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, make_response, redirect, render_template, request, url_for
+from flask import current_app, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from flask_security import logout_user
 from flask_security.forms import LoginForm, RegisterFormV2
 from flask_security.registerable import register_existing, register_user
-from sqlalchemy.exc import IntegrityError
 from flask_security.views import login as security_login
+from sqlalchemy.exc import IntegrityError
 
 from levqor_core.accounts import reauth, sessions
 from levqor_core.extensions import db
@@ -26,7 +27,24 @@ from . import bp
 
 @limiter_callable(default="unknown")
 def _client_ip() -> str:
-    return request.remote_addr or "unknown"
+    address = request.remote_addr or "unknown"
+    if ":" in address:  # an IPv6 host is given a whole /64: counted per address, it would never run out
+        try:
+            return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+        except ValueError:
+            return address
+    return address
+
+
+@limiter_callable(default="unknown")
+def _account_at_stake() -> str:
+    """The account a code or password is being tried for: the signed-in one, or the one whose
+    password was given and whose second factor is asked (Flask-Security-Too keeps it in the session)."""
+    if current_user.is_authenticated:
+        return f"account:{current_user.id}"
+    if "tf_user_id" in session:
+        return f"account-uniquifier:{session['tf_user_id']}"
+    return f"address:{_client_ip()}"
 
 
 def _safe_next(target: str | None) -> str:
@@ -126,11 +144,19 @@ def login():
 
 
 # Wrong two-factor or recovery codes: 5 tries a minute per address, then 429 (a 6-digit code has a
-# million values; at this pace a guesser needs months for even odds). The re-authentication page
+# million values; at this pace a guesser needs months for even odds), and 10 failures per 15
+# minutes per account, however many addresses the guesser has (a success is a redirect; the email
+# change's "link sent" page counts too, as each one mails). The re-authentication page
 # (security.verify) asks for the code too when the account has two-factor on, so it is limited alike,
 # and so are the password change and account deletion, which check the password: a stolen session
 # cookie guesses no faster.
 CODE_ATTEMPTS = "5 per minute"
+CODE_ATTEMPTS_PER_ACCOUNT = "10 per 15 minutes"
+
+
+@limiter_callable(default=True)
+def _not_a_redirect(response) -> bool:
+    return response.status_code != 302
 
 
 def secret_attempts_limited(view):
@@ -138,7 +164,11 @@ def secret_attempts_limited(view):
     def limited(*args, **kwargs):
         return view(*args, **kwargs)
 
-    return limiter.limit(CODE_ATTEMPTS, key_func=_client_ip, methods=["POST"])(limited)
+    per_address = limiter.limit(CODE_ATTEMPTS, key_func=_client_ip, methods=["POST"])
+    per_account = limiter.limit(
+        CODE_ATTEMPTS_PER_ACCOUNT, key_func=_account_at_stake, methods=["POST"], deduct_when=_not_a_redirect
+    )
+    return per_address(per_account(limited))
 
 
 @bp.record_once
