@@ -165,6 +165,28 @@ def test_a_sync_that_would_remove_more_rows_than_allowed_removes_none_and_says_s
     assert len(notion_fake.rows_of("API Keys")) == 1
 
 
+@pytest.mark.parametrize("status", ["incomplete", "paused", "unpaid"])
+def test_a_subscription_that_could_still_bill_is_canceled_too(app, stripe_fake, portal, status):
+    """An incomplete subscription may still be paid and a paused one resume: either would bill an
+    account that is gone."""
+    dev = portal().sign_up()
+    account_id, subscription = _paying(app, stripe_fake, dev.email)
+    with app.app_context():
+        db.session.get(Account, account_id).subscription_status = status
+        db.session.commit()
+    assert _delete(dev.client, PASSWORD).status_code == 302
+    assert stripe_fake.subscriptions[subscription]["status"] == "canceled"
+
+
+def test_a_subscription_stripe_no_longer_knows_does_not_stop_the_deletion(app, stripe_fake, portal):
+    dev = portal().sign_up()
+    account_id, subscription = _paying(app, stripe_fake, dev.email)
+    del stripe_fake.subscriptions[subscription]  # removed in Stripe's dashboard, say
+    assert _delete(dev.client, PASSWORD).status_code == 302
+    with app.app_context():
+        assert _count(Account) == 0
+
+
 def test_when_stripe_does_not_answer_nothing_is_deleted_and_the_page_says_so(app, client, stripe_fake, portal):
     dev = portal().sign_up()
     key = dev.new_key().json()["key"]

@@ -1,6 +1,7 @@
 """Buying a plan (a Stripe Checkout Session) and managing it (Stripe's customer portal)."""
 
 import hashlib
+import logging
 
 import stripe
 
@@ -9,6 +10,8 @@ from levqor_core.billing import catalogue, stripe_client, subscriptions
 from levqor_core.billing.problems import AlreadySubscribed, NoBillingAccount, UnknownPlan
 from levqor_core.extensions import db
 from levqor_core.limits import tiers
+
+log = logging.getLogger(__name__)
 
 
 def paid_tier(name: str | None) -> tiers.Tier:
@@ -82,11 +85,17 @@ def portal_url(account: Account) -> str:
 
 
 def cancel_subscription(account: Account) -> bool:
-    """Cancel the account's subscription at once (account deletion); False when there is none."""
-    if not subscriptions.has_live_subscription(account):
+    """Cancel the account's subscription at once (account deletion) unless it has ended for good: a
+    paused one could resume, and an incomplete one still be paid, billing an account that is gone.
+    False when there is none to cancel."""
+    if not account.stripe_subscription_id or account.subscription_status in subscriptions.FINAL_STATUSES:
         return False
     try:
         stripe_client.client().v1.subscriptions.cancel(account.stripe_subscription_id)
+    except stripe.InvalidRequestError as err:
+        if err.code != "resource_missing":
+            raise stripe_client.provider_error(err) from None
+        log.warning("subscription %s of account %s is unknown to Stripe", account.stripe_subscription_id, account.id)
     except stripe.StripeError as err:
         raise stripe_client.provider_error(err) from None
     account.subscription_status = subscriptions.SubscriptionStatus.CANCELED

@@ -24,6 +24,8 @@ class SubscriptionStatus(StrEnum):
 LIVE_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE)
 # Statuses in which the subscription no longer pays for anything: the account is back on Sandbox.
 ENDED_STATUSES = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED, SubscriptionStatus.PAUSED)
+# Statuses a subscription never leaves (a paused one can resume, an incomplete one still be paid).
+FINAL_STATUSES = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
 
 
 def has_live_subscription(account: Account) -> bool:

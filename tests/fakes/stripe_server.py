@@ -589,7 +589,7 @@ class FakeStripe:
         with self.lock:
             sub = self.subscriptions.get(sub_id)
             if sub is None:
-                raise StripeError(404, f"No such subscription: '{sub_id}'")
+                raise StripeError(404, f"No such subscription: '{sub_id}'", code="resource_missing")
             now = int(time.time())
             sub.update(status="canceled", canceled_at=now, ended_at=now)
             return copy.deepcopy(sub)
