@@ -524,9 +524,41 @@ def test_the_revoke_dialog_and_the_panel_say_when_a_new_key_is_possible(portal, 
     r = app.extensions["levqor.redis"]  # a day later, as far as the key-creation limit knows
     r.delete(*r.keys(f"LIMITS:LIMITER/{app.config['RATELIMIT_KEY_PREFIX']}/key-new:*"))
     panel = html.unescape(_panel(dev))
-    dialog = re.search(r'hx-confirm="([^"]+)"', panel).group(1)
+    dialog = re.search(r'id="key-revoke"[^>]*hx-confirm="([^"]+)"', panel).group(1)  # Roll asks too now
     assert dialog.endswith("It stops working at once: calls with it fail. You can create a new key right away.")
     assert "Replace now" not in panel  # the daily limit is not in the way: roll or revoke and create
     roll = re.search(r'id="key-effect-create">(.+?)</li>', panel, re.S)
     assert "the new key is shown once" in roll.group(1)
     assert "keeps working for the 1 or 24 hours chosen above" in " ".join(roll.group(1).split())
+
+
+def test_the_roll_dialog_says_what_follows_and_when_a_new_key_is_possible(portal, app):
+    dev = portal().sign_up()
+    raw = _create_on_the_portal(dev)
+    panel = _panel(dev)
+    # The day's creation is spent: no roll is offered, so nothing asks about one.
+    assert re.search(r'id="key-create"[^>]* disabled', panel)
+    assert not re.search(r'id="key-create"[^>]*hx-confirm', panel) and "data-confirm=" not in panel
+
+    r = app.extensions["levqor.redis"]  # a day later, as far as the key-creation limit knows
+    r.delete(*r.keys(f"LIMITS:LIMITER/{app.config['RATELIMIT_KEY_PREFIX']}/key-new:*"))
+    panel = html.unescape(_panel(dev))
+    roll = re.search(r'<button type="submit" id="key-create"[^>]*hx-confirm="([^"]+)"[^>]*>Roll key</button>', panel)
+    dialog = roll.group(1)
+    # The roll spends the day's creation: the next key's time is the panel's, about a day from now.
+    after = datetime.fromisoformat(
+        re.search(r'The next key is then possible after\s+<time datetime="([^"]+)"', panel).group(1)
+    )
+    assert abs((after - (utcnow() + timedelta(days=1))).total_seconds()) <= 5
+    when = after.strftime("%d %b, %H:%M UTC")
+    assert dialog == (
+        f"Roll key {key_format.hint(raw)}? A new key is issued and shown once, here. Your current key stops"
+        f" working at once: calls with it fail. This uses today's key creation. You can create a new key after"
+        f" {when} (one a day)."
+    )
+    # The button asks about the default (first) grace choice; each choice carries its own question.
+    asked = dict(re.findall(r'<option value="(\d+)" data-confirm="([^"]+)"', panel))
+    assert asked["0"] == dialog
+    assert "Your current key keeps working for 1 hour, listed as the previous key until then." in asked["3600"]
+    assert "Your current key keeps working for 24 hours, listed" in asked["86400"]
+    assert all(q.endswith(f"You can create a new key after {when} (one a day).") for q in asked.values())

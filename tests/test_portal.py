@@ -224,7 +224,8 @@ def test_key_panel_says_when_the_next_key_can_be_created(portal, app):
     forget_key_creations(app)  # a day later, as far as the key-creation limit knows
     html = p.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
     assert "The next one is possible after" not in html
-    assert re.search(r'<button type="submit" id="key-create" class="btn btn-primary">Roll key</button>', html)
+    assert re.search(r'<button type="submit" id="key-create" class="btn btn-primary"[^>]*>Roll key</button>', html)
+    assert not re.search(r'id="key-create"[^>]* disabled', html)
 
 
 def test_the_next_creation_shown_is_the_limiters_window_reset_not_the_audit_trail(portal, app):

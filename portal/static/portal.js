@@ -120,6 +120,8 @@
   });
 
   // ---- hx-confirm asks in the page's own modal dialog (layout/base.html), not window.confirm ----
+  // A button whose question depends on a choice (Roll: the grace period) names that <select> in
+  // data-confirm-choice; the chosen option's data-confirm is then the question, read when it asks.
   // Its confirm button says what will happen (the asking button's own text, e.g. "Revoke"); Cancel
   // has focus first, so Enter straight away does nothing destructive. Esc closes it as Cancel.
   // One listener and one pending ask: a dialog's "close" event is a task queued after close(),
@@ -146,7 +148,10 @@
     if (!dialog) { return; }
     evt.preventDefault();
     var trigger = evt.detail.elt;
-    document.getElementById("confirm-question").textContent = evt.detail.question;
+    var choice = document.getElementById(trigger.getAttribute("data-confirm-choice") || "");
+    var chosen = choice && choice.selectedOptions[0];
+    var question = (chosen && chosen.getAttribute("data-confirm")) || evt.detail.question;
+    document.getElementById("confirm-question").textContent = question;
     document.getElementById("confirm-yes").textContent = trigger.textContent.trim() || "Confirm";
     dialog.returnValue = "";
     pendingAsk = { trigger: trigger, issueRequest: evt.detail.issueRequest };

@@ -48,12 +48,17 @@ def when(at: datetime) -> str:
     return at.strftime("%d %b, %H:%M UTC")
 
 
+def key_possible_after(next_creation: datetime) -> str:
+    """When the daily limit lets a new key be created, in the words the revoke and roll dialogs share."""
+    return f"You can create a new key after {when(next_creation)} (one a day)"
+
+
 def next_key(next_creation: datetime | None, next_emergency: datetime | None, revoked: bool = False) -> str:
     """When a new key is possible, from the limits' own windows: before a revoke (the dialog, the
     panel) or after it (its notice)."""
     if next_creation is None:
         return "Create a new key when you need one." if revoked else "You can create a new key right away."
-    text = f"You can create a new key after {when(next_creation)} (one a day)"
+    text = key_possible_after(next_creation)
     if next_emergency is None:
         text += (
             ", or get one at once with “Replace now” if the key leaked"
@@ -68,19 +73,46 @@ def revoke_effect(next_creation: datetime | None, next_emergency: datetime | Non
     return "It stops working at once: calls with it fail. " + next_key(next_creation, next_emergency)
 
 
+def _span(span: timedelta) -> str:
+    """A grace period in words: "1 hour", "24 hours", "1 hour 30 minutes"."""
+    hours, minutes = divmod(int(span.total_seconds()) // 60, 60)
+    return " ".join(f"{n} {unit}" + ("s" if n != 1 else "") for n, unit in ((hours, "hour"), (minutes, "minute")) if n)
+
+
+def roll_question(hint: str, grace: timedelta, creation_after: datetime) -> str:
+    """The roll dialog's question for one grace choice: what follows, and when a new key is possible
+    after it. Not `next_key`'s ending: its "Replace now" is for a key revoked while the limit is spent."""
+    if grace:
+        current = f"Your current key keeps working for {_span(grace)}, listed as the previous key until then."
+    else:
+        current = "Your current key stops working at once: calls with it fail."
+    spent = f"This uses today's key creation. {key_possible_after(creation_after)}."
+    return f"Roll key {hint}? A new key is issued and shown once, here. {current} {spent}"
+
+
 def key_panel_context(account, now: datetime) -> dict:
     ring = keys.key_ring(account.id, now)
     next_creation = creation_limit.next_creation_at(account.id)
     # The emergency replacement is offered only when the daily limit stands in the way.
     next_emergency = creation_limit.next_emergency_at(account.id) if next_creation else None
+    creation_after_this = creation_limit.creation_after_spending(now)
+    # Only while a roll is possible: otherwise the panel's button is off and says when it will be.
+    may_roll = ring.active is not None and next_creation is None
     return {
         "active": ring.active,
         "expiring": ring.expiring,
         "next_creation": next_creation,
         "next_emergency": next_emergency,
         # Had the limit been spent by the create or roll this panel offers.
-        "creation_after_this": creation_limit.creation_after_spending(now),
+        "creation_after_this": creation_after_this,
         "revoke_effect": revoke_effect(next_creation, next_emergency),
+        # By grace period in seconds, as the grace select offers them.
+        "roll_questions": {
+            seconds: roll_question(ring.active.hint, timedelta(seconds=seconds), creation_after_this)
+            for seconds, _ in GRACE_CHOICES
+        }
+        if may_roll
+        else {},
         "has_second_factor": reauth.has_second_factor(account),
         "grace_choices": GRACE_CHOICES,
         "tier": tiers.get(account.tier),

@@ -214,6 +214,15 @@ def api_keys_revoke_dialog(page, ctx):
     expect(page.get_by_role("dialog")).to_be_visible()
 
 
+def api_keys_roll_dialog(page, ctx):
+    api_keys_active_key(page, ctx)
+    r = ctx.app.extensions["levqor.redis"]  # a day later, as far as the key-creation limit knows
+    r.delete(*r.keys(f"LIMITS:LIMITER/{ctx.app.config['RATELIMIT_KEY_PREFIX']}/key-new:*"))
+    page.reload()
+    page.get_by_role("button", name="Roll key").click()
+    expect(page.get_by_role("dialog", name=re.compile(r"^Roll key lvq_"))).to_be_visible()
+
+
 def api_keys_revoked(page, ctx):
     api_keys_revoke_dialog(page, ctx)
     page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
@@ -515,6 +524,7 @@ PAGES = {
     "api-keys-new-key": api_keys_new_key,
     "api-keys-active-key": api_keys_active_key,
     "api-keys-revoke-dialog": api_keys_revoke_dialog,
+    "api-keys-roll-dialog": api_keys_roll_dialog,
     "api-keys-revoked": api_keys_revoked,
     "api-keys-limit-spent": api_keys_limit_spent,
     "key-replace": key_replace_form,

@@ -168,7 +168,30 @@ def test_roll_with_a_grace_period_then_revoke_update_the_panel_and_audit_trail_i
     page.reload()
     page.evaluate("window.__stayedHere = 'yes'")
     page.get_by_label("When you roll, the old key…").select_option("3600")
-    page.get_by_role("button", name="Roll key").click()
+
+    # Roll asks first too, in the same dialog: what follows for the grace period chosen, and when
+    # the next key is possible; Cancel keeps the key.
+    page.locator("#key-create").click()
+    when = r"\d\d \w{3}, \d\d:\d\d UTC"
+    asked = page.get_by_role(
+        "dialog",
+        name=re.compile(
+            rf"^Roll key {re.escape(first[:8] + '…' + first[-4:])}\? A new key is issued and shown once, here\."
+            rf" Your current key keeps working for 1 hour, .* You can create a new key after {when} \(one a day\)\.$"
+        ),
+    )
+    expect(asked).to_be_visible()
+    expect(asked.get_by_role("button", name="Cancel")).to_be_focused()
+    asked.get_by_role("button", name="Cancel").click()
+    expect(asked).to_be_hidden()
+    expect(page.locator("#key-create")).to_be_focused()
+    expect(page.locator("#new-key")).to_have_count(0)
+    expect(page.locator("#key-hint")).to_have_text(f"{first[:8]}…{first[-4:]}")  # the same key
+    expect(page.locator("#key-events")).not_to_contain_text("rolled")
+
+    page.locator("#key-create").click()
+    expect(asked).to_be_visible()
+    asked.get_by_role("button", name="Roll key").click()  # the confirm button says what it does
     second = page.locator("#new-key")
     expect(second).to_be_visible()
     assert KEY_RE.match(second.inner_text().strip()) and second.inner_text().strip() != first
