@@ -153,3 +153,20 @@ def recovery_codes(client) -> list[str]:
     shown = client.post("/developer/account/recovery-codes", data={"csrf_token": csrf.search(page).group(1)})
     assert shown.status_code == 200
     return re.findall(r"<li><code>([^<]+)</code></li>", shown.text)
+
+
+def app_on_sqlite(path, redis_server, **settings):
+    """An app of its own on a SQLite file (the embedded default), e.g. to run the migrations up to a
+    revision and on."""
+    from levqor_core.app import create_app
+
+    return create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
+            "REDIS_URL": redis_server.url,
+            "RATELIMIT_STORAGE_URI": redis_server.url,  # Flask-Limiter's one instance: keep its storage
+            "SECRET_KEY": "sqlite-secret",
+            **settings,
+        }
+    ).app

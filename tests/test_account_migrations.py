@@ -7,30 +7,16 @@ import flask_migrate as migrate
 import sqlalchemy as sa
 
 from levqor_core.accounts import service as accounts
-from levqor_core.app import create_app
 from levqor_core.extensions import db
 from levqor_core.keys import service as keys
 from levqor_core.keys.format import is_well_formed
 
-
-def _app_on_sqlite(path, redis_server):
-    """An app of its own on a SQLite file, for the migrations to run up to a revision and on.
-
-    A copy of tests/test_accounts.py's builder: test modules import no other test module."""
-    return create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
-            "REDIS_URL": redis_server.url,
-            "RATELIMIT_STORAGE_URI": redis_server.url,  # Flask-Limiter's one instance: keep its storage
-            "SECRET_KEY": "migration-secret",
-        }
-    ).app
+from .helpers import app_on_sqlite
 
 
 def test_migration_0006_counts_existing_accounts_as_confirmed_so_they_can_still_create_keys(tmp_path, redis_server):
     """Accounts signed up before 0006, when there was no confirmation, must not be locked out of keys."""
-    old = _app_on_sqlite(tmp_path / "before-0006.db", redis_server)
+    old = app_on_sqlite(tmp_path / "before-0006.db", redis_server)
     signed_up = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
     with old.app_context():
         migrate.upgrade(revision="0005")

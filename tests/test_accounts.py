@@ -21,11 +21,10 @@ from levqor_core.accounts import service as accounts
 from levqor_core.accounts import sign_ins
 from levqor_core.accounts import totp as once_only_totp
 from levqor_core.accounts.models import Account, SignIn
-from levqor_core.app import create_app
 from levqor_core.extensions import db
 
 from .conftest import PASSWORD, Portal, csrf_from
-from .helpers import enrol_authenticator, fresh_code, recovery_codes
+from .helpers import app_on_sqlite, enrol_authenticator, fresh_code, recovery_codes
 from .servers import free_port
 
 NEW_PASSWORD = "purple otter gravel lantern"
@@ -120,6 +119,8 @@ def test_a_confirmation_link_works_once_and_not_after_a_day(app, cx, browser, sm
     monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: real(self) + 24 * 3600 + 5)
     expired = browser.get(_link(app, smtp.to(late)[0], "confirm"), follow_redirects=True)
     assert expired.status_code == 200 and "has expired" in _alerts(expired.text)
+    assert "Ask for a new one below" in _alerts(expired.text)
+    assert expired.url.path == "/confirm" and 'id="email-form"' in expired.text
     with app.app_context():
         assert accounts.by_email(late).confirmed_at is None
 
@@ -274,11 +275,19 @@ def test_a_reset_link_expires_after_an_hour(app, cx, smtp, portal, monkeypatch):
     real = TimestampSigner.get_timestamp
     monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: real(self) + 3600 + 5)
     expired = cx.test_client().get(link, follow_redirects=True)
-    assert "has expired" in _alerts(expired.text)
+    assert "has expired" in _alerts(expired.text) and "Ask for a new one below" in _alerts(expired.text)
+    assert expired.url.path == "/reset" and 'id="email-form"' in expired.text  # where to ask for a new link
     assert _log_in(cx.test_client(follow_redirects=False), dev.email, PASSWORD).status_code == 302
 
 
 # -- sessions that end --------------------------------------------------------------------------------
+
+
+def _change_password(client, current: str, new: str):
+    page = client.get("/developer/account/password")
+    assert page.status_code == 200, page.status_code
+    form = {"password": current, "new_password": new, "new_password_confirm": new, "csrf_token": csrf_from(page.text)}
+    return client.post("/developer/account/password", data=form)
 
 
 def _copy_of(cx, p: Portal):
@@ -299,17 +308,7 @@ def test_a_cookie_copied_before_logout_stops_working_at_once(cx, portal):
 def test_a_cookie_copied_before_a_password_change_stops_working(cx, portal, smtp):
     dev = portal().sign_up()
     copy = _copy_of(cx, dev)
-    page = dev.client.get("/developer/account/password")
-    assert page.status_code == 200
-    changed = dev.client.post(
-        "/developer/account/password",
-        data={
-            "password": PASSWORD,
-            "new_password": NEW_PASSWORD,
-            "new_password_confirm": NEW_PASSWORD,
-            "csrf_token": csrf_from(page.text),
-        },
-    )
+    changed = _change_password(dev.client, PASSWORD, NEW_PASSWORD)
     assert changed.status_code == 302, _alerts(changed.text)
     assert dev.client.get("/developer/api-keys").status_code == 200  # the session that changed it goes on
     assert copy.get("/developer/api-keys").status_code == 302
@@ -506,15 +505,7 @@ def test_a_password_change_does_not_make_the_session_fresh_without_the_second_fa
         assert stale.status_code == 302 and urlsplit(stale.headers["location"]).path == "/developer/account/verify"
 
     page = dev.client.get("/developer/account/password")
-    changed = dev.client.post(
-        "/developer/account/password",
-        data={
-            "password": PASSWORD,
-            "new_password": NEW_PASSWORD,
-            "new_password_confirm": NEW_PASSWORD,
-            "csrf_token": csrf_from(page.text),
-        },
-    )
+    changed = _change_password(dev.client, PASSWORD, NEW_PASSWORD)
     assert changed.status_code == 302, _alerts(changed.text)
     assert dev.client.get("/developer/api-keys").status_code == 200  # still signed in
     for path in sensitive:
@@ -654,23 +645,9 @@ def test_the_addresses_of_one_ipv6_network_share_its_limit(cx, portal):
     assert neighbour.post("/tf-validate", data={"code": "123456", "csrf_token": csrf_from(page)}).status_code == 200
 
 
-def _app_on_sqlite(path, redis_server, **settings):
-    """A second app, on its own SQLite file, to run the migrations up to a revision and on."""
-    return create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
-            "REDIS_URL": redis_server.url,
-            "RATELIMIT_STORAGE_URI": redis_server.url,  # Flask-Limiter's one instance: keep its storage
-            "SECRET_KEY": "migration-secret",
-            **settings,
-        }
-    ).app
-
-
 def test_the_migration_encrypts_recovery_codes_saved_in_clear_and_they_keep_working(tmp_path, redis_server):
     """Accounts that set up two-factor before 0007 had their codes stored in clear."""
-    old = _app_on_sqlite(tmp_path / "before-0007.db", redis_server)
+    old = app_on_sqlite(tmp_path / "before-0007.db", redis_server)
     printed = ["abcd-1234-efgh", "ijkl-5678-mnop"]
     with old.app_context():
         migrate.upgrade(revision="0006")
@@ -701,7 +678,7 @@ def test_migration_0009_gives_the_ops_role_to_confirmed_accounts_listed_in_ops_e
     tmp_path, redis_server, caplog
 ):
     """OPS_EMAILS let confirmed listed accounts into /developer/ops until 0009; the role does now."""
-    old = _app_on_sqlite(
+    old = app_on_sqlite(
         tmp_path / "before-0009.db", redis_server, OPS_EMAILS=" Lead@Example.com, stranger@example.com,"
     )
     with old.app_context():
@@ -748,19 +725,7 @@ def test_a_stolen_session_guesses_no_password_and_mails_no_inbox_from_the_accoun
     """The password change checks the current password, and the email change mails whatever address
     it is given: both are limited per address like the code pages."""
     dev = portal().sign_up()
-    page = dev.client.get("/developer/account/password").text
-    guesses = [
-        dev.client.post(
-            "/developer/account/password",
-            data={
-                "password": f"guess number {n}",
-                "new_password": NEW_PASSWORD,
-                "new_password_confirm": NEW_PASSWORD,
-                "csrf_token": csrf_from(page),
-            },
-        ).status_code
-        for n in range(6)
-    ]
+    guesses = [_change_password(dev.client, f"guess number {n}", NEW_PASSWORD).status_code for n in range(6)]
     assert guesses[-1] == 429 and 429 not in guesses[:5], guesses
 
     page = dev.client.get("/developer/account/email").text

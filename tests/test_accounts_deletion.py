@@ -19,7 +19,7 @@ from levqor_core.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 from .conftest import PASSWORD, csrf_from
 from .fakes.stripe_server import FakeStripe
-from .helpers import enrol_authenticator, fresh_code, recovery_codes
+from .helpers import app_on_sqlite, enrol_authenticator, fresh_code, recovery_codes
 
 
 @pytest.fixture
@@ -243,19 +243,10 @@ def test_deletion_on_sqlite_the_embedded_default_leaves_no_row_naming_the_accoun
     from flask_migrate import upgrade
 
     from levqor_core.accounts import deletion
-    from levqor_core.app import create_app
     from levqor_core.keys import service as keys
     from levqor_core.webhooks import service as webhooks
 
-    app = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'embedded.db'}",
-            "REDIS_URL": redis_server.url,
-            "RATELIMIT_STORAGE_URI": redis_server.url,
-            "SECRET_KEY": "sqlite-deletion",
-        }
-    ).app
+    app = app_on_sqlite(tmp_path / "embedded.db", redis_server)
     now = datetime.now(UTC)
     with app.app_context():
         upgrade()

@@ -237,6 +237,25 @@ def test_checkout_creates_a_subscription_session_tied_to_the_account(portal, app
     assert len(catalogue.customers) == 1  # the customer is reused
 
 
+def test_deleting_an_account_expires_its_open_checkouts_so_none_can_be_paid_later(portal, app, catalogue):
+    """A checkout left open in another tab, paid after the account is gone, would start a
+    subscription that nothing cancels."""
+    dev, other = portal().sign_up(), portal().sign_up()
+    urls = [
+        c.client.post("/api/billing/checkout", json={"tier": tier}, headers={"X-CSRFToken": c.csrf}).json()["url"]
+        for c, tier in ((dev, "pro"), (dev, "enterprise"), (other, "pro"))
+    ]
+    leaving, leaving_too, staying = (url.rsplit("/", 1)[-1] for url in urls)
+
+    page = dev.client.get("/developer/account").text
+    deleted = dev.client.post("/developer/account/delete", data={"password": PASSWORD, "csrf_token": csrf_from(page)})
+    assert deleted.status_code == 302
+    status = {sid: catalogue.checkout_sessions[sid]["status"] for sid in (leaving, leaving_too, staying)}
+    assert status == {leaving: "expired", leaving_too: "expired", staying: "open"}  # another account's stays
+    with pytest.raises(ValueError, match="cannot be paid"):
+        catalogue.complete_checkout(leaving, period_start=0, period_end=1)
+
+
 @pytest.mark.parametrize("body", [{"tier": "sandbox"}, {"tier": "gold"}, {}, {"tier": "pro", "extra": 1}])
 def test_checkout_refuses_a_plan_that_cannot_be_bought(portal, catalogue, body):
     dev = portal().sign_up()

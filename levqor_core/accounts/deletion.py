@@ -1,9 +1,10 @@
 """Deleting an account (README "Accounts": what goes, what stays and why).
 
-Order matters: Stripe first (a failure there stops before anything is lost, and nobody is charged
-for an account that no longer exists), then the keys (the next call is a 401 in every process),
-then the sandbox's jobs in Redis, then the rows. Its usage counters still in Redis are not flushed
-here (its usage rows go anyway): the flusher drops the counters of deleted accounts.
+Order matters: Stripe first (open checkouts expired, the subscription canceled: a failure there
+stops before anything is lost, and nobody is charged for an account that no longer exists), then
+the keys (the next call is a 401 in every process), then the sandbox's jobs in Redis, then the rows.
+Its usage counters still in Redis are not flushed here (its usage rows go anyway): the flusher drops
+the counters of deleted accounts.
 """
 
 import logging
@@ -37,6 +38,7 @@ OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert, RequestLogEntry, SignIn)
 
 def delete(account: Account, actor: keys.Actor) -> None:
     """Delete the account and everything personal it owns; raises billing errors before any change."""
+    billing.expire_open_checkouts(account)
     if billing.cancel_subscription(account):
         db.session.commit()
     keys.revoke(account, actor)

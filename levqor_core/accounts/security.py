@@ -114,7 +114,7 @@ def settings(config: dict) -> dict:
             "error",
         ),
         "SECURITY_MSG_CONFIRMATION_EXPIRED": (
-            "That confirmation link has expired (links work for %(within)s). A new one is on its way.",
+            "That confirmation link has expired (links work for %(within)s). Ask for a new one below.",
             "error",
         ),
         "SECURITY_MSG_CHANGE_EMAIL_CONFIRMED": (
@@ -131,7 +131,7 @@ def settings(config: dict) -> dict:
             "error",
         ),
         "SECURITY_MSG_PASSWORD_RESET_EXPIRED": (
-            "That reset link has expired (links work for %(within)s). A new one is on its way.",
+            "That reset link has expired (links work for %(within)s). Ask for a new one below.",
             "error",
         ),
     }

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 
+import psycopg
 import sqlalchemy as sa
 from prometheus_client import Counter as PromCounter
 
@@ -98,9 +99,14 @@ class Recorder:
         with self._flush_lock:
             while self.buffer:
                 batch = [self.buffer.popleft() for _ in range(min(BATCH_ROWS, len(self.buffer)))]
+                rows = [row(call) for call in batch]
                 try:
                     with self.engine().begin() as conn:
-                        _insert(conn, [row(call) for call in batch])
+                        _insert(conn, rows)
+                except (psycopg.DataError, sa.exc.DataError):
+                    # A value the database refuses would otherwise come back first at every flush,
+                    # and nobody's calls would be written again: the others go in one by one.
+                    batch = self._insert_each(batch, rows)
                 except Exception:
                     self.buffer.extendleft(reversed(batch))
                     while len(self.buffer) > self.max_buffered:
@@ -108,6 +114,22 @@ class Recorder:
                     raise
                 written += len(batch)
                 self._written_for.update(call[1] for call in batch)
+        return written
+
+    def _insert_each(self, batch: list[tuple], rows: list[dict]) -> list[tuple]:
+        """Insert the rows one at a time; returns the calls written. A refused one is dropped and
+        counted (a connection lost meanwhile raises, and the flush puts the batch back)."""
+        written = []
+        for call, values in zip(batch, rows, strict=True):
+            try:
+                with self.engine().begin() as conn:
+                    _insert(conn, [values])
+            except (psycopg.DataError, sa.exc.DataError) as err:
+                log.error("request log: call %s refused by the database, dropped: %s", call[3], type(err).__name__)
+                self.dropped += 1
+                DROPPED.inc()
+                continue
+            written.append(call)
         return written
 
     def trim(self, cap: int | None = None) -> int:
@@ -208,7 +230,7 @@ def row(call: tuple) -> dict:
         "request_id": request_id,
         "key_id": key_id,
         "method": method[:16],
-        "path": path[:MAX_PATH_CHARS],
+        "path": _printable(path[:MAX_PATH_CHARS]),
         "query": _text(query, MAX_QUERY_CHARS) or None,
         "status": status,
         "latency_ms": round(seconds * 1000, 3),
@@ -223,8 +245,14 @@ def _text(raw: bytes | None, limit: int) -> str:
     if not raw:
         return ""
     # utf-8 is at most 4 bytes a character; redacted before the cut, so no key is half kept.
-    text = _KEY.sub("lvq_…(redacted)", raw[: limit * 4].decode("utf-8", "replace"))
+    text = _KEY.sub("lvq_…(redacted)", _printable(raw[: limit * 4].decode("utf-8", "replace")))
     return text[:limit] + "…" if len(text) > limit else text
+
+
+def _printable(text: str) -> str:
+    """NUL, which PostgreSQL's text refuses, shown like any undecodable byte (a path or a JSON
+    string can carry one: %00, \\u0000)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _problem_type(body: bytes) -> str | None:
@@ -232,4 +260,4 @@ def _problem_type(body: bytes) -> str | None:
         found = json.loads(body).get("type")
     except (ValueError, AttributeError):
         return None
-    return str(found)[:200] if found else None
+    return _printable(str(found)[:200]) if found else None

@@ -276,23 +276,22 @@ def account_email_link_invalid(page, ctx):
     expect(page.get_by_role("alert")).to_be_visible()
 
 
-def account_password_wrong(page, ctx):
+def _change_password(page, ctx, current: str, new: str) -> None:
     sign_up(page, ctx.smtp)
     page.goto("/developer/account/password")
-    page.get_by_label("Password", exact=True).fill("not my password")
-    page.get_by_label("New Password", exact=True).fill("a much longer new passphrase")
-    page.get_by_label("Retype Password").fill("a much longer new passphrase")
+    page.get_by_label("Password", exact=True).fill(current)
+    page.get_by_label("New Password", exact=True).fill(new)
+    page.get_by_label("Retype Password").fill(new)
     page.get_by_role("button", name="Change password").click()
+
+
+def account_password_wrong(page, ctx):
+    _change_password(page, ctx, "not my password", "a much longer new passphrase")
     expect(page.get_by_role("alert")).to_contain_text("Invalid password")
 
 
 def account_password_weak(page, ctx):
-    sign_up(page, ctx.smtp)
-    page.goto("/developer/account/password")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("New Password", exact=True).fill("password")
-    page.get_by_label("Retype Password").fill("password")
-    page.get_by_role("button", name="Change password").click()
+    _change_password(page, ctx, PASSWORD, "password")
     expect(page.get_by_role("alert")).to_contain_text("common password")
 
 

@@ -207,6 +207,8 @@ class FakeStripe:
             ("POST", r"/v1/customers", lambda: self._create_customer(params)),
             ("GET", r"/v1/customers/(?P<id>[^/]+)", lambda id: self._get(self.customers, id, "customer", params)),
             ("POST", r"/v1/checkout/sessions", lambda: self._create_checkout_session(params)),
+            ("GET", r"/v1/checkout/sessions", lambda: self._list_checkout_sessions(params)),
+            ("POST", r"/v1/checkout/sessions/(?P<id>[^/]+)/expire", lambda id: self._expire_checkout_session(id)),
             (
                 "GET",
                 r"/v1/checkout/sessions/(?P<id>[^/]+)",
@@ -504,6 +506,25 @@ class FakeStripe:
         self.checkout_sessions[sid] = session
         return self._public(session)
 
+    def _list_checkout_sessions(self, params: dict) -> dict:
+        """GET /v1/checkout/sessions, filtered by `customer` and `status` as Stripe filters them."""
+        items = [
+            self._public(cs)
+            for cs in self.checkout_sessions.values()
+            if all(cs.get(name) == params[name] for name in ("customer", "status") if name in params)
+        ]
+        return self._list({}, params, "/v1/checkout/sessions", items)
+
+    def _expire_checkout_session(self, sid: str) -> dict:
+        """POST /v1/checkout/sessions/{id}/expire: an open session can no longer be paid."""
+        session = self.checkout_sessions.get(sid)
+        if session is None:
+            raise StripeError(404, f"No such checkout.session: '{sid}'", code="resource_missing", param="id")
+        if session["status"] != "open":
+            raise StripeError(400, 'Only Checkout Sessions with a status in ["open"] can be expired.')
+        session["status"] = "expired"
+        return self._public(session)
+
     @staticmethod
     def _public(obj: dict) -> dict:
         return {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
@@ -538,6 +559,8 @@ class FakeStripe:
         Returns (checkout session, subscription) as the webhook events carry them."""
         with self.lock:
             session = self.checkout_sessions[session_id]
+            if session["status"] != "open":
+                raise ValueError(f"checkout session {session_id} is {session['status']}: it cannot be paid")
             if not session["customer"]:
                 session["customer"] = self._create_customer({"email": session.get("customer_email") or ""})["id"]
             sub_id = self._new_id("sub")
