@@ -505,8 +505,10 @@ def test_a_password_change_does_not_make_the_session_fresh_without_the_second_fa
         assert stale.status_code == 302 and urlsplit(stale.headers["location"]).path == "/developer/account/verify"
 
     page = dev.client.get("/developer/account/password")
+    authenticated_at = _session_of(app, dev)["fs_paa"]
     changed = _change_password(dev.client, PASSWORD, NEW_PASSWORD)
     assert changed.status_code == 302, _alerts(changed.text)
+    assert _session_of(app, dev)["fs_paa"] == authenticated_at  # the full log-in's time, as it was
     assert dev.client.get("/developer/api-keys").status_code == 200  # still signed in
     for path in sensitive:
         still_stale = dev.client.get(path)
@@ -518,6 +520,12 @@ def test_a_password_change_does_not_make_the_session_fresh_without_the_second_fa
     assert turn_off.status_code == 302 and "/developer/account/verify" in turn_off.headers["location"]
     with app.app_context():
         assert accounts.by_email(dev.email).tf_primary_method == "authenticator"
+
+
+def _session_of(app, dev: Portal) -> dict:
+    """What the browser's signed session cookie holds."""
+    cookie = dev.client.cookies.get(app.config["SESSION_COOKIE_NAME"])
+    return app.session_interface.get_signing_serializer(app).loads(cookie)
 
 
 def test_an_authenticator_code_works_once_even_sent_twice_at_once(cx, portal):
@@ -604,19 +612,20 @@ def test_wrong_two_factor_codes_are_rate_limited_per_address(cx, portal):
 
 
 def test_code_guesses_from_many_addresses_are_limited_per_account(cx, portal):
-    """A guesser with many addresses (a botnet) gets 10 tries per 15 minutes at one account's codes."""
+    """A guesser with many addresses (a botnet) gets 10 tries per 15 minutes at one account's codes,
+    on all the pages that check them together."""
     dev = portal().sign_up()
     _enrol_authenticator(dev)
     answers = []
-    for n in range(4):
+    for n, path in enumerate(("/tf-validate", "/tf-validate", "/mf-recovery", "/mf-recovery")):
         guesser = TestClient(cx, follow_redirects=False, client=(f"203.0.113.{10 + n}", 40000))
         _log_in(guesser, dev.email)
-        page = guesser.get("/tf-validate").text
+        page = guesser.get(path).text
         answers += [
-            guesser.post("/tf-validate", data={"code": f"{n}{t:05d}", "csrf_token": csrf_from(page)}).status_code
+            guesser.post(path, data={"code": f"{n}{t:05d}", "csrf_token": csrf_from(page)}).status_code
             for t in range(3)
         ]
-    assert answers == [200] * 10 + [429] * 2
+    assert answers == [200] * 10 + [429] * 2  # one budget for the account, whichever page
     other = portal().sign_up()  # another account's codes are not held up
     _enrol_authenticator(other)
     elsewhere = TestClient(cx, follow_redirects=False, client=("203.0.113.20", 40000))

@@ -33,11 +33,11 @@ def stripe_fake(app, monkeypatch):
 def _paying(app, fake, email: str) -> tuple[int, str]:
     """The account on Pro with a live subscription in the fake Stripe, and a payment event on record
     (as the webhook would have left them; tests/test_billing.py drives that path)."""
-    sub_id = "sub_" + secrets.token_hex(8)
-    fake.subscriptions[sub_id] = {"id": sub_id, "object": "subscription", "status": "active"}
+    sub_id, customer = "sub_" + secrets.token_hex(8), "cus_" + secrets.token_hex(8)
+    fake.subscriptions[sub_id] = _subscription(sub_id, customer, "active")
     with app.app_context():
         account = db.session.scalar(sa.select(Account).where(Account.email == email))
-        account.tier, account.stripe_customer_id = "pro", "cus_" + secrets.token_hex(8)
+        account.tier, account.stripe_customer_id = "pro", customer
         account.stripe_subscription_id, account.subscription_status = sub_id, "active"
         db.session.add(
             StripeEvent(
@@ -51,6 +51,10 @@ def _paying(app, fake, email: str) -> tuple[int, str]:
         )
         db.session.commit()
         return account.id, sub_id
+
+
+def _subscription(sub_id: str, customer: str, status: str) -> dict:
+    return {"id": sub_id, "object": "subscription", "customer": customer, "status": status, "created": 1}
 
 
 def _delete(client, password: str, code: str | None = None):
@@ -176,6 +180,20 @@ def test_a_subscription_that_could_still_bill_is_canceled_too(app, stripe_fake, 
         db.session.commit()
     assert _delete(dev.client, PASSWORD).status_code == 302
     assert stripe_fake.subscriptions[subscription]["status"] == "canceled"
+
+
+def test_a_subscription_not_on_record_yet_is_canceled_too(app, stripe_fake, portal):
+    """A checkout paid just before the deletion, its webhook still on its way: the account does not
+    know that subscription, Stripe's customer does."""
+    dev = portal().sign_up()
+    account_id, subscription = _paying(app, stripe_fake, dev.email)
+    with app.app_context():
+        customer = db.session.get(Account, account_id).stripe_customer_id
+    stripe_fake.subscriptions["sub_late"] = _subscription("sub_late", customer, "incomplete")
+    stripe_fake.subscriptions["sub_other"] = _subscription("sub_other", "cus_someone_else", "active")
+    assert _delete(dev.client, PASSWORD).status_code == 302
+    status = {sub_id: sub["status"] for sub_id, sub in stripe_fake.subscriptions.items()}
+    assert status == {subscription: "canceled", "sub_late": "canceled", "sub_other": "active"}
 
 
 def test_a_subscription_stripe_no_longer_knows_does_not_stop_the_deletion(app, stripe_fake, portal):

@@ -160,10 +160,10 @@ def test_no_limiter_callable_raises_even_when_loading_the_user_fails(app, monkey
     monkeypatch.setattr(app.login_manager, "_user_callback", broken_loader)
     limits = {id(lim): lim for group in limiter.limit_manager._decorated_limits.values() for lim in group}.values()
     # Key creation, emergency key replacement, session burst (the API's and the portal's), log-in,
-    # sign-up, and the secret-attempts limits (per address and per account) of two-factor codes,
-    # recovery codes, re-authentication, password change, account deletion, forgot password, resend
-    # confirmation and email change.
-    assert len(limits) == 22
+    # sign-up, the secret-attempts limit per address of two-factor codes, recovery codes,
+    # re-authentication, password change, account deletion, forgot password, resend confirmation and
+    # email change, and their one shared limit per account.
+    assert len(limits) == 15
     called = 0
     for lim in limits:
         functions = [lim.key_function, lim.exempt_when, lim.on_breach]

@@ -37,9 +37,10 @@ OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert, RequestLogEntry, SignIn)
 
 
 def delete(account: Account, actor: keys.Actor) -> None:
-    """Delete the account and everything personal it owns; raises billing errors before any change."""
+    """Delete the account and everything personal it owns. A billing error is raised before anything
+    of ours changes (open checkouts may already have been expired: harmless, a new one can be started)."""
     billing.expire_open_checkouts(account)
-    if billing.cancel_subscription(account):
+    if billing.cancel_subscriptions(account):
         db.session.commit()
     keys.revoke(account, actor)
     key_cache.forget_account(account.id)

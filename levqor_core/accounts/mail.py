@@ -11,6 +11,7 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from threading import Lock
 
+from flask import g
 from flask_security import MailUtil
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class PortalMail(MailUtil):
         from levqor_core.ops.alerts import email_sender  # the ops package loads later than extensions
 
         outgoing = email_sender()  # read from the app's config here, in the request
+        g.account_mail_queued = True
         future = _outbox.submit(_send, outgoing, str(recipient), str(subject), body, html)
         with _in_flight_lock:
             _in_flight.add(future)

@@ -121,9 +121,11 @@ def settings(config: dict) -> dict:
             "Your email address is changed, and every session was signed out: log in with the new address.",
             "success",
         ),
-        # Flask-Security-Too's answer to a change-email link that is not valid (used, or a newer one sent).
+        # Flask-Security-Too's answer to a change-email link that is not valid (used, or a newer one
+        # sent), and to a two-factor setup page that has expired: its own words were "Input not
+        # appropriate for requested API".
         "SECURITY_MSG_API_ERROR": (
-            "That link is not valid any more: each link works once. Ask for a new one.",
+            "That link or page is not valid any more (each link works once): start again.",
             "error",
         ),
         "SECURITY_MSG_INVALID_RESET_PASSWORD_TOKEN": (
@@ -143,8 +145,9 @@ EMAIL_CHANGED_SUBJECT = "Your Levqor email address was changed"
 def _email_changed(app, user: Account, old_email: str, **_extra) -> None:
     """Once a new address is confirmed: every session ends (the browsers sign in again with the new
     address), links already mailed to the old one stop working (they name the session identifier),
-    and the old address is told. The view commits."""
+    and the old address is told."""
     security.datastore.set_uniquifier(user)
+    db.session.commit()  # before the notice: the old address hears only of a change that happened
     send_mail(EMAIL_CHANGED_SUBJECT, old_email, "security/email/email_changed_notice", user=user, old_email=old_email)
 
 

@@ -1,7 +1,6 @@
 """Buying a plan (a Stripe Checkout Session) and managing it (Stripe's customer portal)."""
 
 import hashlib
-import logging
 
 import stripe
 
@@ -10,8 +9,6 @@ from levqor_core.billing import catalogue, stripe_client, subscriptions
 from levqor_core.billing.problems import AlreadySubscribed, NoBillingAccount, UnknownPlan
 from levqor_core.extensions import db
 from levqor_core.limits import tiers
-
-log = logging.getLogger(__name__)
 
 
 def paid_tier(name: str | None) -> tiers.Tier:
@@ -105,19 +102,31 @@ def expire_open_checkouts(account: Account) -> int:
     return expired
 
 
-def cancel_subscription(account: Account) -> bool:
-    """Cancel the account's subscription at once (account deletion) unless it has ended for good: a
-    paused one could resume, and an incomplete one still be paid, billing an account that is gone.
-    False when there is none to cancel."""
-    if not account.stripe_subscription_id or account.subscription_status in subscriptions.FINAL_STATUSES:
-        return False
+def cancel_subscriptions(account: Account) -> int:
+    """Cancel at once every subscription of the account's Stripe customer that could still bill
+    (account deletion): the one on record, and any this app has not heard of yet (a checkout paid
+    whose webhook is on its way, or a second one the webhook set aside). Paused and incomplete ones
+    too: one could resume, the other still be paid. Returns how many."""
+    if not account.stripe_customer_id or not stripe_client.is_configured():
+        return 0  # no customer, no subscription (ensure_customer comes first)
+    sc = stripe_client.client()
+    canceled = 0
     try:
-        stripe_client.client().v1.subscriptions.cancel(account.stripe_subscription_id)
-    except stripe.InvalidRequestError as err:
-        if err.code != "resource_missing":
-            raise stripe_client.provider_error(err) from None
-        log.warning("subscription %s of account %s is unknown to Stripe", account.stripe_subscription_id, account.id)
+        listed = sc.v1.subscriptions.list(
+            params={"customer": account.stripe_customer_id, "status": "all", "limit": 100}
+        )
+        for subscription in listed.auto_paging_iter():
+            if subscription.status in subscriptions.FINAL_STATUSES:
+                continue
+            try:
+                sc.v1.subscriptions.cancel(subscription.id)
+            except stripe.InvalidRequestError as err:
+                if err.code != "resource_missing":
+                    raise
+                continue  # gone since it was listed
+            canceled += 1
     except stripe.StripeError as err:
         raise stripe_client.provider_error(err) from None
-    account.subscription_status = subscriptions.SubscriptionStatus.CANCELED
-    return True
+    if account.stripe_subscription_id and account.subscription_status not in subscriptions.FINAL_STATUSES:
+        account.subscription_status = subscriptions.SubscriptionStatus.CANCELED
+    return canceled

@@ -99,38 +99,45 @@ class Recorder:
         with self._flush_lock:
             while self.buffer:
                 batch = [self.buffer.popleft() for _ in range(min(BATCH_ROWS, len(self.buffer)))]
-                rows = [row(call) for call in batch]
                 try:
                     with self.engine().begin() as conn:
-                        _insert(conn, rows)
-                except (psycopg.DataError, sa.exc.DataError):
+                        _insert(conn, [row(call) for call in batch])
+                except _REFUSED:
                     # A value the database refuses would otherwise come back first at every flush,
                     # and nobody's calls would be written again: the others go in one by one.
-                    batch = self._insert_each(batch, rows)
+                    batch = self._insert_each(batch)
                 except Exception:
-                    self.buffer.extendleft(reversed(batch))
-                    while len(self.buffer) > self.max_buffered:
-                        self._drop_oldest()
+                    self._put_back(batch)
                     raise
                 written += len(batch)
                 self._written_for.update(call[1] for call in batch)
         return written
 
-    def _insert_each(self, batch: list[tuple], rows: list[dict]) -> list[tuple]:
-        """Insert the rows one at a time; returns the calls written. A refused one is dropped and
-        counted (a connection lost meanwhile raises, and the flush puts the batch back)."""
+    def _insert_each(self, batch: list[tuple]) -> list[tuple]:
+        """Insert the calls one at a time; returns those written. A refused one is dropped and
+        counted; any other error (the connection lost) puts back the ones not tried yet and raises."""
         written = []
-        for call, values in zip(batch, rows, strict=True):
+        for n, call in enumerate(batch):
             try:
                 with self.engine().begin() as conn:
-                    _insert(conn, [values])
-            except (psycopg.DataError, sa.exc.DataError) as err:
+                    _insert(conn, [row(call)])
+            except _REFUSED as err:
                 log.error("request log: call %s refused by the database, dropped: %s", call[3], type(err).__name__)
                 self.dropped += 1
                 DROPPED.inc()
                 continue
+            except Exception:
+                self._written_for.update(c[1] for c in written)
+                self._put_back(batch[n:])
+                raise
             written.append(call)
         return written
+
+    def _put_back(self, calls: list[tuple]) -> None:
+        """Back to the front of the buffer, for the next flush (within its bound)."""
+        self.buffer.extendleft(reversed(calls))
+        while len(self.buffer) > self.max_buffered:
+            self._drop_oldest()
 
     def trim(self, cap: int | None = None) -> int:
         """Cut the accounts written since the last trim back to their newest `cap` rows."""
@@ -188,6 +195,10 @@ class Recorder:
                 log.warning("request log: %d call(s) dropped while the database was away", self.dropped - reported)
                 reported = self.dropped
 
+
+# What the database (or the driver, encoding the row) refuses in one call's values: such a call can
+# never be written, so it is dropped rather than retried.
+_REFUSED = (psycopg.DataError, psycopg.IntegrityError, sa.exc.DataError, sa.exc.IntegrityError, UnicodeError)
 
 _COLUMNS = (
     "account_id",

@@ -6,20 +6,22 @@ its log-in and serves /signup and /logout, whose behaviour differs from its own 
 """
 
 import functools
-import ipaddress
 import time
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, make_response, redirect, render_template, request, session, url_for
+from flask import current_app, flash, g, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from flask_security import logout_user
 from flask_security.forms import LoginForm, RegisterFormV2
 from flask_security.registerable import register_existing, register_user
+from flask_security.utils import hash_password
 from flask_security.views import login as security_login
 from sqlalchemy.exc import IntegrityError
 
 from levqor_core.accounts import reauth, sessions
+from levqor_core.accounts import service as accounts
 from levqor_core.extensions import db
+from levqor_core.limits.gate import client_bucket
 from levqor_core.web.limiter import limiter, limiter_callable
 
 from . import bp
@@ -27,13 +29,8 @@ from . import bp
 
 @limiter_callable(default="unknown")
 def _client_ip() -> str:
-    address = request.remote_addr or "unknown"
-    if ":" in address:  # an IPv6 host is given a whole /64: counted per address, it would never run out
-        try:
-            return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
-        except ValueError:
-            return address
-    return address
+    # IPv6 by its /64: one host is given the whole network, and counted per address it would never run out.
+    return client_bucket(request.remote_addr) or "unknown"
 
 
 @limiter_callable(default="unknown")
@@ -42,9 +39,12 @@ def _account_at_stake() -> str:
     password was given and whose second factor is asked (Flask-Security-Too keeps it in the session)."""
     if current_user.is_authenticated:
         return f"account:{current_user.id}"
-    if "tf_user_id" in session:
-        return f"account-uniquifier:{session['tf_user_id']}"
-    return f"address:{_client_ip()}"
+    return f"account-uniquifier:{session.get('tf_user_id')}"
+
+
+@limiter_callable(default=False)
+def _no_account_at_stake() -> bool:
+    return not current_user.is_authenticated and "tf_user_id" not in session
 
 
 def _safe_next(target: str | None) -> str:
@@ -104,8 +104,12 @@ def signup():
         register_user(form)
         try:
             db.session.commit()
-        except IntegrityError:  # the same address signed up at the same moment: it is taken now
+        except IntegrityError:
             db.session.rollback()
+            if accounts.by_email(form.email.data) is None:
+                raise
+            # The same address signed up at the same moment and is taken now: answered alike (the
+            # confirmation queued for this attempt names no account, so its link is refused).
         return redirect(url_for("portal.check_email", next=request.args.get("next")))
     if request.method == "POST" and register_existing(form):
         db.session.commit()
@@ -145,8 +149,8 @@ def login():
 
 # Wrong two-factor or recovery codes: 5 tries a minute per address, then 429 (a 6-digit code has a
 # million values; at this pace a guesser needs months for even odds), and 10 failures per 15
-# minutes per account, however many addresses the guesser has (a success is a redirect; the email
-# change's "link sent" page counts too, as each one mails). The re-authentication page
+# minutes per account, however many addresses the guesser has (the email change's "link sent" page
+# counts too, as each one mails). The re-authentication page
 # (security.verify) asks for the code too when the account has two-factor on, so it is limited alike,
 # and so are the password change and account deletion, which check the password: a stolen session
 # cookie guesses no faster.
@@ -155,8 +159,37 @@ CODE_ATTEMPTS_PER_ACCOUNT = "10 per 15 minutes"
 
 
 @limiter_callable(default=True)
-def _not_a_redirect(response) -> bool:
-    return response.status_code != 302
+def _a_failure(response) -> bool:
+    # A success is a redirect; a 429 is the per-address limit's refusal, not a try.
+    return response.status_code not in (302, 429)
+
+
+# One budget per account across every page that checks a code or its password (shared scope), so a
+# guesser cannot spend 10 on each; pages where no account is at stake (forgot password, resend)
+# have the per-address limit only.
+_per_account = limiter.shared_limit(
+    CODE_ATTEMPTS_PER_ACCOUNT,
+    scope="secret-attempts-per-account",
+    key_func=_account_at_stake,
+    methods=["POST"],
+    exempt_when=_no_account_at_stake,
+    deduct_when=_a_failure,
+)
+
+
+def _as_slow_for_a_known_address(view):
+    """Flask-Security-Too hashes a dummy password when the address has no account, to take as long
+    as mailing it the link once took. The mail now leaves from its own pool, so the known address
+    was the fast one (the leak reversed): it hashes the same dummy password."""
+
+    @functools.wraps(view)
+    def same_time(*args, **kwargs):
+        response = view(*args, **kwargs)
+        if g.get("account_mail_queued"):
+            hash_password("not-a-password")
+        return response
+
+    return same_time
 
 
 def secret_attempts_limited(view):
@@ -165,10 +198,7 @@ def secret_attempts_limited(view):
         return view(*args, **kwargs)
 
     per_address = limiter.limit(CODE_ATTEMPTS, key_func=_client_ip, methods=["POST"])
-    per_account = limiter.limit(
-        CODE_ATTEMPTS_PER_ACCOUNT, key_func=_account_at_stake, methods=["POST"], deduct_when=_not_a_redirect
-    )
-    return per_address(per_account(limited))
+    return per_address(_per_account(limited))
 
 
 @bp.record_once
@@ -187,6 +217,8 @@ def _wrap_security_views(state):
     ):
         # Flask-Security-Too registers these with two-factor on; a renamed one must not go unlimited.
         state.app.view_functions[endpoint] = secret_attempts_limited(state.app.view_functions[endpoint])
+    forgot = state.app.view_functions["security.forgot_password"]
+    state.app.view_functions["security.forgot_password"] = _as_slow_for_a_known_address(forgot)
     password_change = state.app.view_functions["security.change_password"]
     state.app.view_functions["security.change_password"] = reauth.keeps_freshness(password_change)
 

@@ -221,6 +221,7 @@ class FakeStripe:
                 lambda id: self._get(self.subscriptions, id, "subscription", params),
             ),
             ("DELETE", r"/v1/subscriptions/(?P<id>[^/]+)", lambda id: self._cancel_subscription(id)),
+            ("GET", r"/v1/subscriptions", lambda: self._list_subscriptions(params)),
         ]
         for verb, pattern, action in routes:
             match = re.fullmatch(pattern, path)
@@ -606,6 +607,18 @@ class FakeStripe:
             }
             session.update(status="complete", payment_status="paid", subscription=sub_id)
             return self._public(session), copy.deepcopy(self.subscriptions[sub_id])
+
+    def _list_subscriptions(self, params: dict) -> dict:
+        """GET /v1/subscriptions: by `customer`; without `status` Stripe leaves canceled ones out,
+        `status=all` lists every one."""
+        status = params.get("status")
+        items = [
+            sub
+            for sub in self.subscriptions.values()
+            if ("customer" not in params or sub.get("customer") == params["customer"])
+            and (status == "all" or (sub["status"] == status if status else sub["status"] != "canceled"))
+        ]
+        return self._list({}, params, "/v1/subscriptions", items)
 
     def _cancel_subscription(self, sub_id: str) -> dict:
         """DELETE /v1/subscriptions/{id}: canceled at once, as Stripe does."""
