@@ -125,6 +125,23 @@ def test_a_confirmation_link_works_once_and_not_after_a_day(app, cx, browser, sm
         assert accounts.by_email(late).confirmed_at is None
 
 
+def test_a_link_mailed_under_the_former_token_hashing_still_works(app, browser):
+    """Links carry a hash of the address (sha256_crypt before, ~250 ms of CPU each; hex_sha256 now):
+    those mailed by the previous release must still confirm after the deploy."""
+    email = _email()
+    _sign_up(browser, email)
+    with app.test_request_context():
+        from flask_security.proxies import _security
+
+        account = accounts.by_email(email)
+        bound_to_email = _security.hashing_context.hash(account.email, scheme="sha256_crypt")
+        assert bound_to_email.startswith("$5$")
+        token = _security.confirm_serializer.dumps([str(account.fs_uniquifier), bound_to_email])
+    assert browser.get(f"/confirm/{token}").status_code == 302
+    with app.app_context():
+        assert accounts.by_email(email).confirmed_at is not None
+
+
 def test_make_run_without_smtp_prints_the_mail_and_says_where_to_look(app, browser, caplog):
     assert not app.config["SMTP_HOST"]
     email = _email()

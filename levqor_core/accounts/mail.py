@@ -2,7 +2,7 @@
 
 It is sent from a small pool, not the request thread. Otherwise the pages that mail only when an
 address has an account (forgot password, resend confirmation) would tell anyone which addresses
-do: a known one waited for SMTP (~250 ms against ~35 ms), and an SMTP outage answered it with a 500.
+do: a known one waited for SMTP, and an SMTP outage answered it with a 500 (README "Accounts").
 A mail SMTP refuses is logged (recipient and subject, never the body with its link) and lost; the
 page's "send it again" is the way back. At exit the pool sends what it holds before the process ends.
 """

@@ -99,6 +99,13 @@ def settings(config: dict) -> dict:
         "SECURITY_POST_RESET_VIEW": "/login",
         "SECURITY_POST_CHANGE_VIEW": "/developer/api-keys",
         "SECURITY_EMAIL_SENDER": config.get("MAIL_FROM"),
+        # What the mail links' tokens carry to bind them to the address or the password (itsdangerous
+        # signs them). Flask-Security-Too's default, sha256_crypt at 535,000 rounds in pure Python,
+        # took ~250 ms of CPU per link: forgot password answered a known address that much later
+        # than an unknown one, and every request for a link held a request thread. Links mailed
+        # before still verify (sha256_crypt stays accepted).
+        "SECURITY_HASHING_SCHEMES": ["hex_sha256", "sha256_crypt"],
+        "SECURITY_DEPRECATED_HASHING_SCHEMES": ["sha256_crypt"],
         "SECURITY_FRESHNESS": timedelta(minutes=15),
         "SECURITY_FRESHNESS_GRACE_PERIOD": timedelta(0),
         # The portal signs in with its session cookie only (see _no_token_sign_in).
