@@ -17,6 +17,7 @@ from levqor_core.accounts.models import Account
 from levqor_core.app import create_app
 from levqor_core.extensions import db
 from levqor_core.keys import service as keys
+from levqor_core.ops import daily_stats
 from levqor_core.web.limiter import limiter
 
 from .fakes.notion_server import NotionServer
@@ -65,8 +66,10 @@ def cx(redis_server, database_url):
     with app.app.app_context():
         upgrade()
     yield app
-    # The servers stop after this: the request log's last flush at exit would find no database.
+    # The servers stop after this: the request log's last flush at exit would find no database, and
+    # the request totals' next tick no Redis (an empty tick touches nothing).
     app.app.extensions["levqor.request_log"].clear()
+    daily_stats.flush_daily_stats(app.app.extensions["levqor.redis"])
 
 
 @pytest.fixture(scope="session")
