@@ -4,6 +4,7 @@ and storage bounded by the 7-day window and the per-account cap."""
 
 import html
 import json
+import logging
 import re
 import subprocess
 import threading
@@ -131,6 +132,32 @@ def test_429_problems_carry_the_request_id(client, make_account, app):
     assert refused.status_code == 429
     assert refused.json()["request_id"] == refused.headers["Request-Id"]
     assert refused.headers["Retry-After"]
+
+
+def test_the_access_log_line_gets_the_request_id_under_gunicorns_and_uvicorns_own_formatter():
+    """gunicorn (the Procfile) prints the message; uvicorn alone (make run) formats the line from
+    exactly five arguments, and raised "too many values to unpack" on each request when the id was
+    a sixth."""
+    from uvicorn.logging import AccessFormatter
+
+    from levqor_core.web.request_log import CURRENT, AccessLogRequestId
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "GET", "/x", "1.1", 200),
+        None,
+    )
+    token = CURRENT.set("req_0123456789abcdef01234567")
+    try:
+        assert AccessLogRequestId().filter(record)
+    finally:
+        CURRENT.reset(token)
+    assert record.getMessage() == '127.0.0.1:1 - "GET /x HTTP/1.1" 200 request_id=req_0123456789abcdef01234567'
+    assert '"GET /x HTTP/1.1" 200' in AccessFormatter().format(record)
 
 
 def test_request_id_is_spliced_into_any_problem_object():

@@ -30,9 +30,10 @@ class AccessLogRequestId(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         request_id = CURRENT.get()
-        if request_id is not None and isinstance(record.args, tuple):
-            record.msg = f"{record.msg} request_id=%s"
-            record.args = (*record.args, request_id)
+        if request_id is not None and isinstance(record.msg, str):
+            # In the message, not the arguments: uvicorn's own formatter (make run) unpacks exactly
+            # its five. The id is "req_" and hex digits, nothing %-formatting would read.
+            record.msg = f"{record.msg} request_id={request_id}"
         return True
 
 
