@@ -559,6 +559,6 @@ def test_the_roll_dialog_says_what_follows_and_when_a_new_key_is_possible(portal
     # The button asks about the default (first) grace choice; each choice carries its own question.
     asked = dict(re.findall(r'<option value="(\d+)" data-confirm="([^"]+)"', panel))
     assert asked["0"] == dialog
-    assert "Your current key keeps working for 1 hour, listed as the previous key until then." in asked["3600"]
-    assert "Your current key keeps working for 24 hours, listed" in asked["86400"]
+    assert "Your current key keeps working for 1 h, listed as the previous key until then." in asked["3600"]
+    assert "Your current key keeps working for 24 h, listed" in asked["86400"]
     assert all(q.endswith(f"You can create a new key after {when} (one a day).") for q in asked.values())

@@ -8,6 +8,8 @@ request comes from htmx (htmx-flask's `request.htmx`), from the same code.
 
 from flask import Blueprint
 
+from ..helpers import formats
+
 bp = Blueprint("portal", __name__, static_folder="../static", static_url_path="/assets")
 
 # The modules register their routes on `bp`; imported after it exists.
@@ -30,17 +32,8 @@ def _portal_globals() -> dict:
     }
 
 
-@bp.app_template_filter("duration")
-def _duration(seconds: int) -> str:
-    """A wait in words: "3 h 12 min", "45 s"."""
-    seconds = max(int(seconds), 0)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if minutes:
-        return f"{minutes} min"
-    return f"{secs} s"
+bp.add_app_template_filter(formats.when, "when")
+bp.add_app_template_filter(formats.duration, "duration")
 
 
 @bp.app_errorhandler(404)

@@ -23,6 +23,7 @@ from levqor_core.metering import counters as metering
 from levqor_core.web import key_creation_limit as creation_limit
 
 from ..helpers import charts, snippets
+from ..helpers.formats import duration, when
 from . import bp
 from ._render import Fragment, fresh_log_in_required, login_required, page_or_fragment
 
@@ -40,12 +41,6 @@ KEY_CHANGED = "key-changed"
 
 def _redis():
     return current_app.extensions["levqor.redis"]
-
-
-@bp.app_template_filter("when")
-def when(at: datetime) -> str:
-    """A moment in the portal's words, as the texts built here and the templates both say it."""
-    return at.strftime("%d %b, %H:%M UTC")
 
 
 def key_possible_after(next_creation: datetime) -> str:
@@ -73,17 +68,12 @@ def revoke_effect(next_creation: datetime | None, next_emergency: datetime | Non
     return "It stops working at once: calls with it fail. " + next_key(next_creation, next_emergency)
 
 
-def _span(span: timedelta) -> str:
-    """A grace period in words: "1 hour", "24 hours", "1 hour 30 minutes"."""
-    hours, minutes = divmod(int(span.total_seconds()) // 60, 60)
-    return " ".join(f"{n} {unit}" + ("s" if n != 1 else "") for n, unit in ((hours, "hour"), (minutes, "minute")) if n)
-
-
-def roll_question(hint: str, grace: timedelta, creation_after: datetime) -> str:
+def roll_question(hint: str, grace_seconds: int, creation_after: datetime) -> str:
     """The roll dialog's question for one grace choice: what follows, and when a new key is possible
     after it. Not `next_key`'s ending: its "Replace now" is for a key revoked while the limit is spent."""
-    if grace:
-        current = f"Your current key keeps working for {_span(grace)}, listed as the previous key until then."
+    if grace_seconds:
+        kept = duration(grace_seconds)
+        current = f"Your current key keeps working for {kept}, listed as the previous key until then."
     else:
         current = "Your current key stops working at once: calls with it fail."
     spent = f"This uses today's key creation. {key_possible_after(creation_after)}."
@@ -108,8 +98,7 @@ def key_panel_context(account, now: datetime) -> dict:
         "revoke_effect": revoke_effect(next_creation, next_emergency),
         # By grace period in seconds, as the grace select offers them.
         "roll_questions": {
-            seconds: roll_question(ring.active.hint, timedelta(seconds=seconds), creation_after_this)
-            for seconds, _ in GRACE_CHOICES
+            seconds: roll_question(ring.active.hint, seconds, creation_after_this) for seconds, _ in GRACE_CHOICES
         }
         if may_roll
         else {},

@@ -177,7 +177,7 @@ def test_roll_with_a_grace_period_then_revoke_update_the_panel_and_audit_trail_i
         "dialog",
         name=re.compile(
             rf"^Roll key {re.escape(first[:8] + '…' + first[-4:])}\? A new key is issued and shown once, here\."
-            rf" Your current key keeps working for 1 hour, .* You can create a new key after {when} \(one a day\)\.$"
+            rf" Your current key keeps working for 1 h, .* You can create a new key after {when} \(one a day\)\.$"
         ),
     )
     expect(asked).to_be_visible()
