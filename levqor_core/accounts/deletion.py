@@ -1,6 +1,6 @@
 """Deleting an account (README "Accounts": what goes, what stays and why).
 
-Order matters: Stripe first (open checkouts expired, the subscription canceled: a failure there
+Order matters: Stripe first (open checkouts expired, subscriptions canceled: a failure there
 stops before anything is lost, and nobody is charged for an account that no longer exists), then
 the keys (the next call is a 401 in every process), then the sandbox's jobs in Redis, then the rows.
 Its usage counters still in Redis are not flushed here (its usage rows go anyway): the flusher drops
@@ -39,8 +39,7 @@ OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert, RequestLogEntry, SignIn)
 def delete(account: Account, actor: keys.Actor) -> None:
     """Delete the account and everything personal it owns. A billing error is raised before anything
     of ours changes (open checkouts may already have been expired: harmless, a new one can be started)."""
-    billing.expire_open_checkouts(account)
-    if billing.cancel_subscriptions(account):
+    if billing.stop_billing(account):
         db.session.commit()
     keys.revoke(account, actor)
     key_cache.forget_account(account.id)

@@ -81,45 +81,27 @@ def portal_url(account: Account) -> str:
     return session.url
 
 
-def expire_open_checkouts(account: Account) -> int:
-    """Expire the account's Checkout sessions still open (account deletion): one paid after the
-    account is gone would start a subscription that nothing cancels. Returns how many."""
+def stop_billing(account: Account) -> int:
+    """Leave nothing that could bill the account's Stripe customer (account deletion): its open
+    Checkout sessions are expired (one paid later would start a subscription nothing cancels), and
+    every subscription that could still bill is canceled at once: the one on record, any this app
+    has not heard of yet (a checkout paid whose webhook is on its way), paused and incomplete ones
+    (one could resume, the other still be paid). A checkout completed in between fails its expiry,
+    so the deletion stops and is tried again once its subscription is listed. Returns how many
+    subscriptions were canceled."""
     if not account.stripe_customer_id or not stripe_client.is_configured():
-        return 0  # a checkout always has the customer made first (ensure_customer)
+        return 0  # no customer, nothing bought (ensure_customer comes before any checkout)
     sc = stripe_client.client()
-    expired = 0
-    try:
-        open_ones = sc.v1.checkout.sessions.list(
-            params={"customer": account.stripe_customer_id, "status": "open", "limit": 100}
-        )
-        for session in open_ones.auto_paging_iter():
-            # One completed in between fails here, so the deletion stops and is tried again once
-            # its subscription is known (then canceled).
-            sc.v1.checkout.sessions.expire(session.id)
-            expired += 1
-    except stripe.StripeError as err:
-        raise stripe_client.provider_error(err) from None
-    return expired
-
-
-def cancel_subscriptions(account: Account) -> int:
-    """Cancel at once every subscription of the account's Stripe customer that could still bill
-    (account deletion): the one on record, and any this app has not heard of yet (a checkout paid
-    whose webhook is on its way, or a second one the webhook set aside). Paused and incomplete ones
-    too: one could resume, the other still be paid. Returns how many."""
-    if not account.stripe_customer_id or not stripe_client.is_configured():
-        return 0  # no customer, no subscription (ensure_customer comes first)
-    sc = stripe_client.client()
+    of_customer = {"customer": account.stripe_customer_id, "limit": 100}
     canceled = 0
     try:
-        listed = sc.v1.subscriptions.list(
-            params={"customer": account.stripe_customer_id, "status": "all", "limit": 100}
-        )
-        for subscription in listed.auto_paging_iter():
-            if subscription.status in subscriptions.FINAL_STATUSES:
+        for listed in sc.v1.checkout.sessions.list(params=of_customer | {"status": "open"}).auto_paging_iter():
+            sc.v1.checkout.sessions.expire(listed.id)
+        for listed in sc.v1.subscriptions.list(params=of_customer | {"status": "all"}).auto_paging_iter():
+            if listed.status in subscriptions.FINAL_STATUSES:
                 continue
             try:
-                sc.v1.subscriptions.cancel(subscription.id)
+                sc.v1.subscriptions.cancel(listed.id)
             except stripe.InvalidRequestError as err:
                 if err.code != "resource_missing":
                     raise
