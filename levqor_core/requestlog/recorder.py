@@ -263,7 +263,7 @@ def _text(raw: bytes | None, limit: int) -> str:
 def _printable(text: str) -> str:
     """NUL, which PostgreSQL's text refuses, shown like any undecodable byte (a path or a JSON
     string can carry one: %00, \\u0000)."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+    return text.replace("\x00", "\ufffd")
 
 
 def _problem_type(body: bytes) -> str | None:

@@ -148,12 +148,11 @@ def login():
 
 
 # Wrong two-factor or recovery codes: 5 tries a minute per address, then 429 (a 6-digit code has a
-# million values; at this pace a guesser needs months for even odds), and 10 failures per 15
-# minutes per account, however many addresses the guesser has (the email change's "link sent" page
-# counts too, as each one mails). The re-authentication page
-# (security.verify) asks for the code too when the account has two-factor on, so it is limited alike,
-# and so are the password change and account deletion, which check the password: a stolen session
-# cookie guesses no faster.
+# million values; at this pace a guesser needs months for even odds), and 10 failures per 15 minutes
+# per account, however many addresses the guesser has (the email change's "link sent" page counts
+# too, as each one mails). The re-authentication page (security.verify) asks for the code too when
+# the account has two-factor on, so it is limited alike, and so are the password change and account
+# deletion, which check the password: a stolen session cookie guesses no faster.
 CODE_ATTEMPTS = "5 per minute"
 CODE_ATTEMPTS_PER_ACCOUNT = "10 per 15 minutes"
 
