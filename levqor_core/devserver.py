@@ -2,17 +2,20 @@
 127.0.0.1:$PORT, all on the configured database and Redis (SQLite and an embedded Redis when
 DATABASE_URL / REDIS_URL are unset). A worker that exits is started again, and the log says so."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 
+import redis
 import uvicorn
 from flask_migrate import upgrade
 
 from levqor_core import redis_conn
 from levqor_core.app import create_app
+from levqor_core.ops import daily_stats
 
 RESTART_DELAY_SECONDS = 1.0
 
@@ -68,6 +71,9 @@ def main() -> None:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level=os.environ.get("LOG_LEVEL", "INFO").lower())
     finally:
         worker.stop()
+        # The request totals' last flush, while the embedded Redis is still there to take it.
+        with contextlib.suppress(redis.RedisError):
+            daily_stats.flush_daily_stats(app.app.extensions["levqor.redis"])
         redis_conn.stop_embedded()
 
 

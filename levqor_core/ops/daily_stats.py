@@ -6,6 +6,7 @@ Apart from `levqor_core.ops.metrics` (the Prometheus exposition), which reads `l
 which reads these figures: one module each way would be an import cycle.
 """
 
+import atexit
 import logging
 import threading
 import time
@@ -73,6 +74,15 @@ class DailyStats:
                 return
             self._thread = threading.Thread(target=self._loop, args=(r, seconds), name="stats-flush", daemon=True)
         self._thread.start()
+        # A process stopped by its server (a deploy, max-requests) adds its last interval's totals
+        # instead of losing them with the daemon thread.
+        atexit.register(self._last_flush, r)
+
+    def _last_flush(self, r: redis.Redis) -> None:
+        try:
+            self.flush(r)
+        except redis.RedisError as err:
+            log.warning("request stats: this process's last totals not flushed at exit: %s", err)
 
     def _loop(self, r: redis.Redis, seconds: float) -> None:
         while True:
