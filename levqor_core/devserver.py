@@ -2,20 +2,18 @@
 127.0.0.1:$PORT, all on the configured database and Redis (SQLite and an embedded Redis when
 DATABASE_URL / REDIS_URL are unset). A worker that exits is started again, and the log says so."""
 
-import contextlib
+import atexit
 import os
 import signal
 import subprocess
 import sys
 import threading
 
-import redis
 import uvicorn
 from flask_migrate import upgrade
 
 from levqor_core import redis_conn
 from levqor_core.app import create_app
-from levqor_core.ops import daily_stats
 
 RESTART_DELAY_SECONDS = 1.0
 
@@ -56,6 +54,10 @@ class WorkerSupervisor:
 def main() -> None:
     # Resolve the Redis URL once so the worker and the web process share one embedded server.
     os.environ["REDIS_URL"] = redis_conn.resolve_url(os.environ.get("REDIS_URL", ""))
+    # Stopped at exit, and registered before anything else is: atexit runs its hooks last-first, so
+    # the web process's last flushes (usage, request totals, request log; registered on the first
+    # request) still find the embedded Redis.
+    atexit.register(redis_conn.stop_embedded)
     # A response that does not match the spec is a 500 here, where the developer sees it.
     os.environ.setdefault("VALIDATE_RESPONSES", "1")
     app = create_app()
@@ -64,17 +66,13 @@ def main() -> None:
     port = int(os.environ.get("PORT", "5000"))
     worker = WorkerSupervisor().start()
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python instead
-    # lets the finally block stop the worker and the embedded Redis.
+    # lets the finally block stop the worker, and atexit the embedded Redis.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         print(f"Levqor developer portal on http://127.0.0.1:{port}/developer  (API reference: /docs/api)", flush=True)
         uvicorn.run(app, host="127.0.0.1", port=port, log_level=os.environ.get("LOG_LEVEL", "INFO").lower())
     finally:
         worker.stop()
-        # The request totals' last flush, while the embedded Redis is still there to take it.
-        with contextlib.suppress(redis.RedisError):
-            daily_stats.flush_daily_stats(app.app.extensions["levqor.redis"])
-        redis_conn.stop_embedded()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class UsageFlusher:
         self.journal: deque = deque(maxlen=JOURNAL_MAX_ENTRIES)
         self._thread: threading.Thread | None = None
         self._tick_lock = threading.Lock()  # the thread's tick and the one at exit never overlap
+        self._exited = threading.Event()
 
     def start(self) -> None:
         """Start the thread once, on the first call: a thread started in the app factory would
@@ -61,13 +62,14 @@ class UsageFlusher:
 
     def _last_tick(self) -> None:
         try:
-            self.tick()
+            with self._tick_lock:
+                self._exited.set()  # the thread ticks no more: what it would use may be gone next
+                self._tick()
         except Exception:
             log.exception("the usage flush at exit failed")
 
     def _loop(self) -> None:
-        while True:
-            time.sleep(self.flush_seconds)
+        while not self._exited.wait(self.flush_seconds):
             try:
                 self.tick()
             except Exception:  # keep flushing after a Redis or database hiccup

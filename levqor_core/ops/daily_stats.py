@@ -9,7 +9,6 @@ which reads these figures: one module each way would be an import cycle.
 import atexit
 import logging
 import threading
-import time
 from collections import Counter
 from datetime import UTC, date, datetime
 
@@ -34,6 +33,7 @@ class DailyStats:
         self._lock = threading.Lock()
         self._counts: Counter = Counter()
         self._thread: threading.Thread | None = None
+        self._exited = threading.Event()
 
     def add(self, status: int, seconds: float, refused_type: str | None) -> None:
         bucket = next((b for b in LATENCY_BUCKETS if seconds <= b), "inf")
@@ -79,14 +79,14 @@ class DailyStats:
         atexit.register(self._last_flush, r)
 
     def _last_flush(self, r: redis.Redis) -> None:
+        self._exited.set()  # the thread flushes no more: what it would use may be gone next
         try:
             self.flush(r)
         except redis.RedisError as err:
             log.warning("request stats: this process's last totals not flushed at exit: %s", err)
 
     def _loop(self, r: redis.Redis, seconds: float) -> None:
-        while True:
-            time.sleep(seconds)
+        while not self._exited.wait(seconds):
             try:
                 self.flush(r)
             except Exception:
