@@ -316,3 +316,21 @@ def test_deletion_on_sqlite_the_embedded_default_leaves_no_row_naming_the_accoun
         )
         assert db.session.scalar(orphans) == 0
         assert db.session.get(Account, gone_id) is None
+
+
+def test_on_sqlite_a_deleted_accounts_id_is_never_given_to_the_next_sign_up(tmp_path, redis_server):
+    """Redis keeps the day's key creation, usage and limits by account id: an id handed out again
+    (SQLite reused the highest one) gave the next sign-up the deleted account's spent limits."""
+    from flask_migrate import upgrade
+
+    from levqor_core.accounts import deletion
+    from levqor_core.accounts import service as accounts
+    from levqor_core.keys import service as keys
+
+    app = app_on_sqlite(tmp_path / "embedded.db", redis_server)
+    with app.app_context():
+        upgrade()
+        gone = accounts.create("first@example.com", PASSWORD)
+        gone_id = gone.id
+        deletion.delete(gone, keys.Actor(email=gone.email))
+        assert accounts.create("next@example.com", PASSWORD).id > gone_id

@@ -37,6 +37,9 @@ class Account(db.Model, UserMixin):
     a new uniquifier (log-out, password change or reset) ends every session at once."""
 
     __tablename__ = "accounts"
+    # SQLite never hands a deleted account's id to the next sign-up (migration 0013): Redis keeps
+    # limits and counters by account id.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(sa.String(254), unique=True)
