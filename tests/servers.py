@@ -4,6 +4,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -137,6 +138,20 @@ class PostgresServer:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        return self.resume()
+
+    def stop(self) -> None:
+        """Stop the server (an outage); `resume()` starts it again on the same data and port."""
+        if self.proc and self.proc.poll() is None:
+            # A fast shutdown (SIGINT) of the postmaster itself: a smart one (SIGTERM) waits for the
+            # app's pooled clients, and runuser passes no SIGINT on.
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+            os.kill(postmaster, signal.SIGINT)
+            self.proc.wait(timeout=20)
+            wait_for(lambda: not (self.data / "postmaster.pid").exists(), timeout=20, step=0.05)
+        self.proc = None
+
+    def resume(self) -> "PostgresServer":
         self.proc = subprocess.Popen(
             self._cmd(
                 _pg_bin("postgres"),
@@ -180,7 +195,5 @@ class PostgresServer:
         return self.url(name)
 
     def close(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

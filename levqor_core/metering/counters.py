@@ -24,6 +24,9 @@ from levqor_core.metering.models import UsageDaily
 
 DIRTY = "lvq:dirty"
 FLUSHING = "lvq:dirty:flushing"
+# Rows a statement in the flush: 5 parameters each, far below PostgreSQL's 65,535 a statement and
+# SQLite's 32,766.
+FLUSH_CHUNK_ROWS = 2_000
 
 
 @dataclass(frozen=True)
@@ -130,14 +133,31 @@ def seed_day(r: redis.Redis, key_id: str, day: date) -> None:
 
 
 def flush_usage(r: redis.Redis) -> int:
-    """Copy the counters touched since the last flush into usage_daily; returns rows written."""
+    """Copy the counters touched since the last flush into usage_daily; returns rows written.
+
+    The pending pairs go in chunks of FLUSH_CHUNK_ROWS: one statement for all of them passes
+    PostgreSQL's 65,535 parameters a statement past ~13,100 pairs (5 a row), and a flush that
+    always fails never empties FLUSHING, so usage would freeze for good. Each chunk's pairs leave
+    FLUSHING once committed: a failure (the database away) keeps only what is left for the next
+    tick, and the upsert never moves a row backwards, so a chunk written twice is harmless."""
     if r.exists(DIRTY):
-        # Keep anything a crashed flush left behind, then take the current set atomically.
+        # Keep anything a failed flush left behind, then take the current set atomically.
         r.sunionstore(DIRTY, [DIRTY, FLUSHING])
         r.rename(DIRTY, FLUSHING)
     members = sorted(m.decode() for m in r.smembers(FLUSHING))
-    if not members:
-        return 0
+    written = 0
+    for start in range(0, len(members), FLUSH_CHUNK_ROWS):
+        chunk = members[start : start + FLUSH_CHUNK_ROWS]
+        try:
+            written += _flush_chunk(r, chunk)
+        except Exception:
+            db.session.rollback()
+            raise
+        r.srem(FLUSHING, *chunk)
+    return written
+
+
+def _flush_chunk(r: redis.Redis, members: list[str]) -> int:
     entries = []
     for member in members:
         key_id, account_id, day_text = member.split("|")
@@ -147,7 +167,6 @@ def flush_usage(r: redis.Redis) -> int:
     live = set(db.session.scalars(sa.select(Account.id).where(Account.id.in_({a for _, a, _ in entries}))))
     entries = [entry for entry in entries if entry[1] in live]
     if not entries:
-        r.delete(FLUSHING)
         return 0
     values = r.mget([k for key_id, _, day in entries for k in (daily_key(key_id, day), sandbox_key(key_id, day))])
     rows = [
@@ -161,7 +180,6 @@ def flush_usage(r: redis.Redis) -> int:
         for i, (key_id, account_id, day) in enumerate(entries)
     ]
     _upsert_usage(rows)
-    r.delete(FLUSHING)
     return len(rows)
 
 
