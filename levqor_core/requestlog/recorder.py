@@ -63,7 +63,11 @@ class Recorder:
     """The process's buffer of calls to log and the thread that writes them."""
 
     def __init__(
-        self, database_url: str, flush_seconds: float, max_buffered: int = MAX_BUFFERED, connect_args: dict | None = None
+        self,
+        database_url: str,
+        flush_seconds: float,
+        max_buffered: int = MAX_BUFFERED,
+        connect_args: dict | None = None,
     ):
         self.database_url = database_url
         self.connect_args = connect_args or {}
