@@ -71,6 +71,17 @@ class LevqorWorker(Worker):
         super().heartbeat(timeout, pipeline)
 
 
+# Holds the lease if free or already ours (renewed), else not: 1 or 0.
+LEASE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 class LeaderCronScheduler(CronScheduler):
     """RQ's CronScheduler that enqueues only while it holds a Redis lease, so running several
     worker processes does not enqueue each periodic job several times."""
@@ -79,13 +90,9 @@ class LeaderCronScheduler(CronScheduler):
         pass  # runs in a thread: the process's main thread owns the signals
 
     def _lead(self) -> bool:
-        r = self.connection
-        if r.set(LEADER_KEY, self.name, nx=True, ex=LEADER_TTL):
-            return True
-        if (r.get(LEADER_KEY) or b"").decode() == self.name:
-            r.expire(LEADER_KEY, LEADER_TTL)
-            return True
-        return False
+        """Take the lease or renew our own, in one atomic step: a GET then EXPIRE could renew a
+        lease that expired and went to another process in between (two leaders)."""
+        return bool(self.connection.eval(LEASE_SCRIPT, 1, LEADER_KEY, self.name, LEADER_TTL))
 
     def enqueue_jobs(self):
         if self._lead():

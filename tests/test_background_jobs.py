@@ -507,6 +507,55 @@ def test_a_run_the_dead_leader_never_enqueued_is_made_late_by_the_next_leader(ap
     assert Queue(PERIODIC_QUEUE, connection=r).count == 1
 
 
+def test_the_lease_is_renewed_only_by_its_holder_and_taken_only_when_free(app):
+    from jobs.worker import LEADER_KEY, LEADER_TTL, LeaderCronScheduler
+
+    r = app.extensions["levqor.redis"]
+    a, b = LeaderCronScheduler(connection=r), LeaderCronScheduler(connection=r)
+    assert a._lead() and not b._lead()
+    r.expire(LEADER_KEY, 1)
+    assert a._lead() and r.ttl(LEADER_KEY) > 1  # renewed by its holder
+    # The lease ran out and b took it: a's next renewal must not extend b's lease as its own.
+    r.delete(LEADER_KEY)
+    assert b._lead()
+    r.expire(LEADER_KEY, 5)
+    assert not a._lead()
+    assert r.get(LEADER_KEY).decode() == b.name and r.ttl(LEADER_KEY) <= 5 < LEADER_TTL
+
+
+def test_a_lease_lost_mid_renewal_makes_no_second_leader(app):
+    """The lease runs out and another process takes it between the holder's read and its renewal
+    (a GC pause, a slow network): the holder must not go on leading beside it."""
+    from jobs.worker import LEADER_KEY, LeaderCronScheduler
+
+    r = app.extensions["levqor.redis"]
+    b = LeaderCronScheduler(connection=r)
+
+    class TakenOverAfterEachRead:
+        """The holder's connection; every command it sends passes through, and right after it reads
+        the lease, the lease expires and b takes it."""
+
+        def __getattr__(self, name):
+            return getattr(r, name)
+
+        def get(self, key):
+            value = r.get(key)
+            r.delete(LEADER_KEY)
+            assert b._lead()
+            return value
+
+    a = LeaderCronScheduler(connection=r)
+    assert a._lead()
+    a.connection = TakenOverAfterEachRead()
+    r.delete(LEADER_KEY)
+    assert b._lead()
+    r.delete(LEADER_KEY)
+    r.set(LEADER_KEY, a.name, ex=60)  # a holds it again; b is about to take it mid-renewal
+    led = a._lead()
+    holder = r.get(LEADER_KEY).decode()
+    assert not (led and holder == b.name), "two leaders"
+
+
 # -- the portal's job status -------------------------------------------------------------------------
 
 

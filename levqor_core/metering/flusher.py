@@ -10,9 +10,7 @@ When Redis comes back empty, the journaled calls numbered above what the databas
 seed base) are exactly the ones no flush had persisted: those are added back.
 """
 
-import atexit
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from flask import Flask
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.metering import counters as metering
+from levqor_core.periodic_thread import PeriodicThread
 
 log = logging.getLogger(__name__)
 
@@ -46,40 +45,17 @@ class UsageFlusher:
         # (admitted at, key id, account id, period id, day, area, epoch, day counter value); plain
         # tuples, appended on the hot path.
         self.journal: deque = deque(maxlen=JOURNAL_MAX_ENTRIES)
-        self._thread: threading.Thread | None = None
-        self._tick_lock = threading.Lock()  # the thread's tick and the one at exit never overlap
-        self._exited = threading.Event()
+        # A worker stopped by its server (a deploy, max-requests) soon after Redis came back empty
+        # replays its journal at exit: the calls only it remembers are not lost with it.
+        self.thread = PeriodicThread("usage-flush", flush_seconds, self._tick)
 
     def start(self) -> None:
-        """Start the thread once, on the first call: a thread started in the app factory would
-        not survive the server forking its workers."""
-        if self._thread is None and self.flush_seconds > 0:
-            self._thread = threading.Thread(target=self._loop, name="usage-flush", daemon=True)
-            self._thread.start()
-            # A worker stopped by its server (a deploy, max-requests) soon after Redis came back
-            # empty replays its journal first: the calls only it remembers are not lost with it.
-            atexit.register(self._last_tick)
-
-    def _last_tick(self) -> None:
-        try:
-            with self._tick_lock:
-                self._exited.set()  # the thread ticks no more: what it would use may be gone next
-                self._tick()
-        except Exception:
-            log.exception("the usage flush at exit failed")
-
-    def _loop(self) -> None:
-        while not self._exited.wait(self.flush_seconds):
-            try:
-                self.tick()
-            except Exception:  # keep flushing after a Redis or database hiccup
-                log.exception("usage flush failed")
+        self.thread.start()
 
     def tick(self) -> None:
         """One interval's work: hand Redis the calls admitted during an outage once it answers
         (even if this process gets no more calls), replay the journal, then persist usage."""
-        with self._tick_lock:
-            self._tick()
+        self.thread.tick()
 
     def _tick(self) -> None:
         self.catch_up()

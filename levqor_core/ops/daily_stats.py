@@ -6,13 +6,14 @@ Apart from `levqor_core.ops.metrics` (the Prometheus exposition), which reads `l
 which reads these figures: one module each way would be an import cycle.
 """
 
-import atexit
 import logging
 import threading
 from collections import Counter
 from datetime import UTC, date, datetime
 
 import redis
+
+from levqor_core.periodic_thread import PeriodicThread
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,7 @@ class DailyStats:
     def __init__(self):
         self._lock = threading.Lock()
         self._counts: Counter = Counter()
-        self._thread: threading.Thread | None = None
-        self._exited = threading.Event()
+        self.thread: PeriodicThread | None = None
 
     def add(self, status: int, seconds: float, refused_type: str | None) -> None:
         bucket = next((b for b in LATENCY_BUCKETS if seconds <= b), "inf")
@@ -67,30 +67,20 @@ class DailyStats:
         return sum(n for (_, f), n in counts.items() if f == "requests")
 
     def start(self, r: redis.Redis, seconds: float) -> None:
-        if self._thread is not None or seconds <= 0:
-            return
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(target=self._loop, args=(r, seconds), name="stats-flush", daemon=True)
-        self._thread.start()
-        # A process stopped by its server (a deploy, max-requests) adds its last interval's totals
-        # instead of losing them with the daemon thread.
-        atexit.register(self._last_flush, r)
+        """Add the totals to Redis every `seconds` from now on (once per process)."""
+        if self.thread is None:
+            with self._lock:
+                if self.thread is None:
+                    self.thread = PeriodicThread(
+                        "stats-flush", seconds, lambda: self.flush(r), last_tick=lambda: self._last_flush(r)
+                    )
+        self.thread.start()
 
     def _last_flush(self, r: redis.Redis) -> None:
-        self._exited.set()  # the thread flushes no more: what it would use may be gone next
         try:
             self.flush(r)
         except redis.RedisError as err:
             log.warning("request stats: this process's last totals not flushed at exit: %s", err)
-
-    def _loop(self, r: redis.Redis, seconds: float) -> None:
-        while not self._exited.wait(seconds):
-            try:
-                self.flush(r)
-            except Exception:
-                log.warning("could not flush request stats to redis; will retry", exc_info=True)
 
 
 STATS = DailyStats()

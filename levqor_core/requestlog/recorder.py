@@ -9,7 +9,6 @@ TRIM_SECONDS the thread also cuts the accounts it wrote for back to their cap, s
 stays near it between the periodic purges (`queries.purge`, which also applies the 7-day window).
 """
 
-import atexit
 import json
 import logging
 import re
@@ -22,6 +21,7 @@ import psycopg
 import sqlalchemy as sa
 from prometheus_client import Counter as PromCounter
 
+from levqor_core.periodic_thread import PeriodicThread
 from levqor_core.requestlog import queries
 from levqor_core.requestlog.models import RequestLogEntry
 
@@ -76,10 +76,13 @@ class Recorder:
         self.buffer: deque = deque()
         self.dropped = 0
         self._flush_lock = threading.Lock()
-        self._start_lock = threading.Lock()
         self._engine: sa.Engine | None = None
         self._written_for: set[int] = set()  # accounts written since the last trim
-        self._thread: threading.Thread | None = None
+        self._trimmed_at = time.monotonic()
+        self._reported_drops = 0
+        # A worker stopped by its server (a deploy, max-requests) writes its last interval's calls
+        # instead of losing them with the daemon thread.
+        self.thread = PeriodicThread("request-log-flush", flush_seconds, self._tick, last_tick=self._last_flush)
 
     def add(self, call: tuple) -> None:
         """Queue one call (the hot path: a length check and an append)."""
@@ -88,16 +91,8 @@ class Recorder:
         self.buffer.append(call)
 
     def start(self) -> None:
-        """Start the flush thread once, on the first request: one started in the app factory
-        would not survive the server forking its workers."""
-        if self._thread is None and self.flush_seconds > 0:
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._loop, name="request-log-flush", daemon=True)
-                    self._thread.start()
-                    # A worker stopped by its server (a deploy, max-requests) writes its last
-                    # interval's calls instead of losing them with the daemon thread.
-                    atexit.register(self._last_flush)
+        """Start the flush thread (once per process; later calls return at once)."""
+        self.thread.start()
 
     def flush(self) -> int:
         """Write every buffered call now; returns how many. On a database error the calls go
@@ -189,20 +184,18 @@ class Recorder:
         except Exception:
             log.warning("request log: %d call(s) not written at exit", len(self.buffer))
 
-    def _loop(self) -> None:
-        reported, trimmed_at = 0, time.monotonic()
-        while True:
-            time.sleep(self.flush_seconds)
-            try:
-                self.flush()
-                if time.monotonic() - trimmed_at >= TRIM_SECONDS:
-                    trimmed_at = time.monotonic()
-                    self.trim()
-            except Exception:  # keep flushing after a database hiccup
-                log.warning("could not write the request log; will retry", exc_info=True)
-            if self.dropped != reported:
-                log.warning("request log: %d call(s) dropped while the database was away", self.dropped - reported)
-                reported = self.dropped
+    def _tick(self) -> None:
+        try:
+            self.flush()
+            if time.monotonic() - self._trimmed_at >= TRIM_SECONDS:
+                self._trimmed_at = time.monotonic()
+                self.trim()
+        finally:
+            if self.dropped != self._reported_drops:
+                log.warning(
+                    "request log: %d call(s) dropped while the database was away", self.dropped - self._reported_drops
+                )
+                self._reported_drops = self.dropped
 
 
 # What the database (or the driver, encoding the row) refuses in one call's values: such a call can
