@@ -5,9 +5,10 @@ from functools import cache
 
 from rq import get_current_job
 
+from levqor_core import outbound_mail
 from levqor_core.apijobs import jobs as job_core
 from levqor_core.app import create_app
-from levqor_core.ops import alerts, periodic
+from levqor_core.ops import periodic
 from levqor_core.webhooks import dispatch
 
 
@@ -25,7 +26,7 @@ def run_job(job_id: str) -> str:
 def deliver_webhook(delivery_id: str) -> str | None:
     """One attempt at a webhook delivery; the next one is queued at its time."""
     with _app().app.app_context():
-        return dispatch.attempt(delivery_id, sender=alerts.email_sender())
+        return dispatch.attempt(delivery_id, sender=outbound_mail.email_sender())
 
 
 def run_periodic(name: str, **kwargs) -> dict:

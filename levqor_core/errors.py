@@ -13,8 +13,7 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from levqor_core import problems
-from levqor_core.limits import tiers
+from levqor_core import problems, tiers
 from levqor_core.web.limiter import limiter
 
 log = logging.getLogger(__name__)

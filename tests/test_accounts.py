@@ -764,7 +764,7 @@ def test_a_stolen_session_guesses_no_password_and_mails_no_inbox_from_the_accoun
 
 
 def test_without_smtp_on_a_dyno_the_mail_and_its_link_stay_out_of_the_log(caplog):
-    from levqor_core.ops.alerts import LogSender
+    from levqor_core.outbound_mail import LogSender
 
     LogSender({"MAIL_BODY_IN_LOG": False}).send("dev@example.com", "Reset", "https://x/reset/SECRET-TOKEN")
     assert "dev@example.com" in caplog.text and "SECRET-TOKEN" not in caplog.text

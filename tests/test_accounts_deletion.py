@@ -1,6 +1,7 @@
 """Deleting an account (issue 13): the key is refused at once, the Stripe subscription is canceled,
 personal data and jobs are gone, payment event records stay, and the email can sign up again."""
 
+import dataclasses
 import secrets
 from datetime import UTC, datetime
 
@@ -334,3 +335,38 @@ def test_on_sqlite_a_deleted_accounts_id_is_never_given_to_the_next_sign_up(tmp_
         gone_id = gone.id
         deletion.delete(gone, keys.Actor(email=gone.email))
         assert accounts.create("next@example.com", PASSWORD).id > gone_id
+
+
+def test_every_domain_registers_its_deletion_step_in_the_app(app):
+    from levqor_core.accounts import deletion
+
+    assert [s.name for s in deletion.steps()] == [
+        "stop-billing",
+        "revoke-keys",
+        "forget-cached-keys",
+        "forget-sandbox-jobs",
+        "job-rows",
+        "key-rows",
+        "quota-alert-rows",
+        "request-log-rows",
+        "sign-ins",
+        "unlink-stripe-events",
+        "usage-rows",
+        "webhook-rows",
+    ]
+    assert deletion.unclaimed_tables() == set()
+
+
+def test_a_table_no_step_claims_refuses_the_deletion_before_anything_changes(app, make_account, monkeypatch):
+    from levqor_core.accounts import deletion
+    from levqor_core.keys import service as keys
+
+    account_id, key = make_account()
+    rows_step = next(s for s in deletion.steps() if s.name == "usage-rows")
+    monkeypatch.setitem(deletion._steps, "usage-rows", dataclasses.replace(rows_step, tables=()))
+    with app.app_context():
+        account = db.session.get(Account, account_id)
+        with pytest.raises(deletion.UnclaimedTables, match="usage_daily"):
+            deletion.delete(account, keys.Actor(email=account.email))
+        assert db.session.get(Account, account_id) is not None
+        assert db.session.scalar(sa.select(ApiKey.status).where(ApiKey.account_id == account_id)) == "active"

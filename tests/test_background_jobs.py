@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from rq import Queue
 from rq.job import Job as RQJob
 
+from levqor_core import tiers
 from levqor_core.accounts import service as accounts
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey
-from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 from levqor_core.ops import alerts, health_log, notion, notion_sync, periodic

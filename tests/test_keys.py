@@ -15,14 +15,14 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from levqor_core import problems
+from levqor_core import problems, tiers
 from levqor_core.accounts.models import Account
 from levqor_core.columns import utcnow
 from levqor_core.extensions import db
 from levqor_core.keys import format as key_format
 from levqor_core.keys import service as keys
 from levqor_core.keys.models import ApiKey, KeyEvent
-from levqor_core.limits import key_cache, tiers
+from levqor_core.limits import key_cache
 from levqor_core.metering import counters as metering
 from levqor_core.web import key_creation_limit as creation_limit
 

@@ -13,12 +13,11 @@ import yaml
 from connexion.json_schema import Draft4ResponseValidator
 from sqlalchemy import event
 
-from levqor_core import problems, redis_scripts
+from levqor_core import problems, redis_scripts, tiers
 from levqor_core.accounts.models import Account
 from levqor_core.app import SPEC
 from levqor_core.extensions import db
 from levqor_core.limits import gate as gate_module
-from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
 from levqor_core.web import validation
 

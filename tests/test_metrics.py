@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from levqor_core import tiers
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
-from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
 from levqor_core.ops import daily_stats
 from levqor_core.ops import status as ops_status

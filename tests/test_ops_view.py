@@ -17,12 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, Worker
 
 from jobs.worker import PERIODIC_WORKERS, WEBHOOK_WORKERS
+from levqor_core import tiers
 from levqor_core.accounts import service as accounts
 from levqor_core.accounts.models import Account
 from levqor_core.apijobs.models import Job
 from levqor_core.app import create_app
 from levqor_core.extensions import db
-from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
 from levqor_core.ops import metrics
 from levqor_core.ops import status as ops_status

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 
+from levqor_core import tiers
 from levqor_core.columns import utcnow
 from levqor_core.extensions import db
 from levqor_core.keys import format as key_format
 from levqor_core.keys import service as keys
 from levqor_core.keys.models import KeyEvent
-from levqor_core.limits import tiers
 from portal.helpers import charts, sdk_examples, snippets
 from portal.helpers import sandbox_calls as portal_sandbox
 

@@ -8,11 +8,11 @@ import pytest
 import redis as redis_py
 import sqlalchemy as sa
 
+from levqor_core import tiers
 from levqor_core.accounts.models import Account
 from levqor_core.apijobs.models import Job
 from levqor_core.extensions import db
 from levqor_core.keys import format as key_format
-from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 from levqor_core.web.limiter import limiter

@@ -16,12 +16,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from levqor_core import tiers
 from levqor_core.accounts.models import Account
 from levqor_core.columns import utcnow
 from levqor_core.extensions import db
 from levqor_core.keys import service as keys
 from levqor_core.limits import gate as gate_module
-from levqor_core.limits import tiers
 from levqor_core.requestlog import queries
 from levqor_core.requestlog import recorder as request_log
 from levqor_core.requestlog.models import RequestLogEntry

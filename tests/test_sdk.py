@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from levqor_core.limits import tiers
+from levqor_core import tiers
 from levqor_core.metering import counters as metering
 
 from .servers import served_in_thread

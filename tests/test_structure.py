@@ -102,6 +102,30 @@ def test_no_import_cycle_among_the_projects_modules():
     assert _cycles(_graph()) == []
 
 
+def _package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same imports between the core's packages (levqor_core.<package>): a cycle between two
+    domains is one even when no single module pair closes it."""
+
+    def package(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if parts[0] == "levqor_core" and len(parts) > 2 else None
+
+    packages: dict[str, set[str]] = defaultdict(set)
+    for name, targets in graph.items():
+        if source := package(name):
+            packages[source] |= {p for t in targets if (p := package(t)) and p != source}
+    return packages
+
+
+def test_no_import_cycle_among_the_cores_packages():
+    assert _cycles(_package_graph(_graph())) == []
+
+
+def test_the_package_graph_sees_a_cycle_closed_by_different_modules():
+    graph = {"levqor_core.a.x": {"levqor_core.b.y"}, "levqor_core.b.z": {"levqor_core.a.w"}}
+    assert _cycles(_package_graph(graph)) == [["a", "b"]]
+
+
 def test_the_cycle_finder_sees_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
@@ -124,7 +148,7 @@ def _loaded_after_import(module: str) -> set[str]:
 
 
 def test_the_tier_table_loads_no_web_framework_in_a_fresh_interpreter():
-    loaded = _loaded_after_import("levqor_core.limits.tiers")
+    loaded = _loaded_after_import("levqor_core.tiers")
     assert "levqor_core" in loaded  # the probe did import it
     assert loaded.isdisjoint(WEB_FRAMEWORKS), loaded & set(WEB_FRAMEWORKS)
 

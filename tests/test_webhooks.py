@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from levqor_core import tiers
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
-from levqor_core.limits import tiers
 from levqor_core.webhooks import delivery, dispatch, service, targets
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
+from levqor_core import tiers
 from levqor_core.extensions import db
-from levqor_core.limits import tiers
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 from .webhook_helpers import attempt_pending, hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)

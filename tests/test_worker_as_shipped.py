@@ -27,9 +27,9 @@ from levqor_core.apijobs import jobs as job_core
 from levqor_core.apijobs import sandbox
 from levqor_core.apijobs.models import Job
 from levqor_core.extensions import db
-from levqor_core.limits.tiers import TIERS
 from levqor_core.ops import periodic
 from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE
+from levqor_core.tiers import TIERS
 
 from . import signup
 from .helpers import (

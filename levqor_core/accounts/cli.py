@@ -3,8 +3,8 @@
 import click
 from flask.cli import AppGroup
 
+from levqor_core import tiers
 from levqor_core.accounts import service as accounts
-from levqor_core.limits import tiers
 
 accounts_cli = AppGroup("accounts", help="Manage developer accounts.")
 

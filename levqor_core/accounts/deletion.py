@@ -1,60 +1,81 @@
-"""Deleting an account (README "Accounts": what goes, what stays and why).
+"""Deleting an account (docs: what goes, what stays and why), through steps each domain registers.
 
-Order matters: Stripe first (open checkouts expired, subscriptions canceled: a failure there
-stops before anything is lost, and nobody is charged for an account that no longer exists), then
-the keys (the next call is a 401 in every process), then the sandbox's jobs in Redis, then the rows.
-Its usage counters still in Redis are not flushed here (its usage rows go anyway): the flusher drops
-the counters of deleted accounts.
+The accounts package knows no other domain: each one that keeps something of an account registers
+the step that removes it (`@deletion.step(...)`, in its own module) and names the tables it clears.
+Before anything changes, `delete` checks that every table with an `account_id` column is claimed by
+a registered step, so a new domain that forgets to register refuses deletions instead of leaving
+personal rows behind (SQLite, the embedded default, enforces no ON DELETE rules).
+
+Order matters, by the steps' `order`: Stripe first (a failure there stops before anything is lost,
+and nobody is charged for an account that no longer exists: BILLING), then the keys (the next call
+is a 401 in every process: KEYS), then what lives in Redis (CACHES), then the rows (ROWS), then the
+account itself. Its usage counters still in Redis are not flushed: the flusher drops the counters
+of deleted accounts.
 """
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import redis
 import sqlalchemy as sa
-from flask import current_app
 
 from levqor_core.accounts.models import Account, SignIn
-from levqor_core.apijobs import sandbox
-from levqor_core.apijobs.models import Job
-from levqor_core.billing import checkout as billing
-from levqor_core.billing.models import StripeEvent
 from levqor_core.extensions import db
-from levqor_core.keys import service as keys
-from levqor_core.keys.models import ApiKey, KeyEvent
-from levqor_core.limits import key_cache
-from levqor_core.metering.models import UsageDaily
-from levqor_core.ops.models import QuotaAlert
-from levqor_core.requestlog.models import RequestLogEntry
-from levqor_core.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
-# Rows that name the account and go with it. Its webhook endpoints and their deliveries go too, and
-# its stripe_events rows stay with the account link cleared (the record of each payment event: id,
-# type, outcome, time). Both are done here, not left to the foreign keys' ON DELETE rules: SQLite
-# (the embedded default) does not enforce them.
-OWNED = (Job, KeyEvent, ApiKey, UsageDaily, QuotaAlert, RequestLogEntry, SignIn)
+BILLING, KEYS, CACHES, ROWS = 10, 20, 30, 40
 
 
-def delete(account: Account, actor: keys.Actor) -> None:
+@dataclass(frozen=True)
+class Step:
+    name: str
+    order: int
+    run: Callable[[Account, object], None]  # (account, actor): the actor as keys.Actor
+    tables: tuple[str, ...]  # the tables with an account_id column it clears (or keeps, unlinked)
+
+
+_steps: dict[str, Step] = {}
+
+
+def step(name: str, order: int, tables: tuple[str, ...] = ()) -> Callable:
+    """Register `run(account, actor)` as a deletion step (once per name: a reload replaces it)."""
+
+    def register(run: Callable[[Account, object], None]) -> Callable:
+        _steps[name] = Step(name, order, run, tables)
+        return run
+
+    return register
+
+
+def steps() -> list[Step]:
+    return sorted(_steps.values(), key=lambda s: (s.order, s.name))
+
+
+def unclaimed_tables() -> set[str]:
+    """Tables naming an account that no registered step clears."""
+    claimed = {table for s in _steps.values() for table in s.tables}
+    naming = {t.name for t in db.metadata.sorted_tables if "account_id" in t.c and t.name != "account_roles"}
+    return naming - claimed
+
+
+class UnclaimedTables(RuntimeError):
+    """A table keeps account rows that no deletion step removes: deleting would leave them."""
+
+
+def delete(account: Account, actor) -> None:
     """Delete the account and everything personal it owns. A billing error is raised before anything
     of ours changes (open checkouts may already have been expired: harmless, a new one can be started)."""
-    if billing.stop_billing(account):
-        db.session.commit()
-    keys.revoke(account, actor)
-    key_cache.forget_account(account.id)
-    r = current_app.extensions["levqor.redis"]
-    try:
-        sandbox.forget_account(r, account.id)
-    except redis.RedisError as err:  # the flusher drops counters of deleted accounts anyway
-        log.warning("account %s deleted while Redis is unavailable: %s", account.id, err)
+    if missing := unclaimed_tables():
+        raise UnclaimedTables(f"no deletion step clears {', '.join(sorted(missing))}")
     account_id = account.id
-    endpoints = sa.select(WebhookEndpoint.id).where(WebhookEndpoint.account_id == account_id)
-    db.session.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.endpoint_id.in_(endpoints)))
-    db.session.execute(sa.delete(WebhookEndpoint).where(WebhookEndpoint.account_id == account_id))
-    db.session.execute(sa.update(StripeEvent).where(StripeEvent.account_id == account_id).values(account_id=None))
-    for model in OWNED:
-        db.session.execute(sa.delete(model).where(model.account_id == account_id))
+    for each in steps():
+        each.run(account, actor)
     db.session.delete(account)
     db.session.commit()
     log.info("account %s deleted", account_id)
+
+
+@step("sign-ins", ROWS, tables=("sign_ins",))
+def _delete_sign_ins(account: Account, _actor) -> None:
+    db.session.execute(sa.delete(SignIn).where(SignIn.account_id == account.id))

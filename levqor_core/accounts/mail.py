@@ -14,6 +14,8 @@ from threading import Lock
 from flask import g
 from flask_security import MailUtil
 
+from levqor_core.outbound_mail import email_sender
+
 log = logging.getLogger(__name__)
 
 _outbox = ThreadPoolExecutor(max_workers=2, thread_name_prefix="account-mail")
@@ -25,8 +27,6 @@ class PortalMail(MailUtil):
     """Every account email goes out through the app's one sender (SMTP, or the console without it)."""
 
     def send_mail(self, template, subject, recipient, sender, body, html, **kwargs) -> None:
-        from levqor_core.ops.alerts import email_sender  # the ops package loads later than extensions
-
         outgoing = email_sender()  # read from the app's config here, in the request
         g.account_mail_queued = True
         future = _outbox.submit(_send, outgoing, str(recipient), str(subject), body, html)

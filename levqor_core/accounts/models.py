@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
 
 from levqor_core.columns import UTCDateTime, utcnow
 from levqor_core.extensions import db
-from levqor_core.limits.tiers import DEFAULT_TIER
+from levqor_core.tiers import DEFAULT_TIER
 
 account_roles = sa.Table(
     "account_roles",

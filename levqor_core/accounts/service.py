@@ -7,11 +7,10 @@ import sqlalchemy as sa
 from flask_security import hash_password
 from flask_security.confirmable import confirm_user
 
-from levqor_core import problems
+from levqor_core import problems, signals, tiers
 from levqor_core.accounts.models import Account, Role
 from levqor_core.accounts.security import MIN_PASSWORD, security  # noqa: F401  (MIN_PASSWORD: the portal shows it)
 from levqor_core.extensions import db
-from levqor_core.limits import key_cache, tiers
 
 OPS_ROLE = "ops"
 ROLES = {OPS_ROLE: "Operators: /developer/ops"}
@@ -106,5 +105,5 @@ def set_tier(account: Account, tier_name: str) -> Account:
     except KeyError:
         raise AccountError(f"Unknown tier {tier_name!r}; choose one of {', '.join(tiers.TIERS)}.") from None
     db.session.commit()
-    key_cache.forget_account(account.id)
+    signals.account_limits_changed.send(account.id)
     return account

@@ -16,14 +16,14 @@ from rq.job import Job as RQJob
 from sqlalchemy import orm
 from sqlalchemy.exc import IntegrityError
 
-from levqor_core import problems, queue
+from levqor_core import problems, queue, tiers
+from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.apijobs import pagination, workflows
 from levqor_core.apijobs.models import FINISHED, IN_FLIGHT, Job, new_job_id
 from levqor_core.apijobs.problems import JobNotCancelable, TooManyJobsInFlight
 from levqor_core.columns import utcnow
 from levqor_core.extensions import db
-from levqor_core.limits import tiers
 from levqor_core.webhooks import events
 
 log = logging.getLogger(__name__)
@@ -265,3 +265,8 @@ def execute(job_id: str) -> str:
     if finished:
         events.emit(job.account_id, f"job.{job.status}", job.to_dict)
     return job.status
+
+
+@deletion.step("job-rows", deletion.ROWS, tables=("jobs",))
+def _delete_job_rows(account: Account, _actor) -> None:
+    db.session.execute(sa.delete(Job).where(Job.account_id == account.id))

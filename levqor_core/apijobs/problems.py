@@ -1,7 +1,6 @@
 """The problems the jobs API answers with, for production and sandbox jobs alike."""
 
-from levqor_core import problems
-from levqor_core.limits import tiers
+from levqor_core import problems, tiers
 
 IN_FLIGHT_RETRY_AFTER = "5"  # seconds; most workflows finish well within it
 

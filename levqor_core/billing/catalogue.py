@@ -1,13 +1,13 @@
-"""The Stripe catalogue: one product and one monthly USD price per tier of `levqor_core.limits.tiers`,
+"""The Stripe catalogue: one product and one monthly USD price per tier of `levqor_core.tiers`,
 found by the price's lookup key (`flask billing sync-products`)."""
 
 import logging
 
 import stripe
 
+from levqor_core import tiers
 from levqor_core.billing import stripe_client
 from levqor_core.billing.problems import BillingNotConfigured
-from levqor_core.limits import tiers
 
 log = logging.getLogger(__name__)
 

@@ -2,13 +2,16 @@
 
 import hashlib
 
+import sqlalchemy as sa
 import stripe
 
+from levqor_core import tiers
+from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.billing import catalogue, stripe_client, subscriptions
+from levqor_core.billing.models import StripeEvent
 from levqor_core.billing.problems import AlreadySubscribed, NoBillingAccount, UnknownPlan
 from levqor_core.extensions import db
-from levqor_core.limits import tiers
 
 
 def paid_tier(name: str | None) -> tiers.Tier:
@@ -112,3 +115,15 @@ def stop_billing(account: Account) -> int:
     if account.stripe_subscription_id and account.subscription_status not in subscriptions.FINAL_STATUSES:
         account.subscription_status = subscriptions.SubscriptionStatus.CANCELED
     return canceled
+
+
+@deletion.step("stop-billing", deletion.BILLING)
+def _stop_billing_of_deleted_account(account: Account, _actor) -> None:
+    if stop_billing(account):
+        db.session.commit()
+
+
+@deletion.step("unlink-stripe-events", deletion.ROWS, tables=("stripe_events",))
+def _unlink_stripe_events(account: Account, _actor) -> None:
+    """Each payment event's record stays (id, type, outcome, time), no longer naming the account."""
+    db.session.execute(sa.update(StripeEvent).where(StripeEvent.account_id == account.id).values(account_id=None))

@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 from datetime import datetime
 
+from levqor_core import tiers
 from levqor_core.accounts.models import Account
 from levqor_core.billing import subscriptions
 from levqor_core.billing.subscriptions import SubscriptionStatus
-from levqor_core.limits import tiers
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from enum import StrEnum
 
+from levqor_core import tiers
 from levqor_core.accounts.models import Account
-from levqor_core.limits import tiers
 
 
 class SubscriptionStatus(StrEnum):

@@ -16,6 +16,7 @@ import stripe
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
+from levqor_core import tiers
 from levqor_core.accounts.models import Account
 from levqor_core.billing import subscriptions
 from levqor_core.billing.models import StripeEvent
@@ -23,7 +24,7 @@ from levqor_core.billing.problems import BillingNotConfigured, InvalidEvent, Inv
 from levqor_core.billing.subscriptions import SubscriptionStatus
 from levqor_core.columns import utcnow
 from levqor_core.extensions import db
-from levqor_core.limits import key_cache, tiers
+from levqor_core.limits import key_cache
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from levqor_core import problems
+from levqor_core import problems, signals
+from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.columns import utcnow
 from levqor_core.extensions import db
 from levqor_core.keys.format import generate, hash_key, hint
 from levqor_core.keys.models import ApiKey, KeyEvent
-from levqor_core.limits import key_cache
 from levqor_core.webhooks import events as webhook_events
 
 
@@ -160,7 +160,7 @@ def _issue(account: Account, actor: Actor, grace: timedelta, emergency: bool) ->
         db.session.rollback()
         raise KeyCreationConflict("Another key was created for this account at the same moment.") from None
     # Drop cached records so every process sees the change on its next request.
-    key_cache.forget_keys(retired)
+    signals.keys_retired.send(None, key_hashes=retired)
     if retired:  # a first key is no roll, and has no event
         # Metadata, never the key; `emergency` tells a leak's replacement (every usable key cut off at
         # once, even one only in its grace period) from a planned roll.
@@ -189,7 +189,7 @@ def revoke(account: Account, actor: Actor, calling_key_id: str | None = None) ->
         key.status, key.revoked_at = "revoked", now
         db.session.add(_event(account.id, key.id, "revoked", actor, now))
     db.session.commit()
-    key_cache.forget_keys([k.key_hash for k in keys])
+    signals.keys_retired.send(None, key_hashes=[k.key_hash for k in keys])
     revoked = next((k for k in keys if k.expires_at is None), keys[0])
     webhook_events.emit(account.id, "key.revoked", lambda: revoked.to_dict(account.tier))
     return revoked
@@ -223,3 +223,15 @@ def _event(account_id: int, key_id: str, event: str, actor: Actor, at: datetime,
         ip=actor.ip,
         user_agent=(actor.user_agent or "")[:512] or None,
     )
+
+
+@deletion.step("revoke-keys", deletion.KEYS)
+def _revoke_keys_of_deleted_account(account: Account, actor: Actor) -> None:
+    """The next call with any of its keys is a 401 in every process."""
+    revoke(account, actor)
+
+
+@deletion.step("key-rows", deletion.ROWS, tables=("api_keys", "key_events"))
+def _delete_key_rows(account: Account, _actor) -> None:
+    db.session.execute(sa.delete(KeyEvent).where(KeyEvent.account_id == account.id))
+    db.session.execute(sa.delete(ApiKey).where(ApiKey.account_id == account.id))

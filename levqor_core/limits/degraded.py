@@ -17,9 +17,10 @@ from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
+from levqor_core import tiers
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
-from levqor_core.limits import refusals, tiers
+from levqor_core.limits import refusals
 from levqor_core.limits.headers import BURST, rate_limit_headers
 from levqor_core.limits.key_cache import UNREAD, KeyCache
 from levqor_core.metering import counters as metering

@@ -25,8 +25,9 @@ from pathlib import Path
 import redis
 from flask import Flask, current_app
 
+from levqor_core import tiers
 from levqor_core.keys import format as keyfmt
-from levqor_core.limits import refusals, tiers
+from levqor_core.limits import refusals
 from levqor_core.limits.degraded import Outage
 from levqor_core.limits.headers import BURST, rate_limit_headers
 from levqor_core.limits.key_cache import KeyCache, record_key

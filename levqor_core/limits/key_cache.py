@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 
 import redis
 import sqlalchemy as sa
+from blinker import ANY
 from flask import Flask, current_app
 
+from levqor_core import signals, tiers
+from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey
-from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
 
 log = logging.getLogger(__name__)
@@ -191,3 +193,18 @@ def forget_account(account_id: int) -> None:
         sa.select(ApiKey.key_hash).where(ApiKey.account_id == account_id, ApiKey.status.in_(("active", "expiring")))
     ).all()
     forget_keys(list(hashes))
+
+
+@signals.keys_retired.connect_via(ANY, weak=False)
+def _on_keys_retired(_sender, key_hashes: list[str], **_) -> None:
+    forget_keys(key_hashes)
+
+
+@signals.account_limits_changed.connect_via(ANY, weak=False)
+def _on_account_limits_changed(account_id: int, **_) -> None:
+    forget_account(account_id)
+
+
+@deletion.step("forget-cached-keys", deletion.CACHES)
+def _forget_deleted_account(account: Account, _actor) -> None:
+    forget_account(account.id)

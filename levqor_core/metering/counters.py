@@ -15,12 +15,13 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 
+from levqor_core import tiers
+from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey
-from levqor_core.limits import tiers
-from levqor_core.limits.tiers import SANDBOX_DAILY_LIMIT
 from levqor_core.metering.models import UsageDaily
+from levqor_core.tiers import SANDBOX_DAILY_LIMIT
 
 DIRTY = "lvq:dirty"
 FLUSHING = "lvq:dirty:flushing"
@@ -263,3 +264,8 @@ def daily_history(r: redis.Redis, account_id: int, now: datetime, days: int = 30
             per_day[day][0] += calls
             per_day[day][1] += sandbox_calls
     return [{"day": d.isoformat(), "calls": c, "sandbox_calls": s} for d, (c, s) in sorted(per_day.items())]
+
+
+@deletion.step("usage-rows", deletion.ROWS, tables=("usage_daily",))
+def _delete_usage_rows(account: Account, _actor) -> None:
+    db.session.execute(sa.delete(UsageDaily).where(UsageDaily.account_id == account.id))

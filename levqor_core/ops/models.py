@@ -5,6 +5,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from levqor_core.accounts import deletion
 from levqor_core.columns import UTCDateTime, utcnow
 from levqor_core.extensions import db
 
@@ -51,3 +52,8 @@ class HealthLogEntry(db.Model):
     figures: Mapped[dict] = mapped_column(sa.JSON)
     notion_page_id: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+@deletion.step("quota-alert-rows", deletion.ROWS, tables=("quota_alerts",))
+def _delete_quota_alert_rows(account, _actor) -> None:
+    db.session.execute(sa.delete(QuotaAlert).where(QuotaAlert.account_id == account.id))

@@ -23,8 +23,8 @@ from notion_client import Client
 from notion_client.errors import HTTPResponseError, RequestTimeoutError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from levqor_core import tiers
 from levqor_core.extensions import db
-from levqor_core.limits import tiers
 from levqor_core.ops.models import NotionDatabase
 
 log = logging.getLogger(__name__)

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.requestlog.models import RequestLogEntry
@@ -115,3 +116,8 @@ def _parse_cursor(cursor: str | None) -> tuple[datetime, int] | None:
         return _EPOCH + micros * _MICRO, id_
     except (ValueError, OverflowError, OSError):
         return None
+
+
+@deletion.step("request-log-rows", deletion.ROWS, tables=("request_log",))
+def _delete_request_log_rows(account: Account, _actor) -> None:
+    db.session.execute(sa.delete(RequestLogEntry).where(RequestLogEntry.account_id == account.id))

@@ -18,9 +18,9 @@ from flask import current_app
 from flask_login import current_user
 from limits import parse
 
+from levqor_core import tiers
 from levqor_core.accounts import reauth
 from levqor_core.accounts import service as accounts
-from levqor_core.limits import tiers
 from levqor_core.web.limiter import limiter, limiter_callable
 
 log = logging.getLogger(__name__)

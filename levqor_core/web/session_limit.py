@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from flask_login import current_user
 
-from levqor_core.limits import tiers
+from levqor_core import tiers
 from levqor_core.web.limiter import limiter, limiter_callable
 
 SCOPE = "session-burst"

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from levqor_core import problems
+from levqor_core import problems, tiers
+from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
-from levqor_core.limits import tiers
 from levqor_core.webhooks import dispatch, secrets, targets
 from levqor_core.webhooks.models import ONE_PENDING_PING_INDEX, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
@@ -255,3 +255,10 @@ def send_test(endpoint: WebhookEndpoint) -> WebhookDelivery:
     delivery_id = ping(endpoint)
     dispatch.enqueue([delivery_id])
     return db.session.get(WebhookDelivery, delivery_id)
+
+
+@deletion.step("webhook-rows", deletion.ROWS, tables=("webhook_endpoints", "webhook_deliveries"))
+def _delete_webhook_rows(account: Account, _actor) -> None:
+    endpoints = sa.select(WebhookEndpoint.id).where(WebhookEndpoint.account_id == account.id)
+    db.session.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.endpoint_id.in_(endpoints)))
+    db.session.execute(sa.delete(WebhookEndpoint).where(WebhookEndpoint.account_id == account.id))

@@ -20,8 +20,8 @@ from . import account, assets, auth, developer, docs, logs, pricing  # noqa: E40
 def _portal_globals() -> dict:
     from flask import current_app
 
+    from levqor_core import tiers
     from levqor_core.accounts import service as accounts
-    from levqor_core.limits import tiers
 
     return {
         # Other areas (billing, ops) register their own blueprints; link to them only when present.

@@ -3,9 +3,8 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from levqor_core import billing, problems
+from levqor_core import billing, problems, tiers
 from levqor_core.columns import utcnow
-from levqor_core.limits import tiers
 
 from ._render import login_required
 

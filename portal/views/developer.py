@@ -13,12 +13,11 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
 
-from levqor_core import problems
+from levqor_core import problems, tiers
 from levqor_core.accounts import reauth
 from levqor_core.accounts import service as accounts
 from levqor_core.columns import utcnow
 from levqor_core.keys import service as keys
-from levqor_core.limits import tiers
 from levqor_core.metering import counters as metering
 from levqor_core.web import key_creation_limit as creation_limit
 

@@ -3,7 +3,7 @@
 from flask import render_template
 from flask_login import current_user
 
-from levqor_core.limits import tiers
+from levqor_core import tiers
 
 from . import bp
 
