@@ -2,6 +2,10 @@
 
 JSON = {"Content-Type": "application/json"}
 
+# What a handler returns to Connexion: (body, status, headers).
+Reply = tuple[object, int, dict]
 
-def ok(body, status: int = 200, headers: dict | None = None):
+
+def ok(body: object, status: int = 200, headers: dict | None = None) -> Reply:
+    """A JSON success response."""
     return body, status, JSON | (headers or {})

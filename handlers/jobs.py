@@ -5,23 +5,27 @@ from flask import request
 from levqor_core.apijobs import jobs
 
 from . import _caller
-from ._reply import ok
+from ._reply import Reply, ok
 
 
-def create_job(body):
+def create_job(*, body: dict) -> Reply:
+    """Queue a job (or return the one an Idempotency-Key already made)."""
     job, created = jobs.create(
         _caller.account_id(), body["workflow"], body["input"], request.headers.get("Idempotency-Key")
     )
     return ok(job.to_dict(), 202 if created else 200, {"Location": f"/api/v1/jobs/{job.id}"})
 
 
-def get_job(job_id):
+def get_job(*, job_id: str) -> Reply:
+    """One of the caller's jobs."""
     return ok(jobs.read(_caller.account_id(), job_id))
 
 
-def list_jobs(status=None, limit=20, cursor=None):
+def list_jobs(*, status: str | None = None, limit: int = 20, cursor: str | None = None) -> Reply:
+    """The caller's jobs, newest first, a page at a time."""
     return ok(jobs.list_page(_caller.account_id(), status, limit, cursor))
 
 
-def cancel_job(job_id):
+def cancel_job(*, job_id: str) -> Reply:
+    """Cancel a queued or running job."""
     return ok(jobs.cancel(_caller.account_id(), job_id).to_dict())

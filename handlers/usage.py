@@ -7,11 +7,12 @@ from levqor_core.keys import service as keys
 from levqor_core.metering import counters as metering
 
 from . import _caller
-from ._reply import ok
+from ._reply import Reply, ok
 
 
 @_caller.session_limited
-def get_usage():
+def get_usage() -> Reply:
+    """The account's usage this period and today's sandbox calls."""
     account = _caller.account()
     key_id = _caller.token_info().get("key_id")
     if key_id is None:

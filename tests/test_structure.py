@@ -189,3 +189,38 @@ def test_the_core_package_cannot_shadow_the_sdk():
 def test_the_shadowing_check_sees_a_levqor_module_in_a_checkout(tmp_path):
     (tmp_path / "levqor.py").write_text("")
     assert _shadowing_levqor(tmp_path) == str(tmp_path / "levqor.py")
+
+
+def _operation_handlers() -> dict[str, object]:
+    """Every function the spec routes to (operationId in an x-openapi-router-controller module)."""
+    import importlib
+
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "openapi" / "openapi.yaml").read_text())
+    found = {}
+    for path_item in spec["paths"].values():
+        for method, operation in path_item.items():
+            if method in ("get", "put", "post", "delete", "patch", "head", "options"):
+                module = operation.get("x-openapi-router-controller") or path_item.get("x-openapi-router-controller")
+                name = f"{module}.{operation['operationId']}"
+                found[name] = getattr(importlib.import_module(module), operation["operationId"])
+    return found
+
+
+def test_handlers_take_typed_keyword_only_parameters_and_say_what_they_do():
+    import inspect
+
+    offenders = {}
+    for name, function in _operation_handlers().items():
+        signature = inspect.signature(inspect.unwrap(function))
+        problems = [f"{p.name}: positional" for p in signature.parameters.values() if p.kind is not p.KEYWORD_ONLY] + [
+            f"{p.name}: untyped" for p in signature.parameters.values() if p.annotation is p.empty
+        ]
+        if signature.return_annotation is signature.empty:
+            problems.append("no return type")
+        if not (inspect.unwrap(function).__doc__ or "").strip():
+            problems.append("no docstring")
+        if problems:
+            offenders[name] = problems
+    assert offenders == {}
