@@ -64,6 +64,14 @@ def test_the_readme_stays_short():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_code_fences_are_closed(page):
+    fences = [n for n, line in enumerate(page.read_text().splitlines(), 1) if line.lstrip().startswith("```")]
+    assert len(fences) % 2 == 0, f"{_rel(page)}: a code fence is left open (fences on lines {fences})"
+    empty = [a for a, b in zip(fences[::2], fences[1::2], strict=True) if b == a + 1]
+    assert not empty, f"{_rel(page)}: an empty code block at line {empty} (a doubled fence?)"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
 def test_every_relative_link_resolves(page):
     broken = []
     for target in relative_links(page):
