@@ -169,6 +169,16 @@ def test_every_repository_path_quoted_exists(page):
     assert not missing, f"{_rel(page)} quotes paths (or tests) that do not exist: {missing}"
 
 
+@pytest.mark.parametrize(
+    "page", [ROOT / "docs" / "performance.md", ROOT / "docs" / "operating" / "soak-and-scale.md"], ids=_rel
+)
+def test_figures_are_current_not_a_diary(page):
+    """Each figure stands with its command; no dated runs or commit hashes to compare against."""
+    text = page.read_text()
+    assert not re.findall(r"\b20\d\d-\d\d-\d\d\b", text), f"{_rel(page)} dates its runs"
+    assert not re.findall(r"`[0-9a-f]{7,40}`", text), f"{_rel(page)} names commits"
+
+
 # The checks themselves catch what they are for.
 
 

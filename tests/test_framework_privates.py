@@ -163,6 +163,9 @@ PRIVATES = (
     Private("connexion.apps.flask", "FlaskASGIApp.__init__", "source", "00e42d16b25d", BRIDGE, D_BRIDGE),
     Private("a2wsgi.wsgi", "Body", "signature", ("loop", "receive"), BRIDGE, D_BRIDGE),
     Private("a2wsgi.wsgi", "build_environ", "signature", ("scope", "body"), BRIDGE, D_BRIDGE),
+    Private(
+        "a2wsgi.wsgi", "build_environ", "mentions", '"asgi.scope": scope', "levqor_core/web/request_log.py", D_BRIDGE
+    ),
     # Flask
     Private("flask", "Flask.ensure_sync", "signature", ("self", "func"), FC, D_SYNC),
     Private("flask.globals", "_cv_request", "exists", None, LIM, D_LIMITER),
