@@ -81,6 +81,25 @@ def _limiter_hooks_are_its_own(limiter_class) -> str | None:
     return None
 
 
+# Flask-Security-Too's views portal/views/auth.py wraps by endpoint name (limits, timing, freshness).
+SECURITY_ENDPOINTS = (
+    "login",
+    "two_factor_token_validation",
+    "mf_recovery",
+    "verify",
+    "change_password",
+    "forgot_password",
+    "send_confirmation",
+    "change_email",
+)
+
+
+def _security_views_registered(create_blueprint) -> str | None:
+    source = inspect.getsource(create_blueprint)
+    missing = [e for e in SECURITY_ENDPOINTS if f"({e})" not in source and f'endpoint="{e}"' not in source]
+    return f"no longer registers {missing}" if missing else None
+
+
 def _validator_map_keys(validator_map) -> str | None:
     missing = {"body", "response"} - set(validator_map)
     return f"VALIDATOR_MAP lacks {sorted(missing)}" if missing else None
@@ -220,6 +239,10 @@ PRIVATES = (
         "levqor_core/accounts/security.py",
         D_FS,
     ),
+    Private(
+        "flask_security.views", "_create_blueprint", "shape", _security_views_registered, "portal/views/auth.py", D_FS
+    ),
+    Private("flask_security.views", "login", "signature", (), "portal/views/auth.py", D_FS),
     # RQ (jobs/worker.py)
     Private("rq.cron", "CronScheduler._install_signal_handlers", "signature", ("self",), WORKER, D_RQ),
     Private("rq.cron", "CronScheduler.start", "mentions", "self._install_signal_handlers()", WORKER, D_RQ),
