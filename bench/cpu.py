@@ -7,7 +7,10 @@ every app): the bare Connexion peer (bench/peers/bare_connexion) and this app's 
 authorised + limited + metered GET /api/v1/workflows (40 Enterprise keys, against real PostgreSQL
 and Redis started here). Rounds alternate the targets; each figure is the median over rounds of the
 process CPU time per request (Flask's worker threads included), so a busy machine slows every
-target alike. Prints µs per request and the ratios bare / app (1.0: the app costs no more than
+target alike. The v1 read runs twice: with the gate's own script client (levqor_core.redis_scripts)
+and with redis-py's asyncio client (hiredis-parsed) in its place, so the client's saving is
+measured in the same rounds (docs/decisions/0012-redis-script-client.md keeps the client only
+while it saves >= 10 % of the v1 read). Prints µs per request and the ratios bare / app (1.0: the app costs no more than
 bare Connexion). --compare REV runs the same measurement on the app as of git revision REV (a
 temporary worktree) in a second process, for a before/after.
 """
@@ -101,11 +104,15 @@ def measure(app_root: Path, n: int, rounds: int) -> dict:
                 db.session.add(account)
                 db.session.commit()
                 keyring.append(keys.issue(account, keys.Actor(email="bench")).raw)
+        v1_requests = [scope("/api/v1/workflows", [(b"x-api-key", k.encode())]) for k in keyring]
         targets = {
             "bare": (bare.app, [scope("/api/health")]),
             "health": (cx, [scope("/api/health")]),
-            "v1": (cx, [scope("/api/v1/workflows", [(b"x-api-key", k.encode())]) for k in keyring]),
+            "v1": (cx, v1_requests),
         }
+        redis_py_gate = _with_redis_py_gate(create_app, cx, redis_server.url)
+        if redis_py_gate is not None:  # an older revision (--compare) may predate the factory
+            targets["v1-redis-py"] = (redis_py_gate, v1_requests)
 
         async def run() -> dict:
             for asgi, requests in targets.values():  # warm: imports, caches, key records
@@ -122,12 +129,32 @@ def measure(app_root: Path, n: int, rounds: int) -> dict:
         postgres.close()
 
 
+def _with_redis_py_gate(create_app, cx, redis_url: str):
+    """The same app again, its gate calling gate.lua through redis-py's asyncio client (which parses
+    with hiredis when installed, as it is here) instead of the script client; None if this revision's
+    gate cannot take another client."""
+    import redis.asyncio
+
+    twin = create_app(dict(cx.app.config))
+    gate = twin.app.extensions["levqor.gate"]
+    if not hasattr(gate, "_async_client_factory"):
+        return None
+    gate._async_client_factory = lambda: redis.asyncio.from_url(redis_url, socket_timeout=0.5)
+    return twin
+
+
 def report(label: str, figures: dict) -> None:
     print(
         f"{label:28} bare Connexion {figures['bare']:6.0f} µs   health {figures['health']:6.0f} µs   "
         f"v1 read {figures['v1']:6.0f} µs   bare/health {figures['bare'] / figures['health']:.2f}   "
         f"bare/v1 {figures['bare'] / figures['v1']:.2f}"
     )
+    if "v1-redis-py" in figures:
+        saved = figures["v1-redis-py"] - figures["v1"]
+        print(
+            f"{'':28} v1 read with redis-py's asyncio client in the gate {figures['v1-redis-py']:6.0f} µs: "
+            f"the script client saves {saved:.0f} µs, {saved / figures['v1-redis-py']:.0%} of it"
+        )
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ from flask import Flask, redirect, request, url_for
 from htmx_flask import Htmx
 from werkzeug.utils import import_string
 
-from levqor_core import config, errors, problems, redis_conn, tables  # noqa: F401  (tables: every model)
+from levqor_core import config, errors, framework_pins, problems, redis_conn, tables  # noqa: F401  (tables: every model)
 from levqor_core.accounts import security as account_security
 from levqor_core.extensions import csrf, db, migrate
 from levqor_core.limits import gate
@@ -31,6 +31,7 @@ PORTAL_BLUEPRINTS = ("portal.views:bp", "portal.views.billing:bp", "portal.views
 
 def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     """Build the Connexion app (ASGI) around the Flask app; settings from the environment."""
+    framework_pins.check()  # the frameworks whose internals the app uses, at the pinned versions
     settings = config.from_env()
     settings.update(test_config or {})
     settings["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(settings)
