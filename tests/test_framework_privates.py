@@ -204,22 +204,6 @@ PRIVATES = (
     # Flask-Security-Too: accounts/service.py, reauth.py, totp.py, security.py
     Private(
         "flask_security.core",
-        "Security.init_app",
-        "mentions",
-        "self._mail_util =",
-        "levqor_core/accounts/service.py",
-        D_FS,
-    ),
-    Private(
-        "flask_security.core",
-        "Security.init_app",
-        "mentions",
-        "self._password_util =",
-        "levqor_core/accounts/service.py",
-        D_FS,
-    ),
-    Private(
-        "flask_security.core",
         "PasswordUtil.validate",
         "signature",
         ("self", "password", "is_register", "kwargs"),

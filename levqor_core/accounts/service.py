@@ -31,10 +31,10 @@ def by_email(email: str) -> Account | None:
 def create(email: str, password: str, confirmed: bool = True) -> Account:
     """An account made by an operator (`flask accounts create`): the address is taken as confirmed."""
     try:
-        email = security._mail_util.validate(email)
+        email = security.mail_util.validate(email)
     except ValueError as err:
         raise AccountError(str(err)) from None
-    problems, password = security._password_util.validate(password, True, email=email)
+    problems, password = security.password_util.validate(password, True, email=email)
     if problems:
         raise AccountError(" ".join(problems))
     if by_email(email) is not None:
