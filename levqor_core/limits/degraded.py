@@ -10,6 +10,7 @@ import logging
 import threading
 from collections import Counter
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import redis
 from flask import Flask
@@ -30,6 +31,16 @@ log = logging.getLogger(__name__)
 _FAILURES = RateLimitItemPerMinute(refusals.FAILED_AUTH_PER_MINUTE)
 
 
+class PendingCounter(NamedTuple):
+    """Which Redis counters calls admitted without Redis belong to."""
+
+    key_id: str
+    account_id: int
+    period_id: str
+    day: str  # ISO date
+    area: str  # v1 | sandbox
+
+
 class Outage:
     """Admission without Redis, and the calls it admitted until Redis counts them."""
 
@@ -38,9 +49,8 @@ class Outage:
         self.redis = r
         self.records = records
         self._limiter = FixedWindowRateLimiter(MemoryStorage())
-        # Calls admitted without Redis, not yet in its counters:
-        # (key id, account id, period id, day, area) -> calls.
-        self.pending: Counter = Counter()
+        # Calls admitted without Redis, not yet in its counters.
+        self.pending: Counter[PendingCounter] = Counter()
         self._pending_lock = threading.Lock()
 
     def admit(self, key_hash: str, area: str, now: float, client: str | None) -> dict:
@@ -62,14 +72,19 @@ class Outage:
         if record.expires_at is not None and now >= record.expires_at:
             raise refusals.grace_over()
         sec = int(now)
-        if not self._limiter.hit(RateLimitItemPerSecond(record.burst), record.key_id):
+        # Counted per whole second of `now`, as gate.lua does: the library's own window would start
+        # at the first hit, and a call 0.6 s after it in the next second would be refused here only.
+        per_second = RateLimitItemPerSecond(record.burst)
+        if not self._limiter.hit(per_second, record.key_id, str(sec)):
             headers = rate_limit_headers(BURST, record.burst, 0, sec + 1, record.burst, 0, now)
             raise refusals.over_burst(record.burst, headers | {"Retry-After": "1"})
+        burst_left = self._limiter.get_window_stats(per_second, record.key_id, str(sec)).remaining
         nowdt = datetime.fromtimestamp(now, UTC)
         today = nowdt.date()
         admitted = {"sub": str(record.account_id), "account_id": record.account_id, "key_id": record.key_id}
         if area == "meta":
-            return admitted | {"headers": rate_limit_headers(area, record.burst, 0, sec + 1, record.burst, 0, now)}
+            headers = rate_limit_headers(area, record.burst, burst_left, sec + 1, record.burst, burst_left, now)
+            return admitted | {"headers": headers}
         period = record.period or metering.calendar_period(nowdt)
         if area == "sandbox":
             used = metering.persisted_day(record.key_id, today)[1]
@@ -80,17 +95,19 @@ class Outage:
         with self._pending_lock:
             used += self._pending_count(record.account_id, record.key_id, area)
             if limit >= 0 and used >= limit:
-                headers = rate_limit_headers(area, limit, 0, int(reset), record.burst, 0, now)
+                headers = rate_limit_headers(area, limit, 0, int(reset), record.burst, burst_left, now)
                 raise refusals.over_quota(area, limit, headers | {"Retry-After": refusals.retry_after(reset, now)})
-            self.pending[(record.key_id, record.account_id, period.id, today.isoformat(), area)] += 1
+            self.pending[PendingCounter(record.key_id, record.account_id, period.id, today.isoformat(), area)] += 1
         remaining = -1 if limit < 0 else limit - used - 1
-        return admitted | {"headers": rate_limit_headers(area, limit, remaining, int(reset), record.burst, 0, now)}
+        headers = rate_limit_headers(area, limit, remaining, int(reset), record.burst, burst_left, now)
+        return admitted | {"headers": headers}
 
     def _pending_count(self, account_id: int, key_id: str | None, area: str) -> int:
         return sum(
             n
-            for (kid, acct, _pid, _day, a), n in self.pending.items()
-            if a == area and (kid == key_id if area == "sandbox" else acct == account_id)
+            for counter, n in self.pending.items()
+            if counter.area == area
+            and (counter.key_id == key_id if area == "sandbox" else counter.account_id == account_id)
         )
 
     def pending_calls(self, account_id: int, key_id: str | None, area: str) -> int:
@@ -109,12 +126,15 @@ class Outage:
             with self.app.app_context():
                 seeded = set()
                 pipe = self.redis.pipeline(transaction=False)
-                for (kid, acct, pid, day_text, area), n in pending.items():
-                    if kid not in seeded:
-                        account = db.session.get(Account, acct)
-                        metering.seed_counters(self.redis, account, kid, datetime.now(UTC))
-                        seeded.add(kid)
-                    metering.add_calls(pipe, kid, acct, pid, datetime.fromisoformat(day_text).date(), area, n)
+                for counter, n in pending.items():
+                    if counter.key_id not in seeded:
+                        account = db.session.get(Account, counter.account_id)
+                        metering.seed_counters(self.redis, account, counter.key_id, datetime.now(UTC))
+                        seeded.add(counter.key_id)
+                    day = datetime.fromisoformat(counter.day).date()
+                    metering.add_calls(
+                        pipe, counter.key_id, counter.account_id, counter.period_id, day, counter.area, n
+                    )
                 pipe.execute()
             log.info("replayed %d call(s) counted while redis was down", sum(pending.values()))
         except redis.RedisError:

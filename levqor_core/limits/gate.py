@@ -21,6 +21,7 @@ import time
 import weakref
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 from flask import Flask, current_app
@@ -32,7 +33,7 @@ from levqor_core.limits.degraded import Outage
 from levqor_core.limits.headers import BURST, rate_limit_headers
 from levqor_core.limits.key_cache import KeyCache, record_key
 from levqor_core.metering import counters as metering
-from levqor_core.metering.flusher import UsageFlusher
+from levqor_core.metering.flusher import JournalEntry, UsageFlusher
 from levqor_core.redis_scripts import ScriptClient
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,42 @@ def script_args(area: str, now: float) -> list:
         refusals.FAILED_AUTH_PER_MINUTE,
         refusals.failed_auth_reset(now),
     ]
+
+
+class ScriptReply(NamedTuple):
+    """gate.lua's answer (see its header), by name. Refusals before a key is known carry only the
+    verdict (and the throttle's figures); a refusal by the key's limits also names its caller; a
+    metered call also what the journal needs."""
+
+    verdict: str
+    limit: int = 0
+    remaining: int = 0
+    reset: int = 0
+    burst: int = 0
+    burst_remaining: int = 0
+    account_id: int | None = None
+    key_id: str | None = None
+    epoch: bytes | None = None
+    day_count: int | None = None
+    period_id: bytes | None = None
+
+    @classmethod
+    def parse(cls, raw: list) -> "ScriptReply":
+        verdict = raw[0].decode()
+        if len(raw) < 6:
+            return cls(verdict)
+        figures = (int(x) for x in raw[1:6])
+        if len(raw) < 8:
+            return cls(verdict, *figures)
+        caller = (int(raw[6]), raw[7].decode())
+        if len(raw) < 11:
+            return cls(verdict, *figures, *caller)
+        return cls(verdict, *figures, *caller, raw[8], int(raw[9]), raw[10])
+
+    @property
+    def caller(self) -> dict:
+        """Whose key the call used (the request log shows refused calls too)."""
+        return {"account_id": self.account_id, "key_id": self.key_id}
 
 
 class _Blocking:
@@ -180,54 +217,54 @@ class Gate:
         self.records.send_unsent_forgets()
         self.outage.replay()
 
-    def _verdict(self, result, area: str, now: float) -> dict:
-        verdict = result[0].decode()
-        if verdict == "guessing":
+    def _verdict(self, raw, area: str, now: float) -> dict:
+        reply = ScriptReply.parse(raw)
+        if reply.verdict == "guessing":
             raise refusals.throttled(now)
-        if verdict in ("unknown", "miss"):
+        if reply.verdict in ("unknown", "miss"):
             raise refusals.unknown_key()
-        if verdict == "expired":
+        if reply.verdict == "expired":
             refusal = refusals.grace_over()
-            refusal.caller = _caller(result)
+            refusal.caller = reply.caller
             raise refusal
-        limit, remaining, reset, burst, burst_left = (int(x) for x in result[1:6])
         # A burst refusal reports the per-second window: the quota was not consulted.
         headers = rate_limit_headers(
-            BURST if verdict == "burst" else area, limit, remaining, reset, burst, burst_left, now
+            BURST if reply.verdict == "burst" else area,
+            reply.limit,
+            reply.remaining,
+            reply.reset,
+            reply.burst,
+            reply.burst_remaining,
+            now,
         )
-        if verdict == "ok":
-            if len(result) > 8:  # a metered call: journal it (see metering.flusher)
+        if reply.verdict == "ok":
+            if reply.epoch is not None:  # a metered call: journal it (see metering.flusher)
                 self.flusher.journal.append(
-                    (
-                        now,
-                        result[7],
-                        int(result[6]),
-                        result[10],
-                        _calendar_args(int(now))[2],
-                        area,
-                        result[8],
-                        int(result[9]),
+                    JournalEntry(
+                        admitted_at=now,
+                        key_id=raw[7],
+                        account_id=reply.account_id,
+                        period_id=reply.period_id,
+                        day=_calendar_args(int(now))[2],
+                        area=area,
+                        epoch=reply.epoch,
+                        day_count=reply.day_count,
                     )
                 )
             return {
-                "sub": result[6].decode(),
-                "account_id": int(result[6]),
-                "key_id": result[7].decode(),
+                "sub": str(reply.account_id),
+                "account_id": reply.account_id,
+                "key_id": reply.key_id,
                 "headers": headers,
             }
-        headers["Retry-After"] = refusals.retry_after(reset, now)
-        if verdict == "burst":
-            refusal = refusals.over_burst(burst, headers)
+        headers["Retry-After"] = refusals.retry_after(reply.reset, now)
+        if reply.verdict == "burst":
+            refusal = refusals.over_burst(reply.burst, headers)
         else:
-            refusal = refusals.over_quota(area, limit, headers)
+            refusal = refusals.over_quota(area, reply.limit, headers)
         # A valid key refused by its limits is still its account's call (the request log shows it).
-        refusal.caller = _caller(result)
+        refusal.caller = reply.caller
         raise refusal
-
-
-def _caller(result) -> dict:
-    """Whose key a refused call used, from gate.lua's answer."""
-    return {"account_id": int(result[6]), "key_id": result[7].decode()}
 
 
 def _hash_of(raw_key: str) -> str:

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import redis
 from flask import Flask
@@ -36,15 +37,26 @@ JOURNAL_SECONDS = 60
 JOURNAL_MAX_ENTRIES = 200_000
 
 
+class JournalEntry(NamedTuple):
+    """One metered call a process admitted, as gate.lua numbered it (appended on the hot path)."""
+
+    admitted_at: float
+    key_id: bytes
+    account_id: int
+    period_id: bytes
+    day: str  # ISO date
+    area: str  # v1 | sandbox
+    epoch: bytes  # the Redis server's life it was counted in
+    day_count: int  # the key's day counter after it
+
+
 class UsageFlusher:
     def __init__(self, app: Flask, r: redis.Redis, flush_seconds: float, catch_up: Callable[[], None]):
         self.app = app
         self.redis = r
         self.flush_seconds = flush_seconds
         self.catch_up = catch_up
-        # (admitted at, key id, account id, period id, day, area, epoch, day counter value); plain
-        # tuples, appended on the hot path.
-        self.journal: deque = deque(maxlen=JOURNAL_MAX_ENTRIES)
+        self.journal: deque[JournalEntry] = deque(maxlen=JOURNAL_MAX_ENTRIES)
         # A worker stopped by its server (a deploy, max-requests) soon after Redis came back empty
         # replays its journal at exit: the calls only it remembers are not lost with it.
         self.thread = PeriodicThread("usage-flush", flush_seconds, self._tick)
@@ -88,10 +100,10 @@ class UsageFlusher:
         kept = []
         while self.journal:
             entry = self.journal.popleft()
-            admitted_at, kid, acct, pid, day_text, area, entry_epoch, n = entry
-            if entry_epoch != epoch:
-                stale.setdefault((kid.decode(), acct, pid.decode(), day_text, area), []).append(entry)
-            elif admitted_at >= horizon:
+            if entry.epoch != epoch:
+                counter = (entry.key_id.decode(), entry.account_id, entry.period_id.decode(), entry.day, entry.area)
+                stale.setdefault(counter, []).append(entry)
+            elif entry.admitted_at >= horizon:
                 kept.append(entry)
         self.journal.extendleft(reversed(kept))  # calls admitted meanwhile stay after them
         if not stale:
@@ -119,7 +131,7 @@ class UsageFlusher:
                 metering.seed_counters(self.redis, account, kid, datetime.now(UTC))
                 metering.seed_day(self.redis, kid, day)
                 base = int(self.redis.hget(metering.base_key(kid, day), field) or 0)
-                lost = sum(1 for entry in entries if entry[-1] > base)
+                lost = sum(1 for entry in entries if entry.day_count > base)
                 if not lost:
                     del stale[(kid, acct, pid, day_text, area)]
                     continue
