@@ -302,6 +302,7 @@ def test_a_signed_but_malformed_report_changes_nothing(app, client, github, vict
         json.dumps({"token": victim}).encode(),  # not an array
         json.dumps([{"type": "levqor_api_key", "url": FOUND_AT}]).encode(),  # no token
         b"[{not json",
+        b"[]",
     ):
         answer = send(client, body, github.current.headers(body))
         assert answer.status_code == 400, answer.text
@@ -390,3 +391,25 @@ def test_the_leak_mail_names_every_key_of_one_report(app):
     assert "lvq_1234…abcd, lvq_5678…efgh were found in public" in subject
     assert FOUND_AT in body and "(no URL given)" in body
     assert "https://levqor.test/developer/api-keys/replace" in body
+
+
+def test_a_report_revokes_once_on_sqlite_the_embedded_default_too(tmp_path, redis_server):
+    from flask_migrate import upgrade
+
+    from .helpers import app_on_sqlite
+
+    app = app_on_sqlite(tmp_path / "levqor.db", redis_server)
+    with app.app_context():
+        upgrade()
+        account = Account(email="sqlite-owner@example.com", password_hash="x", tier="sandbox")
+        db.session.add(account)
+        db.session.commit()
+        raw = keys.issue(account, keys.Actor(email="test")).raw
+        feedback = leaks.report(matches(raw, key_format.generate()))
+        assert [f["label"] for f in feedback] == ["true_positive", "false_positive"]
+        assert leaks.report(matches(raw))[0]["label"] == "true_positive"  # again: the same answer...
+        trail = db.session.execute(sa.select(KeyEvent.event, KeyEvent.leak_url).where(KeyEvent.actor != "test")).all()
+        assert trail == [("revoked", FOUND_AT)]  # ...and one revocation
+        assert db.session.scalar(sa.select(ApiKey.status)) == "revoked"
+        assert leaks.replacement_owed(account.id)
+    leaks.wait_until_notified()
