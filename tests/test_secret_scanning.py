@@ -150,11 +150,16 @@ def test_a_signed_report_revokes_a_live_key_at_once_and_its_owner_replaces_it_at
     assert event["data"]["status"] == "revoked" and event["data"]["leak_url"] == FOUND_AT
     assert leaked not in hook.received[0]["body"] and key_hash not in hook.received[0]["body"]
 
-    # The owner replaces it at once, though the day's key creation is spent.
+    # The key panel says so first, with the way out; the owner replaces it at once, though the
+    # day's key creation is spent.
+    panel = dev.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
+    assert 'id="key-leaked"' in panel and hint in panel and f'href="{FOUND_AT}"' in panel
+    assert '<a href="/developer/api-keys/replace" id="key-leaked-replace">Replace it now</a>' in panel
     replaced = replace_now(dev)
     assert replaced.status_code == 201, replaced.text[:300]
     new = new_key_in(replaced)
     assert calls(client, new) == 200 and calls(client, leaked) == 401
+    assert 'id="key-leaked"' not in dev.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
 
 
 def test_the_replacement_is_owed_after_a_leak_even_when_todays_emergency_one_is_spent(app, client, portal, github):

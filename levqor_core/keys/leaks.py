@@ -117,18 +117,37 @@ def report(matches: list[dict], now: datetime | None = None) -> list[dict]:
     ]
 
 
-def replacement_owed(account_id: int) -> bool:
-    """A key of this account leaked after its last emergency replacement: "Replace now" is open to
-    it whatever today's key creations and replacements were."""
-    last_leak = db.session.scalar(sa.select(sa.func.max(ApiKey.leaked_at)).where(ApiKey.account_id == account_id))
-    if last_leak is None:
-        return False
+@dataclass(frozen=True)
+class Leak:
+    hint: str
+    url: str | None
+    at: datetime
+
+
+def unanswered_leak(account_id: int) -> Leak | None:
+    """The account's latest key revoked as leaked since its last emergency replacement, if any."""
     last_replacement = db.session.scalar(
         sa.select(sa.func.max(KeyEvent.at)).where(
             KeyEvent.account_id == account_id, KeyEvent.emergency.is_(True), KeyEvent.event.in_(("rolled", "created"))
         )
     )
-    return last_replacement is None or last_replacement < last_leak
+    query = (
+        sa.select(ApiKey.hint, KeyEvent.leak_url, KeyEvent.at)
+        .join(ApiKey, ApiKey.id == KeyEvent.key_id)
+        .where(KeyEvent.account_id == account_id, KeyEvent.actor == LEAK_ACTOR, KeyEvent.event == "revoked")
+        .order_by(KeyEvent.at.desc(), KeyEvent.id.desc())
+        .limit(1)
+    )
+    if last_replacement is not None:
+        query = query.where(KeyEvent.at > last_replacement)
+    row = db.session.execute(query).first()
+    return Leak(*row) if row else None
+
+
+def replacement_owed(account_id: int) -> bool:
+    """A key of this account leaked after its last emergency replacement: "Replace now" is open to
+    it whatever today's key creations and replacements were."""
+    return unanswered_leak(account_id) is not None
 
 
 def _hand_over(app, revoked: list[Revoked], now: datetime) -> None:
