@@ -66,11 +66,13 @@ def report(matches: list[dict], now: datetime | None = None) -> list[dict]:
     for h, m in zip(hashes, matches, strict=True):
         url_of.setdefault(h, (str(m.get("url") or "")[:MAX_URL_CHARS]) or None)
 
-    # A roll or revocation in the portal locks its account's row first; so does this, so neither
-    # writes over the other's key.
+    # A roll (keys.service) locks its account's row before it reads the active key; so does this,
+    # so a roll never puts a key just revoked as leaked back in a grace period (locked in id order:
+    # two reports never wait on each other in a circle).
     db.session.execute(
         sa.select(Account.id)
         .where(Account.id.in_(sa.select(ApiKey.account_id).where(ApiKey.key_hash.in_(unique))))
+        .order_by(Account.id)
         .with_for_update()
     )
     usable = sa.or_(ApiKey.status == "active", sa.and_(ApiKey.status == "expiring", ApiKey.expires_at > now))
