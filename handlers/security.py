@@ -1,5 +1,6 @@
 """Security functions named by the spec's securitySchemes."""
 
+import asyncio
 import inspect
 
 from levqor_core import problems
@@ -43,7 +44,20 @@ def session_auth(cookie, required_scopes=None, request=None):
     return {"session": True, "sub": None}
 
 
+async def github_signature_auth(signature, required_scopes=None, request=None):
+    """Admit a secret-scanning report that one of GitHub's keys signed (levqor_core.keys.github_signature)."""
+    scope = request.scope
+    seen = scope.get("levqor.request") or {}
+    # The raw body, as the request guard read it (Connexion has not parsed it yet).
+    body = seen.get("body") or b""
+    keys = scope["levqor.extensions"]["levqor.github_keys"]
+    identifier = request.headers.get("Github-Public-Key-Identifier")
+    # In a thread: an unknown identifier may make it fetch GitHub's keys.
+    await asyncio.to_thread(keys.verify, body, identifier, signature)
+    return {"sub": "github-secret-scanning"}
+
+
 # Connexion inspects a security function's signature on every call it checks (twice, ~9 µs each);
 # a precomputed __signature__ turns that into an attribute read.
-for _function in (api_key_auth, session_auth):
+for _function in (api_key_auth, session_auth, github_signature_auth):
     _function.__signature__ = inspect.signature(_function)

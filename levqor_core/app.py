@@ -7,6 +7,7 @@ from pathlib import Path
 import connexion
 import yaml
 from connexion.context import context as connexion_context
+from connexion.context import operation as connexion_operation
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
@@ -17,15 +18,17 @@ from werkzeug.utils import import_string
 from levqor_core import config, errors, framework_pins, problems, redis_conn, tables  # noqa: F401  (tables: every model)
 from levqor_core.accounts import security as account_security
 from levqor_core.extensions import csrf, db, migrate
+from levqor_core.keys import github_signature
 from levqor_core.limits import gate
 from levqor_core.requestlog.recorder import Recorder
 from levqor_core.web import deprecation, framework_costs, request_log, validation
 from levqor_core.web.limiter import init_app as init_limiter
-from levqor_core.web.request_guard import RequestGuard
+from levqor_core.web.request_guard import RequestGuard, body_limits
 from levqor_core.web.sessions import CookieSessionsOnlyWhenSent, anonymous_without_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi" / "openapi.yaml"
+SESSION_SCHEME = "SessionCookie"  # the spec's security scheme for the portal's session cookie
 PORTAL_BLUEPRINTS = ("portal.views:bp", "portal.views.billing:bp", "portal.views.ops:bp", "portal.views.webhooks:bp")
 
 
@@ -45,7 +48,8 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     framework_costs.install(cx)  # per-app work Connexion and Flask would redo on every request
     app: Flask = cx.app
     app.config.update(settings)
-    app.config["API_VERSION"] = yaml.safe_load(SPEC.read_text())["info"]["version"]
+    spec = yaml.safe_load(SPEC.read_text())
+    app.config["API_VERSION"] = spec["info"]["version"]
     app.template_folder = str(ROOT / "portal" / "templates")
     app.session_interface = CookieSessionsOnlyWhenSent()
 
@@ -70,13 +74,14 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
         position=MiddlewarePosition.BEFORE_EXCEPTION,
         flask_app=app,
         max_body_bytes=settings["MAX_BODY_BYTES"],
+        body_limits=body_limits(spec),
         redis_client=app.extensions["levqor.redis"],
         stats_flush_seconds=app.config["STATS_FLUSH_SECONDS"],
     )
     errors.register_error_handlers(cx)
     request_log.register(app)
     request_log.install_access_log_filter()
-    deprecation.register(app, yaml.safe_load(SPEC.read_text()))  # Deprecation/Sunset headers
+    deprecation.register(app, spec)  # Deprecation/Sunset headers
     register_blueprints(app)
     register_commands(app)
     return cx
@@ -104,6 +109,11 @@ def register_extensions(app: Flask) -> None:
         app.config["REQUEST_LOG_FLUSH_SECONDS"],
         connect_args=app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args"),
     )
+    # GitHub's secret-scanning signing keys, fetched on the first report (levqor_core.keys.github_signature).
+    app.extensions["levqor.github_keys"] = github_signature.GitHubKeys(
+        app.config["GITHUB_SECRET_SCANNING_KEYS_URL"],
+        refresh_floor=app.config["GITHUB_SECRET_SCANNING_REFRESH_SECONDS"],
+    )
     app.extensions["levqor.gate"] = gate.Gate(
         app, r, app.config["USAGE_FLUSH_SECONDS"], async_client_factory=lambda: redis_conn.script_client(redis_url)
     )
@@ -118,11 +128,21 @@ def register_extensions(app: Flask) -> None:
 
     @app.before_request
     def _csrf_for_sessions():
-        # Cookie-authenticated state changes need the CSRF token; API-key calls carry no cookie
-        # authority, and Stripe signs its webhooks instead.
+        # Cookie-authenticated state changes need the CSRF token. API-key calls carry no cookie
+        # authority, nor do the operations whose spec'd security accepts no portal session
+        # (Stripe's and GitHub's calls, authenticated by their signatures).
         state_change = request.method in ("POST", "PUT", "PATCH", "DELETE")
-        if state_change and not _authenticated_by_key() and request.path != "/api/billing/webhook":
+        if state_change and not _authenticated_by_key() and _session_may_authorize():
             csrf.protect()
+
+    def _session_may_authorize() -> bool:
+        """False for an API operation whose `security` in the spec does not accept the portal's
+        session cookie; True for it and for every portal route."""
+        try:
+            security = connexion_operation.security
+        except (RuntimeError, LookupError):  # not an API operation: no Connexion context
+            return True
+        return any(SESSION_SCHEME in requirement for requirement in security or ())
 
     def _authenticated_by_key() -> bool:
         """True when Connexion's security admitted this request by its x-api-key (not a cookie)."""

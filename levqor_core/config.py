@@ -118,6 +118,12 @@ def from_env() -> dict:
         "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY", ""),
         "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET", ""),
         "STRIPE_API_BASE": env.get("STRIPE_API_BASE", "https://api.stripe.com"),
+        # GitHub's secret-scanning signing keys (docs/operating/secret-scanning.md), and the least
+        # time between two fetches of them that an unknown key identifier may cause.
+        "GITHUB_SECRET_SCANNING_KEYS_URL": env.get(
+            "GITHUB_SECRET_SCANNING_KEYS_URL", "https://api.github.com/meta/public_keys/secret_scanning"
+        ),
+        "GITHUB_SECRET_SCANNING_REFRESH_SECONDS": float(env.get("GITHUB_SECRET_SCANNING_REFRESH_SECONDS", 300)),
         "NOTION_TOKEN": env.get("NOTION_TOKEN", ""),
         "NOTION_PARENT_PAGE_ID": env.get("NOTION_PARENT_PAGE_ID", ""),
         "NOTION_BASE_URL": env.get("NOTION_BASE_URL", "https://api.notion.com"),

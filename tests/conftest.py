@@ -61,6 +61,9 @@ def cx(redis_server, database_url):
             "USAGE_FLUSH_SECONDS": 0,  # tests flush explicitly
             "SECRET_KEY": "test-secret",
             "RATELIMIT_STORAGE_URI": redis_server.url,
+            # Never GitHub itself: the secret-scanning tests serve its keys from a fake
+            # (tests/fakes/github_keys_server.py); anything else is refused on loopback.
+            "GITHUB_SECRET_SCANNING_KEYS_URL": "http://127.0.0.1:9/meta/public_keys/secret_scanning",
         }
     )
     with app.app.app_context():

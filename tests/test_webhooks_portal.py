@@ -10,6 +10,7 @@ from standardwebhooks.webhooks import Webhook
 
 from levqor_core import tiers
 from levqor_core.extensions import db
+from levqor_core.webhooks import service as webhooks
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 from .webhook_helpers import attempt_pending, hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
@@ -51,7 +52,8 @@ def test_the_page_needs_a_session_and_is_in_the_navigation(client, portal):
     # Every visible input has a label; the checkboxes and radios are grouped under a legend.
     for input_id in re.findall(r'<input id="([^"]+)"', page.text):
         assert f'<label for="{input_id}">' in page.text
-    assert page.text.count('<label class="choice"><input type="checkbox" name="events"') == 7
+    choices = page.text.count('<label class="choice"><input type="checkbox" name="events"')
+    assert choices == len(webhooks.EVENT_TYPES) == 8  # key.leaked the last one added
     assert "No live endpoints yet." in page.text and "No sandbox endpoints yet." in page.text
 
 

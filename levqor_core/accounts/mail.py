@@ -27,12 +27,8 @@ class PortalMail(MailUtil):
     """Every account email goes out through the app's one sender (SMTP, or the console without it)."""
 
     def send_mail(self, template, subject, recipient, sender, body, html, **kwargs) -> None:
-        outgoing = email_sender()  # read from the app's config here, in the request
         g.account_mail_queued = True
-        future = _outbox.submit(_send, outgoing, str(recipient), str(subject), body, html)
-        with _in_flight_lock:
-            _in_flight.add(future)
-        future.add_done_callback(_done)
+        send(str(recipient), str(subject), body, html)
 
     def normalize(self, email: str) -> str:
         # Stored addresses are all lower case (as before Flask-Security-Too), so lookups are too.
@@ -42,7 +38,17 @@ class PortalMail(MailUtil):
         return super().validate(email).lower()
 
 
-def _send(outgoing, recipient: str, subject: str, body: str, html: str) -> None:
+def send(recipient: str, subject: str, body: str, html: str | None = None) -> None:
+    """Hand a mail to an account's owner to the outbox (inside an app context); it goes out from
+    the pool, so the caller neither waits for SMTP nor fails with it."""
+    outgoing = email_sender()  # read from the app's config here, in the caller's context
+    future = _outbox.submit(_send, outgoing, recipient, subject, body, html)
+    with _in_flight_lock:
+        _in_flight.add(future)
+    future.add_done_callback(_done)
+
+
+def _send(outgoing, recipient: str, subject: str, body: str, html: str | None) -> None:
     try:
         outgoing.send(recipient, subject, body, html=html)
     except Exception as err:  # noqa: BLE001 (whatever the sender raises, the mail is lost, not the process)

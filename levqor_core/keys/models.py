@@ -8,6 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from levqor_core.columns import UTCDateTime, utcnow
 from levqor_core.extensions import db
 
+# Who revokes a key GitHub's secret scanning found in public, in its audit trail.
+LEAK_ACTOR = "github-secret-scanning"
+
 
 class ApiKey(db.Model):
     __tablename__ = "api_keys"
@@ -32,6 +35,8 @@ class ApiKey(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_on: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When GitHub's secret scanning reported it while it still worked (it was revoked then).
+    leaked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     account = relationship("Account", back_populates="keys")
 
@@ -68,13 +73,15 @@ class KeyEvent(db.Model):
     # Part of an emergency replacement (a leaked key revoked at once and a new one issued beside
     # the daily creation limit, after a fresh log-in): its "revoked" and "rolled"/"created" events.
     emergency: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    # A "revoked" event caused by a leak: where GitHub's secret scanning found the key in public.
+    leak_url: Mapped[str | None] = mapped_column(sa.String(2048))
 
     def to_dict(self, personal: bool) -> dict:
         """One audit-trail entry. Without `personal` (a key reading it, which may be a leaked one),
-        who acted is reduced to "portal" / "system" / the acting key, and addresses and user agents
+        who acted is reduced to "portal" / "system" / LEAK_ACTOR / the acting key, and addresses and user agents
         are left out: they belong to the signed-in owner only."""
         actor = self.actor
-        if not personal and actor != "system" and not actor.startswith("api-key:"):
+        if not personal and actor not in ("system", LEAK_ACTOR) and not actor.startswith("api-key:"):
             actor = "portal"
         return {
             "key_id": self.key_id,
@@ -84,4 +91,5 @@ class KeyEvent(db.Model):
             "ip": self.ip if personal else None,
             "user_agent": self.user_agent if personal else None,
             "emergency": self.emergency,
+            "leak_url": self.leak_url,
         }

@@ -7,7 +7,9 @@ window, so what the portal shows is what the limit will do.
 A leaked key must not lock its owner out, so the portal also offers one emergency replacement a
 day (a fresh log-in, then the key is revoked at once and a new one issued) beside that limit: a
 second, separate limit (`emergency_limited`, read by `next_emergency_at`), so it neither spends nor
-is blocked by the daily creation.
+is blocked by the daily creation. After GitHub reports a key of the account in public (and it is
+revoked), the next replacement is owed whatever today's counts: it neither checks nor spends that
+limit either (`keys.leaks.replacement_owed`).
 """
 
 import logging
@@ -21,6 +23,7 @@ from limits import parse
 from levqor_core import tiers
 from levqor_core.accounts import reauth
 from levqor_core.accounts import service as accounts
+from levqor_core.keys import leaks
 from levqor_core.web.limiter import limiter, limiter_callable
 
 log = logging.getLogger(__name__)
@@ -61,8 +64,9 @@ def _not_counted() -> bool:
 @limiter_callable(default=False)
 def _emergency_not_counted() -> bool:
     # The same, and a session without a fresh log-in: it is sent to re-authenticate first, and
-    # only the replacement that follows spends the day's one.
-    return _not_counted() or not reauth.fresh_log_in()
+    # only the replacement that follows spends the day's one. A replacement owed after a leak
+    # spends nothing.
+    return _not_counted() or not reauth.fresh_log_in() or leaks.replacement_owed(current_user.id)
 
 
 # Key creation is for the signed-in portal session only (the spec allows nothing else), so the
@@ -83,6 +87,8 @@ def next_creation_at(account_id: int) -> datetime | None:
 
 def next_emergency_at(account_id: int) -> datetime | None:
     """When this account may make its next emergency replacement; None if it may now."""
+    if leaks.replacement_owed(account_id):
+        return None
     return _window_reset(EMERGENCY_LIMIT, _emergency_counter_key(account_id), EMERGENCY_SCOPE)
 
 

@@ -14,9 +14,9 @@ from levqor_core.requestlog import recorder as request_log
 from levqor_core.web import request_metrics
 from levqor_core.web.request_log import CURRENT, HEADER, SCOPE_KEY, new_request_id
 
-# Stripe's events (an invoice with many lines) can outgrow the API's body limit; Stripe would retry
-# a refused delivery for days, so its endpoint takes up to 1 MiB.
-WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
+# An operation's own body limit in the spec (Stripe's webhook takes up to 1 MiB, GitHub's reports 64 KiB).
+BODY_LIMIT_EXTENSION = "x-max-body-bytes"
+_METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # JSON bodies may nest arrays and objects this deep. Python's parser, the schema validators and the
 # encoder all recurse: 3,000 levels was a RecursionError (a 500), after the call had been counted.
@@ -62,6 +62,25 @@ def json_depth_exceeds(body: bytes | bytearray, max_depth: int = MAX_JSON_DEPTH)
     return False
 
 
+def body_limits(spec: dict) -> dict[str, int]:
+    """The request paths (under the spec's `/api` server) whose operation sets its own body limit
+    (`x-max-body-bytes`). The guard runs before routing, so it knows a request only by its path:
+    such a path may hold no parameter, and its operations must agree on one limit."""
+    limits: dict[str, int] = {}
+    for path, item in (spec.get("paths") or {}).items():
+        for method in _METHODS:
+            limit = (item.get(method) or {}).get(BODY_LIMIT_EXTENSION)
+            if limit is None:
+                continue
+            if "{" in path or not isinstance(limit, int) or limit <= 0:
+                raise ValueError(
+                    f"{method.upper()} {path}: {BODY_LIMIT_EXTENSION} needs a fixed path and a positive size"
+                )
+            if limits.setdefault("/api" + path, limit) != limit:
+                raise ValueError(f"{path}: its operations disagree on {BODY_LIMIT_EXTENSION}")
+    return limits
+
+
 def _too_large(limit: int) -> problems.Problem:
     return problems.PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
 
@@ -104,10 +123,19 @@ class RequestGuard:
     errors included, records every request in the metrics and each account's API calls in the
     request log."""
 
-    def __init__(self, app, flask_app, max_body_bytes: int, redis_client=None, stats_flush_seconds: float = 10.0):
+    def __init__(
+        self,
+        app,
+        flask_app,
+        max_body_bytes: int,
+        redis_client=None,
+        stats_flush_seconds: float = 10.0,
+        body_limits: dict[str, int] | None = None,
+    ):
         self.app = app
         self.flask_app = flask_app
         self.max_body_bytes = max_body_bytes
+        self.body_limits = body_limits or {}
         self.redis = redis_client
         self.stats_flush_seconds = stats_flush_seconds
         self.request_log = flask_app.extensions.get("levqor.request_log")
@@ -196,7 +224,7 @@ class RequestGuard:
         if _CONTROL.search(scope.get("path", "")):
             # Starlette's router refuses these where Flask's would not, so refuse them up front.
             return await self._send_problem(send, problems.BadRequest("The URL path contains control characters."))
-        limit = WEBHOOK_MAX_BODY_BYTES if scope.get("path") == "/api/billing/webhook" else self.max_body_bytes
+        limit = self.body_limits.get(scope.get("path"), self.max_body_bytes)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -235,8 +263,9 @@ class RequestGuard:
                 scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"transfer-encoding"] + [
                     (b"content-length", str(len(body)).encode())
                 ]
-        # The security functions find this app's gate here (several apps may share a process).
+        # The security functions find this app's gate and extensions here (several apps may share a process).
         scope["levqor.gate"] = self.flask_app.extensions["levqor.gate"]
+        scope["levqor.extensions"] = self.flask_app.extensions
         await self.app(scope, receive, send)
 
     async def _send_problem(self, send, problem: problems.Problem, close: bool = False):

@@ -16,7 +16,7 @@ from levqor_core.webhooks.models import ONE_PENDING_PING_INDEX, DeliveryStatus, 
 
 JOB_EVENTS = ("job.succeeded", "job.failed", "job.canceled")
 QUOTA_EVENTS = ("quota.warning", "quota.exceeded")
-KEY_EVENTS = ("key.rolled", "key.revoked")
+KEY_EVENTS = ("key.rolled", "key.revoked", "key.leaked")
 EVENT_TYPES = (*JOB_EVENTS, *QUOTA_EVENTS, *KEY_EVENTS)
 PING = "ping"  # sent only by the test action, to one endpoint
 

@@ -3,6 +3,9 @@
 const METHODS = ["get", "put", "post", "delete", "patch", "options", "head", "trace"];
 const BODY_ERRORS = ["400", "408", "413", "415"];
 const AUTH_ERRORS = ["401", "429"];
+// The schemes a developer calls with (a key, the portal's session): rate-limited, so a 429 too.
+// Others (GitHub's signature) are checked by their own rule: a 401 only.
+const LIMITED_SCHEMES = ["ApiKeyAuth", "SessionCookie"];
 
 function schemeNames(security) {
   return new Set((security || []).flatMap((requirement) => Object.keys(requirement)));
@@ -20,7 +23,8 @@ module.exports = (doc) => {
       const security = op.security !== undefined ? op.security : doc.security;
       const schemes = schemeNames(security);
       const needed = [];
-      if (schemes.size > 0) needed.push(...AUTH_ERRORS);
+      if ([...schemes].some((scheme) => LIMITED_SCHEMES.includes(scheme))) needed.push(...AUTH_ERRORS);
+      else if (schemes.size > 0) needed.push("401");
       if (op.requestBody) needed.push(...BODY_ERRORS);
       for (const status of needed) {
         if (!(status in responses)) {

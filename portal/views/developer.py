@@ -17,6 +17,7 @@ from levqor_core import problems, tiers
 from levqor_core.accounts import reauth
 from levqor_core.accounts import service as accounts
 from levqor_core.columns import utcnow
+from levqor_core.keys import leaks
 from levqor_core.keys import service as keys
 from levqor_core.metering import counters as metering
 from levqor_core.web import key_creation_limit as creation_limit
@@ -105,6 +106,8 @@ def key_panel_context(account, now: datetime) -> dict:
         "grace_choices": GRACE_CHOICES,
         "tier": tiers.get(account.tier),
         "may_create_keys": accounts.may_create_keys(account),
+        # A key GitHub found in public, not yet replaced: said first, with the way out.
+        "leak": leaks.unanswered_leak(account.id),
         "now": now,
     }
 
