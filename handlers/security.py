@@ -4,6 +4,7 @@ import asyncio
 import inspect
 
 from levqor_core import problems
+from levqor_core.web import request_state
 
 
 def area_of(path: str) -> str:
@@ -20,21 +21,18 @@ async def api_key_auth(api_key, required_scopes=None, request=None):
     # Read from the ASGI scope: request.url and request.client build objects on every call.
     scope = request.scope
     client = scope.get("client")  # after the trusted proxies' X-Forwarded-For
-    # Whose call it is, for the request log (levqor_core.web.request_log.SCOPE_KEY).
-    seen = scope.get("levqor.request")
+    state = request_state.of(scope)
     try:
-        admitted = await scope["levqor.gate"].authorize_async(
+        admitted = await state.gate.authorize_async(
             api_key, area_of(scope["path"]), client=client[0] if client else None
         )
     except problems.Problem as refusal:
-        if seen is not None and getattr(refusal, "caller", None):  # a valid key over its limits
-            seen.update(refusal.caller)
+        if caller := getattr(refusal, "caller", None):  # a valid key over its limits: still its call
+            state.called_by(caller["account_id"], caller["key_id"])
         raise
-    # Picked up by levqor_core.web.request_guard.RequestGuard and added to the response, whatever
-    # its status.
-    scope.setdefault("levqor.response_headers", {}).update(admitted.pop("headers"))
-    if seen is not None:
-        seen["account_id"], seen["key_id"] = admitted["account_id"], admitted["key_id"]
+    # The request guard adds them to the response, whatever its status.
+    state.response_headers.update(admitted.pop("headers"))
+    state.called_by(admitted["account_id"], admitted["key_id"])
     return admitted
 
 
@@ -46,11 +44,10 @@ def session_auth(cookie, required_scopes=None, request=None):
 
 async def github_signature_auth(signature, required_scopes=None, request=None):
     """Admit a secret-scanning report that one of GitHub's keys signed (levqor_core.keys.github_signature)."""
-    scope = request.scope
-    seen = scope.get("levqor.request") or {}
+    state = request_state.of(request.scope)
     # The raw body, as the request guard read it (Connexion has not parsed it yet).
-    body = seen.get("body") or b""
-    keys = scope["levqor.extensions"]["levqor.github_keys"]
+    body = state.body or b""
+    keys = state.extensions["levqor.github_keys"]
     identifier = request.headers.get("Github-Public-Key-Identifier")
     # In a thread: an unknown identifier may make it fetch GitHub's keys.
     await asyncio.to_thread(keys.verify, body, identifier, signature)

@@ -1,5 +1,6 @@
 """Error handlers: every API error is RFC 9457 problem+json, every portal error a readable page."""
 
+import json
 import logging
 import time
 from http.cookies import CookieError
@@ -7,7 +8,7 @@ from http.cookies import CookieError
 import connexion
 import redis
 from connexion.exceptions import ProblemException
-from connexion.problem import problem
+from connexion.lifecycle import ConnexionResponse
 from flask import render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
@@ -30,6 +31,15 @@ _TYPES_BY_STATUS = {
     415: "unsupported-media-type",
     500: "internal-error",
 }
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str | None, type: str, headers: dict | None = None, ext=None):  # noqa: A002 (Connexion's name)
+    """A problem+json answer for Connexion, in problems.document's one shape."""
+    body = json.dumps(problems.document(status, title, detail, type, ext))
+    return ConnexionResponse(status, PROBLEM_JSON, PROBLEM_JSON, body=body, headers=headers)
 
 
 def register_error_handlers(cx: connexion.FlaskApp) -> None:

@@ -3,9 +3,20 @@
 Plain exceptions, so the domain core raises them without loading a web framework; the error
 handlers in `levqor_core.errors` render them on the API (Connexion) and the portal (Flask)."""
 
+import json
+
 from flask import jsonify
 
 TYPE_BASE = "https://levqor.dev/problems/"
+
+
+def document(status: int, title: str, detail: str | None, type_: str, ext: dict | None = None) -> dict:
+    """The one shape of a problem+json body (RFC 9457), wherever it is rendered: the API's error
+    handlers, Flask's, and the request guard's refusals before routing."""
+    body = {"type": type_, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    return body | (ext or {})
 
 
 class Problem(Exception):
@@ -20,12 +31,16 @@ class Problem(Exception):
         self.headers = headers
         self.ext = ext or None
 
+    def document(self) -> dict:
+        return document(self.status, self.title, self.detail, self.type, self.ext)
+
+    def json_bytes(self) -> bytes:
+        """The problem+json body, for a layer that writes bytes (the request guard)."""
+        return json.dumps(self.document(), separators=(",", ":")).encode()
+
     def flask_response(self):
         """The problem as a Flask response, for errors raised where Connexion does not render them."""
-        body = {"type": self.type, "title": self.title, "status": self.status}
-        if self.detail:
-            body["detail"] = self.detail
-        response = jsonify(body | (self.ext or {}))
+        response = jsonify(self.document())
         response.status_code = self.status
         response.mimetype = "application/problem+json"
         response.headers.update(self.headers or {})

@@ -224,3 +224,18 @@ def test_handlers_take_typed_keyword_only_parameters_and_say_what_they_do():
         if problems:
             offenders[name] = problems
     assert offenders == {}
+
+
+def test_per_request_state_travels_only_as_the_request_state_object():
+    """The guard, the security functions, Flask's hooks and the request log share one typed object
+    (levqor_core.web.request_state); no module reads or writes its own `levqor.*` key in a scope."""
+    import re
+
+    pattern = re.compile(r"""scope(\.get\(|\.setdefault\(|\[)\s*["']levqor\.""")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if path.name != "request_state.py" and pattern.search(path.read_text())
+    ]
+    assert offenders == []

@@ -5,14 +5,13 @@ and the request log. One layer with one send() wrapper: each ASGI layer a reques
 a coroutine and a wrapped send per message."""
 
 import asyncio
-import json
 import re
 import time
 
 from levqor_core import problems
 from levqor_core.requestlog import recorder as request_log
-from levqor_core.web import request_metrics
-from levqor_core.web.request_log import CURRENT, HEADER, SCOPE_KEY, new_request_id
+from levqor_core.web import request_metrics, request_state
+from levqor_core.web.request_log import CURRENT, HEADER, new_request_id
 
 # An operation's own body limit in the spec (Stripe's webhook takes up to 1 MiB, GitHub's reports 64 KiB).
 BODY_LIMIT_EXTENSION = "x-max-body-bytes"
@@ -109,19 +108,68 @@ def with_request_id(body: bytes, request_id: str) -> bytes:
     return inner + separator + b'"request_id":"' + request_id.encode() + b'"}'
 
 
-def _problem_body(problem: problems.Problem) -> bytes:
-    return json.dumps(
-        {"type": problem.type, "title": problem.title, "status": problem.status, "detail": problem.detail}
-    ).encode()
+class _Response:
+    """The guard's send(): every response gets the security headers, the gate's rate-limit headers
+    and the Request-Id; a problem+json body is held until whole to splice `request_id` into it."""
+
+    def __init__(self, send, state: request_state.RequestState, security_headers: list):
+        self._send = send
+        self._state = state
+        self._security_headers = security_headers
+        self._held: dict | None = None
+        self._chunks: list[bytes] = []
+        self.status = 500
+        self.problem_body: bytes | None = None
+
+    async def send(self, message) -> None:
+        if message["type"] == "http.response.start":
+            message = self._start(message)
+            if message is None:  # a problem: held back until its body is whole
+                return
+            CURRENT.set(self._state.request_id)  # the access log line is written inside this send()
+        elif self._held is not None and message["type"] == "http.response.body":
+            self._chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            start, message = self._problem_with_request_id()
+            CURRENT.set(self._state.request_id)
+            await self._send(start)
+        await self._send(message)
+
+    def _start(self, message) -> dict | None:
+        self.status = message["status"]
+        headers = list(message.get("headers", ()))
+        present = {k.lower() for k, _ in headers}
+        headers += [(k, v) for k, v in self._security_headers if k not in present]
+        for name, value in self._state.response_headers.items():
+            key = name.lower().encode()
+            if key not in present:
+                headers.append((key, value.encode()))
+        headers.append((HEADER, self._state.request_id.encode()))
+        message = {**message, "headers": headers}
+        if any(k.lower() == b"content-type" and v.startswith(PROBLEM_JSON) for k, v in headers):
+            self._held = message
+            return None
+        return message
+
+    def _problem_with_request_id(self) -> tuple[dict, dict]:
+        start, self._held = self._held, None
+        body = self.problem_body = b"".join(self._chunks)
+        if body:  # a HEAD answer has none: its Content-Length stays the GET's
+            body = self.problem_body = with_request_id(body, self._state.request_id)
+            start["headers"] = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"] + [
+                (b"content-length", str(len(body)).encode())
+            ]
+        return start, {"type": "http.response.body", "body": body}
 
 
 class RequestGuard:
-    """Reads a request's body in full before anything else sees it (at most the body limit):
-    refuses it with 413 if it is too large and with 400 if its JSON nests deeper than
-    MAX_JSON_DEPTH, before the API's security runs, so a refused body spends no quota. Adds the
-    headers the gate computed (X-RateLimit-*, RateLimit-*) and a Request-Id to every response,
-    errors included, records every request in the metrics and each account's API calls in the
-    request log."""
+    """The app's outermost ASGI layer, in named steps: refuse a path with control characters; read
+    the body in full (at most the operation's limit, within BODY_TIMEOUT_SECONDS, nesting at most
+    MAX_JSON_DEPTH), refusing it before the API's security runs, so a refused body spends no quota;
+    start the request's state (levqor_core.web.request_state); add the headers and Request-Id to
+    every response, errors included (_Response); record every request in the metrics and each
+    account's API calls in the request log."""
 
     def __init__(
         self,
@@ -148,130 +196,101 @@ class RequestGuard:
         # Connexion's router records the operation in a shallow copy of the scope: sharing the
         # extensions dict lets us read it afterwards.
         scope.setdefault("extensions", {})
-        # Filled by the security function while the request runs, so read when the response starts.
-        rate_headers = scope.setdefault("levqor.response_headers", {})
-        request_id = new_request_id()
-        # Who called (the security function or the portal-session hook fills it) and the body read.
-        seen = scope[SCOPE_KEY] = {}
-        security_headers = [NOSNIFF, HSTS] if scope.get("scheme") == "https" else [NOSNIFF]
-        at = time.time()
-        started = time.perf_counter()
-        status = 500
-        # A problem+json response is held back until its body is whole, to add request_id to it.
-        held: dict | None = None
-        problem_chunks: list[bytes] = []
-        problem_body: bytes | None = None
-
-        async def sending(message):
-            nonlocal status, held, problem_body
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", ()))
-                present = {k.lower() for k, _ in headers}
-                headers += [(k, v) for k, v in security_headers if k not in present]
-                for name, value in rate_headers.items():
-                    key = name.lower().encode()
-                    if key not in present:
-                        headers.append((key, value.encode()))
-                headers.append((HEADER, request_id.encode()))
-                message = {**message, "headers": headers}
-                if any(k.lower() == b"content-type" and v.startswith(PROBLEM_JSON) for k, v in headers):
-                    held = message
-                    return
-                CURRENT.set(request_id)  # the access log line is written inside this send()
-            elif held is not None and message["type"] == "http.response.body":
-                problem_chunks.append(message.get("body", b""))
-                if message.get("more_body"):
-                    return
-                start, held = held, None
-                problem_body = b"".join(problem_chunks)
-                if problem_body:  # a HEAD answer has none: its Content-Length stays the GET's
-                    problem_body = with_request_id(problem_body, request_id)
-                    start["headers"] = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"] + [
-                        (b"content-length", str(len(problem_body)).encode())
-                    ]
-                CURRENT.set(request_id)
-                await send(start)
-                message = {"type": "http.response.body", "body": problem_body}
-            await send(message)
-
+        state = request_state.begin(scope, new_request_id(), self.flask_app.extensions)
+        response = _Response(send, state, [NOSNIFF, HSTS] if scope.get("scheme") == "https" else [NOSNIFF])
+        at, started = time.time(), time.perf_counter()
         try:
-            await self._guarded(scope, receive, sending, seen)
+            await self._guarded(scope, receive, response.send, state)
         finally:
-            seconds = time.perf_counter() - started
-            request_metrics.record(scope, status, seconds, (problem_body or b"") if status == 429 else None)
-            account_id = seen.get("account_id")
-            if account_id is not None and self.request_log is not None:
-                self.request_log.start()
-                failed = status >= 400
-                self.request_log.add(
-                    request_log.entry(
-                        at,
-                        account_id,
-                        seen.get("key_id"),
-                        request_id,
-                        scope.get("method", ""),
-                        scope.get("path", ""),
-                        scope.get("query_string", b""),
-                        status,
-                        seconds,
-                        seen.get("body")[:LOGGED_BODY_BYTES] if failed and seen.get("body") else None,
-                        problem_body if failed else None,
-                    )
-                )
+            self._record(scope, state, response, at, time.perf_counter() - started)
 
-    async def _guarded(self, scope, receive, send, seen: dict):
+    async def _guarded(self, scope, receive, send, state: request_state.RequestState):
         if _CONTROL.search(scope.get("path", "")):
             # Starlette's router refuses these where Flask's would not, so refuse them up front.
-            return await self._send_problem(send, problems.BadRequest("The URL path contains control characters."))
-        limit = self.body_limits.get(scope.get("path"), self.max_body_bytes)
+            return await _send_problem(send, problems.BadRequest("The URL path contains control characters."))
         headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return await self._send_problem(send, _too_large(limit))
-        if (declared is not None and declared != b"0") or b"transfer-encoding" in headers:
-            body = bytearray()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + BODY_TIMEOUT_SECONDS
-            while True:
-                try:
-                    message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - loop.time()))
-                except TimeoutError:
-                    return await self._send_problem(
-                        send,
-                        problems.RequestTimeout(f"The request body must arrive within {BODY_TIMEOUT_SECONDS:g} s."),
-                        close=True,
-                    )
-                if message["type"] == "http.disconnect":
-                    return  # the client left mid-body: nobody to answer
-                body.extend(message.get("body", b""))
-                if len(body) > limit:  # chunked bodies declare no length
-                    return await self._send_problem(send, _too_large(limit), close=True)
-                if not message.get("more_body"):
-                    break
-            content_type = headers.get(b"content-type", b"").lower()
-            if not content_type.startswith(_NOT_JSON) and json_depth_exceeds(body):
-                return await self._send_problem(
-                    send,
-                    problems.NestingTooDeep(f"JSON bodies may nest arrays and objects at most {MAX_JSON_DEPTH} deep."),
-                )
-            body = seen["body"] = bytes(body)  # kept for the request log of a failed call
-            receive = _replay(body, receive)
-            if declared is None:
-                # A chunked body, now read: Connexion takes a request without Content-Length for
-                # one without a body ("RequestBody is required"), so say how long it was.
-                scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"transfer-encoding"] + [
-                    (b"content-length", str(len(body)).encode())
-                ]
-        # The security functions find this app's gate and extensions here (several apps may share a process).
-        scope["levqor.gate"] = self.flask_app.extensions["levqor.gate"]
-        scope["levqor.extensions"] = self.flask_app.extensions
+        if (
+            (declared := headers.get(b"content-length")) is not None
+            and declared != b"0"
+            or (b"transfer-encoding" in headers)
+        ):
+            refusal = await self._read_body(scope, receive, headers, state)
+            if refusal is not None:
+                problem, close = refusal
+                if problem is not None:  # None: the client left mid-body, nobody to answer
+                    await _send_problem(send, problem, close)
+                return
+            receive = _replay(state.body, receive)
         await self.app(scope, receive, send)
 
-    async def _send_problem(self, send, problem: problems.Problem, close: bool = False):
-        body = _problem_body(problem)
-        headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
-        if close:  # the rest of the body may still be on its way: this connection is done
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": problem.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    def _limit(self, scope) -> int:
+        """The body limit of the operation at this path (the spec's `x-max-body-bytes`), else the app's."""
+        return self.body_limits.get(scope.get("path"), self.max_body_bytes)
+
+    async def _read_body(self, scope, receive, headers: dict, state) -> tuple | None:
+        """Read the whole body into `state.body`; or (the problem to answer, close the connection?)."""
+        limit = self._limit(scope)
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return _too_large(limit), False
+        body = bytearray()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BODY_TIMEOUT_SECONDS
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                timeout = f"The request body must arrive within {BODY_TIMEOUT_SECONDS:g} s."
+                return problems.RequestTimeout(timeout), True
+            if message["type"] == "http.disconnect":
+                return None, False
+            body.extend(message.get("body", b""))
+            if len(body) > limit:  # chunked bodies declare no length
+                return _too_large(limit), True
+            if not message.get("more_body"):
+                break
+        content_type = headers.get(b"content-type", b"").lower()
+        if not content_type.startswith(_NOT_JSON) and json_depth_exceeds(body):
+            deep = f"JSON bodies may nest arrays and objects at most {MAX_JSON_DEPTH} deep."
+            return problems.NestingTooDeep(deep), False
+        state.body = bytes(body)
+        if declared is None:
+            # A chunked body, now read: Connexion takes a request without Content-Length for one
+            # without a body ("RequestBody is required"), so say how long it was.
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"transfer-encoding"] + [
+                (b"content-length", str(len(body)).encode())
+            ]
+        return None
+
+    def _record(self, scope, state: request_state.RequestState, response: _Response, at: float, seconds: float):
+        """The request in the metrics; an account's call in its request log."""
+        status, problem_body = response.status, response.problem_body
+        request_metrics.record(scope, status, seconds, (problem_body or b"") if status == 429 else None)
+        if state.account_id is None or self.request_log is None:
+            return
+        self.request_log.start()
+        failed = status >= 400
+        self.request_log.add(
+            request_log.entry(
+                at,
+                state.account_id,
+                state.key_id,
+                state.request_id,
+                scope.get("method", ""),
+                scope.get("path", ""),
+                scope.get("query_string", b""),
+                status,
+                seconds,
+                state.body[:LOGGED_BODY_BYTES] if failed and state.body else None,
+                problem_body if failed else None,
+            )
+        )
+
+
+async def _send_problem(send, problem: problems.Problem, close: bool = False):
+    body = problem.json_bytes()
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+    if close:  # the rest of the body may still be on its way: this connection is done
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

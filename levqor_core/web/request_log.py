@@ -11,13 +11,12 @@ import os
 from flask import Flask, request
 from flask_login import current_user
 
+from levqor_core.web import request_state
+
 HEADER = b"request-id"
 # Set while the response starts, read by the access log filter (uvicorn logs the line inside the
 # send() that starts the response, in the same task).
 CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("levqor_request_id", default=None)
-# The per-request dict the middleware puts in the ASGI scope: Connexion and a2wsgi copy the scope
-# shallowly, so the security function and the Flask hook write into this one shared dict.
-SCOPE_KEY = "levqor.request"
 
 
 def new_request_id() -> str:
@@ -50,12 +49,11 @@ def register(app: Flask) -> None:
     def _portal_session_caller(_exc=None):
         # A key's call got its account from the security function; an API call made with a portal
         # session is the signed-in account's. Teardown runs even when the handler raised.
-        scope = request.environ.get("asgi.scope") or {}
-        seen = scope.get(SCOPE_KEY)
-        if seen is None or "account_id" in seen or not request.path.startswith("/api/"):
+        state = request_state.of_flask_request()
+        if state is None or state.account_id is not None or not request.path.startswith("/api/"):
             return
         try:
             if current_user.is_authenticated:
-                seen["account_id"] = current_user.id
+                state.called_by(current_user.id)
         except Exception:  # never fail a request over its log entry (a user row gone mid-call)
             return
