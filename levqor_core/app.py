@@ -22,6 +22,7 @@ from levqor_core.keys import github_signature
 from levqor_core.limits import gate
 from levqor_core.requestlog.recorder import Recorder
 from levqor_core.web import deprecation, framework_costs, request_log, validation
+from levqor_core.web.api_paths import is_api_path
 from levqor_core.web.limiter import init_app as init_limiter
 from levqor_core.web.request_guard import RequestGuard, body_limits
 from levqor_core.web.sessions import CookieSessionsOnlyWhenSent, anonymous_without_credentials
@@ -120,7 +121,7 @@ def register_extensions(app: Flask) -> None:
 
     @security.login_manager.unauthorized_handler
     def unauthorized():
-        if request.path.startswith("/api/"):
+        if is_api_path(request.path):
             raise problems.NotAuthenticated("Sign in to the portal, or send your key in the x-api-key header.")
         return redirect(url_for("security.login", next=request.full_path))
 

@@ -15,6 +15,7 @@ from flask_wtf.csrf import CSRFError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from levqor_core import problems, tiers
+from levqor_core.web.api_paths import is_api_path
 from levqor_core.web.limiter import limiter
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
             kind, detail = problems.BurstLimitExceeded, f"More than {amount} calls per second."
         else:
             kind, detail = problems.TooManyRequests, "Too many attempts; try again later."
-        if request.path.startswith("/api/"):
+        if is_api_path(request.path):
             response = kind(detail).flask_response()
         elif exc.response is not None:
             response = exc.response  # the view's own page for it (the limit's on_breach)
@@ -126,7 +127,7 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):
-        if request.path.startswith("/api/"):
+        if is_api_path(request.path):
             return problems.CsrfFailed(exc.description).flask_response()
         return render_template(
             "errors/message.html",

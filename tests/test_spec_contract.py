@@ -173,3 +173,12 @@ def test_the_house_rules_catch_a_bad_operation(spec):
     assert "levqor-response-examples" in out
     assert "get_key accepts an API key" in out
     assert "levqor-router-controller" in out
+
+
+def test_the_api_base_is_the_specs_one_server(spec):
+    from levqor_core.web.api_paths import API_BASE, is_api_path
+
+    assert spec["servers"][0]["url"] == API_BASE  # this server; the others are its public hosts
+    assert all(server["url"].endswith(API_BASE) or "/api/" in server["url"] for server in spec["servers"])
+    assert is_api_path("/api") and is_api_path("/api/v1/jobs")
+    assert not is_api_path("/apiary") and not is_api_path("/developer")

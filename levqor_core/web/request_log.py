@@ -12,6 +12,7 @@ from flask import Flask, request
 from flask_login import current_user
 
 from levqor_core.web import request_state
+from levqor_core.web.api_paths import is_api_path
 
 HEADER = b"request-id"
 # Set while the response starts, read by the access log filter (uvicorn logs the line inside the
@@ -50,7 +51,7 @@ def register(app: Flask) -> None:
         # A key's call got its account from the security function; an API call made with a portal
         # session is the signed-in account's. Teardown runs even when the handler raised.
         state = request_state.of_flask_request()
-        if state is None or state.account_id is not None or not request.path.startswith("/api/"):
+        if state is None or state.account_id is not None or not is_api_path(request.path):
             return
         try:
             if current_user.is_authenticated:

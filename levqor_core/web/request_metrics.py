@@ -7,6 +7,7 @@ totals, which a background thread adds to Redis, so the hot path makes no extra 
 import json
 
 from levqor_core.ops.metrics import KNOWN_METHODS, LATENCY, REFUSALS, REQUESTS, STATS
+from levqor_core.web.api_paths import is_api_path
 
 # Prometheus children by label values (bounded: operations x methods x statuses); labels() takes a
 # lock and builds the key on every call.
@@ -45,7 +46,7 @@ def _operation(scope) -> str:
         # Connexion reports "handlers.<module>.<operationId>"; the spec's operationId is the label.
         return routing["operation_id"].rsplit(".", 1)[-1]
     path = scope.get("path", "")
-    if path.startswith("/api/"):
+    if is_api_path(path):
         return "api_other"  # docs, spec, or no such operation: bounded label values
     if path == "/metrics":
         return "metrics"

@@ -8,6 +8,8 @@ request comes from htmx (htmx-flask's `request.htmx`), from the same code.
 
 from flask import Blueprint
 
+from levqor_core.web.api_paths import is_api_path
+
 from ..helpers import formats
 
 bp = Blueprint("portal", __name__, static_folder="../static", static_url_path="/assets")
@@ -43,7 +45,7 @@ def _not_found(exc):
 
     from levqor_core import problems
 
-    if request.path.startswith("/api/"):
+    if is_api_path(request.path):
         return problems.NotFound(exc.description).flask_response()
     message = "There is no page at this address. It may have moved, or the link may be mistyped."
     return render_template("errors/message.html", title="Page not found", message=message), 404

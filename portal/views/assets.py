@@ -5,6 +5,8 @@ from pathlib import Path
 
 from flask import abort, current_app, request, send_from_directory
 
+from levqor_core.web.api_paths import is_api_path
+
 from . import bp
 
 NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
@@ -48,7 +50,7 @@ def vendor(name: str):
 @bp.after_app_request
 def security_headers(response):
     # The API's own responses (JSON, problem+json) get theirs at the edge (levqor_core.web.request_guard).
-    if not request.path.startswith("/api/"):
+    if not is_api_path(request.path):
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
