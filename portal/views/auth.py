@@ -112,6 +112,9 @@ def signup():
             # confirmation queued for this attempt names no account, so its link is refused).
         return redirect(url_for("portal.check_email", next=request.args.get("next")))
     if request.method == "POST" and register_existing(form):
+        # A new address's answer hashed its password; without the same work a taken address
+        # answered ~7 ms sooner, telling a stranger it has an account (as forgot password does).
+        hash_password(form.password.data or "not-a-password")
         db.session.commit()
         return redirect(url_for("portal.check_email", next=request.args.get("next")))
     refused = request.method == "POST"
