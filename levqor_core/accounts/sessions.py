@@ -22,6 +22,7 @@ import redis
 from flask import Flask, current_app, g, request, session
 from flask_login import user_logged_in
 from flask_login.config import COOKIE_NAME
+from flask_security.signals import user_authenticated
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,15 @@ def _redis():
 
 def _started(app, user, **extra) -> None:
     session[SESSION_ID] = secrets.token_urlsafe(16)
-    # A new CSRF token with the new session: one read before log-in (a shared computer, a page
-    # cached or left open) is not valid for the account's forms after it. Flask-WTF keeps the raw
-    # token in the session and this request's signed one in `g`, both under the field's name.
+
+
+def _new_csrf_token(app, user, authn_via: list[str] | None = None, **extra) -> None:
+    """A new CSRF token at each log-in: one read before it (a shared computer, a page cached or
+    left open, a token planted by another site's page) is not valid for the account's forms after
+    it. Not when a password change signs the browser in again: its other tabs keep working.
+    Flask-WTF keeps the raw token in the session and this request's signed one in `g`."""
+    if authn_via == ["change"]:
+        return
     field = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
     session.pop(field, None)
     g.pop(field, None)
@@ -78,5 +85,6 @@ def _no_remember_cookie() -> None:
 
 def init_app(app: Flask) -> None:
     user_logged_in.connect(_started, app)
+    user_authenticated.connect(_new_csrf_token, app)
     app.before_request(_refuse_revoked)
     app.before_request(_no_remember_cookie)

@@ -66,7 +66,8 @@ def entry(
 
 
 def weight(call: tuple) -> int:
-    """About the bytes one buffered call holds: its variable parts and a fixed overhead."""
+    """About the bytes one buffered call holds: its variable parts and a fixed overhead (Recorder.add
+    computes the same inline)."""
     return CALL_OVERHEAD_BYTES + len(call[5]) + len(call[6]) + len(call[9] or b"") + len(call[10] or b"")
 
 
@@ -97,11 +98,13 @@ class Recorder:
         self._thread: threading.Thread | None = None
 
     def add(self, call: tuple) -> None:
-        """Queue one call (the hot path: a weight, an append, two bound checks)."""
+        """Queue one call (the hot path: its weight, an append and two bound checks under a lock)."""
+        size = CALL_OVERHEAD_BYTES + len(call[5]) + len(call[6]) + len(call[9] or b"") + len(call[10] or b"")
         with self._buffer_lock:
             self.buffer.append(call)
-            self.buffered_bytes += weight(call)
-            self._within_bounds()
+            self.buffered_bytes += size
+            if len(self.buffer) > self.max_buffered or self.buffered_bytes > self.max_buffered_bytes:
+                self._within_bounds()
 
     def start(self) -> None:
         """Start the flush thread once, on the first request: one started in the app factory
