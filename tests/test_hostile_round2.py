@@ -274,6 +274,41 @@ def test_an_attempt_whose_endpoint_is_deleted_after_its_lease_sends_nothing(app,
     assert receiver.received == []
 
 
+def test_on_sqlite_an_endpoint_deleted_mid_attempt_is_no_crash(tmp_path, redis_server):
+    """`make run`'s SQLite has no row locks: the delete does not wait, and the attempt's commit finds
+    its rows gone (StaleDataError before the fix); it ends quietly with nothing recorded."""
+    from flask_migrate import upgrade
+
+    from .helpers import app_on_sqlite
+
+    app = app_on_sqlite(tmp_path / "levqor.sqlite", redis_server, WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+    receiver = Receiver((200,))
+    try:
+        with app.app_context():
+            upgrade()
+            account = Account(email="sqlite-hooks@example.com", password_hash="x", tier="pro")
+            db.session.add(account)
+            db.session.commit()
+            endpoint, _ = service.create_endpoint(
+                account, receiver.url(), ["job.failed"], sandbox=False, secret_key=SECRET_KEY, allow_private=True
+            )
+            ping_id, endpoint_id = service.ping(endpoint), endpoint.id
+
+        def deleted_while_resolving(host, port):
+            with app.app_context():  # the developer's delete, from another request's session
+                service.delete_endpoint(db.session.get(WebhookEndpoint, endpoint_id))
+            return ["127.0.0.1"]
+
+        with app.app_context():
+            status = delivery.attempt(
+                ping_id, secret_key=SECRET_KEY, allow_private=True, resolve=deleted_while_resolving
+            )
+            assert status is None
+            assert db.session.get(WebhookDelivery, ping_id) is None
+    finally:
+        receiver.close()
+
+
 # ---- 5. HTTP conformance -------------------------------------------------------------------------------
 
 
