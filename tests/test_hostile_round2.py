@@ -170,14 +170,18 @@ def test_the_procfile_worker_sends_an_early_fired_retry_at_its_time(
     env = shipped_env(database_url, redis_server.url, free_port(), tmp_path) | {
         "SECRET_KEY": SECRET_KEY,
         "WEBHOOK_ALLOW_PRIVATE_TARGETS": "1",
+        "LOG_LEVEL": "INFO",  # the "queued again" line
     }
-    log = (tmp_path / "worker.out").open("w+")
+    log_path = tmp_path / "worker.out"
+    log = log_path.open("w+")
     worker = start_procfile_line(procfile()["worker"], env, output=log)
     try:
         redis = app.extensions["levqor.redis"]
-        wait_for(lambda: redis.keys("rq:worker:*"), 60, what="the worker registered")
-        # Due 2.5 s into a second a few seconds ahead; the job queued for that whole second.
-        whole = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
+        # RQ's scheduler for the webhook queue runs (in a webhook worker) once it holds this lock.
+        wait_for(lambda: redis.exists(f"rq:scheduler-lock:{WEBHOOK_QUEUE}"), 90, what="the webhook scheduler")
+        # Due 2.5 s into a second a little ahead; the job queued for that whole second, so the
+        # scheduler starts it up to 2.5 s before the delivery is due.
+        whole = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
         due = whole + timedelta(milliseconds=2500)
         with app.app_context():
             db.session.execute(
@@ -185,11 +189,19 @@ def test_the_procfile_worker_sends_an_early_fired_retry_at_its_time(
             )
             db.session.commit()
         Queue(WEBHOOK_QUEUE, connection=redis).enqueue_at(whole, dispatch.TASK, ping_id, job_timeout=30, result_ttl=0)
-        wait_for(lambda: receiver.received, 30, what=f"the attempt at {due:%H:%M:%S.%f} (worker log: {log.name})")
+
+        def tail() -> str:
+            return log_path.read_text()[-3000:]
+
+        wait_for(lambda: receiver.received, 60, what=f"the attempt due at {due:%H:%M:%S.%f}")
         with app.app_context():
             row = db.session.get(WebhookDelivery, ping_id)
-            assert (row.attempts, row.last_status_code) == (1, 500)  # sent once, at its time
-            assert row.last_attempt_at >= due
+            assert (row.attempts, row.last_status_code) == (1, 500), tail()  # sent once, at its time
+            assert row.last_attempt_at >= due, tail()
+        if "attempt started before it was due" not in log_path.read_text():
+            # The machine was so slow that the job started after the delivery was due: the early
+            # path was not taken (nothing to see, but nothing proven either).
+            pytest.skip(f"the scheduler started the job late, not early: {tail()}")
     finally:
         stop_procfile_line(worker)
         log.close()
