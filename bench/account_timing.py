@@ -1,5 +1,5 @@
-"""Whether forgot password and resend confirmation take as long for an address with an account as
-for one without (README "Accounts", Mail): the time is all a stranger sees of the answer.
+"""Whether sign-up, forgot password and resend confirmation take as long for an address with an
+account as for one without (README "Accounts", Mail): the time is all a stranger sees of the answer.
 
     .venv/bin/python bench/account_timing.py [--requests 30] [--smtp-delay 0.25]
 
@@ -16,6 +16,7 @@ import logging
 import re
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -40,6 +41,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30, help="answers timed per address and form")
     parser.add_argument("--smtp-delay", type=float, default=0.25, help="seconds the SMTP server takes a message")
+    parser.add_argument(
+        "--sqlite",
+        action="store_true",
+        help="on a SQLite file, as `make run` (the suite's PostgreSQL runs with fsync off: a commit costs nothing)",
+    )
     args = parser.parse_args()
 
     from aiosmtpd.controller import Controller
@@ -56,10 +62,13 @@ def main() -> None:
     smtp.start()
     redis_server, postgres = RedisServer().start(), PostgresServer().start()
     try:
-        url = postgres.create_database("levqor_timing")
+        if args.sqlite:
+            url = f"sqlite:///{tempfile.mkdtemp(prefix='lvq-timing-')}/levqor.sqlite"
+        else:
+            url = postgres.create_database("levqor_timing").replace("postgresql://", "postgresql+psycopg://")
         cx = create_app(
             {
-                "SQLALCHEMY_DATABASE_URI": url.replace("postgresql://", "postgresql+psycopg://"),
+                "SQLALCHEMY_DATABASE_URI": url,
                 "REDIS_URL": redis_server.url,
                 "RATELIMIT_STORAGE_URI": redis_server.url,
                 "SECRET_KEY": "bench",
@@ -74,20 +83,24 @@ def main() -> None:
             unconfirmed = accounts.create(
                 f"pending-{uuid.uuid4().hex[:8]}@example.com", "purple otter gravel lantern", confirmed=False
             )
-            known = {"/reset": confirmed.email, "/confirm": unconfirmed.email}
+            known = {"/reset": confirmed.email, "/confirm": unconfirmed.email, "/signup": confirmed.email}
         hosts = (f"10.{n // 65536}.{n // 256 % 256}.{n % 256}" for n in itertools.count(1))
 
         def answer_time(path: str, email: str) -> float:
             client = TestClient(cx, follow_redirects=False, client=(next(hosts), 40000))
             token = CSRF.search(client.get(path).text).group(1)
             started = time.perf_counter()
-            response = client.post(path, data={"email": email, "csrf_token": token})
+            form = {"email": email, "csrf_token": token}
+            if path == "/signup":
+                form["password"] = "purple otter gravel lantern"
+            response = client.post(path, data=form)
             elapsed = time.perf_counter() - started
             assert response.status_code < 400, (path, response.status_code)
             return elapsed
 
         print(f"SMTP server taking {args.smtp_delay * 1000:.0f} ms per message; {args.requests} answers each")
-        for path, label in (("/reset", "forgot password"), ("/confirm", "resend confirmation")):
+        forms = (("/signup", "sign-up"), ("/reset", "forgot password"), ("/confirm", "resend confirmation"))
+        for path, label in forms:
             for _ in range(3):  # warm: templates, the hashing pool
                 answer_time(path, f"warm-{uuid.uuid4().hex[:8]}@example.com")
             times = {"known": [], "unknown": []}

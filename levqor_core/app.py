@@ -102,6 +102,7 @@ def register_extensions(app: Flask) -> None:
     r = redis_conn.client(redis_url)
     app.extensions["levqor.redis"] = r
     app.config.setdefault("RATELIMIT_STORAGE_URI", redis_conn.limits_storage_uri(redis_url))
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", dict(redis_conn.LIMITS_STORAGE_OPTIONS))
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "lvq-fl")
     init_limiter(app)

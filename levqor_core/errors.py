@@ -4,15 +4,17 @@ import json
 import logging
 import time
 from http.cookies import CookieError
+from urllib.parse import urlsplit, urlunsplit
 
 import connexion
 import redis
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionResponse
-from flask import render_template, request
+from flask import redirect, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from werkzeug.routing import RequestRedirect
 
 from levqor_core import problems, tiers
 from levqor_core.web.api_paths import is_api_path
@@ -124,6 +126,15 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
             response = app.make_response((page, 429))
         response.headers["Retry-After"] = str(retry_after)
         return response
+
+    @app.errorhandler(RequestRedirect)
+    def routing_redirect(exc: RequestRedirect):
+        # Werkzeug's own redirects (`//` merged, a missing trailing slash). Connexion turns every
+        # Flask HTTP error into a body with the status and no headers, so `GET /assets//portal.css`
+        # answered a 308 without a Location. Relative, as the host Werkzeug names is the one the
+        # client wrote, and never `//host` (a scheme-relative URL leaves the site).
+        parts = urlsplit(exc.new_url)
+        return redirect(urlunsplit(("", "", "/" + parts.path.lstrip("/"), parts.query, "")), exc.code)
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):

@@ -55,6 +55,13 @@ def script_client(url: str) -> ScriptClient:
     return ScriptClient(url, timeout=0.5, connect_timeout=0.5)
 
 
+# Flask-Limiter's own Redis client (limits' storage), with the web client's timeouts: it had none,
+# so a Redis that accepts connections but does not answer held each limited request (log-in,
+# sign-up, key creation) for as long as the kernel kept the connection, instead of falling back
+# to per-process counters (RATELIMIT_IN_MEMORY_FALLBACK_ENABLED) at once.
+LIMITS_STORAGE_OPTIONS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+
+
 def limits_storage_uri(url: str) -> str:
     """Flask-Limiter (limits) spells a unix socket as redis+unix://."""
     if url.startswith("unix://"):

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from flask import Flask, current_app
-from flask_security import Security, SQLAlchemyUserDatastore
+from flask_security import LoginForm, Security, SQLAlchemyUserDatastore
 from flask_security.signals import change_email_confirmed
 from flask_security.utils import aware_utcnow, send_mail
 from werkzeug.local import LocalProxy
@@ -93,6 +93,12 @@ def settings(config: dict) -> dict:
         "SECURITY_MULTI_FACTOR_RECOVERY_CODES_KEYS": [recovery_codes_key(key) for key in secret_keys(config)],
         "SECURITY_MULTI_FACTOR_RECOVERY_CODES_URL": "/developer/account/recovery-codes",
         "SECURITY_RETURN_GENERIC_RESPONSES": True,
+        # Its pages show secrets (the authenticator secret, recovery codes, a reset form). Its default,
+        # {"private": True, "no-store": True}, is set item by item on Werkzeug's cache-control
+        # object, which since Werkzeug 3.1 writes `private=True, no-store=True`: Chromium did not
+        # read that as no-store and showed a POSTed page again after Back. A directive without a
+        # value is written as None.
+        "SECURITY_CACHE_CONTROL": {"private": None, "no-store": None},
         "SECURITY_SEND_REGISTER_EMAIL": True,
         "SECURITY_POST_LOGIN_VIEW": "/developer",
         "SECURITY_POST_CONFIRM_VIEW": "/developer/api-keys",
@@ -189,6 +195,13 @@ class PooledPasswordContext:
         return attr
 
 
+class PortalLoginForm(LoginForm):
+    """Flask-Security-Too's log-in form without "remember me" (accounts.sessions says why): a
+    posted `remember=y` is not read."""
+
+    remember = None
+
+
 def init_app(app: Flask) -> Security:
     for key, value in settings(app.config).items():
         app.config.setdefault(key, value)
@@ -202,7 +215,12 @@ def init_app(app: Flask) -> Security:
     # which imports the extensions.
     # Its re-authentication page asks for the second factor too (levqor_core.accounts.reauth).
     # Authenticator codes work once (levqor_core.accounts.totp).
-    security = Security(mail_util_cls=PortalMail, verify_form=VerifyWithSecondFactorForm, totp_cls=OnceOnlyTotp)
+    security = Security(
+        mail_util_cls=PortalMail,
+        login_form=PortalLoginForm,
+        verify_form=VerifyWithSecondFactorForm,
+        totp_cls=OnceOnlyTotp,
+    )
     # Aware UTC times, like every other timestamp here (levqor_core.columns.UTCDateTime).
     security.init_app(app, SQLAlchemyUserDatastore(db, Account, Role), datetime_factory=aware_utcnow)
     security.pwd_context = PooledPasswordContext(security.pwd_context)

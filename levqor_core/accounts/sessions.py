@@ -7,6 +7,11 @@ Sessions are signed cookies, so a copy of one works as long as the original. Two
 - every session of an account (sign out everywhere, password change or reset): a new
   `fs_uniquifier` (service.end_all_sessions), which no cookie issued before names.
 
+There is no "remember me": its cookie (Flask-Login's remember_token) names the account and
+nothing that logging out ends, so a copy of it signed in again after log-out. The log-in form has
+no such field (security.PortalLoginForm) and a remember cookie that arrives anyway (posted by
+hand, or issued before) is ignored and deleted (_no_remember_cookie).
+
 While Redis is down the revocation list cannot be read and a logged-out copy keeps working until it
 answers again (the rest of the portal keeps working too); "sign out everywhere" needs no Redis."""
 
@@ -14,8 +19,10 @@ import logging
 import secrets
 
 import redis
-from flask import Flask, current_app, session
+from flask import Flask, current_app, g, request, session
 from flask_login import user_logged_in
+from flask_login.config import COOKIE_NAME
+from flask_security.signals import user_authenticated
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,18 @@ def _redis():
 
 def _started(app, user, **extra) -> None:
     session[SESSION_ID] = secrets.token_urlsafe(16)
+
+
+def _new_csrf_token(app, user, authn_via: list[str] | None = None, **extra) -> None:
+    """A new CSRF token at each log-in: one read before it (a shared computer, a page cached or
+    left open, a token planted by another site's page) is not valid for the account's forms after
+    it. Not when a password change signs the browser in again: its other tabs keep working.
+    Flask-WTF keeps the raw token in the session and this request's signed one in `g`."""
+    if authn_via == ["change"]:
+        return
+    field = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    session.pop(field, None)
+    g.pop(field, None)
 
 
 def revoke_current() -> None:
@@ -57,6 +76,15 @@ def _refuse_revoked() -> None:
         session.clear()
 
 
+def _no_remember_cookie() -> None:
+    # Flask-Login's own way to drop a remember cookie (what logout_user sets): it then neither signs
+    # in from it nor keeps it (the response deletes it).
+    if current_app.config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME) in request.cookies:
+        session["_remember"] = "clear"
+
+
 def init_app(app: Flask) -> None:
     user_logged_in.connect(_started, app)
+    user_authenticated.connect(_new_csrf_token, app)
     app.before_request(_refuse_revoked)
+    app.before_request(_no_remember_cookie)

@@ -3,8 +3,9 @@ writes them to `request_log` in batches.
 
 Per request the hot path only appends a tuple to an in-process deque (no Redis, no SQL, no
 decoding); everything else (decoding, truncating, redacting, reading the problem's type) happens
-in the flush thread, every REQUEST_LOG_FLUSH_SECONDS. The buffer is bounded: while the database
-is away it keeps the newest MAX_BUFFERED calls and counts the ones it had to drop. Every
+in the flush thread, every REQUEST_LOG_FLUSH_SECONDS. The buffer is bounded in calls and in bytes:
+while the database is away it keeps the newest calls within MAX_BUFFERED and MAX_BUFFERED_BYTES and
+counts the ones it had to drop. Every
 TRIM_SECONDS the thread also cuts the accounts it wrote for back to their cap, so a busy account
 stays near it between the periodic purges (`queries.purge`, which also applies the 7-day window).
 """
@@ -28,6 +29,11 @@ from levqor_core.requestlog.models import RequestLogEntry
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 50_000
+# A call holds up to ~16 KiB (its logged body and problem): by count alone 50,000 of them were
+# ~0.8 GB per process while PostgreSQL was away. What a call weighs is `weight()`.
+MAX_BUFFERED_BYTES = 32 * 1024 * 1024
+# A tuple of 11 and its small values (the ints, floats and short strings around the bodies).
+CALL_OVERHEAD_BYTES = 400
 TRIM_SECONDS = 60
 BATCH_ROWS = 1_000
 # Enough to see what was sent; a body can be 64 KiB and the log keeps 10,000 calls per account.
@@ -59,6 +65,12 @@ def entry(
     return (at, account_id, key_id, request_id, method, path, query, status, seconds, request_body, problem)
 
 
+def weight(call: tuple) -> int:
+    """About the bytes one buffered call holds: its variable parts and a fixed overhead (Recorder.add
+    computes the same inline)."""
+    return CALL_OVERHEAD_BYTES + len(call[5]) + len(call[6]) + len(call[9] or b"") + len(call[10] or b"")
+
+
 class Recorder:
     """The process's buffer of calls to log and the thread that writes them."""
 
@@ -67,14 +79,20 @@ class Recorder:
         database_url: str,
         flush_seconds: float,
         max_buffered: int = MAX_BUFFERED,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         connect_args: dict | None = None,
     ):
         self.database_url = database_url
         self.connect_args = connect_args or {}
         self.flush_seconds = flush_seconds
         self.max_buffered = max_buffered
+        self.max_buffered_bytes = max_buffered_bytes
         self.buffer: deque = deque()
+        self.buffered_bytes = 0  # the weight() of what is in the buffer
         self.dropped = 0
+        # Held only to change the buffer and its byte count together (request threads and the
+        # flush thread both do): a few hundred nanoseconds on the hot path.
+        self._buffer_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._engine: sa.Engine | None = None
         self._written_for: set[int] = set()  # accounts written since the last trim
@@ -85,10 +103,13 @@ class Recorder:
         self.thread = PeriodicThread("request-log-flush", flush_seconds, self._tick, last_tick=self._last_flush)
 
     def add(self, call: tuple) -> None:
-        """Queue one call (the hot path: a length check and an append)."""
-        if len(self.buffer) >= self.max_buffered:
-            self._drop_oldest()
-        self.buffer.append(call)
+        """Queue one call (the hot path: its weight, an append and two bound checks under a lock)."""
+        size = CALL_OVERHEAD_BYTES + len(call[5]) + len(call[6]) + len(call[9] or b"") + len(call[10] or b"")
+        with self._buffer_lock:
+            self.buffer.append(call)
+            self.buffered_bytes += size
+            if len(self.buffer) > self.max_buffered or self.buffered_bytes > self.max_buffered_bytes:
+                self._within_bounds()
 
     def start(self) -> None:
         """Start the flush thread (once per process; later calls return at once)."""
@@ -100,7 +121,7 @@ class Recorder:
         written = 0
         with self._flush_lock:
             while self.buffer:
-                batch = [self.buffer.popleft() for _ in range(min(BATCH_ROWS, len(self.buffer)))]
+                batch = self._take(BATCH_ROWS)
                 try:
                     with self.engine().begin() as conn:
                         _insert(conn, [row(call) for call in batch])
@@ -135,11 +156,19 @@ class Recorder:
             written.append(call)
         return written
 
+    def _take(self, most: int) -> list[tuple]:
+        """The oldest calls, up to `most`, out of the buffer."""
+        with self._buffer_lock:
+            batch = [self.buffer.popleft() for _ in range(min(most, len(self.buffer)))]
+            self.buffered_bytes -= sum(weight(call) for call in batch)
+        return batch
+
     def _put_back(self, calls: list[tuple]) -> None:
-        """Back to the front of the buffer, for the next flush (within its bound)."""
-        self.buffer.extendleft(reversed(calls))
-        while len(self.buffer) > self.max_buffered:
-            self._drop_oldest()
+        """Back to the front of the buffer, for the next flush (within its bounds)."""
+        with self._buffer_lock:
+            self.buffer.extendleft(reversed(calls))
+            self.buffered_bytes += sum(weight(call) for call in calls)
+            self._within_bounds()
 
     def trim(self, cap: int | None = None) -> int:
         """Cut the accounts written since the last trim back to their newest `cap` rows."""
@@ -157,8 +186,9 @@ class Recorder:
 
     def clear(self) -> None:
         """Forget what is buffered (tests: a new test's accounts may reuse an old one's ids)."""
-        with self._flush_lock:
+        with self._flush_lock, self._buffer_lock:
             self.buffer.clear()
+            self.buffered_bytes = 0
             self._written_for.clear()
 
     def engine(self) -> sa.Engine:
@@ -170,13 +200,12 @@ class Recorder:
             )
         return self._engine
 
-    def _drop_oldest(self) -> None:
-        try:
-            self.buffer.popleft()
-        except IndexError:
-            return
-        self.dropped += 1
-        DROPPED.inc()
+    def _within_bounds(self) -> None:
+        """Drop the oldest calls (counted) until the buffer is within both bounds; under _buffer_lock."""
+        while self.buffer and (len(self.buffer) > self.max_buffered or self.buffered_bytes > self.max_buffered_bytes):
+            self.buffered_bytes -= weight(self.buffer.popleft())
+            self.dropped += 1
+            DROPPED.inc()
 
     def _last_flush(self) -> None:
         try:

@@ -9,8 +9,10 @@
 - Flask asks `ensure_sync` of every hook and view on every request (an inspect of each); the
   answer for a given function never changes.
 - Connexion's router tries the API's routes one by one (a path regex each); they are indexed by
-  path, keeping the router's answer (first full match, else first partial, in route order).
-- The response validation layer is left out of the stack where responses are not validated.
+  path, keeping the router's answer (first full match, in route order); a path that matches with
+  another method is a 405 listing every operation's method on that path.
+- The response validation layer is left out of the stack where responses are not validated (and
+  lets HEAD answers through where they are).
 - Connexion's apiKey security handler inspected the security function's signature on each call.
 - Flask runs behind levqor_core.web.wsgi_bridge instead of a2wsgi: one hand-off from Flask's
   thread to the event loop per response instead of three round trips.
@@ -36,6 +38,7 @@ from connexion.security import NO_VALUE, ApiKeySecurityHandler
 from connexion.utils import inspect_function_arguments
 from flask import Flask
 from starlette._utils import get_route_path
+from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route, Router
 
 from levqor_core.web.wsgi_bridge import WSGIBridge
@@ -136,20 +139,28 @@ class _IndexedRoutes(BaseRoute):
     def matches(self, scope):
         if scope["type"] != "http":
             return Match.NONE, {}
-        partial = None
+        partial, allowed = None, set()
         for route in self._by_path.get(get_route_path(scope), self._open_ended):
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
                 return match, {**child_scope, _MATCHED: route}
-            if match is Match.PARTIAL and partial is None:
-                partial = {**child_scope, _MATCHED: route}
+            if match is Match.PARTIAL:
+                allowed |= route.methods or set()
+                if partial is None:
+                    partial = {**child_scope, _MATCHED: route}
         if partial is not None:
-            return Match.PARTIAL, partial
+            return Match.PARTIAL, {**partial, _ALLOWED: allowed}
         return Match.NONE, {}
 
     async def handle(self, scope, receive, send):
         route = scope.pop(_MATCHED)
+        allowed = scope.pop(_ALLOWED, None)
         scope["route"] = route
+        if allowed is not None:
+            # The path matched, the method did not. Connexion makes one route per operation, and
+            # Starlette's 405 would list only the first one's methods (`OPTIONS /api/v1/jobs`
+            # answered `Allow: POST`, hiding GET): the path's operations together are its methods.
+            raise HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
         await route.handle(scope, receive, send)
 
     def url_path_for(self, name: str, /, **path_params):
@@ -162,6 +173,7 @@ class _IndexedRoutes(BaseRoute):
 
 
 _MATCHED = "levqor.route"
+_ALLOWED = "levqor.allowed_methods"
 
 
 class IndexedRoutingMiddleware(RoutingMiddleware):
@@ -175,12 +187,25 @@ class IndexedRoutingMiddleware(RoutingMiddleware):
                 router.routes = [_IndexedRoutes(router.routes)]
 
 
+class ResponseValidationExceptHead(ResponseValidationMiddleware):
+    """Connexion's response validation, which lets HEAD answers through: they carry the GET's
+    headers and no body (RFC 9110 9.3.2), and Connexion parsed that empty body as the GET's JSON,
+    so `HEAD` on any API `GET` was a 500 wherever responses are validated (`make run`, the suite)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def middlewares(validate_responses: bool) -> list:
     """Connexion's default middleware stack with the indexed routing, and without the response
     validation layer where responses are not validated (it would only pass each call through)."""
-    stack = [IndexedRoutingMiddleware if m is RoutingMiddleware else m for m in ConnexionMiddleware.default_middlewares]
+    replaced = {RoutingMiddleware: IndexedRoutingMiddleware, ResponseValidationMiddleware: ResponseValidationExceptHead}
+    stack = [replaced.get(m, m) for m in ConnexionMiddleware.default_middlewares]
     if not validate_responses:
-        stack.remove(ResponseValidationMiddleware)
+        stack.remove(ResponseValidationExceptHead)
     return stack
 
 

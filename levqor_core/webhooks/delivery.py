@@ -3,7 +3,11 @@
 An attempt leases its delivery with one conditional UPDATE (due, pending, lease not held), so two
 workers (a retry and a resend, or the sweep and the scheduler) never send the same attempt twice.
 It checks the target again, connects to the address it checked, signs with the standardwebhooks
-library and posts with a 10 s timeout, following no redirect; any 2xx is success. Otherwise the
+library and posts with a 10 s timeout, following no redirect; any 2xx is success. Through the post
+it holds a KEY SHARE lock on its endpoint's row, which deleting the endpoint waits for: once the
+developer has the delete's answer no attempt reaches the receiver, and an attempt that finds the
+endpoint gone sends nothing. An attempt started a moment early is queued again for its time
+(`early_until`), not left to the sweep. Otherwise the
 next attempt is scheduled by RETRY_DELAYS (the Standard Webhooks suggestion: 5 s, 5 min, 30 min,
 2 h, 5 h, 10 h, 10 h, about 28 hours in all); an endpoint failing without a success for
 DISABLE_AFTER is disabled and its owner told."""
@@ -15,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import sqlalchemy as sa
 from cryptography.fernet import InvalidToken
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from standardwebhooks.webhooks import Webhook
 
 from levqor_core.extensions import db
@@ -22,6 +27,11 @@ from levqor_core.webhooks import secrets, targets
 from levqor_core.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
+
+# How early an attempt may start and still be put back at its time rather than left to the sweep:
+# RQ's scheduler keeps a time in whole seconds (rounded down) and polls each second, so a retry can
+# start up to ~2 s before it is due. A lease held by another attempt is ~LEASE ahead: not early.
+EARLY_BY_AT_MOST = timedelta(seconds=10)
 
 RETRY_DELAYS = (
     timedelta(seconds=5),
@@ -103,12 +113,16 @@ def attempt(
     resolve: targets.Resolver = targets.system_resolver,
     on_disabled=None,
 ) -> str | None:
-    """One attempt at a delivery if it is due; its status afterwards (None: not due or taken)."""
+    """One attempt at a delivery if it is due; its status afterwards (None: not due, taken, or its
+    endpoint deleted)."""
     now = now or datetime.now(UTC)
     if not _lease(delivery_id, now):
         return None
-    delivery = db.session.get(WebhookDelivery, delivery_id)
-    endpoint: WebhookEndpoint = delivery.endpoint
+    endpoint = _locked_endpoint(delivery_id)
+    delivery = db.session.get(WebhookDelivery, delivery_id, populate_existing=True)
+    if endpoint is None or delivery is None:
+        db.session.rollback()
+        return None  # deleted (with its deliveries) since the lease: nothing is sent
     if endpoint.disabled_at is not None:
         delivery.status, delivery.next_attempt_at = DeliveryStatus.FAILED, None
         delivery.last_error = "endpoint disabled"
@@ -151,8 +165,44 @@ def attempt(
             log.warning("webhook endpoint %s disabled after failing since %s", endpoint.id, endpoint.failing_since)
             if on_disabled is not None:
                 on_disabled(endpoint)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except (StaleDataError, ObjectDeletedError):
+        # Only where rows are not locked (SQLite, for `make run`): the endpoint was deleted while
+        # the attempt was in flight. Its log went with it; there is nothing to record.
+        db.session.rollback()
+        return None
     return delivery.status
+
+
+def _locked_endpoint(delivery_id: str) -> WebhookEndpoint | None:
+    """The delivery's endpoint, its row KEY SHARE locked until the attempt commits (None: gone).
+
+    KEY SHARE, as deleting the endpoint (delete_endpoint locks it FOR UPDATE first) must wait for
+    it, while attempts to the same endpoint, and their updates of `failing_since` (FOR NO KEY
+    UPDATE), need not wait for one another. SQLite has no row locks: it takes nothing here."""
+    return db.session.scalar(
+        sa.select(WebhookEndpoint)
+        .join(WebhookDelivery, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
+        .where(WebhookDelivery.id == delivery_id)
+        .with_for_update(read=True, key_share=True, of=WebhookEndpoint)
+        .execution_options(populate_existing=True)
+    )
+
+
+def early_until(delivery_id: str, now: datetime | None = None) -> datetime | None:
+    """When a delivery that refused an attempt as not due is due, if that is only a moment away
+    (EARLY_BY_AT_MOST); None otherwise (finished, leased by another attempt, gone)."""
+    now = now or datetime.now(UTC)
+    due_at = db.session.scalar(
+        sa.select(WebhookDelivery.next_attempt_at).where(
+            WebhookDelivery.id == delivery_id, WebhookDelivery.status == DeliveryStatus.PENDING
+        )
+    )
+    db.session.commit()
+    if due_at is not None and now < due_at <= now + EARLY_BY_AT_MOST:
+        return due_at
+    return None
 
 
 def due(now: datetime | None = None, limit: int = 500) -> list[tuple[str, datetime]]:

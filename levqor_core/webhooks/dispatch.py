@@ -27,6 +27,13 @@ def queue() -> Queue:
     return Queue(WEBHOOK_QUEUE, connection=app.extensions["levqor.redis"], is_async=app.config["RQ_ASYNC"])
 
 
+def scheduled_time(at: datetime) -> datetime:
+    """`at` rounded up to a whole second: RQ's scheduler stores a time in whole seconds rounded
+    down, so a retry due at 07:36:36.33 ran at 07:36:36.20, before its delivery was due."""
+    whole = at.replace(microsecond=0)
+    return whole if whole == at else whole + timedelta(seconds=1)
+
+
 def enqueue(delivery_ids: list[str], at: datetime | None = None) -> None:
     """Queue an attempt at each delivery (at `at`, or now); a Redis error leaves them to the sweep."""
     try:
@@ -35,7 +42,9 @@ def enqueue(delivery_ids: list[str], at: datetime | None = None) -> None:
             if at is None or at <= datetime.now(UTC) or not q.is_async:
                 q.enqueue(TASK, delivery_id, job_timeout=attempts.TIMEOUT_SECONDS * 3, result_ttl=0)
             else:
-                q.enqueue_at(at, TASK, delivery_id, job_timeout=attempts.TIMEOUT_SECONDS * 3, result_ttl=0)
+                q.enqueue_at(
+                    scheduled_time(at), TASK, delivery_id, job_timeout=attempts.TIMEOUT_SECONDS * 3, result_ttl=0
+                )
     except redis.RedisError as err:
         log.warning("could not queue webhook deliveries %s (the sweep will): %s", delivery_ids, err)
 
@@ -60,6 +69,13 @@ def attempt(delivery_id: str, now: datetime | None = None, sender=None) -> str |
     )
     if status == DeliveryStatus.PENDING and queue().is_async:
         enqueue([delivery_id], at=db.session.get(WebhookDelivery, delivery_id).next_attempt_at)
+    elif status is None and queue().is_async:
+        # Started a moment before it was due (a scheduler's whole seconds, a clock a little ahead):
+        # at its time again, rather than minutes later by the sweep.
+        due_at = attempts.early_until(delivery_id, now)
+        if due_at is not None:
+            log.info("webhook delivery %s: attempt started before it was due; queued again for %s", delivery_id, due_at)
+            enqueue([delivery_id], at=due_at)
     return status
 
 

@@ -106,7 +106,11 @@ def endpoint_of(account_id: int, endpoint_id: str, sandbox: bool | None) -> Webh
 
 
 def delete_endpoint(endpoint: WebhookEndpoint) -> None:
-    """Delete the endpoint; its pending deliveries and log go with it."""
+    """Delete the endpoint; its pending deliveries and log go with it. Waits for an attempt in
+    flight to it (webhooks.delivery holds its row): none reaches the receiver after this returns."""
+    # The endpoint's row first, as the attempts lock it before they touch their delivery: deleting
+    # the deliveries first would hold a row an attempt is about to update while it waits (deadlock).
+    db.session.execute(sa.select(WebhookEndpoint.id).where(WebhookEndpoint.id == endpoint.id).with_for_update())
     db.session.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id))
     db.session.delete(endpoint)
     db.session.commit()

@@ -6,12 +6,15 @@ cannot steer a delivery into a private network. WEBHOOK_ALLOW_PRIVATE_TARGETS=1 
 for local work and tests (`http`, loopback and private addresses)."""
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
+# Characters RFC 3986 never allows raw in a URI: controls, space and " < > \ ^ ` { | }.
+_NOT_IN_A_URL = re.compile(r'[\x00-\x20\x7f"<>\\^`{|}]')
 
 # (host, port) -> addresses; socket.getaddrinfo by default.
 Resolver = Callable[[str, int], list[str]]
@@ -43,6 +46,12 @@ def check(url: str, allow_private: bool, resolve: Resolver = system_resolver) ->
     """The target for `url`, or TargetRefused."""
     if len(url) > MAX_URL_LENGTH:
         raise TargetRefused(f"The URL is longer than {MAX_URL_LENGTH} characters.")
+    bad = _NOT_IN_A_URL.search(url)
+    if bad:
+        # RFC 3986 allows none of these raw; a URL echoed into a page, a log line or a header
+        # with `"`, `<` or `>` in it is one step from markup. Percent-encoded they are fine.
+        shown = repr(bad.group()) if bad.group().isprintable() else f"U+{ord(bad.group()):04X}"
+        raise TargetRefused(f"The URL may not contain {shown} as is: percent-encode it.")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -49,3 +49,14 @@ def _not_found(exc):
         return problems.NotFound(exc.description).flask_response()
     message = "There is no page at this address. It may have moved, or the link may be mistyped."
     return render_template("errors/message.html", title="Page not found", message=message), 404
+
+
+@bp.app_errorhandler(405)
+def _method_not_allowed(exc):
+    """A readable page naming the methods the address takes, in `Allow` (RFC 9110 15.5.6): Connexion
+    turned Flask's 405 into a body with no headers."""
+    from flask import render_template
+
+    message = "This address does not take that kind of request. Go back and use the page's own buttons."
+    page = render_template("errors/message.html", title="Not allowed here", message=message)
+    return page, 405, {"Allow": ", ".join(sorted(exc.valid_methods or ()))}

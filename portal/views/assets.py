@@ -1,6 +1,7 @@
 """Front-end assets from npm (installed by `make setup`), served by the app itself, plus the
 security headers every portal page carries."""
 
+import re
 from pathlib import Path
 
 from flask import abort, current_app, request, send_from_directory
@@ -17,6 +18,9 @@ VENDOR = {
     "swagger-ui-bundle.js": "swagger-ui-dist/swagger-ui-bundle.js",
     "swagger-ui.css": "swagger-ui-dist/swagger-ui.css",
 }
+
+# `no-store` as a directive of its own (RFC 9111 5.2.2.5), not `no-store=...`.
+NO_STORE = re.compile(r"(?:^|,)\s*no-store\s*(?:,|$)", re.IGNORECASE)
 
 # No inline scripts or styles anywhere: the portal's JavaScript lives in static files.
 CSP = "; ".join(
@@ -57,6 +61,9 @@ def security_headers(response):
         response.headers.setdefault("X-Frame-Options", "DENY")
         if response.mimetype == "text/html":
             # Pages show account data: keep them out of shared caches and the back-forward cache.
-            response.headers.setdefault("Cache-Control", "no-store")
+            # Checked, not only defaulted: a `no-store=True` (Werkzeug 3.1 writing a directive set
+            # to True item by item) is not no-store to a browser (docs/security/hardening-round-2.md).
+            if not NO_STORE.search(response.headers.get("Cache-Control", "")):
+                response.headers["Cache-Control"] = "no-store"
             response.vary.add("HX-Request")
     return response

@@ -112,6 +112,10 @@ def signup():
             # confirmation queued for this attempt names no account, so its link is refused).
         return redirect(url_for("portal.check_email", next=request.args.get("next")))
     if request.method == "POST" and register_existing(form):
+        # It hashes a dummy password, as registering hashes the new one; and a new account's INSERT
+        # is matched by a write of the same kind, committed alike.
+        if form.existing_email_user is not None:
+            accounts.write_as_a_sign_up_does(form.existing_email_user)
         db.session.commit()
         return redirect(url_for("portal.check_email", next=request.args.get("next")))
     refused = request.method == "POST"
