@@ -251,8 +251,10 @@ def test_a_forged_report_changes_nothing(app, client, github, victim, smtp):
     answer = send(client, body, forged)
     assert answer.status_code == 401 and answer.headers["content-type"].startswith("application/problem+json")
     assert answer.json()["type"].endswith("/invalid-secret-scanning-signature")
+    unsigned = send(client, body, {"Content-Type": "application/json"})
+    assert unsigned.status_code == 401 and unsigned.json()["type"].endswith("/invalid-secret-scanning-signature")
+    assert "Github-Public-Key-Signature" in unsigned.json()["detail"]
     for headers in (
-        {"Content-Type": "application/json"},  # no signature at all
         {**github.current.headers(body), "Github-Public-Key-Signature": "not base64!"},
         {**github.current.headers(body), "Github-Public-Key-Signature": "AAAA"},  # base64, not a signature
         {k: v for k, v in github.current.headers(body).items() if k != "Github-Public-Key-Identifier"},
