@@ -48,6 +48,14 @@ def send(recipient: str, subject: str, body: str, html: str | None = None) -> No
     future.add_done_callback(_done)
 
 
+def send_now(recipient: str, subject: str, body: str, html: str | None = None) -> None:
+    """Send a mail to an account's owner from the calling thread (inside an app context), for work
+    already off the request's path; a refusal is logged as the outbox logs it."""
+    from levqor_core.ops.alerts import email_sender
+
+    _send(email_sender(), recipient, subject, body, html)
+
+
 def _send(outgoing, recipient: str, subject: str, body: str, html: str | None) -> None:
     try:
         outgoing.send(recipient, subject, body, html=html)
