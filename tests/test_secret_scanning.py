@@ -5,6 +5,7 @@ HTTP fake on loopback (tests/fakes/github_keys_server.py), fetched by the app's 
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -192,6 +193,23 @@ def test_the_same_report_twice_revokes_once_and_mails_once(app, client, make_acc
         assert len(events) == 1
     assert len(smtp.to(email)) == 1
     assert calls(client, raw) == 401
+
+
+def test_the_same_report_sent_five_times_at_once_revokes_once(app, cx, make_account, github, smtp):
+    account_id, raw = make_account()
+    body = json.dumps(matches(raw)).encode()
+    headers = github.current.headers(body)
+    clients = [cx.test_client() for _ in range(5)]
+    assert clients[0].get("/api/health").status_code == 200  # the app's middleware stack built once, first
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = list(pool.map(lambda c: c.post(PATH, content=body, headers=headers), clients))
+    leaks.wait_until_notified()
+    assert [a.status_code for a in answers] == [200] * 5
+    assert {a.json()[0]["label"] for a in answers} == {"true_positive"}
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).where(KeyEvent.leak_url.isnot(None))) == 1
+        email = db.session.scalar(sa.select(Account.email).where(Account.id == account_id))
+    assert len(smtp.to(email)) == 1
 
 
 def test_only_live_and_expiring_keys_are_true_positives(app, client, make_account, github):
