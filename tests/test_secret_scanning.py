@@ -450,3 +450,15 @@ def test_a_report_revokes_once_on_sqlite_the_embedded_default_too(tmp_path, redi
         assert db.session.scalar(sa.select(ApiKey.status)) == "revoked"
         assert leaks.replacement_owed(account.id)
     leaks.wait_until_notified()
+
+
+def test_a_mail_handed_over_while_the_process_exits_is_still_sent(app, smtp, monkeypatch):
+    """A report answered just before the process exits: its notice's mail finds the outbox closed."""
+    from levqor_core.accounts import mail as account_mail
+
+    closed = ThreadPoolExecutor(max_workers=1)
+    closed.shutdown()
+    monkeypatch.setattr(account_mail, "_outbox", closed)
+    with app.app_context():
+        account_mail.send("late-owner@example.com", "Your key was found in public", "Replace it now.")
+    assert len(smtp.to("late-owner@example.com")) == 1

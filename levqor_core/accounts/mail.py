@@ -42,18 +42,14 @@ def send(recipient: str, subject: str, body: str, html: str | None = None) -> No
     from levqor_core.ops.alerts import email_sender  # the ops package loads later than extensions
 
     outgoing = email_sender()  # read from the app's config here, in the caller's context
-    future = _outbox.submit(_send, outgoing, recipient, subject, body, html)
+    try:
+        future = _outbox.submit(_send, outgoing, recipient, subject, body, html)
+    except RuntimeError:  # the process is exiting and the pool takes no more: send it from here
+        _send(outgoing, recipient, subject, body, html)
+        return
     with _in_flight_lock:
         _in_flight.add(future)
     future.add_done_callback(_done)
-
-
-def send_now(recipient: str, subject: str, body: str, html: str | None = None) -> None:
-    """Send a mail to an account's owner from the calling thread (inside an app context), for work
-    already off the request's path; a refusal is logged as the outbox logs it."""
-    from levqor_core.ops.alerts import email_sender
-
-    _send(email_sender(), recipient, subject, body, html)
 
 
 def _send(outgoing, recipient: str, subject: str, body: str, html: str | None) -> None:

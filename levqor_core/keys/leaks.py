@@ -166,7 +166,7 @@ def _done(future: Future) -> None:
 
 
 def wait_until_notified(timeout: float = 30) -> None:
-    """Wait for the notices handed over so far (webhook events recorded, mail sent or refused)."""
+    """Wait for the notices handed over so far (webhook events recorded, mail handed to its outbox)."""
     with _in_flight_lock:
         pending = list(_in_flight)
     wait(pending, timeout=timeout)
@@ -199,7 +199,7 @@ def _notify_account(account_id: int, found: list[Revoked], now: datetime) -> Non
         data = key.to_dict(account.tier) | {"leak_url": r.url}
         webhook_events.emit(account_id, "key.leaked", data)
     subject, body = leak_mail([(keys[r.key_id].hint, r.url) for r in found], now, current_app.config["PUBLIC_BASE_URL"])
-    account_mail.send_now(account.email, subject, body)  # this thread is already off the request's path
+    account_mail.send(account.email, subject, body)
 
 
 def leak_mail(found: list[tuple[str, str | None]], now: datetime, base_url: str) -> tuple[str, str]:
