@@ -234,6 +234,17 @@ def test_only_live_and_expiring_keys_are_true_positives(app, client, make_accoun
     assert [f["token_raw"] for f in answer.json()] == [raw, unknown, bad_checksum, revoked, "lvq_not-a-key"]
 
 
+def test_a_very_long_url_does_not_stop_the_revocation(app, client, make_account, github):
+    _, raw = make_account()
+    long_url = "https://github.com/octo-org/octo-repo/blob/main/" + "d/" * 2500 + "settings.py"
+    answer = report(client, github.current, raw, url=long_url)
+    assert answer.status_code == 200 and answer.json()[0]["label"] == "true_positive"
+    assert calls(client, raw) == 401
+    with app.app_context():
+        stored = db.session.scalar(sa.select(KeyEvent.leak_url).where(KeyEvent.leak_url.isnot(None)))
+    assert stored == long_url[: leaks.MAX_URL_CHARS]
+
+
 def test_a_key_in_its_grace_period_is_revoked_and_the_active_one_keeps_working(app, client, portal, github):
     dev = portal().sign_up()
     old = created_on_the_portal(dev)
