@@ -127,7 +127,6 @@ def main() -> None:
             random.shuffle(order)  # no kind always first or last in a round
             for kind in order:
                 times[kind].append(answer_time(kinds[kind]()))
-        leaks.wait_until_notified()
         print(f"SMTP server taking {args.smtp_delay * 1000:.0f} ms per message; {args.requests} rounds")
         for label, measured in times.items():
             # Each round's answers are compared with each other (the machine's load drifts between
@@ -135,6 +134,7 @@ def main() -> None:
             paired = statistics.median(m / u for m, u in zip(measured, times["unknown key"], strict=True))
             median = statistics.median(measured) * 1000
             print(f"{label:13} median {median:6.2f} ms   / unknown key, per round: median {paired:.2f}")
+        leaks.wait_until_notified()
         mail.wait_until_sent(timeout=args.requests * args.smtp_delay * 4)
         print(f"messages the SMTP server received: {inbox.received} (one per live key reported)")
     finally:

@@ -54,6 +54,10 @@ async def github_signature_auth(signature, required_scopes=None, request=None):
     return {"sub": "github-secret-scanning"}
 
 
+# Called without the signature header too, to refuse that with its own problem (framework_costs.ApiKeyHandler).
+github_signature_auth.answers_missing_credentials = True
+
+
 # Connexion inspects a security function's signature on every call it checks (twice, ~9 µs each);
 # a precomputed __signature__ turns that into an attribute read.
 for _function in (api_key_auth, session_auth, github_signature_auth):

@@ -5,6 +5,7 @@ HTTP fake on loopback (tests/fakes/github_keys_server.py), fetched by the app's 
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -194,6 +195,23 @@ def test_the_same_report_twice_revokes_once_and_mails_once(app, client, make_acc
     assert calls(client, raw) == 401
 
 
+def test_the_same_report_sent_five_times_at_once_revokes_once(app, cx, make_account, github, smtp):
+    account_id, raw = make_account()
+    body = json.dumps(matches(raw)).encode()
+    headers = github.current.headers(body)
+    clients = [cx.test_client() for _ in range(5)]
+    assert clients[0].get("/api/health").status_code == 200  # the app's middleware stack built once, first
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = list(pool.map(lambda c: c.post(PATH, content=body, headers=headers), clients))
+    leaks.wait_until_notified()
+    assert [a.status_code for a in answers] == [200] * 5
+    assert {a.json()[0]["label"] for a in answers} == {"true_positive"}
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).where(KeyEvent.leak_url.isnot(None))) == 1
+        email = db.session.scalar(sa.select(Account.email).where(Account.id == account_id))
+    assert len(smtp.to(email)) == 1
+
+
 def test_only_live_and_expiring_keys_are_true_positives(app, client, make_account, github):
     _, raw = make_account()
     _, revoked = make_account()
@@ -214,6 +232,17 @@ def test_only_live_and_expiring_keys_are_true_positives(app, client, make_accoun
         "false_positive",
     ]
     assert [f["token_raw"] for f in answer.json()] == [raw, unknown, bad_checksum, revoked, "lvq_not-a-key"]
+
+
+def test_a_very_long_url_does_not_stop_the_revocation(app, client, make_account, github):
+    _, raw = make_account()
+    long_url = "https://github.com/octo-org/octo-repo/blob/main/" + "d/" * 2500 + "settings.py"
+    answer = report(client, github.current, raw, url=long_url)
+    assert answer.status_code == 200 and answer.json()[0]["label"] == "true_positive"
+    assert calls(client, raw) == 401
+    with app.app_context():
+        stored = db.session.scalar(sa.select(KeyEvent.leak_url).where(KeyEvent.leak_url.isnot(None)))
+    assert stored == long_url[: leaks.MAX_URL_CHARS]
 
 
 def test_a_key_in_its_grace_period_is_revoked_and_the_active_one_keeps_working(app, client, portal, github):
@@ -251,8 +280,10 @@ def test_a_forged_report_changes_nothing(app, client, github, victim, smtp):
     answer = send(client, body, forged)
     assert answer.status_code == 401 and answer.headers["content-type"].startswith("application/problem+json")
     assert answer.json()["type"].endswith("/invalid-secret-scanning-signature")
+    unsigned = send(client, body, {"Content-Type": "application/json"})
+    assert unsigned.status_code == 401 and unsigned.json()["type"].endswith("/invalid-secret-scanning-signature")
+    assert "Github-Public-Key-Signature" in unsigned.json()["detail"]
     for headers in (
-        {"Content-Type": "application/json"},  # no signature at all
         {**github.current.headers(body), "Github-Public-Key-Signature": "not base64!"},
         {**github.current.headers(body), "Github-Public-Key-Signature": "AAAA"},  # base64, not a signature
         {k: v for k, v in github.current.headers(body).items() if k != "Github-Public-Key-Identifier"},
@@ -382,6 +413,18 @@ def test_the_report_endpoint_is_internal_and_signed_and_stripe_keeps_its_own_bod
     assert "key.leaked" in spec["x-webhooks"]
 
 
+def test_body_limits_come_from_the_spec_and_refuse_what_the_guard_cannot_apply():
+    from levqor_core.web.request_guard import body_limits
+
+    spec = {"servers": [{"url": "https://api.levqor.dev/api"}, {"url": "/api"}], "paths": {}}
+    spec["paths"]["/a"] = {"post": {"x-max-body-bytes": 10}, "put": {"x-max-body-bytes": 10}, "get": {}}
+    assert body_limits(spec) == {"/api/a": 10}
+    with pytest.raises(ValueError, match="fixed path"):  # the guard runs before routing: paths only
+        body_limits({"paths": {"/a/{id}": {"post": {"x-max-body-bytes": 10}}}})
+    with pytest.raises(ValueError, match="disagree"):
+        body_limits({"paths": {"/a": {"post": {"x-max-body-bytes": 10}, "put": {"x-max-body-bytes": 20}}}})
+
+
 def test_a_portal_session_still_needs_its_csrf_token_on_the_key_operations(portal):
     dev = portal().sign_up()
     refused = dev.client.post("/api/key/new", json={})
@@ -418,3 +461,15 @@ def test_a_report_revokes_once_on_sqlite_the_embedded_default_too(tmp_path, redi
         assert db.session.scalar(sa.select(ApiKey.status)) == "revoked"
         assert leaks.replacement_owed(account.id)
     leaks.wait_until_notified()
+
+
+def test_a_mail_handed_over_while_the_process_exits_is_still_sent(app, smtp, monkeypatch):
+    """A report answered just before the process exits: its notice's mail finds the outbox closed."""
+    from levqor_core.accounts import mail as account_mail
+
+    closed = ThreadPoolExecutor(max_workers=1)
+    closed.shutdown()
+    monkeypatch.setattr(account_mail, "_outbox", closed)
+    with app.app_context():
+        account_mail.send("late-owner@example.com", "Your key was found in public", "Replace it now.")
+    assert len(smtp.to("late-owner@example.com")) == 1

@@ -42,7 +42,11 @@ def send(recipient: str, subject: str, body: str, html: str | None = None) -> No
     """Hand a mail to an account's owner to the outbox (inside an app context); it goes out from
     the pool, so the caller neither waits for SMTP nor fails with it."""
     outgoing = email_sender()  # read from the app's config here, in the caller's context
-    future = _outbox.submit(_send, outgoing, recipient, subject, body, html)
+    try:
+        future = _outbox.submit(_send, outgoing, recipient, subject, body, html)
+    except RuntimeError:  # the process is exiting and the pool takes no more: send it from here
+        _send(outgoing, recipient, subject, body, html)
+        return
     with _in_flight_lock:
         _in_flight.add(future)
     future.add_done_callback(_done)

@@ -145,10 +145,10 @@ class GitHubKeys:
     def verify(self, body: bytes, identifier: str | None, signature: str | None) -> None:
         """Raise unless `signature` (base64 DER ECDSA P-256 / SHA-256) signs `body` with GitHub's key
         `identifier`."""
-        if not identifier or len(identifier) > MAX_IDENTIFIER_CHARS:
-            raise UnknownSigningKey("Send the Github-Public-Key-Identifier header that names GitHub's key.")
         if not signature or len(signature) > MAX_SIGNATURE_CHARS:
             raise SignatureRefused("Send the Github-Public-Key-Signature header: the body's signature.")
+        if not identifier or len(identifier) > MAX_IDENTIFIER_CHARS:
+            raise UnknownSigningKey("Send the Github-Public-Key-Identifier header that names GitHub's key.")
         try:
             der = base64.b64decode(signature, validate=True)
         except (binascii.Error, ValueError):

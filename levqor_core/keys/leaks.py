@@ -6,11 +6,13 @@ transaction, its "revoked" event carries the URL where it was found, and its cac
 dropped, so its next call is a 401. Its owner then hears of it (a `key.leaked` webhook event and a
 mail saying where, and how to replace it now) from a small pool, after the answer.
 
-The answer must not tell a live key from an unknown one by its timing, so every report does the
-same work whatever it holds: each token hashed and looked up (one UPDATE and one SELECT for the
-whole report), one commit, its records dropped, its notices handed to the pool. A key revoked
-adds only its audit row to that. Sending the same report again changes nothing: only a key still
-usable is revoked, by an UPDATE that a second report (even a concurrent one) finds done.
+The answer must not tell a live key from an unknown one by its timing, so every report runs the
+same statements whatever it holds: each token checked and hashed, then for the whole report one
+lock of the accounts involved, one UPDATE (the revocation), one INSERT ... SELECT (the audit rows)
+and one SELECT (the labels), one commit, every token's cached record dropped, the notices handed
+to the pool. A live key adds only the rows written. Sending the same report again changes
+nothing: only a key still usable is revoked, by an UPDATE that a second report (even a
+concurrent one) finds done.
 """
 
 import logging

@@ -211,7 +211,23 @@ def middlewares(validate_responses: bool) -> list:
 
 class ApiKeyHandler(ApiKeySecurityHandler):
     """Connexion's apiKey handler, with the security function's signature read once: Connexion's
-    wrapper inspected it twice on every call it checked."""
+    wrapper inspected it twice on every call it checked.
+
+    A security function marked `answers_missing_credentials` is also called when its header is
+    absent (with None), so it can refuse with its own problem: Connexion would answer "No
+    authorization token provided" typed as an invalid API key, to GitHub's signature too."""
+
+    def _get_verify_func(self, api_key_info_func, loc, name, required_scopes):
+        verify = super()._get_verify_func(api_key_info_func, loc, name, required_scopes)
+        if not getattr(api_key_info_func, "answers_missing_credentials", False):
+            return verify
+        check = self.check_api_key(api_key_info_func)
+
+        def wrapper(request):
+            found = verify(request)
+            return check(request, None, required_scopes=required_scopes) if found is NO_VALUE else found
+
+        return wrapper
 
     def _generic_check(self, func, exception_msg):
         pass_scopes = self._accepts_kwarg(func, self.required_scopes_kw)

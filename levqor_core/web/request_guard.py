@@ -62,9 +62,10 @@ def json_depth_exceeds(body: bytes | bytearray, max_depth: int = MAX_JSON_DEPTH)
 
 
 def body_limits(spec: dict) -> dict[str, int]:
-    """The request paths (under the spec's `/api` server) whose operation sets its own body limit
-    (`x-max-body-bytes`). The guard runs before routing, so it knows a request only by its path:
-    such a path may hold no parameter, and its operations must agree on one limit."""
+    """The request paths (under the spec's own server, `/api`) whose operation sets its own body
+    limit (`x-max-body-bytes`). The guard runs before routing, so it knows a request only by its
+    path: such a path may hold no parameter, and its operations must agree on one limit."""
+    base = next((s["url"] for s in spec.get("servers") or () if s.get("url", "").startswith("/")), "")
     limits: dict[str, int] = {}
     for path, item in (spec.get("paths") or {}).items():
         for method in _METHODS:
@@ -75,7 +76,7 @@ def body_limits(spec: dict) -> dict[str, int]:
                 raise ValueError(
                     f"{method.upper()} {path}: {BODY_LIMIT_EXTENSION} needs a fixed path and a positive size"
                 )
-            if limits.setdefault("/api" + path, limit) != limit:
+            if limits.setdefault(base.rstrip("/") + path, limit) != limit:
                 raise ValueError(f"{path}: its operations disagree on {BODY_LIMIT_EXTENSION}")
     return limits
 
