@@ -151,6 +151,23 @@ PRIVATES = (
     Private("connexion.middleware.main", "ConnexionMiddleware.default_middlewares", "exists", None, FC, D_ROUTES),
     # Connexion's apiKey handler (framework_costs.ApiKeyHandler)
     Private("connexion.security", "AbstractSecurityHandler._generic_check", "source", "1cd294438014", FC, D_APIKEY),
+    # ...which also calls a security function marked `answers_missing_credentials` without its header
+    Private(
+        "connexion.security",
+        "ApiKeySecurityHandler._get_verify_func",
+        "signature",
+        ("self", "api_key_info_func", "loc", "name", "required_scopes"),
+        FC,
+        D_APIKEY,
+    ),
+    Private(
+        "connexion.security",
+        "ApiKeySecurityHandler.check_api_key",
+        "signature",
+        ("self", "api_key_info_func"),
+        FC,
+        D_APIKEY,
+    ),
     Private(
         "connexion.security", "AbstractSecurityHandler._accepts_kwarg", "signature", ("func", "keyword"), FC, D_APIKEY
     ),
