@@ -110,6 +110,7 @@ def register_extensions(app: Flask) -> None:
         app.config["SQLALCHEMY_DATABASE_URI"],
         app.config["REQUEST_LOG_FLUSH_SECONDS"],
         connect_args=app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args"),
+        redis_client=r,
     )
     # GitHub's secret-scanning signing keys, fetched on the first report (levqor_core.keys.github_signature).
     app.extensions["levqor.github_keys"] = github_signature.GitHubKeys(

@@ -449,6 +449,7 @@ def test_the_schedule_comes_from_the_environment():
             ("purge-webhook-deliveries", "50 0 * * *", "jobs.tasks.run_periodic", ("purge-webhook-deliveries",)),
             ("quota-alerts", "*/5 * * * *", "jobs.tasks.run_periodic", ("quota-alerts",)),
             ("requeue-jobs", "* * * * *", "jobs.tasks.run_periodic", ("requeue-jobs",)),
+            ("trim-request-log", "* * * * *", "jobs.tasks.run_periodic", ("trim-request-log",)),
             ("webhook-sweep", "* * * * *", "jobs.tasks.run_periodic", ("webhook-sweep",)),
         ]
     )
@@ -603,5 +604,6 @@ def test_flask_jobs_schedule_shows_each_jobs_cron_from_the_environment(app, monk
         "purge-jobs     45 0 * * *",
         "webhook-sweep  * * * * *",
         "purge-webhook-deliveries 50 0 * * *",
+        "trim-request-log * * * * *",
         "purge-request-log 55 * * * *",
     ]

@@ -96,6 +96,12 @@ def _purge_webhook_deliveries(progress: Progress, **_) -> dict:
     return {"purged": delivery.purge()}
 
 
+def _trim_request_log(progress: Progress, **_) -> dict:
+    from levqor_core.requestlog import queries
+
+    return {"trimmed": queries.trim_written(current_app.extensions["levqor.redis"])}
+
+
 def _purge_request_log(progress: Progress, **_) -> dict:
     from levqor_core.requestlog import queries
 
@@ -129,7 +135,9 @@ PERIODIC_JOBS: dict[str, PeriodicJob] = {
         # Deliveries whose queued attempt Redis lost (a restart, a full queue) are queued again.
         PeriodicJob("webhook-sweep", _webhook_sweep, "* * * * *", "JOBS_WEBHOOK_SWEEP_CRON"),
         PeriodicJob("purge-webhook-deliveries", _purge_webhook_deliveries, "50 0 * * *", "JOBS_WEBHOOK_PURGE_CRON"),
-        # The request log's 7-day window and per-account cap (web processes also trim as they write).
+        # The request log's per-account cap, for the accounts written for in the last minute.
+        PeriodicJob("trim-request-log", _trim_request_log, "* * * * *", "JOBS_REQUEST_LOG_TRIM_CRON"),
+        # The request log's 7-day window.
         PeriodicJob("purge-request-log", _purge_request_log, "55 * * * *", "JOBS_REQUEST_LOG_PURGE_CRON"),
     )
 }

@@ -1,9 +1,20 @@
-"""Reading the request log, always for one account, and keeping it bounded (purge)."""
+"""Reading the request log, always for one account, and keeping it bounded.
 
+Two periodic jobs keep it so, each at a cost that grows with the work, not with the table, the
+accounts or the web processes: `trim-request-log` (every minute) cuts the accounts the web
+processes wrote for since its last run (named in Redis, WRITTEN_ACCOUNTS) back to their newest
+CAP_PER_ACCOUNT calls, and sweeps calls of accounts deleted in the last few minutes that a process
+still had buffered; `purge-request-log` (hourly) deletes calls older than RETENTION through the
+index on `at`."""
+
+import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import redis
 import sqlalchemy as sa
+from flask import current_app
 
 from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
@@ -11,11 +22,21 @@ from levqor_core.extensions import db
 from levqor_core.requestlog.models import RequestLogEntry
 
 RETENTION = timedelta(days=7)
+# Account ids the web processes wrote calls for since the last trim (a Redis set); the trim takes it
+# over under TRIMMING, so a failed trim is taken up again by the next one.
+WRITTEN_ACCOUNTS = "lvq:requestlog:written"
+TRIMMING = "lvq:requestlog:trimming"
+# Accounts deleted lately, by time of deletion (a sorted set): a web process may still write a call
+# it buffered just before, so their rows are swept again for DELETED_SWEEP_SECONDS.
+DELETED_ACCOUNTS = "lvq:requestlog:deleted"
+DELETED_SWEEP_SECONDS = 600
 CAP_PER_ACCOUNT = 10_000
 PAGE_SIZE = 50
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,16 +94,32 @@ def find(account_id: int, request_id: str, now: datetime) -> RequestLogEntry | N
     return db.session.scalars(query.order_by(e.at.desc()).limit(1)).first()
 
 
-def purge(now: datetime | None = None, keep: timedelta = RETENTION, cap: int = CAP_PER_ACCOUNT) -> int:
-    """Delete calls older than `keep`, beyond the newest `cap` of each account, and of accounts
-    that no longer exist; returns how many rows went. For the periodic jobs."""
+def purge(now: datetime | None = None, keep: timedelta = RETENTION) -> int:
+    """Delete calls older than `keep`; returns how many rows went. For the periodic job: a range of
+    the index on `at`, so its cost grows with the rows that expire."""
     now = now or datetime.now(UTC)
-    e = RequestLogEntry
-    gone = db.session.execute(sa.delete(e).where(e.at < now - keep)).rowcount
-    gone += db.session.execute(sa.delete(e).where(~sa.exists().where(Account.id == e.account_id))).rowcount
-    over = db.session.scalars(sa.select(e.account_id).group_by(e.account_id).having(sa.func.count() > cap)).all()
-    gone += trim(db.session.connection(), over, cap)
+    gone = db.session.execute(sa.delete(RequestLogEntry).where(RequestLogEntry.at < now - keep)).rowcount
     db.session.commit()
+    return gone
+
+
+def trim_written(r, now: datetime | None = None, cap: int = CAP_PER_ACCOUNT) -> int:
+    """Cut the accounts written for since the last run back to their newest `cap` calls, and sweep
+    lately deleted accounts' calls; returns how many rows went. For the periodic job."""
+    now = now or datetime.now(UTC)
+    if r.exists(WRITTEN_ACCOUNTS):
+        # Keep what a failed run left behind, then take the current set over atomically.
+        r.sunionstore(WRITTEN_ACCOUNTS, [WRITTEN_ACCOUNTS, TRIMMING])
+        r.rename(WRITTEN_ACCOUNTS, TRIMMING)
+    accounts = sorted(int(a) for a in r.smembers(TRIMMING))
+    r.zremrangebyscore(DELETED_ACCOUNTS, "-inf", now.timestamp() - DELETED_SWEEP_SECONDS)
+    deleted = [int(a) for a in r.zrange(DELETED_ACCOUNTS, 0, -1)]
+    conn = db.session.connection()
+    gone = trim(conn, accounts, cap)
+    if deleted:
+        gone += conn.execute(sa.delete(RequestLogEntry).where(RequestLogEntry.account_id.in_(deleted))).rowcount
+    db.session.commit()
+    r.delete(TRIMMING)
     return gone
 
 
@@ -121,3 +158,7 @@ def _parse_cursor(cursor: str | None) -> tuple[datetime, int] | None:
 @deletion.step("request-log-rows", deletion.ROWS, tables=("request_log",))
 def _delete_request_log_rows(account: Account, _actor) -> None:
     db.session.execute(sa.delete(RequestLogEntry).where(RequestLogEntry.account_id == account.id))
+    try:  # calls a web process still had buffered are swept by the trim for a few minutes
+        current_app.extensions["levqor.redis"].zadd(DELETED_ACCOUNTS, {str(account.id): time.time()})
+    except redis.RedisError as err:
+        log.warning("request log: account %s's buffered calls will expire instead: %s", account.id, err)

@@ -6,19 +6,20 @@ decoding); everything else (decoding, truncating, redacting, reading the problem
 in the flush thread, every REQUEST_LOG_FLUSH_SECONDS. The buffer is bounded in calls and in bytes:
 while the database is away it keeps the newest calls within MAX_BUFFERED and MAX_BUFFERED_BYTES and
 counts the ones it had to drop. Every
-TRIM_SECONDS the thread also cuts the accounts it wrote for back to their cap, so a busy account
-stays near it between the periodic purges (`queries.purge`, which also applies the 7-day window).
+flush also names the accounts it wrote for in Redis (WRITTEN_ACCOUNTS): the one periodic
+`trim-request-log` job cuts those back to their cap each minute, so the cost of keeping accounts
+within their cap does not grow with the number of processes (`queries.trim_written`).
 """
 
 import json
 import logging
 import re
 import threading
-import time
 from collections import deque
 from datetime import UTC, datetime
 
 import psycopg
+import redis
 import sqlalchemy as sa
 from prometheus_client import Counter as PromCounter
 
@@ -34,7 +35,6 @@ MAX_BUFFERED = 50_000
 MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 # A tuple of 11 and its small values (the ints, floats and short strings around the bodies).
 CALL_OVERHEAD_BYTES = 400
-TRIM_SECONDS = 60
 BATCH_ROWS = 1_000
 # Enough to see what was sent; a body can be 64 KiB and the log keeps 10,000 calls per account.
 MAX_BODY_CHARS = 4096
@@ -81,6 +81,7 @@ class Recorder:
         max_buffered: int = MAX_BUFFERED,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         connect_args: dict | None = None,
+        redis_client=None,
     ):
         self.database_url = database_url
         self.connect_args = connect_args or {}
@@ -95,8 +96,7 @@ class Recorder:
         self._buffer_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._engine: sa.Engine | None = None
-        self._written_for: set[int] = set()  # accounts written since the last trim
-        self._trimmed_at = time.monotonic()
+        self.redis = redis_client  # where the accounts written for are named (None: not named)
         self._reported_drops = 0
         # A worker stopped by its server (a deploy, max-requests) writes its last interval's calls
         # instead of losing them with the daemon thread.
@@ -133,8 +133,18 @@ class Recorder:
                     self._put_back(batch)
                     raise
                 written += len(batch)
-                self._written_for.update(call[1] for call in batch)
+                self._name_accounts(batch)
         return written
+
+    def _name_accounts(self, calls: list[tuple]) -> None:
+        """Tell the periodic trim which accounts grew (a Redis hiccup only delays their trim to their
+        next written call)."""
+        if self.redis is None or not calls:
+            return
+        try:
+            self.redis.sadd(queries.WRITTEN_ACCOUNTS, *{call[1] for call in calls})
+        except redis.RedisError as err:
+            log.warning("request log: accounts written for not named for the trim: %s", err)
 
     def _insert_each(self, batch: list[tuple]) -> list[tuple]:
         """Insert the calls one at a time; returns those written. A refused one is dropped and
@@ -150,7 +160,7 @@ class Recorder:
                 DROPPED.inc()
                 continue
             except Exception:
-                self._written_for.update(c[1] for c in written)
+                self._name_accounts(written)
                 self._put_back(batch[n:])
                 raise
             written.append(call)
@@ -170,26 +180,11 @@ class Recorder:
             self.buffered_bytes += sum(weight(call) for call in calls)
             self._within_bounds()
 
-    def trim(self, cap: int | None = None) -> int:
-        """Cut the accounts written since the last trim back to their newest `cap` rows."""
-        with self._flush_lock:
-            accounts, self._written_for = self._written_for, set()
-        if not accounts:
-            return 0
-        try:
-            with self.engine().begin() as conn:
-                return queries.trim(conn, sorted(accounts), cap or queries.CAP_PER_ACCOUNT)
-        except Exception:
-            with self._flush_lock:
-                self._written_for |= accounts  # next time
-            raise
-
     def clear(self) -> None:
         """Forget what is buffered (tests: a new test's accounts may reuse an old one's ids)."""
         with self._flush_lock, self._buffer_lock:
             self.buffer.clear()
             self.buffered_bytes = 0
-            self._written_for.clear()
 
     def engine(self) -> sa.Engine:
         # Its own single connection: the writer never takes one of the request threads' pool.
@@ -216,9 +211,6 @@ class Recorder:
     def _tick(self) -> None:
         try:
             self.flush()
-            if time.monotonic() - self._trimmed_at >= TRIM_SECONDS:
-                self._trimmed_at = time.monotonic()
-                self.trim()
         finally:
             if self.dropped != self._reported_drops:
                 log.warning(
