@@ -6,7 +6,7 @@ const hooks = require("hooks");
 // The example id of each kind of resource, and the creation whose answer replaces it.
 const CREATED_BY = {
   "/v1/jobs": "job_0a1b2c3d4e5f60718293",
-  "/sandbox/v1/jobs": "job_0a1b2c3d4e5f60718293",
+  "/sandbox/v1/jobs": "job_5e1d2c3b4a596877f0e1",
   "/v1/webhook_endpoints": "we_4c1d9a7e2b8f3a6d5e0c7b91",
   "/sandbox/v1/webhook_endpoints": "we_4c1d9a7e2b8f3a6d5e0c7b91",
 };
