@@ -73,12 +73,11 @@ def optic(old: Path, new: Path, *, as_json: bool = False) -> subprocess.Complete
     """Optic's diff of `new` against `old`, with `new` named by its own path in the output.
 
     Optic compares a discriminated oneOf's variants but not the properties beside them (JobCreate's
-    envelope): where either spec has one, the envelopes are compared too (not for --json, which
-    lists additions, and sees the envelope's)."""
+    envelope): where either spec has one, the envelopes are compared too, in a second Optic run
+    beside the first (not for --json, which lists additions, the envelope's among them)."""
     old_version = yaml.safe_load(old.read_text())["info"]["version"]
     with tempfile.TemporaryDirectory() as folder:
-        done = _optic(old, _same_version(new, old_version, Path(folder)), as_json)
-        done.stdout = done.stdout.replace(str(Path(folder) / new.name), str(new))
+        pairs = [(old, _same_version(new, old_version, Path(folder)), str(new))]
         old_spec, new_spec = yaml.safe_load(old.read_text()), yaml.safe_load(new.read_text())
         if not as_json and (contract.has_variants(old_spec) or contract.has_variants(new_spec)):
             envelopes = Path(folder) / "envelopes"
@@ -87,16 +86,26 @@ def optic(old: Path, new: Path, *, as_json: bool = False) -> subprocess.Complete
             old_env.write_text(yaml.safe_dump(contract.envelopes(old_spec), sort_keys=False, allow_unicode=True))
             new_spec["info"]["version"] = old_version
             new_env.write_text(yaml.safe_dump(contract.envelopes(new_spec), sort_keys=False, allow_unicode=True))
-            more = _optic(old_env, new_env, as_json)
-            done.returncode = max(done.returncode, more.returncode)
-            done.stdout += "\n" + more.stdout.replace(str(new_env), str(new) + " (envelopes)")
-    return done
+            pairs.append((old_env, new_env, f"{new} (envelopes)"))
+        runs = [_start_optic(a, b, as_json) for a, b, _ in pairs]
+        done = [_finish_optic(run) for run in runs]
+        for run, (_, path, shown) in zip(done, pairs, strict=True):
+            run.stdout = run.stdout.replace(str(path), shown)
+    first = done[0]
+    first.returncode = max(run.returncode for run in done)
+    first.stdout = "\n".join(run.stdout for run in done)
+    return first
 
 
-def _optic(old: Path, new: Path, as_json: bool) -> subprocess.CompletedProcess:
+def _start_optic(old: Path, new: Path, as_json: bool) -> subprocess.Popen:
     cmd = [str(OPTIC), "diff", str(old), str(new), "--check"] + (["--json"] if as_json else [])
     env = {**os.environ, "OPTIC_TELEMETRY_LEVEL": "off", "NO_COLOR": "1", "FORCE_COLOR": "0"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def _finish_optic(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if done.returncode not in (0, 1):
         sys.stderr.write(done.stdout + done.stderr)
         raise SystemExit(2)

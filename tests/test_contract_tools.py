@@ -234,7 +234,6 @@ def test_schemathesis_all_checks_all_phases_two_accounts(live, make_account, tmp
             }
         )
     )
-    report = tmp_path / "schemathesis.json"
     done = _run(
         [
             str(ROOT / ".venv" / "bin" / "schemathesis"),
@@ -260,10 +259,6 @@ def test_schemathesis_all_checks_all_phases_two_accounts(live, make_account, tmp
             # ("AST constructor recursion depth mismatch"), a schemathesis run error.
             "--workers",
             "1",
-            "--report",
-            "json",
-            "--report-json-path",
-            str(report),
             "--no-color",
         ],
         timeout=SCHEMATHESIS_SECONDS + 120,
@@ -271,5 +266,4 @@ def test_schemathesis_all_checks_all_phases_two_accounts(live, make_account, tmp
     out = done.stdout
     failures = out[out.find("=== FAILURES") : out.find("=== SUMMARY")] if "=== FAILURES" in out else ""
     assert done.returncode == 0, (failures or out)[-8000:]
-    run = json.loads(report.read_text()) if report.exists() else {}
-    print(re.search(r"Test cases:\n.*", out).group(0) if "Test cases:" in out else out[-500:], run.keys())
+    assert re.search(r"Test cases:\n\s+\d+ generated", out), out[-3000:]  # it ran, and said how much
