@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test setup lint spec-lint spec-check system-deps bench bench-cpu soak clean sdk sdk-publish
+.PHONY: run test setup lint spec-lint spec-check system-deps bench bench-cpu soak clean sdk sdk-publish postman
 
 run: setup
 	$(PY) -m levqor_core.devserver
@@ -13,7 +13,9 @@ run: setup
 test: setup system-deps lint spec-lint spec-check
 	$(VENV)/bin/pytest
 
-setup: $(VENV)/.installed node_modules/.package-lock.json
+POSTMAN := build/postman/levqor.postman_collection.json
+
+setup: $(VENV)/.installed node_modules/.package-lock.json $(POSTMAN)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@python3 -m venv $(VENV) 2>/dev/null || { scripts/system-deps-venv.sh && python3 -m venv $(VENV); }
@@ -25,6 +27,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || scripts/system-deps.sh
 	npm ci --ignore-scripts --no-audit --no-fund
+
+# The Postman collection the app serves at /api/postman.json, built from the public spec by
+# openapi-to-postmanv2 (node is needed here, at setup; the app only reads the file).
+postman: $(POSTMAN)
+$(POSTMAN): openapi/openapi.yaml openapi/postman.py levqor_core/postman.py levqor_core/spec.py \
+		$(VENV)/.installed node_modules/.package-lock.json
+	$(PY) openapi/postman.py
 
 system-deps:
 	@scripts/system-deps.sh

@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 
 import connexion
-import yaml
 from connexion.context import context as connexion_context
 from connexion.context import operation as connexion_operation
 from connexion.jsonifier import Jsonifier
@@ -15,13 +14,14 @@ from flask import Flask, redirect, request, url_for
 from htmx_flask import Htmx
 from werkzeug.utils import import_string
 
-from levqor_core import config, errors, framework_pins, problems, redis_conn, tables  # noqa: F401  (tables: every model)
+from levqor_core import config, errors, framework_pins, postman, problems, redis_conn, tables  # noqa: F401  (tables: every model)
+from levqor_core import spec as contract
 from levqor_core.accounts import security as account_security
 from levqor_core.extensions import csrf, db, migrate
 from levqor_core.keys import github_signature
 from levqor_core.limits import gate
 from levqor_core.requestlog.recorder import Recorder
-from levqor_core.web import deprecation, framework_costs, request_log, validation
+from levqor_core.web import deprecation, framework_costs, public_spec, request_log, validation
 from levqor_core.web.api_paths import is_api_path
 from levqor_core.web.limiter import init_app as init_limiter
 from levqor_core.web.request_guard import RequestGuard, body_limits
@@ -41,22 +41,26 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     settings["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(settings)
     logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    spec = contract.load(SPEC)  # read once: routing, /api/openapi.json, deprecation headers
     cx = connexion.FlaskApp(
         __name__,
         specification_dir=str(SPEC.parent),
-        middlewares=framework_costs.middlewares(validate_responses=settings["VALIDATE_RESPONSES"]),
+        # /api/openapi.json serves the public spec (no x-internal operations); the app routes all.
+        middlewares=public_spec.middlewares(framework_costs.middlewares(settings["VALIDATE_RESPONSES"])),
     )
     framework_costs.install(cx)  # per-app work Connexion and Flask would redo on every request
     app: Flask = cx.app
     app.config.update(settings)
-    spec = yaml.safe_load(SPEC.read_text())
     app.config["API_VERSION"] = spec["info"]["version"]
     app.template_folder = str(ROOT / "portal" / "templates")
     app.session_interface = CookieSessionsOnlyWhenSent()
 
     register_extensions(app)
+    # /api/postman.json: built at setup (openapi/postman.py), served as read here.
+    collection = postman.load()
+    app.extensions["levqor.postman"] = collection and postman.served(collection, app.config["PUBLIC_BASE_URL"] + "/api")
     cx.add_api(
-        SPEC.name,
+        spec,
         strict_validation=True,
         # The suite validates every response (tests/conftest.py turns this on, and the fuzz checks
         # each answer against the spec); in production it cost ~9% of every call (README "Speed").

@@ -27,6 +27,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from levqor_core import spec as contract  # noqa: E402  (after the path: run as a script)
+
 SPEC = ROOT / "openapi" / "openapi.yaml"
 RELEASED = ROOT / "openapi" / "released"
 OPTIC = ROOT / "node_modules" / ".bin" / "optic"
@@ -66,22 +70,73 @@ def _same_version(new: Path, old_version: str, folder: Path) -> Path:
 
 
 def optic(old: Path, new: Path, *, as_json: bool = False) -> subprocess.CompletedProcess:
-    """Optic's diff of `new` against `old`, with `new` named by its own path in the output."""
+    """Optic's diff of `new` against `old`, with `new` named by its own path in the output.
+
+    Optic compares a discriminated oneOf's variants but not the properties beside them (JobCreate's
+    envelope): where either spec has one, the envelopes are compared too, in a second Optic run
+    beside the first (not for --json, which lists additions, the envelope's among them)."""
     old_version = yaml.safe_load(old.read_text())["info"]["version"]
     with tempfile.TemporaryDirectory() as folder:
-        done = _optic(old, _same_version(new, old_version, Path(folder)), as_json)
-        done.stdout = done.stdout.replace(str(Path(folder) / new.name), str(new))
-    return done
+        pairs = [(old, _same_version(new, old_version, Path(folder)), str(new))]
+        old_spec, new_spec = yaml.safe_load(old.read_text()), yaml.safe_load(new.read_text())
+        if not as_json and (contract.has_variants(old_spec) or contract.has_variants(new_spec)):
+            envelopes = Path(folder) / "envelopes"
+            envelopes.mkdir()
+            old_env, new_env = envelopes / f"old-{old.name}", envelopes / new.name
+            old_env.write_text(yaml.safe_dump(contract.envelopes(old_spec), sort_keys=False, allow_unicode=True))
+            new_spec["info"]["version"] = old_version
+            new_env.write_text(yaml.safe_dump(contract.envelopes(new_spec), sort_keys=False, allow_unicode=True))
+            pairs.append((old_env, new_env, f"{new} (envelopes)"))
+        runs = [_start_optic(a, b, as_json) for a, b, _ in pairs]
+        done = [_finish_optic(run) for run in runs]
+        for run, (_, path, shown) in zip(done, pairs, strict=True):
+            run.stdout = run.stdout.replace(str(path), shown)
+    first = done[0]
+    first.returncode = max(run.returncode for run in done)
+    first.stdout = "\n".join(run.stdout for run in done)
+    return first
 
 
-def _optic(old: Path, new: Path, as_json: bool) -> subprocess.CompletedProcess:
+def _start_optic(old: Path, new: Path, as_json: bool) -> subprocess.Popen:
     cmd = [str(OPTIC), "diff", str(old), str(new), "--check"] + (["--json"] if as_json else [])
     env = {**os.environ, "OPTIC_TELEMETRY_LEVEL": "off", "NO_COLOR": "1", "FORCE_COLOR": "0"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def _finish_optic(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if done.returncode not in (0, 1):
         sys.stderr.write(done.stdout + done.stderr)
         raise SystemExit(2)
     return done
+
+
+# Changes Optic calls breaking that break no client, each with why: matched on the operation and
+# the start of Optic's message. Keep this short; every entry is a decision.
+_JOB_VARIANTS = (
+    "1.2.0 describes each workflow's input (JobCreate's oneOf, one variant per workflow): the app "
+    "refused every other input already, with 400 invalid-job-input or unknown-workflow"
+)
+ACCEPTED = {
+    ("POST /v1/jobs", "[prevent expanded in request union types] request body changed to oneOf"): _JOB_VARIANTS,
+    ("POST /sandbox/v1/jobs", "[prevent expanded in request union types] request body changed to oneOf"): _JOB_VARIANTS,
+}
+
+
+def flagged_changes(optic_text: str) -> list[tuple[str, str]]:
+    """(operation, message) of each change Optic's check flagged (its `x [rule] message` lines)."""
+    found, operation = [], ""
+    for line in optic_text.splitlines():
+        if re.match(r"^x [A-Z]+ /", line):
+            operation = line[2:].rstrip(": ")
+        elif match := re.match(r"^\s+x (\[.+)$", line):
+            found.append((operation, match.group(1).strip()))
+    return found
+
+
+def accepted_reason(operation: str, message: str) -> str | None:
+    return next((why for (op, start), why in ACCEPTED.items() if op == operation and message.startswith(start)), None)
 
 
 def breaking_changes(optic_text: str) -> list[str]:
@@ -147,6 +202,12 @@ def check(old: Path, new: Path) -> tuple[bool, list[str]]:
     if new_v < old_v:
         return False, [f"{head}: info.version went down"]
     text = optic(old, new)
+    flagged = flagged_changes(text.stdout) if text.returncode == 1 else []
+    accepted = [f"{op}: {msg} (accepted: {why})" for op, msg in flagged if (why := accepted_reason(op, msg))]
+    if flagged and len(accepted) == len(flagged):
+        if new_v[:2] > old_v[:2]:
+            return True, [f"{head}: no breaking change but those accepted in check_release.ACCEPTED:", *accepted]
+        return False, [f"{head}: changes to the contract need a new minor version:", *accepted]
     if text.returncode == 1:
         changes = breaking_changes(text.stdout) or [text.stdout.strip()]
         if new_v[0] > old_v[0]:

@@ -21,12 +21,20 @@ import yaml
 from drift import drift
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from levqor_core import spec as contract  # noqa: E402  (after the path: run as a script)
+
 HERE = ROOT / "sdk-gen"
 SPEC = ROOT / "openapi" / "openapi.yaml"
 CHANGELOG = ROOT / "openapi" / "CHANGELOG.md"
 OUT = ROOT / "build" / "sdk"
 # What publish.py reads: the version and the spec the output was generated from.
 META = "generated.json"
+# What the generator reads: the public spec (as served at /api/openapi.json), with JobCreate as its
+# envelope (workflow, input): openapi-generator would make its per-workflow variants a wrapper
+# class, and `create_job({"workflow": ..., "input": ...})` would stop working.
+GENERATOR_INPUT = "openapi.json"
 
 # Files the generators emit that belong to a different project layout (CI for another host,
 # scripts pushing to a placeholder repository, empty test stubs).
@@ -92,7 +100,7 @@ def generate(lang: str, version: str, cli: str, root: Path = OUT) -> Path:
             "-g",
             generator,
             "-i",
-            str(SPEC),
+            str(root / GENERATOR_INPUT),
             "-o",
             str(out),
             "-c",
@@ -207,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         root = args.out.resolve()
         root.mkdir(parents=True, exist_ok=True)
         (root / META).unlink(missing_ok=True)
+        public = contract.envelopes(contract.public(contract.load(SPEC)))
+        (root / GENERATOR_INPUT).write_text(json.dumps(public, indent=2, default=str) + "\n")
         langs = args.lang or list(LANGS)
         for lang in langs:
             out = generate(lang, version, cli, root)

@@ -17,6 +17,8 @@ from connexion.exceptions import BadRequestProblem
 from connexion.validators import VALIDATOR_MAP
 from connexion.validators.json import JSONRequestBodyValidator, JSONResponseBodyValidator
 
+from levqor_core import spec as contract
+
 _compiled: dict[int, tuple[dict, jsonschema_rs.Draft4Validator]] = {}
 _lock = threading.Lock()
 
@@ -62,7 +64,13 @@ def _no_constant(name: str):
 
 class StrictJSONRequestBodyValidator(JSONRequestBodyValidator):
     """Python's json module accepts NaN and Infinity and reads 1e999 as infinity; none of them can
-    be stored as JSON or sent back, so they are refused here as a 400 rather than failing later."""
+    be stored as JSON or sent back, so they are refused here as a 400 rather than failing later.
+    A discriminated body (JobCreate) is checked by its envelope here, and its variant in the core,
+    which answers with a typed problem (`invalid-job-input`, `unknown-workflow`) rather than
+    jsonschema's "is not valid under any of the given schemas" (levqor_core.spec.envelope)."""
+
+    def __init__(self, *, schema: dict, **kwargs) -> None:
+        super().__init__(schema=contract.envelope(schema), **kwargs)
 
     async def _parse(self, stream, scope):
         body = b"".join([message async for message in stream]).decode(self._encoding)

@@ -1,0 +1,55 @@
+"""`/api/openapi.json` (and `.yaml`) serve the public spec (levqor_core.spec.public) while the app
+routes and validates every operation of the full one.
+
+Connexion's SwaggerUIMiddleware serves the very spec the API was added with, rebuilt (copied,
+validated, its refs resolved) on every request. This one builds the public copy once per base
+path, the first time it is asked for, and serves those bytes after that.
+"""
+
+from connexion.jsonifier import Jsonifier
+from connexion.middleware.swagger_ui import SwaggerUIAPI, SwaggerUIMiddleware
+from connexion.utils import yamldumper
+from starlette.responses import Response
+
+from levqor_core import spec as contract
+
+
+class _PublicSpecAPI(SwaggerUIAPI):
+    def __init__(self, specification, *args, **kwargs):
+        # Before super(): it adds the routes, which read these.
+        self._public = type(specification)(contract.public(specification.raw))
+        self._served: dict[tuple[str, str], bytes] = {}
+        super().__init__(specification, *args, **kwargs)
+
+    def _public_spec(self, request) -> dict:
+        return self._public.with_base_path(self._base_path_for_prefix(request)).spec
+
+    def _rendered(self, request, kind: str) -> bytes:
+        # The base path comes from the server's mount (root_path), not from the client.
+        key = (kind, self._base_path_for_prefix(request))
+        body = self._served.get(key)
+        if body is None:
+            spec = self._public_spec(request)
+            text = Jsonifier().dumps(spec) if kind == "json" else yamldumper(spec)
+            body = self._served[key] = text.encode()
+        return body
+
+    async def _get_openapi_json(self, request):
+        return Response(self._rendered(request, "json"), media_type="application/json")
+
+    async def _get_openapi_yaml(self, request):
+        return Response(self._rendered(request, "yaml"), media_type="text/yaml")
+
+
+class PublicSpecMiddleware(SwaggerUIMiddleware):
+    """SwaggerUIMiddleware serving the public spec."""
+
+    def add_api(self, specification, base_path=None, arguments=None, **kwargs) -> None:
+        api = _PublicSpecAPI(specification, base_path=base_path, arguments=arguments, default=self.default_fn, **kwargs)
+        self.router.mount(api.base_path, app=api.router)
+
+
+def middlewares(stack: list) -> list:
+    """Connexion's middleware stack with this one in the place of SwaggerUIMiddleware."""
+    assert SwaggerUIMiddleware in stack, "Connexion's stack changed: the spec would not be served"
+    return [PublicSpecMiddleware if m is SwaggerUIMiddleware else m for m in stack]
