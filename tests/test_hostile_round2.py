@@ -384,7 +384,7 @@ def test_head_is_not_a_500_under_make_run_nor_the_procfile_web_line(postgres_ser
 
     port = free_port()
     env = shipped_env(database, redis_server.url, port, tmp_path) | {"VALIDATE_RESPONSES": "1"}
-    env.pop("WEB_CONCURRENCY")  # uvicorn.run reads it, and will not start workers from an app object
+    assert env["WEB_CONCURRENCY"] == "2"  # the Procfile's setting, which make run must not take up
     console = (tmp_path / "devserver.out").open("w")
     devserver = subprocess.Popen(
         [sys.executable, "-m", "levqor_core.devserver"], cwd=ROOT, env=env, stdout=console, stderr=console
