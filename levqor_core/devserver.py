@@ -70,7 +70,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         print(f"Levqor developer portal on http://127.0.0.1:{port}/developer  (API reference: /docs/api)", flush=True)
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level=os.environ.get("LOG_LEVEL", "INFO").lower())
+        # One process, named: uvicorn.run takes WEB_CONCURRENCY (the Procfile's, in many a copied
+        # environment) as a worker count, which it cannot start from an app object, and never served.
+        level = os.environ.get("LOG_LEVEL", "INFO").lower()
+        uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level=level)
     finally:
         worker.stop()
 

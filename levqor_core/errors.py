@@ -132,9 +132,9 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
         # Werkzeug's own redirects (`//` merged, a missing trailing slash). Connexion turns every
         # Flask HTTP error into a body with the status and no headers, so `GET /assets//portal.css`
         # answered a 308 without a Location. Relative, as the host Werkzeug names is the one the
-        # client wrote, and never `//host` (a scheme-relative URL leaves the site).
+        # client wrote, and never `//host` or `/\host` (browsers read both as another site).
         parts = urlsplit(exc.new_url)
-        return redirect(urlunsplit(("", "", "/" + parts.path.lstrip("/"), parts.query, "")), exc.code)
+        return redirect(urlunsplit(("", "", "/" + parts.path.lstrip("/\\"), parts.query, "")), exc.code)
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):

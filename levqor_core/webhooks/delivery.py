@@ -127,7 +127,7 @@ def attempt(
         delivery.status, delivery.next_attempt_at = DeliveryStatus.FAILED, None
         delivery.last_error = "endpoint disabled"
         db.session.commit()
-        return delivery.status
+        return DeliveryStatus.FAILED
     status_code, excerpt, error = None, None, None
     started = time.perf_counter()
     try:
@@ -165,6 +165,9 @@ def attempt(
             log.warning("webhook endpoint %s disabled after failing since %s", endpoint.id, endpoint.failing_since)
             if on_disabled is not None:
                 on_disabled(endpoint)
+    # Read before the commit: the lock ends with it, and a delete that waited for it may remove the
+    # row before the expired attribute would be loaded again (ObjectDeletedError).
+    status = delivery.status
     try:
         db.session.commit()
     except (StaleDataError, ObjectDeletedError):
@@ -172,7 +175,7 @@ def attempt(
         # the attempt was in flight. Its log went with it; there is nothing to record.
         db.session.rollback()
         return None
-    return delivery.status
+    return status
 
 
 def _locked_endpoint(delivery_id: str) -> WebhookEndpoint | None:

@@ -6,6 +6,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import redis
+import sqlalchemy as sa
 from flask import current_app
 from rq import Queue
 
@@ -68,7 +69,10 @@ def attempt(delivery_id: str, now: datetime | None = None, sender=None) -> str |
         on_disabled=tell_owner,
     )
     if status == DeliveryStatus.PENDING and queue().is_async:
-        enqueue([delivery_id], at=db.session.get(WebhookDelivery, delivery_id).next_attempt_at)
+        # Gone when its endpoint was deleted the moment the attempt ended: nothing to queue.
+        due_at = db.session.scalar(sa.select(WebhookDelivery.next_attempt_at).where(WebhookDelivery.id == delivery_id))
+        if due_at is not None:
+            enqueue([delivery_id], at=due_at)
     elif status is None and queue().is_async:
         # Started a moment before it was due (a scheduler's whole seconds, a clock a little ahead):
         # at its time again, rather than minutes later by the sweep.
