@@ -5,7 +5,7 @@ from flask import Response, current_app
 from levqor_core import problems
 
 
-def get_postman_collection():
+def get_postman_collection() -> Response:
     """The collection with `baseUrl` naming this server; 503 where it was not built."""
     body = current_app.extensions.get("levqor.postman")
     if body is None:
