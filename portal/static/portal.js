@@ -158,6 +158,34 @@
     dialog.showModal();
   });
 
+  // ---- the shell: Menu opens the left navigation on a narrow screen; the account menu closes ----
+  // Without JavaScript the Menu link opens the navigation by its #fragment (CSS :target).
+  document.addEventListener("click", function (evt) {
+    var toggle = evt.target.closest("[data-menu-toggle]");
+    if (toggle) {
+      evt.preventDefault();
+      var nav = document.getElementById(toggle.getAttribute("aria-controls"));
+      var open = !nav.classList.contains("open");
+      nav.classList.toggle("open", open);
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      if (open) {
+        var first = nav.querySelector("a");
+        if (first) { first.focus(); }
+      }
+      return;
+    }
+    document.querySelectorAll("details.account-menu[open], details.popover[open]").forEach(function (menu) {
+      if (!menu.contains(evt.target)) { menu.open = false; }
+    });
+  });
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key !== "Escape") { return; }
+    document.querySelectorAll("details.account-menu[open], details.popover[open]").forEach(function (menu) {
+      menu.open = false;
+      menu.querySelector("summary").focus();
+    });
+  });
+
   document.addEventListener("htmx:load", function (evt) { initTabs(evt.detail.elt); });
   document.addEventListener("DOMContentLoaded", function () { initTabs(document); });
 })();

@@ -153,6 +153,13 @@ def api_keys():
     return page_or_fragment("developer/api_keys.html", dashboard_fragments(current_user, utcnow()))
 
 
+@bp.get("/developer/usage")
+@login_required
+def usage_page():
+    """This period's calls against the quota, today's sandbox calls and the last 30 days."""
+    return page_or_fragment("developer/usage.html", {"usage": ("developer/_usage.html", lambda: usage_context(current_user, utcnow()))})
+
+
 @bp.get("/developer/api-keys/usage")
 @login_required
 def usage():

@@ -1,0 +1,136 @@
+"""The app shell on every signed-in page, in Chromium at a desktop's 1440×900 and a phone's 390×844:
+nothing wider than the viewport, the top bar one row on the desktop, and on the phone the
+navigation (Account included) reachable through the Menu button and the account menu.
+
+With PORTAL_SHOTS set to a folder, each page is also saved there as a PNG at both sizes, to be
+looked at (the screenshots are not kept in the repository)."""
+
+import os
+import re
+import time
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+from playwright.sync_api import expect
+
+from levqor_core.extensions import db
+from levqor_core.requestlog.models import RequestLogEntry
+
+from .axe import assert_accessible
+from .journeys import sign_up
+
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+SHOTS = os.environ.get("PORTAL_SHOTS")
+
+# Every page a signed-in developer has, by a name for its screenshot. "{request_id}" is a failed call's.
+SIGNED_IN_PAGES = {
+    "overview": "/developer",
+    "api-keys": "/developer/api-keys",
+    "usage": "/developer/usage",
+    "logs": "/developer/logs",
+    "log-entry": "/developer/logs/{request_id}",
+    "webhooks": "/developer/webhooks",
+    "billing": "/developer/billing",
+    "account": "/developer/account",
+    "account-password": "/developer/account/password",
+    "account-email": "/developer/account/email",
+    "two-factor": "/developer/account/two-factor",
+    "docs": "/docs",
+    "docs-reference": "/docs/api",
+    "docs-sdk": "/docs/sdk",
+    "docs-changelog": "/docs/changelog",
+    "pricing": "/pricing",
+}
+
+
+def overflow(page) -> int:
+    """How many CSS pixels the page is wider than its viewport (0 when it fits)."""
+    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+
+
+def shoot(page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def _failed_call(app, live_server, key: str) -> str:
+    with httpx.Client(base_url=live_server, headers={"x-api-key": key}) as api:
+        failed = api.post("/api/sandbox/v1/jobs", json={"workflow": "no-such-workflow", "input": {}})
+        api.get("/api/sandbox/v1/workflows")
+    assert failed.status_code >= 400
+    request_id = failed.headers["Request-Id"]
+    deadline = time.monotonic() + 10
+    with app.app_context():
+        while not db.session.scalar(sa.select(RequestLogEntry.id).where(RequestLogEntry.request_id == request_id)):
+            assert time.monotonic() < deadline, f"{request_id} never reached the request log"
+            app.extensions["levqor.request_log"].flush()
+            db.session.rollback()
+            time.sleep(0.05)
+    return request_id
+
+
+def test_every_signed_in_page_fits_a_phone_and_a_desktop_with_the_navigation_reachable(
+    context, console, app, live_server, smtp
+):
+    page = console.attach(context.new_page())
+    sign_up(page, smtp)
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").inner_text().strip()
+    request_id = _failed_call(app, live_server, key)
+    problems = []
+    for size_name, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        for name, path in SIGNED_IN_PAGES.items():
+            page.goto(path.format(request_id=request_id))
+            page.wait_for_load_state("load")
+            wider = overflow(page)
+            if wider > 0:
+                problems.append(f"{name} at {size_name}: {wider}px wider than the viewport")
+            bar = page.locator(".topbar").bounding_box()
+            if size_name == "desktop" and bar["height"] > 64:
+                problems.append(f"{name} at desktop: the top bar is {bar['height']}px tall (more than one row)")
+            shoot(page, f"{name}-{size_name}")
+    assert not problems, "\n".join(problems)
+
+
+def test_on_a_phone_the_menu_opens_the_dashboard_navigation_and_the_account_menu_reaches_account(
+    context, console, smtp
+):
+    page = console.attach(context.new_page())
+    page.set_viewport_size(PHONE)
+    sign_up(page, smtp)
+    page.goto("/developer/usage")
+    nav = page.get_by_role("navigation", name="Dashboard")
+    expect(nav).to_be_hidden()
+    menu = page.get_by_role("button", name="Menu")
+    expect(menu).to_have_attribute("aria-expanded", "false")
+    menu.click()
+    expect(menu).to_have_attribute("aria-expanded", "true")
+    for label in ("Overview", "API keys", "Usage", "Request log", "Webhooks", "Billing", "Account", "Docs"):
+        expect(nav.get_by_role("link", name=label, exact=True)).to_be_visible()
+    assert_accessible(page, "phone menu open")
+    shoot(page, "menu-open-phone")
+    nav.get_by_role("link", name="Account", exact=True).click()
+    expect(page.get_by_role("heading", name="Your account", level=1)).to_be_visible()
+    # The account menu in the top bar: Account settings and Log out, on every page.
+    page.get_by_label(re.compile("^Account menu")).click()
+    expect(page.get_by_role("link", name="Account settings")).to_be_visible()
+    assert_accessible(page, "account menu open")
+    shoot(page, "account-menu-phone")
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/login"))
+
+
+def test_on_a_desktop_the_dashboard_navigation_shows_beside_the_page(context, console, smtp):
+    page = console.attach(context.new_page())
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, smtp)
+    page.goto("/developer/usage")
+    expect(page.get_by_role("button", name="Menu")).to_be_hidden()
+    nav = page.get_by_role("navigation", name="Dashboard")
+    expect(nav.get_by_role("link", name="Usage", exact=True)).to_have_attribute("aria-current", "page")
+    side, main = nav.bounding_box(), page.locator("main").bounding_box()
+    assert side["x"] + side["width"] <= main["x"]  # beside, not above
