@@ -134,3 +134,31 @@ def test_on_a_desktop_the_dashboard_navigation_shows_beside_the_page(context, co
     expect(nav.get_by_role("link", name="Usage", exact=True)).to_have_attribute("aria-current", "page")
     side, main = nav.bounding_box(), page.locator("main").bounding_box()
     assert side["x"] + side["width"] <= main["x"]  # beside, not above
+
+
+def test_the_new_key_shows_on_one_line_with_its_copy_button_and_the_spent_limit_is_quiet(context, console, smtp):
+    page = console.attach(context.new_page())
+    page.set_viewport_size(PHONE)
+    sign_up(page, smtp)
+    expect(page.locator("#no-key")).to_contain_text("No API key yet")
+    shoot(page, "api-keys-empty-phone")
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key")
+    expect(key).to_be_visible()
+    box = key.evaluate("el => ({whiteSpace: getComputedStyle(el).whiteSpace, font: getComputedStyle(el).fontFamily})")
+    assert box["whiteSpace"] == "nowrap" and "mono" in box["font"].lower()
+    expect(page.get_by_role("button", name="Copy key")).to_be_visible()
+    assert overflow(page) == 0
+    assert_accessible(page, "new key on a phone")
+    shoot(page, "api-keys-new-key-phone")
+    page.get_by_role("link", name="I have saved it").click()
+    expect(page.locator("#key-hint")).to_be_visible()
+    # Today's creation is spent: no loud button, no unusable select; the fine print is folded away.
+    expect(page.locator("#key-create")).to_have_class(re.compile(r"\bbtn-quiet\b"))
+    expect(page.locator("#grace")).to_have_count(0)
+    expect(page.locator("#key-effects")).to_be_hidden()
+    page.get_by_text("Learn more about creating").click()
+    expect(page.locator("#key-effect-revoke")).to_be_visible()
+    shoot(page, "api-keys-spent-phone")
+    page.set_viewport_size(DESKTOP)
+    shoot(page, "api-keys-spent-desktop")
