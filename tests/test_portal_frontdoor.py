@@ -1,7 +1,10 @@
 """The portal's front door: the signed-in Overview and its checklist, the request log's detail, the
 docs site and its reference rendered from the spec (what a developer reads, over HTTP)."""
 
+import html
+import json
 import re
+from urllib.parse import parse_qs
 
 import pytest
 import sqlalchemy as sa
@@ -79,3 +82,50 @@ def test_the_overview_shows_this_accounts_calls_errors_and_last_five(cx, portal,
     assert recent.count("<li>") == 5 and missing.headers["Request-Id"] in recent
     # A stranger still gets the marketing page.
     assert "Build with Levqor" in cx.test_client().get("/developer").text
+
+
+HX = {"HX-Request": "true", "HX-Target": "log-detail"}
+
+
+def test_a_failed_calls_detail_shows_its_problem_body_and_never_the_key_a_secret_or_a_password(cx, portal, recorder):
+    dev = portal().sign_up()
+    key = dev.new_key().json()["key"]
+    body = {"workflow": "no-such", "input": {"password": "hunter2-secret", "hook": "whsec_c2VjcmV0c2VjcmV0", "k": key}}
+    failed = dev.client.post("/api/sandbox/v1/jobs?api_key=" + key, headers={"x-api-key": key}, json=body)
+    assert failed.status_code >= 400
+    request_id = failed.headers["Request-Id"]
+    recorder.flush()
+    for headers in ({}, HX):  # the page, and the side panel htmx asks for
+        shown = dev.client.get(f"/developer/logs/{request_id}", headers=headers)
+        assert shown.status_code == 200
+        text = html.unescape(shown.text)
+        problem = re.search(r'aria-label="Problem returned"><code>(.*?)</code>', text, re.S).group(1)
+        assert json.loads(problem)["request_id"] == request_id and json.loads(problem)["status"] == failed.status_code
+        for secret in (key, "hunter2-secret", "whsec_c2VjcmV0c2VjcmV0", key[4:20]):
+            assert secret not in text
+        assert re.search(r'"password":\s*"\(redacted\)"', text)
+    panel = dev.client.get(f"/developer/logs/{request_id}", headers=HX).text
+    assert "side-panel" in panel and "<html" not in panel
+    # "Try this again" opens the same operation in the reference; a redacted body is not carried over.
+    try_url = html.unescape(re.search(r'id="try-again" href="([^"]+)"', panel).group(1))
+    assert try_url.startswith("/docs/api#op-sandbox_create_job&") and "body=" not in try_url
+
+
+def test_try_this_again_carries_the_path_parameters_query_and_a_whole_body(cx, portal, recorder):
+    dev = portal().sign_up()
+    key = dev.new_key().json()["key"]
+    api = {"x-api-key": key}
+    missing = dev.client.get("/api/v1/jobs/job_0a1b2c3d4e5f60718293", headers=api)
+    invalid = dev.client.post("/api/v1/jobs", headers=api, json={"workflow": "echo", "oops": True})
+    listed = dev.client.get("/api/v1/jobs?limit=5", headers=api)
+    recorder.flush()
+
+    def try_url(response) -> str:
+        page = dev.client.get(f"/developer/logs/{response.headers['Request-Id']}").text
+        return html.unescape(re.search(r'id="try-again" href="([^"]+)"', page).group(1))
+
+    assert try_url(missing) == "/docs/api#op-get_job&job_id=job_0a1b2c3d4e5f60718293"
+    assert try_url(listed) == "/docs/api#op-list_jobs&limit=5"
+    anchor, _, params = try_url(invalid).partition("&")
+    assert anchor == "/docs/api#op-create_job"
+    assert json.loads(parse_qs(params)["body"][0]) == {"workflow": "echo", "oops": True}

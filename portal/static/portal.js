@@ -186,6 +186,31 @@
     });
   });
 
+  // ---- the request log's side panel: focus moves into it, Close (or Esc) puts it away ----------
+  var panelOpener = null;
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    if (evt.detail.target && evt.detail.target.id === "log-detail") { panelOpener = evt.detail.elt; }
+  });
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    var panel = document.getElementById("log-detail");
+    if (panel && panel.classList.contains("side-panel") && evt.detail.elt === panel) { panel.focus(); }
+  });
+  function closePanel() {
+    var panel = document.querySelector("#log-detail.side-panel");
+    if (!panel) { return false; }
+    var empty = document.createElement("div");
+    empty.id = "log-detail";
+    panel.replaceWith(empty);
+    if (panelOpener && panelOpener.isConnected) { panelOpener.focus(); }
+    return true;
+  }
+  document.addEventListener("click", function (evt) {
+    if (evt.target.closest("[data-close-panel]") && closePanel()) { evt.preventDefault(); }
+  });
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key === "Escape" && !document.querySelector("dialog[open]")) { closePanel(); }
+  });
+
   document.addEventListener("htmx:load", function (evt) { initTabs(evt.detail.elt); });
   document.addEventListener("DOMContentLoaded", function () { initTabs(document); });
 })();

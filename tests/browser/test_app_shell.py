@@ -162,3 +162,50 @@ def test_the_new_key_shows_on_one_line_with_its_copy_button_and_the_spent_limit_
     shoot(page, "api-keys-spent-phone")
     page.set_viewport_size(DESKTOP)
     shoot(page, "api-keys-spent-desktop")
+
+
+def test_the_request_log_fits_a_desktop_becomes_cards_on_a_phone_and_opens_a_side_panel(
+    context, console, app, live_server, smtp
+):
+    page = console.attach(context.new_page())
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, smtp)
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").inner_text().strip()
+    request_id = _failed_call(app, live_server, key)
+    page.goto("/developer/logs")
+    table = page.locator("#log-table")
+    expect(table).to_be_visible()
+    # Every column fits: the table is no wider than its card, so nothing is clipped or scrolled.
+    shoot(page, "logs-desktop")
+    widths = table.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths
+    page.locator(f"#open-{request_id}").click()
+    panel = page.locator("#log-detail.side-panel")
+    expect(panel).to_contain_text("Problem returned")
+    expect(panel).to_be_focused()
+    expect(panel.get_by_role("link", name="Try this again")).to_be_visible()
+    assert key not in page.content()
+    assert_accessible(page, "request log with the detail panel open")
+    shoot(page, "logs-detail-desktop")
+    page.keyboard.press("Escape")
+    expect(panel).to_have_count(0)
+    expect(page.locator(f"#open-{request_id}")).to_be_focused()
+
+    page.set_viewport_size(PHONE)
+    page.reload()
+    row = page.locator("#log-table tr.log-row").filter(has_text=request_id)
+    expect(row.locator(".c-id")).to_be_visible()
+    expect(row.locator(".c-path")).to_be_visible()
+    expect(page.locator("#log-table thead")).to_be_hidden()
+    assert overflow(page) == 0
+    shoot(page, "logs-phone")
+    page.locator(f"#open-{request_id}").click()
+    expect(panel).to_contain_text("Problem returned")
+    assert overflow(page) == 0
+    shoot(
+        page,
+        "logs-detail-phone",
+    )
+    panel.get_by_role("link", name="Close").click()
+    expect(panel).to_have_count(0)
