@@ -4,16 +4,20 @@ docs site and its reference rendered from the spec (what a developer reads, over
 import html
 import json
 import re
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from levqor_core.accounts import service as accounts
 from levqor_core.extensions import db
 from levqor_core.requestlog.models import RequestLogEntry
 
 from .webhook_helpers import hook_fixture, private_targets_fixture  # noqa: F401 (fixtures)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -129,3 +133,57 @@ def test_try_this_again_carries_the_path_parameters_query_and_a_whole_body(cx, p
     anchor, _, params = try_url(invalid).partition("&")
     assert anchor == "/docs/api#op-create_job"
     assert json.loads(parse_qs(params)["body"][0]) == {"workflow": "echo", "oops": True}
+
+
+def public_and_internal_operations() -> tuple[set[str], set[str]]:
+    spec = yaml.safe_load((ROOT / "openapi" / "openapi.yaml").read_text())
+    public, internal = set(), set()
+    for item in spec["paths"].values():
+        for method, operation in item.items():
+            if method in ("get", "post", "put", "patch", "delete"):
+                (internal if operation.get("x-internal") else public).add(operation["operationId"])
+    return public, internal
+
+
+def test_the_reference_lists_each_public_operation_once_and_no_internal_one_with_three_samples(client):
+    public, internal = public_and_internal_operations()
+    assert internal >= {"stripe_webhook", "create_key", "create_checkout_session"}  # the spec marks them
+    page = client.get("/docs/api")
+    assert page.status_code == 200
+    text = page.text
+    shown = re.findall(r'<article class="op" id="op-([a-z_]+)"', text)
+    assert sorted(shown) == sorted(public)  # each public operation, once
+    for operation_id in internal:
+        assert f"op-{operation_id}" not in text
+    assert "/billing/webhook" not in text and "Stripe webhook endpoint" not in text
+    for operation_id in public:
+        op = re.search(rf'<article class="op" id="op-{operation_id}".*?</article>', text, re.S).group(0)
+        for lang in ("curl", "python", "node"):
+            assert f'id="code-{operation_id}-{lang}"' in op, (operation_id, lang)
+    # The examples use the environment variable, never a key or the portal's CSRF token; no Swagger UI.
+    assert "X-CSRFToken" not in text and not re.search(r"lvq_[0-9a-f]{32}", text)
+    assert "swagger" not in text.lower()
+    assert 'href="/api/postman.json"' in text
+
+
+def test_the_docs_site_has_a_left_navigation_and_every_guide(client):
+    home = client.get("/docs").text
+    nav = re.search(r'<nav id="side-nav" class="side-nav docs-nav".*?</nav>', home, re.S).group(0)
+    for slug in ("errors", "pagination", "idempotency", "webhooks", "rate-limits"):
+        assert f'href="/docs/guides/{slug}"' in nav
+        page = client.get(f"/docs/guides/{slug}")
+        assert page.status_code == 200 and page.text.count("<h1") == 1
+    assert 'href="/docs/getting-started"' in nav and 'href="/docs/api#tag-jobs"' in nav
+    start = html.unescape(client.get("/docs/getting-started").text)
+    for step in (
+        "1. Create a key",
+        "2. Make a sandbox call",
+        "3. Submit a job and poll it",
+        "4. Receive a webhook",
+        "5. Go live",
+    ):
+        assert step in start
+    assert "$BASE" not in start and "/api/sandbox/v1/jobs" in start
+    webhooks = client.get("/docs/guides/webhooks").text
+    assert "verify_webhook" in webhooks and "verifyWebhook" in webhooks
+    assert client.get("/docs/guides/no-such-guide").status_code == 404

@@ -4,7 +4,6 @@ request body, responses and example calls; and which operation a logged call was
 
 Nothing here is written per operation: a new operation appears by being described in the spec."""
 
-import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -65,6 +64,7 @@ class Operation:
     tag: str
     auth: str  # key | session | none
     deprecated: bool
+    sunset: str = ""
     params: list[Param] = field(default_factory=list)
     body_fields: list[Field] = field(default_factory=list)
     body_example: str = ""
@@ -139,7 +139,6 @@ def _pattern(path: str) -> re.Pattern:
     return re.compile(f"^{regex}$")
 
 
-@functools.lru_cache(maxsize=4)
 def tags(base_url: str) -> list[Tag]:
     """The public operations by tag, in the spec's tag order."""
     spec = snippets.load_spec()
@@ -190,6 +189,7 @@ def tags(base_url: str) -> list[Tag]:
                     tag=tag,
                     auth=snippets._auth(spec, operation),
                     deprecated=bool(operation.get("deprecated")),
+                    sunset=str(operation.get("x-sunset", "")),
                     params=params,
                     body_fields=body_fields,
                     body_example=body_example,
@@ -200,6 +200,11 @@ def tags(base_url: str) -> list[Tag]:
             )
     descriptions = {t["name"]: t.get("description", "") for t in spec.get("tags", [])}
     return [Tag(name, descriptions.get(name, ""), ops) for name, ops in by_tag.items() if ops]
+
+
+def intro() -> str:
+    """The spec's own introduction (info.description), Markdown."""
+    return snippets.load_spec().get("info", {}).get("description", "")
 
 
 def operations(base_url: str) -> list[Operation]:

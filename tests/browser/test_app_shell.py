@@ -38,6 +38,8 @@ SIGNED_IN_PAGES = {
     "account-email": "/developer/account/email",
     "two-factor": "/developer/account/two-factor",
     "docs": "/docs",
+    "docs-getting-started": "/docs/getting-started",
+    "docs-guide-webhooks": "/docs/guides/webhooks",
     "docs-reference": "/docs/api",
     "docs-sdk": "/docs/sdk",
     "docs-changelog": "/docs/changelog",
@@ -209,3 +211,37 @@ def test_the_request_log_fits_a_desktop_becomes_cards_on_a_phone_and_opens_a_sid
     )
     panel.get_by_role("link", name="Close").click()
     expect(panel).to_have_count(0)
+
+
+def test_the_reference_tries_an_operation_with_a_pasted_key_that_never_leaves_the_page(
+    context, console, app, live_server, smtp
+):
+    page = console.attach(context.new_page())
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, smtp)
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").inner_text().strip()
+    sent = []
+    page.on("request", lambda r: sent.append((r.url, r.headers.get("x-api-key"), r.post_data or "")))
+    page.goto("/docs/api#op-create_job")
+    page.get_by_label("Your API key").fill(key)
+    page.get_by_role("button", name="Use this key").click()
+    expect(page.locator("#try-key-status")).to_contain_text(key[:8] + "…" + key[-4:])
+    assert key not in page.content()  # shown masked only
+    op = page.locator("#op-create_job")
+    op.get_by_text("Try it").click()
+    op.get_by_role("button", name="Send to the sandbox").click()
+    expect(op.locator(".try-output .status")).to_have_text("202")
+    shoot(page, "docs-reference-tried-desktop")
+    page.screenshot(path=str(Path(SHOTS or "/tmp") / "docs-reference-viewport-desktop.png"))
+    # The key went out only as the x-api-key header of the call to the sandbox, nowhere else.
+    carrying = [url for url, header, body in sent if key in url or key in body or header == key]
+    assert carrying and all("/api/sandbox/v1/jobs" in url for url in carrying), carrying
+    assert all(header is None for url, header, _ in sent if "/api/sandbox/" not in url)
+    assert_accessible(page, "reference with a try-it answer")
+    page.set_viewport_size(PHONE)
+    page.goto("/docs/api#op-get_job&job_id=job_0a1b2c3d4e5f60718293")
+    expect(page.locator("#try-get_job")).to_have_attribute("open", "")
+    expect(page.locator("#try-get_job-job_id")).to_have_value("job_0a1b2c3d4e5f60718293")
+    assert overflow(page) == 0
+    page.screenshot(path=str(Path(SHOTS or "/tmp") / "docs-reference-viewport-phone.png"))
