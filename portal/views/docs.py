@@ -2,6 +2,7 @@
 (Markdown in portal/guides/), the API reference rendered from the spec with our own try-it, the
 SDK page with Run, and the changelog for developers."""
 
+import io
 import json
 import logging
 import re
@@ -12,14 +13,14 @@ from pathlib import Path
 import htmx_flask
 import redis
 import yaml
-from flask import abort, current_app, render_template, request
+from flask import abort, current_app, render_template, request, send_file
 from flask_login import current_user
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from levqor_core import problems
 
-from ..helpers import reference, sdk_examples, snippets
+from ..helpers import reference, sdk_examples, sdk_packages, snippets
 from ..helpers import sandbox_calls as portal_sandbox
 from . import bp
 
@@ -174,6 +175,8 @@ def _sdk_page(**context):
         examples=sdk_examples.rendered(api_base),
         sdk_version=current_app.config["API_VERSION"],
         sdk_repository=SDK_REPOSITORY,
+        packages=_packages(),
+        public_base=current_app.config["PUBLIC_BASE_URL"],
         **_docs_context(),
         **context,
     )
@@ -182,6 +185,24 @@ def _sdk_page(**context):
 @bp.get("/docs/sdk")
 def sdk_docs():
     return _sdk_page()
+
+
+def _packages() -> dict[str, sdk_packages.Package]:
+    """The SDKs this server can hand out: the ones `make sdk` built for the API version it runs."""
+    found = sdk_packages.built(current_app.config.get("SDK_BUILD_DIR"))
+    return {lang: p for lang, p in found.items() if p.version == current_app.config["API_VERSION"]}
+
+
+@bp.get("/sdk/<language>/<filename>")
+def sdk_download(language: str, filename: str):
+    """A package `make sdk` generated, for `pip install <url>` / `npm install <url>`."""
+    package = _packages().get(language)
+    if package is None or package.filename != filename:
+        abort(404)
+    response = send_file(
+        io.BytesIO(sdk_packages.archive(package)), mimetype="application/gzip", download_name=filename, max_age=300
+    )
+    return response
 
 
 @bp.post("/docs/sdk/run")
