@@ -187,3 +187,30 @@ def test_the_docs_site_has_a_left_navigation_and_every_guide(client):
     webhooks = client.get("/docs/guides/webhooks").text
     assert "verify_webhook" in webhooks and "verifyWebhook" in webhooks
     assert client.get("/docs/guides/no-such-guide").status_code == 404
+
+
+def test_sign_up_errors_sit_beside_their_fields_one_sentence_each(client):
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', client.get("/signup").text).group(1)
+    refused = client.post("/signup", data={"email": "not-an-email", "password": "short", "csrf_token": token})
+    assert refused.status_code == 400
+    text = html.unescape(refused.text)
+    email_error = re.search(r'<p class="field-error" id="email-error" role="alert">(.*?)</p>', text, re.S).group(1)
+    password_error = re.search(r'<p class="field-error" id="password-error" role="alert">(.*?)</p>', text, re.S)
+    assert email_error.strip().endswith(".") and "address" in email_error.lower()
+    assert "8 characters." in password_error.group(1)
+    assert 'id="form-error"' not in text  # nothing joined into one banner away from the fields
+    email_input = re.search(r'<input[^>]*id="email"[^>]*>', text).group(0)
+    assert 'aria-invalid="true"' in email_input and 'aria-describedby="email-error"' in email_input
+
+
+def test_status_and_the_spec_open_readable_pages_from_the_footer(client):
+    page = client.get("/developer").text
+    footer = re.search(r'<footer class="site-footer">.*?</footer>', page, re.S).group(0)
+    assert 'href="/status"' in footer and 'href="/api/health"' not in footer
+    assert 'href="/docs/api#openapi"' in footer and 'href="/api/openapi.json"' not in footer
+    status = client.get("/status")
+    assert status.status_code == 200 and "Operational" in status.text and 'href="/api/health"' in status.text
+    assert (
+        'id="openapi" href="/api/openapi.json"' in client.get("/docs/api").text
+        or 'href="/api/openapi.json" id="openapi"' in client.get("/docs/api").text
+    )

@@ -499,6 +499,7 @@ PAGES = {
     "pricing": visit("/pricing"),
     "docs-api": visit("/docs/api", reference_ready),
     "docs-home": visit("/docs"),
+    "status": visit("/status"),
     "docs-getting-started": visit("/docs/getting-started"),
     "docs-guide-errors": visit("/docs/guides/errors"),
     "docs-guide-pagination": visit("/docs/guides/pagination"),

@@ -44,6 +44,7 @@ SIGNED_IN_PAGES = {
     "docs-sdk": "/docs/sdk",
     "docs-changelog": "/docs/changelog",
     "pricing": "/pricing",
+    "status": "/status",
 }
 
 
