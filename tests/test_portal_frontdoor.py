@@ -67,7 +67,8 @@ def test_the_overview_checklist_ticks_as_the_account_acts(cx, portal, recorder, 
     assert steps["webhook-endpoint"] and not steps["live-call"]
 
     assert dev.client.get("/api/v1/workflows", headers=api).status_code == 200
-    assert all(ticked(dev.client.get("/developer").text).values())
+    done = dev.client.get("/developer").text
+    assert all(ticked(done).values()) and 'id="checklist-done"' in done
 
 
 def test_the_overview_shows_this_accounts_calls_errors_and_last_five(cx, portal, recorder):
