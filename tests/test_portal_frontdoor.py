@@ -187,6 +187,8 @@ def test_the_docs_site_has_a_left_navigation_and_every_guide(client):
     assert "$BASE" not in start and "/api/sandbox/v1/jobs" in start
     webhooks = client.get("/docs/guides/webhooks").text
     assert "verify_webhook" in webhooks and "verifyWebhook" in webhooks
+    # Every code block of a guide has its Copy button.
+    assert webhooks.count("<pre") == webhooks.count('class="btn btn-small btn-copy" data-copy="#snippet-') > 0
     assert client.get("/docs/guides/no-such-guide").status_code == 404
 
 
@@ -215,3 +217,12 @@ def test_status_and_the_spec_open_readable_pages_from_the_footer(client):
         'id="openapi" href="/api/openapi.json"' in client.get("/docs/api").text
         or 'href="/api/openapi.json" id="openapi"' in client.get("/docs/api").text
     )
+
+
+def test_the_overview_still_answers_with_redis_stopped(portal, recorder, outage):
+    dev = portal().sign_up()
+    assert dev.new_key().status_code == 201
+    outage()
+    page = dev.client.get("/developer")
+    assert page.status_code == 200
+    assert ticked(page.text)["create-key"]  # the checklist reads the database, not only Redis

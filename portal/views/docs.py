@@ -71,7 +71,25 @@ def _guide_html(guide: Guide) -> Markup:
 
     text = guide.body.replace("$BASE", current_app.config["PUBLIC_BASE_URL"])
     text = text.replace("{sandbox_daily_limit}", str(tiers.SANDBOX_DAILY_LIMIT))
-    return markdown(text)
+    return _with_copy_buttons(str(markdown(text)))
+
+
+def _with_copy_buttons(rendered: str) -> Markup:
+    """Each code block of a guide gets the portal's Copy button (portal.js copies its code's text)."""
+    count = iter(range(1, 1000))
+
+    def wrap(match: re.Match) -> str:
+        n = next(count)
+        button = (
+            '<button type="button" class="btn btn-small btn-copy" '
+            f'data-copy="#snippet-{n}" aria-label="Copy this code">Copy</button>'
+        )
+        return f'<div class="code-block">{button}<pre tabindex="0"><code id="snippet-{n}"{match.group(1)}>'
+
+    wrapped = re.sub(r'<pre tabindex="0"><code((?: class="[^"]*")?)>', wrap, rendered).replace(
+        "</code></pre>", "</code></pre></div>"
+    )
+    return Markup(wrapped)  # noqa: S704 -- markdown-it's escaped output, with our own tags only
 
 
 def _docs_context() -> dict:
