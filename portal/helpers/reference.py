@@ -71,6 +71,7 @@ class Operation:
     responses: list[Response] = field(default_factory=list)
     example: snippets.Example | None = None
     pattern: re.Pattern | None = None
+    twin: "Operation | None" = None  # a sandbox operation's /v1 original, which documents both
 
 
 @dataclass
@@ -198,6 +199,12 @@ def tags(base_url: str) -> list[Tag]:
                     pattern=_pattern(server + path),
                 )
             )
+    # A sandbox operation is its /v1 twin on mock data: it points there instead of repeating it.
+    by_route = {(op.method, op.path): op for ops in by_tag.values() for op in ops}
+    for ops in by_tag.values():
+        for op in ops:
+            if "/sandbox/" in op.path:
+                op.twin = by_route.get((op.method, op.path.replace("/sandbox/", "/", 1)))
     descriptions = {t["name"]: t.get("description", "") for t in spec.get("tags", [])}
     return [Tag(name, descriptions.get(name, ""), ops) for name, ops in by_tag.items() if ops]
 
