@@ -401,7 +401,7 @@ def _sign_in_rows(client) -> list[list[str]]:
     page = client.get("/developer/account").text
     table = page[page.index('id="account-sign-ins"') :]
     table = table[: table.index("</table>")]
-    rows = re.findall(r"<tr><td>(.*?)</tr>", table, re.S)
+    rows = re.findall(r"<tr><td[^>]*>(.*?)</tr>", table, re.S)
     return [[re.sub(r"<[^>]+>", "", cell).strip() for cell in re.split(r"</td>\s*<td[^>]*>", row)] for row in rows]
 
 

@@ -25,8 +25,14 @@ def test_docs_changelog_shows_the_versions_and_is_in_the_docs_navigation(cx):
     page = client.get("/docs/changelog")
     assert page.status_code == 200
     html = page.text
-    assert "<h2>1.0.0 (2026-11-25)</h2>" in html
-    assert f"<h2>{SPEC_VERSION} (unreleased)</h2>" in html
+    # Released versions with their date; the version this server runs, not yet released, says so.
+    assert re.search(r'<h2 id="v1\.0\.0-title">1\.0\.0 <span class="release-date"><time datetime="2026-11-25">', html)
+    current = re.escape(SPEC_VERSION)
+    unreleased = rf'<h2 id="v{current}-title">{current} <span class="badge[^"]*">on this server, not yet released'
+    assert re.search(unreleased, html)
+    # What to do, for a caller; the maintainers' notes (spec-check, openapi/released) stay in the repository.
+    assert "Additions only: nothing to change." in html
+    assert "make spec-check" not in html and "openapi/released" not in html
     assert "too-many-jobs-in-flight" in html and "nesting-too-deep" in html
     assert "too-many-failed-authentications" in html
     assert html.count("<h1") == 1

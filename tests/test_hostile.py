@@ -442,8 +442,14 @@ def test_hsts_on_https_requests_only(cx):
 def test_code_samples_name_the_public_host_not_the_requests(app, portal):
     dev = portal().sign_up()
     public = app.config["PUBLIC_BASE_URL"]
-    for path in ("/docs/api", "/developer", "/docs/sdk"):
-        html = dev.client.get(path, headers={"Host": "evil.example"}).text
+    # The signed-in Overview shows no samples; the visitors' /developer does.
+    for client, path in (
+        (dev.client, "/docs/api"),
+        (dev.client, "/docs/sdk"),
+        (dev.client, "/docs/getting-started"),
+        (portal().client, "/developer"),
+    ):
+        html = client.get(path, headers={"Host": "evil.example"}).text
         assert "evil.example" not in html, path
         assert public in html, path
 

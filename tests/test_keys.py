@@ -320,7 +320,7 @@ def _create_on_the_portal(dev) -> str:
         data={"grace_period_seconds": "0"},
         headers={**HX, "HX-Target": "key-panel", "X-CSRFToken": dev.csrf},
     )
-    return re.search(r'<code id="new-key">([^<]+)</code>', created.text).group(1)
+    return re.search(r'<code id="new-key"[^>]*>([^<]+)</code>', created.text).group(1)
 
 
 def _replace(dev, htmx: bool = False):
@@ -380,7 +380,7 @@ def test_a_leaked_key_is_replaced_at_once_after_a_fresh_log_in_once_a_day(portal
     assert "Revoke and replace now" in shown.text
     replaced = _replace(dev)
     assert replaced.status_code == 201 and replaced.headers["cache-control"] == "no-store"
-    new = re.search(r'<code id="new-key">([^<]+)</code>', replaced.text).group(1)
+    new = re.search(r'<code id="new-key"[^>]*>([^<]+)</code>', replaced.text).group(1)
     assert new != leaked and key_format.is_well_formed(new)
     assert "the previous key stopped working at once" in replaced.text
     # The leaked key is refused from the next call on, in this process and through the gate's cache.
@@ -447,7 +447,7 @@ def test_with_two_factor_on_the_replacement_wants_the_authenticator_code_too(por
     assert right.status_code == 302 and right.headers["location"] == "/developer/api-keys/replace"
     replaced = _replace(dev)
     assert replaced.status_code == 201, replaced.text[:300]
-    new = re.search(r'<code id="new-key">([^<]+)</code>', replaced.text).group(1)
+    new = re.search(r'<code id="new-key"[^>]*>([^<]+)</code>', replaced.text).group(1)
     assert _calls(client, leaked) == 401 and _calls(client, new) == 200
 
 
@@ -492,7 +492,7 @@ def test_after_revoking_the_day_s_key_a_new_one_is_possible_at_once_in_an_emerge
     assert "You have no active key: a new one is issued now." in page.text and "Issue a new key now" in page.text
     replaced = _replace(dev)
     assert replaced.status_code == 201
-    new = re.search(r'<code id="new-key">([^<]+)</code>', replaced.text).group(1)
+    new = re.search(r'<code id="new-key"[^>]*>([^<]+)</code>', replaced.text).group(1)
     assert _calls(client, new) == 200
     events = [(e["event"], e["emergency"]) for e in dev.client.get("/api/key/events").json()["data"]]
     assert events == [("created", True), ("revoked", False), ("created", False)]

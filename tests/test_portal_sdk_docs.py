@@ -132,3 +132,40 @@ def test_every_sdk_example_on_the_docs_page_runs_as_shown(
             script.write_text(item["node"])
             out = _run(["node", str(script)], node_project, key)
         assert EXPECTED[example.id].search(out), f"{example.id} ({language}) printed:\n{out}"
+
+
+def test_sdk_page_says_how_to_build_the_packages_when_none_is_built(client, app, monkeypatch, tmp_path):
+    monkeypatch.setitem(app.config, "SDK_BUILD_DIR", tmp_path)  # nothing generated there
+    page = client.get("/docs/sdk").text
+    assert 'id="sdk-not-built"' in page and "make sdk" in page and 'id="pip-install-here"' not in page
+    version = app.config["API_VERSION"]
+    assert client.get(f"/sdk/python/levqor-{version}.tar.gz").status_code == 404
+
+
+@pytest.mark.sdk
+def test_sdk_page_install_commands_install_from_this_server_after_make_sdk(
+    app, cx, generated, live_url, monkeypatch, tmp_path
+):
+    """`make sdk`'s output served by the app: the page's pip and npm commands, run as shown in a fresh
+    virtualenv and an empty Node project (the public base URL swapped for the live server's)."""
+    monkeypatch.setitem(app.config, "SDK_BUILD_DIR", generated[0])
+    page = cx.test_client().get("/docs/sdk").text
+    server = live_url.removesuffix("/api")
+    pip = _code(page, "pip-install-here").replace(app.config["PUBLIC_BASE_URL"], server)
+    npm = _code(page, "npm-install-here").replace(app.config["PUBLIC_BASE_URL"], server)
+    version = app.config["API_VERSION"]
+    assert pip == f'pip install "{server}/sdk/python/levqor-{version}.tar.gz"'
+    assert npm == f"npm install {server}/sdk/node/levqor-sdk-{version}.tgz"
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    env = {**os.environ, "PATH": f"{env_dir / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    _shell(pip, tmp_path, env)
+    _shell("python -c 'from levqor.client import Levqor; Levqor(api_key=\"k\")'", tmp_path, env)
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "package.json").write_text(json.dumps({"name": "sdk-consumer", "private": True}))
+    npm_env = {**os.environ, "npm_config_prefer_offline": "true"}
+    _shell(npm, project, npm_env)
+    _shell("node -e \"new (require('@levqor/sdk').Levqor)({ apiKey: 'k' })\"", project, npm_env)

@@ -65,13 +65,13 @@ def log_page(dev, **params) -> str:
 
 def rows(page: str) -> list[tuple[str, str, str]]:
     """(request id, status, path) of each row shown."""
-    found = re.findall(
-        r'<td><code>([^<]*)</code></td>\s*<td><span class="badge [^"]*">(\d+)</span></td>'
-        r".*?<code>(req_[0-9a-f]{24})</code>",
-        page,
-        re.S,
-    )
-    return [(request_id, status, html.unescape(path)) for path, status, request_id in found]
+    found = []
+    for row in re.findall(r'<tr class="log-row">.*?</tr>', page, re.S):
+        status = re.search(r'class="badge [^"]*"[^>]*>(\d+)<', row).group(1)
+        path = re.search(r'class="c-path"><code>([^<]*)</code>', row).group(1)
+        request_id = re.search(r"<code[^>]*>(req_[0-9a-f]{24})</code>", row).group(1)
+        found.append((request_id, status, html.unescape(path)))
+    return found
 
 
 def a_call(at: float, account_id: int, request_id: str) -> tuple:

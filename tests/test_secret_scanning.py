@@ -77,7 +77,7 @@ def created_on_the_portal(dev) -> str:
         data={"grace_period_seconds": "0"},
         headers={**HX, "HX-Target": "key-panel", "X-CSRFToken": dev.csrf},
     )
-    return re.search(r'<code id="new-key">([^<]+)</code>', made.text).group(1)
+    return re.search(r'<code id="new-key"[^>]*>([^<]+)</code>', made.text).group(1)
 
 
 def replace_now(dev):
@@ -88,7 +88,7 @@ def replace_now(dev):
 
 
 def new_key_in(page) -> str:
-    return re.search(r'<code id="new-key">([^<]+)</code>', page.text).group(1)
+    return re.search(r'<code id="new-key"[^>]*>([^<]+)</code>', page.text).group(1)
 
 
 def state(app) -> dict:

@@ -37,7 +37,7 @@ def endpoint_ids(app) -> list[str]:
 
 
 def secret_in(html: str) -> str:
-    return re.search(r'<code id="new-webhook-secret">(whsec_[^<]+)</code>', html).group(1)
+    return re.search(r'<code id="new-webhook-secret"[^>]*>(whsec_[^<]+)</code>', html).group(1)
 
 
 def test_the_page_needs_a_session_and_is_in_the_navigation(client, portal):
@@ -52,8 +52,14 @@ def test_the_page_needs_a_session_and_is_in_the_navigation(client, portal):
     # Every visible input has a label; the checkboxes and radios are grouped under a legend.
     for input_id in re.findall(r'<input id="([^"]+)"', page.text):
         assert f'<label for="{input_id}">' in page.text
-    choices = page.text.count('<label class="choice"><input type="checkbox" name="events"')
-    assert choices == len(webhooks.EVENT_TYPES) == 8  # key.leaked the last one added
+    # An event checkbox per event type (key.leaked the last one added), each labelled and described
+    # by a line of what it means.
+    boxes = re.findall(
+        r'<input type="checkbox" name="events" value="([^"]+)" id="([^"]+)"\s*aria-describedby="([^"]+)"', page.text
+    )
+    assert len(boxes) == len(webhooks.EVENT_TYPES) == 8
+    for _, box_id, described_by in boxes:
+        assert f'<label for="{box_id}">' in page.text and f'id="{described_by}">' in page.text
     assert "No live endpoints yet." in page.text and "No sandbox endpoints yet." in page.text
 
 

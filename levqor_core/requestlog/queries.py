@@ -162,3 +162,39 @@ def _delete_request_log_rows(account: Account, _actor) -> None:
         current_app.extensions["levqor.redis"].zadd(DELETED_ACCOUNTS, {str(account.id): time.time()})
     except redis.RedisError as err:
         log.warning("request log: account %s's buffered calls will expire instead: %s", account.id, err)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """An account's calls of the retention window at a glance (the portal's Overview)."""
+
+    calls: int
+    errors: int  # status >= 400
+    recent: list[RequestLogEntry]
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.calls if self.calls else None
+
+
+def summary(account_id: int, now: datetime, recent: int = 5) -> Summary:
+    """How many calls and errors the account made in the window, and its newest `recent` calls."""
+    e = RequestLogEntry
+    window = (e.account_id == account_id, e.at >= now - RETENTION)
+    calls, errors = db.session.execute(
+        sa.select(sa.func.count(), sa.func.count().filter(e.status >= 400)).where(*window)
+    ).one()
+    newest = db.session.scalars(sa.select(e).where(*window).order_by(e.at.desc(), e.id.desc()).limit(recent)).all()
+    return Summary(int(calls), int(errors or 0), list(newest))
+
+
+def has_call(account_id: int, *, sandbox: bool, job_created: bool = False) -> bool:
+    """Whether the log holds a successful call of the account, in the sandbox or live (made with a
+    key, or from the portal for the sandbox), optionally one that created a job."""
+    e = RequestLogEntry
+    query = sa.select(e.id).where(e.account_id == account_id, e.sandbox == sandbox, e.status < 400)
+    if not sandbox:
+        query = query.where(e.key_id.is_not(None))
+    if job_created:
+        query = query.where(e.method == "POST", e.path.endswith("/jobs"))
+    return db.session.scalar(query.limit(1)) is not None

@@ -1,120 +1,151 @@
-// /docs/api: Swagger UI (swagger-ui-dist from npm, served by the app) on the live spec.
-// "Try it out" sends the developer's own key, pasted on this page and kept in this tab's memory
-// only, and sends /api/v1 calls to their /api/sandbox/v1 twins.
+// /docs/api: the reference's try-it. A key pasted into "Use this key" lives in this page's memory
+// only (no storage, no cookie, never sent to the portal): it goes out solely as the x-api-key
+// header of the calls tried here, which go to the sandbox twin of a /api/v1 operation. The
+// portal session is not sent with them (credentials: "omit"), so only the key authenticates.
+// A "Try this again" link from the request log names the operation and its values in the URL's
+// #fragment (never sent to the server): #op-<operationId>&name=value&body=...
 (function () {
   "use strict";
 
   var apiKey = "";
+  var KEY = /^lvq_[0-9a-f]{32}_[0-9A-Za-z]{6}$/;
 
-  function csrfToken() {
-    var meta = document.querySelector('meta[name="csrf-token"]');
-    return meta ? meta.getAttribute("content") : "";
-  }
-
-  function toSandbox(request) {
-    var url = new URL(request.url, window.location.origin);
-    if (url.origin !== window.location.origin) { return request; }
-    if (url.pathname.indexOf("/api/v1/") === 0) {
-      url.pathname = "/api/sandbox" + url.pathname.slice(4);
-      request.url = url.toString();
-    }
-    if (apiKey && url.pathname !== "/api/openapi.json") {
-      request.headers["x-api-key"] = apiKey;
-    }
-    // Session-authenticated operations (the key endpoints) need the page's CSRF token.
-    request.headers["X-CSRFToken"] = csrfToken();
-    return request;
-  }
+  function masked(key) { return key.slice(0, 8) + "…" + key.slice(-4); }
 
   function status(text) {
     var box = document.getElementById("try-key-status");
-    if (box) {
-      box.textContent = text;
-      box.hidden = !text;
+    if (box) { box.textContent = text; box.hidden = !text; }
+  }
+
+  function sandboxPath(path) {
+    return path.indexOf("/api/v1/") === 0 ? "/api/sandbox" + path.slice(4) : path;
+  }
+
+  function show(output, parts) {
+    output.replaceChildren();
+    parts.forEach(function (part) { output.appendChild(part); });
+  }
+
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) { node.className = cls; }
+    if (text !== undefined) { node.textContent = text; }
+    return node;
+  }
+
+  function send(form) {
+    var output = form.querySelector(".try-output");
+    var path = form.getAttribute("data-path");
+    var query = new URLSearchParams();
+    var headers = {};
+    var missing = [];
+    form.querySelectorAll("input[data-in]").forEach(function (input) {
+      var value = input.value.trim();
+      var where = input.getAttribute("data-in");
+      if (!value) {
+        if (input.required) { missing.push(input.name); }
+        return;
+      }
+      if (where === "path") { path = path.replace("{" + input.name + "}", encodeURIComponent(value)); }
+      else if (where === "query") { query.append(input.name, value); }
+      else if (where === "header") { headers[input.name] = value; }
+    });
+    if (missing.length) {
+      show(output, [el("p", "notice notice-error", "Fill in " + missing.join(", ") + " first.")]);
+      return;
     }
-  }
-
-  // Accessibility fixes to Swagger UI's markup, made here rather than in a fork:
-  // - An operation's summary is a <button> with the deep link (an <a>) inside it: two controls in
-  //   one, which screen readers and axe (nested-interactive) reject. The plugin renders an
-  //   operation's deep link as plain text; the button still opens it, and deepLinking still puts
-  //   #/Tag/operation in the address bar and opens the operation a shared address names.
-  //   A tag's own link (path without "/") is not inside a button and stays.
-  function accessibleSummaries(system) {
-    return {
-      wrapComponents: {
-        DeepLink: function (Original) {
-          return function (props) {
-            if (props.path && props.path.indexOf("/") !== -1) {
-              return system.React.createElement("span", null, props.text);
-            }
-            return system.React.createElement(Original, props);
-          };
-        },
-      },
-    };
-  }
-
-  // - Controls Swagger UI renders with no name: the server <select> sits in an empty <label>.
-  //   A React re-render keeps attributes it did not set, and the observer names new ones.
-  // - Example and response bodies scroll sideways and down, but a keyboard cannot reach them: each
-  //   becomes a named region in the tab order, as the portal's own code blocks are.
-  var UNNAMED = [["select#servers", "Server"]];
-  function nameControls(root) {
-    UNNAMED.forEach(function (pair) {
-      root.querySelectorAll(pair[0] + ":not([aria-label])").forEach(function (el) {
-        el.setAttribute("aria-label", pair[1]);
+    var init = { method: form.getAttribute("data-method"), headers: headers, credentials: "omit" };
+    var body = form.querySelector("textarea[name=body]");
+    if (body && init.method !== "GET" && init.method !== "DELETE") {
+      try { JSON.parse(body.value); } catch (err) {
+        show(output, [el("p", "notice notice-error", "The body is not valid JSON: " + err.message)]);
+        return;
+      }
+      headers["Content-Type"] = "application/json";
+      init.body = body.value;
+    }
+    if (form.getAttribute("data-auth") === "key") {
+      if (!apiKey) {
+        show(output, [el("p", "notice notice-warn", "Paste your key into “Use this key” at the top of the page first.")]);
+        document.getElementById("try-key").focus();
+        return;
+      }
+      headers["x-api-key"] = apiKey;
+    }
+    var url = sandboxPath(path) + (query.toString() ? "?" + query.toString() : "");
+    show(output, [el("p", "hint", init.method + " " + url + " …")]);
+    fetch(url, init).then(function (response) {
+      return response.text().then(function (text) {
+        var pretty = text;
+        try { pretty = JSON.stringify(JSON.parse(text), null, 2); } catch (ignored) { /* not JSON */ }
+        var line = el("p", "run-status");
+        line.appendChild(el("span", "status status-" + String(response.status)[0] + "xx", String(response.status)));
+        line.appendChild(document.createTextNode(" " + init.method + " " + url));
+        var requestId = response.headers.get("Request-Id");
+        if (requestId) { line.appendChild(el("span", "hint", " · " + requestId)); }
+        var pre = el("pre", "", pretty);
+        pre.tabIndex = 0;
+        pre.setAttribute("role", "region");
+        pre.setAttribute("aria-label", "Response body");
+        show(output, [line, pre]);
       });
+    }, function () {
+      show(output, [el("p", "notice notice-error", "Could not reach the server. Check your connection and try again.")]);
     });
-    root.querySelectorAll(".highlight-code > pre:not([tabindex])").forEach(function (el) {
-      el.setAttribute("tabindex", "0");
-      el.setAttribute("role", "region");
-      el.setAttribute("aria-label", el.closest(".responses-wrapper, .live-responses-table") ? "Response body" : "Example");
-    });
+  }
+
+  // "Try this again": open the operation's try-it with the logged call's values.
+  function prefillFromHash() {
+    var hash = decodeURIComponent(window.location.hash.slice(1) ? window.location.hash.slice(1).split("&")[0] : "");
+    if (hash.indexOf("op-") !== 0) { return; }
+    var section = document.getElementById(hash);
+    if (!section) { return; }
+    var rest = window.location.hash.slice(1).split("&").slice(1).join("&");
+    var values = new URLSearchParams(rest);
+    var tryBox = section.querySelector(".try-it");
+    if (tryBox && window.location.hash.indexOf("&") !== -1) {
+      tryBox.open = true;
+      values.forEach(function (value, name) {
+        var field = tryBox.querySelector('[name="' + CSS.escape(name) + '"]');
+        if (field) { field.value = value; }
+      });
+    }
+    section.scrollIntoView();
+    var heading = section.querySelector("h3");
+    if (heading) { heading.tabIndex = -1; heading.focus(); }
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    var host = document.getElementById("swagger-ui");
-    if (!host || typeof window.SwaggerUIBundle !== "function") { return; }
-    new MutationObserver(function () { nameControls(host); }).observe(host, { childList: true, subtree: true });
-    var ui = window.SwaggerUIBundle({
-      url: host.getAttribute("data-spec-url"),
-      dom_id: "#swagger-ui",
-      deepLinking: true,
-      presets: [window.SwaggerUIBundle.presets.apis],
-      plugins: [accessibleSummaries],
-      // Its highlighting themes colour JSON below 4.5:1 contrast on their dark background (agate:
-      // #d36363 on #333); plain text in Swagger UI's own dark box reads at full contrast.
-      syntaxHighlight: { activated: false },
-      layout: "BaseLayout",
-      docExpansion: "list",
-      defaultModelsExpandDepth: 0,
-      tryItOutEnabled: host.hasAttribute("data-signed-in"),
-      requestInterceptor: toSandbox,
+    document.querySelectorAll("[data-needs-js]").forEach(function (node) { node.hidden = false; });
+    document.querySelectorAll("form[data-try]").forEach(function (form) {
+      var target = form.querySelector(".try-target");
+      var path = form.getAttribute("data-path");
+      if (target && sandboxPath(path) !== path) { target.textContent = "Goes to " + sandboxPath(path); }
+      form.addEventListener("submit", function (evt) { evt.preventDefault(); send(form); });
     });
-
     var form = document.getElementById("try-key-form");
-    if (!form) { return; }
-    var input = document.getElementById("try-key");
-    form.addEventListener("submit", function (evt) {
-      evt.preventDefault();
-      var value = input.value.trim();
-      if (!/^lvq_[0-9a-f]{32}_[0-9A-Za-z]{6}$/.test(value)) {
-        input.setAttribute("aria-invalid", "true");
-        status("That does not look like a Levqor key (lvq_ followed by 32 hex characters, _ and 6 characters).");
-        return;
-      }
-      input.removeAttribute("aria-invalid");
-      apiKey = value;
-      ui.preauthorizeApiKey("ApiKeyAuth", value);
-      input.value = "";
-      status("Key set for this tab: “Try it out” now calls the sandbox as you (ending …" + value.slice(-4) + ").");
-    });
-    document.getElementById("try-key-clear").addEventListener("click", function () {
-      apiKey = "";
-      input.value = "";
-      ui.preauthorizeApiKey("ApiKeyAuth", "");
-      status("Key forgotten.");
-    });
+    if (form) {
+      var input = document.getElementById("try-key");
+      form.addEventListener("submit", function (evt) {
+        evt.preventDefault();
+        var value = input.value.trim();
+        if (!KEY.test(value)) {
+          input.setAttribute("aria-invalid", "true");
+          status("That does not look like a Levqor key (lvq_, 32 hex characters, _ and 6 characters).");
+          return;
+        }
+        input.removeAttribute("aria-invalid");
+        apiKey = value;
+        input.value = "";
+        status("Using key " + masked(value) + " for “Try it” on this page until you leave it.");
+      });
+      document.getElementById("try-key-clear").addEventListener("click", function () {
+        apiKey = "";
+        input.value = "";
+        status("Key forgotten.");
+      });
+    }
+    prefillFromHash();
   });
+  window.addEventListener("hashchange", prefillFromHash);
 })();

@@ -158,6 +158,59 @@
     dialog.showModal();
   });
 
+  // ---- the shell: Menu opens the left navigation on a narrow screen; the account menu closes ----
+  // Without JavaScript the Menu link opens the navigation by its #fragment (CSS :target).
+  document.addEventListener("click", function (evt) {
+    var toggle = evt.target.closest("[data-menu-toggle]");
+    if (toggle) {
+      evt.preventDefault();
+      var nav = document.getElementById(toggle.getAttribute("aria-controls"));
+      var open = !nav.classList.contains("open");
+      nav.classList.toggle("open", open);
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      if (open) {
+        var first = nav.querySelector("a");
+        if (first) { first.focus(); }
+      }
+      return;
+    }
+    document.querySelectorAll("details.account-menu[open], details.popover[open]").forEach(function (menu) {
+      if (!menu.contains(evt.target)) { menu.open = false; }
+    });
+  });
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key !== "Escape") { return; }
+    document.querySelectorAll("details.account-menu[open], details.popover[open]").forEach(function (menu) {
+      menu.open = false;
+      menu.querySelector("summary").focus();
+    });
+  });
+
+  // ---- the request log's side panel: focus moves into it, Close (or Esc) puts it away ----------
+  var panelOpener = null;
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    if (evt.detail.target && evt.detail.target.id === "log-detail") { panelOpener = evt.detail.elt; }
+  });
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    var panel = document.getElementById("log-detail");
+    if (panel && panel.classList.contains("side-panel") && evt.detail.elt === panel) { panel.focus(); }
+  });
+  function closePanel() {
+    var panel = document.querySelector("#log-detail.side-panel");
+    if (!panel) { return false; }
+    var empty = document.createElement("div");
+    empty.id = "log-detail";
+    panel.replaceWith(empty);
+    if (panelOpener && panelOpener.isConnected) { panelOpener.focus(); }
+    return true;
+  }
+  document.addEventListener("click", function (evt) {
+    if (evt.target.closest("[data-close-panel]") && closePanel()) { evt.preventDefault(); }
+  });
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key === "Escape" && !document.querySelector("dialog[open]")) { closePanel(); }
+  });
+
   document.addEventListener("htmx:load", function (evt) { initTabs(evt.detail.elt); });
   document.addEventListener("DOMContentLoaded", function () { initTabs(document); });
 })();

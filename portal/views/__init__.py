@@ -15,7 +15,7 @@ from ..helpers import formats
 bp = Blueprint("portal", __name__, static_folder="../static", static_url_path="/assets")
 
 # The modules register their routes on `bp`; imported after it exists.
-from . import account, assets, auth, developer, docs, logs, pricing  # noqa: E402, F401
+from . import account, assets, auth, developer, docs, logs, pricing, status  # noqa: E402, F401
 
 
 @bp.app_context_processor

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import htmx_flask
 import redis
+import sqlalchemy as sa
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
@@ -17,12 +18,16 @@ from levqor_core import problems, tiers
 from levqor_core.accounts import reauth
 from levqor_core.accounts import service as accounts
 from levqor_core.columns import utcnow
+from levqor_core.extensions import db
 from levqor_core.keys import leaks
 from levqor_core.keys import service as keys
 from levqor_core.metering import counters as metering
+from levqor_core.requestlog import queries as requestlog
 from levqor_core.web import key_creation_limit as creation_limit
+from levqor_core.webhooks import service as webhook_service
+from levqor_core.webhooks.models import WebhookEndpoint
 
-from ..helpers import charts, snippets
+from ..helpers import charts, onboarding, snippets
 from ..helpers.formats import duration, when
 from . import bp
 from ._render import Fragment, fresh_log_in_required, login_required, page_or_fragment
@@ -139,20 +144,79 @@ def dashboard_fragments(account, now: datetime, **shown_in_panel) -> dict[str, F
     }
 
 
+# The Overview checklist's steps: what each says, and where it is done.
+CHECKLIST = {
+    "confirm-email": (
+        "Confirm your email",
+        "Open the link we mailed you; keys need a confirmed address.",
+        "portal.account_settings",
+    ),
+    "create-key": ("Create an API key", "It is shown once: keep it in a secret store.", "portal.api_keys"),
+    "sandbox-call": (
+        "Make a sandbox call",
+        "Any call under /api/sandbox/v1: mock data, free.",
+        "portal.guide_getting_started",
+    ),
+    "first-job": (
+        "Submit a job and poll it",
+        "POST /jobs, then GET /jobs/{job_id} until it finishes.",
+        "portal.guide_getting_started",
+    ),
+    "webhook-endpoint": (
+        "Add a webhook endpoint",
+        "Get job.succeeded and friends pushed to you, signed.",
+        "webhooks.index",
+    ),
+    "live-call": (
+        "Make a live call",
+        "Drop /sandbox from the path: the call counts against your quota.",
+        "portal.guide_getting_started",
+    ),
+}
+
+
+def overview_context(account, now: datetime) -> dict:
+    """The signed-in Overview: key, usage against the quota, errors, recent calls, webhooks, next steps."""
+    usage = usage_context(account, now)
+    calls_used = usage["usage"]["calls_used"] if usage["usage"] else 0
+    done = onboarding.steps(_redis(), account, now, calls_this_period=calls_used)
+    endpoints = db.session.scalars(sa.select(WebhookEndpoint).where(WebhookEndpoint.account_id == account.id)).all()
+    deliveries = webhook_service.deliveries_of(account.id, limit=50) if endpoints else []
+    return {
+        **usage,
+        "active": keys.active_key(account.id),
+        "calls": requestlog.summary(account.id, now),
+        "retention_days": requestlog.RETENTION.days,
+        "steps": [(step, *CHECKLIST[step.id]) for step in done],
+        "next_step": next((step.id for step in done if not step.done), None),
+        "endpoints": endpoints,
+        "failing_endpoints": [e for e in endpoints if e.failing_since or e.disabled_at],
+        "deliveries_failed": sum(1 for d in deliveries if d.status == "failed"),
+        "last_delivery": deliveries[0] if deliveries else None,
+    }
+
+
 @bp.get("/developer")
 def developer():
+    if current_user.is_authenticated:
+        return render_template("developer/dashboard.html", **overview_context(current_user, utcnow()))
     examples = snippets.examples(current_app.config["PUBLIC_BASE_URL"])  # pinned, not the request's Host
     quick_start = next(e for e in examples if e.operation_id == "sandbox_create_job")
-    context = {"quick_start": quick_start}
-    if current_user.is_authenticated:
-        context["active"] = keys.active_key(current_user.id)
-    return render_template("developer/overview.html", **context)
+    return render_template("developer/overview.html", quick_start=quick_start)
 
 
 @bp.get("/developer/api-keys")
 @login_required
 def api_keys():
     return page_or_fragment("developer/api_keys.html", dashboard_fragments(current_user, utcnow()))
+
+
+@bp.get("/developer/usage")
+@login_required
+def usage_page():
+    """This period's calls against the quota, today's sandbox calls and the last 30 days."""
+    build = lambda: usage_context(current_user, utcnow())  # noqa: E731
+    return page_or_fragment("developer/usage.html", {"usage": ("developer/_usage.html", build)})
 
 
 @bp.get("/developer/api-keys/usage")

@@ -4,6 +4,7 @@ from flask import render_template
 from flask_login import current_user
 
 from levqor_core import tiers
+from levqor_core.billing import is_configured as billing_configured
 
 from . import bp
 
@@ -20,4 +21,6 @@ def pricing():
         current=current,
         upgrade_path=UPGRADE_PATH,
         sandbox_daily=tiers.SANDBOX_DAILY_LIMIT,
+        # Without Stripe the paid plans cannot be bought here: say so, as /developer/billing does.
+        billing_configured=billing_configured(),
     )

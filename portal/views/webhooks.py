@@ -18,6 +18,7 @@ from levqor_core.web.session_limit import portal_limited
 from levqor_core.webhooks import service as webhooks
 from levqor_core.webhooks.models import DeliveryStatus
 
+from ..helpers import snippets
 from ._render import Fragment, login_required, page_or_fragment
 
 bp = Blueprint("webhooks", __name__)
@@ -54,6 +55,8 @@ def _log_context(endpoint, notice=None) -> dict:
 def _form_context(**shown) -> dict:
     return {
         "event_types": webhooks.EVENT_TYPES,
+        # One line under each checkbox: the spec's own summary of the event (x-webhooks).
+        "event_summaries": {event["type"]: event["summary"] for event in snippets.webhook_events()},
         "form": shown.pop("form", {"events": list(webhooks.JOB_EVENTS), "mode": "live"}),
         **shown,
     }

@@ -87,25 +87,25 @@ def test_sign_up_create_key_copy_run_sandbox_usage_updates_and_second_roll_is_li
     assert not [e for e in console.errors if "Content Security Policy" in e or "Refused" in e], console.errors
 
 
-def test_swagger_ui_tries_an_operation_in_the_sandbox_with_the_pasted_key(context, console, shots, smtp):
+def test_the_reference_tries_an_operation_in_the_sandbox_with_the_pasted_key(context, console, shots, smtp):
     page = console.attach(context.new_page())
     sign_up(page, smtp)
     page.get_by_role("button", name="Create key").click()
     raw = page.locator("#new-key").inner_text().strip()
 
     page.goto("/docs/api")
-    expect(page.locator("#swagger-ui .opblock").first).to_be_visible()
+    expect(page.locator("#op-list_workflows")).to_be_visible()
     page.get_by_label("Your API key").fill(raw)
     page.get_by_role("button", name="Use this key").click()
-    expect(page.locator("#try-key-status")).to_contain_text("calls the sandbox as you")
+    expect(page.locator("#try-key-status")).to_contain_text("Using key")
     shots(page, "docs-api")
 
     sent = []
     page.on("request", lambda req: "/api/" in req.url and sent.append((req.url, req.headers.get("x-api-key"))))
-    operation = page.locator("#operations-Workflows-list_workflows")
-    operation.locator(".opblock-summary").click()
-    operation.get_by_role("button", name="Execute").click()
-    expect(operation.locator(".live-responses-table tbody .response-col_status").first).to_contain_text("200")
+    operation = page.locator("#op-list_workflows")
+    operation.get_by_text("Try it", exact=True).click()
+    operation.get_by_role("button", name="Send to the sandbox").click()
+    expect(operation.locator(".try-output .status")).to_have_text("200")
     assert any(url.endswith("/api/sandbox/v1/workflows") and key == raw for url, key in sent), sent
     assert not any("/api/v1/" in url for url, _ in sent), sent
 

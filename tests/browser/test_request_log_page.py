@@ -51,7 +51,7 @@ def test_find_a_failed_call_filter_load_more_and_open_its_detail(context, consol
         db.session.execute(sa.insert(RequestLogEntry), older)
         db.session.commit()
 
-    page.get_by_role("link", name="Logs").click()
+    page.get_by_role("link", name="Request log").click()
     expect(page.get_by_role("heading", name="Request log", level=1)).to_be_visible()
     rows = page.locator("#request-log tbody tr")
     expect(rows).to_have_count(50)
