@@ -50,19 +50,37 @@ def database_url(postgres_server):
     return postgres_server.create_database("levqor_test")
 
 
+# argon2id at the production parameters (levqor_core/accounts/security.py) costs ~25 ms of CPU per
+# hash and per check, and the suite signs up and logs in hundreds of times: its app hashes with
+# argon2id at the smallest cost instead. What measures hashing runs at the production parameters:
+# `production_hashing_cx` below, and every test of the processes as shipped (their own settings).
+CHEAP_HASHING = {
+    "SECURITY_PASSWORD_HASH_PASSLIB_OPTIONS": {
+        "argon2__type": "ID",
+        "argon2__memory_cost": 8,
+        "argon2__rounds": 1,
+        "argon2__parallelism": 1,
+    }
+}
+
+
 @pytest.fixture(scope="session")
-def cx(redis_server, database_url):
+def app_config(redis_server, database_url) -> dict:
+    """The settings of the suite's app, on this pytest process's servers, hashing at production cost."""
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_url.replace("postgresql://", "postgresql+psycopg://"),
+        "REDIS_URL": redis_server.url,
+        "USAGE_FLUSH_SECONDS": 0,  # tests flush explicitly
+        "SECRET_KEY": "test-secret",
+        "RATELIMIT_STORAGE_URI": redis_server.url,
+    }
+
+
+@pytest.fixture(scope="session")
+def cx(app_config):
     """The Connexion app (ASGI), on the real servers, schema built by the migrations."""
-    app = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": database_url.replace("postgresql://", "postgresql+psycopg://"),
-            "REDIS_URL": redis_server.url,
-            "USAGE_FLUSH_SECONDS": 0,  # tests flush explicitly
-            "SECRET_KEY": "test-secret",
-            "RATELIMIT_STORAGE_URI": redis_server.url,
-        }
-    )
+    app = create_app(app_config | CHEAP_HASHING)
     with app.app.app_context():
         upgrade()
     yield app
@@ -75,6 +93,12 @@ def cx(redis_server, database_url):
 @pytest.fixture(scope="session")
 def app(cx):
     return cx.app
+
+
+@pytest.fixture
+def production_hashing_cx(cx, app_config):
+    """A second app on the same database and Redis whose passwords are hashed as in production."""
+    return create_app(app_config)
 
 
 @pytest.fixture(autouse=True)
