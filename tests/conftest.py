@@ -21,6 +21,7 @@ from levqor_core.ops import daily_stats
 from levqor_core.web.limiter import limiter
 
 from .fakes.notion_server import NotionServer
+from .sdk_build import generated, live_url, node_project, python_sdk  # noqa: F401 (fixtures)
 from .servers import PostgresServer, RedisServer, free_port
 
 # Every response the suite provokes is checked against the spec, in this process and in the
