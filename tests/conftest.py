@@ -23,6 +23,7 @@ from levqor_core.web.limiter import limiter
 from .fakes.notion_server import NotionServer
 from .sdk_build import generated, live_url, node_project, python_sdk  # noqa: F401 (fixtures)
 from .servers import PostgresServer, RedisServer, free_port
+from .xdist_groups import GroupScheduling
 
 # Every response the suite provokes is checked against the spec, in this process and in the
 # servers the tests start (production leaves it off: README "Speed").
@@ -30,6 +31,14 @@ os.environ.setdefault("VALIDATE_RESPONSES", "1")
 
 PASSWORD = "correct horse battery"
 NOTION_TOKEN = "secret_fake_notion_token"  # noqa: S105
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` with the groups of tests/xdist_groups.py (pytest-xdist's marks do nothing
+    with pytest 9.2)."""
+    if config.getvalue("dist") == "loadgroup":
+        return GroupScheduling(config, log)
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """The generated SDKs, built once per test process for every test marked `sdk` (tests/test_sdk.py,
 tests/test_portal_sdk_docs.py): generation, a fresh virtualenv with the Python SDK, a Node project
 with the packed Node SDK, the app on a real server. Registered in tests/conftest.py; the tests that
-use them share the `sdk` xdist group, so under `make test` one worker builds them, once."""
+use them share the `sdk` xdist group (tests/xdist_groups.py): under `make test` one worker builds
+them, once."""
 
 import json
 import shutil

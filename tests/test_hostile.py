@@ -117,7 +117,6 @@ def _sign_up(client: httpx.Client, app) -> str:
 # -- 1. the key-creation limit must not fall back to per-process memory --------------------------------
 
 
-@pytest.mark.xdist_group("hostile-web")  # one gunicorn (`web`) for both
 def test_anonymous_calls_on_the_same_process_do_not_reopen_the_daily_key_creation(web, app):
     """An anonymous POST /api/key/new made Flask-Limiter's key function raise; Flask-Limiter then
     took its Redis storage for dead and counted in (empty) process memory, so an account refused a
@@ -362,7 +361,6 @@ def _peak_rss_kib(pid: int) -> int:
     return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1))
 
 
-@pytest.mark.xdist_group("hostile-web")  # one gunicorn (`web`) for both
 def test_ten_concurrent_failed_log_ins_queue_instead_of_piling_up_memory(web):
     """The per-address log-in limit (10 a minute) lets 10 run at once; with argon2-cffi's default
     parameters (64 MiB per hash) they raised the workers' peak memory by ~520 MiB."""

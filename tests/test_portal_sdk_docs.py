@@ -2,7 +2,8 @@
 where `make sdk-publish` puts them, and the examples run against the generated SDKs and a live app.
 
 The slow tests are marked `sdk` like tests/test_sdk.py, and share its fixtures (tests/sdk_build.py:
-generation, a fresh virtualenv, a packed Node SDK, the app on uvicorn) and its xdist group.
+generation, a fresh virtualenv, a packed Node SDK, the app on uvicorn) and its xdist group
+(tests/xdist_groups.py).
 """
 
 import html
@@ -74,7 +75,6 @@ def _shell(script: str, cwd, env) -> None:
 
 
 @pytest.mark.sdk
-@pytest.mark.xdist_group("sdk")
 def test_sdk_page_install_commands_work_from_the_published_repository(client, generated, tmp_path):
     out = generated[0]
     remote = tmp_path / "levqor-sdk.git"
@@ -108,7 +108,6 @@ def test_sdk_page_install_commands_work_from_the_published_repository(client, ge
 
 
 @pytest.mark.sdk
-@pytest.mark.xdist_group("sdk")
 @pytest.mark.parametrize("language", ["python", "node"])
 def test_every_sdk_example_on_the_docs_page_runs_as_shown(
     language, python_sdk, node_project, live_url, make_account, tmp_path

@@ -22,8 +22,8 @@ from levqor_core.metering import counters as metering
 
 from .sdk_build import GENERATE, HERE, PUBLISH, ROOT, run
 
-# Their fixtures (tests/sdk_build.py) are built once per process: keep them on one xdist worker.
-pytestmark = [pytest.mark.sdk, pytest.mark.xdist_group("sdk")]
+# One xdist group with tests/test_portal_sdk_docs.py (tests/xdist_groups.py): the fixtures are built once.
+pytestmark = pytest.mark.sdk
 
 SPEC = ROOT / "openapi" / "openapi.yaml"
 

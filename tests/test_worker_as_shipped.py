@@ -46,9 +46,6 @@ from .servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IDLE_SECONDS = 15
-# On one xdist worker, and so scheduled first (xdist hands out the largest groups first): these are
-# the suite's longest tests, mostly waiting on processes, and last in the collection they were its tail.
-pytestmark = pytest.mark.xdist_group("worker-as-shipped")
 
 
 def run_echo(api: httpx.Client, marker: str, timeout: float = 30) -> dict:
