@@ -33,6 +33,7 @@ PASSWORD = "correct horse battery"
 NOTION_TOKEN = "secret_fake_notion_token"  # noqa: S105
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent under -p no:xdist
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadgroup` with the groups of tests/xdist_groups.py (pytest-xdist's marks do nothing
     with pytest 9.2)."""
