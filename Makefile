@@ -10,8 +10,11 @@ export PORT
 run: setup
 	$(PY) -m levqor_core.devserver
 
+# The whole suite, in parallel (docs/contributing/tests.md): TEST_WORKERS pytest-xdist workers, each with
+# its own PostgreSQL and Redis; a test group (`xdist_group`) stays on one worker; the 25 slowest printed.
+TEST_WORKERS ?= 4
 test: setup system-deps lint spec-lint spec-check
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 POSTMAN := build/postman/levqor.postman_collection.json
 

@@ -21,7 +21,9 @@ from levqor_core.ops import daily_stats
 from levqor_core.web.limiter import limiter
 
 from .fakes.notion_server import NotionServer
+from .sdk_build import generated, live_url, node_project, python_sdk  # noqa: F401 (fixtures)
 from .servers import PostgresServer, RedisServer, free_port
+from .xdist_groups import GroupScheduling
 
 # Every response the suite provokes is checked against the spec, in this process and in the
 # servers the tests start (production leaves it off: README "Speed").
@@ -29,6 +31,15 @@ os.environ.setdefault("VALIDATE_RESPONSES", "1")
 
 PASSWORD = "correct horse battery"
 NOTION_TOKEN = "secret_fake_notion_token"  # noqa: S105
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent under -p no:xdist
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` with the groups of tests/xdist_groups.py (pytest-xdist's marks do nothing
+    with pytest 9.2)."""
+    if config.getvalue("dist") == "loadgroup":
+        return GroupScheduling(config, log)
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -50,22 +61,40 @@ def database_url(postgres_server):
     return postgres_server.create_database("levqor_test")
 
 
+# argon2id at the production parameters (levqor_core/accounts/security.py) costs ~25 ms of CPU per
+# hash and per check, and the suite signs up and logs in hundreds of times: its app hashes with
+# argon2id at the smallest cost instead. What measures hashing runs at the production parameters:
+# `production_hashing_cx` below, and every test of the processes as shipped (their own settings).
+CHEAP_HASHING = {
+    "SECURITY_PASSWORD_HASH_PASSLIB_OPTIONS": {
+        "argon2__type": "ID",
+        "argon2__memory_cost": 8,
+        "argon2__rounds": 1,
+        "argon2__parallelism": 1,
+    }
+}
+
+
 @pytest.fixture(scope="session")
-def cx(redis_server, database_url):
+def app_config(redis_server, database_url) -> dict:
+    """The settings of the suite's app, on this pytest process's servers, hashing at production cost."""
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_url.replace("postgresql://", "postgresql+psycopg://"),
+        "REDIS_URL": redis_server.url,
+        "USAGE_FLUSH_SECONDS": 0,  # tests flush explicitly
+        "SECRET_KEY": "test-secret",
+        "RATELIMIT_STORAGE_URI": redis_server.url,
+        # Never GitHub itself: the secret-scanning tests serve its keys from a fake
+        # (tests/fakes/github_keys_server.py); anything else is refused on loopback.
+        "GITHUB_SECRET_SCANNING_KEYS_URL": "http://127.0.0.1:9/meta/public_keys/secret_scanning",
+    }
+
+
+@pytest.fixture(scope="session")
+def cx(app_config):
     """The Connexion app (ASGI), on the real servers, schema built by the migrations."""
-    app = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": database_url.replace("postgresql://", "postgresql+psycopg://"),
-            "REDIS_URL": redis_server.url,
-            "USAGE_FLUSH_SECONDS": 0,  # tests flush explicitly
-            "SECRET_KEY": "test-secret",
-            "RATELIMIT_STORAGE_URI": redis_server.url,
-            # Never GitHub itself: the secret-scanning tests serve its keys from a fake
-            # (tests/fakes/github_keys_server.py); anything else is refused on loopback.
-            "GITHUB_SECRET_SCANNING_KEYS_URL": "http://127.0.0.1:9/meta/public_keys/secret_scanning",
-        }
-    )
+    app = create_app(app_config | CHEAP_HASHING)
     with app.app.app_context():
         upgrade()
     yield app
@@ -78,6 +107,12 @@ def cx(redis_server, database_url):
 @pytest.fixture(scope="session")
 def app(cx):
     return cx.app
+
+
+@pytest.fixture
+def production_hashing_cx(cx, app_config):
+    """A second app on the same database and Redis whose passwords are hashed as in production."""
+    return create_app(app_config)
 
 
 @pytest.fixture(autouse=True)

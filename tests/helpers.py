@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -170,3 +170,17 @@ def app_on_sqlite(path, redis_server, **settings):
             **settings,
         }
     ).app
+
+
+def age_log_in(app, client, by: timedelta) -> None:
+    """The signed-in session of `client` as it is `by` later: its signed cookie rewritten with the
+    time of its last full log-in (and of any freshness grace) moved back, which is all the passing
+    time changes in it. Flask-Security-Too's freshness checks read those times from the session."""
+    name = app.config["SESSION_COOKIE_NAME"]
+    serializer = app.session_interface.get_signing_serializer(app)
+    (cookie,) = [c for c in client.cookies.jar if c.name == name]
+    session = serializer.loads(cookie.value)
+    session["fs_paa"] -= by.total_seconds()
+    if "fs_gexp" in session:
+        session["fs_gexp"] -= int(by.total_seconds())
+    cookie.value = serializer.dumps(session)

@@ -3,6 +3,7 @@
 import contextlib
 import glob
 import os
+import random
 import shutil
 import signal
 import socket
@@ -12,11 +13,37 @@ import threading
 import time
 from pathlib import Path
 
+# Under pytest-xdist each worker takes its ports from a block of its own below Linux's ephemeral
+# range (32768-60999), so a port stays this worker's while a server on it is stopped and started
+# again (the outage tests): no other worker's server and no outgoing connection can take it meanwhile.
+PORT_BLOCK_START, PORT_BLOCK_SIZE = 20000, 500
+_handed_out: set[int] = set()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on (under xdist: one this process has not handed out before)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", … under pytest-xdist
+    if not worker.startswith("gw"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    first = PORT_BLOCK_START + int(worker[2:]) * PORT_BLOCK_SIZE
+    candidates = [p for p in range(first, first + PORT_BLOCK_SIZE) if p not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        if _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port left in {first}-{first + PORT_BLOCK_SIZE - 1} for xdist worker {worker}")
 
 
 def wait_for(predicate, timeout: float, step: float = 0.2):
@@ -134,7 +161,9 @@ class PostgresServer:
             shutil.chown(self.dir, "postgres")
             os.chmod(self.dir, 0o700)
         subprocess.run(
-            self._cmd(_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8"),
+            self._cmd(
+                _pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"
+            ),
             check=True,
             stdout=subprocess.DEVNULL,
         )

@@ -3,7 +3,6 @@ policy and sessions that end on the server. Mail goes through a real SMTP server
 every link is read from the mail received."""
 
 import re
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from levqor_core.accounts.models import Account, SignIn
 from levqor_core.extensions import db
 
 from .conftest import PASSWORD, Portal, csrf_from
-from .helpers import app_on_sqlite, enrol_authenticator, fresh_code, recovery_codes
+from .helpers import age_log_in, app_on_sqlite, enrol_authenticator, fresh_code, recovery_codes
 from .servers import free_port
 
 NEW_PASSWORD = "purple otter gravel lantern"
@@ -496,10 +495,9 @@ def test_a_new_email_takes_effect_once_confirmed_at_the_new_address(app, cx, smt
     assert _log_in(fresh, new).status_code == 302
 
 
-def test_security_changes_want_a_recent_log_in(app, portal, monkeypatch):
+def test_security_changes_want_a_recent_log_in(app, portal):
     dev = portal().sign_up()
-    monkeypatch.setitem(app.config, "SECURITY_FRESHNESS", timedelta(seconds=1))
-    time.sleep(1.5)
+    age_log_in(app, dev.client, app.config["SECURITY_FRESHNESS"] + timedelta(seconds=1))
     stale = dev.client.get("/developer/account/email")  # the password change asks for the password itself
     assert stale.status_code == 302 and urlsplit(stale.headers["location"]).path == "/developer/account/verify"
     verify = dev.client.get(stale.headers["location"])
@@ -509,13 +507,12 @@ def test_security_changes_want_a_recent_log_in(app, portal, monkeypatch):
 # -- two-factor sign-in -------------------------------------------------------------------------------
 
 
-def test_a_password_change_does_not_make_the_session_fresh_without_the_second_factor(app, portal, monkeypatch):
+def test_a_password_change_does_not_make_the_session_fresh_without_the_second_factor(app, portal):
     """Flask-Security-Too signs the browser in again after a password change; that must not count
     as a full log-in, or the password alone would turn two-factor off or change the email."""
     dev = portal().sign_up()
     _enrol_authenticator(dev)
-    monkeypatch.setitem(app.config, "SECURITY_FRESHNESS", timedelta(seconds=1))
-    time.sleep(1.5)
+    age_log_in(app, dev.client, app.config["SECURITY_FRESHNESS"] + timedelta(seconds=1))
     sensitive = ("/developer/account/two-factor", "/developer/account/recovery-codes", "/developer/account/email")
     for path in sensitive:
         stale = dev.client.get(path)

@@ -387,7 +387,7 @@ def test_ten_concurrent_failed_log_ins_queue_instead_of_piling_up_memory(web):
     assert grown_mib < 100, f"peak memory of the web workers grew by {grown_mib:.0f} MiB"
 
 
-def test_a_hash_made_with_the_old_parameters_still_logs_in_and_is_rehashed(app, portal, cx):
+def test_a_hash_made_with_the_old_parameters_still_logs_in_and_is_rehashed(app, production_hashing_cx):
     import sqlalchemy as sa
     from argon2 import PasswordHasher
 
@@ -401,7 +401,7 @@ def test_a_hash_made_with_the_old_parameters_still_logs_in_and_is_rehashed(app, 
     with app.app_context():
         db.session.add(Account(email="early@example.com", password_hash=old.hash(PASSWORD), tier="sandbox"))
         db.session.commit()
-    browser = cx.test_client(follow_redirects=False)
+    browser = production_hashing_cx.test_client(follow_redirects=False)
     token = csrf_from(browser.get("/login").text)
     logged_in = browser.post("/login", data={"email": "early@example.com", "password": PASSWORD, "csrf_token": token})
     assert logged_in.status_code == 302

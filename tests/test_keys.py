@@ -27,7 +27,7 @@ from levqor_core.metering import counters as metering
 from levqor_core.web import key_creation_limit as creation_limit
 
 from .conftest import PASSWORD, csrf_from
-from .helpers import enrol_authenticator, fresh_code, recovery_codes
+from .helpers import age_log_in, enrol_authenticator, fresh_code, recovery_codes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -305,13 +305,11 @@ def test_a_valid_key_is_admitted_even_if_every_cache_fill_races_a_change(app, cl
 # ---- a leaked key must not lock its owner out: the emergency replacement (issue 13) --------------
 
 HX = {"HX-Request": "true"}
-FRESH_FOR = timedelta(seconds=3)
 
 
-def _make_stale(app, monkeypatch):
-    """The session's log-in is older than the freshness window (made short for the test)."""
-    monkeypatch.setitem(app.config, "SECURITY_FRESHNESS", FRESH_FOR)
-    time.sleep(FRESH_FOR.total_seconds() + 0.2)
+def _make_stale(app, dev):
+    """The session's last log-in is older than the freshness window (15 minutes)."""
+    age_log_in(app, dev.client, app.config["SECURITY_FRESHNESS"] + timedelta(seconds=1))
 
 
 def _create_on_the_portal(dev) -> str:
@@ -348,7 +346,7 @@ def _panel(dev) -> str:
     return dev.client.get("/developer/api-keys", headers={**HX, "HX-Target": "key-panel"}).text
 
 
-def test_a_leaked_key_is_replaced_at_once_after_a_fresh_log_in_once_a_day(portal, client, app, monkeypatch):
+def test_a_leaked_key_is_replaced_at_once_after_a_fresh_log_in_once_a_day(portal, client, app):
     dev = portal().sign_up()
     leaked = _create_on_the_portal(dev)  # the day's key creation is spent
     assert dev.new_key().status_code == 429
@@ -357,7 +355,7 @@ def test_a_leaked_key_is_replaced_at_once_after_a_fresh_log_in_once_a_day(portal
     assert "Replace now (leaked key)" in panel
 
     # Without a fresh log-in: sent to re-authenticate, and nothing happens or is spent.
-    _make_stale(app, monkeypatch)
+    _make_stale(app, dev)
     asked = dev.client.get("/developer/api-keys/replace")
     assert asked.status_code == 302
     assert asked.headers["location"] == "/developer/account/verify?next=/developer/api-keys/replace"
@@ -425,12 +423,12 @@ def keys_of(app, dev) -> dict:
         return {"active": ring.active.id if ring.active else None}
 
 
-def test_with_two_factor_on_the_replacement_wants_the_authenticator_code_too(portal, client, app, monkeypatch):
+def test_with_two_factor_on_the_replacement_wants_the_authenticator_code_too(portal, client, app):
     dev = portal().sign_up()
     totp = enrol_authenticator(dev.client)
     dev.csrf = csrf_from(dev.client.get("/developer").text)
     leaked = _create_on_the_portal(dev)
-    _make_stale(app, monkeypatch)
+    _make_stale(app, dev)
     location = dev.client.get("/developer/api-keys/replace").headers["location"]
 
     no_code, page = _verify(dev, location)
@@ -451,15 +449,15 @@ def test_with_two_factor_on_the_replacement_wants_the_authenticator_code_too(por
     assert _calls(client, leaked) == 401 and _calls(client, new) == 200
 
 
-def test_re_authentication_takes_a_recovery_code_once(portal, app, monkeypatch):
+def test_re_authentication_takes_a_recovery_code_once(portal, app):
     dev = portal().sign_up()
     enrol_authenticator(dev.client)
     code = recovery_codes(dev.client)[0]
-    _make_stale(app, monkeypatch)
+    _make_stale(app, dev)
     location = dev.client.get("/developer/api-keys/replace").headers["location"]
     assert _verify(dev, location, code=code)[0].status_code == 302
     assert dev.client.get("/developer/api-keys/replace").status_code == 200
-    time.sleep(FRESH_FOR.total_seconds() + 0.2)
+    _make_stale(app, dev)
     assert dev.client.get("/developer/api-keys/replace").status_code == 302
     reused, _ = _verify(dev, location, code=code)
     assert reused.status_code == 200 and "Invalid code" in reused.text

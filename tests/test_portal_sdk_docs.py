@@ -1,8 +1,9 @@
 """What /docs/sdk tells developers works as written: the install commands fetch the SDKs from
 where `make sdk-publish` puts them, and the examples run against the generated SDKs and a live app.
 
-The slow tests are marked `sdk` like tests/test_sdk.py, whose fixtures (generation, a fresh
-virtualenv, a packed Node SDK, the app on uvicorn) they reuse.
+The slow tests are marked `sdk` like tests/test_sdk.py, and share its fixtures (tests/sdk_build.py:
+generation, a fresh virtualenv, a packed Node SDK, the app on uvicorn) and its xdist group
+(tests/xdist_groups.py).
 """
 
 import html
@@ -19,15 +20,7 @@ import yaml
 from portal.helpers import sdk_examples
 from portal.views.docs import SDK_REPOSITORY
 
-from . import test_sdk
-
-# Its module-scoped fixtures, made visible here.
-generated, live_url, node_project, python_sdk = (
-    test_sdk.generated,
-    test_sdk.live_url,
-    test_sdk.node_project,
-    test_sdk.python_sdk,
-)
+from .sdk_build import PUBLISH, ROOT, run
 
 EXPECTED = {
     "submit-job": re.compile(
@@ -70,8 +63,8 @@ def test_sdk_page_installs_from_the_sdk_repository_at_the_running_version(client
 
 
 def test_sdk_repository_on_the_page_is_the_one_the_generated_packages_name():
-    python = yaml.safe_load((test_sdk.ROOT / "sdk-gen" / "python" / "config.yaml").read_text())
-    node = yaml.safe_load((test_sdk.ROOT / "sdk-gen" / "node" / "config.yaml").read_text())
+    python = yaml.safe_load((ROOT / "sdk-gen" / "python" / "config.yaml").read_text())
+    node = yaml.safe_load((ROOT / "sdk-gen" / "node" / "config.yaml").read_text())
     assert python["packageUrl"] == SDK_REPOSITORY
     assert f"https://github.com/{node['gitUserId']}/{node['gitRepoId']}" == SDK_REPOSITORY
 
@@ -85,8 +78,8 @@ def _shell(script: str, cwd, env) -> None:
 def test_sdk_page_install_commands_work_from_the_published_repository(client, generated, tmp_path):
     out = generated[0]
     remote = tmp_path / "levqor-sdk.git"
-    test_sdk.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(remote)])
-    test_sdk.run([*test_sdk.PUBLISH, "--source", str(out)], env={**os.environ, "LEVQOR_SDK_REMOTE": str(remote)})
+    run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(remote)])
+    run([*PUBLISH, "--source", str(out)], env={**os.environ, "LEVQOR_SDK_REMOTE": str(remote)})
     page = client.get("/docs/sdk").text
     # The page's commands exactly, with the public repository swapped for the local copy.
     commands = {k: v.replace(SDK_REPOSITORY, remote.as_uri()) for k, v in _install_commands(page).items()}

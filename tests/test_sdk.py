@@ -1,6 +1,7 @@
 """The generated SDKs, end to end: generation, use against a running app, drift, publishing.
 
-Marked `sdk` (slow: Java, npm and a fresh virtualenv); `pytest -m "not sdk"` leaves them out.
+Marked `sdk` (slow: Java, npm and a fresh virtualenv); `pytest -m "not sdk"` leaves them out. The
+generated SDKs and the app they run against are the fixtures of tests/sdk_build.py.
 """
 
 import importlib.util
@@ -10,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import venv
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,15 +20,12 @@ import yaml
 from levqor_core import tiers
 from levqor_core.metering import counters as metering
 
-from .servers import served_in_thread
+from .sdk_build import GENERATE, HERE, PUBLISH, ROOT, run
 
+# One xdist group with tests/test_portal_sdk_docs.py (tests/xdist_groups.py): the fixtures are built once.
 pytestmark = pytest.mark.sdk
 
-ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi" / "openapi.yaml"
-GENERATE = [sys.executable, str(ROOT / "sdk-gen" / "generate.py")]
-PUBLISH = [sys.executable, str(ROOT / "sdk-gen" / "publish.py")]
-HERE = Path(__file__).resolve().parent / "sdk"
 
 
 def _load(name: str):
@@ -43,54 +40,6 @@ def _load(name: str):
 
 
 drift = _load("drift")
-
-
-def run(cmd, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    assert proc.returncode == 0, f"{cmd} → {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
-    """`make sdk`'s script, once for the module, into a temporary folder (build/sdk is left alone)."""
-    out = tmp_path_factory.mktemp("sdk")
-    proc = run([*GENERATE, "--out", str(out)], cwd=ROOT)
-    return out, proc.stdout
-
-
-@pytest.fixture(scope="module")
-def live_url(cx):
-    """The app served for real by uvicorn on a free port (a thread in this process)."""
-    with served_in_thread(cx) as port:
-        yield f"http://127.0.0.1:{port}/api"
-
-
-@pytest.fixture(scope="module")
-def python_sdk(generated, tmp_path_factory) -> Path:
-    """A fresh virtualenv with only the generated Python SDK (and its dependencies) installed."""
-    out = generated[0]
-    env_dir = tmp_path_factory.mktemp("py-sdk") / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(out / "python")])
-    return python
-
-
-@pytest.fixture(scope="module")
-def node_project(generated, tmp_path_factory) -> Path:
-    """A throwaway Node project with the packed SDK installed from its tarball, as a user would."""
-    out = generated[0]
-    project = tmp_path_factory.mktemp("node-sdk")
-    packed = run(
-        ["npm", "pack", "--ignore-scripts", "--json", "--pack-destination", str(project)], cwd=out / "node"
-    ).stdout
-    tarball = project / json.loads(packed)[0]["filename"]
-    (project / "package.json").write_text(json.dumps({"name": "sdk-consumer", "private": True}))
-    # --prefer-offline: the SDK depends on standardwebhooks, which a fresh machine has not cached yet.
-    run(["npm", "install", "--prefer-offline", "--no-audit", "--no-fund", str(tarball)], cwd=project)
-    shutil.copy(HERE / "node_scenario.cjs", project)
-    return project
 
 
 def _scenario_env(live_url, key) -> dict:

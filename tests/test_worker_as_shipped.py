@@ -210,7 +210,7 @@ def test_canceling_a_running_delay_job_frees_the_worker_within_a_second(app, liv
     api = key_api("pro")
     job = api("POST", "/v1/jobs", json={"workflow": "delay", "input": {"seconds": 6}}).json()
     wait_status(api, job["id"], ("running",))
-    canceled_at = time.monotonic()
+    canceled_at = time.monotonic()  # the delay started before this: it would have ended by canceled_at + 6 s
     assert api("POST", f"/v1/jobs/{job['id']}/cancel").json()["status"] == "canceled"
 
     r = app.extensions["levqor.redis"]
@@ -226,7 +226,7 @@ def test_canceling_a_running_delay_job_frees_the_worker_within_a_second(app, liv
     assert wait_status(api, echo["id"], ("succeeded",), timeout=3)["result"] == {"next": 1}
     assert RQJob.fetch(f"run-{job['id']}", connection=r).get_status() == "stopped"  # not retried
 
-    time.sleep(6)  # past the end of the delay it would have slept
+    time.sleep(max(0.0, canceled_at + 6.5 - time.monotonic()))  # past the end of the delay it would have slept
     final = api("GET", f"/v1/jobs/{job['id']}").json()
     assert final["status"] == "canceled" and final["result"] is None
 
