@@ -7,13 +7,11 @@ from levqor_core import problems
 from levqor_core.web import request_state
 
 
-def area_of(path: str) -> str:
-    """Which limit a call counts against: the v1 quota, the sandbox cap, or neither."""
-    if path.startswith("/api/v1/"):
-        return "v1"
-    if path.startswith("/api/sandbox/"):
-        return "sandbox"
-    return "meta"
+def area_of(scope: dict, state: request_state.RequestState) -> str:
+    """Which limit a call counts against: its operation's `x-levqor-area` in the spec (the v1 quota,
+    the sandbox cap), or neither (`meta`), as read at start-up (levqor_core.spec.operation_areas)."""
+    operation_id = scope["extensions"]["connexion_routing"]["operation_id"]
+    return state.extensions["levqor.operation_areas"].get(operation_id, "meta")
 
 
 async def api_key_auth(api_key, required_scopes=None, request=None):
@@ -24,7 +22,7 @@ async def api_key_auth(api_key, required_scopes=None, request=None):
     state = request_state.of(scope)
     try:
         admitted = await state.gate.authorize_async(
-            api_key, area_of(scope["path"]), client=client[0] if client else None
+            api_key, area_of(scope, state), client=client[0] if client else None
         )
     except problems.Problem as refusal:
         if caller := getattr(refusal, "caller", None):  # a valid key over its limits: still its call

@@ -56,6 +56,8 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     app.session_interface = CookieSessionsOnlyWhenSent()
 
     register_extensions(app)
+    # Which limit each operation's key calls count against (the spec's x-levqor-area).
+    app.extensions["levqor.operation_areas"] = contract.operation_areas(spec)
     # /api/postman.json: built at setup (openapi/postman.py), served as read here.
     collection = postman.load()
     app.extensions["levqor.postman"] = collection and postman.served(collection, app.config["PUBLIC_BASE_URL"] + "/api")

@@ -18,13 +18,33 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = ROOT / "openapi" / "openapi.yaml"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
-# Wiring for Connexion, not part of the contract.
-_WIRING = ("x-openapi-router-controller", "x-apikeyInfoFunc")
+# Which limit an operation's key calls count against: `v1` (the quota), `sandbox` (the daily cap),
+# absent: neither (the burst limit only).
+AREA_EXTENSION = "x-levqor-area"
+# Wiring for Connexion and the app (the gate's area, the guard's body limit), not part of the contract.
+_WIRING = ("x-openapi-router-controller", "x-apikeyInfoFunc", AREA_EXTENSION, "x-levqor-max-body-bytes")
 
 
 def load(path: Path = SPEC_PATH) -> dict:
     """openapi/openapi.yaml (or `path`), parsed."""
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def operation_areas(spec: dict) -> dict[str, str]:
+    """Each operation's area (`meta` where the spec names none), read once at start-up; by its
+    operationId and by the id Connexion routes it under (`<x-openapi-router-controller>.<id>`)."""
+    areas = {}
+    for item in spec.get("paths", {}).values():
+        for method in METHODS:
+            operation = item.get(method)
+            if not isinstance(operation, dict) or "operationId" not in operation:
+                continue
+            area = operation.get(AREA_EXTENSION, "meta")
+            areas[operation["operationId"]] = area
+            controller = operation.get("x-openapi-router-controller") or item.get("x-openapi-router-controller")
+            if controller:
+                areas[f"{controller}.{operation['operationId']}"] = area
+    return areas
 
 
 def is_internal(operation: dict) -> bool:

@@ -418,3 +418,18 @@ def test_key_creation_headers_name_the_daily_limit_and_only_a_refusal_has_retry_
     refused = dev.new_key()
     assert refused.status_code == 429 and refused.json()["type"].endswith("/key-creation-limited")
     assert refused.headers["RateLimit"].startswith('"daily";r=0;') and int(refused.headers["Retry-After"]) > 0
+
+
+def test_the_limit_a_call_counts_against_is_its_operations_area_in_the_spec(client, app, make_account, monkeypatch):
+    _, key = make_account(tier="sandbox")
+    headers = {"x-api-key": key}
+    metered = client.get("/api/v1/workflows", headers=headers)
+    assert metered.headers["X-RateLimit-Limit"] == "1000"  # v1: the monthly quota
+    # Were the operation declared without an area, its calls would count against neither limit.
+    areas = app.extensions["levqor.operation_areas"]
+    for routed_as in [name for name in areas if name.rpartition(".")[2] == "list_workflows"]:
+        monkeypatch.setitem(areas, routed_as, "meta")
+    unmetered = client.get("/api/v1/workflows", headers=headers)
+    assert unmetered.headers["X-RateLimit-Limit"] == "10"  # the burst limit only
+    usage = client.get("/api/usage", headers=headers).json()
+    assert usage["calls_used"] == 1

@@ -408,8 +408,8 @@ def test_the_report_endpoint_is_internal_and_signed_and_stripe_keeps_its_own_bod
     spec = load_spec()
     operation = spec["paths"]["/secret-scanning/github"]["post"]
     assert operation["x-internal"] is True and operation["security"] == [{"GitHubSecretScanning": []}]
-    assert operation["x-max-body-bytes"] == 64 * 1024
-    assert spec["paths"]["/billing/webhook"]["post"]["x-max-body-bytes"] == 1024 * 1024
+    assert operation["x-levqor-max-body-bytes"] == 64 * 1024
+    assert spec["paths"]["/billing/webhook"]["post"]["x-levqor-max-body-bytes"] == 1024 * 1024
     assert "key.leaked" in spec["x-webhooks"]
 
 
@@ -417,12 +417,14 @@ def test_body_limits_come_from_the_spec_and_refuse_what_the_guard_cannot_apply()
     from levqor_core.web.request_guard import body_limits
 
     spec = {"servers": [{"url": "https://api.levqor.dev/api"}, {"url": "/api"}], "paths": {}}
-    spec["paths"]["/a"] = {"post": {"x-max-body-bytes": 10}, "put": {"x-max-body-bytes": 10}, "get": {}}
+    spec["paths"]["/a"] = {"post": {"x-levqor-max-body-bytes": 10}, "put": {"x-levqor-max-body-bytes": 10}, "get": {}}
     assert body_limits(spec) == {"/api/a": 10}
     with pytest.raises(ValueError, match="fixed path"):  # the guard runs before routing: paths only
-        body_limits({"paths": {"/a/{id}": {"post": {"x-max-body-bytes": 10}}}})
+        body_limits({"paths": {"/a/{id}": {"post": {"x-levqor-max-body-bytes": 10}}}})
     with pytest.raises(ValueError, match="disagree"):
-        body_limits({"paths": {"/a": {"post": {"x-max-body-bytes": 10}, "put": {"x-max-body-bytes": 20}}}})
+        body_limits(
+            {"paths": {"/a": {"post": {"x-levqor-max-body-bytes": 10}, "put": {"x-levqor-max-body-bytes": 20}}}}
+        )
 
 
 def test_a_portal_session_still_needs_its_csrf_token_on_the_key_operations(portal):

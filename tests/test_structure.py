@@ -239,3 +239,13 @@ def test_per_request_state_travels_only_as_the_request_state_object():
         if path.name != "request_state.py" and pattern.search(path.read_text())
     ]
     assert offenders == []
+
+
+def test_the_gate_reads_each_operations_area_from_the_spec():
+    """The limit a key's call counts against is the operation's `x-levqor-area`, not its path."""
+    from levqor_core.spec import load, operation_areas
+
+    areas = operation_areas(load())
+    assert areas["get_job"] == areas["create_job"] == areas["list_webhook_endpoints"] == "v1"
+    assert areas["sandbox_get_job"] == areas["sandbox_list_workflows"] == "sandbox"
+    assert areas["get_usage"] == areas["get_key"] == areas["get_health"] == "meta"

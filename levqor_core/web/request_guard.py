@@ -11,10 +11,11 @@ import time
 from levqor_core import problems
 from levqor_core.requestlog import recorder as request_log
 from levqor_core.web import request_metrics, request_state
+from levqor_core.web.api_paths import is_api_path
 from levqor_core.web.request_log import CURRENT, HEADER, new_request_id
 
 # An operation's own body limit in the spec (Stripe's webhook takes up to 1 MiB, GitHub's reports 64 KiB).
-BODY_LIMIT_EXTENSION = "x-max-body-bytes"
+BODY_LIMIT_EXTENSION = "x-levqor-max-body-bytes"
 _METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # JSON bodies may nest arrays and objects this deep. Python's parser, the schema validators and the
@@ -31,8 +32,10 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 # HTTPS only for a year. Over plain HTTP browsers ignore it, so local runs are unaffected.
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 PROBLEM_JSON = b"application/problem+json"
-# The request body kept for the log of a failed call: enough to see what was sent.
+# What the request log keeps of a call's bodies: enough to see what was sent and answered (the row
+# keeps MAX_BODY_CHARS characters of the request, twice that of the answer; UTF-8 is 4 bytes at most).
 LOGGED_BODY_BYTES = 4 * request_log.MAX_BODY_CHARS
+LOGGED_RESPONSE_BYTES = 2 * LOGGED_BODY_BYTES
 
 
 def json_depth_exceeds(body: bytes | bytearray, max_depth: int = MAX_JSON_DEPTH) -> bool:
@@ -63,7 +66,7 @@ def json_depth_exceeds(body: bytes | bytearray, max_depth: int = MAX_JSON_DEPTH)
 
 def body_limits(spec: dict) -> dict[str, int]:
     """The request paths (under the spec's own server, `/api`) whose operation sets its own body
-    limit (`x-max-body-bytes`). The guard runs before routing, so it knows a request only by its
+    limit (`x-levqor-max-body-bytes`). The guard runs before routing, so it knows a request only by its
     path: such a path may hold no parameter, and its operations must agree on one limit."""
     base = next((s["url"] for s in spec.get("servers") or () if s.get("url", "").startswith("/")), "")
     limits: dict[str, int] = {}
@@ -113,7 +116,7 @@ class _Response:
     """The guard's send(): every response gets the security headers, the gate's rate-limit headers
     and the Request-Id; a problem+json body is held until whole to splice `request_id` into it."""
 
-    def __init__(self, send, state: request_state.RequestState, security_headers: list):
+    def __init__(self, send, state: request_state.RequestState, security_headers: list, api_call: bool):
         self._send = send
         self._state = state
         self._security_headers = security_headers
@@ -121,6 +124,18 @@ class _Response:
         self._chunks: list[bytes] = []
         self.status = 500
         self.problem_body: bytes | None = None
+        # The first bytes of an API call's answer, for its request log; none of one that carries a
+        # secret (Cache-Control: no-store: a new key, a new webhook endpoint's signing secret).
+        self._keep = api_call
+        self._kept: list[bytes] = []
+        self._kept_bytes = 0
+
+    @property
+    def body(self) -> bytes | None:
+        """What the request log keeps of the answer: the problem, or the first LOGGED_RESPONSE_BYTES."""
+        if self.problem_body is not None:
+            return self.problem_body
+        return b"".join(self._kept)[:LOGGED_RESPONSE_BYTES] if self._keep and self._kept else None
 
     async def send(self, message) -> None:
         if message["type"] == "http.response.start":
@@ -135,6 +150,10 @@ class _Response:
             start, message = self._problem_with_request_id()
             CURRENT.set(self._state.request_id)
             await self._send(start)
+        elif self._keep and message["type"] == "http.response.body" and self._kept_bytes < LOGGED_RESPONSE_BYTES:
+            chunk = message.get("body", b"")[: LOGGED_RESPONSE_BYTES - self._kept_bytes]
+            self._kept.append(chunk)
+            self._kept_bytes += len(chunk)
         await self._send(message)
 
     def _start(self, message) -> dict | None:
@@ -147,6 +166,8 @@ class _Response:
             if key not in present:
                 headers.append((key, value.encode()))
         headers.append((HEADER, self._state.request_id.encode()))
+        if self._keep and any(k.lower() == b"cache-control" and b"no-store" in v.lower() for k, v in headers):
+            self._keep = False
         message = {**message, "headers": headers}
         if any(k.lower() == b"content-type" and v.startswith(PROBLEM_JSON) for k, v in headers):
             self._held = message
@@ -198,7 +219,8 @@ class RequestGuard:
         # extensions dict lets us read it afterwards.
         scope.setdefault("extensions", {})
         state = request_state.begin(scope, new_request_id(), self.flask_app.extensions)
-        response = _Response(send, state, [NOSNIFF, HSTS] if scope.get("scheme") == "https" else [NOSNIFF])
+        security_headers = [NOSNIFF, HSTS] if scope.get("scheme") == "https" else [NOSNIFF]
+        response = _Response(send, state, security_headers, api_call=is_api_path(scope.get("path", "")))
         at, started = time.time(), time.perf_counter()
         try:
             await self._guarded(scope, receive, response.send, state)
@@ -225,7 +247,7 @@ class RequestGuard:
         await self.app(scope, receive, send)
 
     def _limit(self, scope) -> int:
-        """The body limit of the operation at this path (the spec's `x-max-body-bytes`), else the app's."""
+        """The body limit of the operation at this path (the spec's `x-levqor-max-body-bytes`), else the app's."""
         return self.body_limits.get(scope.get("path"), self.max_body_bytes)
 
     async def _read_body(self, scope, receive, headers: dict, state) -> tuple | None:
@@ -265,12 +287,11 @@ class RequestGuard:
 
     def _record(self, scope, state: request_state.RequestState, response: _Response, at: float, seconds: float):
         """The request in the metrics; an account's call in its request log."""
-        status, problem_body = response.status, response.problem_body
-        request_metrics.record(scope, status, seconds, (problem_body or b"") if status == 429 else None)
+        status = response.status
+        request_metrics.record(scope, status, seconds, (response.problem_body or b"") if status == 429 else None)
         if state.account_id is None or self.request_log is None:
             return
         self.request_log.start()
-        failed = status >= 400
         self.request_log.add(
             request_log.entry(
                 at,
@@ -282,8 +303,8 @@ class RequestGuard:
                 scope.get("query_string", b""),
                 status,
                 seconds,
-                state.body[:LOGGED_BODY_BYTES] if failed and state.body else None,
-                problem_body if failed else None,
+                state.body[:LOGGED_BODY_BYTES] if state.body else None,
+                response.body,
             )
         )
 

@@ -44,6 +44,15 @@ module.exports = (doc) => {
           });
         }
       }
+      // Which limit a key's call counts against (handlers/security.py reads it at start-up): the v1
+      // quota or the sandbox's daily cap; absent, neither (burst only).
+      const area = op["x-levqor-area"];
+      if (area !== undefined && !["v1", "sandbox"].includes(area)) {
+        results.push({ message: "x-levqor-area is `v1`, `sandbox` or absent", path: [...where, "x-levqor-area"] });
+      }
+      if (area !== undefined && !schemes.has("ApiKeyAuth")) {
+        results.push({ message: `${op.operationId} takes no API key: x-levqor-area means nothing`, path: where });
+      }
       if (op["x-internal"] !== undefined && op["x-internal"] !== true) {
         results.push({ message: "x-internal is `true` or absent", path: [...where, "x-internal"] });
       }
