@@ -104,7 +104,7 @@ def test_a_failed_calls_detail_shows_its_problem_body_and_never_the_key_a_secret
         shown = dev.client.get(f"/developer/logs/{request_id}", headers=headers)
         assert shown.status_code == 200
         text = html.unescape(shown.text)
-        problem = re.search(r'aria-label="Problem returned"><code>(.*?)</code>', text, re.S).group(1)
+        problem = re.search(r'aria-label="Response body"><code>(.*?)</code>', text, re.S).group(1)
         assert json.loads(problem)["request_id"] == request_id and json.loads(problem)["status"] == failed.status_code
         for secret in (key, "hunter2-secret", "whsec_c2VjcmV0c2VjcmV0", key[4:20]):
             assert secret not in text

@@ -315,7 +315,7 @@ def test_the_log_page_needs_a_session_and_has_a_readable_empty_state(client, por
     assert 'href="/developer/logs"' in page  # in the navigation
 
 
-def test_what_is_stored_errors_keep_the_body_and_problem_truncated_and_no_key(app, cx, developer, recorder):
+def test_what_is_stored_bodies_and_answers_truncated_and_no_key(app, cx, developer, recorder):
     dev, key = developer
     api = cx.test_client()
     body = {"workflow": "echo", "input": {"note": "x" * 20_000, "leaked": key}, "extra": 1}
@@ -331,13 +331,39 @@ def test_what_is_stored_errors_keep_the_body_and_problem_truncated_and_no_key(ap
         assert len(error.request_body) <= request_log.MAX_BODY_CHARS + 1 and error.request_body.startswith(
             '{"workflow"'
         )
-        assert json.loads(error.problem)["request_id"] == failed.headers["Request-Id"]
+        assert json.loads(error.response_body)["request_id"] == failed.headers["Request-Id"]
         assert error.key_id and not error.sandbox and error.latency_ms > 0
-        assert success.request_body is None and success.problem is None and success.problem_type is None
+        # A successful call keeps what the API answered too (a GET sends no body).
+        assert success.request_body is None and success.problem_type is None
+        assert json.loads(success.response_body) == ok.json()
         leaked = stored[leak.headers["Request-Id"]]
         assert key not in leaked.query and "redacted" in leaked.query
         for entry in stored.values():
             assert key not in " ".join(str(v) for v in vars(entry).values())
+
+
+def test_a_successful_call_keeps_its_bodies_but_never_an_answer_that_carried_a_secret(app, cx, developer, recorder):
+    dev, key = developer
+    api = cx.test_client()
+    created = api.post("/api/sandbox/v1/jobs", json={"workflow": "echo", "input": {"a": 1}}, headers={"x-api-key": key})
+    endpoint = api.post(
+        "/api/sandbox/v1/webhook_endpoints",
+        json={"url": "https://example.com/hooks", "events": ["job.succeeded"]},
+        headers={"x-api-key": key},
+    )
+    assert created.status_code == 202 and endpoint.status_code == 201 and endpoint.json()["secret"].startswith("whsec_")
+    recorder.flush()
+    with app.app_context():
+        stored = {e.request_id: e for e in db.session.scalars(sa.select(RequestLogEntry))}
+    job = stored[created.headers["Request-Id"]]
+    assert json.loads(job.request_body) == {"workflow": "echo", "input": {"a": 1}}
+    assert json.loads(job.response_body)["id"] == created.json()["id"]
+    # The signing secret is shown once, in that answer (Cache-Control: no-store), and stored nowhere.
+    hook = stored[endpoint.headers["Request-Id"]]
+    assert hook.status == 201 and hook.response_body is None
+    assert endpoint.json()["secret"] not in " ".join(str(v) for v in vars(hook).values())
+    detail = dev.client.get(f"/developer/logs/{created.headers['Request-Id']}").text
+    assert "Response body" in detail and created.json()["id"] in detail
 
 
 def test_recording_a_call_touches_no_database_on_the_request_path(app, cx, make_account, recorder, monkeypatch):

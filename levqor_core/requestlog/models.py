@@ -32,9 +32,11 @@ class RequestLogEntry(db.Model):
     latency_ms: Mapped[float] = mapped_column(sa.Float)
     problem_type: Mapped[str | None] = mapped_column(sa.String(200))
     sandbox: Mapped[bool] = mapped_column(sa.Boolean)
-    # Only for errors (status >= 400), truncated; never any header, so never the key.
+    # What was sent, truncated; never any header, so never the key (and a key pasted in is redacted).
     request_body: Mapped[str | None] = mapped_column(sa.Text)
-    problem: Mapped[str | None] = mapped_column(sa.Text)
+    # What the API answered (a problem for a failed call), up to 8,192 characters; none for an answer
+    # that carried a secret (a new webhook endpoint's signing secret: `Cache-Control: no-store`).
+    response_body: Mapped[str | None] = mapped_column(sa.Text)
 
     @property
     def problem_slug(self) -> str | None:

@@ -59,10 +59,12 @@ def entry(
     status: int,
     seconds: float,
     request_body: bytes | None,
-    problem: bytes | None,
+    response_body: bytes | None,
 ) -> tuple:
-    """One call as the hot path hands it over (a plain tuple: cheap to build and to queue)."""
-    return (at, account_id, key_id, request_id, method, path, query, status, seconds, request_body, problem)
+    """One call as the hot path hands it over (a plain tuple: cheap to build and to queue). The
+    bodies are the first bytes of each, as the request guard kept them (none of a response that
+    carried a secret)."""
+    return (at, account_id, key_id, request_id, method, path, query, status, seconds, request_body, response_body)
 
 
 def weight(call: tuple) -> int:
@@ -236,7 +238,7 @@ _COLUMNS = (
     "problem_type",
     "sandbox",
     "request_body",
-    "problem",
+    "response_body",
 )
 _COPY = f"COPY request_log ({', '.join(_COLUMNS)}) FROM STDIN"
 
@@ -255,9 +257,8 @@ def _insert(conn: sa.Connection, rows: list[dict]) -> None:
 
 def row(call: tuple) -> dict:
     """The table row for one buffered call: decoded, truncated, keys redacted."""
-    at, account_id, key_id, request_id, method, path, query, status, seconds, body, problem = call
+    at, account_id, key_id, request_id, method, path, query, status, seconds, body, response = call
     error = status >= 400
-    problem_text = _text(problem, MAX_BODY_CHARS * 2) if error and problem else None
     return {
         "account_id": account_id,
         "at": datetime.fromtimestamp(at, UTC),
@@ -268,10 +269,10 @@ def row(call: tuple) -> dict:
         "query": _text(query, MAX_QUERY_CHARS) or None,
         "status": status,
         "latency_ms": round(seconds * 1000, 3),
-        "problem_type": _problem_type(problem) if error and problem else None,
+        "problem_type": _problem_type(response) if error and response else None,
         "sandbox": path.startswith("/api/sandbox/"),
-        "request_body": _text(body, MAX_BODY_CHARS) if error and body else None,
-        "problem": problem_text,
+        "request_body": _text(body, MAX_BODY_CHARS) or None,
+        "response_body": _text(response, MAX_BODY_CHARS * 2) or None,
     }
 
 

@@ -58,7 +58,7 @@ def logs_more():
 @bp.get("/developer/logs/<request_id>")
 @login_required
 def log_entry(request_id: str):
-    """One call in full: its query and, for an error, the request body and the problem returned."""
+    """One call in full: its query, the request body and what the API answered."""
 
     found = queries.find(current_user.id, request_id[:32], utcnow())
     if found is None:
@@ -85,8 +85,10 @@ def detail_context(entry) -> dict:
         "query": redact.text(entry.query),
         "request_body": _pretty(request_body),
         "request_body_cut": len(request_body) > cut and request_body.endswith("…"),
-        "problem": _pretty(redact.text(entry.problem)),
-        "problem_cut": bool(entry.problem) and len(entry.problem) > cut * 2 and entry.problem.endswith("…"),
+        "response_body": _pretty(redact.text(entry.response_body)),
+        "response_body_cut": bool(entry.response_body)
+        and len(entry.response_body) > cut * 2
+        and entry.response_body.endswith("…"),
         "max_body": cut,
         "try_url": None,
         "operation": None,
