@@ -20,6 +20,8 @@ import json
 import re
 from pathlib import Path
 
+from levqor_core.spec import resolve
+
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTION_PATH = ROOT / "build" / "postman" / "levqor.postman_collection.json"
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -72,15 +74,6 @@ def _operations(spec: dict) -> dict[str, tuple[str, str, dict]]:
     return found
 
 
-def _resolve(spec: dict, node):
-    while isinstance(node, dict) and "$ref" in node:
-        target = spec
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
-
-
 def success_status(operation: dict) -> int:
     """The operation's success status: the first 2xx the spec lists for it (`POST /v1/jobs`
     lists `202` before a replay's `200`; the collection sends a fresh Idempotency-Key)."""
@@ -101,8 +94,8 @@ def links(spec: dict) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, st
         for code, response in operation["responses"].items():
             if not str(code).startswith("2"):
                 continue
-            for link in _resolve(spec, response).get("links", {}).values():
-                link = _resolve(spec, link)
+            for link in resolve(spec, response).get("links", {}).values():
+                link = resolve(spec, link)
                 for parameter, expression in link.get("parameters", {}).items():
                     match = _BODY_POINTER.match(str(expression))
                     if not match:
@@ -175,7 +168,7 @@ def finish(collection: dict, spec: dict) -> dict:
                 header.pop("disabled", None)
                 header["value"] = "{{$guid}}"  # a fresh key each run: a rerun creates a new job
         if op_id in BODY_EXAMPLE:
-            body = _resolve(spec, operation["requestBody"])["content"]["application/json"]
+            body = resolve(spec, operation["requestBody"])["content"]["application/json"]
             item["request"]["body"]["raw"] = json.dumps(body["examples"][BODY_EXAMPLE[op_id]]["value"], indent=2)
 
     def first_rank(item: dict) -> int:

@@ -47,6 +47,16 @@ def operation_areas(spec: dict) -> dict[str, str]:
     return areas
 
 
+def resolve(spec: dict, node):
+    """Follow local $refs (`#/components/...`), one level at a time, as often as needed."""
+    while isinstance(node, dict) and "$ref" in node:
+        target = spec
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
 def is_internal(operation: dict) -> bool:
     return operation.get("x-internal") is True
 

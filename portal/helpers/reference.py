@@ -8,6 +8,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from levqor_core.spec import resolve
+
 from . import snippets
 
 HTTP_REASONS = {
@@ -86,7 +88,7 @@ class Tag:
 
 
 def _type(spec: dict, schema: dict) -> str:
-    schema = snippets._resolve(spec, schema or {})
+    schema = resolve(spec, schema or {})
     kind = schema.get("type") or ("object" if "properties" in schema else "")
     if kind == "array":
         return f"array of {_type(spec, schema.get('items', {}))}"
@@ -106,7 +108,7 @@ def _example_of(spec: dict, media: dict) -> str:
     if "example" in media:
         value = media["example"]
     elif media.get("examples"):
-        value = snippets._resolve(spec, next(iter(media["examples"].values()))).get("value")
+        value = resolve(spec, next(iter(media["examples"].values()))).get("value")
     else:
         value = snippets._example_value(spec, media.get("schema", {}))
     return json.dumps(value, indent=2) if value not in (None, {}, []) else ""
@@ -116,7 +118,7 @@ def _responses(spec: dict, operation: dict) -> list[Response]:
     found = []
     for status, response in operation.get("responses", {}).items():
         name = _ref_name(response)
-        response = snippets._resolve(spec, response)
+        response = resolve(spec, response)
         content = response.get("content", {})
         media = content.get("application/json") or content.get("application/problem+json") or {}
         schema = media.get("schema", {})
@@ -154,8 +156,8 @@ def tags(base_url: str) -> list[Tag]:
                 continue
             op_id = operation["operationId"]
             params = []
-            for p in [snippets._resolve(spec, p) for p in shared + operation.get("parameters", [])]:
-                schema = snippets._resolve(spec, p.get("schema", {}))
+            for p in [resolve(spec, p) for p in shared + operation.get("parameters", [])]:
+                schema = resolve(spec, p.get("schema", {}))
                 params.append(
                     Param(
                         p["name"],
@@ -167,13 +169,13 @@ def tags(base_url: str) -> list[Tag]:
                     )
                 )
             body_fields, body_example = [], ""
-            body = snippets._resolve(spec, operation.get("requestBody"))
+            body = resolve(spec, operation.get("requestBody"))
             if body:
                 media = body.get("content", {}).get("application/json", {})
-                schema = snippets._resolve(spec, media.get("schema", {}))
+                schema = resolve(spec, media.get("schema", {}))
                 required = set(schema.get("required", []))
                 for name, prop in schema.get("properties", {}).items():
-                    resolved = snippets._resolve(spec, prop)
+                    resolved = resolve(spec, prop)
                     body_fields.append(
                         Field(name, _type(spec, resolved), name in required, resolved.get("description", ""))
                     )

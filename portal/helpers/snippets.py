@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from levqor_core.spec import resolve
+
 SPEC = Path(__file__).resolve().parents[2] / "openapi" / "openapi.yaml"
 METHODS = ("get", "post", "put", "patch", "delete")
 KEY_ENV = "LEVQOR_API_KEY"
@@ -40,18 +42,8 @@ def load_spec(path: Path = SPEC) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def _resolve(spec: dict, node):
-    """Follow local $refs (one level at a time, as often as needed)."""
-    while isinstance(node, dict) and "$ref" in node:
-        target = spec
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
-
-
 def _example_value(spec: dict, schema: dict, name: str = "value"):
-    schema = _resolve(spec, schema or {})
+    schema = resolve(spec, schema or {})
     for key in ("example", "default"):
         if key in schema:
             return schema[key]
@@ -67,7 +59,7 @@ def _example_value(spec: dict, schema: dict, name: str = "value"):
 
 
 def _body_example(spec: dict, operation: dict):
-    body = _resolve(spec, operation.get("requestBody"))
+    body = resolve(spec, operation.get("requestBody"))
     if not body:
         return None
     media = body.get("content", {}).get("application/json")
@@ -76,7 +68,7 @@ def _body_example(spec: dict, operation: dict):
     if "example" in media:
         return media["example"]
     if media.get("examples"):
-        first = _resolve(spec, next(iter(media["examples"].values())))
+        first = resolve(spec, next(iter(media["examples"].values())))
         return first.get("value")
     value = _example_value(spec, media.get("schema", {}))
     return value if (value or body.get("required")) else None
@@ -167,7 +159,7 @@ def examples(base_url: str, spec: dict | None = None) -> list[Example]:
                 sunset=str(operation.get("x-sunset", "")),
             )
             concrete, query = server + path, []
-            for param in [_resolve(spec, p) for p in shared + operation.get("parameters", [])]:
+            for param in [resolve(spec, p) for p in shared + operation.get("parameters", [])]:
                 value = param.get("example", _example_value(spec, param.get("schema", {}), param["name"]))
                 if param["in"] == "path":
                     concrete = concrete.replace("{" + param["name"] + "}", str(value))
