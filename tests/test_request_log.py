@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import redis
 import sqlalchemy as sa
 
 from levqor_core import tiers
@@ -520,6 +521,9 @@ def test_calls_written_after_their_account_was_deleted_are_swept_by_the_trim(app
 def test_the_procfile_web_process_logs_request_ids_and_writes_the_log(postgres_server, redis_server, tmp_path):
     processes = shipped.procfile()
     port = free_port()
+    # A fresh database numbers its first account 1 again, and per-account counters in Redis (the
+    # day's key creation) are keyed by that id: a new deployment starts on an empty Redis too.
+    redis.Redis.from_url(redis_server.url).flushdb()
     env = shipped.shipped_env(
         postgres_server.create_database(f"reqlog_{uuid.uuid4().hex[:8]}"), redis_server.url, port, tmp_path
     )
