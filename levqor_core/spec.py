@@ -110,11 +110,8 @@ def _refs(node, found: set[str]) -> None:
             _refs(value, found)
 
 
-def _prune_components(spec: dict) -> None:
-    """Drop components nothing outside `components` reaches, following refs between components.
-    Security schemes are kept as long as a security requirement names them."""
-    components = spec.get("components", {})
-    roots = {k: v for k, v in spec.items() if k != "components"}
+def _reached(components: dict, roots) -> set[str]:
+    """Every `#/components/...` ref `roots` reaches, directly or through other components."""
     reached: set[str] = set()
     _refs(roots, reached)
     todo = list(reached)
@@ -124,6 +121,14 @@ def _prune_components(spec: dict) -> None:
         _refs(components.get(kind, {}).get(name.replace("~1", "/").replace("~0", "~")), found)
         todo.extend(found - reached)
         reached |= found
+    return reached
+
+
+def _prune_components(spec: dict) -> None:
+    """Drop components nothing outside `components` reaches, following refs between components.
+    Security schemes are kept as long as a security requirement names them."""
+    components = spec.get("components", {})
+    reached = _reached(components, {k: v for k, v in spec.items() if k != "components"})
     schemes = {name for op in _operations(spec) for req in op.get("security", []) for name in req}
     schemes |= {name for req in spec.get("security", []) for name in req}
     for kind, members in list(components.items()):
@@ -160,6 +165,25 @@ def envelopes(spec: dict) -> dict:
 
 def has_variants(spec: dict) -> bool:
     return any(envelope(s) is not s for s in spec.get("components", {}).get("schemas", {}).values())
+
+
+def paths_reaching_variants(spec: dict) -> set[str]:
+    """The paths whose operations use, directly or through other schemas, a schema with variants."""
+    components = spec.get("components", {})
+    variants = {
+        "#/components/schemas/" + name.replace("~", "~0").replace("/", "~1")
+        for name, schema in components.get("schemas", {}).items()
+        if envelope(schema) is not schema
+    }
+    return {path for path, item in spec.get("paths", {}).items() if _reached(components, item) & variants}
+
+
+def only_paths(spec: dict, paths: set[str]) -> dict:
+    """A copy of `spec` with just these paths and the components they still use."""
+    out = copy.deepcopy(spec)
+    out["paths"] = {path: item for path, item in spec.get("paths", {}).items() if path in paths}
+    _prune_components(out)
+    return out
 
 
 def public_json(spec: dict) -> str:
