@@ -23,7 +23,7 @@ from levqor_core.web.limiter import limiter
 from .fakes.notion_server import NotionServer
 from .sdk_build import generated, live_url, node_project, python_sdk  # noqa: F401 (fixtures)
 from .servers import PostgresServer, RedisServer, free_port
-from .xdist_groups import GroupScheduling
+from .xdist_groups import GroupScheduling, first_then_the_rest
 
 # Every response the suite provokes is checked against the spec, in this process and in the
 # servers the tests start (production leaves it off: README "Speed").
@@ -40,6 +40,11 @@ def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") == "loadgroup":
         return GroupScheduling(config, log)
     return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first (tests/xdist_groups.py FIRST), so no worker ends the run alone on one."""
+    first_then_the_rest(items)
 
 
 @pytest.fixture(scope="session")
