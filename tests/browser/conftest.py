@@ -31,9 +31,23 @@ def live_server(cx):
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    _SERVERS[url] = server
+    yield url
     server.should_exit = True
     thread.join(timeout=10)
+
+
+_SERVERS: dict = {}  # live_server's uvicorn server by its URL
+
+
+def _drain(url: str, timeout: float = 10) -> None:
+    """Wait until the live server answers no request: one a closed page had sent (an htmx poll)
+    would otherwise finish during the next test, its log entry under that test's account 1."""
+    server = _SERVERS[url]
+    deadline = time.monotonic() + timeout
+    while server.server_state.tasks and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +73,7 @@ def context(browser, live_server):
     ctx.set_default_timeout(15_000)
     yield ctx
     ctx.close()
+    _drain(live_server)
 
 
 class ConsoleWatch:
