@@ -56,7 +56,7 @@ def test_sdk_page_installs_from_the_sdk_repository_at_the_running_version(client
     assert commands["pip"] == f'pip install "git+{SDK_REPOSITORY}@v{version}#subdirectory=python"'
     assert commands["npm"].splitlines() == [
         f"git clone --depth 1 --branch v{version} {SDK_REPOSITORY}",
-        "(cd levqor-sdk/node && npm install && npm pack --pack-destination ../..)",
+        "(cd levqor-sdk/node && npm install --ignore-scripts && npm pack --pack-destination ../..)",
         f"npm install ./levqor-sdk-{version}.tgz",
     ]
     assert "Python 3.10+" in page and "Python 3.9" not in page and "Node 18+" in page
