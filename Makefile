@@ -58,7 +58,7 @@ spec-check: setup
 
 bench: setup system-deps
 	@command -v wrk >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq wrk >/dev/null || sudo apt-get install -y -qq wrk >/dev/null; }
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(BENCH_SECONDS),--seconds $(BENCH_SECONDS)) $(if $(BENCH_ROUNDS),--rounds $(BENCH_ROUNDS))
 
 # Process CPU per request against bare Connexion, in process (steady where req/s is noise);
 # BENCH_COMPARE=<git rev> adds a before/after.
