@@ -15,7 +15,9 @@ Starts, side by side and each with 2 server processes:
   - the app as shipped: the Procfile's web line (gunicorn, uvicorn workers, wsgi:app) against real
                      PostgreSQL and Redis (tests/servers.py), migrated by the Procfile's release line;
   - AsyncApp + real edge: bench/peers/asyncapp_edge.py, a prototype of the API on AsyncApp with the
-                     app's request guard, gate, problem bodies and headers (docs/decisions/0013-api-host.md).
+                     app's request guard, gate, problem bodies and headers (docs/decisions/0013-api-host.md);
+                     served twice: as Connexion builds it, and with AsyncApp's per-call decorator
+                     building done once per operation (`asyncapp_edge:app_built_once`, a lever).
 The peers are started from the same Procfile line, only the module (and for plain Flask the worker
 class) replaced, so gunicorn's settings (access log included) are the same for all.
 
@@ -69,6 +71,9 @@ GOALS = (
     ("edge_v1", "fastapi", 0.5),  # issue 28, on the AsyncApp prototype
     ("edge_health", "fastapi", 0.5),
     ("edge_job", "connexion", 0.8),
+    ("once_v1", "fastapi", 0.5),  # the same, AsyncApp's decorators built once per operation
+    ("once_health", "fastapi", 0.5),
+    ("once_job", "connexion", 0.8),
 )
 PEERS_BY_NAME = {
     "fastapi": "plain FastAPI",
@@ -326,18 +331,19 @@ def main() -> int:
         if release.returncode != 0:
             sys.exit(f"release failed:\n{release.stdout[-2000:]}\n{release.stderr[-2000:]}")
 
-        servers_ = ("app", "edge", "connexion", "asyncapp", "fastapi", "naive", "flask", "before")
+        servers_ = ("app", "edge", "once", "connexion", "asyncapp", "fastapi", "naive", "flask", "before")
         ports = {name: free_port() for name in servers_}
         argvs = {
             "app": web_argv(ports["app"], args.workers),
             "edge": web_argv(ports["edge"], args.workers, "asyncapp_edge:app", PEERS),
+            "once": web_argv(ports["once"], args.workers, "asyncapp_edge:app_built_once", PEERS),
             "connexion": web_argv(ports["connexion"], args.workers, "server:app", PEERS / "bare_connexion"),
             "asyncapp": web_argv(ports["asyncapp"], args.workers, "server:app", PEERS / "bare_asyncapp"),
             "fastapi": web_argv(ports["fastapi"], args.workers, "fastapi_plain:app", PEERS),
             "naive": web_argv(ports["naive"], args.workers, "fastapi_naive:app", PEERS),
             "flask": web_argv(ports["flask"], args.workers, "plain_flask:app", PEERS, gthread=True),
         }
-        with_app_env = ("app", "before", "edge", "naive")  # the app's database and Redis
+        with_app_env = ("app", "before", "edge", "once", "naive")  # the app's database and Redis
         if args.compare:
             before_tree = workdir / "before"
             subprocess.run(["git", "worktree", "add", "--detach", str(before_tree), args.compare], cwd=ROOT, check=True)
@@ -362,6 +368,9 @@ def main() -> int:
             "edge_health": "AsyncApp + real edge GET /api/health",
             "edge_v1": "AsyncApp + real edge GET /api/v1/workflows",
             "edge_job": "AsyncApp + real edge GET /api/v1/jobs/{id}",
+            "once_health": "… decorators built once: /api/health",
+            "once_v1": "… decorators built once: /api/v1/workflows",
+            "once_job": "… decorators built once: /api/v1/jobs/{id}",
         }
         v1_calls = [(k, "/api/v1/workflows") for k, _ in pairs]
         job_polls = [(k, f"/api/v1/jobs/{j}") for k, j in pairs]
@@ -377,6 +386,9 @@ def main() -> int:
             "edge_health": (ports["edge"], [("-", "/api/health")]),
             "edge_v1": (ports["edge"], v1_calls),
             "edge_job": (ports["edge"], job_polls),
+            "once_health": (ports["once"], [("-", "/api/health")]),
+            "once_v1": (ports["once"], v1_calls),
+            "once_job": (ports["once"], job_polls),
         }
         if args.compare:
             names["before_health"] = f"{args.compare} GET /api/health"
