@@ -296,6 +296,11 @@ def main() -> int:
     parser.add_argument(
         "--loads", default=",".join(map(str, LOADS)), help="wrk connections, comma-separated (the first: the goals')"
     )
+    parser.add_argument(
+        "--targets",
+        help="only these targets, comma-separated (e.g. fastapi,asyncapp,connexion,v1,edge_v1,once_v1): a "
+        "focused run; every server still starts",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs (their path is printed)")
     parser.add_argument(
@@ -395,6 +400,12 @@ def main() -> int:
             names["before_v1"] = f"{args.compare} GET /api/v1/workflows"
             targets["before_health"] = (ports["before"], targets["health"][1])
             targets["before_v1"] = (ports["before"], targets["v1"][1])
+        if args.targets:
+            chosen = args.targets.split(",")
+            if unknown := set(chosen) - set(targets):
+                sys.exit(f"unknown targets {sorted(unknown)}; known: {', '.join(targets)}")
+            targets = {name: targets[name] for name in chosen}
+            names = {name: names[name] for name in chosen}
         listings = {}
         for name, (_, lines) in targets.items():
             listings[name] = workdir / f"{name}.txt"
