@@ -29,8 +29,11 @@ wrk (-t2, on loopback) drives, at heavy (-c32) and light (-c4) load (--loads), a
 round by round: the peers' hellos, the naive stack's key-checked read, the app's GET /api/health,
 the authorised + limited + metered GET /api/v1/workflows spread over --keys Enterprise keys and
 GET /api/v1/jobs/{id} (the job poll), and the same three on the AsyncApp prototype. A Lua script
-counts every response outside 2xx. Each figure is the median of --rounds rounds; the ratios that
-matter (to plain FastAPI, to bare FlaskApp, to bare AsyncApp, to the naive stack) are printed with
+counts every response outside 2xx; psutil reads the server tree's CPU time before and after each
+run, so each target also gets its CPU per request as served (HTTP parsing, socket writes and the
+access log included), which holds much steadier than req/s when other work shares the machine.
+Each figure is the median of --rounds rounds; the ratios that matter (to plain FastAPI, to bare
+FlaskApp, to bare AsyncApp, to the naive stack), by req/s and by CPU per request, are printed with
 the goals of issues 16 and 28. Absolute numbers on a shared machine are noise; the ratios, taken in
 the same run, are the figures. wrk shares the machine's cores with the servers.
 """
@@ -50,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,6 +224,33 @@ def prepare(base: str, database_url: str, keys: int) -> list[tuple[str, str]]:
     return pairs
 
 
+def tree_cpu_seconds(process: subprocess.Popen) -> float:
+    """User + system CPU of a server's whole tree (gunicorn's master and workers) so far."""
+    total = 0.0
+    try:
+        root = psutil.Process(process.pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return total
+    for member in members:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def served_wrk(server: subprocess.Popen, url: str, listing: Path, seconds: int, connections: int) -> dict:
+    """wrk against a served target, with the server tree's CPU per request (µs) over the run: it holds
+    steadier than req/s when other work shares the machine, and includes what the server process
+    really does per request (HTTP parsing, socket writes, the access log), unlike bench/cpu.py."""
+    before = tree_cpu_seconds(server)
+    result = wrk(url, listing, seconds, connections)
+    cpu = tree_cpu_seconds(server) - before
+    return result | {"cpu_us": cpu / max(result["requests"], 1) * 1e6}
+
+
 def wrk(url: str, listing: Path, seconds: int, connections: int) -> dict:
     script = listing.with_suffix(".lua")
     if not script.exists():
@@ -244,11 +275,13 @@ def table(results: dict, names: dict, loads: tuple) -> dict[str, bool]:
     def non2xx(name):
         return sum(r["non2xx"] for c in loads for r in results[name][c])
 
-    heads = " | ".join(f"{'c' + str(c) + ' req/s':>11} {'p50 ms':>7} {'p99 ms':>7}" for c in loads)
+    heads = " | ".join(f"{'c' + str(c) + ' req/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7}" for c in loads)
     print(f"\n{'target':44} {heads}  {'non-2xx':>7}  {'socket errors':>13}")
     for name, label in names.items():
         cells = " | ".join(
-            f"{med(name, c, 'rps'):11.0f} {med(name, c, 'p50'):7.2f} {med(name, c, 'p99'):7.2f}" for c in loads
+            f"{med(name, c, 'rps'):11.0f} {med(name, c, 'p50'):7.2f} {med(name, c, 'p99'):7.2f} "
+            f"{med(name, c, 'cpu_us'):7.0f}"
+            for c in loads
         )
         errors = sum(r["socket_errors"] for c in loads for r in results[name][c])
         print(f"{label:44} {cells}  {non2xx(name):7d}  {errors:13d}")
@@ -272,6 +305,19 @@ def table(results: dict, names: dict, loads: tuple) -> dict[str, bool]:
             ratios = [(med(name, c, "rps") / med(peer, c, "rps"), len(PEERS_BY_NAME[peer]) + 2) for peer in peers]
             cells = " ".join(f"{ratio:{width}.2f}" for ratio, width in ratios)
             print(f"  {label:46} {cells}")
+
+    print(
+        f"\nCPU per request as served (the server tree's CPU over a run ÷ its requests; median), c{loads[0]}: "
+        "the peer's ÷ the target's, i.e. the req/s ratio when CPU is what limits"
+    )
+    print("  " + " " * 46 + " ".join(f"{PEERS_BY_NAME[p]:>{len(PEERS_BY_NAME[p]) + 2}}" for p in peers))
+    for name, label in names.items():
+        ratios = [
+            (med(peer, loads[0], "cpu_us") / med(name, loads[0], "cpu_us"), len(PEERS_BY_NAME[peer]) + 2)
+            for peer in peers
+        ]
+        cells = " ".join(f"{ratio:{width}.2f}" for ratio, width in ratios)
+        print(f"  {label:46} {cells}")
 
     heavy = loads[0]
     print(f"\ngoals (c{heavy}, req/s ratio, the target with 0 non-2xx):")
@@ -406,6 +452,7 @@ def main() -> int:
                 sys.exit(f"unknown targets {sorted(unknown)}; known: {', '.join(targets)}")
             targets = {name: targets[name] for name in chosen}
             names = {name: names[name] for name in chosen}
+        server_of = {name: next(s for s, p in ports.items() if p == port) for name, (port, _) in targets.items()}
         listings = {}
         for name, (_, lines) in targets.items():
             listings[name] = workdir / f"{name}.txt"
@@ -424,7 +471,8 @@ def main() -> int:
             shift = round_ % len(order)
             for c in loads:
                 for name in order[shift:] + order[:shift]:
-                    results[name][c].append(wrk(url(name), listings[name], args.seconds, c))
+                    served = servers[server_of[name]]
+                    results[name][c].append(served_wrk(served, url(name), listings[name], args.seconds, c))
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         for name, process in servers.items():
             if process.poll() is not None:
