@@ -18,7 +18,9 @@ Two measurements, each alternating app / bare RQ for --rounds rounds:
   - throughput: --jobs jobs submitted at once (the same client threads), then the time from the
     first submit to the last job's own finish time (the job row's finished_at; RQ's ended_at):
     jobs per second the pool gets through.
-Prints both with the ratios of issue 28 (app ÷ bare RQ: throughput ≥ 0.8×, p50 ≤ 1.25×).
+Prints both with the ratios of issue 28 (app ÷ bare RQ: throughput ≥ 0.8×, p50 ≤ 1.25×), the CPU
+each pool's process tree (work horses included) spent per job in the batches, steadier than jobs/s
+on a shared machine, and where an app job's time went (its row's timestamps).
 """
 
 import argparse
@@ -165,8 +167,10 @@ def latency(system, clients: int, seconds: float, poll: float) -> list[float]:
     return times
 
 
-def throughput(system, clients: int, jobs: int, timeout: float = 300) -> float:
-    """Jobs per second from the first submit to the last job's own finish time."""
+def throughput(system, clients: int, jobs: int, pools: list, timeout: float = 300) -> tuple[float, list[float]]:
+    """Jobs per second from the first submit to the last job's own finish time, and the CPU (ms) each
+    of `pools` (process trees: the worker pool, the web) spent per job meanwhile."""
+    cpu_before = [bench.tree_cpu_seconds(p) for p in pools]
     started = time.time()
     with ThreadPoolExecutor(clients) as pool:
         ids = list(pool.map(lambda n: system.submit(n % clients, {"n": n}), range(jobs)))
@@ -175,7 +179,9 @@ def throughput(system, clients: int, jobs: int, timeout: float = 300) -> float:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{system.label}: {jobs} jobs not done within {timeout:.0f} s")
         time.sleep(0.05)
-    return jobs / (max(finished) - started)
+    time.sleep(0.5)  # the last work horses exit and are waited for: their CPU is the pool's then
+    cpu = [(bench.tree_cpu_seconds(p) - before) / jobs * 1000 for p, before in zip(pools, cpu_before, strict=True)]
+    return jobs / (max(finished) - started), cpu
 
 
 def main() -> int:
@@ -234,11 +240,15 @@ def main() -> int:
             latency(system, args.clients, 2, poll)
         lat = {name: [] for name in systems}
         rate = {name: [] for name in systems}
+        cpu_per_job = {name: [] for name in systems}
         order = list(systems)
         for round_ in range(args.rounds):
             for name in order[round_ % 2 :] + order[: round_ % 2]:
                 lat[name] += latency(systems[name], args.clients, args.seconds, poll)
-                rate[name].append(throughput(systems[name], args.clients, args.jobs))
+                pools = [procs["worker"], procs["web"]] if name == "app" else [procs["bare"]]
+                jps, cpu = throughput(systems[name], args.clients, args.jobs, pools)
+                rate[name].append(jps)
+                cpu_per_job[name].append(cpu)
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         stages = systems["app"].stages()
         for name, process in procs.items():
@@ -269,6 +279,13 @@ def main() -> int:
         figures[name] = (jps, p50)
         each = " ".join(f"{r:.0f}" for r in rate[name])
         print(f"{system.label:30} {jps:8.1f} ({each:>15}) {p50:8.1f} {p90:8.1f} {len(lat[name]):16d}")
+    app_cpu = [statistics.median(run[i] for run in cpu_per_job["app"]) for i in range(2)]
+    bare_cpu = statistics.median(run[0] for run in cpu_per_job["bare"])
+    print(
+        f"CPU per job in the throughput batches (median): app's worker tree {app_cpu[0]:.1f} ms (+ web "
+        f"{app_cpu[1]:.1f} ms for the POST), bare RQ pool {bare_cpu:.1f} ms; worker ÷ bare "
+        f"{app_cpu[0] / bare_cpu:.1f}×"
+    )
     print(stages)
     t_ratio = figures["app"][0] / figures["bare"][0]
     p_ratio = figures["app"][1] / figures["bare"][1]

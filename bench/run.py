@@ -225,7 +225,8 @@ def prepare(base: str, database_url: str, keys: int) -> list[tuple[str, str]]:
 
 
 def tree_cpu_seconds(process: subprocess.Popen) -> float:
-    """User + system CPU of a server's whole tree (gunicorn's master and workers) so far."""
+    """User + system CPU of a server's whole tree (gunicorn's master and workers) so far, exited
+    descendants included."""
     total = 0.0
     try:
         root = psutil.Process(process.pid)
@@ -237,7 +238,8 @@ def tree_cpu_seconds(process: subprocess.Popen) -> float:
             times = member.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
+        # children_*: descendants that exited and were waited for (RQ's work horses, bench/jobs.py)
+        total += times.user + times.system + times.children_user + times.children_system
     return total
 
 
