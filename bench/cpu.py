@@ -246,7 +246,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--profile",
-        choices=("bare", "health", "v1", *PEER_LABELS),
+        choices=tuple(PEER_LABELS),
         help="print cProfile's view (CPU of the event loop's thread) of --requests requests of this target "
         "instead; BENCH_PROFILE_OUT=file also keeps the raw stats",
     )

@@ -329,7 +329,8 @@ def table(results: dict, names: dict, loads: tuple) -> dict[str, bool]:
             continue
         ratio = med(name, heavy, "rps") / med(peer, heavy, "rps")
         met = ratio >= floor and non2xx(name) == 0
-        verdicts[f"{name}/{peer}"] = met
+        if not name.startswith(("edge_", "once_")):  # the prototype's are shown, not checked (--check)
+            verdicts[f"{name}/{peer}"] = met
         verdict = "met" if met else "missed"
         print(f"  {names[name]:46} ÷ {PEERS_BY_NAME[peer]:14} {ratio:5.2f}  goal ≥ {floor}: {verdict}")
     return verdicts
@@ -349,7 +350,7 @@ def main() -> int:
         help="only these targets, comma-separated (e.g. fastapi,asyncapp,connexion,v1,edge_v1,once_v1): a "
         "focused run; every server still starts",
     )
-    parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--check", action="store_true", help="exit 1 when one of the app's goals is missed")
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs (their path is printed)")
     parser.add_argument(
         "--compare",
