@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test setup lint spec-lint spec-check system-deps bench bench-cpu soak clean sdk sdk-publish postman
+.PHONY: run test setup lint spec-lint spec-check system-deps bench bench-jobs bench-cpu soak clean sdk sdk-publish postman
 
 run: setup
 	$(PY) -m levqor_core.devserver
@@ -58,7 +58,12 @@ spec-check: setup
 
 bench: setup system-deps
 	@command -v wrk >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq wrk >/dev/null || sudo apt-get install -y -qq wrk >/dev/null; }
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(BENCH_SECONDS),--seconds $(BENCH_SECONDS)) $(if $(BENCH_ROUNDS),--rounds $(BENCH_ROUNDS))
+
+# Jobs end to end: the Procfile's worker pool (jobs via the API) against a bare RQ pool of the
+# same size running the same echo function on the same Redis; throughput and p50 submit-to-succeeded.
+bench-jobs: setup system-deps
+	$(PY) bench/jobs.py $(if $(BENCH_SECONDS),--seconds $(BENCH_SECONDS)) $(if $(BENCH_ROUNDS),--rounds $(BENCH_ROUNDS))
 
 # Process CPU per request against bare Connexion, in process (steady where req/s is noise);
 # BENCH_COMPARE=<git rev> adds a before/after.

@@ -17,8 +17,12 @@ temporary worktree) in a second process, for a before/after.
 
 import argparse
 import asyncio
+import cProfile
+import importlib.util
+import io
 import json
 import os
+import pstats
 import statistics
 import subprocess
 import sys
@@ -72,8 +76,39 @@ async def cpu_per_request(asgi, requests: list[dict], n: int) -> float:
     return (time.process_time() - started) / n * 1e6
 
 
-def measure(app_root: Path, n: int, rounds: int) -> dict:
-    """Run in the process that imports the app from `app_root`: {target: median µs per request}."""
+def _peer(name: str, path: Path):
+    """A peer's module, loaded from its file (two peers are both called `server`)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def profile(asgi, requests: list[dict], n: int, top: int = 30) -> str:
+    """cProfile's view of n requests (after a warm-up): the functions by own time and by cumulative time."""
+
+    async def drive():
+        await cpu_per_request(asgi, requests, 100)
+        profiler = cProfile.Profile(time.thread_time)  # CPU of the loop's thread, not waits
+        profiler.enable()
+        await cpu_per_request(asgi, requests, n)
+        profiler.disable()
+        return profiler
+
+    profiler = asyncio.run(drive())
+    if dump := os.environ.get("BENCH_PROFILE_OUT"):  # raw stats, for pstats / snakeviz
+        profiler.dump_stats(dump)
+    out = io.StringIO()
+    for order in ("tottime", "cumulative"):
+        pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(top)
+    return out.getvalue()
+
+
+def measure(app_root: Path, n: int, rounds: int, peers: bool = False, profile_target: str | None = None) -> dict:
+    """Run in the process that imports the app from `app_root`: {target: median µs per request}.
+    With `peers`, also plain FastAPI, bare AsyncApp and the AsyncApp prototype with the app's edge
+    (bench/peers/asyncapp_edge.py) on this app's Flask app; with `profile_target`, print that
+    target's cProfile instead of measuring."""
     sys.path[:0] = [str(app_root), str(HERE / "peers" / "bare_connexion"), str(ROOT)]
     os.environ.setdefault("VALIDATE_RESPONSES", "0")  # as served (README "Speed")
     import server as bare  # the peer
@@ -110,9 +145,29 @@ def measure(app_root: Path, n: int, rounds: int) -> dict:
             "health": (cx, [scope("/api/health")]),
             "v1": (cx, v1_requests),
         }
-        redis_py_gate = _with_redis_py_gate(create_app, cx, redis_server.url)
-        if redis_py_gate is not None:  # an older revision (--compare) may predate the factory
-            targets["v1-redis-py"] = (redis_py_gate, v1_requests)
+        if peers or profile_target:
+            sys.path.insert(0, str(HERE / "peers"))
+            import asyncapp_edge
+            import fastapi_plain
+
+            edge = asyncapp_edge.build(cx.app)
+            targets["fastapi"] = (fastapi_plain.app, [scope("/api/health")])
+            targets["asyncapp"] = (
+                _peer("bare_asyncapp", HERE / "peers" / "bare_asyncapp" / "server.py").app,
+                [scope("/api/health")],
+            )
+            targets["edge-health"] = (edge, [scope("/api/health")])
+            targets["edge-v1"] = (edge, v1_requests)
+            built_once = asyncapp_edge.build(cx.app, built_once=True)
+            targets["edge-built-once-health"] = (built_once, [scope("/api/health")])
+            targets["edge-built-once-v1"] = (built_once, v1_requests)
+        else:
+            redis_py_gate = _with_redis_py_gate(create_app, cx, redis_server.url)
+            if redis_py_gate is not None:  # an older revision (--compare) may predate the factory
+                targets["v1-redis-py"] = (redis_py_gate, v1_requests)
+        if profile_target:
+            print(profile(*targets[profile_target], n))  # above the JSON line
+            return {}
 
         async def run() -> dict:
             for asgi, requests in targets.values():  # warm: imports, caches, key records
@@ -143,6 +198,28 @@ def _with_redis_py_gate(create_app, cx, redis_url: str):
     return twin
 
 
+PEER_LABELS = {
+    "fastapi": "plain FastAPI",
+    "asyncapp": "bare AsyncApp",
+    "bare": "bare FlaskApp",
+    "health": "app health",
+    "v1": "app v1 read",
+    "edge-health": "AsyncApp + edge health",
+    "edge-v1": "AsyncApp + edge v1 read",
+    "edge-built-once-health": "… built once: health",
+    "edge-built-once-v1": "… built once: v1 read",
+}
+
+
+def report_peers(figures: dict) -> None:
+    """µs per request, and the req/s a CPU-bound server would reach relative to plain FastAPI and bare FlaskApp."""
+    print(f"{'target':26} {'µs/request':>10} {'× plain FastAPI':>16} {'× bare FlaskApp':>16}")
+    for name, label in PEER_LABELS.items():
+        us = figures[name]
+        print(f"{label:26} {us:10.0f} {figures['fastapi'] / us:16.2f} {figures['bare'] / us:16.2f}")
+    print("(× peer: the peer's CPU per request ÷ the target's, i.e. req/s relative to it when CPU-bound)")
+
+
 def report(label: str, figures: dict) -> None:
     print(
         f"{label:28} bare Connexion {figures['bare']:6.0f} µs   health {figures['health']:6.0f} µs   "
@@ -162,10 +239,21 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300, help="requests per target per round")
     parser.add_argument("--rounds", type=int, default=15, help="rounds (median taken)")
     parser.add_argument("--compare", metavar="REV", help="also measure the app as of git revision REV")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also plain FastAPI, bare AsyncApp and the AsyncApp prototype with the app's edge (health, v1 read)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=tuple(PEER_LABELS),
+        help="print cProfile's view (CPU of the event loop's thread) of --requests requests of this target "
+        "instead; BENCH_PROFILE_OUT=file also keeps the raw stats",
+    )
     parser.add_argument("--app-root", type=Path, help=argparse.SUPPRESS)  # the measuring child
     args = parser.parse_args()
     if args.app_root:
-        print(json.dumps(measure(args.app_root, args.requests, args.rounds)))
+        print(json.dumps(measure(args.app_root, args.requests, args.rounds, args.peers, args.profile)))
         return 0
     runs = [("this tree", ROOT)]
     with tempfile.TemporaryDirectory(prefix="lvq-cpu-") as tmp:
@@ -185,6 +273,8 @@ def main() -> int:
                         str(args.requests),
                         "--rounds",
                         str(args.rounds),
+                        *(["--peers"] if args.peers else []),
+                        *(["--profile", args.profile] if args.profile else []),
                     ],
                     cwd=root,
                     capture_output=True,
@@ -192,7 +282,14 @@ def main() -> int:
                 )
                 if child.returncode != 0:
                     sys.exit(f"{label}: {child.stderr[-3000:]}")
-                report(label, json.loads(child.stdout.strip().splitlines()[-1]))
+                lines = child.stdout.strip().splitlines()
+                figures = json.loads(lines[-1])
+                if args.profile:
+                    print("\n".join(lines[:-1]))
+                elif args.peers:
+                    report_peers(figures)
+                else:
+                    report(label, figures)
         finally:
             if args.compare:
                 subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)

@@ -1,27 +1,41 @@
-"""The app's own overhead, measured against its peers in one run, on this machine.
+"""The app's own overhead, and the candidate hosts for its API, measured against peers in one run.
 
     make bench                      # or: .venv/bin/python bench/run.py [--rounds 3] [--seconds 5] [--keys 32]
+    BENCH_SECONDS=3 BENCH_ROUNDS=2 make bench     # a shorter run
 
 Starts, side by side and each with 2 server processes:
   - plain Flask:     bench/peers/plain_flask.py, one view, gunicorn gthread workers;
-  - bare Connexion:  bench/peers/bare_connexion/, a Connexion 3 FlaskApp with one operation from a
-                     tiny spec, gunicorn + uvicorn workers (the app's worker class);
+  - plain FastAPI:   bench/peers/fastapi_plain.py, one `async def` operation;
+  - naive FastAPI:   bench/peers/fastapi_naive.py, the stack an API like this is often first written
+                     as: slowapi's per-key limit on Redis, a SQL key lookup (the app's `api_keys`
+                     table) and a Redis INCR per call, serving GET /api/v1/workflows;
+  - bare FlaskApp:   bench/peers/bare_connexion/, a Connexion 3 FlaskApp with one operation from a
+                     tiny spec (Connexion's defaults);
+  - bare AsyncApp:   bench/peers/bare_asyncapp/, the same spec on Connexion's AsyncApp, `async def`;
   - the app as shipped: the Procfile's web line (gunicorn, uvicorn workers, wsgi:app) against real
-                     PostgreSQL and Redis (tests/servers.py), migrated by the Procfile's release line.
+                     PostgreSQL and Redis (tests/servers.py), migrated by the Procfile's release line;
+  - AsyncApp + real edge: bench/peers/asyncapp_edge.py, a prototype of the API on AsyncApp with the
+                     app's request guard, gate, problem bodies and headers (docs/decisions/0013-api-host.md);
+                     served twice: as Connexion builds it, and with AsyncApp's per-call decorator
+                     building done once per operation (`asyncapp_edge:app_built_once`, a lever).
 The peers are started from the same Procfile line, only the module (and for plain Flask the worker
-class) replaced, so gunicorn's settings (access log included) are the same for all three.
+class) replaced, so gunicorn's settings (access log included) are the same for all.
 
 Accounts, Enterprise keys and one job per key are made through the app's own HTTP interface (sign-up
 and key creation on the portal, POST /api/v1/jobs), the tier set in the database as bench/soak.py
 does: nothing here imports the app's packages.
 
-wrk (-t2, on loopback) drives, at heavy (-c32) and light (-c4) load, alternating targets round by
-round: plain Flask, bare Connexion, the app's GET /api/health, the authorised + limited + metered
-GET /api/v1/workflows spread over --keys Enterprise keys, and GET /api/v1/jobs/{id}. A Lua script
-counts every response outside 2xx. Each figure is the median of --rounds rounds; the ratios that
-matter (app / bare Connexion, app / plain Flask, req/s) are printed with the goals of issue 16.
-Absolute numbers on a shared machine are noise; the ratios, taken in the same run, are the figures.
-wrk shares the machine's cores with the servers.
+wrk (-t2, on loopback) drives, at heavy (-c32) and light (-c4) load (--loads), alternating targets
+round by round: the peers' hellos, the naive stack's key-checked read, the app's GET /api/health,
+the authorised + limited + metered GET /api/v1/workflows spread over --keys Enterprise keys and
+GET /api/v1/jobs/{id} (the job poll), and the same three on the AsyncApp prototype. A Lua script
+counts every response outside 2xx; psutil reads the server tree's CPU time before and after each
+run, so each target also gets its CPU per request as served (HTTP parsing, socket writes and the
+access log included), which holds much steadier than req/s when other work shares the machine.
+Each figure is the median of --rounds rounds; the ratios that matter (to plain FastAPI, to bare
+FlaskApp, to bare AsyncApp, to the naive stack), by req/s and by CPU per request, are printed with
+the goals of issues 16 and 28. Absolute numbers on a shared machine are noise; the ratios, taken in
+the same run, are the figures. wrk shares the machine's cores with the servers.
 """
 
 import argparse
@@ -39,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,8 +64,28 @@ sys.path.insert(0, str(ROOT))
 from tests import signup  # noqa: E402
 from tests.servers import PostgresServer, RedisServer, free_port  # noqa: E402
 
-LOADS = (32, 4)  # wrk connections: heavy, light
-GOALS = {"health": 0.9, "v1": 0.7}  # × bare Connexion's req/s (issue 16), v1 with 0 non-2xx
+LOADS = (32, 4)  # wrk connections: heavy, light (--loads)
+# (target, peer, at least): req/s ratios at the heaviest load, each target with 0 non-2xx.
+GOALS = (
+    ("health", "connexion", 0.9),  # issue 16
+    ("v1", "connexion", 0.7),  # issue 16
+    ("v1", "fastapi", 0.5),  # issue 28
+    ("health", "fastapi", 0.5),  # issue 28
+    ("job", "connexion", 0.8),  # issue 28
+    ("edge_v1", "fastapi", 0.5),  # issue 28, on the AsyncApp prototype
+    ("edge_health", "fastapi", 0.5),
+    ("edge_job", "connexion", 0.8),
+    ("once_v1", "fastapi", 0.5),  # the same, AsyncApp's decorators built once per operation
+    ("once_health", "fastapi", 0.5),
+    ("once_job", "connexion", 0.8),
+)
+PEERS_BY_NAME = {
+    "fastapi": "plain FastAPI",
+    "asyncapp": "bare AsyncApp",
+    "connexion": "bare FlaskApp",
+    "flask": "plain Flask",
+    "naive": "naive FastAPI",
+}
 
 # Cycles through "key path" lines ("-" for no key); counts non-2xx per thread and reports one JSON
 # line from done(). Used for every target alike, so wrk does the same work per request for each.
@@ -189,6 +224,35 @@ def prepare(base: str, database_url: str, keys: int) -> list[tuple[str, str]]:
     return pairs
 
 
+def tree_cpu_seconds(process: subprocess.Popen) -> float:
+    """User + system CPU of a server's whole tree (gunicorn's master and workers) so far, exited
+    descendants included."""
+    total = 0.0
+    try:
+        root = psutil.Process(process.pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return total
+    for member in members:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        # children_*: descendants that exited and were waited for (RQ's work horses, bench/jobs.py)
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def served_wrk(server: subprocess.Popen, url: str, listing: Path, seconds: int, connections: int) -> dict:
+    """wrk against a served target, with the server tree's CPU per request (µs) over the run: it holds
+    steadier than req/s when other work shares the machine, and includes what the server process
+    really does per request (HTTP parsing, socket writes, the access log), unlike bench/cpu.py."""
+    before = tree_cpu_seconds(server)
+    result = wrk(url, listing, seconds, connections)
+    cpu = tree_cpu_seconds(server) - before
+    return result | {"cpu_us": cpu / max(result["requests"], 1) * 1e6}
+
+
 def wrk(url: str, listing: Path, seconds: int, connections: int) -> dict:
     script = listing.with_suffix(".lua")
     if not script.exists():
@@ -206,49 +270,69 @@ def wrk(url: str, listing: Path, seconds: int, connections: int) -> dict:
     return r | {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50": r["p50_us"] / 1000, "p99": r["p99_us"] / 1000}
 
 
-def table(results: dict, names: dict) -> dict[str, bool]:
+def table(results: dict, names: dict, loads: tuple) -> dict[str, bool]:
     def med(name, c, field):
         return statistics.median(r[field] for r in results[name][c])
 
-    heads = " | ".join(f"{'c' + str(c) + ' req/s':>11} {'p50 ms':>7} {'p99 ms':>7}" for c in LOADS)
-    print(f"\n{'target':40} {heads}  {'non-2xx':>7}  {'socket errors':>13}")
+    def non2xx(name):
+        return sum(r["non2xx"] for c in loads for r in results[name][c])
+
+    heads = " | ".join(f"{'c' + str(c) + ' req/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7}" for c in loads)
+    print(f"\n{'target':44} {heads}  {'non-2xx':>7}  {'socket errors':>13}")
     for name, label in names.items():
         cells = " | ".join(
-            f"{med(name, c, 'rps'):11.0f} {med(name, c, 'p50'):7.2f} {med(name, c, 'p99'):7.2f}" for c in LOADS
+            f"{med(name, c, 'rps'):11.0f} {med(name, c, 'p50'):7.2f} {med(name, c, 'p99'):7.2f} "
+            f"{med(name, c, 'cpu_us'):7.0f}"
+            for c in loads
         )
-        bad = sum(r["non2xx"] for c in LOADS for r in results[name][c])
-        errors = sum(r["socket_errors"] for c in LOADS for r in results[name][c])
-        print(f"{label:40} {cells}  {bad:7d}  {errors:13d}")
+        errors = sum(r["socket_errors"] for c in loads for r in results[name][c])
+        print(f"{label:44} {cells}  {non2xx(name):7d}  {errors:13d}")
         statuses: dict[str, int] = {}
-        for c in LOADS:
+        for c in loads:
             for r in results[name][c]:
                 for s, n in r["statuses"].items():
                     statuses[s] = statuses.get(s, 0) + n
         if statuses:
-            print(f"{'':40}   non-2xx by status: {statuses}")
+            print(f"{'':44}   non-2xx by status: {statuses}")
 
-    print("\nreq/s each round (c32; c4):")
+    print(f"\nreq/s each round ({'; '.join(f'c{c}' for c in loads)}):")
     for name, label in names.items():
-        rounds = "; ".join(" ".join(f"{r['rps']:.0f}" for r in results[name][c]) for c in LOADS)
-        print(f"  {label:38} {rounds}")
+        rounds = "; ".join(" ".join(f"{r['rps']:.0f}" for r in results[name][c]) for c in loads)
+        print(f"  {label:46} {rounds}")
 
-    print(f"\n{'ratio of req/s (median)':40} {'÷ bare Connexion':>18} {'÷ plain Flask':>15}   goal (c32)")
-    print(f"{'':40} {'c32':>8} {'c4':>9} {'c32':>7} {'c4':>7}")
+    peers = [p for p in PEERS_BY_NAME if p in results]
+    for c in loads:
+        print(f"\nratio of req/s (median), c{c}: ÷ " + ", ÷ ".join(PEERS_BY_NAME[p] for p in peers))
+        for name, label in names.items():
+            ratios = [(med(name, c, "rps") / med(peer, c, "rps"), len(PEERS_BY_NAME[peer]) + 2) for peer in peers]
+            cells = " ".join(f"{ratio:{width}.2f}" for ratio, width in ratios)
+            print(f"  {label:46} {cells}")
+
+    print(
+        f"\nCPU per request as served (the server tree's CPU over a run ÷ its requests; median), c{loads[0]}: "
+        "the peer's ÷ the target's, i.e. the req/s ratio when CPU is what limits"
+    )
+    print("  " + " " * 46 + " ".join(f"{PEERS_BY_NAME[p]:>{len(PEERS_BY_NAME[p]) + 2}}" for p in peers))
+    for name, label in names.items():
+        ratios = [
+            (med(peer, loads[0], "cpu_us") / med(name, loads[0], "cpu_us"), len(PEERS_BY_NAME[peer]) + 2)
+            for peer in peers
+        ]
+        cells = " ".join(f"{ratio:{width}.2f}" for ratio, width in ratios)
+        print(f"  {label:46} {cells}")
+
+    heavy = loads[0]
+    print(f"\ngoals (c{heavy}, req/s ratio, the target with 0 non-2xx):")
     verdicts = {}
-    for name in ("connexion", "health", "v1", "job", "before_health", "before_v1"):
-        if name not in results:
+    for name, peer, floor in GOALS:
+        if name not in results or peer not in results:
             continue
-        cells = [med(name, c, "rps") / med(peer, c, "rps") for peer in ("connexion", "flask") for c in LOADS]
-        text = "" if name == "connexion" else f"{cells[0]:8.2f} {cells[1]:9.2f}"
-        text = f"{text:18} {cells[2]:7.2f} {cells[3]:7.2f}"
-        goal = ""
-        if name in GOALS:
-            bad = sum(r["non2xx"] for c in LOADS for r in results[name][c])
-            met = cells[0] >= GOALS[name] and (name != "v1" or bad == 0)
-            verdicts[name] = met
-            goal = f"≥ {GOALS[name]}× bare Connexion" + (" with 0 non-2xx" if name == "v1" else "")
-            goal += f": {'met' if met else 'missed'}"
-        print(f"{names[name]:40} {text}   {goal}")
+        ratio = med(name, heavy, "rps") / med(peer, heavy, "rps")
+        met = ratio >= floor and non2xx(name) == 0
+        if not name.startswith(("edge_", "once_")):  # the prototype's are shown, not checked (--check)
+            verdicts[f"{name}/{peer}"] = met
+        verdict = "met" if met else "missed"
+        print(f"  {names[name]:46} ÷ {PEERS_BY_NAME[peer]:14} {ratio:5.2f}  goal ≥ {floor}: {verdict}")
     return verdicts
 
 
@@ -258,7 +342,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--keys", type=int, default=32, help="Enterprise keys the v1 calls are spread over")
     parser.add_argument("--workers", type=int, default=2, help="server processes per server")
-    parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument(
+        "--loads", default=",".join(map(str, LOADS)), help="wrk connections, comma-separated (the first: the goals')"
+    )
+    parser.add_argument(
+        "--targets",
+        help="only these targets, comma-separated (e.g. fastapi,asyncapp,connexion,v1,edge_v1,once_v1): a "
+        "focused run; every server still starts",
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 when one of the app's goals is missed")
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs (their path is printed)")
     parser.add_argument(
         "--compare",
@@ -267,6 +359,7 @@ def main() -> int:
         "measure its /api/health and v1 read in the same rounds: what the changes since REV bought",
     )
     args = parser.parse_args()
+    loads = tuple(int(c) for c in args.loads.split(","))
     for tool in ("wrk", "redis-server"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: make bench installs it")
@@ -292,18 +385,25 @@ def main() -> int:
         if release.returncode != 0:
             sys.exit(f"release failed:\n{release.stdout[-2000:]}\n{release.stderr[-2000:]}")
 
-        ports = {name: free_port() for name in ("app", "connexion", "flask", "before")}
+        servers_ = ("app", "edge", "once", "connexion", "asyncapp", "fastapi", "naive", "flask", "before")
+        ports = {name: free_port() for name in servers_}
         argvs = {
             "app": web_argv(ports["app"], args.workers),
+            "edge": web_argv(ports["edge"], args.workers, "asyncapp_edge:app", PEERS),
+            "once": web_argv(ports["once"], args.workers, "asyncapp_edge:app_built_once", PEERS),
             "connexion": web_argv(ports["connexion"], args.workers, "server:app", PEERS / "bare_connexion"),
+            "asyncapp": web_argv(ports["asyncapp"], args.workers, "server:app", PEERS / "bare_asyncapp"),
+            "fastapi": web_argv(ports["fastapi"], args.workers, "fastapi_plain:app", PEERS),
+            "naive": web_argv(ports["naive"], args.workers, "fastapi_naive:app", PEERS),
             "flask": web_argv(ports["flask"], args.workers, "plain_flask:app", PEERS, gthread=True),
         }
+        with_app_env = ("app", "before", "edge", "once", "naive")  # the app's database and Redis
         if args.compare:
             before_tree = workdir / "before"
             subprocess.run(["git", "worktree", "add", "--detach", str(before_tree), args.compare], cwd=ROOT, check=True)
             argvs["before"] = web_argv(ports["before"], args.workers, "wsgi:app", before_tree)
         for name, argv in argvs.items():
-            servers[name] = start(argv, env if name in ("app", "before") else base_env, workdir / f"{name}.log")
+            servers[name] = start(argv, env if name in with_app_env else base_env, workdir / f"{name}.log")
         for name in argvs:
             wait_up(f"http://127.0.0.1:{ports[name]}/api/health", servers[name], workdir / f"{name}.log")
         app = f"http://127.0.0.1:{ports['app']}"
@@ -311,24 +411,51 @@ def main() -> int:
         setup_seconds = time.monotonic() - t0
 
         names = {
+            "fastapi": "plain FastAPI (async def)",
+            "asyncapp": "bare Connexion AsyncApp (async def)",
+            "connexion": "bare Connexion FlaskApp",
             "flask": "plain Flask (gthread)",
-            "connexion": "bare Connexion (uvicorn workers)",
+            "naive": f"naive FastAPI GET /api/v1/workflows ({args.keys} keys)",
             "health": "app GET /api/health",
             "v1": f"app GET /api/v1/workflows ({args.keys} keys)",
             "job": "app GET /api/v1/jobs/{id}",
+            "edge_health": "AsyncApp + real edge GET /api/health",
+            "edge_v1": "AsyncApp + real edge GET /api/v1/workflows",
+            "edge_job": "AsyncApp + real edge GET /api/v1/jobs/{id}",
+            "once_health": "… decorators built once: /api/health",
+            "once_v1": "… decorators built once: /api/v1/workflows",
+            "once_job": "… decorators built once: /api/v1/jobs/{id}",
         }
+        v1_calls = [(k, "/api/v1/workflows") for k, _ in pairs]
+        job_polls = [(k, f"/api/v1/jobs/{j}") for k, j in pairs]
         targets = {
-            "flask": (ports["flask"], [("-", "/api/health")]),
+            "fastapi": (ports["fastapi"], [("-", "/api/health")]),
+            "asyncapp": (ports["asyncapp"], [("-", "/api/health")]),
             "connexion": (ports["connexion"], [("-", "/api/health")]),
+            "flask": (ports["flask"], [("-", "/api/health")]),
+            "naive": (ports["naive"], v1_calls),
             "health": (ports["app"], [("-", "/api/health")]),
-            "v1": (ports["app"], [(k, "/api/v1/workflows") for k, _ in pairs]),
-            "job": (ports["app"], [(k, f"/api/v1/jobs/{j}") for k, j in pairs]),
+            "v1": (ports["app"], v1_calls),
+            "job": (ports["app"], job_polls),
+            "edge_health": (ports["edge"], [("-", "/api/health")]),
+            "edge_v1": (ports["edge"], v1_calls),
+            "edge_job": (ports["edge"], job_polls),
+            "once_health": (ports["once"], [("-", "/api/health")]),
+            "once_v1": (ports["once"], v1_calls),
+            "once_job": (ports["once"], job_polls),
         }
         if args.compare:
             names["before_health"] = f"{args.compare} GET /api/health"
             names["before_v1"] = f"{args.compare} GET /api/v1/workflows"
             targets["before_health"] = (ports["before"], targets["health"][1])
             targets["before_v1"] = (ports["before"], targets["v1"][1])
+        if args.targets:
+            chosen = args.targets.split(",")
+            if unknown := set(chosen) - set(targets):
+                sys.exit(f"unknown targets {sorted(unknown)}; known: {', '.join(targets)}")
+            targets = {name: targets[name] for name in chosen}
+            names = {name: names[name] for name in chosen}
+        server_of = {name: next(s for s, p in ports.items() if p == port) for name, (port, _) in targets.items()}
         listings = {}
         for name, (_, lines) in targets.items():
             listings[name] = workdir / f"{name}.txt"
@@ -339,15 +466,16 @@ def main() -> int:
 
         # Warm every worker, import and key cache once, outside the measurement.
         for name in targets:
-            wrk(url(name), listings[name], 2, LOADS[0])
-        results = {name: {c: [] for c in LOADS} for name in targets}
+            wrk(url(name), listings[name], 2, loads[0])
+        results = {name: {c: [] for c in loads} for name in targets}
         order = list(targets)
         for round_ in range(args.rounds):
             # Alternate: each round starts from another target, so no target always follows the same one.
             shift = round_ % len(order)
-            for c in LOADS:
+            for c in loads:
                 for name in order[shift:] + order[:shift]:
-                    results[name][c].append(wrk(url(name), listings[name], args.seconds, c))
+                    served = servers[server_of[name]]
+                    results[name][c].append(served_wrk(served, url(name), listings[name], args.seconds, c))
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         for name, process in servers.items():
             if process.poll() is not None:
@@ -365,12 +493,12 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     print(
-        f"\n{args.workers} server processes each; wrk -t2 -c{'/-c'.join(map(str, LOADS))}, {args.seconds} s a run, "
+        f"\n{args.workers} server processes each; wrk -t2 -c{'/-c'.join(map(str, loads))}, {args.seconds} s a run, "
         f"median of {args.rounds} rounds, targets alternating; {os.cpu_count()} CPUs shared with wrk"
     )
     print(f"app: the Procfile's web line ({shlex.join(argvs['app'][1:])})")
     print(f"setup {setup_seconds:.0f} s, total {time.monotonic() - t0:.0f} s")
-    verdicts = table(results, names)
+    verdicts = table(results, names, loads)
     return 1 if args.check and not all(verdicts.values()) else 0
 
 

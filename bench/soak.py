@@ -25,11 +25,16 @@ What it does, in order:
    (read from the database, so the drain adds no API calls); the worker's `requeue-jobs`
    schedule (JOBS_REQUEUE_CRON, every minute) rescues jobs stranded by the faults after 2 min;
 6. reconciles usage: after two usage flushes, GET /api/usage per key, compared with the calls
-   the app admitted per key (see `admitted()`), and the persisted `usage_daily` rows.
+   the app admitted per key (see `admitted()`), and the persisted `usage_daily` rows;
+7. throughout traffic and drain, samples each second the PSS (psutil's memory_full_info().pss:
+   shared pages split between their sharers) of every process in the `web` tree (gunicorn's
+   master and workers) and the `worker` tree (the supervisor, its RQ workers and their work
+   horses), and reports each tree's peak against a standard dyno's 512 MB.
 
 It prints requests sent, 5xx, 429s by kind, jobs submitted / succeeded / failed / pending after
-the drain / lost, and usage counted versus admitted; it exits 1 when a target is missed:
-0 lost (or still pending) jobs, 0 5xx for valid calls, counted = admitted. The processes' logs
+the drain / lost, usage counted versus admitted, and peak PSS per process type; it exits 1 when
+a target is missed: 0 lost (or still pending) jobs, 0 5xx for valid calls, counted = admitted,
+each process type's peak PSS under 512 MB. The processes' logs
 are kept (path printed) when a target is missed.
 """
 
@@ -75,6 +80,7 @@ PENDING = ("queued", "running")
 # cap) comes from the core, after the gate admitted and counted the call.
 GATE_REFUSALS = ("burst-limit-exceeded", "monthly-quota-exceeded", "sandbox-daily-cap-exceeded")
 PORTAL_PAGES = ("/developer", "/developer/api-keys", "/docs", "/docs/api", "/pricing", "/api/openapi.json")
+DYNO_BYTES = 512 * 2**20  # a standard dyno's memory
 TEXT = "Levqor orchestrates jobs. Jobs run workflows. The weather is nice today, and the queue is short."
 
 
@@ -132,6 +138,46 @@ def gunicorn_workers(web: subprocess.Popen) -> list[psutil.Process]:
         except psutil.NoSuchProcess:  # a worker that is exiting right now
             continue
     return []
+
+
+class MemoryPeaks:
+    """Peak PSS of each Procfile process's whole tree (a dyno holds all of it), sampled each second
+    from start() until stop(); the tree is looked up each time (the worker is killed and started
+    again, work horses come and go)."""
+
+    def __init__(self, procs: dict[str, subprocess.Popen], kinds=("web", "worker")):
+        self.procs = procs
+        self.peak = dict.fromkeys(kinds, 0)  # bytes, the tree's sum
+        self.processes_at_peak = dict.fromkeys(kinds, 0)
+        self.largest = dict.fromkeys(kinds, 0)  # bytes, one process
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.sample()
+
+    def sample(self) -> None:
+        for kind in self.peak:
+            total, count = 0, 0
+            for proc in tree(self.procs[kind].pid):
+                try:
+                    pss = proc.memory_full_info().pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                total, count = total + pss, count + 1
+                self.largest[kind] = max(self.largest[kind], pss)
+            if total > self.peak[kind]:
+                self.peak[kind], self.processes_at_peak[kind] = total, count
+        self.samples += 1
 
 
 @dataclass
@@ -360,6 +406,7 @@ def main() -> int:
     procs: dict[str, subprocess.Popen] = {}
     accounts: list[Account] = []
     soak = Soak()
+    memory = MemoryPeaks(procs)
     ok = False
     try:
         database_url = postgres.create_database("levqor_soak")
@@ -409,6 +456,7 @@ def main() -> int:
 
         print(f"traffic for {SECONDS} s from {len(accounts)} keys; faults:", flush=True)
         soak.t0 = time.monotonic()
+        memory.start()
         deadline = soak.t0 + SECONDS
         threads = [
             threading.Thread(target=drive, args=(soak, base, a, deadline, i), daemon=True)
@@ -424,6 +472,7 @@ def main() -> int:
 
         job_ids = [j for a in accounts for j in a.jobs]
         rows = drain(database_url, job_ids)
+        memory.stop()
         time.sleep(2 * FLUSH_SECONDS + 1)  # two usage flushes
         usage = {}
         for a in accounts:
@@ -437,7 +486,7 @@ def main() -> int:
                     "FROM accounts a LEFT JOIN usage_daily u ON u.account_id = a.id GROUP BY a.email"
                 ).fetchall()
             }
-        ok = report(soak, accounts, rows, usage, persisted, traffic_seconds, logs)
+        ok = report(soak, accounts, rows, usage, persisted, traffic_seconds, logs, memory)
     finally:
         for process in procs.values():
             stop(process)
@@ -452,7 +501,7 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def report(soak, accounts, rows, usage, persisted, traffic_seconds, logs) -> bool:
+def report(soak, accounts, rows, usage, persisted, traffic_seconds, logs, memory: MemoryPeaks) -> bool:
     calls = soak.calls
     redis_fault = next(((s, e) for what, s, e in soak.faults if what.startswith("Redis")), None)
 
@@ -574,6 +623,16 @@ def report(soak, accounts, rows, usage, persisted, traffic_seconds, logs) -> boo
     for line in mismatches[:10]:
         print(line)
 
+    mb = 2**20
+    print(f"\npeak PSS per process type (whole tree, {memory.samples} samples a second apart, traffic and drain):")
+    for kind in memory.peak:
+        print(
+            f"  {kind:7} {memory.peak[kind] / mb:6.0f} MB in {memory.processes_at_peak[kind]} processes "
+            f"(largest one {memory.largest[kind] / mb:.0f} MB); a standard dyno has {DYNO_BYTES // mb} MB"
+        )
+    if "worker" in memory.peak:
+        print(f"  (web: WEB_CONCURRENCY={WEB_CONCURRENCY}; worker: the supervisor, its RQ workers and work horses)")
+
     print("\nprocess logs:")
     for line in summarise_logs(logs):
         print("  " + line)
@@ -584,6 +643,7 @@ def report(soak, accounts, rows, usage, persisted, traffic_seconds, logs) -> boo
         "0 5xx for valid calls": not undocumented,
         "counted = admitted (every key, v1 and sandbox)": not mismatches,
         "echo results intact": not wrong,
+        **{f"{kind} peak PSS < {DYNO_BYTES // 2**20} MB": 0 < peak < DYNO_BYTES for kind, peak in memory.peak.items()},
     }
     print()
     for name, met in targets.items():
