@@ -15,7 +15,7 @@ Starts, side by side and each with 2 server processes:
   - the app as shipped: the Procfile's web line (gunicorn, uvicorn workers, wsgi:app) against real
                      PostgreSQL and Redis (tests/servers.py), migrated by the Procfile's release line;
   - AsyncApp + real edge: bench/peers/asyncapp_edge.py, a prototype of the API on AsyncApp with the
-                     app's request guard, gate, problem bodies and headers (docs/decisions/0013-api-host.md);
+                     app's request guard, gate, problem bodies and headers (docs/decisions/0014-api-host.md);
                      served twice: as Connexion builds it, and with AsyncApp's per-call decorator
                      building done once per operation (`asyncapp_edge:app_built_once`, a lever).
 The peers are started from the same Procfile line, only the module (and for plain Flask the worker

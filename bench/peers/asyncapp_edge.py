@@ -1,5 +1,5 @@
 """A bench-only prototype of the API's hot path on Connexion's AsyncApp, with the app's real edge:
-what the API would cost if it moved off FlaskApp (docs/decisions/0013-api-host.md). Not the app.
+what the API would cost if it moved off FlaskApp (docs/decisions/0014-api-host.md). Not the app.
 
 Mounted as the move would mount it (STACK-NOTES "Hosts for the API"):
     Starlette(routes=[Mount("/api", AsyncApp), Mount("/", a2wsgi(the portal's Flask app))])
