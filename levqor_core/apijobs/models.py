@@ -39,14 +39,23 @@ class Job(db.Model):
 
     def to_dict(self) -> dict:
         """The job as the API shows it (the spec's `Job`), production and sandbox alike."""
-        return {
-            "id": self.id,
-            "workflow": self.workflow,
-            "status": self.status,
-            "input": self.input,
-            "result": self.result,
-            "error": self.error,
-            "created_at": self.created_at.isoformat(),
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-        }
+        return public_job(self)
+
+
+# What the API shows of a job: the columns public_job reads, and no more (the poll selects these).
+PUBLIC_COLUMNS = ("id", "workflow", "status", "input", "result", "error", "created_at", "started_at", "finished_at")
+
+
+def public_job(job) -> dict:
+    """The spec's `Job` from anything with PUBLIC_COLUMNS as attributes: a Job, or a row of them."""
+    return {
+        "id": job.id,
+        "workflow": job.workflow,
+        "status": job.status,
+        "input": job.input,
+        "result": job.result,
+        "error": job.error,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
