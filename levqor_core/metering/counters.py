@@ -81,6 +81,11 @@ def period_days(period: Period) -> tuple[date, date]:
     return first, (period.end - timedelta(microseconds=1)).date()
 
 
+def card_key(account_id: int) -> str:
+    """The usage card's database part, held for the portal (levqor_core.metering.card)."""
+    return f"lvq:card:{account_id}"
+
+
 def base_key(key_id: str, day: date) -> str:
     """What a key's day counters were seeded with, in this Redis's life: calls numbered above it
     by an earlier life of Redis were never persisted (flusher replays them)."""
@@ -181,6 +186,11 @@ def _flush_chunk(r: redis.Redis, members: list[str]) -> int:
         for i, (key_id, account_id, day) in enumerate(entries)
     ]
     _upsert_usage(rows)
+    # A day before today persisted: the usage cards holding that day's rows read them again.
+    today = datetime.now(UTC).date()
+    past = {card_key(account_id) for _, account_id, day in entries if day < today}
+    if past:
+        r.delete(*past)
     return len(rows)
 
 
@@ -201,6 +211,21 @@ def _upsert_usage(rows: list[dict]) -> None:
     db.session.commit()
 
 
+def _seeded_counters(r: redis.Redis, account: Account, key_id: str, now: datetime, period: Period) -> tuple:
+    """(period calls, sandbox calls today) of the account and key, seeded from the database only
+    when a counter seed_counters sets is missing: every poll of the usage card asks, and the seed's
+    two queries are for after a Redis loss."""
+    today = now.date()
+    pipe = r.pipeline(transaction=False)
+    pipe.mget(usage_key(account.id, period), sandbox_key(key_id, today), daily_key(key_id, today))
+    pipe.exists(base_key(key_id, today))
+    (used, sandbox_today, calls_today), has_base = pipe.execute()
+    if used is None or sandbox_today is None or calls_today is None or not has_base:
+        seed_counters(r, account, key_id, now)
+        used, sandbox_today = r.mget(usage_key(account.id, period), sandbox_key(key_id, today))
+    return used, sandbox_today
+
+
 def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: datetime) -> dict:
     """The numbers enforcement uses, as GET /api/usage reports them."""
     tier = tiers.get(account.tier)
@@ -209,8 +234,7 @@ def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: da
     estimated = False
     try:
         if key_id:
-            seed_counters(r, account, key_id, now)
-            used, sandbox_today = r.mget(usage_key(account.id, period), sandbox_key(key_id, today))
+            used, sandbox_today = _seeded_counters(r, account, key_id, now, period)
         else:
             used = r.get(usage_key(account.id, period)) or persisted_period_calls(account.id, period)
             sandbox_today = 0

@@ -21,6 +21,7 @@ from levqor_core.columns import utcnow
 from levqor_core.extensions import db
 from levqor_core.keys import leaks
 from levqor_core.keys import service as keys
+from levqor_core.metering import card as usage_card
 from levqor_core.metering import counters as metering
 from levqor_core.requestlog import queries as requestlog
 from levqor_core.web import key_creation_limit as creation_limit
@@ -118,10 +119,15 @@ def key_panel_context(account, now: datetime) -> dict:
 
 
 def usage_context(account, now: datetime) -> dict:
-    """What the usage card shows; reads only (it is polled every few seconds)."""
-    active = keys.active_key(account.id)
+    """What the usage card shows; reads only (it is polled every few seconds), and no SQL of its
+    own while its database part is held in Redis (levqor_core.metering.card)."""
+    r = _redis()
     try:
-        usage = metering.usage_snapshot(_redis(), account, active.id if active else None, now)
+        held = usage_card.state(r, account.id, now.date())
+    except redis.RedisError:
+        held = usage_card.from_database(account.id, now.date())
+    try:
+        usage = metering.usage_snapshot(r, account, held.active_key_id, now)
     except redis.RedisError as err:
         # The counters live in Redis; the rest of the page still works while it is away.
         log.warning("usage unavailable: %s", err)
@@ -130,7 +136,7 @@ def usage_context(account, now: datetime) -> dict:
         "usage": usage,
         "resets_at": datetime.fromisoformat(usage["resets_at"]) if usage else None,
         "sandbox_resets_at": datetime.fromisoformat(usage["sandbox"]["resets_at"]) if usage else None,
-        "chart": charts.daily_chart(metering.daily_history(_redis(), account.id, now)),
+        "chart": charts.daily_chart(usage_card.daily_history(r, held, now)),
         "tier": tiers.get(account.tier),
     }
 

@@ -1,0 +1,115 @@
+"""What the portal's usage card needs from the database, held in Redis per account.
+
+The card polls every 5 s per open dashboard. Its figures are Redis counters; what the database adds
+(the account's key ids, which one is active, the persisted calls of the chart's days) changes only
+when a key is issued, rolled or revoked (the keys core says so: signals.account_keys_changed) or
+when a usage flush writes a row for a day before today. So it is read with one statement, kept
+in Redis under `lvq:card:<account id>` for the UTC day it was read on, and dropped on either change:
+a warm poll runs no SQL of its own. If the drop fails (Redis away at that moment), CARD_SECONDS
+bounds how long the card may show the old key ring.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import redis
+import sqlalchemy as sa
+from flask import current_app
+
+from levqor_core import signals
+from levqor_core.extensions import db
+from levqor_core.keys.models import ApiKey
+from levqor_core.metering.counters import card_key, daily_key, sandbox_key
+from levqor_core.metering.models import UsageDaily
+
+log = logging.getLogger(__name__)
+
+HISTORY_DAYS = 30
+CARD_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class CardState:
+    """The database's part of the card, as of `day` (UTC)."""
+
+    day: date
+    active_key_id: str | None
+    key_ids: list[str] = field(default_factory=list)
+    rows: list[list] = field(default_factory=list)  # [key id, ISO day, calls, sandbox calls]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"day": self.day.isoformat(), "active": self.active_key_id, "keys": self.key_ids, "rows": self.rows}
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "CardState":
+        data = json.loads(raw)
+        return cls(date.fromisoformat(data["day"]), data["active"], data["keys"], data["rows"])
+
+
+def from_database(account_id: int, today: date) -> CardState:
+    """One statement: every key of the account, each with its persisted rows of the chart's days
+    (the primary key (key_id, day) bounds it by keys × days, whatever the account's history)."""
+    first = today - timedelta(days=HISTORY_DAYS - 1)
+    found = db.session.execute(
+        sa.select(ApiKey.id, ApiKey.status, UsageDaily.day, UsageDaily.calls, UsageDaily.sandbox_calls)
+        .outerjoin(UsageDaily, sa.and_(UsageDaily.key_id == ApiKey.id, UsageDaily.day >= first))
+        .where(ApiKey.account_id == account_id)
+    ).all()
+    return CardState(
+        today,
+        next((row.id for row in found if row.status == "active"), None),
+        sorted({row.id for row in found}),
+        [[row.id, row.day.isoformat(), row.calls, row.sandbox_calls] for row in found if row.day is not None],
+    )
+
+
+def state(r: redis.Redis, account_id: int, today: date) -> CardState:
+    """The card's database part: from Redis when held for today, else read and held (RedisError
+    when Redis is away: the caller reads from_database instead)."""
+    raw = r.get(card_key(account_id))
+    if raw is not None:
+        held = CardState.from_json(raw)
+        if held.day == today:
+            return held
+    fresh = from_database(account_id, today)
+    r.set(card_key(account_id), fresh.to_json(), ex=CARD_SECONDS)
+    return fresh
+
+
+def daily_history(r: redis.Redis | None, held: CardState, now: datetime) -> list[dict]:
+    """Calls per UTC day for the chart's days, today's live counters overriding persisted rows
+    (metering.counters.daily_history's figures, without its SQL)."""
+    today = now.date()
+    first = today - timedelta(days=HISTORY_DAYS - 1)
+    per_day = {first + timedelta(days=i): [0, 0] for i in range(HISTORY_DAYS)}
+    per_key_day = {(kid, date.fromisoformat(day)): (calls, sandbox) for kid, day, calls, sandbox in held.rows}
+    if r is not None and held.key_ids:
+        try:
+            live = r.mget([k for kid in held.key_ids for k in (daily_key(kid, today), sandbox_key(kid, today))])
+            for i, kid in enumerate(held.key_ids):
+                if live[2 * i] is not None or live[2 * i + 1] is not None:
+                    per_key_day[(kid, today)] = (int(live[2 * i] or 0), int(live[2 * i + 1] or 0))
+        except redis.RedisError:
+            pass  # the persisted figures are shown while Redis is away
+    for (_, day), (calls, sandbox_calls) in per_key_day.items():
+        if day in per_day:
+            per_day[day][0] += calls
+            per_day[day][1] += sandbox_calls
+    return [{"day": d.isoformat(), "calls": c, "sandbox_calls": s} for d, (c, s) in sorted(per_day.items())]
+
+
+def forget(account_id: int) -> None:
+    """Drop an account's held card state (its keys changed, or a past day's usage was persisted)."""
+    try:
+        current_app.extensions["levqor.redis"].delete(card_key(account_id))
+    except redis.RedisError as err:
+        log.warning("usage card of account %s not dropped (held at most %s s more): %s", account_id, CARD_SECONDS, err)
+
+
+@signals.account_keys_changed.connect
+def _keys_changed(account_id: int, **_) -> None:
+    forget(account_id)
