@@ -105,3 +105,18 @@ def test_persisting_a_past_day_drops_the_held_card(portal, client, app):
     poll(p)  # read again, with yesterday's row
     held = usage_card.CardState.from_json(r.get(metering.card_key(account_id)))
     assert [key_id, yesterday.isoformat(), 5, 0] in held.rows
+
+
+def test_a_card_written_after_a_roll_by_a_read_from_before_it_is_not_used(portal, client, app):
+    p = portal().sign_up()
+    old = p.new_key().json()["key"]
+    sandbox_call(client, old)
+    assert sandbox_today(poll(p)) == 1
+    r = app.extensions["levqor.redis"]
+    with app.app_context():
+        account = accounts.by_email(p.email)
+        read_before_the_roll = r.get(metering.card_key(account.id))
+        keys.issue(account, keys.Actor(email="test"))
+    # The poll that read before the roll writes its card after the roll's drop.
+    r.set(metering.card_key(account.id), read_before_the_roll)
+    assert sandbox_today(poll(p)) == 0  # read again: the new key's counter

@@ -5,13 +5,15 @@ The card polls every 5 s per open dashboard. Its figures are Redis counters; wha
 when a key is issued, rolled or revoked (the keys core says so: signals.account_keys_changed) or
 when a usage flush writes a row for a day before today. So it is read with one statement, kept
 in Redis under `lvq:card:<account id>` for the UTC day it was read on, and dropped on either change:
-a warm poll runs no SQL of its own. If the drop fails (Redis away at that moment), CARD_SECONDS
-bounds how long the card may show the old key ring.
+a warm poll runs no SQL of its own. A drop also counts up the account's generation, and a card
+is held with the generation read before its statement: a drop that lands between that statement
+and the card's write leaves a card no poll uses. If the drop fails (Redis away at that moment),
+CARD_SECONDS bounds how long the card may show the old key ring.
 """
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 import redis
@@ -21,7 +23,7 @@ from flask import current_app
 from levqor_core import signals
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey
-from levqor_core.metering.counters import card_key, daily_key, sandbox_key
+from levqor_core.metering.counters import card_generation_key, card_key, daily_key, drop_cards, sandbox_key
 from levqor_core.metering.models import UsageDaily
 
 log = logging.getLogger(__name__)
@@ -38,16 +40,23 @@ class CardState:
     active_key_id: str | None
     key_ids: list[str] = field(default_factory=list)
     rows: list[list] = field(default_factory=list)  # [key id, ISO day, calls, sandbox calls]
+    generation: int = 0  # the account's drops counted when it was read
 
     def to_json(self) -> str:
         return json.dumps(
-            {"day": self.day.isoformat(), "active": self.active_key_id, "keys": self.key_ids, "rows": self.rows}
+            {
+                "day": self.day.isoformat(),
+                "active": self.active_key_id,
+                "keys": self.key_ids,
+                "rows": self.rows,
+                "gen": self.generation,
+            }
         )
 
     @classmethod
     def from_json(cls, raw: bytes) -> "CardState":
         data = json.loads(raw)
-        return cls(date.fromisoformat(data["day"]), data["active"], data["keys"], data["rows"])
+        return cls(date.fromisoformat(data["day"]), data["active"], data["keys"], data["rows"], data["gen"])
 
 
 def from_database(account_id: int, today: date) -> CardState:
@@ -70,12 +79,13 @@ def from_database(account_id: int, today: date) -> CardState:
 def state(r: redis.Redis, account_id: int, today: date) -> CardState:
     """The card's database part: from Redis when held for today, else read and held (RedisError
     when Redis is away: the caller reads from_database instead)."""
-    raw = r.get(card_key(account_id))
+    raw, generation = r.mget(card_key(account_id), card_generation_key(account_id))
+    generation = int(generation or 0)
     if raw is not None:
         held = CardState.from_json(raw)
-        if held.day == today:
+        if held.day == today and held.generation == generation:
             return held
-    fresh = from_database(account_id, today)
+    fresh = replace(from_database(account_id, today), generation=generation)
     r.set(card_key(account_id), fresh.to_json(), ex=CARD_SECONDS)
     return fresh
 
@@ -105,7 +115,7 @@ def daily_history(r: redis.Redis | None, held: CardState, now: datetime) -> list
 def forget(account_id: int) -> None:
     """Drop an account's held card state (its keys changed, or a past day's usage was persisted)."""
     try:
-        current_app.extensions["levqor.redis"].delete(card_key(account_id))
+        drop_cards(current_app.extensions["levqor.redis"], [account_id])
     except redis.RedisError as err:
         log.warning("usage card of account %s not dropped (held at most %s s more): %s", account_id, CARD_SECONDS, err)
 
