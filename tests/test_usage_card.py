@@ -85,26 +85,31 @@ def test_a_rolled_key_drops_the_held_card_and_the_new_key_counts_from_zero(porta
     assert sandbox_today(poll(p)) == 1
 
 
-def test_persisting_a_past_day_drops_the_held_card(portal, client, app):
+def test_the_chart_shows_live_day_counters_so_a_flush_changes_nothing_it_shows(portal, client, app, statements):
     p = portal().sign_up()
     raw = p.new_key().json()["key"]
+    sandbox_call(client, raw)
     poll(p)
     r = app.extensions["levqor.redis"]
+    now = datetime.now(UTC)
+    yesterday = now.date() - timedelta(days=1)
     with app.app_context():
         account_id = accounts.by_email(p.email).id
-        assert r.exists(metering.card_key(account_id))
-        sandbox_call(client, raw)
-        metering.flush_usage(r)  # today only: the held part stays
-        assert r.exists(metering.card_key(account_id))
-        yesterday = datetime.now(UTC).date() - timedelta(days=1)
-        (key_id,) = [k.decode().split(":")[2] for k in r.keys("lvq:s:*")]
+        held = usage_card.state(r, account_id, now.date())
+        (key_id,) = held.key_ids
+        # Calls counted yesterday, not yet persisted when the card was read.
         r.set(metering.daily_key(key_id, yesterday), 5)
         r.sadd(metering.DIRTY, f"{key_id}|{account_id}|{yesterday.isoformat()}")
-        metering.flush_usage(r)
-        assert not r.exists(metering.card_key(account_id))
-    poll(p)  # read again, with yesterday's row
-    held = usage_card.CardState.from_json(r.get(metering.card_key(account_id)))
-    assert [key_id, yesterday.isoformat(), 5, 0] in held.rows
+        before = usage_card.daily_history(r, held, now)
+        metering.flush_usage(r)  # persists yesterday's 5 and today's sandbox call
+        statements.clear()
+        after = usage_card.daily_history(r, usage_card.state(r, account_id, now.date()), now)
+        assert statements == []  # the held part is still current
+        assert after == before
+        assert before[-2] == {"day": yesterday.isoformat(), "calls": 5, "sandbox_calls": 0}
+        assert before[-1]["sandbox_calls"] == 1
+        # And read from the database as a cold card would, the same chart.
+        assert usage_card.daily_history(None, usage_card.from_database(account_id, now.date()), now) == after
 
 
 def test_a_card_written_after_a_roll_by_a_read_from_before_it_is_not_used(portal, client, app):
@@ -115,8 +120,8 @@ def test_a_card_written_after_a_roll_by_a_read_from_before_it_is_not_used(portal
     r = app.extensions["levqor.redis"]
     with app.app_context():
         account = accounts.by_email(p.email)
-        read_before_the_roll = r.get(metering.card_key(account.id))
+        read_before_the_roll = r.get(usage_card.card_key(account.id))
         keys.issue(account, keys.Actor(email="test"))
     # The poll that read before the roll writes its card after the roll's drop.
-    r.set(metering.card_key(account.id), read_before_the_roll)
+    r.set(usage_card.card_key(account.id), read_before_the_roll)
     assert sandbox_today(poll(p)) == 0  # read again: the new key's counter

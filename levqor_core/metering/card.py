@@ -1,18 +1,22 @@
 """What the portal's usage card needs from the database, held in Redis per account.
 
 The card polls every 5 s per open dashboard. Its figures are Redis counters; what the database adds
-(the account's key ids, which one is active, the persisted calls of the chart's days) changes only
-when a key is issued, rolled or revoked (the keys core says so: signals.account_keys_changed) or
-when a usage flush writes a row for a day before today. So it is read with one statement, kept
-in Redis under `lvq:card:<account id>` for the UTC day it was read on, and dropped on either change:
-a warm poll runs no SQL of its own. A drop also counts up the account's generation, and a card
-is held with the generation read before its statement: a drop that lands between that statement
-and the card's write leaves a card no poll uses. If the drop fails (Redis away at that moment),
-CARD_SECONDS bounds how long the card may show the old key ring.
+(the account's key ids, which one is active, the persisted calls of the chart's days) is read with
+one statement and held in Redis for the UTC day it was read on, so a warm poll runs no SQL of its
+own. Only a key issued, rolled or revoked changes it (the keys core says so:
+signals.account_keys_changed), and drops it. The usage flush does not: the chart shows a day's live
+counters wherever Redis still has them (their 8 days), and a flush writes a day's row from those
+very counters, so a row it writes is never what the card shows.
+
+A drop also counts up the account's generation, and a card is held with the generation read before
+its statement: a drop that lands between that statement and the card's write leaves a card no poll
+uses. If the drop fails (Redis away at that moment), CARD_SECONDS bounds how long the card may show
+the old key ring.
 """
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
@@ -23,13 +27,23 @@ from flask import current_app
 from levqor_core import signals
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey
-from levqor_core.metering.counters import card_generation_key, card_key, daily_key, drop_cards, sandbox_key
+from levqor_core.metering.counters import daily_key, sandbox_key
 from levqor_core.metering.models import UsageDaily
 
 log = logging.getLogger(__name__)
 
 HISTORY_DAYS = 30
+LIVE_DAYS = 8  # how long gate.lua and the seed keep a key's day counters
 CARD_SECONDS = 600
+
+
+def card_key(account_id: int) -> str:
+    # One hash tag per account: the card and its generation are read in one MGET (Redis Cluster).
+    return f"lvq:{{a{account_id}}}:card"
+
+
+def generation_key(account_id: int) -> str:
+    return f"lvq:{{a{account_id}}}:card-gen"
 
 
 @dataclass(frozen=True)
@@ -77,9 +91,9 @@ def from_database(account_id: int, today: date) -> CardState:
 
 
 def state(r: redis.Redis, account_id: int, today: date) -> CardState:
-    """The card's database part: from Redis when held for today, else read and held (RedisError
-    when Redis is away: the caller reads from_database instead)."""
-    raw, generation = r.mget(card_key(account_id), card_generation_key(account_id))
+    """The card's database part: from Redis when held for today at the current generation, else
+    read and held (RedisError when Redis is away: the caller reads from_database instead)."""
+    raw, generation = r.mget(card_key(account_id), generation_key(account_id))
     generation = int(generation or 0)
     if raw is not None:
         held = CardState.from_json(raw)
@@ -91,18 +105,20 @@ def state(r: redis.Redis, account_id: int, today: date) -> CardState:
 
 
 def daily_history(r: redis.Redis | None, held: CardState, now: datetime) -> list[dict]:
-    """Calls per UTC day for the chart's days, today's live counters overriding persisted rows
-    (metering.counters.daily_history's figures, without its SQL)."""
+    """Calls per UTC day for the chart's days: a key's live counters where Redis has them (its last
+    LIVE_DAYS days), its persisted rows elsewhere. Without SQL."""
     today = now.date()
     first = today - timedelta(days=HISTORY_DAYS - 1)
     per_day = {first + timedelta(days=i): [0, 0] for i in range(HISTORY_DAYS)}
     per_key_day = {(kid, date.fromisoformat(day)): (calls, sandbox) for kid, day, calls, sandbox in held.rows}
-    if r is not None and held.key_ids:
+    live_days = [today - timedelta(days=i) for i in range(LIVE_DAYS)]
+    pairs = [(kid, day) for kid in held.key_ids for day in live_days]
+    if r is not None and pairs:
         try:
-            live = r.mget([k for kid in held.key_ids for k in (daily_key(kid, today), sandbox_key(kid, today))])
-            for i, kid in enumerate(held.key_ids):
+            live = r.mget([k for kid, day in pairs for k in (daily_key(kid, day), sandbox_key(kid, day))])
+            for i, pair in enumerate(pairs):
                 if live[2 * i] is not None or live[2 * i + 1] is not None:
-                    per_key_day[(kid, today)] = (int(live[2 * i] or 0), int(live[2 * i + 1] or 0))
+                    per_key_day[pair] = (int(live[2 * i] or 0), int(live[2 * i + 1] or 0))
         except redis.RedisError:
             pass  # the persisted figures are shown while Redis is away
     for (_, day), (calls, sandbox_calls) in per_key_day.items():
@@ -112,14 +128,18 @@ def daily_history(r: redis.Redis | None, held: CardState, now: datetime) -> list
     return [{"day": d.isoformat(), "calls": c, "sandbox_calls": s} for d, (c, s) in sorted(per_day.items())]
 
 
-def forget(account_id: int) -> None:
-    """Drop an account's held card state (its keys changed, or a past day's usage was persisted)."""
-    try:
-        drop_cards(current_app.extensions["levqor.redis"], [account_id])
-    except redis.RedisError as err:
-        log.warning("usage card of account %s not dropped (held at most %s s more): %s", account_id, CARD_SECONDS, err)
+def drop(r: redis.Redis, account_ids: Iterable[int]) -> None:
+    """The accounts' held cards are out of date: each is read again on its next poll."""
+    pipe = r.pipeline(transaction=False)
+    for account_id in account_ids:
+        pipe.incr(generation_key(account_id))
+        pipe.delete(card_key(account_id))
+    pipe.execute()
 
 
 @signals.account_keys_changed.connect
 def _keys_changed(account_id: int, **_) -> None:
-    forget(account_id)
+    try:
+        drop(current_app.extensions["levqor.redis"], [account_id])
+    except redis.RedisError as err:
+        log.warning("usage card of account %s not dropped (held at most %s s more): %s", account_id, CARD_SECONDS, err)

@@ -81,25 +81,6 @@ def period_days(period: Period) -> tuple[date, date]:
     return first, (period.end - timedelta(microseconds=1)).date()
 
 
-def card_key(account_id: int) -> str:
-    """The usage card's database part, held for the portal (levqor_core.metering.card)."""
-    return f"lvq:card:{account_id}"
-
-
-def card_generation_key(account_id: int) -> str:
-    """Counts the drops of an account's held card: one held under an older count is not used."""
-    return f"lvq:card:gen:{account_id}"
-
-
-def drop_cards(r: redis.Redis, account_ids) -> None:
-    """The accounts' held usage cards are out of date: each is read again on its next poll."""
-    pipe = r.pipeline(transaction=False)
-    for account_id in account_ids:
-        pipe.incr(card_generation_key(account_id))
-        pipe.delete(card_key(account_id))
-    pipe.execute()
-
-
 def base_key(key_id: str, day: date) -> str:
     """What a key's day counters were seeded with, in this Redis's life: calls numbered above it
     by an earlier life of Redis were never persisted (flusher replays them)."""
@@ -200,9 +181,6 @@ def _flush_chunk(r: redis.Redis, members: list[str]) -> int:
         for i, (key_id, account_id, day) in enumerate(entries)
     ]
     _upsert_usage(rows)
-    # A day before today persisted: the usage cards holding that day's rows read them again.
-    today = datetime.now(UTC).date()
-    drop_cards(r, {account_id for _, account_id, day in entries if day < today})
     return len(rows)
 
 
