@@ -125,3 +125,25 @@ def test_a_card_written_after_a_roll_by_a_read_from_before_it_is_not_used(portal
     # The poll that read before the roll writes its card after the roll's drop.
     r.set(usage_card.card_key(account.id), read_before_the_roll)
     assert sandbox_today(poll(p)) == 0  # read again: the new key's counter
+
+
+def shown_version(card: str) -> str:
+    return re.search(r'hx-get="/developer/api-keys/usage\?v=([0-9a-f]+)"', card).group(1)
+
+
+def test_an_unchanged_card_is_answered_204_with_no_render_and_only_the_sessions_query(portal, client, statements):
+    p = portal().sign_up()
+    raw = p.new_key().json()["key"]
+    version = shown_version(poll(p))
+    statements.clear()
+    unchanged = p.client.get(f"/developer/api-keys/usage?v={version}", headers=HX)
+    assert unchanged.status_code == 204 and unchanged.text == ""  # htmx swaps nothing on a 204
+    assert len(statements) == 1 and statements[0].lstrip().startswith("SELECT accounts.")
+
+    sandbox_call(client, raw)
+    changed = p.client.get(f"/developer/api-keys/usage?v={version}", headers=HX)
+    assert changed.status_code == 200 and sandbox_today(changed.text) == 1
+    assert shown_version(changed.text) != version
+    # A page that shows an old card (another version, or none) gets the card.
+    assert p.client.get("/developer/api-keys/usage?v=0", headers=HX).status_code == 200
+    assert shown_version(p.client.get("/developer/api-keys").text) == shown_version(changed.text)
