@@ -1,5 +1,4 @@
-"""jobs counted by status in job_state_counts (kept by triggers); jobs (finished_at, status)
-and usage_daily (account_id, day) indexed
+"""job_state_counts kept by triggers; indexes for the ops figures and the usage card's SUM
 
 The operator's page and /metrics showed jobs by status with a GROUP BY over every stored job, and
 their 24 h figures scanned every finished job: both grew with the table. The counts are now kept
@@ -7,8 +6,8 @@ by the database itself on every insert, status change, delete and truncate of `j
 path that writes jobs, the worker's, the API's, the purge and account deletion alike, keeps them
 exact), in 16 shards per status on PostgreSQL so concurrent transitions rarely wait on one row;
 the 24 h figures read a range of the new (finished_at, status) index, and the status index keeps
-only jobs in flight (a plan over finished jobs read all of them through it). The usage card's period SUM reads a
-range of (account_id, day) instead of every row of the account.
+only jobs in flight (a plan over finished jobs read all of them through it). The usage card's
+period SUM reads a range of (account_id, day) instead of every row of the account.
 
 Revision ID: 0017
 Revises: 0016
