@@ -20,6 +20,7 @@ from levqor_core.accounts import security as account_security
 from levqor_core.extensions import csrf, db, migrate
 from levqor_core.keys import github_signature
 from levqor_core.limits import gate
+from levqor_core.metering import card as usage_card  # noqa: F401  (its signal receiver)
 from levqor_core.requestlog.recorder import Recorder
 from levqor_core.web import deprecation, framework_costs, public_spec, request_log, validation
 from levqor_core.web.api_paths import is_api_path

@@ -10,3 +10,5 @@ _signals = Namespace()
 keys_retired = _signals.signal("keys-retired")
 # sender: the account id. Its tier or billing period changed: its keys' cached records go.
 account_limits_changed = _signals.signal("account-limits-changed")
+# sender: the account id. A key of the account was issued, rolled or revoked (its key ring changed).
+account_keys_changed = _signals.signal("account-keys-changed")

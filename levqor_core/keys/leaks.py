@@ -108,6 +108,8 @@ def report(matches: list[dict], now: datetime | None = None) -> list[dict]:
     )
     db.session.commit()
     signals.keys_retired.send(None, key_hashes=unique)  # every token's, found or not
+    for account_id in {r.account_id for r in revoked}:
+        signals.account_keys_changed.send(account_id)
     _hand_over(current_app._get_current_object(), revoked, now)
     if revoked:
         log.warning("revoked %d leaked key(s) reported by GitHub: %s", len(revoked), [r.key_id for r in revoked])

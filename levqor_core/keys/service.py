@@ -161,6 +161,7 @@ def _issue(account: Account, actor: Actor, grace: timedelta, emergency: bool) ->
         raise KeyCreationConflict("Another key was created for this account at the same moment.") from None
     # Drop cached records so every process sees the change on its next request.
     signals.keys_retired.send(None, key_hashes=retired)
+    signals.account_keys_changed.send(account.id)
     if retired:  # a first key is no roll, and has no event
         # Metadata, never the key; `emergency` tells a leak's replacement (every usable key cut off at
         # once, even one only in its grace period) from a planned roll.
@@ -190,6 +191,7 @@ def revoke(account: Account, actor: Actor, calling_key_id: str | None = None) ->
         db.session.add(_event(account.id, key.id, "revoked", actor, now))
     db.session.commit()
     signals.keys_retired.send(None, key_hashes=[k.key_hash for k in keys])
+    signals.account_keys_changed.send(account.id)
     revoked = next((k for k in keys if k.expires_at is None), keys[0])
     webhook_events.emit(account.id, "key.revoked", lambda: revoked.to_dict(account.tier))
     return revoked

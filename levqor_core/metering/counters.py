@@ -201,6 +201,21 @@ def _upsert_usage(rows: list[dict]) -> None:
     db.session.commit()
 
 
+def _seeded_counters(r: redis.Redis, account: Account, key_id: str, now: datetime, period: Period) -> tuple:
+    """(period calls, sandbox calls today) of the account and key, seeded from the database only
+    when a counter seed_counters sets is missing: every poll of the usage card asks, and the seed's
+    two queries are for after a Redis loss."""
+    today = now.date()
+    pipe = r.pipeline(transaction=False)
+    pipe.mget(usage_key(account.id, period), sandbox_key(key_id, today), daily_key(key_id, today))
+    pipe.exists(base_key(key_id, today))
+    (used, sandbox_today, calls_today), has_base = pipe.execute()
+    if used is None or sandbox_today is None or calls_today is None or not has_base:
+        seed_counters(r, account, key_id, now)
+        used, sandbox_today = r.mget(usage_key(account.id, period), sandbox_key(key_id, today))
+    return used, sandbox_today
+
+
 def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: datetime) -> dict:
     """The numbers enforcement uses, as GET /api/usage reports them."""
     tier = tiers.get(account.tier)
@@ -209,8 +224,7 @@ def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: da
     estimated = False
     try:
         if key_id:
-            seed_counters(r, account, key_id, now)
-            used, sandbox_today = r.mget(usage_key(account.id, period), sandbox_key(key_id, today))
+            used, sandbox_today = _seeded_counters(r, account, key_id, now, period)
         else:
             used = r.get(usage_key(account.id, period)) or persisted_period_calls(account.id, period)
             sandbox_today = 0

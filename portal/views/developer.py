@@ -4,6 +4,8 @@ Each dashboard fragment is built from its own context: the usage poll reads coun
 key, the key panel its keys and the key-creation limit's window, the audit trail its events.
 """
 
+import hashlib
+import json
 import logging
 from datetime import datetime, timedelta
 
@@ -21,6 +23,7 @@ from levqor_core.columns import utcnow
 from levqor_core.extensions import db
 from levqor_core.keys import leaks
 from levqor_core.keys import service as keys
+from levqor_core.metering import card as usage_card
 from levqor_core.metering import counters as metering
 from levqor_core.requestlog import queries as requestlog
 from levqor_core.web import key_creation_limit as creation_limit
@@ -118,21 +121,45 @@ def key_panel_context(account, now: datetime) -> dict:
 
 
 def usage_context(account, now: datetime) -> dict:
-    """What the usage card shows; reads only (it is polled every few seconds)."""
-    active = keys.active_key(account.id)
+    """What the usage card shows; reads only (it is polled every few seconds), and no SQL of its
+    own while its database part is held in Redis (levqor_core.metering.card)."""
+    r = _redis()
     try:
-        usage = metering.usage_snapshot(_redis(), account, active.id if active else None, now)
+        held = usage_card.state(r, account.id, now.date())
+    except redis.RedisError:
+        held = usage_card.from_database(account.id, now.date())
+    try:
+        usage = metering.usage_snapshot(r, account, held.active_key_id, now)
     except redis.RedisError as err:
         # The counters live in Redis; the rest of the page still works while it is away.
         log.warning("usage unavailable: %s", err)
         usage = None
+    history = usage_card.daily_history(r, held, now)
+    tier = tiers.get(account.tier)
     return {
         "usage": usage,
         "resets_at": datetime.fromisoformat(usage["resets_at"]) if usage else None,
         "sandbox_resets_at": datetime.fromisoformat(usage["sandbox"]["resets_at"]) if usage else None,
-        "chart": charts.daily_chart(metering.daily_history(_redis(), account.id, now)),
-        "tier": tiers.get(account.tier),
+        "chart": charts.daily_chart(history),
+        "tier": tier,
+        "card_version": _card_version(usage, history, tier.label),
     }
+
+
+_CARD_TEMPLATES = ("developer/_usage.html", "developer/_chart.html")
+_card_templates_digest: str | None = None
+
+
+def _card_version(*shown) -> str:
+    """A digest of everything the usage card shows, and of its templates: the card's poll sends the
+    version it shows, and an unchanged card is answered 204 (htmx swaps nothing) without a render."""
+    global _card_templates_digest
+    if _card_templates_digest is None:
+        env = current_app.jinja_env
+        sources = "".join(env.loader.get_source(env, name)[0] for name in _CARD_TEMPLATES)
+        _card_templates_digest = hashlib.sha256(sources.encode()).hexdigest()
+    figures = json.dumps([_card_templates_digest, *shown], sort_keys=True, default=str)
+    return hashlib.sha256(figures.encode()).hexdigest()[:24]
 
 
 def dashboard_fragments(account, now: datetime, **shown_in_panel) -> dict[str, Fragment]:
@@ -225,7 +252,10 @@ def usage():
     """The usage card's own poll: only its fragment, never the whole dashboard."""
     if not request.htmx:
         return redirect(url_for("portal.api_keys"))
-    return render_template("developer/_usage.html", **usage_context(current_user, utcnow()))
+    context = usage_context(current_user, utcnow())
+    if request.args.get("v") == context["card_version"]:
+        return "", 204  # what the page shows is current: htmx swaps nothing
+    return render_template("developer/_usage.html", **context)
 
 
 # ---- key create / roll / revoke: the panel answers with itself --------------------------------
