@@ -3,7 +3,7 @@ errors, the health log, the Notion sync's progress. Read by the `/developer/ops`
 
 Redis-derived figures come from RQ's own APIs and INFO, read live (a few round trips). The
 database-derived ones (jobs by state: the counts triggers keep in `job_state_counts`; the 24 h
-counts and p95: a range of the finished_at index) are cached
+counts and p95: a range of the (finished_at, status) index) are cached
 for OPS_DB_CACHE_SECONDS, in Redis (shared by every process; one process recomputes while the
 others keep serving the previous figures) and per process, so a scrape's database cost is bounded
 whatever the scrape rate, the number of scrapers, or whether Redis is up.
@@ -195,7 +195,7 @@ def compute_db_figures(session, now: datetime | None = None) -> dict:
     """API jobs by state (all of them), and over the last 24 h: finished by status, rates, p95.
 
     Its cost does not grow with the jobs stored: the states are counted by the database as jobs
-    change, and the 24 h figures read the window's range of the finished_at index."""
+    change, and the 24 h figures read the window's range of the (finished_at, status) index."""
     now = now or _now()
     since = now - WINDOW
     # Kept by triggers on `jobs` (JobStateCount): a few rows, however many jobs are stored.

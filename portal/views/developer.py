@@ -1,7 +1,8 @@
 """/developer: the overview and the API-keys dashboard (key panel, usage, chart, audit trail).
 
-Each dashboard fragment is built from its own context: the usage poll reads counters and one
-key, the key panel its keys and the key-creation limit's window, the audit trail its events.
+Each dashboard fragment is built from its own context: the usage poll reads counters and the
+card's part held in Redis, the key panel its keys and the key-creation limit's window, the audit
+trail its events.
 """
 
 import hashlib
