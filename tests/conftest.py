@@ -129,6 +129,7 @@ def _clean_state(request):
         app.extensions["levqor.redis"].flushdb()
     app.extensions["levqor.gate"].outage.pending.clear()
     app.extensions["levqor.gate"].flusher.journal.clear()
+    app.extensions["levqor.gate"].records.owners.clear()  # account ids restart at 1 each test
     yield
 
 

@@ -198,9 +198,9 @@ def test_flush_is_idempotent_and_never_moves_counts_backwards(client, key, app):
     with app.app_context():
         metering.flush_usage(r)
         assert metering.flush_usage(r) == 0
-        kid = db.session.scalar(sa.select(UsageDaily.key_id))
-        r.sadd(metering.DIRTY, f"{kid}|0|{datetime.now(UTC).date().isoformat()}")
-        r.set(metering.daily_key(kid, datetime.now(UTC).date()), 0)
+        kid, acct = db.session.execute(sa.select(UsageDaily.key_id, UsageDaily.account_id)).one()
+        r.sadd(metering.dirty_key(acct), f"{kid}|{acct}|{datetime.now(UTC).date().isoformat()}")
+        r.set(metering.daily_key(acct, kid, datetime.now(UTC).date()), 0)
         metering.flush_usage(r)
         assert db.session.scalar(sa.select(UsageDaily.calls)) == 1
 
@@ -226,10 +226,12 @@ def test_forgetting_an_account_deletes_all_its_sandbox_jobs_and_only_its(client,
         made = client.post("/api/sandbox/v1/jobs", headers={"x-api-key": key}, json={"workflow": "echo", "input": {}})
         assert made.status_code == 202
     r = app.extensions["levqor.redis"]
-    # Enough leftovers to take more than one batch.
-    r.mset({f"{sandbox._prefix(gone_id)}:filler:{n}": 1 for n in range(1203)})
+    # More jobs than are kept, each with an idempotency key: every name is known without a SCAN.
+    with app.app_context():
+        for n in range(sandbox.MAX_JOBS + 20):
+            sandbox.create_job(r, gone_id, "echo", {"n": n}, idempotency_key=f"idem-{n}")
     sandbox.forget_account(r, gone_id)
-    assert list(r.scan_iter(f"{sandbox._prefix(gone_id)}:*")) == []
-    assert list(r.scan_iter(f"{sandbox._prefix(kept_id)}:*"))
+    assert list(r.scan_iter(f"{sandbox.key_prefix(gone_id)}:*")) == []
+    assert list(r.scan_iter(f"{sandbox.key_prefix(kept_id)}:*"))
     assert client.get("/api/sandbox/v1/jobs", headers={"x-api-key": gone_key}).json()["data"] == []
     assert len(client.get("/api/sandbox/v1/jobs", headers={"x-api-key": kept_key}).json()["data"]) == 1
