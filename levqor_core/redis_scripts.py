@@ -11,8 +11,10 @@ Behaviour kept from redis-py, so the gate degrades exactly as before: connection
 `redis.ConnectionError`, a reply slower than the socket timeout `redis.TimeoutError` (the
 connection is then dropped, as later replies could not be matched to their calls), error replies
 `redis.ResponseError`; nothing is retried once sent (a script may have counted the call). An
-unknown script (`NOSCRIPT`, after Redis restarted empty) is sent again whole with EVAL. AUTH,
-SELECT and TLS follow the URL as redis-py reads it.
+unknown script (`NOSCRIPT`, after Redis restarted empty) is sent again whole with EVAL. A
+`READONLY` reply (a primary demoted to a replica while the URL moved to the promoted one: the
+script wrote nothing) drops the connection and is sent once more on a new one. AUTH, SELECT and
+TLS follow the URL as redis-py reads it.
 """
 
 import asyncio
@@ -112,7 +114,11 @@ class ScriptClient:
         connection = self._connection
         if connection is None or connection.lost:
             connection = await self._connect()
-        return await self._write(connection, packed)
+        try:
+            return await self._write(connection, packed)
+        except redis.exceptions.ReadOnlyError:
+            connection._fail(redis.ConnectionError("the server became a read-only replica"))
+            return await self._write(await self._connect(), packed)
 
     async def _write(self, connection: _Connection, packed: bytes):
         return await connection.send(packed)
@@ -178,6 +184,8 @@ def _error(reply: redis.ResponseError) -> redis.ResponseError:
     message = str(reply)
     if message.startswith("NOSCRIPT"):
         return redis.exceptions.NoScriptError(message)
+    if message.startswith("READONLY"):
+        return redis.exceptions.ReadOnlyError(message)
     return reply
 
 
