@@ -396,8 +396,17 @@ class RedisClusterServer:
         self.procs[port].wait(timeout=10)
 
     def restart(self, port: int) -> None:
-        """Start a killed node again on its config: it rejoins (as a replica if it was failed over)."""
+        """Start a failed-over node again on its config: it rejoins as a replica of its promoted
+        one (waited for, with the replicas in sync, so the next test sees a whole cluster)."""
         self._start_node(port)
+        rejoined = wait_for(
+            lambda: (
+                "role:slave" in self.cli(port, "INFO", "replication") and self.healthy() and self.replicas_in_sync()
+            ),
+            timeout=30,
+        )
+        if not rejoined:
+            raise RuntimeError(f"cluster node {port} did not rejoin as a replica")
 
     def flush(self) -> None:
         for port in self.primaries():

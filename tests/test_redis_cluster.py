@@ -7,11 +7,14 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from redis.crc import key_slot
 
+from levqor_core import redis_scripts
 from levqor_core.extensions import db
 from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 
+from .helpers import run_on_own_loop
 from .servers import wait_for
 
 
@@ -62,4 +65,34 @@ def test_a_primary_killed_mid_run_costs_no_5xx_and_loses_no_call(app, cluster_cx
     # whose reply never came, is also counted again by the outage mode that admitted it: at most
     # one per caller (each has one call in flight).
     assert admitted <= persisted <= admitted + len(callers)
+    assert wait_for(redis_cluster.healthy, timeout=30)
+
+
+def test_the_script_client_follows_moved_and_ask_once(redis_cluster):
+    """A stale slot map (MOVED) and a slot mid-migration (ASK) reach the right primary."""
+    key = "lvq:{test-redirect}:k"
+    slot = key_slot(key.encode())
+    owner = redis_cluster.primary_of(key)
+    other = next(port for port in redis_cluster.primaries() if port != owner)
+    client = redis_scripts.ClusterScriptClient(redis_cluster.url)
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+
+    async def moved_then_ask():
+        await client.refresh()
+        client.slots[slot] = ("127.0.0.1", other)  # stale: that node answers MOVED
+        moved = await script([key])
+        ids = {port: redis_cluster.cli(port, "CLUSTER", "MYID").strip() for port in (owner, other)}
+        redis_cluster.cli(other, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[owner])
+        redis_cluster.cli(owner, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[other])
+        try:
+            asked = await script([key + ":new"])  # not on the owner: it answers ASK for the other
+        finally:
+            for port in (owner, other):
+                redis_cluster.cli(port, "CLUSTER", "SETSLOT", str(slot), "STABLE")
+        return moved, asked
+
+    moved, asked = run_on_own_loop(moved_then_ask())
+    assert (moved, asked) == (1, 1)  # each script ran once, where the cluster sent it
+    for port in (owner, other):
+        redis_cluster.cli(port, "DEL", key, key + ":new")
     assert wait_for(redis_cluster.healthy, timeout=30)
