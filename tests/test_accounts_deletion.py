@@ -92,7 +92,7 @@ def test_deletion_revokes_the_key_at_once_cancels_stripe_removes_data_and_frees_
     )
     assert sandbox_job.status_code == 202, sandbox_job.text
     redis = app.extensions["levqor.redis"]
-    assert redis.keys(f"lvq:sbx:{account_id}:*")  # the sandbox keeps its jobs in Redis
+    assert redis.keys(f"lvq:sbx:{{{account_id}}}:*")  # the sandbox keeps its jobs in Redis
 
     with app.app_context():
         assert _count(SignIn, account_id=account_id) == 1
@@ -107,7 +107,7 @@ def test_deletion_revokes_the_key_at_once_cancels_stripe_removes_data_and_frees_
             assert _count(model, account_id=account_id) == 0, model.__name__
         kept = db.session.scalars(sa.select(StripeEvent)).all()
         assert kept and all(event.account_id is None for event in kept)  # payment records, unlinked
-    assert redis.keys(f"lvq:sbx:{account_id}:*") == []
+    assert redis.keys(f"lvq:sbx:{{{account_id}}}:*") == []
 
     again = portal().sign_up(email=dev.email)
     assert again.new_key().status_code == 201

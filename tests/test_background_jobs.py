@@ -158,8 +158,8 @@ def test_after_usage_changes_only_those_rows_are_updated(app, fake, notion_on):
     r = app.extensions["levqor.redis"]
     today = datetime.now(UTC).date()
     (a0, k0), (a1, k1), (a2, k2) = keys[:3]
-    r.set(metering.daily_key(k0, today), 7)
-    r.sadd(metering.DIRTY, f"{k0}|{a0}|{today.isoformat()}")
+    r.set(metering.daily_key(a0, k0, today), 7)
+    r.sadd(metering.dirty_key(a0), f"{k0}|{a0}|{today.isoformat()}")
     add_usage(app, k1, a1, 99)
     with app.app_context():
         db.session.get(Account, a2).tier = "pro"

@@ -294,9 +294,9 @@ def test_a_revocation_landing_while_the_gate_caches_the_key_still_takes_effect(a
 
 def test_a_valid_key_is_admitted_even_if_every_cache_fill_races_a_change(app, client, make_account):
     """Tier changes keep landing mid-fill (a forget after every gate read): the key stays valid."""
-    _, raw = make_account()
+    account_id, raw = make_account()
     forget = app.extensions["levqor.gate"].records.forget
-    with after_each_gate_read(app, lambda _: forget([key_format.hash_key(raw)])) as reads:
+    with after_each_gate_read(app, lambda _: forget([(account_id, key_format.hash_key(raw))])) as reads:
         response = client.get("/api/v1/workflows", headers={"x-api-key": raw})
     assert len(reads) == key_cache.FILL_ATTEMPTS
     assert response.status_code == 200, response.text

@@ -473,7 +473,7 @@ def test_run_shows_the_sandbox_daily_cap_inline(portal, app):
     from levqor_core.metering import counters as metering
 
     run_example(p)  # seeds the counters
-    r.set(metering.sandbox_key(key.id, utcnow().date()), tiers.SANDBOX_DAILY_LIMIT)
+    r.set(metering.sandbox_key(key.account_id, key.id, utcnow().date()), tiers.SANDBOX_DAILY_LIMIT)
     capped = run_example(p)
     assert "Sandbox daily cap exceeded" in capped.text
     assert "Try again in" in capped.text

@@ -57,7 +57,7 @@ def test_twenty_thousand_keys_touched_in_one_window_are_all_persisted(app):
         assert metering.flush_usage(r) == KEYS
     persisted = _persisted(app)
     assert persisted == {key_id: (account_id, 3, 1) for key_id, account_id in owners.items()}
-    assert not r.exists(metering.DIRTY) and not r.exists(metering.FLUSHING)
+    assert metering.pending_pairs(r) == 0
     with app.app_context():
         assert metering.flush_usage(r) == 0  # nothing pending is left behind
 
@@ -81,7 +81,7 @@ def test_a_backlog_piled_up_while_postgresql_was_down_is_persisted_once_it_is_ba
         with app.app_context(), pytest.raises(sa.exc.OperationalError):
             metering.flush_usage(r)
     second = _count_calls(r, account_ids[KEYS // 2 :], calls_each=2, sandbox_each=0)
-    assert r.scard(metering.FLUSHING) + r.scard(metering.DIRTY) == KEYS
+    assert metering.pending_pairs(r) == KEYS
     postgres_server.resume()
     with app.app_context():
         assert metering.flush_usage(r) == KEYS
@@ -105,7 +105,7 @@ def test_a_chunk_that_fails_midway_keeps_only_what_was_not_written(app, monkeypa
     monkeypatch.setattr(metering, "_upsert_usage", upsert_failing_on_the_second_chunk)
     with app.app_context(), pytest.raises(sa.exc.OperationalError):
         metering.flush_usage(r)
-    assert len(_persisted(app)) == 2 and r.scard(metering.FLUSHING) == 3
+    assert len(_persisted(app)) == 2 and metering.pending_pairs(r) == 3
     with app.app_context():
         assert metering.flush_usage(r) == 3
     assert set(_persisted(app)) == set(owners)

@@ -361,7 +361,7 @@ def test_sandbox_storage_per_account_is_bounded(app, make_account, key_api):
     with app.app_context():
         for i in range(sandbox.MAX_JOBS + 30):
             sandbox.create_job(r, account_id, "echo", near_cap | {"i": i})
-    prefix = f"lvq:sbx:{account_id}:"
+    prefix = f"lvq:sbx:{{{account_id}}}:"
     keys = list(r.scan_iter(prefix + "*"))
     footprint = sum(r.memory_usage(k) for k in keys)
     job_keys = [k for k in keys if k.startswith((prefix + "job:").encode())]

@@ -6,7 +6,9 @@ polling and cancelling can be practised (and counts against the tier's jobs in f
 production).
 
 Storage is bounded per account: an input of at most MAX_INPUT_BYTES, the newest MAX_JOBS jobs,
-each for a day (README "Redis sizing").
+each for a day (README "Redis sizing"). Every key of an account's sandbox carries its hash tag
+(`key_prefix`), so its transactions and MGETs stay in one slot of a Redis Cluster, and the names
+of its keys are all known (the index, the idempotency keys' set): deleting them needs no SCAN.
 """
 
 import json
@@ -16,9 +18,8 @@ import time
 from datetime import UTC, datetime
 
 import redis
-from flask import current_app
 
-from levqor_core import problems
+from levqor_core import problems, redis_conn
 from levqor_core.accounts import deletion
 from levqor_core.apijobs import jobs, pagination, workflows
 from levqor_core.apijobs.models import IN_FLIGHT, Job, new_job_id
@@ -49,20 +50,20 @@ INDEX_ENTRY = re.compile(r"[0-9]{16}:job_[0-9a-f]{20}")
 CURSORS = pagination.Cursors("s", INDEX_ENTRY.fullmatch)
 
 
-def _prefix(account_id: int) -> str:
-    return f"lvq:sbx:{account_id}"
+def key_prefix(account_id: int) -> str:
+    """Every sandbox key of the account starts with this (its hash tag: one slot)."""
+    return f"lvq:sbx:{{{account_id}}}"
 
 
 def forget_account(r: redis.Redis, account_id: int) -> None:
     """Delete every sandbox job and counter of the account (account deletion)."""
-    batch: list = []
-    for key in r.scan_iter(f"{_prefix(account_id)}:*", count=500):
-        batch.append(key)
-        if len(batch) == 500:  # one round trip per batch, not per key
-            r.unlink(*batch)
-            batch.clear()
-    if batch:
-        r.unlink(*batch)
+    prefix = key_prefix(account_id)
+    entries = [e.decode() for e in r.zrange(f"{prefix}:index", 0, -1)]
+    idems = [k.decode() for k in r.smembers(f"{prefix}:idems")]
+    jobs_keys = [f"{prefix}:job:{entry.split(':', 1)[1]}" for entry in entries]
+    names = [*jobs_keys, *idems, f"{prefix}:index", f"{prefix}:inflight", f"{prefix}:idems"]
+    for start in range(0, len(names), 500):  # one round trip per batch, not per key
+        r.unlink(*names[start : start + 500])
 
 
 def _at(ts: float | None) -> datetime | None:
@@ -103,7 +104,7 @@ def _check_size(data: dict) -> None:
 
 def _hold_slot(r: redis.Redis, account_id: int, job_id: str, now: float, due: float) -> None:
     tier = jobs.account_tier(account_id)
-    if not r.eval(_HOLD_SLOT, 1, f"{_prefix(account_id)}:inflight", now, tier.max_jobs_in_flight, due, job_id, TTL):
+    if not r.eval(_HOLD_SLOT, 1, f"{key_prefix(account_id)}:inflight", now, tier.max_jobs_in_flight, due, job_id, TTL):
         raise TooManyJobsInFlight.at_cap(tier, "sandbox ")
 
 
@@ -118,7 +119,7 @@ def create_job(
     workflow = workflows.for_input(workflow_id, data)
     _check_size(data)
     digest = jobs.request_hash(workflow_id, data)
-    prefix = _prefix(account_id)
+    prefix = key_prefix(account_id)
     now = time.time()
     if idempotency_key:
         earlier = r.get(f"{prefix}:idem:{idempotency_key}")
@@ -155,6 +156,8 @@ def create_job(
     pipe.expire(f"{prefix}:index", TTL)
     if idempotency_key:
         pipe.set(f"{prefix}:idem:{idempotency_key}", f"{job_id}|{digest}", ex=TTL, nx=True)
+        pipe.sadd(f"{prefix}:idems", f"{prefix}:idem:{idempotency_key}")  # forget_account's list
+        pipe.expire(f"{prefix}:idems", TTL)
     pipe.zrange(f"{prefix}:index", 0, -MAX_JOBS - 1)
     dropped = pipe.execute()[-1]
     if dropped:
@@ -176,7 +179,7 @@ def _announce_end(r: redis.Redis, account_id: int, raw: dict) -> None:
     if ids:
         raw["webhook_deliveries"] = ids
         try:
-            r.set(f"{_prefix(account_id)}:job:{raw['id']}", json.dumps(raw), keepttl=True)
+            r.set(f"{key_prefix(account_id)}:job:{raw['id']}", json.dumps(raw), keepttl=True)
         except redis.RedisError as err:  # the job stands; a cancel would then not withdraw them
             log.warning("could not note the webhook deliveries of sandbox job %s: %s", raw["id"], err)
 
@@ -191,7 +194,7 @@ def _drop_oldest(r: redis.Redis, prefix: str, entries: list[str]) -> None:
 
 
 def _load(r: redis.Redis, account_id: int, job_id: str) -> dict:
-    blob = r.get(f"{_prefix(account_id)}:job:{job_id}")
+    blob = r.get(f"{key_prefix(account_id)}:job:{job_id}")
     if blob is None:
         raise problems.NotFound(f"No sandbox job {job_id!r} (sandbox jobs are kept for a day).")
     return json.loads(blob)
@@ -204,7 +207,7 @@ def get_job(r: redis.Redis, account_id: int, job_id: str) -> dict:
 
 def list_jobs(r: redis.Redis, account_id: int, status: str | None, limit: int, cursor: str | None) -> dict:
     """Newest first, `limit` per page, continued by an opaque cursor (as `GET /v1/jobs`)."""
-    prefix, now = _prefix(account_id), time.time()
+    prefix, now = key_prefix(account_id), time.time()
     upper = f"({CURSORS.decode(cursor)}" if cursor else "+"
     oldest = f"[{_index_entry(now - TTL, '')}"
     found: list[tuple[str, Job]] = []  # (index entry, job)
@@ -231,8 +234,8 @@ def cancel_job(r: redis.Redis, account_id: int, job_id: str) -> Job:
         raise JobNotCancelable(f"Sandbox job {job_id} is already {seen}.")
     raw.update(status="canceled", finished=now)
     pipe = r.pipeline()
-    pipe.set(f"{_prefix(account_id)}:job:{job_id}", json.dumps(raw), keepttl=True)
-    pipe.zrem(f"{_prefix(account_id)}:inflight", job_id)
+    pipe.set(f"{key_prefix(account_id)}:job:{job_id}", json.dumps(raw), keepttl=True)
+    pipe.zrem(f"{key_prefix(account_id)}:inflight", job_id)
     pipe.execute()
     job = _as_job(raw, now)
     events.withdraw(raw.get("webhook_deliveries", []))  # its announced end will not come
@@ -243,6 +246,6 @@ def cancel_job(r: redis.Redis, account_id: int, job_id: str) -> Job:
 @deletion.step("forget-sandbox-jobs", deletion.CACHES)
 def _forget_deleted_account(account, _actor) -> None:
     try:
-        forget_account(current_app.extensions["levqor.redis"], account.id)
+        forget_account(redis_conn.for_limits(), account.id)
     except redis.RedisError as err:  # the flusher drops counters of deleted accounts anyway
         log.warning("account %s deleted while Redis is unavailable: %s", account.id, err)

@@ -26,12 +26,12 @@ from typing import NamedTuple
 import redis
 from flask import Flask, current_app
 
-from levqor_core import tiers
+from levqor_core import redis_conn, tiers
 from levqor_core.keys import format as keyfmt
 from levqor_core.limits import refusals
 from levqor_core.limits.degraded import Outage
 from levqor_core.limits.headers import BURST, rate_limit_headers
-from levqor_core.limits.key_cache import KeyCache, record_key
+from levqor_core.limits.key_cache import KeyCache, Owner, locator_key, parse_locator, record_key
 from levqor_core.metering import counters as metering
 from levqor_core.metering.flusher import JournalEntry, UsageFlusher
 from levqor_core.redis_scripts import ScriptClient
@@ -39,6 +39,22 @@ from levqor_core.redis_scripts import ScriptClient
 log = logging.getLogger(__name__)
 
 _SCRIPT = (Path(__file__).with_name("gate.lua")).read_text()
+# The failed-authentication throttle, per caller address: a call of its own (its key is the
+# address's, in no account's slot), made only for a key that is not known to be valid.
+# KEYS[1] the address's failures this minute; ARGV[1] 1: count one more failure, 0: only look;
+# ARGV[2] failures allowed. Returns 1 when the address is over them.
+_THROTTLE = """
+local failed
+if ARGV[1] == '1' then
+  failed = redis.call('INCR', KEYS[1]) - 1
+  if failed == 0 then redis.call('EXPIRE', KEYS[1], 120) end
+else
+  failed = tonumber(redis.call('GET', KEYS[1]) or '0')
+end
+if failed >= tonumber(ARGV[2]) then return 1 end
+return 0
+"""
+_LOCATE = "return redis.call('GET', KEYS[1])"
 
 
 @functools.lru_cache(maxsize=4096)  # parsing the address was ~5% of the gate's own CPU
@@ -62,8 +78,20 @@ def failures_key(client: str, now: float) -> str:
     return f"lvq:f:{client}:{int(now) // 60}"
 
 
-def _script_keys(key_hash: str, client: str | None, now: float) -> list[str]:
-    return [record_key(key_hash), failures_key(client, now)] if client else [record_key(key_hash)]
+def script_keys(owner: Owner, key_hash: str, now: float, period_id: str) -> list[str]:
+    """gate.lua's KEYS: all under the account's hash tag (one slot)."""
+    account_id, key_id = owner
+    day = _calendar_args(int(now))[2]
+    return [
+        record_key(account_id, key_hash),
+        metering.burst_key(account_id, key_id, int(now)),
+        metering.usage_key(account_id, period_id),
+        f"lvq:{metering.tag(account_id)}:d:{key_id}:{day}",
+        f"lvq:{metering.tag(account_id)}:s:{key_id}:{day}",
+        f"lvq:{metering.tag(account_id)}:base:{key_id}:{day}",
+        metering.dirty_key(account_id),
+        metering.epoch_key(account_id),
+    ]
 
 
 @functools.lru_cache(maxsize=4)
@@ -80,15 +108,9 @@ def _calendar_args(second: int) -> tuple:
     )
 
 
-def script_args(area: str, now: float) -> list:
+def script_args(area: str, now: float, period_id: str) -> list:
     """gate.lua's ARGV; the calendar part only changes once a second."""
-    return [
-        area,
-        repr(now),
-        *_calendar_args(int(now)),
-        refusals.FAILED_AUTH_PER_MINUTE,
-        refusals.failed_auth_reset(now),
-    ]
+    return [area, repr(now), *_calendar_args(int(now)), period_id]
 
 
 class ScriptReply(NamedTuple):
@@ -133,9 +155,17 @@ class _Blocking:
 
     def __init__(self, r: redis.Redis):
         self._script = r.register_script(_SCRIPT)
+        self._throttle = r.register_script(_THROTTLE)
+        self._locate = r.register_script(_LOCATE)
 
     async def script(self, keys: list, args: list):
         return self._script(keys=keys, args=args)
+
+    async def throttle(self, keys: list, args: list):
+        return self._throttle(keys=keys, args=args)
+
+    async def locate(self, keys: list, args: list):
+        return self._locate(keys=keys, args=args)
 
     @staticmethod
     async def in_thread(fn, *args):
@@ -150,6 +180,8 @@ class _OnEventLoop:
 
     def __init__(self, client: ScriptClient):
         self.script = client.register_script(_SCRIPT)
+        self.throttle = client.register_script(_THROTTLE)
+        self.locate = client.register_script(_LOCATE)
 
 
 def _run_to_end(sequence):
@@ -172,6 +204,9 @@ class Gate:
         self._blocking = _Blocking(r)
         self._async_client_factory = async_client_factory
         self._on_loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # Key hash → the paid period its last call counted in (calendar periods are not kept):
+        # gate.lua's usage counter is named by the caller, and a wrong guess costs one more run.
+        self._periods: dict[str, str] = {}
 
     async def authorize_async(
         self, raw_key: str, area: str, now: float | None = None, client: str | None = None
@@ -193,23 +228,64 @@ class Gate:
         return steps
 
     async def _admit(self, steps, key_hash: str, area: str, now: float | None, client: str | None) -> dict:
-        """The one admission sequence: gate.lua; on a miss, fill the key's record and run it again;
-        then hand Redis what it missed while away; without Redis, admit from the database."""
+        """The one admission sequence: find the key's account (this process's memory, else Redis's
+        locator, else the database), then gate.lua; on a miss, fill the key's record and run it
+        again; then hand Redis what it missed while away; without Redis, admit from the database."""
         self.flusher.start()
         now = time.time() if now is None else now
         client = client_bucket(client)
-        keys, args = _script_keys(key_hash, client, now), script_args(area, now)
         try:
-            result = await steps.script(keys, args)
+            owner = self.records.owners.get(key_hash) or await self._locate(steps, key_hash, now, client)
+            if owner is None:
+                return await self._refuse_unknown(steps, now, client)
+            result = await self._run(steps, owner, key_hash, area, now)
             if result[0] == b"miss":
-                await steps.in_thread(self.records.fill, key_hash, now)
-                result = await steps.script(keys, args)
+                if await steps.in_thread(self.records.fill, key_hash, now, owner) is None:
+                    return await self._refuse_unknown(steps, now, client)
+                result = await self._run(steps, owner, key_hash, area, now)
+            if result[0] == b"unknown":
+                return await self._refuse_unknown(steps, now, client)
             if self.outage.pending or self.records.unsent_forgets:
                 await steps.in_thread(self.catch_up)
-        except redis.RedisError as err:
+        except redis_conn.UNAVAILABLE as err:
             log.warning("redis unavailable, gate degraded: %s", err)
             return await steps.in_thread(self.outage.admit, key_hash, area, now, client)
         return self._verdict(result, area, now)
+
+    async def _locate(self, steps, key_hash: str, now: float, client: str | None) -> Owner | None:
+        """The key's owner for a key this process has not seen: Redis's locator, or the database
+        (after the caller's address passed the throttle: a guesser is refused before any query)."""
+        owner = parse_locator(await steps.locate([locator_key(key_hash)], []))
+        if owner is None:
+            if client and await steps.throttle([failures_key(client, now)], [0, refusals.FAILED_AUTH_PER_MINUTE]):
+                raise refusals.throttled(now)
+            owner = await steps.in_thread(self.records.fill, key_hash, now)
+        if owner:
+            self.records.remember(key_hash, owner)
+            return owner
+        return None
+
+    async def _refuse_unknown(self, steps, now: float, client: str | None):
+        """An unknown key counts against the caller's address; past the allowance it is told no more."""
+        if client and await steps.throttle([failures_key(client, now)], [1, refusals.FAILED_AUTH_PER_MINUTE]):
+            raise refusals.throttled(now)
+        raise refusals.unknown_key()
+
+    async def _run(self, steps, owner: Owner, key_hash: str, area: str, now: float):
+        """gate.lua with the usage counter of the period the key counted in last (else the
+        calendar's); once more with the right one if the key's period is another."""
+        period_id = self._periods.get(key_hash) or _calendar_args(int(now))[0]
+        result = await steps.script(script_keys(owner, key_hash, now, period_id), script_args(area, now, period_id))
+        if result[0] == b"period":
+            period_id = result[1].decode()
+            if period_id == _calendar_args(int(now))[0]:
+                self._periods.pop(key_hash, None)
+            else:
+                if len(self._periods) >= 10_000:
+                    self._periods.clear()
+                self._periods[key_hash] = period_id
+            result = await steps.script(script_keys(owner, key_hash, now, period_id), script_args(area, now, period_id))
+        return result
 
     def catch_up(self) -> None:
         """Hand Redis what it missed while unreachable: forgotten key records, then the calls
@@ -219,9 +295,7 @@ class Gate:
 
     def _verdict(self, raw, area: str, now: float) -> dict:
         reply = ScriptReply.parse(raw)
-        if reply.verdict == "guessing":
-            raise refusals.throttled(now)
-        if reply.verdict in ("unknown", "miss"):
+        if reply.verdict in ("unknown", "miss", "period"):  # a record gone again meanwhile
             raise refusals.unknown_key()
         if reply.verdict == "expired":
             refusal = refusals.grace_over()

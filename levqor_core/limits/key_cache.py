@@ -5,6 +5,10 @@ or, while Redis is unreachable, in this process (DEGRADED_CACHE_SECONDS). Revoki
 a key, or changing its account's tier or period, forgets the record in both places, so every
 process sees the change on its next call. A generation counter fences the Redis copy: a record
 read before a forget() is never written after it.
+
+A record lives under its account's hash tag (with the counters gate.lua updates in the same
+call); which account a key belongs to never changes, so each process remembers it (`owners`),
+and Redis does too (`locator_key`) for the first call a process sees of a key.
 """
 
 import contextlib
@@ -12,13 +16,14 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import redis
 import sqlalchemy as sa
 from blinker import ANY
 from flask import Flask, current_app
 
-from levqor_core import signals, tiers
+from levqor_core import redis_conn, signals, tiers
 from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
@@ -29,6 +34,8 @@ log = logging.getLogger(__name__)
 
 RECORD_TTL = 600  # also bounds how long a revocation missed during an outage can linger
 NEGATIVE_TTL = 60
+LOCATOR_TTL = 86400  # a key's account never changes: kept long, read once per process
+OWNERS_SIZE = 100_000  # key owners remembered per process (cleared whole when full)
 DEGRADED_CACHE_SECONDS = 5
 DEGRADED_CACHE_SIZE = 10_000
 FILL_ATTEMPTS = 3
@@ -46,14 +53,37 @@ return 1
 """
 
 
-def record_key(key_hash: str) -> str:
+def record_key(account_id: int, key_hash: str) -> str:
     """The Redis hash gate.lua reads the key's record from."""
-    return f"lvq:k:{key_hash}"
+    return f"lvq:{metering.tag(account_id)}:k:{key_hash}"
 
 
-def generation_key(key_hash: str) -> str:
+def generation_key(account_id: int, key_hash: str) -> str:
     """Bumped by every forget(): a record read from the database before a bump is stale."""
-    return f"lvq:kg:{key_hash}"
+    return f"lvq:{metering.tag(account_id)}:kg:{key_hash}"
+
+
+def locator_key(key_hash: str) -> str:
+    """Which account and key id a key hash belongs to ("<account>|<key id>"; "" for no usable key,
+    for NEGATIVE_TTL): where its record lives, for a process that has not seen the key yet."""
+    return f"lvq:ka:{key_hash}"
+
+
+class Owner(NamedTuple):
+    """Whose a key is: fixed for the key's life."""
+
+    account_id: int
+    key_id: str
+
+
+def parse_locator(value: bytes | None) -> "Owner | None | bool":
+    """A locator's value: the Owner, False for "no usable key", None when Redis has none."""
+    if value is None:
+        return None
+    if not value:
+        return False
+    account_id, key_id = value.decode().split("|", 1)
+    return Owner(int(account_id), key_id)
 
 
 @dataclass
@@ -114,25 +144,47 @@ class KeyCache:
         self._fill = r.register_script(_FILL_SCRIPT)
         self._outage_copies: dict[str, tuple[float, KeyRecord | None]] = {}
         # Forgets that could not reach Redis: sent again by send_unsent_forgets().
-        self.unsent_forgets: set[str] = set()
+        self.unsent_forgets: set[tuple[int, str]] = set()
+        # Key hash → Owner, for the keys this process has seen (a key's owner never changes).
+        self.owners: dict[str, Owner] = {}
         self._unsent_lock = threading.Lock()
 
-    def fill(self, key_hash: str, now: float) -> None:
-        """Cache the key's record (or that it is unknown) and seed its counters. A revocation or
-        tier change that lands between the database read and the write would otherwise leave the
-        old record cached for RECORD_TTL; the generation check turns that into another read."""
+    def remember(self, key_hash: str, owner: Owner) -> None:
+        if len(self.owners) >= OWNERS_SIZE:
+            self.owners.clear()  # a flood of keys must not grow it without bound
+        self.owners[key_hash] = owner
+
+    def fill(self, key_hash: str, now: float, owner: Owner | None = None) -> Owner | None:
+        """Cache the key's record (or that it is unknown) and seed its counters; returns its owner
+        (None: no usable key). A revocation or tier change that lands between the database read
+        and the write would otherwise leave the old record cached for RECORD_TTL; the generation
+        check turns that into another read."""
         for attempt in range(1, FILL_ATTEMPTS + 1):
             # The last attempt writes what it read whatever happens meanwhile: its read is at most
             # a moment old, and leaving the key uncached would answer this call "unknown key".
-            generation = b"*" if attempt == FILL_ATTEMPTS else self.redis.get(generation_key(key_hash)) or b""
+            # Before the first read names the owner, no forget can be known: "" (none yet) is
+            # checked by the write instead, and a mismatch is one more attempt.
+            if attempt == FILL_ATTEMPTS:
+                generation = b"*"
+            else:
+                generation = self.redis.get(generation_key(owner.account_id, key_hash)) or b"" if owner else b""
             with self.app.app_context():
                 record, account = load_record(key_hash, now)
                 if record is not None:
                     metering.seed_counters(self.redis, account, record.key_id, datetime.fromtimestamp(now, UTC))
+            if record is None and owner is None:
+                self.redis.set(locator_key(key_hash), "", ex=NEGATIVE_TTL)
+                return None
+            if record is not None:
+                if owner is None:
+                    self.redis.set(locator_key(key_hash), f"{record.account_id}|{record.key_id}", ex=LOCATOR_TTL)
+                owner = Owner(record.account_id, record.key_id)
             fields, ttl = _record_fields(record)
             pairs = [x for field, value in fields.items() for x in (field, value)]
-            if self._fill(keys=[record_key(key_hash), generation_key(key_hash)], args=[generation, ttl, *pairs]):
-                return
+            keys = [record_key(owner.account_id, key_hash), generation_key(owner.account_id, key_hash)]
+            if self._fill(keys=keys, args=[generation, ttl, *pairs]):
+                return owner if record is not None else None
+        return None
 
     def outage_copy(self, key_hash: str, now: float):
         """The record read during this outage less than DEGRADED_CACHE_SECONDS ago (None: no usable
@@ -148,13 +200,13 @@ class KeyCache:
         self._outage_copies[key_hash] = (now + DEGRADED_CACHE_SECONDS, record)
         return record
 
-    def forget(self, key_hashes: list[str]) -> None:
-        """Drop the keys' records here and in Redis; raises RedisError (and sends them again once
-        Redis answers) when it cannot reach Redis."""
-        for h in key_hashes:
+    def forget(self, keys: list[tuple[int, str]]) -> None:
+        """Drop the records of these (account id, key hash) here and in Redis; raises RedisError
+        (and sends them again once Redis answers) when it cannot reach Redis."""
+        for _, h in keys:
             self._outage_copies.pop(h, None)
-        if key_hashes:
-            self._drop_in_redis(key_hashes)
+        if keys:
+            self._drop_in_redis(keys)
 
     def send_unsent_forgets(self) -> None:
         """Drop in Redis the records forgotten while it was unreachable (kept for later if it still is)."""
@@ -164,26 +216,35 @@ class KeyCache:
             with contextlib.suppress(redis.RedisError):
                 self._drop_in_redis(unsent)
 
-    def _drop_in_redis(self, key_hashes) -> None:
+    def _drop_in_redis(self, keys) -> None:
         """Bump the keys' generations and delete their records; kept to send again on RedisError."""
-        pipe = self.redis.pipeline()
-        for h in key_hashes:
-            pipe.incr(generation_key(h))
-            pipe.expire(generation_key(h), RECORD_TTL)
-            pipe.delete(record_key(h))
+        pipe = self.redis.pipeline(transaction=False)  # per key, each in its account's slot
+        for account_id, h in keys:
+            pipe.incr(generation_key(account_id, h))
+            pipe.expire(generation_key(account_id, h), RECORD_TTL)
+            pipe.delete(record_key(account_id, h))
         try:
             pipe.execute()
-        except redis.RedisError:
+        except redis_conn.UNAVAILABLE:
             with self._unsent_lock:
-                self.unsent_forgets.update(key_hashes)
+                self.unsent_forgets.update(keys)
             raise
 
 
 def forget_keys(key_hashes: list[str]) -> None:
     """Drop cached key records (after a rotation or revocation)."""
+    if not key_hashes:
+        return
+    owned = db.session.execute(
+        sa.select(ApiKey.account_id, ApiKey.key_hash).where(ApiKey.key_hash.in_(key_hashes))
+    ).all()
+    _forget([(account_id, h) for account_id, h in owned])
+
+
+def _forget(keys: list[tuple[int, str]]) -> None:
     try:
-        current_app.extensions["levqor.gate"].records.forget(key_hashes)
-    except redis.RedisError:
+        current_app.extensions["levqor.gate"].records.forget(keys)
+    except redis_conn.UNAVAILABLE:
         log.warning("could not drop cached key records; they expire within %ss", RECORD_TTL)
 
 
@@ -192,7 +253,7 @@ def forget_account(account_id: int) -> None:
     hashes = db.session.scalars(
         sa.select(ApiKey.key_hash).where(ApiKey.account_id == account_id, ApiKey.status.in_(("active", "expiring")))
     ).all()
-    forget_keys(list(hashes))
+    _forget([(account_id, h) for h in hashes])
 
 
 @signals.keys_retired.connect_via(ANY, weak=False)

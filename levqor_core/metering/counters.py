@@ -4,6 +4,11 @@ Counters live in Redis on the hot path (see gate.lua). They are copied to `usage
 every USAGE_FLUSH_SECONDS; after a Redis restart or flush the counters are seeded again from
 the database, and each web process replays the calls it admitted that the last flush had not
 persisted (its journal, see flusher), so a Redis restart loses no call a live process admitted.
+
+Every key an API call touches carries its account's hash tag (`lvq:{<bucket>}:…`, the account id
+modulo BUCKETS): gate.lua's keys, the key record and the bucket's dirty set share one slot, so
+the same code runs on one Redis and on a Redis Cluster, where a script or a multi-key command
+may only touch one slot. The flush walks the BUCKETS dirty sets by name (no SCAN).
 """
 
 import calendar
@@ -15,7 +20,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 
-from levqor_core import tiers
+from levqor_core import redis_conn, tiers
 from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
@@ -23,8 +28,18 @@ from levqor_core.keys.models import ApiKey
 from levqor_core.metering.models import UsageDaily
 from levqor_core.tiers import SANDBOX_DAILY_LIMIT
 
-DIRTY = "lvq:dirty"
-FLUSHING = "lvq:dirty:flushing"
+# Hash-tag buckets: the accounts spread over this many slots, each with its own dirty set. Enough
+# for an even spread over a cluster's shards (16,384 slots), few enough for the flush to read
+# every bucket's set each tick.
+BUCKETS = 1024
+# Takes the bucket's pending pairs (with any a failed flush left behind) for this flush.
+_TAKE_DIRTY = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SUNIONSTORE', KEYS[2], KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[1])
+end
+return redis.call('SMEMBERS', KEYS[2])
+"""
 # Rows a statement in the flush: 5 parameters each, far below PostgreSQL's 65,535 a statement and
 # SQLite's 32,766.
 FLUSH_CHUNK_ROWS = 2_000
@@ -54,17 +69,78 @@ def day_end(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
 
 
+def tag(account_id: int) -> str:
+    """The hash tag every key of the account's calls carries: one slot per bucket of accounts."""
+    return f"{{{int(account_id) % BUCKETS}}}"
+
+
 def usage_key(account_id: int, period: Period | str) -> str:
     """The period counter; `period` may be a Period or its id."""
-    return f"lvq:u:{account_id}:{getattr(period, 'id', period)}"
+    return f"lvq:{tag(account_id)}:u:{account_id}:{getattr(period, 'id', period)}"
 
 
-def daily_key(key_id: str, day: date) -> str:
-    return f"lvq:d:{key_id}:{day.isoformat()}"
+def daily_key(account_id: int, key_id: str, day: date) -> str:
+    return f"lvq:{tag(account_id)}:d:{key_id}:{day.isoformat()}"
 
 
-def sandbox_key(key_id: str, day: date) -> str:
-    return f"lvq:s:{key_id}:{day.isoformat()}"
+def sandbox_key(account_id: int, key_id: str, day: date) -> str:
+    return f"lvq:{tag(account_id)}:s:{key_id}:{day.isoformat()}"
+
+
+def burst_key(account_id: int, key_id: str, second: int) -> str:
+    return f"lvq:{tag(account_id)}:b:{key_id}:{second}"
+
+
+def dirty_key(account_id: int) -> str:
+    """The bucket's set of (key, day) pairs counted since the last flush."""
+    return dirty_key_of(tag(account_id))
+
+
+def epoch_key(account_id: int) -> str:
+    """The bucket's life on its server: set by the first metered call, lost if Redis is emptied."""
+    return epoch_key_of(tag(account_id))
+
+
+def epoch_key_of(bucket_tag: str) -> str:
+    return f"lvq:{bucket_tag}:epoch"
+
+
+def dirty_key_of(bucket_tag: str) -> str:
+    return f"lvq:{bucket_tag}:dirty"
+
+
+def flushing_key_of(bucket_tag: str) -> str:
+    """The bucket's pairs taken by a flush and not yet written (kept when it fails)."""
+    return f"lvq:{bucket_tag}:flushing"
+
+
+def all_tags() -> list[str]:
+    return [f"{{{bucket}}}" for bucket in range(BUCKETS)]
+
+
+def pending_pairs(r: redis.Redis) -> int:
+    """How many (key, day) pairs wait for a flush, across every bucket."""
+    pipe = r.pipeline(transaction=False)
+    for bucket_tag in all_tags():
+        pipe.scard(dirty_key_of(bucket_tag))
+        pipe.scard(flushing_key_of(bucket_tag))
+    return sum(pipe.execute())
+
+
+def get_many(r: redis.Redis, keys: list[str]) -> list:
+    """The values of keys of any buckets: one MGET per bucket (a multi-key command must stay in
+    one slot on a Redis Cluster), pipelined."""
+    by_tag: dict[str, list[int]] = {}
+    for i, name in enumerate(keys):
+        by_tag.setdefault(name[name.index("{") : name.index("}") + 1], []).append(i)
+    pipe = r.pipeline(transaction=False)
+    for positions in by_tag.values():
+        pipe.execute_command("MGET", *(keys[i] for i in positions))  # one slot (the cluster pipeline has no mget())
+    values: list = [None] * len(keys)
+    for positions, found in zip(by_tag.values(), pipe.execute(), strict=True):
+        for i, value in zip(positions, found, strict=True):
+            values[i] = value
+    return values
 
 
 def period_days(period: Period) -> tuple[date, date]:
@@ -81,21 +157,72 @@ def period_days(period: Period) -> tuple[date, date]:
     return first, (period.end - timedelta(microseconds=1)).date()
 
 
-def base_key(key_id: str, day: date) -> str:
-    """What a key's day counters were seeded with, in this Redis's life: calls numbered above it
-    by an earlier life of Redis were never persisted (flusher replays them)."""
-    return f"lvq:base:{key_id}:{day.isoformat()}"
+def base_key(account_id: int, key_id: str, day: date) -> str:
+    """A key's day counters as this Redis server's life found them (its replication id, `epoch`,
+    and the counts): calls an earlier life numbered above them never reached this one (flusher
+    replays them). gate.lua writes it on a life's first call of the key that day."""
+    return f"lvq:{tag(account_id)}:base:{key_id}:{day.isoformat()}"
+
+
+# The life of the server holding a bucket, as gate.lua reads it: the server's replication id (a
+# restart and a replica's promotion change it; a key would have been replicated) and the bucket's
+# life key (an emptied Redis loses it). KEYS[1] the bucket's life key.
+_EPOCH = """
+local life = redis.call('GET', KEYS[1])
+if not life then
+  local t = redis.call('TIME')
+  life = t[1] .. '.' .. t[2]
+  redis.call('SET', KEYS[1], life)
+end
+local epoch = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') .. ':' .. life
+"""
+# What gate.lua does on a server life's first metered call of a key that day: note the life and
+# the day counters it found. KEYS: day counter, sandbox day counter, base, the bucket's life key.
+_REBASE = (
+    _EPOCH.replace("KEYS[1]", "KEYS[4]")
+    + """
+if redis.call('HGET', KEYS[3], 'epoch') ~= epoch then
+  redis.call('HSET', KEYS[3], 'epoch', epoch, 'calls', redis.call('GET', KEYS[1]) or 0,
+    'sandbox', redis.call('GET', KEYS[2]) or 0)
+  redis.call('EXPIRE', KEYS[3], 8 * 86400)
+end
+return redis.call('HMGET', KEYS[3], 'calls', 'sandbox')
+"""
+)
+
+
+def rebase(r: redis.Redis, account_id: int, key_id: str, day: date) -> dict[str, int]:
+    """The key's day counts as the current life of its server found them ({"calls", "sandbox"})."""
+    keys = [
+        daily_key(account_id, key_id, day),
+        sandbox_key(account_id, key_id, day),
+        base_key(account_id, key_id, day),
+        epoch_key(account_id),
+    ]
+    calls, sandbox_calls = r.eval(_REBASE, 4, *keys)
+    return {"calls": int(calls or 0), "sandbox": int(sandbox_calls or 0)}
+
+
+def epochs(r: redis.Redis, tags: set[str]) -> dict[str, bytes]:
+    """The current life of each bucket's server, as gate.lua tags the calls it counts (one is
+    started where the bucket has none, as gate.lua would: a call journaled after this read must
+    not look older than it)."""
+    ordered = sorted(tags)
+    pipe = r.pipeline(transaction=False)
+    for bucket_tag in ordered:
+        pipe.execute_command("EVAL", _EPOCH + "return epoch", 1, epoch_key_of(bucket_tag))
+    return dict(zip(ordered, pipe.execute(), strict=True))
 
 
 def add_calls(pipe, key_id: str, account_id: int, period_id: str, day: date, area: str, n: int) -> None:
     """Queue on `pipe` what gate.lua does for n admitted calls: the counters, and the dirty mark
     that has the next flush persist them."""
     if area == "sandbox":
-        pipe.incrby(sandbox_key(key_id, day), n)
+        pipe.incrby(sandbox_key(account_id, key_id, day), n)
     else:
         pipe.incrby(usage_key(account_id, period_id), n)
-        pipe.incrby(daily_key(key_id, day), n)
-    pipe.sadd(DIRTY, f"{key_id}|{account_id}|{day.isoformat()}")
+        pipe.incrby(daily_key(account_id, key_id, day), n)
+    pipe.sadd(dirty_key(account_id), f"{key_id}|{account_id}|{day.isoformat()}")
 
 
 def persisted_period_calls(account_id: int, period: Period) -> int:
@@ -118,34 +245,33 @@ def seed_counters(r: redis.Redis, account: Account, key_id: str, now: datetime) 
     """Restore counters Redis lost from the database; existing counters are left alone."""
     period = current_period(account, now)
     r.set(usage_key(account.id, period), persisted_period_calls(account.id, period), nx=True, ex=70 * 86400)
-    seed_day(r, key_id, now.date())
+    seed_day(r, account.id, key_id, now.date())
 
 
-def seed_day(r: redis.Redis, key_id: str, day: date) -> None:
-    """A key's day counters and their seed base, from the database, where Redis has none."""
+def seed_day(r: redis.Redis, account_id: int, key_id: str, day: date) -> None:
+    """A key's day counters from the database, where Redis has none."""
     calls, sandbox_calls = persisted_day(key_id, day)
     pipe = r.pipeline(transaction=False)
-    pipe.set(daily_key(key_id, day), calls, nx=True, ex=8 * 86400)
-    pipe.set(sandbox_key(key_id, day), sandbox_calls, nx=True, ex=8 * 86400)
-    pipe.hsetnx(base_key(key_id, day), "calls", calls)
-    pipe.hsetnx(base_key(key_id, day), "sandbox", sandbox_calls)
-    pipe.expire(base_key(key_id, day), 8 * 86400)
+    pipe.set(daily_key(account_id, key_id, day), calls, nx=True, ex=8 * 86400)
+    pipe.set(sandbox_key(account_id, key_id, day), sandbox_calls, nx=True, ex=8 * 86400)
     pipe.execute()
 
 
 def flush_usage(r: redis.Redis) -> int:
     """Copy the counters touched since the last flush into usage_daily; returns rows written.
 
-    The pending pairs go in chunks of FLUSH_CHUNK_ROWS: one statement for all of them passes
-    PostgreSQL's 65,535 parameters a statement past ~13,100 pairs (5 a row), and a flush that
-    always fails never empties FLUSHING, so usage would freeze for good. Each chunk's pairs leave
-    FLUSHING once committed: a failure (the database away) keeps only what is left for the next
-    tick, and the upsert never moves a row backwards, so a chunk written twice is harmless."""
-    if r.exists(DIRTY):
-        # Keep anything a failed flush left behind, then take the current set atomically.
-        r.sunionstore(DIRTY, [DIRTY, FLUSHING])
-        r.rename(DIRTY, FLUSHING)
-    members = sorted(m.decode() for m in r.smembers(FLUSHING))
+    Each bucket's dirty set is taken whole, atomically, into its flushing set (with what a failed
+    flush left there). The pairs then go in chunks of FLUSH_CHUNK_ROWS: one statement for all of
+    them passes PostgreSQL's 65,535 parameters a statement past ~13,100 pairs (5 a row), and a
+    flush that always fails never empties the flushing sets, so usage would freeze for good. Each
+    chunk's pairs leave their flushing sets once committed: a failure (the database away) keeps
+    only what is left for the next tick, and the upsert never moves a row backwards, so a chunk
+    written twice is harmless."""
+    pipe = r.pipeline(transaction=False)
+    for bucket_tag in all_tags():
+        # EVAL by name: redis-py's cluster pipeline has no eval() (it routes EVAL by its keys).
+        pipe.execute_command("EVAL", _TAKE_DIRTY, 2, dirty_key_of(bucket_tag), flushing_key_of(bucket_tag))
+    members = sorted(m.decode() for taken in pipe.execute() for m in taken)
     written = 0
     for start in range(0, len(members), FLUSH_CHUNK_ROWS):
         chunk = members[start : start + FLUSH_CHUNK_ROWS]
@@ -154,7 +280,13 @@ def flush_usage(r: redis.Redis) -> int:
         except Exception:
             db.session.rollback()
             raise
-        r.srem(FLUSHING, *chunk)
+        by_bucket: dict[str, list[str]] = {}
+        for member in chunk:
+            by_bucket.setdefault(tag(int(member.split("|")[1])), []).append(member)
+        pipe = r.pipeline(transaction=False)
+        for bucket_tag, done in by_bucket.items():
+            pipe.srem(flushing_key_of(bucket_tag), *done)
+        pipe.execute()
     return written
 
 
@@ -169,7 +301,10 @@ def _flush_chunk(r: redis.Redis, members: list[str]) -> int:
     entries = [entry for entry in entries if entry[1] in live]
     if not entries:
         return 0
-    values = r.mget([k for key_id, _, day in entries for k in (daily_key(key_id, day), sandbox_key(key_id, day))])
+    values = get_many(
+        r,
+        [k for key_id, acct, day in entries for k in (daily_key(acct, key_id, day), sandbox_key(acct, key_id, day))],
+    )
     rows = [
         {
             "key_id": key_id,
@@ -207,12 +342,14 @@ def _seeded_counters(r: redis.Redis, account: Account, key_id: str, now: datetim
     two queries are for after a Redis loss."""
     today = now.date()
     pipe = r.pipeline(transaction=False)
-    pipe.mget(usage_key(account.id, period), sandbox_key(key_id, today), daily_key(key_id, today))
-    pipe.exists(base_key(key_id, today))
+    pipe.mget(
+        usage_key(account.id, period), sandbox_key(account.id, key_id, today), daily_key(account.id, key_id, today)
+    )
+    pipe.exists(base_key(account.id, key_id, today))
     (used, sandbox_today, calls_today), has_base = pipe.execute()
     if used is None or sandbox_today is None or calls_today is None or not has_base:
         seed_counters(r, account, key_id, now)
-        used, sandbox_today = r.mget(usage_key(account.id, period), sandbox_key(key_id, today))
+        used, sandbox_today = r.mget(usage_key(account.id, period), sandbox_key(account.id, key_id, today))
     return used, sandbox_today
 
 
@@ -228,7 +365,7 @@ def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: da
         else:
             used = r.get(usage_key(account.id, period)) or persisted_period_calls(account.id, period)
             sandbox_today = 0
-    except redis.RedisError:
+    except redis_conn.UNAVAILABLE:
         # Redis is away: what was persisted, plus the calls this process admitted meanwhile.
         estimated = True
         pending = current_app.extensions["levqor.gate"].outage.pending_calls
@@ -267,11 +404,13 @@ def daily_history(r: redis.Redis, account_id: int, now: datetime, days: int = 30
     key_ids = db.session.scalars(sa.select(ApiKey.id).where(ApiKey.account_id == account_id)).all()
     if key_ids:
         try:
-            live = r.mget([k for kid in key_ids for k in (daily_key(kid, today), sandbox_key(kid, today))])
+            live = r.mget(
+                [k for kid in key_ids for k in (daily_key(account_id, kid, today), sandbox_key(account_id, kid, today))]
+            )
             for i, kid in enumerate(key_ids):
                 if live[2 * i] is not None or live[2 * i + 1] is not None:
                     per_key_day[(kid, today)] = (int(live[2 * i] or 0), int(live[2 * i + 1] or 0))
-        except redis.RedisError:
+        except redis_conn.UNAVAILABLE:
             pass  # the persisted figures are shown while Redis is away
     for (_, day), (calls, sandbox_calls) in per_key_day.items():
         if day in per_day:

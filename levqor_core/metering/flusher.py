@@ -5,9 +5,12 @@ Every USAGE_FLUSH_SECONDS a thread of the process hands Redis what it missed whi
 other process holds the lock for this interval, copies the counters to `usage_daily`.
 
 The journal holds the calls this process admitted in the last JOURNAL_SECONDS, each numbered by
-its key's day counter and tagged with the Redis server's life (its epoch, which gate.lua sets).
-When Redis comes back empty, the journaled calls numbered above what the database held (the
-seed base) are exactly the ones no flush had persisted: those are added back.
+its key's day counter and tagged with the Redis server's life that counted it (its epoch: the
+server's replication id, which a restart and a replica's promotion change, where a key kept in
+Redis would have been replicated). When the server holding a key's counters has another life,
+the journaled calls numbered above what that life found (the day's base, written by gate.lua or
+by the replay: the database's count after an empty restart, the replica's after a failover) are
+exactly the ones it never got: those are added back.
 """
 
 import logging
@@ -20,6 +23,7 @@ from typing import NamedTuple
 import redis
 from flask import Flask
 
+from levqor_core import redis_conn
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.metering import counters as metering
@@ -27,7 +31,6 @@ from levqor_core.periodic_thread import PeriodicThread
 
 log = logging.getLogger(__name__)
 
-EPOCH_KEY = "lvq:epoch"
 FLUSH_LOCK_KEY = "lvq:flush-lock"
 # How long an admitted call stays in the journal: many flush intervals, after which a flush has
 # persisted it (a Redis restart then re-seeds it from the database).
@@ -65,22 +68,24 @@ class UsageFlusher:
         self.thread.start()
 
     def tick(self) -> None:
-        """One interval's work: hand Redis the calls admitted during an outage once it answers
-        (even if this process gets no more calls), replay the journal, then persist usage."""
+        """One interval's work: replay the journal, hand Redis the calls admitted during an outage
+        once it answers (even if this process gets no more calls), then persist usage."""
         self.thread.tick()
 
     def _tick(self) -> None:
-        self.catch_up()
+        # The journal first: a new life's day base must be what it found, not that plus the
+        # outage's calls handed to it just before.
         try:
             self._replay_journal()
-        except redis.RedisError as err:
+        except redis_conn.UNAVAILABLE as err:
             log.warning("journal replay deferred, redis unavailable: %s", err)
+        self.catch_up()
         try:
             # One process flushes per interval; the others skip.
             if self.redis.set(FLUSH_LOCK_KEY, "1", nx=True, px=int(self.flush_seconds * 900) or 1):
                 with self.app.app_context():
                     metering.flush_usage(self.redis)
-        except redis.RedisError as err:
+        except redis_conn.UNAVAILABLE as err:
             log.warning("usage flush skipped, redis unavailable: %s", err)
 
     def _replay_journal(self) -> None:
@@ -88,19 +93,15 @@ class UsageFlusher:
         journaled under the old one that the database had not seen."""
         if not self.journal:
             return
-        epoch = self.redis.get(EPOCH_KEY)
-        if epoch is None:
-            # Start this Redis's life now, as gate.lua would: a call journaled after this read
-            # must not look stale (it would be replayed on top of itself).
-            seconds, micros = self.redis.time()
-            self.redis.set(EPOCH_KEY, f"{seconds}.{micros}", nx=True)
-            epoch = self.redis.get(EPOCH_KEY)
+        epochs = metering.epochs(self.redis, {metering.tag(entry.account_id) for entry in list(self.journal)})
         horizon = time.time() - JOURNAL_SECONDS
         stale: dict[tuple, list] = {}
         kept = []
         while self.journal:
             entry = self.journal.popleft()
-            if entry.epoch != epoch:
+            # A call journaled after the epochs were read counts in the life they name (or a newer
+            # one, replayed next tick): never one before them.
+            if entry.epoch != epochs.get(metering.tag(entry.account_id), entry.epoch):
                 counter = (entry.key_id.decode(), entry.account_id, entry.period_id.decode(), entry.day, entry.area)
                 stale.setdefault(counter, []).append(entry)
             elif entry.admitted_at >= horizon:
@@ -126,11 +127,11 @@ class UsageFlusher:
                 if account is None:
                     del stale[(kid, acct, pid, day_text, area)]
                     continue
-                # Seeds what this Redis lacks (nx): the base is what the database held, so the
-                # calls numbered above it are the ones no flush persisted.
+                # Seeds what this Redis lacks (nx); the base is what this life found, so the calls
+                # numbered above it are the ones it never got.
                 metering.seed_counters(self.redis, account, kid, datetime.now(UTC))
-                metering.seed_day(self.redis, kid, day)
-                base = int(self.redis.hget(metering.base_key(kid, day), field) or 0)
+                metering.seed_day(self.redis, acct, kid, day)
+                base = metering.rebase(self.redis, acct, kid, day)[field]
                 lost = sum(1 for entry in entries if entry.day_count > base)
                 if not lost:
                     del stale[(kid, acct, pid, day_text, area)]

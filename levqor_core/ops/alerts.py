@@ -53,7 +53,7 @@ def detect(r: redis.Redis, now: datetime) -> list[QuotaAlert]:
     if not accounts:
         return []
     periods = [metering.current_period(a, now) for a in accounts]
-    live = r.mget([metering.usage_key(a.id, p) for a, p in zip(accounts, periods, strict=True)])
+    live = metering.get_many(r, [metering.usage_key(a.id, p) for a, p in zip(accounts, periods, strict=True)])
     created, deliveries = [], []
     for account, period, counter in zip(accounts, periods, live, strict=True):
         quota = tiers.get(account.tier).monthly_quota

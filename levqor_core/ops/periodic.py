@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 import redis
 from flask import current_app
 
-from levqor_core import queue
+from levqor_core import queue, redis_conn
 from levqor_core.ops import daily_stats
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def _notion_sync(progress: Progress, **_) -> dict:
     client = notion.from_app()
     if client is None:
         return {"skipped": "Notion is not configured (NOTION_TOKEN / NOTION_PARENT_PAGE_ID)"}
-    result = notion_sync.sync(client, _redis(), progress, current_app.config["NOTION_SYNC_MAX_REMOVALS"])
+    result = notion_sync.sync(client, redis_conn.for_limits(), progress, current_app.config["NOTION_SYNC_MAX_REMOVALS"])
     return result.as_dict() | {
         "notion_requests": client.stats["requests"],
         "rate_limited": client.stats["rate_limited"],
@@ -54,7 +54,7 @@ def _notion_sync(progress: Progress, **_) -> dict:
 def _quota_alerts(progress: Progress, **_) -> dict:
     from levqor_core.ops import alerts
 
-    return alerts.run(_redis(), progress=progress)
+    return alerts.run(redis_conn.for_limits(), progress=progress)
 
 
 def _health_log(progress: Progress, day: str | None = None, **_) -> dict:

@@ -31,11 +31,11 @@ def _exists(query) -> bool:
     return db.session.scalar(query.limit(1)) is not None
 
 
-def _sandbox_calls_today(r: redis.Redis, key_ids: list[str], now: datetime) -> int:
+def _sandbox_calls_today(r: redis.Redis, account_id: int, key_ids: list[str], now: datetime) -> int:
     if not key_ids:
         return 0
     try:
-        return sum(int(v or 0) for v in r.mget([counters.sandbox_key(k, now.date()) for k in key_ids]))
+        return sum(int(v or 0) for v in r.mget([counters.sandbox_key(account_id, k, now.date()) for k in key_ids]))
     except redis.RedisError:
         return 0  # the persisted figures and the request log still answer
 
@@ -50,7 +50,9 @@ def steps(r: redis.Redis, account, now: datetime, calls_this_period: int = 0) ->
         ).where(UsageDaily.account_id == account.id)
     ).one()
     sandbox_call = (
-        persisted[1] > 0 or _sandbox_calls_today(r, key_ids, now) > 0 or request_log.has_call(account.id, sandbox=True)
+        persisted[1] > 0
+        or _sandbox_calls_today(r, account.id, key_ids, now) > 0
+        or request_log.has_call(account.id, sandbox=True)
     )
     job = _exists(sa.select(Job.seq).where(Job.account_id == account.id)) or request_log.has_call(
         account.id, sandbox=True, job_created=True

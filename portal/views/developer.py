@@ -17,7 +17,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
 
-from levqor_core import problems, tiers
+from levqor_core import problems, redis_conn, tiers
 from levqor_core.accounts import reauth
 from levqor_core.accounts import service as accounts
 from levqor_core.columns import utcnow
@@ -49,7 +49,7 @@ KEY_CHANGED = "key-changed"
 
 
 def _redis():
-    return current_app.extensions["levqor.redis"]
+    return redis_conn.for_limits()
 
 
 def key_possible_after(next_creation: datetime) -> str:
