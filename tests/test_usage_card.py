@@ -61,7 +61,7 @@ def test_a_warm_poll_runs_one_query_the_sessions_account_and_shows_live_counts(p
 def test_the_cold_poll_reads_the_cards_database_part_in_one_statement(portal, app, statements):
     p = portal().sign_up()
     p.new_key()
-    app.extensions["levqor.redis"].flushdb()  # no counters, no held card: as after a Redis loss
+    app.extensions["levqor.limits_redis"].flushdb()  # no counters, no held card: as after a Redis loss
     statements.clear()
     poll(p)
     card_reads = [s for s in statements if "api_keys" in s or "usage_daily" in s]
@@ -90,7 +90,7 @@ def test_the_chart_shows_live_day_counters_so_a_flush_changes_nothing_it_shows(p
     raw = p.new_key().json()["key"]
     sandbox_call(client, raw)
     poll(p)
-    r = app.extensions["levqor.redis"]
+    r = app.extensions["levqor.limits_redis"]
     now = datetime.now(UTC)
     yesterday = now.date() - timedelta(days=1)
     with app.app_context():
@@ -98,18 +98,20 @@ def test_the_chart_shows_live_day_counters_so_a_flush_changes_nothing_it_shows(p
         held = usage_card.state(r, account_id, now.date())
         (key_id,) = held.key_ids
         # Calls counted yesterday, not yet persisted when the card was read.
-        r.set(metering.daily_key(key_id, yesterday), 5)
-        r.sadd(metering.DIRTY, f"{key_id}|{account_id}|{yesterday.isoformat()}")
-        before = usage_card.daily_history(r, held, now)
+        r.set(metering.daily_key(account_id, key_id, yesterday), 5)
+        r.sadd(metering.dirty_key(account_id), f"{key_id}|{account_id}|{yesterday.isoformat()}")
+        before = usage_card.daily_history(r, account_id, held, now)
         metering.flush_usage(r)  # persists yesterday's 5 and today's sandbox call
         statements.clear()
-        after = usage_card.daily_history(r, usage_card.state(r, account_id, now.date()), now)
+        after = usage_card.daily_history(r, account_id, usage_card.state(r, account_id, now.date()), now)
         assert statements == []  # the held part is still current
         assert after == before
         assert before[-2] == {"day": yesterday.isoformat(), "calls": 5, "sandbox_calls": 0}
         assert before[-1]["sandbox_calls"] == 1
         # And read from the database as a cold card would, the same chart.
-        assert usage_card.daily_history(None, usage_card.from_database(account_id, now.date()), now) == after
+        assert (
+            usage_card.daily_history(None, account_id, usage_card.from_database(account_id, now.date()), now) == after
+        )
 
 
 def test_a_card_written_after_a_roll_by_a_read_from_before_it_is_not_used(portal, client, app):
@@ -117,7 +119,7 @@ def test_a_card_written_after_a_roll_by_a_read_from_before_it_is_not_used(portal
     old = p.new_key().json()["key"]
     sandbox_call(client, old)
     assert sandbox_today(poll(p)) == 1
-    r = app.extensions["levqor.redis"]
+    r = app.extensions["levqor.limits_redis"]  # where the card is held
     with app.app_context():
         account = accounts.by_email(p.email)
         read_before_the_roll = r.get(usage_card.card_key(account.id))

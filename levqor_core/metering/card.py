@@ -22,9 +22,8 @@ from datetime import date, datetime, timedelta
 
 import redis
 import sqlalchemy as sa
-from flask import current_app
 
-from levqor_core import signals
+from levqor_core import redis_conn, signals
 from levqor_core.extensions import db
 from levqor_core.keys.models import ApiKey
 from levqor_core.metering.counters import daily_key, sandbox_key
@@ -104,7 +103,7 @@ def state(r: redis.Redis, account_id: int, today: date) -> CardState:
     return fresh
 
 
-def daily_history(r: redis.Redis | None, held: CardState, now: datetime) -> list[dict]:
+def daily_history(r: redis.Redis | None, account_id: int, held: CardState, now: datetime) -> list[dict]:
     """Calls per UTC day for the chart's days: a key's live counters where Redis has them (its last
     LIVE_DAYS days), its persisted rows elsewhere. Without SQL."""
     today = now.date()
@@ -115,11 +114,13 @@ def daily_history(r: redis.Redis | None, held: CardState, now: datetime) -> list
     pairs = [(kid, day) for kid in held.key_ids for day in live_days]
     if r is not None and pairs:
         try:
-            live = r.mget([k for kid, day in pairs for k in (daily_key(kid, day), sandbox_key(kid, day))])
+            live = r.mget(
+                [k for kid, day in pairs for k in (daily_key(account_id, kid, day), sandbox_key(account_id, kid, day))]
+            )
             for i, pair in enumerate(pairs):
                 if live[2 * i] is not None or live[2 * i + 1] is not None:
                     per_key_day[pair] = (int(live[2 * i] or 0), int(live[2 * i + 1] or 0))
-        except redis.RedisError:
+        except redis_conn.UNAVAILABLE:
             pass  # the persisted figures are shown while Redis is away
     for (_, day), (calls, sandbox_calls) in per_key_day.items():
         if day in per_day:
@@ -140,6 +141,6 @@ def drop(r: redis.Redis, account_ids: Iterable[int]) -> None:
 @signals.account_keys_changed.connect
 def _keys_changed(account_id: int, **_) -> None:
     try:
-        drop(current_app.extensions["levqor.redis"], [account_id])
-    except redis.RedisError as err:
+        drop(redis_conn.for_limits(), [account_id])  # where state() holds it
+    except redis_conn.UNAVAILABLE as err:
         log.warning("usage card of account %s not dropped (held at most %s s more): %s", account_id, CARD_SECONDS, err)

@@ -11,7 +11,6 @@ import logging
 from datetime import datetime, timedelta
 
 import htmx_flask
-import redis
 import sqlalchemy as sa
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_limiter.errors import RateLimitExceeded
@@ -127,15 +126,15 @@ def usage_context(account, now: datetime) -> dict:
     r = _redis()
     try:
         held = usage_card.state(r, account.id, now.date())
-    except redis.RedisError:
+    except redis_conn.UNAVAILABLE:
         held = usage_card.from_database(account.id, now.date())
     try:
         usage = metering.usage_snapshot(r, account, held.active_key_id, now)
-    except redis.RedisError as err:
+    except redis_conn.UNAVAILABLE as err:
         # The counters live in Redis; the rest of the page still works while it is away.
         log.warning("usage unavailable: %s", err)
         usage = None
-    history = usage_card.daily_history(r, held, now)
+    history = usage_card.daily_history(r, account.id, held, now)
     tier = tiers.get(account.tier)
     return {
         "usage": usage,
