@@ -44,6 +44,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -152,10 +153,10 @@ class RedisCluster:
             if proc.poll() is not None:
                 continue
             try:
-                info = self.client(i).execute_command("CLUSTER INFO").decode()
+                info = self.client(i).cluster("INFO")
             except redis.RedisError:
                 return False
-            if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
+            if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) != 16384:
                 return False
         return True
 
@@ -387,9 +388,13 @@ def failover(scale: Scale, cluster: RedisCluster, url_node: int) -> None:
         f"(replica :{scale.failover['promoted_port']} promoted)",
         flush=True,
     )
-    time.sleep(10)
-    cluster.start_node(victim)
-    print(f"  [{scale.now():5.1f}s] :{cluster.ports[victim]} started again (rejoins as a replica)", flush=True)
+
+    def rejoin():
+        time.sleep(10)  # the platform replaces the lost node
+        cluster.start_node(victim)
+        print(f"  [{scale.now():5.1f}s] :{cluster.ports[victim]} started again (rejoins as a replica)", flush=True)
+
+    threading.Thread(target=rejoin, daemon=True).start()
 
 
 def restart_web(scale: Scale, webs: list, env: dict, ports: list[int], logs: Path) -> None:
@@ -462,20 +467,24 @@ def main() -> int:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing (make system-deps installs it)")
     soak.DRAIN_SECONDS = DRAIN_SECONDS
+    # A SIGTERM (a timeout, a CI cancel) stops every server and dyno on the way out too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="lvq-scale-"))
     logs = workdir / "logs"
     logs.mkdir()
     started = time.monotonic()
-    postgres = PostgresServer().start()
-    pgbouncer = PgBouncerServer(postgres, pool_size=PG_POOL).start()
-    queues = RedisServer().start()
-    cluster = RedisCluster().start() if LIMITS == "cluster" else None
-    single = RedisServer().start() if cluster is None else None
+    postgres = PostgresServer()
+    pgbouncer = PgBouncerServer(postgres, pool_size=PG_POOL)
+    queues = RedisServer()
+    cluster = RedisCluster() if LIMITS == "cluster" else None
+    single = RedisServer() if cluster is None else None
     webs: list[subprocess.Popen] = []
     workers: list[subprocess.Popen] = []
     peak = None
     ok = False
     try:
+        for server in (postgres, pgbouncer, queues, cluster or single):
+            server.start()
         url_node = 0
         if cluster is not None:
             url_node = next(iter(cluster.primaries()))
@@ -571,13 +580,9 @@ def main() -> int:
             peak.stopped.set()
         for process in [*webs, *workers]:
             soak.stop(process)
-        if cluster is not None:
-            cluster.close()
-        for server in (single, queues):
-            if server is not None:
+        for server in (cluster or single, queues, pgbouncer, postgres):
+            with contextlib.suppress(Exception):  # one that never started
                 server.close()
-        pgbouncer.close()
-        postgres.close()
         if ok:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
@@ -635,8 +640,18 @@ def report(scale, keys, used, ids, rows, usage, persisted, shards, peak, traffic
         f"statuses {dict(sorted(Counter(c.status for c in calls).items()))}"
     )
     print(f"  router: calls sent to another dyno because one was down: {sum(scale.router.rerouted.values())}")
-    fivexx = [c for c in calls if c.status >= 500]
-    print(f"5xx for valid calls: {len(fivexx)}")
+    fo = scale.failover
+    gap = (fo["started"] - 0.5, fo["started"] + (fo["writable_after"] or 60) + 5) if fo else (0, -1)
+    # Documented (README, "Redis outage"): sandbox jobs answer 503 while their Redis is down; on a
+    # cluster, while their shard fails over.
+    documented = [
+        c
+        for c in calls
+        if c.area == "sandbox" and c.status == 503 and c.problem == "service-unavailable" and gap[0] <= c.at <= gap[1]
+    ]
+    fivexx = [c for c in calls if c.status >= 500 and c not in documented]
+    print(f"5xx for valid calls: {len(fivexx)}", end="")
+    print(f" (+{len(documented)} documented 503 from sandbox jobs during the failover)" if documented else "")
     for (area, op, status, slug), n in Counter((c.area, c.op, c.status, c.problem) for c in fivexx).most_common(8):
         print(f"    {n:5d} x {status} {slug} on {area} {op}")
     if fivexx:
@@ -708,7 +723,6 @@ def report(scale, keys, used, ids, rows, usage, persisted, shards, peak, traffic
         skew = max(counts) / (sum(counts) / len(counts))
         print(f"\nkeys per shard (accounts by hash-tag slot): {shards['accounts']}, max/mean {skew:.2f}")
         print(f"  Redis keys per primary at the end (DBSIZE): {shards['dbsize']}")
-    fo = scale.failover
     if fo:
         print(
             f"failover: primary :{fo['victim_port']} SIGKILLed at {fo['started']:.1f}s; its slots writable "
