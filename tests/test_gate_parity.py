@@ -13,6 +13,10 @@ from levqor_core.keys import service as keys
 from levqor_core.keys.models import ApiKey
 from levqor_core.metering.models import UsageDaily
 
+from . import both_backends
+
+cx, app = both_backends.fixtures()  # every test on one Redis and on a Redis Cluster
+
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0).timestamp()
 
 

@@ -13,7 +13,7 @@ import yaml
 from connexion.json_schema import Draft4ResponseValidator
 from sqlalchemy import event
 
-from levqor_core import problems, redis_scripts, tiers
+from levqor_core import problems, redis_conn, redis_scripts, tiers
 from levqor_core.accounts.models import Account
 from levqor_core.app import SPEC
 from levqor_core.extensions import db
@@ -21,8 +21,11 @@ from levqor_core.limits import gate as gate_module
 from levqor_core.metering import counters as metering
 from levqor_core.web import validation
 
+from . import both_backends
 from .helpers import RATE_HEADERS, seed_usage
 from .servers import served_in_thread
+
+cx, app = both_backends.fixtures()  # every test on one Redis and on a Redis Cluster
 
 
 def spaced(start: float):
@@ -203,13 +206,14 @@ def test_cli_set_tier(app, make_account):
 
 def _hammer(args):
     """In a separate process: one gate call per timestamp through the async door, against the
-    real Redis, all at once on the process's one pipelined connection."""
+    real Redis (or Cluster), all at once on the process's one pipelined connection."""
     redis_url, key, area, stamps = args
+    cluster = redis_conn.is_cluster(redis_url)
     gate = gate_module.Gate(  # record already cached: no app needed
         app=None,
-        r=redis.Redis.from_url(redis_url),
+        r=redis_conn.client(redis_url, cluster=cluster),
         flush_seconds=0,
-        async_client_factory=lambda: redis_scripts.ScriptClient(redis_url),
+        async_client_factory=lambda: redis_conn.script_client(redis_url, cluster=cluster),
     )
 
     async def call(stamp) -> int:
@@ -226,9 +230,7 @@ def _hammer(args):
 
 
 @pytest.mark.parametrize("area", ["v1", "sandbox"])
-def test_concurrent_calls_from_several_processes_admit_exactly_what_is_left(
-    app, admit, client, make_account, redis_server, area
-):
+def test_concurrent_calls_from_several_processes_admit_exactly_what_is_left(app, admit, client, make_account, area):
     account_id, key = make_account(tier="sandbox")
     left = 37
     if area == "v1":
@@ -240,7 +242,8 @@ def test_concurrent_calls_from_several_processes_admit_exactly_what_is_left(
     # 4 processes x 40 calls = 160 > 37, every call in its own second so only the quota decides.
     chunks = [[base + p * 40 + i for i in range(40)] for p in range(4)]
     with ProcessPoolExecutor(max_workers=4) as pool:
-        admitted = sum(pool.map(_hammer, [(redis_server.url, key, area, chunk) for chunk in chunks]))
+        limits_url = app.config["LIMITS_REDIS_URL"]
+        admitted = sum(pool.map(_hammer, [(limits_url, key, area, chunk) for chunk in chunks]))
     assert admitted == left
     usage = client.get("/api/usage", headers={"x-api-key": key}).json()
     if area == "v1":
@@ -286,7 +289,7 @@ class CountingScriptClient(redis_scripts.ScriptClient):
 
 
 @pytest.fixture
-def counted(app, redis_server, monkeypatch):
+def counted(app, redis_server, monkeypatch, single_redis):
     """Swap in a gate whose Redis clients count round trips, and count SQL statements."""
     where = {"host": "127.0.0.1", "port": redis_server.port}
     pool = redis.ConnectionPool(connection_class=CountingConnection, **where)

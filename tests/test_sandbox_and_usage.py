@@ -16,7 +16,10 @@ from levqor_core.limits import key_cache
 from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 
+from . import both_backends
 from .helpers import load_spec
+
+cx, app = both_backends.fixtures()  # every test on one Redis and on a Redis Cluster
 
 SPEC = load_spec()
 
@@ -117,7 +120,7 @@ def _walk_sandbox_jobs(client, key: str, limit: int) -> list[str]:
 def test_sandbox_pages_are_exact_when_jobs_share_a_timestamp(client, make_account, app, monkeypatch):
     """Jobs created in the same microsecond are each listed exactly once, in one stable order."""
     account_id, key = make_account()
-    r = app.extensions["levqor.redis"]
+    r = app.extensions["levqor.limits_redis"]
     tick = float(int(time.time()))
     for frozen in (tick - 1, tick, tick, tick):
         with monkeypatch.context() as clock:
@@ -160,7 +163,7 @@ def test_usage_is_persisted_and_survives_a_redis_flush(client, key, app):
     for _ in range(5):
         client.get("/api/v1/workflows", headers={"x-api-key": key})
     client.get("/api/sandbox/v1/workflows", headers={"x-api-key": key})
-    r = app.extensions["levqor.redis"]
+    r = app.extensions["levqor.limits_redis"]
     with app.app_context():
         assert metering.flush_usage(r) == 1
         row = db.session.scalar(sa.select(UsageDaily))
@@ -176,7 +179,7 @@ def test_a_subscription_starting_mid_day_does_not_inherit_that_mornings_calls(cl
     account_id, key = make_account()
     for _ in range(4):
         client.get("/api/v1/workflows", headers={"x-api-key": key})
-    r = app.extensions["levqor.redis"]
+    r = app.extensions["levqor.limits_redis"]
     now = datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     with app.app_context():
@@ -194,7 +197,7 @@ def test_a_subscription_starting_mid_day_does_not_inherit_that_mornings_calls(cl
 
 def test_flush_is_idempotent_and_never_moves_counts_backwards(client, key, app):
     client.get("/api/v1/workflows", headers={"x-api-key": key})
-    r = app.extensions["levqor.redis"]
+    r = app.extensions["levqor.limits_redis"]
     with app.app_context():
         metering.flush_usage(r)
         assert metering.flush_usage(r) == 0
@@ -212,7 +215,7 @@ def test_daily_history_covers_30_days_with_todays_live_count(client, key, app):
         from levqor_core.keys.models import ApiKey
 
         account_id = db.session.scalar(sa.select(ApiKey.account_id))
-        history = metering.daily_history(app.extensions["levqor.redis"], account_id, datetime.now(UTC))
+        history = metering.daily_history(app.extensions["levqor.limits_redis"], account_id, datetime.now(UTC))
     assert len(history) == 30 and history[-1]["calls"] == 1 and sum(d["calls"] for d in history) == 1
     assert json.dumps(history)  # plain data for the portal's chart
 
@@ -225,7 +228,7 @@ def test_forgetting_an_account_deletes_all_its_sandbox_jobs_and_only_its(client,
     for key in (gone_key, gone_key, kept_key):
         made = client.post("/api/sandbox/v1/jobs", headers={"x-api-key": key}, json={"workflow": "echo", "input": {}})
         assert made.status_code == 202
-    r = app.extensions["levqor.redis"]
+    r = app.extensions["levqor.limits_redis"]
     # More jobs than are kept, each with an idempotency key: every name is known without a SCAN.
     with app.app_context():
         for n in range(sandbox.MAX_JOBS + 20):

@@ -117,26 +117,32 @@ class Outage:
 
     def replay(self) -> None:
         """Add the calls admitted during an outage to the Redis counters (after re-seeding them);
-        kept for the next try if Redis is still unreachable."""
+        kept for the next try if Redis is still unreachable. Counter by counter: on a Redis Cluster
+        one shard may be back while another is not, and what reached a shard must not be sent
+        again."""
         with self._pending_lock:
             pending, self.pending = self.pending, Counter()
         if not pending:
             return
-        try:
-            with self.app.app_context():
-                seeded = set()
-                pipe = self.redis.pipeline(transaction=False)
-                for counter, n in pending.items():
+        left: Counter[PendingCounter] = Counter()
+        with self.app.app_context():
+            seeded = set()
+            for counter, n in pending.items():
+                try:
                     if counter.key_id not in seeded:
                         account = db.session.get(Account, counter.account_id)
                         metering.seed_counters(self.redis, account, counter.key_id, datetime.now(UTC))
                         seeded.add(counter.key_id)
                     day = datetime.fromisoformat(counter.day).date()
+                    pipe = self.redis.pipeline(transaction=False)  # one slot: the account's
                     metering.add_calls(
                         pipe, counter.key_id, counter.account_id, counter.period_id, day, counter.area, n
                     )
-                pipe.execute()
-            log.info("replayed %d call(s) counted while redis was down", sum(pending.values()))
-        except redis.RedisError:
+                    pipe.execute()
+                except redis.RedisError:
+                    left[counter] += n
+        if left:
             with self._pending_lock:
-                self.pending.update(pending)
+                self.pending.update(left)
+        if len(left) < len(pending):
+            log.info("replayed %d call(s) counted while redis was down", sum(pending.values()) - sum(left.values()))

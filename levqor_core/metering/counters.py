@@ -135,7 +135,7 @@ def get_many(r: redis.Redis, keys: list[str]) -> list:
         by_tag.setdefault(name[name.index("{") : name.index("}") + 1], []).append(i)
     pipe = r.pipeline(transaction=False)
     for positions in by_tag.values():
-        pipe.mget([keys[i] for i in positions])
+        pipe.execute_command("MGET", *(keys[i] for i in positions))  # one slot (the cluster pipeline has no mget())
     values: list = [None] * len(keys)
     for positions, found in zip(by_tag.values(), pipe.execute(), strict=True):
         for i, value in zip(positions, found, strict=True):
@@ -210,7 +210,7 @@ def epochs(r: redis.Redis, tags: set[str]) -> dict[str, bytes]:
     ordered = sorted(tags)
     pipe = r.pipeline(transaction=False)
     for bucket_tag in ordered:
-        pipe.eval(_EPOCH + "return epoch", 1, epoch_key_of(bucket_tag))
+        pipe.execute_command("EVAL", _EPOCH + "return epoch", 1, epoch_key_of(bucket_tag))
     return dict(zip(ordered, pipe.execute(), strict=True))
 
 
@@ -269,7 +269,8 @@ def flush_usage(r: redis.Redis) -> int:
     written twice is harmless."""
     pipe = r.pipeline(transaction=False)
     for bucket_tag in all_tags():
-        pipe.eval(_TAKE_DIRTY, 2, dirty_key_of(bucket_tag), flushing_key_of(bucket_tag))
+        # EVAL by name: redis-py's cluster pipeline has no eval() (it routes EVAL by its keys).
+        pipe.execute_command("EVAL", _TAKE_DIRTY, 2, dirty_key_of(bucket_tag), flushing_key_of(bucket_tag))
     members = sorted(m.decode() for taken in pipe.execute() for m in taken)
     written = 0
     for start in range(0, len(members), FLUSH_CHUNK_ROWS):
