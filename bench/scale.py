@@ -53,6 +53,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -623,8 +624,17 @@ def shard_spread(cluster: RedisCluster, keys: list[soak.Account], ids: dict[str,
     }
 
 
-def degraded_warnings(logs: Path) -> int:
-    return sum(len(re.findall(r"gate degraded", log.read_text(errors="replace"))) for log in logs.glob("web*.log"))
+def degraded_span(logs: Path) -> tuple[int, float]:
+    """The web dynos' "gate degraded" warnings (a call served in outage mode after Redis failed
+    it): how many, and the seconds from the first to the last."""
+    stamps = [
+        datetime.strptime(m, "%Y-%m-%d %H:%M:%S,%f")
+        for log in logs.glob("web*.log")
+        for m in re.findall(
+            r"^(\S+ \S+) WARNING \S+ redis unavailable, gate degraded", log.read_text(errors="replace"), re.M
+        )
+    ]
+    return len(stamps), (max(stamps) - min(stamps)).total_seconds() if stamps else 0.0
 
 
 def report(scale, keys, used, ids, rows, usage, persisted, shards, peak, traffic_seconds, logs, started) -> bool:
@@ -726,9 +736,11 @@ def report(scale, keys, used, ids, rows, usage, persisted, shards, peak, traffic
     if fo:
         print(
             f"failover: primary :{fo['victim_port']} SIGKILLed at {fo['started']:.1f}s; its slots writable "
-            f"again after {fo['writable_after']} s, cluster_state ok after {fo['state_ok_after']} s; "
-            f"web dynos' 'gate degraded' warnings: {degraded_warnings(logs)}"
+            f"again after {fo['writable_after'] or float('nan'):.1f} s, "
+            f"cluster_state ok after {fo['state_ok_after'] or float('nan'):.1f} s"
         )
+        warnings, span = degraded_span(logs)
+        print(f"  outage mode on the web dynos: {warnings} 'gate degraded' warnings over {span:.1f} s")
         window = [c for c in metered if fo["started"] <= c.at <= fo["started"] + (fo["writable_after"] or 60)]
         print(f"  metered calls during the gap: {len(window)}, statuses {dict(Counter(c.status for c in window))}")
     print(f"peak PostgreSQL server connections: {peak.peak} ({peak.samples} samples of pg_stat_activity)")
