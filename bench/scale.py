@@ -130,7 +130,14 @@ class RedisCluster:
             ],
             stdout=subprocess.DEVNULL,
         )
-        wait_for(lambda: self.client(i).ping(), 30)
+        if not wait_for(lambda: self.answers(i), 30):
+            raise RuntimeError(f"cluster node {self.ports[i]} did not answer within 30 s")
+
+    def answers(self, i: int) -> bool:
+        try:
+            return self.client(i).ping()
+        except redis.RedisError:
+            return False
 
     def client(self, i: int) -> redis.Redis:
         return redis.Redis(port=self.ports[i], socket_timeout=1, socket_connect_timeout=1)
