@@ -8,9 +8,9 @@ client parses with hiredis when it is installed, as it is here (requirements.txt
 figure, the same swap inside the authorised v1 read, is `make bench-cpu`'s last line;
 docs/decisions/0012-redis-script-client.md says what each means for keeping the client.
 
---cluster: on a local Redis Cluster (3 primaries, 3 replicas), the gate's script client talking to
-the primary that holds the key against redis-py's asyncio cluster client (slot map, MOVED / ASK),
-which is what LIMITS_REDIS_URL on a cluster uses.
+--cluster: on a local Redis Cluster (3 primaries, 3 replicas), the gate's cluster script client
+(levqor_core.redis_scripts.ClusterScriptClient, what LIMITS_REDIS_URL on a cluster uses) against
+redis-py's asyncio cluster client, both with their slot maps.
 """
 
 import argparse
@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import redis.asyncio  # noqa: E402
+import redis.asyncio.cluster  # noqa: E402
 
-from levqor_core import redis_conn, redis_scripts  # noqa: E402
+from levqor_core import redis_scripts  # noqa: E402
 from tests.servers import RedisClusterServer, RedisServer  # noqa: E402
 
 # A reply shaped like gate.lua's admission: eleven fields, strings and integers.
@@ -42,7 +43,10 @@ async def cpu_per_call(script, calls: int) -> float:
 async def measure(url: str, calls: int, rounds: int, cluster_url: str | None = None) -> tuple[float, float]:
     ours = redis_scripts.ScriptClient(url).register_script(SCRIPT)
     if cluster_url:
-        theirs = redis_conn.ClusterScriptClient(cluster_url).register_script(SCRIPT)
+        ours = redis_scripts.ClusterScriptClient(cluster_url).register_script(SCRIPT)
+        cluster = redis.asyncio.cluster.RedisCluster.from_url(cluster_url, socket_timeout=0.5)
+        await cluster.initialize()
+        theirs = cluster.register_script(SCRIPT)
     else:
         theirs = redis.asyncio.from_url(url, socket_timeout=0.5).register_script(SCRIPT)
     for script in (ours, theirs):  # warm: connections, EVALSHA cached

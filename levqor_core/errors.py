@@ -99,6 +99,7 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
     cx.add_error_handler(UnicodeDecodeError, undecodable_body)
     cx.add_error_handler(CookieError, unreadable_cookie)
     cx.add_error_handler(redis.RedisError, redis_unavailable)
+    cx.add_error_handler(redis.exceptions.RedisClusterException, redis_unavailable)  # LIMITS_REDIS_URL on a cluster
     cx.add_error_handler(ProblemException, typed_problem)  # raised by Connexion itself (validation)
     cx.add_error_handler(problems.Problem, typed_problem)
     cx.add_error_handler(StarletteHTTPException, http_problem)

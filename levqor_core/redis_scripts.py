@@ -11,8 +11,10 @@ Behaviour kept from redis-py, so the gate degrades exactly as before: connection
 `redis.ConnectionError`, a reply slower than the socket timeout `redis.TimeoutError` (the
 connection is then dropped, as later replies could not be matched to their calls), error replies
 `redis.ResponseError`; nothing is retried once sent (a script may have counted the call). An
-unknown script (`NOSCRIPT`, after Redis restarted empty) is sent again whole with EVAL. AUTH,
-SELECT and TLS follow the URL as redis-py reads it.
+unknown script (`NOSCRIPT`, after Redis restarted empty) is sent again whole with EVAL. A
+`READONLY` reply (a primary demoted to a replica while the URL moved to the promoted one: the
+script wrote nothing) drops the connection and is sent once more on a new one. AUTH, SELECT and
+TLS follow the URL as redis-py reads it.
 """
 
 import asyncio
@@ -23,6 +25,7 @@ import ssl
 import hiredis
 import redis
 from redis.asyncio.connection import SSLConnection, parse_url
+from redis.crc import key_slot
 
 
 def pack(*args) -> bytes:
@@ -112,7 +115,11 @@ class ScriptClient:
         connection = self._connection
         if connection is None or connection.lost:
             connection = await self._connect()
-        return await self._write(connection, packed)
+        try:
+            return await self._write(connection, packed)
+        except redis.exceptions.ReadOnlyError:
+            connection._fail(redis.ConnectionError("the server became a read-only replica"))
+            return await self._write(await self._connect(), packed)
 
     async def _write(self, connection: _Connection, packed: bytes):
         return await connection.send(packed)
@@ -178,6 +185,8 @@ def _error(reply: redis.ResponseError) -> redis.ResponseError:
     message = str(reply)
     if message.startswith("NOSCRIPT"):
         return redis.exceptions.NoScriptError(message)
+    if message.startswith("READONLY"):
+        return redis.exceptions.ReadOnlyError(message)
     return reply
 
 
@@ -194,3 +203,113 @@ class Script:
             return await self.client.call(pack("EVALSHA", self.sha, len(keys), *keys, *args))
         except redis.exceptions.NoScriptError:
             return await self.client.call(pack("EVAL", self.script, len(keys), *keys, *args))
+
+
+class ClusterScriptClient:
+    """The same client for a Redis Cluster: one ScriptClient per primary, a script routed by its
+    first key's slot (every key of a gate call shares it). The slot map is read with CLUSTER SLOTS
+    from any node the client knows. Replies that mean the script did not run are followed once:
+    MOVED (the slot is elsewhere: the map is read again), ASK (a slot mid-migration: ASKING and the
+    script on the node named), CLUSTERDOWN / READONLY / a node that cannot be connected to (the map
+    is read again). Anything else, as ScriptClient: nothing is retried once sent, so the gate
+    degrades for the accounts of that shard's slots only."""
+
+    def __init__(self, url: str, timeout: float = 0.5, connect_timeout: float = 0.5):
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.seed = ScriptClient(url, timeout, connect_timeout)
+        self.nodes: dict[tuple[str, int], ScriptClient] = {}
+        self.slots: list[tuple[str, int] | None] = [None] * 16384
+        self._refreshing: asyncio.Future | None = None
+
+    def register_script(self, script: str) -> "ClusterScript":
+        return ClusterScript(self, script)
+
+    def _node(self, address: tuple[str, int]) -> ScriptClient:
+        node = self.nodes.get(address)
+        if node is None:
+            node = ScriptClient("redis://localhost", self.timeout, self.connect_timeout)
+            node.settings = {k: v for k, v in self.seed.settings.items() if k != "path"} | {
+                "host": address[0],
+                "port": address[1],
+            }
+            self.nodes[address] = node
+        return node
+
+    async def refresh(self) -> None:
+        """Read the slot map again (once for every caller waiting meanwhile)."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._read_slots())
+        await asyncio.shield(self._refreshing)
+
+    async def _read_slots(self) -> None:
+        last: Exception | None = None
+        for node in [self.seed, *list(self.nodes.values())]:
+            try:
+                ranges = await node.call(pack("CLUSTER", "SLOTS"))
+            except redis.RedisError as err:
+                last = err
+                continue
+            for first, end, primary, *_ in ranges:
+                address = (primary[0].decode() or node.settings.get("host", "localhost"), int(primary[1]))
+                self._node(address)
+                for slot in range(first, end + 1):
+                    self.slots[slot] = address
+            return
+        raise redis.ConnectionError(f"no node of the Redis Cluster answered CLUSTER SLOTS: {last}")
+
+    async def call(self, slot: int, packed: bytes):
+        """Send a command for `slot` to the primary serving it; follow a redirection once."""
+        if self.slots[slot] is None:
+            await self.refresh()
+        for attempt in (1, 2):
+            node = self._node(self.slots[slot])
+            try:
+                connection = node._connection
+                if connection is None or connection.lost:
+                    connection = await node._connect()  # not sent yet: a refresh and a retry are safe
+            except redis.ConnectionError:
+                if attempt == 2:
+                    raise
+                await self.refresh()
+                continue
+            try:
+                return await node._write(connection, packed)
+            except redis.ResponseError as err:
+                message = str(err)
+                if attempt == 2 or not message.startswith(("MOVED", "ASK", "CLUSTERDOWN", "READONLY", "TRYAGAIN")):
+                    raise
+                if message.startswith("ASK "):
+                    target = self._node(_address(message))
+                    asking = (
+                        await target._connect()
+                        if target._connection is None or target._connection.lost
+                        else target._connection
+                    )
+                    asking.send(pack("ASKING"))
+                    return await target._write(asking, packed)
+                if message.startswith("READONLY"):
+                    connection._fail(redis.ConnectionError("the node became a read-only replica"))
+                if message.startswith("MOVED"):
+                    self.slots[slot] = _address(message)
+                    asyncio.ensure_future(self.refresh())  # the rest of the map has likely moved too
+                else:
+                    await self.refresh()
+        raise AssertionError("unreachable")
+
+
+def _address(redirection: str) -> tuple[str, int]:
+    """The node a MOVED / ASK reply names ("MOVED 3999 127.0.0.1:6381")."""
+    host, _, port = redirection.split()[2].rpartition(":")
+    return host, int(port)
+
+
+class ClusterScript(Script):
+    """A Script routed by its first key's slot on a ClusterScriptClient."""
+
+    async def __call__(self, keys=(), args=()):
+        slot = key_slot(keys[0].encode() if isinstance(keys[0], str) else keys[0]) if keys else 0
+        try:
+            return await self.client.call(slot, pack("EVALSHA", self.sha, len(keys), *keys, *args))
+        except redis.exceptions.NoScriptError:
+            return await self.client.call(slot, pack("EVAL", self.script, len(keys), *keys, *args))

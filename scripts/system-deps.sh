@@ -3,6 +3,7 @@
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)  # the Redis Cluster fixture: redis-cli --cluster create
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 command -v chromium >/dev/null || need+=(chromium)

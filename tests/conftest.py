@@ -121,9 +121,13 @@ def app(cx):
 @pytest.fixture(scope="session")
 def cluster_cx(app_config, redis_cluster):
     """The suite's app with LIMITS_REDIS_URL on the Redis Cluster (one node's URL: the app finds
-    out it is a cluster); RQ and the rest stay on the suite's Redis."""
-    settings = {k: v for k, v in app_config.items() if k != "RATELIMIT_STORAGE_URI"}
-    app = create_app(settings | CHEAP_HASHING | {"LIMITS_REDIS_URL": redis_cluster.url})
+    out it is a cluster); RQ and the rest stay on the suite's Redis and database. Flask-Limiter
+    stays on the suite's Redis too: its one Limiter per process takes the storage of the last app
+    it was given, and the suite's app's limits must not move (tests/test_limits_redis.py checks
+    that the storage follows LIMITS_REDIS_URL)."""
+    app = create_app(app_config | CHEAP_HASHING | {"LIMITS_REDIS_URL": redis_cluster.url})
+    with app.app.app_context():
+        upgrade()  # at head already when `cx` ran first: nothing to do
     yield app
     app.app.extensions["levqor.request_log"].clear()
     daily_stats.flush_daily_stats(app.app.extensions["levqor.redis"])

@@ -315,6 +315,10 @@ class RedisClusterServer:
                 f"nodes-{port}.conf",
                 "--cluster-node-timeout",
                 str(self.NODE_TIMEOUT_MS),
+                "--logfile",
+                f"node-{port}.log",
+                "--repl-diskless-sync-delay",  # replicas in sync at once, not after 5 s
+                "0",
                 "--save",
                 "",
                 "--appendonly",
@@ -335,9 +339,17 @@ class RedisClusterServer:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        if not wait_for(self.healthy, timeout=30):
-            raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+        if not wait_for(lambda: self.healthy() and self.replicas_in_sync(), timeout=30):
+            raise RuntimeError("the Redis Cluster did not reach cluster_state:ok with its replicas in sync")
         return self
+
+    def replicas_in_sync(self) -> bool:
+        """Every live replica's link to its primary is up (else it could not be promoted)."""
+        for port, proc in self.procs.items():
+            info = self.cli(port, "INFO", "replication") if proc.poll() is None else ""
+            if "role:slave" in info and "master_link_status:up" not in info:
+                return False
+        return True
 
     def cli(self, port: int, *args: str) -> str:
         return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10).stdout
@@ -356,6 +368,13 @@ class RedisClusterServer:
             for port, proc in self.procs.items()
             if proc.poll() is None and "role:master" in self.cli(port, "INFO", "replication")
         ]
+
+    def serving(self, key: str) -> int | None:
+        """The port of the live primary serving `key`'s slot, None while none does (mid-failover)."""
+        try:
+            return self.primary_of(key)
+        except RuntimeError:
+            return None
 
     def primary_of(self, key: str) -> int:
         """The port of the live primary serving `key`'s slot."""
@@ -377,8 +396,17 @@ class RedisClusterServer:
         self.procs[port].wait(timeout=10)
 
     def restart(self, port: int) -> None:
-        """Start a killed node again on its config: it rejoins (as a replica if it was failed over)."""
+        """Start a failed-over node again on its config: it rejoins as a replica of its promoted
+        one (waited for, with the replicas in sync, so the next test sees a whole cluster)."""
         self._start_node(port)
+        rejoined = wait_for(
+            lambda: (
+                "role:slave" in self.cli(port, "INFO", "replication") and self.healthy() and self.replicas_in_sync()
+            ),
+            timeout=30,
+        )
+        if not rejoined:
+            raise RuntimeError(f"cluster node {port} did not rejoin as a replica")
 
     def flush(self) -> None:
         for port in self.primaries():
@@ -390,3 +418,54 @@ class RedisClusterServer:
                 proc.terminate()
                 proc.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class TcpProxy:
+    """A loopback TCP proxy whose target can be switched: one URL in front of whichever server is
+    the primary now, as a managed Redis's DNS name is after a failover. Connections made before a
+    switch stay with the old target (as a client's open connections to a demoted primary do)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", free_port()))
+        self.port = self.listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def switch_to(self, port: int) -> None:
+        self.target_port = port
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        source.settimeout(None)
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()

@@ -4,6 +4,7 @@ import pytest
 
 from levqor_core.app import create_app
 from levqor_core.metering import counters as metering
+from levqor_core.web.limiter import limiter
 
 from .conftest import CHEAP_HASHING, Portal
 from .servers import RedisServer
@@ -22,7 +23,18 @@ def _names(url: str) -> set[str]:
     return {k.decode() for k in redis.Redis.from_url(url).scan_iter(count=1000)}
 
 
-def test_the_api_path_lands_on_the_limits_redis_and_rq_on_the_other(app_config, app, redis_server, limits_redis):
+@pytest.fixture
+def limiter_kept():
+    """Flask-Limiter has one Limiter per process, which takes the storage of the last app it was
+    given: the suite's app gets its own back after the test."""
+    kept = dict(limiter.__dict__)
+    yield
+    limiter.__dict__.update(kept)
+
+
+def test_the_api_path_lands_on_the_limits_redis_and_rq_on_the_other(
+    app_config, app, redis_server, limits_redis, limiter_kept
+):
     settings = {k: v for k, v in app_config.items() if k != "RATELIMIT_STORAGE_URI"}
     cx = create_app(settings | CHEAP_HASHING | {"LIMITS_REDIS_URL": limits_redis.url, "RQ_ASYNC": False})
     split = cx.app

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import redis
 from flask import Flask, current_app
 
-from levqor_core import tiers
+from levqor_core import redis_conn, tiers
 from levqor_core.keys import format as keyfmt
 from levqor_core.limits import refusals
 from levqor_core.limits.degraded import Outage
@@ -247,7 +247,7 @@ class Gate:
                 return await self._refuse_unknown(steps, now, client)
             if self.outage.pending or self.records.unsent_forgets:
                 await steps.in_thread(self.catch_up)
-        except redis.RedisError as err:
+        except redis_conn.UNAVAILABLE as err:
             log.warning("redis unavailable, gate degraded: %s", err)
             return await steps.in_thread(self.outage.admit, key_hash, area, now, client)
         return self._verdict(result, area, now)

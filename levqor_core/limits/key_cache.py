@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from blinker import ANY
 from flask import Flask, current_app
 
-from levqor_core import signals, tiers
+from levqor_core import redis_conn, signals, tiers
 from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
@@ -225,7 +225,7 @@ class KeyCache:
             pipe.delete(record_key(account_id, h))
         try:
             pipe.execute()
-        except redis.RedisError:
+        except redis_conn.UNAVAILABLE:
             with self._unsent_lock:
                 self.unsent_forgets.update(keys)
             raise
@@ -244,7 +244,7 @@ def forget_keys(key_hashes: list[str]) -> None:
 def _forget(keys: list[tuple[int, str]]) -> None:
     try:
         current_app.extensions["levqor.gate"].records.forget(keys)
-    except redis.RedisError:
+    except redis_conn.UNAVAILABLE:
         log.warning("could not drop cached key records; they expire within %ss", RECORD_TTL)
 
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 
-from levqor_core import tiers
+from levqor_core import redis_conn, tiers
 from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
@@ -349,7 +349,7 @@ def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: da
         else:
             used = r.get(usage_key(account.id, period)) or persisted_period_calls(account.id, period)
             sandbox_today = 0
-    except redis.RedisError:
+    except redis_conn.UNAVAILABLE:
         # Redis is away: what was persisted, plus the calls this process admitted meanwhile.
         estimated = True
         pending = current_app.extensions["levqor.gate"].outage.pending_calls
@@ -394,7 +394,7 @@ def daily_history(r: redis.Redis, account_id: int, now: datetime, days: int = 30
             for i, kid in enumerate(key_ids):
                 if live[2 * i] is not None or live[2 * i + 1] is not None:
                     per_key_day[(kid, today)] = (int(live[2 * i] or 0), int(live[2 * i + 1] or 0))
-        except redis.RedisError:
+        except redis_conn.UNAVAILABLE:
             pass  # the persisted figures are shown while Redis is away
     for (_, day), (calls, sandbox_calls) in per_key_day.items():
         if day in per_day:

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import redis
 from flask import Flask
 
+from levqor_core import redis_conn
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.metering import counters as metering
@@ -67,22 +68,24 @@ class UsageFlusher:
         self.thread.start()
 
     def tick(self) -> None:
-        """One interval's work: hand Redis the calls admitted during an outage once it answers
-        (even if this process gets no more calls), replay the journal, then persist usage."""
+        """One interval's work: replay the journal, hand Redis the calls admitted during an outage
+        once it answers (even if this process gets no more calls), then persist usage."""
         self.thread.tick()
 
     def _tick(self) -> None:
-        self.catch_up()
+        # The journal first: a new life's day base must be what it found, not that plus the
+        # outage's calls handed to it just before.
         try:
             self._replay_journal()
-        except redis.RedisError as err:
+        except redis_conn.UNAVAILABLE as err:
             log.warning("journal replay deferred, redis unavailable: %s", err)
+        self.catch_up()
         try:
             # One process flushes per interval; the others skip.
             if self.redis.set(FLUSH_LOCK_KEY, "1", nx=True, px=int(self.flush_seconds * 900) or 1):
                 with self.app.app_context():
                     metering.flush_usage(self.redis)
-        except redis.RedisError as err:
+        except redis_conn.UNAVAILABLE as err:
             log.warning("usage flush skipped, redis unavailable: %s", err)
 
     def _replay_journal(self) -> None:

@@ -1,0 +1,64 @@
+"""A single Redis replaced by its replica behind the same URL (a managed Redis's failover): the
+promoted replica is a new life (its replication id), so the journal replays the calls it never
+got; the demoted primary's READONLY drops the connections still open to it. Nothing is a 5xx."""
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from levqor_core.app import create_app
+from levqor_core.extensions import db
+from levqor_core.metering import counters as metering
+from levqor_core.metering.models import UsageDaily
+
+from .conftest import CHEAP_HASHING
+from .servers import RedisServer, TcpProxy, wait_for
+
+
+def _linked(replica: redis.Redis) -> bool:
+    return replica.info("replication").get("master_link_status") == "up"
+
+
+@pytest.fixture
+def pair():
+    """A primary and its replica (REPLICAOF), and a proxy in front of the primary."""
+    primary, replica = RedisServer().start(), RedisServer().start()
+    redis.Redis(port=replica.port).replicaof("127.0.0.1", primary.port)
+    assert wait_for(lambda: _linked(redis.Redis(port=replica.port)), 10)
+    proxy = TcpProxy(primary.port)
+    yield primary, replica, proxy
+    proxy.close()
+    primary.close()
+    replica.close()
+
+
+def test_a_replica_promoted_behind_the_same_url_loses_no_call(app_config, app, make_account, pair):
+    primary, replica, proxy = pair
+    # Flask-Limiter stays on the suite's Redis (its one Limiter per process: conftest cluster_cx).
+    cx = create_app(app_config | CHEAP_HASHING | {"LIMITS_REDIS_URL": proxy.url})
+    failing_over = cx.app
+    account_id, key = make_account(tier="pro")
+    old, new = redis.Redis(port=primary.port), redis.Redis(port=replica.port)
+    statuses = []
+    with cx.test_client() as client:  # one event loop: one script connection, opened before the failover
+
+        def calls(n: int) -> None:
+            statuses.extend(client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code for _ in range(n))
+
+        calls(20)
+        assert old.execute_command("WAIT", 1, 2000) == 1  # the replica has these 20
+        new.replicaof("NO", "ONE")  # promoted: a new replication id; it will never see what follows
+        calls(5)  # counted on the old primary only
+        proxy.switch_to(replica.port)  # the URL now names the promoted replica
+        old.replicaof("127.0.0.1", replica.port)  # the old primary demoted: its 5 calls are gone
+        assert wait_for(lambda: _linked(old), 10)
+        calls(10)  # the open connection meets READONLY, is dropped, and the call goes to the new one
+    assert statuses == [200] * 35
+    gate, r = failing_over.extensions["levqor.gate"], failing_over.extensions["levqor.limits_redis"]
+    assert not gate.outage.pending  # the 10 were counted by the promoted replica, not the outage mode
+    gate.flusher.tick()  # the promoted replica is a new life: the journal's 5 are replayed
+    with failing_over.app_context():
+        metering.flush_usage(r)
+        persisted = db.session.scalar(sa.select(UsageDaily.calls).where(UsageDaily.account_id == account_id))
+    assert persisted == 35
+    failing_over.extensions["levqor.request_log"].clear()
