@@ -676,7 +676,8 @@ def report(scale, keys, used, ids, rows, usage, persisted, shards, peak, traffic
     no_answer = [c for c in calls if c.status == 0]
     print(f"no answer: {len(no_answer)}")
     for (area, op, err), n in Counter((c.area, c.op, c.error[:90]) for c in no_answer).most_common(4):
-        print(f"    {n:5d} x {area} {op}: {err}")
+        times = ", ".join(f"{c.at:.1f}s" for c in no_answer if (c.area, c.op, c.error[:90]) == (area, op, err))
+        print(f"    {n:5d} x {area} {op}: {err} (at {times[:60]})")
     print(f"429: {dict(Counter(c.problem or '?' for c in calls if c.status == 429))}")
 
     # -- jobs
