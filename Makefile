@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test setup lint spec-lint spec-check system-deps bench bench-jobs bench-cpu soak clean sdk sdk-publish postman
+.PHONY: run test setup lint spec-lint spec-check system-deps bench bench-jobs bench-cpu soak bench-scale clean sdk sdk-publish postman
 
 run: setup
 	$(PY) -m levqor_core.devserver
@@ -74,6 +74,12 @@ bench-cpu: setup system-deps
 # SIGKILLed, Redis restarts and a web worker restarts; exits 1 when a target figure is missed.
 soak: setup system-deps
 	$(PY) bench/soak.py
+
+# The hot path on a Redis Cluster (3 primaries + 3 replicas), queues on their own Redis, PgBouncer,
+# 3 web and 2 worker dynos, $$SCALE_KEYS (20,000) keys for $$SCALE_SECONDS (45) while a primary is
+# SIGKILLed and a web dyno restarts; exits 1 when a target figure is missed.
+bench-scale: setup system-deps
+	$(PY) bench/scale.py
 
 # The Python (levqor) and Node (@levqor/sdk) SDKs, generated from the spec into build/sdk/.
 sdk: setup system-deps
