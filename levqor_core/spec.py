@@ -22,7 +22,13 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 # absent: neither (the burst limit only).
 AREA_EXTENSION = "x-levqor-area"
 # Wiring for Connexion and the app (the gate's area, the guard's body limit), not part of the contract.
-_WIRING = ("x-openapi-router-controller", "x-apikeyInfoFunc", AREA_EXTENSION, "x-levqor-max-body-bytes")
+_WIRING = (
+    "x-openapi-router-controller",
+    "x-apikeyInfoFunc",
+    AREA_EXTENSION,
+    "x-levqor-max-body-bytes",
+    "x-levqor-host",
+)
 
 
 def load(path: Path = SPEC_PATH) -> dict:
