@@ -246,3 +246,28 @@ def test_the_served_spec_documents_the_streams(client):
     for path in ("/v1/events/stream", "/sandbox/v1/events/stream", "/v1/request_log/stream"):
         assert "text/event-stream" in spec["paths"][path]["get"]["responses"]["200"]["content"]
         assert "x-levqor-host" not in spec["paths"][path]["get"]
+
+
+def test_the_webhooks_page_lists_open_listening_sessions_only(base, portal, cx):
+    dev = portal().sign_up()
+    key = dev.new_key().json()["key"]
+    page = dev.client.get("/developer/webhooks", headers={"HX-Request": "true", "HX-Target": "webhook-listening"})
+    assert page.status_code == 200 and "No listening session open." in page.text
+    stream = Stream(
+        base, "/api/sandbox/v1/events/stream", key, forward_to="http://localhost:3000/hooks", events="job.failed"
+    )
+    try:
+        stream.next("ready")
+        whole = dev.client.get("/developer/webhooks").text
+        assert 'id="webhook-listening"' in whole and "<code>http://localhost:3000/hooks</code>" in whole
+        assert "<code>job.failed</code>" in whole and ">sandbox<" in whole
+    finally:
+        stream.close()
+
+    def gone():
+        fragment = dev.client.get(
+            "/developer/webhooks", headers={"HX-Request": "true", "HX-Target": "webhook-listening"}
+        )
+        return "No listening session open." in fragment.text
+
+    _wait(gone, "the session to leave the page")

@@ -120,6 +120,11 @@ def sse(event: str, data: dict, event_id: str | bytes | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+def sse_raw(event: str, data: bytes, event_id: bytes) -> bytes:
+    """One Server-Sent Event whose data is already one line of JSON (no parse, no re-encoding)."""
+    return b"id: " + event_id + b"\nevent: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
 async def _last_id(r: aioredis.Redis, key: str) -> str:
     newest = await r.xrevrange(key, count=1)
     return newest[0][0].decode() if newest else "0-0"

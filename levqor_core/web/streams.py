@@ -154,10 +154,12 @@ async def request_log_response(req, *, status: str | None, path: str | None) -> 
     r, stream_id, after = await _open(req, streams, state)
 
     def render(entry_id: bytes, fields: dict) -> bytes | None:
-        call = json.loads(fields[feed.CALL_FIELD])
-        if not _status_matches(status, call["status"]) or (path and not call["path"].startswith(path)):
-            return None
-        return live.sse("request", call, entry_id)
+        raw = fields[feed.CALL_FIELD]  # one line of JSON, as the recorder wrote it: sent as is
+        if status or path:
+            call = json.loads(raw)
+            if not _status_matches(status, call["status"]) or (path and not call["path"].startswith(path)):
+                return None
+        return live.sse_raw("request", raw, entry_id)
 
     body = live.serve(
         r,
