@@ -208,7 +208,7 @@ def test_the_served_collection_is_the_one_the_current_spec_builds(live, tmp_path
 def test_a_spec_whose_success_status_is_wrong_fails_the_collection(live, make_account, tmp_path):
     """The status tests bite: a spec promising 201 for a job's creation makes that request fail."""
     builder = _postman_builder()
-    spec = contract.public(contract.load())
+    spec = contract.public(builder.without_streams(contract.load()))  # as openapi/postman.py builds it
     responses = spec["paths"]["/v1/jobs"]["post"]["responses"]
     responses["201"] = responses.pop("202")
     spec["paths"]["/v1/jobs"]["post"]["responses"] = {"201": responses.pop("201"), **responses}
