@@ -78,7 +78,7 @@ def public(spec: dict) -> dict:
         if not any(method in item for method in METHODS):
             del out["paths"][path]
     _strip_wiring(out)
-    _prune_components(out)
+    prune_components(out)
     used_tags = {tag for op in _operations(out) for tag in op.get("tags", [])}
     if "tags" in out:
         out["tags"] = [tag for tag in out["tags"] if tag["name"] in used_tags]
@@ -116,7 +116,7 @@ def _refs(node, found: set[str]) -> None:
             _refs(value, found)
 
 
-def _prune_components(spec: dict) -> None:
+def prune_components(spec: dict) -> None:
     """Drop components nothing outside `components` reaches, following refs between components.
     Security schemes are kept as long as a security requirement names them."""
     components = spec.get("components", {})

@@ -33,25 +33,25 @@ def _is_async(operation) -> bool:
 
 
 def split(spec: dict) -> tuple[dict, dict, frozenset[str]]:
-    """(the spec without the async operations, the spec with only them, their request paths under
-    the spec's own server)."""
+    """(the spec without the async operations, the spec with only them and the components they
+    use, their request paths under the spec's own server). The first shares the spec's parts (each
+    app parses its own copy); the second is pruned, so the async app resolves no more than it serves."""
     base = next((s["url"] for s in spec.get("servers") or () if s.get("url", "").startswith("/")), "").rstrip("/")
-    flask_spec, async_spec = copy.deepcopy(spec), copy.deepcopy(spec)
-    paths: set[str] = set()
+    flask_paths, async_paths, paths = {}, {}, set()
     for path, item in spec.get("paths", {}).items():
-        for method in contract.METHODS:
-            operation = item.get(method)
-            if not isinstance(operation, dict):
-                continue
-            if _is_async(operation):
-                if "{" in path:
-                    raise ValueError(f"{method.upper()} {path}: {HOST_EXTENSION} operations need a fixed path")
-                del flask_spec["paths"][path][method]
-                paths.add(base + path)
-            else:
-                del async_spec["paths"][path][method]
-    for served in (flask_spec, async_spec):
-        served["paths"] = {p: item for p, item in served["paths"].items() if any(m in item for m in contract.METHODS)}
+        shared = {k: v for k, v in item.items() if k not in contract.METHODS}  # path-level parameters...
+        moved = {m: op for m, op in item.items() if m in contract.METHODS and _is_async(op)}
+        kept = {m: op for m, op in item.items() if m in contract.METHODS and not _is_async(op)}
+        if moved and "{" in path:
+            raise ValueError(f"{path}: {HOST_EXTENSION} operations need a fixed path")
+        if kept:
+            flask_paths[path] = shared | kept
+        if moved:
+            async_paths[path] = shared | moved
+            paths.add(base + path)
+    flask_spec = spec | {"paths": flask_paths}
+    async_spec = copy.deepcopy({k: v for k, v in spec.items() if k != "x-webhooks"} | {"paths": async_paths})
+    contract.prune_components(async_spec)
     return flask_spec, async_spec, frozenset(paths)
 
 
