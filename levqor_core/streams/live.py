@@ -163,21 +163,24 @@ async def serve(
                 {feed_key: cursor, control: control_cursor}, count=READ_COUNT, block=int(timing.heartbeat * 1000)
             )
             now = loop.time()
+            batch: list[bytes] = []  # one write for what one read returned, not one per event
             for key, entries in replies or ():
                 if key.decode() == control:
                     for entry_id, fields in entries:
                         control_cursor = entry_id
                         if key_id is not None and fields.get(feed.RETIRED_FIELD, b"").decode() == key_id:
                             detail = "The API key this stream authenticated with was revoked; nothing more is sent."
-                            yield sse("revoked", {"reason": "key-revoked", "detail": detail})
+                            yield b"".join(batch) + sse("revoked", {"reason": "key-revoked", "detail": detail})
                             return
                     continue
                 for entry_id, fields in entries:
                     cursor = entry_id
                     message = render(entry_id, fields)
                     if message is not None:
-                        last_event = now
-                        yield message
+                        batch.append(message)
+            if batch:
+                last_event = now
+                yield b"".join(batch)
             if now - last_event >= timing.idle:
                 yield sse("end", {"reason": "idle", "detail": f"No event for {timing.idle:g} s; reconnect to go on."})
                 return
