@@ -19,10 +19,11 @@ from levqor_core import spec as contract
 from levqor_core.accounts import security as account_security
 from levqor_core.extensions import csrf, db, migrate
 from levqor_core.keys import github_signature
+from levqor_core.keys import retired_streams as _ends_retired_keys_streams  # noqa: F401  (a receiver)
 from levqor_core.limits import gate
 from levqor_core.metering import card as usage_card  # noqa: F401  (its signal receiver)
 from levqor_core.requestlog.recorder import Recorder
-from levqor_core.web import deprecation, framework_costs, public_spec, request_log, validation
+from levqor_core.web import deprecation, framework_costs, public_spec, request_log, stream_host, streams, validation
 from levqor_core.web.api_paths import is_api_path
 from levqor_core.web.limiter import init_app as init_limiter
 from levqor_core.web.request_guard import RequestGuard, body_limits
@@ -43,11 +44,13 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     spec = contract.load(SPEC)  # read once: routing, /api/openapi.json, deprecation headers
+    # The streams (x-levqor-host: async) are served by an AsyncApp beside Flask (web.stream_host).
+    flask_spec, async_spec, stream_paths = stream_host.split(spec)
     cx = connexion.FlaskApp(
         __name__,
         specification_dir=str(SPEC.parent),
-        # /api/openapi.json serves the public spec (no x-internal operations); the app routes all.
-        middlewares=public_spec.middlewares(framework_costs.middlewares(settings["VALIDATE_RESPONSES"])),
+        # /api/openapi.json serves the public spec (no x-internal operations) of the whole contract.
+        middlewares=public_spec.middlewares(framework_costs.middlewares(settings["VALIDATE_RESPONSES"]), served=spec),
     )
     framework_costs.install(cx)  # per-app work Connexion and Flask would redo on every request
     app: Flask = cx.app
@@ -63,7 +66,7 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     collection = postman.load()
     app.extensions["levqor.postman"] = collection and postman.served(collection, app.config["PUBLIC_BASE_URL"] + "/api")
     cx.add_api(
-        spec,
+        flask_spec,
         strict_validation=True,
         # The suite validates every response (tests/conftest.py turns this on, and the fuzz checks
         # each answer against the spec); in production it cost ~9% of every call (README "Speed").
@@ -85,6 +88,13 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
         body_limits=body_limits(spec),
         redis_client=app.extensions["levqor.redis"],
         stats_flush_seconds=app.config["STATS_FLUSH_SECONDS"],
+    )
+    # Inside the guard, so a stream carries the Request-Id and headers every answer does.
+    cx.add_middleware(
+        stream_host.StreamDispatch,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        streams_app=stream_host.build(async_spec, app.config["VALIDATE_RESPONSES"]),
+        paths=stream_paths,
     )
     errors.register_error_handlers(cx)
     request_log.register(app)
@@ -125,6 +135,7 @@ def register_extensions(app: Flask) -> None:
         connect_args=app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args"),
         redis_client=r,
     )
+    app.extensions[streams.EXTENSION] = streams.Streams.from_app(app)
     # GitHub's secret-scanning signing keys, fetched on the first report (levqor_core.keys.github_signature).
     app.extensions["levqor.github_keys"] = github_signature.GitHubKeys(
         app.config["GITHUB_SECRET_SCANNING_KEYS_URL"],

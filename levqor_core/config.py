@@ -151,6 +151,11 @@ def from_env() -> dict:
         # Seconds between writing each web process's buffered request-log entries (0: only when
         # flushed explicitly).
         "REQUEST_LOG_FLUSH_SECONDS": float(env.get("REQUEST_LOG_FLUSH_SECONDS", 2)),
+        # Server-Sent Event streams (docs/api/local-webhooks.md): a comment line this often keeps a
+        # stream open through proxies and tells a gone client from a quiet one; a stream that
+        # carried no event for STREAM_IDLE_SECONDS ends (the CLI reconnects with Last-Event-ID).
+        "STREAM_HEARTBEAT_SECONDS": float(env.get("STREAM_HEARTBEAT_SECONDS", 15)),
+        "STREAM_IDLE_SECONDS": float(env.get("STREAM_IDLE_SECONDS", 600)),
         "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
         # On a dyno /metrics is closed (403) until METRICS_TOKEN is set: business volumes are not
         # public. Closed rather than refusing to start, so a missing token never stops the API.

@@ -45,57 +45,62 @@ def problem(status: int, title: str, detail: str | None, type: str, headers: dic
     return ConnexionResponse(status, PROBLEM_JSON, PROBLEM_JSON, body=body, headers=headers)
 
 
-def register_error_handlers(cx: connexion.FlaskApp) -> None:
-    app = cx.app
+def typed_problem(_request, exc: ProblemException | problems.Problem):
+    type_ = exc.type
+    if not type_ or type_ == "about:blank":
+        type_ = problems.TYPE_BASE + _TYPES_BY_STATUS.get(exc.status, "error")
+    return problem(exc.status, exc.title, exc.detail, type=type_, headers=exc.headers, ext=exc.ext)
 
-    def typed_problem(_request, exc: ProblemException | problems.Problem):
-        type_ = exc.type
-        if not type_ or type_ == "about:blank":
-            type_ = problems.TYPE_BASE + _TYPES_BY_STATUS.get(exc.status, "error")
-        return problem(exc.status, exc.title, exc.detail, type=type_, headers=exc.headers, ext=exc.ext)
 
-    def http_problem(_request, exc: StarletteHTTPException):
-        status = exc.status_code
-        detail = exc.detail if isinstance(exc.detail, str) else None
-        title = {404: "Not found", 405: "Method not allowed"}.get(status, "Error")
-        return problem(
-            status, title, detail, type=problems.TYPE_BASE + _TYPES_BY_STATUS.get(status, "error"), headers=exc.headers
-        )
+def http_problem(_request, exc: StarletteHTTPException):
+    status = exc.status_code
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    title = {404: "Not found", 405: "Method not allowed"}.get(status, "Error")
+    return problem(
+        status, title, detail, type=problems.TYPE_BASE + _TYPES_BY_STATUS.get(status, "error"), headers=exc.headers
+    )
 
-    def internal_problem(_request, exc: Exception):
-        log.exception("unhandled error", exc_info=exc)
-        return problem(
-            500,
-            "Internal server error",
-            "Something went wrong on our side; it has been logged.",
-            type=problems.TYPE_BASE + "internal-error",
-        )
 
-    def redis_unavailable(_request, exc: Exception):
-        log.warning("redis unavailable: %s", exc)
-        return problem(
-            503,
-            "Service unavailable",
-            "A backing service is briefly unavailable; retry shortly.",
-            type=problems.TYPE_BASE + "service-unavailable",
-            headers={"Retry-After": "5"},
-        )
+def internal_problem(_request, exc: Exception):
+    log.exception("unhandled error", exc_info=exc)
+    return problem(
+        500,
+        "Internal server error",
+        "Something went wrong on our side; it has been logged.",
+        type=problems.TYPE_BASE + "internal-error",
+    )
 
-    def undecodable_body(_request, exc: Exception):
-        return problem(
-            400, "Bad request", "The request body is not valid UTF-8 JSON.", type=problems.TYPE_BASE + "bad-request"
-        )
 
-    def unreadable_cookie(_request, exc: Exception):
-        # Connexion's cookie security reads the Cookie header with http.cookies, which raises on
-        # a malformed one (found by the fuzz): no session can be read from it.
-        return problem(
-            401,
-            "Not authenticated",
-            "The Cookie header could not be read; sign in again.",
-            type=problems.TYPE_BASE + "not-authenticated",
-        )
+def redis_unavailable(_request, exc: Exception):
+    log.warning("redis unavailable: %s", exc)
+    return problem(
+        503,
+        "Service unavailable",
+        "A backing service is briefly unavailable; retry shortly.",
+        type=problems.TYPE_BASE + "service-unavailable",
+        headers={"Retry-After": "5"},
+    )
 
+
+def undecodable_body(_request, exc: Exception):
+    return problem(
+        400, "Bad request", "The request body is not valid UTF-8 JSON.", type=problems.TYPE_BASE + "bad-request"
+    )
+
+
+def unreadable_cookie(_request, exc: Exception):
+    # Connexion's cookie security reads the Cookie header with http.cookies, which raises on
+    # a malformed one (found by the fuzz): no session can be read from it.
+    return problem(
+        401,
+        "Not authenticated",
+        "The Cookie header could not be read; sign in again.",
+        type=problems.TYPE_BASE + "not-authenticated",
+    )
+
+
+def register_api_error_handlers(cx: connexion.FlaskApp | connexion.AsyncApp) -> None:
+    """The API's problem+json answers, on the Flask app and on the streams' async app alike."""
     cx.add_error_handler(UnicodeDecodeError, undecodable_body)
     cx.add_error_handler(CookieError, unreadable_cookie)
     cx.add_error_handler(redis.RedisError, redis_unavailable)
@@ -104,6 +109,11 @@ def register_error_handlers(cx: connexion.FlaskApp) -> None:
     cx.add_error_handler(problems.Problem, typed_problem)
     cx.add_error_handler(StarletteHTTPException, http_problem)
     cx.add_error_handler(Exception, internal_problem)
+
+
+def register_error_handlers(cx: connexion.FlaskApp) -> None:
+    app = cx.app
+    register_api_error_handlers(cx)
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded):

@@ -52,6 +52,8 @@ ORDER = [
     "sandbox_get_webhook_endpoint",
     "sandbox_test_webhook_endpoint",
     "sandbox_delete_webhook_endpoint",
+    "trigger_event",
+    "sandbox_trigger_event",
     "get_usage",
     "get_postman_collection",
     "get_key",

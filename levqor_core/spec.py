@@ -22,7 +22,13 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 # absent: neither (the burst limit only).
 AREA_EXTENSION = "x-levqor-area"
 # Wiring for Connexion and the app (the gate's area, the guard's body limit), not part of the contract.
-_WIRING = ("x-openapi-router-controller", "x-apikeyInfoFunc", AREA_EXTENSION, "x-levqor-max-body-bytes")
+_WIRING = (
+    "x-openapi-router-controller",
+    "x-apikeyInfoFunc",
+    AREA_EXTENSION,
+    "x-levqor-max-body-bytes",
+    "x-levqor-host",
+)
 
 
 def load(path: Path = SPEC_PATH) -> dict:
@@ -72,7 +78,7 @@ def public(spec: dict) -> dict:
         if not any(method in item for method in METHODS):
             del out["paths"][path]
     _strip_wiring(out)
-    _prune_components(out)
+    prune_components(out)
     used_tags = {tag for op in _operations(out) for tag in op.get("tags", [])}
     if "tags" in out:
         out["tags"] = [tag for tag in out["tags"] if tag["name"] in used_tags]
@@ -124,7 +130,7 @@ def _reached(components: dict, roots) -> set[str]:
     return reached
 
 
-def _prune_components(spec: dict) -> None:
+def prune_components(spec: dict) -> None:
     """Drop components nothing outside `components` reaches, following refs between components.
     Security schemes are kept as long as a security requirement names them."""
     components = spec.get("components", {})
@@ -182,7 +188,7 @@ def only_paths(spec: dict, paths: set[str]) -> dict:
     """A copy of `spec` with just these paths and the components they still use."""
     out = copy.deepcopy(spec)
     out["paths"] = {path: item for path, item in spec.get("paths", {}).items() if path in paths}
-    _prune_components(out)
+    prune_components(out)
     return out
 
 

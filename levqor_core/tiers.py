@@ -20,6 +20,9 @@ class Tier:
     max_jobs_in_flight: int
     # Webhook endpoints per account (live and sandbox each).
     max_webhook_endpoints: int
+    # Server-Sent Event streams open at once per account (`levqor listen` and `levqor logs tail`
+    # side by side, and one more while a dropped stream reconnects).
+    max_streams: int
 
     @property
     def quota_label(self) -> str:
@@ -29,9 +32,9 @@ class Tier:
 TIERS: dict[str, Tier] = {
     t.name: t
     for t in (
-        Tier("sandbox", "Sandbox", 1_000, 10, 0, "Community", "levqor_developer_sandbox_monthly", 2, 2),
-        Tier("pro", "Pro", 10_000, 50, 19, "Email", "levqor_developer_pro_monthly", 10, 5),
-        Tier("enterprise", "Enterprise", None, 250, 199, "SLA", "levqor_developer_enterprise_monthly", 25, 20),
+        Tier("sandbox", "Sandbox", 1_000, 10, 0, "Community", "levqor_developer_sandbox_monthly", 2, 2, 3),
+        Tier("pro", "Pro", 10_000, 50, 19, "Email", "levqor_developer_pro_monthly", 10, 5, 10),
+        Tier("enterprise", "Enterprise", None, 250, 199, "SLA", "levqor_developer_enterprise_monthly", 25, 20, 50),
     )
 }
 DEFAULT_TIER = "sandbox"

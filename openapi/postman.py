@@ -8,6 +8,7 @@ Exit 0 when written, 1 when the converter failed.
 """
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -52,8 +53,20 @@ def convert(public_spec: dict) -> dict:
         return json.loads(target.read_text(encoding="utf-8"))
 
 
+def without_streams(full: dict) -> dict:
+    """The spec without its Server-Sent Event streams: a stream answers until the client leaves,
+    so a collection run (newman) would wait on it for ever."""
+    out = copy.deepcopy(full)
+    for item in out["paths"].values():
+        for method in [m for m in spec.METHODS if isinstance(item.get(m), dict)]:
+            if item[method].get("x-levqor-host") == "async":
+                del item[method]
+    out["paths"] = {path: item for path, item in out["paths"].items() if any(m in item for m in spec.METHODS)}
+    return out
+
+
 def build(spec_path: Path = spec.SPEC_PATH, out: Path = postman.COLLECTION_PATH) -> Path:
-    public_spec = spec.public(spec.load(spec_path))
+    public_spec = spec.public(without_streams(spec.load(spec_path)))
     collection = postman.finish(convert(public_spec), public_spec)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(collection, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -121,6 +121,7 @@ def generate(lang: str, version: str, cli: str, root: Path = OUT) -> Path:
     add_changelog(out, version)
     if lang == "python":
         add_python_dependencies(out)
+        add_python_scripts(out)
     else:
         resolve_node_modules(out)
     step(lang, f"generated in {time.monotonic() - started:.1f}s")
@@ -174,6 +175,21 @@ def add_python_dependencies(out: Path) -> None:
     setup.write_text(text.replace(anchor, anchor + "".join(f'    "{d}",\n' for d in PYTHON_DEPENDENCIES), 1))
     requirements = out / "requirements.txt"
     requirements.write_text(requirements.read_text().rstrip("\n") + "\n" + "\n".join(PYTHON_DEPENDENCIES) + "\n")
+
+
+# The console scripts the Python package installs (`pip install` puts `levqor` on the PATH).
+PYTHON_SCRIPTS = {"levqor": "levqor.cli:main"}
+
+
+def add_python_scripts(out: Path) -> None:
+    """A [project.scripts] table in the generator's pyproject.toml, ahead of [project.urls]."""
+    pyproject = out / "pyproject.toml"
+    text = pyproject.read_text()
+    anchor = "[project.urls]\n"
+    if anchor not in text or "[project.scripts]" in text:
+        raise GenerationError("pyproject.toml has no [project.urls] to put [project.scripts] before")
+    scripts = "[project.scripts]\n" + "".join(f'{name} = "{target}"\n' for name, target in PYTHON_SCRIPTS.items())
+    pyproject.write_text(text.replace(anchor, scripts + "\n" + anchor, 1))
 
 
 def resolve_node_modules(out: Path) -> None:

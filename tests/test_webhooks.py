@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -570,11 +571,28 @@ def test_migration_0011_keeps_the_newest_pending_test_event_of_an_endpoint(tmp_p
         acct = Account(email="before-0011@example.com", password_hash="x", tier="pro")
         db.session.add(acct)
         db.session.commit()
-        endpoint, _ = create(acct, "http://127.0.0.1:9/hook")
+        # The endpoint's row as 0010 has it (the model has columns of later migrations).
+        columns = ("id", "account_id", "url", "events_json", "sandbox", "secret_encrypted", "created_at")
         start = datetime(2026, 12, 1, tzinfo=UTC)
+        endpoint = SimpleNamespace(id="we_before0011", sandbox=False)
+        db.session.execute(
+            sa.insert(sa.table("webhook_endpoints", *map(sa.column, columns))).values(
+                id=endpoint.id,
+                account_id=acct.id,
+                url="http://127.0.0.1:9/hook",
+                events_json='["job.succeeded"]',
+                sandbox=False,
+                secret_encrypted="x",
+                created_at=start,
+            )
+        )
+        db.session.commit()
         for n in range(3):  # what two clicks at once could leave before 0011
             service.ping(endpoint, now=start + timedelta(minutes=n))
-        job_event = event(acct, now=start)[0]
+        job = service._delivery(endpoint, "job.succeeded", '{"type":"job.succeeded"}', start)
+        db.session.add(job)
+        db.session.commit()
+        job_event = job.id
         upgrade()
         rows = {d.id: d for d in db.session.scalars(sa.select(WebhookDelivery))}
         pings = sorted((d for d in rows.values() if d.event_type == service.PING), key=lambda d: d.created_at)

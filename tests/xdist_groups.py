@@ -18,6 +18,7 @@ GROUPS = {
     # The generated SDKs, a virtualenv and a Node project (tests/sdk_build.py), built once.
     "tests/test_sdk.py": "sdk",
     "tests/test_portal_sdk_docs.py": "sdk",
+    "tests/test_cli.py": "sdk",
     # The longest tests, mostly waiting on processes: handed out first instead of last.
     "tests/test_worker_as_shipped.py": "worker-as-shipped",
     # One gunicorn (the module's `web` fixture) for both.

@@ -8,7 +8,8 @@ while the database is away it keeps the newest calls within MAX_BUFFERED and MAX
 counts the ones it had to drop. Every
 flush also names the accounts it wrote for in Redis (WRITTEN_ACCOUNTS): the one periodic
 `trim-request-log` job cuts those back to their cap each minute, so the cost of keeping accounts
-within their cap does not grow with the number of processes (`queries.trim_written`).
+within their cap does not grow with the number of processes (`queries.trim_written`), and puts the
+written calls on their accounts' log streams (levqor_core.streams.feed) for `levqor logs tail`.
 """
 
 import json
@@ -26,6 +27,7 @@ from prometheus_client import Counter as PromCounter
 from levqor_core.periodic_thread import PeriodicThread
 from levqor_core.requestlog import queries
 from levqor_core.requestlog.models import RequestLogEntry
+from levqor_core.streams import feed
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +126,21 @@ class Recorder:
         with self._flush_lock:
             while self.buffer:
                 batch = self._take(BATCH_ROWS)
+                rows = [row(call) for call in batch]
                 try:
                     with self.engine().begin() as conn:
-                        _insert(conn, [row(call) for call in batch])
+                        _insert(conn, rows)
                 except _REFUSED:
                     # A value the database refuses would otherwise come back first at every flush,
                     # and nobody's calls would be written again: the others go in one by one.
                     batch = self._insert_each(batch)
+                    rows = [row(call) for call in batch]
                 except Exception:
                     self._put_back(batch)
                     raise
                 written += len(batch)
                 self._name_accounts(batch)
+                self._stream(rows)
         return written
 
     def _name_accounts(self, calls: list[tuple]) -> None:
@@ -147,6 +152,16 @@ class Recorder:
             self.redis.sadd(queries.WRITTEN_ACCOUNTS, *{call[1] for call in calls})
         except redis.RedisError as err:
             log.warning("request log: accounts written for not named for the trim: %s", err)
+
+    def _stream(self, rows: list[dict]) -> None:
+        """The written calls on their accounts' log streams (`levqor logs tail`), one round trip per
+        batch, here rather than on the request's path."""
+        if self.redis is None:
+            return
+        try:
+            feed.publish_calls(self.redis, rows)
+        except redis.RedisError as err:
+            log.warning("request log: calls not streamed: %s", err)
 
     def _insert_each(self, batch: list[tuple]) -> list[tuple]:
         """Insert the calls one at a time; returns those written. A refused one is dropped and

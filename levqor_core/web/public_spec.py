@@ -6,6 +6,8 @@ validated, its refs resolved) on every request. This one builds the public copy 
 path, the first time it is asked for, and serves those bytes after that.
 """
 
+from functools import partial
+
 from connexion.jsonifier import Jsonifier
 from connexion.middleware.swagger_ui import SwaggerUIAPI, SwaggerUIMiddleware
 from connexion.utils import yamldumper
@@ -42,14 +44,23 @@ class _PublicSpecAPI(SwaggerUIAPI):
 
 
 class PublicSpecMiddleware(SwaggerUIMiddleware):
-    """SwaggerUIMiddleware serving the public spec."""
+    """SwaggerUIMiddleware serving the public spec: of `served` (the whole contract) when this app
+    routes only part of it (the streams are served beside it: levqor_core.web.stream_host)."""
+
+    def __init__(self, app, served: dict | None = None):
+        super().__init__(app)
+        self._served_spec = served
 
     def add_api(self, specification, base_path=None, arguments=None, **kwargs) -> None:
+        if self._served_spec is not None:
+            specification = type(specification)(self._served_spec)
         api = _PublicSpecAPI(specification, base_path=base_path, arguments=arguments, default=self.default_fn, **kwargs)
         self.router.mount(api.base_path, app=api.router)
 
 
-def middlewares(stack: list) -> list:
-    """Connexion's middleware stack with this one in the place of SwaggerUIMiddleware."""
+def middlewares(stack: list, served: dict | None = None) -> list:
+    """Connexion's middleware stack with this one in the place of SwaggerUIMiddleware; `served`:
+    the spec to publish, when the app is given only part of it."""
     assert SwaggerUIMiddleware in stack, "Connexion's stack changed: the spec would not be served"
-    return [PublicSpecMiddleware if m is SwaggerUIMiddleware else m for m in stack]
+    public = partial(PublicSpecMiddleware, served=served) if served is not None else PublicSpecMiddleware
+    return [public if m is SwaggerUIMiddleware else m for m in stack]

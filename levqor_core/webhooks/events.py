@@ -3,14 +3,19 @@ deliveries and queues them.
 
 Called after the action's own commit, and it never raises into its caller: a webhook that could
 not be recorded must not fail the job or the key action that raised it (the failure is logged).
-Recorded but not queued (Redis away) is fine: the periodic sweep finds pending deliveries."""
+Recorded but not queued (Redis away) is fine: the periodic sweep finds pending deliveries.
+Every event also goes to the account's event stream, which listening sessions (`levqor listen`)
+read, whether or not an endpoint subscribes to it."""
 
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+
+from flask import current_app
 
 from levqor_core.extensions import db
+from levqor_core.streams import feed
 from levqor_core.webhooks import dispatch, service
 
 log = logging.getLogger(__name__)
@@ -30,7 +35,11 @@ def emit(
     advance (a sandbox delay job's end): its deliveries are due then, not now."""
     try:
         body = data() if callable(data) else data
-        delivery_ids = service.record_event(account_id, event_type, body, sandbox=sandbox, now=at)
+        now = datetime.now(UTC)
+        if at is None or at <= now:
+            # An event dated later (a sandbox delay job's end) is not streamed: it may be withdrawn.
+            _stream(account_id, event_type, body, sandbox, at or now)
+        delivery_ids = service.record_event(account_id, event_type, body, sandbox=sandbox, now=at or now)
         if not delivery_ids:
             return []
         db.session.commit()
@@ -43,6 +52,15 @@ def emit(
     except Exception:
         log.exception("could not queue the %s deliveries %s (the sweep will)", event_type, delivery_ids)
     return delivery_ids
+
+
+def _stream(account_id: int, event_type: str, data: dict, sandbox: bool, now: datetime) -> None:
+    """The event, its body as endpoints get it, on the account's stream (a Redis error is logged)."""
+    try:
+        body = service.event_body(event_type, data, sandbox, now)
+        feed.publish_event(current_app.extensions["levqor.redis"], account_id, sandbox, event_type, body)
+    except Exception:
+        log.exception("could not stream the %s event for account %s", event_type, account_id)
 
 
 def withdraw(delivery_ids: list[str]) -> None:

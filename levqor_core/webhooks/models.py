@@ -20,6 +20,11 @@ class DeliveryStatus(enum.StrEnum):
     FAILED = "failed"  # every attempt of the schedule failed, or the endpoint was disabled or deleted
 
 
+class EndpointKind(enum.StrEnum):
+    ENDPOINT = "endpoint"
+    LISTENER = "listener"
+
+
 class WebhookEndpoint(db.Model):
     __tablename__ = "webhook_endpoints"
 
@@ -36,6 +41,11 @@ class WebhookEndpoint(db.Model):
     # The first failed attempt of an unbroken run of failures; cleared by any success.
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # ENDPOINT: a URL the worker posts each event to. LISTENER: a listening session (`levqor
+    # listen`), which gets the same signed events over its open stream and is gone when it closes.
+    kind: Mapped[str] = mapped_column(sa.String(10), default="endpoint", server_default="endpoint")
+    # A listening session's last heartbeat: one that stopped (its process killed) is not shown.
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     deliveries = relationship("WebhookDelivery", back_populates="endpoint", passive_deletes=True, lazy="dynamic")
 

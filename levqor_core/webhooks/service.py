@@ -12,7 +12,13 @@ from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.webhooks import dispatch, secrets, targets
-from levqor_core.webhooks.models import ONE_PENDING_PING_INDEX, DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from levqor_core.webhooks.models import (
+    ONE_PENDING_PING_INDEX,
+    DeliveryStatus,
+    EndpointKind,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 JOB_EVENTS = ("job.succeeded", "job.failed", "job.canceled")
 QUOTA_EVENTS = ("quota.warning", "quota.exceeded")
@@ -80,7 +86,11 @@ def _count(account_id: int, sandbox: bool) -> int:
     return db.session.scalar(
         sa.select(sa.func.count())
         .select_from(WebhookEndpoint)
-        .where(WebhookEndpoint.account_id == account_id, WebhookEndpoint.sandbox == sandbox)
+        .where(
+            WebhookEndpoint.account_id == account_id,
+            WebhookEndpoint.sandbox == sandbox,
+            WebhookEndpoint.kind == EndpointKind.ENDPOINT,
+        )
     )
 
 
@@ -88,7 +98,11 @@ def endpoints_of(account_id: int, sandbox: bool) -> list[WebhookEndpoint]:
     return list(
         db.session.scalars(
             sa.select(WebhookEndpoint)
-            .where(WebhookEndpoint.account_id == account_id, WebhookEndpoint.sandbox == sandbox)
+            .where(
+                WebhookEndpoint.account_id == account_id,
+                WebhookEndpoint.sandbox == sandbox,
+                WebhookEndpoint.kind == EndpointKind.ENDPOINT,  # listening sessions get events by stream
+            )
             .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
         )
     )
@@ -98,7 +112,9 @@ def endpoint_of(account_id: int, endpoint_id: str, sandbox: bool | None) -> Webh
     """The account's endpoint with this id (None for another account's: its existence is not told).
     `sandbox=None` finds either side (the portal shows both on one page)."""
     query = sa.select(WebhookEndpoint).where(
-        WebhookEndpoint.id == endpoint_id, WebhookEndpoint.account_id == account_id
+        WebhookEndpoint.id == endpoint_id,
+        WebhookEndpoint.account_id == account_id,
+        WebhookEndpoint.kind == EndpointKind.ENDPOINT,
     )
     if sandbox is not None:
         query = query.where(WebhookEndpoint.sandbox == sandbox)
@@ -116,7 +132,8 @@ def delete_endpoint(endpoint: WebhookEndpoint) -> None:
     db.session.commit()
 
 
-def _body(event_type: str, data: dict, sandbox: bool, now: datetime) -> str:
+def event_body(event_type: str, data: dict, sandbox: bool, now: datetime) -> str:
+    """An event's body, byte for byte as signed and sent."""
     return json.dumps(
         {"type": event_type, "timestamp": now.isoformat(), "data": {**data, "sandbox": sandbox}},
         separators=(",", ":"),
@@ -147,7 +164,7 @@ def record_event(
     subscribed = [e for e in endpoints_of(account_id, sandbox) if e.disabled_at is None and e.subscribes_to(event_type)]
     if not subscribed:
         return []
-    body = _body(event_type, data, sandbox, now)
+    body = event_body(event_type, data, sandbox, now)
     deliveries = [_delivery(endpoint, event_type, body, now) for endpoint in subscribed]
     db.session.add_all(deliveries)
     return [d.id for d in deliveries]
@@ -169,7 +186,7 @@ def withdraw(delivery_ids: list[str]) -> int:
 def ping(endpoint: WebhookEndpoint, now: datetime | None = None) -> str:
     """A `ping` delivery to this one endpoint (the test action), committed; its id."""
     now = now or datetime.now(UTC)
-    delivery = _delivery(endpoint, PING, _body(PING, {"endpoint_id": endpoint.id}, endpoint.sandbox, now), now)
+    delivery = _delivery(endpoint, PING, event_body(PING, {"endpoint_id": endpoint.id}, endpoint.sandbox, now), now)
     db.session.add(delivery)
     _commit_unless_ping_pending()
     return delivery.id

@@ -15,6 +15,7 @@ from flask_login import current_user
 from levqor_core import problems
 from levqor_core.columns import utcnow
 from levqor_core.web.session_limit import portal_limited
+from levqor_core.webhooks import listening
 from levqor_core.webhooks import service as webhooks
 from levqor_core.webhooks.models import DeliveryStatus
 
@@ -30,6 +31,7 @@ SOON = timedelta(minutes=1)
 
 
 SIDES = (("Live", False), ("Sandbox", True))
+STREAMS = "levqor.streams"  # levqor_core.web.streams.EXTENSION: its settings (the heartbeat)
 
 
 def _sides(account_id: int) -> list[tuple[str, bool, list]]:
@@ -69,7 +71,13 @@ def _fragments(account_id: int, **shown_in_form) -> dict[str, Fragment]:
             "webhooks/_endpoints.html",
             lambda: {"sides": _sides(account_id), "log_of": _log_context},
         ),
+        "webhook-listening": ("webhooks/_listening.html", lambda: {"sessions": _listening(account_id)}),
     }
+
+
+def _listening(account_id: int) -> list:
+    """The account's open listening sessions (one silent for three heartbeats has ended)."""
+    return listening.active_sessions(account_id, current_app.extensions[STREAMS].stale_after)
 
 
 @bp.get("/developer/webhooks")
