@@ -4,15 +4,15 @@ A listening session is a webhook endpoint of its own kind: it gets the account's
 with its own stable secret, over the stream the CLI holds open, and its row goes when the stream
 closes. `last_seen_at` is renewed on each heartbeat, so a session whose process died is not shown.
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017"
-down_revision = "0016"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
