@@ -90,7 +90,7 @@ def test_the_chart_shows_live_day_counters_so_a_flush_changes_nothing_it_shows(p
     raw = p.new_key().json()["key"]
     sandbox_call(client, raw)
     poll(p)
-    r = app.extensions["levqor.redis"]
+    r = app.extensions["levqor.limits_redis"]
     now = datetime.now(UTC)
     yesterday = now.date() - timedelta(days=1)
     with app.app_context():
@@ -98,18 +98,20 @@ def test_the_chart_shows_live_day_counters_so_a_flush_changes_nothing_it_shows(p
         held = usage_card.state(r, account_id, now.date())
         (key_id,) = held.key_ids
         # Calls counted yesterday, not yet persisted when the card was read.
-        r.set(metering.daily_key(key_id, yesterday), 5)
-        r.sadd(metering.DIRTY, f"{key_id}|{account_id}|{yesterday.isoformat()}")
-        before = usage_card.daily_history(r, held, now)
+        r.set(metering.daily_key(account_id, key_id, yesterday), 5)
+        r.sadd(metering.dirty_key(account_id), f"{key_id}|{account_id}|{yesterday.isoformat()}")
+        before = usage_card.daily_history(r, held, now, account_id)
         metering.flush_usage(r)  # persists yesterday's 5 and today's sandbox call
         statements.clear()
-        after = usage_card.daily_history(r, usage_card.state(r, account_id, now.date()), now)
+        after = usage_card.daily_history(r, usage_card.state(r, account_id, now.date()), now, account_id)
         assert statements == []  # the held part is still current
         assert after == before
         assert before[-2] == {"day": yesterday.isoformat(), "calls": 5, "sandbox_calls": 0}
         assert before[-1]["sandbox_calls"] == 1
         # And read from the database as a cold card would, the same chart.
-        assert usage_card.daily_history(None, usage_card.from_database(account_id, now.date()), now) == after
+        assert (
+            usage_card.daily_history(None, usage_card.from_database(account_id, now.date()), now, account_id) == after
+        )
 
 
 def test_a_card_written_after_a_roll_by_a_read_from_before_it_is_not_used(portal, client, app):

@@ -135,7 +135,7 @@ def usage_context(account, now: datetime) -> dict:
         # The counters live in Redis; the rest of the page still works while it is away.
         log.warning("usage unavailable: %s", err)
         usage = None
-    history = usage_card.daily_history(r, held, now)
+    history = usage_card.daily_history(r, held, now, account.id)
     tier = tiers.get(account.tier)
     return {
         "usage": usage,
