@@ -105,7 +105,8 @@ def state(r: redis.Redis, account_id: int, today: date) -> CardState:
 
 def daily_history(r: redis.Redis | None, account_id: int, held: CardState, now: datetime) -> list[dict]:
     """Calls per UTC day for the chart's days: a key's live counters where Redis has them (its last
-    LIVE_DAYS days), its persisted rows elsewhere. Without SQL."""
+    LIVE_DAYS days), its persisted rows elsewhere. Without SQL. (The account names the counters'
+    hash tag: one MGET, one slot.)"""
     today = now.date()
     first = today - timedelta(days=HISTORY_DAYS - 1)
     per_day = {first + timedelta(days=i): [0, 0] for i in range(HISTORY_DAYS)}

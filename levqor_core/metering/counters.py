@@ -342,6 +342,7 @@ def _seeded_counters(r: redis.Redis, account: Account, key_id: str, now: datetim
     two queries are for after a Redis loss."""
     today = now.date()
     # Not in a pipeline: redis-py's cluster pipeline refuses MGET (RedisClusterException).
+    # The day's base is gate.lua's, written on a life's first metered call: not the seed's business.
     used, sandbox_today, calls_today = r.mget(
         usage_key(account.id, period), sandbox_key(account.id, key_id, today), daily_key(account.id, key_id, today)
     )

@@ -18,7 +18,7 @@ from flask_login import current_user
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from levqor_core import problems
+from levqor_core import problems, redis_conn
 
 from ..helpers import reference, sdk_examples, sdk_packages, snippets
 from ..helpers import sandbox_calls as portal_sandbox
@@ -237,7 +237,7 @@ def sdk_run():
         status = 401
     else:
         try:
-            call = portal_sandbox.run(current_app.extensions["levqor.redis"], current_user, example.operation_id)
+            call = portal_sandbox.run(redis_conn.for_limits(), current_user, example.operation_id)
         except problems.Problem as problem:
             result["problem"] = problem
             status = problem.status
