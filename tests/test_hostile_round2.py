@@ -364,8 +364,8 @@ def test_a_doubled_slash_is_a_redirect_with_a_location_on_this_site(client):
 def test_head_on_every_api_get_answers_as_the_get_without_a_body(client, make_account):
     _, key = make_account(tier="pro")
     for path, methods in _spec_paths():
-        if "GET" not in methods:
-            continue
+        if "GET" not in methods or load_spec()["paths"][path]["get"].get("x-levqor-host") == "async":
+            continue  # a stream's GET answers until the client leaves (its HEAD: tests/test_streams.py)
         got = client.get(_concrete(path), headers={"x-api-key": key})
         head = client.head(_concrete(path), headers={"x-api-key": key})
         assert head.status_code == got.status_code and head.status_code < 500, (path, head.status_code)

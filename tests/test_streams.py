@@ -225,6 +225,8 @@ def test_streams_refuse_a_bad_key_a_bad_resume_id_and_an_unknown_event_type(base
     unknown = httpx.get(f"{base}/api/v1/events/stream", params={"events": "job.exploded"}, headers={"x-api-key": key})
     assert unknown.status_code == 400 and "job.exploded" in unknown.json()["detail"]
     assert httpx.post(f"{base}/api/v1/events/stream", headers={"x-api-key": key}).status_code == 405
+    head = httpx.head(f"{base}/api/v1/request_log/stream", headers={"x-api-key": key})
+    assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
 
 
 def test_an_idle_stream_ends_so_the_client_reconnects(cx, make_account, monkeypatch):

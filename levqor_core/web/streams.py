@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Flask
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from levqor_core import problems, tiers
 from levqor_core.accounts.models import Account
@@ -88,10 +88,17 @@ def _respond(body) -> StreamingResponse:
     return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)
 
 
-async def events_response(req, *, sandbox: bool, events: str | None, forward_to: str | None) -> StreamingResponse:
+def _head() -> Response:
+    """A HEAD: the GET's status and headers, and no stream (which would never end)."""
+    return Response(media_type="text/event-stream", headers=HEADERS)
+
+
+async def events_response(req, *, sandbox: bool, events: str | None, forward_to: str | None) -> Response:
     """A listening session's stream: each event as the signed request an endpoint would get."""
     state, streams = _caller(req)
     wanted = _event_types(events)
+    if req.method == "HEAD":
+        return _head()
     r, stream_id, after = await _open(req, streams, state)
     try:
         await streams.in_app(listening.sweep_stale, streams.stale_after)
@@ -147,10 +154,12 @@ def _check_status(status: str | None) -> None:
         raise problems.BadRequest("`status` is a class (2xx, 3xx, 4xx, 5xx) or a code such as 404.")
 
 
-async def request_log_response(req, *, status: str | None, path: str | None) -> StreamingResponse:
+async def request_log_response(req, *, status: str | None, path: str | None) -> Response:
     """The account's calls as they are recorded, filtered by status and path prefix."""
     state, streams = _caller(req)
     _check_status(status)
+    if req.method == "HEAD":
+        return _head()
     r, stream_id, after = await _open(req, streams, state)
 
     def render(entry_id: bytes, fields: dict) -> bytes | None:
