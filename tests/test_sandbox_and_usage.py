@@ -13,6 +13,7 @@ from levqor_core.apijobs import sandbox
 from levqor_core.apijobs.models import Job
 from levqor_core.extensions import db
 from levqor_core.limits import key_cache
+from levqor_core.metering import card as usage_card
 from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 
@@ -215,7 +216,9 @@ def test_daily_history_covers_30_days_with_todays_live_count(client, key, app):
         from levqor_core.keys.models import ApiKey
 
         account_id = db.session.scalar(sa.select(ApiKey.account_id))
-        history = metering.daily_history(app.extensions["levqor.limits_redis"], account_id, datetime.now(UTC))
+        now = datetime.now(UTC)
+        held = usage_card.from_database(account_id, now.date())
+        history = usage_card.daily_history(app.extensions["levqor.limits_redis"], account_id, held, now)
     assert len(history) == 30 and history[-1]["calls"] == 1 and sum(d["calls"] for d in history) == 1
     assert json.dumps(history)  # plain data for the portal's chart
 

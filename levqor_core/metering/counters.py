@@ -24,7 +24,6 @@ from levqor_core import redis_conn, tiers
 from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
-from levqor_core.keys.models import ApiKey
 from levqor_core.metering.models import UsageDaily
 from levqor_core.tiers import SANDBOX_DAILY_LIMIT
 
@@ -387,35 +386,6 @@ def usage_snapshot(r: redis.Redis, account: Account, key_id: str | None, now: da
             "resets_at": day_end(today).isoformat(),
         },
     }
-
-
-def daily_history(r: redis.Redis, account_id: int, now: datetime, days: int = 30) -> list[dict]:
-    """Calls per UTC day for the last `days` days, live counters overriding persisted rows."""
-    first = now.date() - timedelta(days=days - 1)
-    rows = db.session.execute(
-        sa.select(UsageDaily.key_id, UsageDaily.day, UsageDaily.calls, UsageDaily.sandbox_calls).where(
-            UsageDaily.account_id == account_id, UsageDaily.day >= first
-        )
-    ).all()
-    per_day = {first + timedelta(days=i): [0, 0] for i in range(days)}
-    per_key_day = {(row.key_id, row.day): (row.calls, row.sandbox_calls) for row in rows}
-    today = now.date()
-    key_ids = db.session.scalars(sa.select(ApiKey.id).where(ApiKey.account_id == account_id)).all()
-    if key_ids:
-        try:
-            live = r.mget(
-                [k for kid in key_ids for k in (daily_key(account_id, kid, today), sandbox_key(account_id, kid, today))]
-            )
-            for i, kid in enumerate(key_ids):
-                if live[2 * i] is not None or live[2 * i + 1] is not None:
-                    per_key_day[(kid, today)] = (int(live[2 * i] or 0), int(live[2 * i + 1] or 0))
-        except redis_conn.UNAVAILABLE:
-            pass  # the persisted figures are shown while Redis is away
-    for (_, day), (calls, sandbox_calls) in per_key_day.items():
-        if day in per_day:
-            per_day[day][0] += calls
-            per_day[day][1] += sandbox_calls
-    return [{"day": d.isoformat(), "calls": c, "sandbox_calls": s} for d, (c, s) in sorted(per_day.items())]
 
 
 @deletion.step("usage-rows", deletion.ROWS, tables=("usage_daily",))

@@ -44,7 +44,8 @@ def _nice_ceiling(value: int) -> int:
 
 
 def daily_chart(history: list[dict], width: int = 520, height: int = 170) -> DailyChart:
-    """Stacked bars (API calls under sandbox calls) for `metering.daily_history` rows."""
+    """Stacked bars (API calls under sandbox calls) for the usage card's daily rows
+    (`levqor_core.metering.card.daily_history`)."""
     plot_top, plot_bottom, left, right = 12, height - 24, 44, 8
     scale_max = _nice_ceiling(max((h["calls"] + h["sandbox_calls"] for h in history), default=0))
     slot = (width - left - right) / max(len(history), 1)
