@@ -79,7 +79,15 @@ class Cli:
 
     def __init__(self, levqor: Path, env: dict, *args: str):
         self.proc = subprocess.Popen(
-            [str(levqor), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+            [str(levqor), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            # As from a terminal: a suite started in the background (`make test &`) ignores SIGINT,
+            # a child inherits that, and Python then never turns Ctrl-C into KeyboardInterrupt.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.out: queue.Queue = queue.Queue()
         self.err: list[str] = []
