@@ -12,8 +12,13 @@ run: setup
 
 # The whole suite, in parallel (docs/contributing/tests.md): TEST_WORKERS pytest-xdist workers, each with
 # its own PostgreSQL and Redis; a test group (`xdist_group`) stays on one worker; the 25 slowest printed.
+# The spec's lint and breaking-change check are tests of the suite (tests/test_spec_contract.py), run
+# beside the others rather than before them; `make spec-lint` / `make spec-check` run them alone.
+# The system packages first (apt-get takes one lock), then the Python and npm packages side by side.
 TEST_WORKERS ?= 4
-test: setup system-deps lint spec-lint spec-check
+test: system-deps
+	@$(MAKE) --no-print-directory -j2 setup
+	@$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 POSTMAN := build/postman/levqor.postman_collection.json
