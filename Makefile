@@ -20,14 +20,19 @@ POSTMAN := build/postman/levqor.postman_collection.json
 
 setup: $(VENV)/.installed node_modules/.package-lock.json $(POSTMAN)
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# A git worktree may link .venv and node_modules to the main checkout's: its fresh
+# checkout's files are newer than their stamps, and rebuilding would rebuild the main checkout's
+# environment under it (npm ci empties node_modules first). A linked one is the main checkout's to
+# keep up to date: here its stamp is enough.
+linked = $(shell test -L $(1) && echo yes)
+$(VENV)/.installed: $(if $(call linked,$(VENV)),,requirements.txt requirements-dev.txt)
 	@python3 -m venv $(VENV) 2>/dev/null || { scripts/system-deps-venv.sh && python3 -m venv $(VENV); }
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements-dev.txt
 	@touch $@
 
 # The portal's JS/CSS (htmx, Swagger UI), pinned by package-lock.json and served by the app itself.
-node_modules/.package-lock.json: package.json package-lock.json
+node_modules/.package-lock.json: $(if $(call linked,node_modules),,package.json package-lock.json)
 	@command -v npm >/dev/null || scripts/system-deps.sh
 	npm ci --ignore-scripts --no-audit --no-fund
 
