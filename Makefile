@@ -81,8 +81,9 @@ soak: setup system-deps
 	$(PY) bench/soak.py
 
 # The hot path on a Redis Cluster (3 primaries + 3 replicas), queues on their own Redis, PgBouncer,
-# 3 web and 2 worker dynos, $$SCALE_KEYS (20,000) keys for $$SCALE_SECONDS (45) while a primary is
-# SIGKILLed and a web dyno restarts; exits 1 when a target figure is missed.
+# 3 web and 2 worker dynos, $$SCALE_KEYS (20,000) keys each called at least once ($$SCALE_SECONDS, 60,
+# and on until every key is, up to $$SCALE_MAX_SECONDS, 240) while a primary is SIGKILLed and a web
+# dyno restarts; exits 1 when a target figure is missed.
 bench-scale: setup system-deps
 	$(PY) bench/scale.py
 
