@@ -25,14 +25,19 @@ POSTMAN := build/postman/levqor.postman_collection.json
 
 setup: $(VENV)/.installed node_modules/.package-lock.json $(POSTMAN)
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# A git worktree may link .venv and node_modules to the main checkout's: its fresh
+# checkout's files are newer than their stamps, and rebuilding would rebuild the main checkout's
+# environment under it (npm ci empties node_modules first). A linked one is the main checkout's to
+# keep up to date: here its stamp is enough.
+linked = $(shell test -L $(1) && echo yes)
+$(VENV)/.installed: $(if $(call linked,$(VENV)),,requirements.txt requirements-dev.txt)
 	@python3 -m venv $(VENV) 2>/dev/null || { scripts/system-deps-venv.sh && python3 -m venv $(VENV); }
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements-dev.txt
 	@touch $@
 
 # The portal's JS/CSS (htmx, Swagger UI), pinned by package-lock.json and served by the app itself.
-node_modules/.package-lock.json: package.json package-lock.json
+node_modules/.package-lock.json: $(if $(call linked,node_modules),,package.json package-lock.json)
 	@command -v npm >/dev/null || scripts/system-deps.sh
 	npm ci --ignore-scripts --no-audit --no-fund
 
@@ -81,8 +86,9 @@ soak: setup system-deps
 	$(PY) bench/soak.py
 
 # The hot path on a Redis Cluster (3 primaries + 3 replicas), queues on their own Redis, PgBouncer,
-# 3 web and 2 worker dynos, $$SCALE_KEYS (20,000) keys for $$SCALE_SECONDS (45) while a primary is
-# SIGKILLed and a web dyno restarts; exits 1 when a target figure is missed.
+# 3 web and 2 worker dynos, $$SCALE_KEYS (20,000) keys each called at least once ($$SCALE_SECONDS, 60,
+# and on until every key is, up to $$SCALE_MAX_SECONDS, 240) while a primary is SIGKILLed and a web
+# dyno restarts; exits 1 when a target figure is missed.
 bench-scale: setup system-deps
 	$(PY) bench/scale.py
 

@@ -1,7 +1,7 @@
 """Scale run with faults: the hot path on a Redis Cluster, queues on a Redis of their own,
 PgBouncer in front of PostgreSQL, three web dynos and two worker dynos, many keys.
 
-    make bench-scale                # or: SCALE_SECONDS=45 SCALE_KEYS=2000 .venv/bin/python bench/scale.py
+    make bench-scale                # or: SCALE_SECONDS=30 SCALE_KEYS=2000 .venv/bin/python bench/scale.py
 
 What it does, in order:
 1. starts on loopback a Redis Cluster of 3 primaries and 3 replicas (`redis-server
@@ -16,30 +16,36 @@ What it does, in order:
    (WEB_CONCURRENCY=SCALE_WEB_CONCURRENCY, 1), and SCALE_WORKER_DYNOS (2) `worker` dynos, with
    DATABASE_URL on PgBouncer (DATABASE_PGBOUNCER=1), REDIS_URL on the queues' Redis and
    LIMITS_REDIS_URL naming one node of the cluster;
-4. drives mixed traffic for SCALE_SECONDS (45) from SCALE_CLIENTS (32) threads, each walking its
-   share of the keys (so most keys get used), through a "router" that sends each call to a
-   random dyno and, when the dyno refuses the connection (it is down), to the next: v1 jobs
-   (`echo`, `text-stats`), job reads and lists, the workflow catalogue, an unknown job (404) and
-   workflow (400) the gate counts, sandbox calls and GET /api/usage;
+4. drives mixed traffic for SCALE_SECONDS (60) from SCALE_CONNECTIONS (48) keep-alive connections
+   on one event loop (HTTP/1.1 by hand: the driver must not take the dynos' CPU): every key once
+   in a shuffled order (one metered call each), a key none of whose calls was admitted (no answer,
+   a 503 mid-failover) again, then random keys one or two calls at a time; past SCALE_SECONDS
+   (up to SCALE_MAX_SECONDS, 240) until every key has had a call admitted. Each call goes through
+   a "router" to a random dyno and, when the dyno refuses the connection (it is down), to the
+   next: the workflow catalogue, job lists, an unknown job (404) and workflow (400) the gate
+   counts, a few v1 jobs (`echo`, `text-stats`) and their reads, sandbox calls and jobs,
+   GET /api/usage;
 5. meanwhile, at 30 %, SIGKILLs one cluster primary (not the node LIMITS_REDIS_URL names), whose
    replica is promoted, and starts it again 10 s later (it rejoins as a replica); at 55 %
    SIGTERMs one web dyno's whole process group and starts the Procfile's `web` line again on the
    same port; at 80 % revokes a key with DELETE /api/key on one dyno after it was used on every
    dyno, and calls with it on the others at once;
-6. drains the jobs, waits two usage flushes, reads GET /api/usage for every key used and
-   `usage_daily`, and compares them per key with the calls the dynos admitted.
+6. drains the jobs, waits two usage flushes, reads `usage_daily` and compares it per key with the
+   calls the dynos admitted, for every key; and reads GET /api/usage for SCALE_USAGE_SAMPLE (2,000)
+   keys and every key with a call of unknown outcome, and compares it with `usage_daily`.
 
 It prints calls/s, 5xx for valid calls, counted vs admitted (per key, summed, keys mismatched),
 keys per shard (max / mean), the failover gap (seconds from the SIGKILL until the cluster answers
 writes to the shard again, and the web dynos' "gate degraded" warnings), the peak of PostgreSQL
 server connections (pg_stat_activity, polled), usage rows persisted vs keys used, and the
 revocation check. It exits 1 when a target is missed: 0 5xx for valid calls, counted = admitted
-on every key, every used key's usage persisted, the revoked key refused on every dyno at its next
+on every key, every key called and its usage persisted, the revoked key refused on every dyno at its next
 call, no shard holding more than 1.3x the mean of keys, 0 lost jobs.
 """
 
-import concurrent.futures
+import asyncio
 import contextlib
+import json
 import os
 import random
 import re
@@ -57,6 +63,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import redis
 from redis.crc import key_slot
@@ -68,16 +75,21 @@ from bench import soak  # noqa: E402  (the soak run's processes, calls and recon
 from levqor_core.keys.format import generate, hash_key, hint  # noqa: E402
 from tests.servers import PgBouncerServer, PostgresServer, RedisServer, free_port, wait_for  # noqa: E402
 
-SECONDS = int(os.environ.get("SCALE_SECONDS", 45))
+SECONDS = int(os.environ.get("SCALE_SECONDS", 60))
+# GET /api/usage read back for this many keys (and every key with a call of unknown outcome):
+# for all 20,000 it would take longer than the traffic; usage_daily is checked for every key.
+USAGE_SAMPLE = int(os.environ.get("SCALE_USAGE_SAMPLE", 2000))
+# Traffic goes on past SECONDS until every key has had a call admitted, up to this.
+MAX_SECONDS = int(os.environ.get("SCALE_MAX_SECONDS", 240))
 KEYS = int(os.environ.get("SCALE_KEYS", 20000))
-CLIENTS = int(os.environ.get("SCALE_CLIENTS", 32))
+CONNECTIONS = int(os.environ.get("SCALE_CONNECTIONS", 48))
 WEB_DYNOS = int(os.environ.get("SCALE_WEB_DYNOS", 3))
 WORKER_DYNOS = int(os.environ.get("SCALE_WORKER_DYNOS", 2))
 WEB_CONCURRENCY = os.environ.get("SCALE_WEB_CONCURRENCY", "1")
 WORKER_CONCURRENCY = os.environ.get("SCALE_WORKER_CONCURRENCY", "2")
 LIMITS = os.environ.get("SCALE_LIMITS", "cluster")  # cluster | single
 PG_POOL = int(os.environ.get("SCALE_PG_POOL", 20))
-DRAIN_SECONDS = int(os.environ.get("SCALE_DRAIN_SECONDS", 150))
+DRAIN_SECONDS = int(os.environ.get("SCALE_DRAIN_SECONDS", 90))
 # How long a primary may be silent before its replica takes over (cluster-node-timeout).
 NODE_TIMEOUT_MS = int(os.environ.get("SCALE_NODE_TIMEOUT_MS", 3000))
 FLUSH_SECONDS = soak.FLUSH_SECONDS
@@ -227,128 +239,274 @@ def seed(database_url: str, n: int) -> Seeded:
 # -- traffic ---------------------------------------------------------------------------------------
 
 
-class Router:
+class Dynos:
     """The platform's router: a call goes to a random dyno; a dyno that refuses the connection (it
     is down) is skipped, as the router stops sending to a stopped dyno. Nothing was sent then, so
     the call is not of unknown outcome."""
 
-    def __init__(self, bases: list[str]):
-        self.bases = bases
-        self.rerouted = Counter()  # base -> calls sent elsewhere
-        self.lock = threading.Lock()
+    def __init__(self, ports: list[int]):
+        self.ports = ports
+        self.rerouted = Counter()  # port -> calls sent elsewhere
 
-    def clients(self, headers: dict) -> list[httpx.Client]:
-        return [httpx.Client(base_url=b, timeout=30, headers=headers) for b in self.bases]
+
+class Lane:
+    """One client of many on one event loop: a keep-alive HTTP/1.1 connection to each dyno, opened
+    on first use and again after a loss. HTTP by hand (a request line, headers, a Content-Length
+    or chunked body): httpx's clients cost more CPU a call than a dyno spends serving it, and the
+    driver shares the machine's two cores with the dynos."""
+
+    def __init__(self, dynos: Dynos):
+        self.dynos = dynos
+        self.connections: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+        self.used: dict[int, float] = {}  # port -> when its connection was last used
+
+    async def _connection(self, port: int):
+        connection = self.connections.get(port)
+        idle = time.monotonic() - self.used.get(port, 0.0)
+        self.used[port] = time.monotonic()
+        # gunicorn closes a keep-alive connection idle for 2 s (its `keepalive`): a request written
+        # as it does is reset, of unknown outcome. One idle for 1 s is not reused.
+        if connection is not None and idle < 1.0 and not connection[0].at_eof() and not connection[1].is_closing():
+            return connection
+        self._drop(port)
+        connection = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+        self.connections[port] = connection
+        return connection
+
+    def _drop(self, port: int) -> None:
+        connection = self.connections.pop(port, None)
+        if connection is not None:
+            connection[1].close()
+
+    async def exchange(self, port: int, request: bytes) -> tuple[int, dict, bytes]:
+        """Send one request on the dyno's connection and read its response (raises
+        ConnectionRefusedError before anything is sent, another OSError after)."""
+        reader, writer = await self._connection(port)
+        try:
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            if "content-length" in headers:
+                body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 30)
+            elif headers.get("transfer-encoding", "").lower() == "chunked":
+                body = b""
+                while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                    body += (await reader.readexactly(size + 2))[:-2]
+                await reader.readuntil(b"\r\n")
+            else:
+                body = await asyncio.wait_for(reader.read(), 30)
+                self._drop(port)
+            if headers.get("connection", "").lower() == "close":
+                self._drop(port)
+            return status, headers, body
+        except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            self._drop(port)
+            raise
+
+    def close(self) -> None:
+        for port in list(self.connections):
+            self._drop(port)
+
+
+def http_request(method: str, path: str, port: int, key: str, body: dict | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"x-api-key: {key}"]
+    payload = b""
+    if body is not None:
+        payload = json.dumps(body).encode()
+        lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
 class Scale(soak.Soak):
-    def __init__(self, router: Router):
+    def __init__(self, dynos: Dynos):
         super().__init__()
-        self.router = router
+        self.dynos = dynos
         self.revocation: dict = {}
         self.failover: dict = {}
+        self.walk: Walk | None = None
+        self.wall0 = 0.0  # time.time() when the traffic started (the dynos' logs are in wall time)
 
-    def routed(self, clients: list[httpx.Client], account, area, op, method, path, rnd, **kw):
-        first = rnd.randrange(len(clients))
-        for step in range(len(clients)):
-            client = clients[(first + step) % len(clients)]
+    async def routed(self, lane: Lane, account, area, op, method, path, rnd, body=None):
+        """One call through the router; recorded, and its (status, parsed JSON body or None) returned."""
+        ports = self.dynos.ports
+        first = rnd.randrange(len(ports))
+        for step in range(len(ports)):
+            port = ports[(first + step) % len(ports)]
             at = self.now()
             try:
-                response = client.request(method, path, headers={"x-api-key": account.key}, **kw)
-            except httpx.ConnectError:
-                with self.router.lock:
-                    self.router.rerouted[str(client.base_url)] += 1
+                status, headers, raw = await lane.exchange(port, http_request(method, path, port, account.key, body))
+            except ConnectionRefusedError:
+                self.dynos.rerouted[port] += 1
                 continue
-            except httpx.HTTPError as err:
-                with self.lock:
-                    self.calls.append(soak.Call(account, area, op, 0, "", at, f"{type(err).__name__}: {err}"))
-                return None
-            slug = ""
-            if response.headers.get("content-type", "").startswith("application/problem+json"):
-                try:
-                    slug = response.json().get("type", "").rsplit("/", 1)[-1]
-                except ValueError:
-                    slug = "?"
-            with self.lock:
-                self.calls.append(soak.Call(account, area, op, response.status_code, slug, at))
-            return response
-        with self.lock:
-            self.calls.append(soak.Call(account, area, op, 0, "", self.now(), "ConnectError: every dyno down"))
-        return None
+            except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as err:
+                self.calls.append(soak.Call(account, area, op, 0, "", at, f"{type(err).__name__}: {err}"))
+                return 0, None
+            parsed, slug = None, ""
+            if headers.get("content-type", "").startswith(("application/json", "application/problem+json")):
+                with contextlib.suppress(ValueError):
+                    parsed = json.loads(raw)
+            if headers.get("content-type", "").startswith("application/problem+json"):
+                slug = parsed.get("type", "").rsplit("/", 1)[-1] if isinstance(parsed, dict) else "?"
+            call = soak.Call(account, area, op, status, slug, at)
+            self.calls.append(call)
+            if area in ("v1", "sandbox") and soak.admitted(call) and self.walk is not None:
+                self.walk.admitted.add(account.key)
+            return status, parsed
+        self.calls.append(soak.Call(account, area, op, 0, "", self.now(), "ConnectError: every dyno down"))
+        return 0, None
 
 
-def drive(scale: Scale, keys: list[soak.Account], deadline: float, seed_: int) -> None:
-    """One client thread: its share of the keys in turn, a few calls each, mixed."""
-    rnd = random.Random(seed_)
-    clients = scale.router.clients({})
-    jobs: dict[str, list[str]] = defaultdict(list)
-    sandbox_jobs: dict[str, list[str]] = defaultdict(list)
+class Walk:
+    """The keys for the lanes: every key once, in a shuffled order (the first pass), then any key
+    whose calls so far were none admitted (no answer, a 503 mid-failover) again, then random keys
+    until the deadline."""
 
-    def call(account, area, op, method, path, **kw):
-        return scale.routed(clients, account, area, op, method, path, rnd, **kw)
+    def __init__(self, keys: list[soak.Account], seed_: int):
+        self.order = list(keys)
+        self.rnd = random.Random(seed_)
+        self.rnd.shuffle(self.order)
+        self.handed = 0
+        self.admitted: set[str] = set()  # keys with at least one metered call admitted
+        self.again: list[soak.Account] = []
 
-    def submit(account, workflow, data):
-        response = call(
-            account, "v1", f"create {workflow}", "POST", "/api/v1/jobs", json={"workflow": workflow, "input": data}
+    def next(self) -> tuple[soak.Account, bool]:
+        """The next key, and whether it is its first visit."""
+        self.handed += 1
+        if self.handed <= len(self.order):
+            return self.order[self.handed - 1], True
+        if self.again:
+            return self.again.pop(), True
+        return self.rnd.choice(self.order), False
+
+    def visited(self, account: soak.Account) -> None:
+        if account.key not in self.admitted:
+            self.again.append(account)
+
+    @property
+    def complete(self) -> bool:
+        """Every key visited, and every key with a call admitted (or on its way to one)."""
+        return self.handed >= len(self.order) and not self.again
+
+
+# A key's visit: one or two calls drawn by these weights (metered v1 and sandbox calls, a 404 and a
+# 400 the gate counts, GET /api/usage); few create jobs, so the workers drain in seconds.
+# A first visit makes one metered call (not GET /api/usage), so one pass calls every key.
+ACTIONS = {
+    "workflows": 30,
+    "list jobs": 10,
+    "get job": 4,
+    "unknown job (404)": 6,
+    "unknown workflow (400)": 4,
+    "create echo": 0.5,
+    "create text-stats": 0.2,
+    "sandbox workflows": 8,
+    "sandbox create echo": 3,
+    "sandbox get job": 3,
+    "usage": 4,
+}
+
+
+METERED_ACTIONS = {name: weight for name, weight in ACTIONS.items() if name != "usage"}
+
+
+async def visit(scale: Scale, lane: Lane, account: soak.Account, rnd: random.Random, first: bool) -> None:
+    def call(area, op, method, path, body=None):
+        return scale.routed(lane, account, area, op, method, path, rnd, body)
+
+    mix = METERED_ACTIONS if first else ACTIONS
+    action = rnd.choices(list(mix), list(mix.values()))[0]
+    if action == "get job" and account.jobs:
+        await call("v1", action, "GET", f"/api/v1/jobs/{rnd.choice(account.jobs)}")
+    elif action == "list jobs":
+        await call("v1", action, "GET", "/api/v1/jobs?limit=10")
+    elif action == "unknown job (404)":
+        await call("v1", action, "GET", "/api/v1/jobs/job_" + "0" * 20)
+    elif action == "unknown workflow (400)":
+        await call("v1", action, "POST", "/api/v1/jobs", {"workflow": "nope", "input": {}})
+    elif action in ("create echo", "create text-stats"):
+        workflow = action.split()[1]
+        data = {"n": rnd.randrange(10**6), "from": account.email} if workflow == "echo" else {"text": soak.TEXT}
+        status, body = await call("v1", action, "POST", "/api/v1/jobs", {"workflow": workflow, "input": data})
+        if status == 202 and body:
+            account.jobs.append(body["id"])
+            scale.jobs_submitted[workflow] += 1
+    elif action == "sandbox workflows":
+        await call("sandbox", "workflows", "GET", "/api/sandbox/v1/workflows")
+    elif action == "sandbox create echo":
+        status, body = await call(
+            "sandbox", "create echo", "POST", "/api/sandbox/v1/jobs", {"workflow": "echo", "input": {"n": 1}}
         )
-        if response is not None and response.status_code == 202:
-            jobs[account.key].append(response.json()["id"])
-            account.jobs.append(response.json()["id"])
-            with scale.lock:
-                scale.jobs_submitted[workflow] += 1
+        if status == 202 and body:
+            account.sandbox_jobs.append(body["id"])
+    elif action == "sandbox get job" and account.sandbox_jobs:
+        await call("sandbox", "get job", "GET", f"/api/sandbox/v1/jobs/{rnd.choice(account.sandbox_jobs)}")
+    elif action == "usage":
+        await call("meta", "usage", "GET", "/api/usage")
+    else:
+        await call("v1", "workflows", "GET", "/api/v1/workflows")
 
-    def sandbox_create(account):
-        response = call(
-            account,
-            "sandbox",
-            "create echo",
-            "POST",
-            "/api/sandbox/v1/jobs",
-            json={"workflow": "echo", "input": {"n": 1}},
-        )
-        if response is not None and response.status_code == 202:
-            sandbox_jobs[account.key].append(response.json()["id"])
 
-    actions = [
-        (10, lambda a: submit(a, "echo", {"n": rnd.randrange(10**6), "from": a.email})),
-        (4, lambda a: submit(a, "text-stats", {"text": soak.TEXT, "top": 3})),
-        (12, lambda a: jobs[a.key] and call(a, "v1", "get job", "GET", f"/api/v1/jobs/{rnd.choice(jobs[a.key])}")),
-        (6, lambda a: call(a, "v1", "list jobs", "GET", "/api/v1/jobs", params={"limit": 10})),
-        (8, lambda a: call(a, "v1", "workflows", "GET", "/api/v1/workflows")),
-        (2, lambda a: call(a, "v1", "unknown job (404)", "GET", "/api/v1/jobs/job_" + "0" * 20)),
-        (
-            1.5,
-            lambda a: call(
-                a, "v1", "unknown workflow (400)", "POST", "/api/v1/jobs", json={"workflow": "nope", "input": {}}
-            ),
-        ),
-        (2, lambda a: sandbox_create(a)),
-        (
-            1.5,
-            lambda a: (
-                sandbox_jobs[a.key]
-                and call(a, "sandbox", "get job", "GET", f"/api/sandbox/v1/jobs/{rnd.choice(sandbox_jobs[a.key])}")
-            ),
-        ),
-        (2, lambda a: call(a, "sandbox", "workflows", "GET", "/api/sandbox/v1/workflows")),
-        (3, lambda a: call(a, "meta", "usage", "GET", "/api/usage")),
-    ]
-    weights = [w for w, _ in actions]
-    order = list(keys)
-    rnd.shuffle(order)
-    try:
-        i = 0
-        while time.monotonic() < deadline:
-            account = order[i % len(order)]
-            i += 1
-            for _ in range(rnd.randint(1, 4)):  # a key's few calls, then the next key
-                rnd.choices(actions, weights)[0][1](account)
-    finally:
-        for client in clients:
-            client.close()
+async def drive(scale: Scale, walk: Walk, deadline: float, hard_deadline: float) -> None:
+    """CONNECTIONS lanes walking the keys together until the deadline, and past it (up to
+    hard_deadline) until every key has had a call admitted."""
+
+    async def lane_loop(i: int) -> None:
+        rnd, lane = random.Random(i), Lane(scale.dynos)
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= hard_deadline or (now >= deadline and walk.complete):
+                    return
+                account, first = walk.next()
+                # A first visit is one call (the pass is what bounds the run), a later one one or two.
+                for _ in range(1 if first else rnd.choice((1, 2))):
+                    await visit(scale, lane, account, rnd, first)
+                walk.visited(account)
+        finally:
+            lane.close()
+
+    await asyncio.gather(*(lane_loop(i) for i in range(CONNECTIONS)))
+
+
+async def read_usage(used: list[soak.Account], ports: list[int]) -> dict[str, dict]:
+    """GET /api/usage for every used key, over CONNECTIONS lanes spread over the dynos."""
+    out: dict[str, dict] = {}
+    pending = list(enumerate(used))
+
+    async def lane_loop() -> None:
+        lane = Lane(Dynos(ports))
+        try:
+            while pending:
+                i, account = pending.pop()
+                port = ports[i % len(ports)]
+                for _ in range(3):  # a connection the dyno closed meanwhile: once more on a new one
+                    try:
+                        status, _, raw = await lane.exchange(port, http_request("GET", "/api/usage", port, account.key))
+                        out[account.key] = json.loads(raw) if status == 200 else {"error": status}
+                        break
+                    except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError) as err:
+                        out[account.key] = {"error": f"{type(err).__name__}: {err}"}
+        finally:
+            lane.close()
+
+    await asyncio.gather(*(lane_loop() for _ in range(CONNECTIONS)))
+    return out
 
 
 # -- faults and probes -----------------------------------------------------------------------------
+
+
+def cpu_seconds(processes: list[subprocess.Popen]) -> dict[int, float]:
+    """User and system CPU of each live process of these dynos (gunicorn masters and workers), by pid."""
+    seconds = {}
+    for process in processes:
+        for p in soak.tree(process.pid):
+            with contextlib.suppress(psutil.Error):
+                times = p.cpu_times()
+                seconds[p.pid] = times.user + times.system
+    return seconds
 
 
 def web_env(env: dict, port: int) -> dict:
@@ -527,7 +685,8 @@ def main() -> int:
         keys, revoked_key = seeded.accounts[:-1], seeded.accounts[-1]
         print(
             f"{KEYS} accounts with a key each seeded by COPY in {seeded.seconds:.1f} s "
-            f"({', '.join(f'{n} {t}' for t, n in Counter(a.tier for a in keys).items())})",
+            f"({', '.join(f'{n} {t}' for t, n in Counter(a.tier for a in keys).items())}); "
+            f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
             flush=True,
         )
 
@@ -546,33 +705,45 @@ def main() -> int:
 
         peak = PeakConnections(direct_url)
         peak.thread.start()
-        router = Router(bases)
-        scale = Scale(router)
-        print(f"traffic for {SECONDS} s from {CLIENTS} client threads over {len(keys)} keys; faults:", flush=True)
-        scale.t0 = time.monotonic()
+        scale = Scale(Dynos(ports))
+        print(
+            f"traffic for {SECONDS} s (longer, up to {MAX_SECONDS} s, until every key has a call admitted) from "
+            f"{CONNECTIONS} connections over {len(keys)} keys; faults:",
+            flush=True,
+        )
+        walk = scale.walk = Walk(keys, seed_=1)
+        scale.t0, scale.wall0 = time.monotonic(), time.time()
         deadline = scale.t0 + SECONDS
-        shares = [keys[i::CLIENTS] for i in range(CLIENTS)]
-        threads = [
-            threading.Thread(target=drive, args=(scale, shares[i], deadline, i), daemon=True) for i in range(CLIENTS)
-        ]
         injector = threading.Thread(
             target=faults,
             args=(scale, cluster, url_node, webs, env, ports, logs, revoked_key, bases, deadline),
             daemon=True,
         )
-        for th in [*threads, injector]:
-            th.start()
-        for th in threads:
-            th.join(timeout=SECONDS + 120)
-        injector.join(timeout=120)
+        injector.start()
+        harness_cpu, web_cpu = time.process_time(), cpu_seconds(webs)
+        asyncio.run(drive(scale, walk, deadline, scale.t0 + MAX_SECONDS))
         traffic_seconds = scale.now()
+        harness_cpu = time.process_time() - harness_cpu
+        web_cpu = sum(t - web_cpu.get(pid, 0.0) for pid, t in cpu_seconds(webs).items())
+        print(
+            f"  [{traffic_seconds:5.1f}s] traffic stopped: {len(walk.admitted)} of {len(keys)} keys with a call "
+            f"admitted, {walk.handed} visits, {len(scale.calls)} calls; CPU: the web dynos' {web_cpu:.0f} s "
+            f"({1000 * web_cpu / max(len(scale.calls), 1):.1f} ms a call; the restarted one's start-up included), "
+            f"this harness's {harness_cpu:.0f} s; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+            flush=True,
+        )
+        injector.join(timeout=120)
 
         job_ids = [j for a in keys for j in a.jobs]
         rows = soak.drain(direct_url, job_ids)
         time.sleep(2 * FLUSH_SECONDS + 1)  # two usage flushes
         called = {c.account.key for c in scale.calls if c.account is not None and c.area in ("v1", "sandbox")}
         used = [a for a in keys if a.key in called]
-        usage = read_usage(used, bases)
+        uncertain = {c.account.key for c in scale.calls if c.account is not None and soak.admitted(c) is None}
+        sample = random.Random(2).sample(used, min(USAGE_SAMPLE, len(used)))
+        sampled = {a.key for a in sample}
+        sample += [a for a in used if a.key in uncertain and a.key not in sampled]
+        usage = asyncio.run(read_usage(sample, ports))
         peak.stopped.set()
         with psycopg.connect(direct_url, autocommit=True) as conn:
             persisted = {
@@ -598,18 +769,6 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def read_usage(used: list[soak.Account], bases: list[str]) -> dict[str, dict]:
-    """GET /api/usage for every used key, spread over the dynos."""
-
-    def one(pair):
-        i, account = pair
-        response = httpx.get(bases[i % len(bases)] + "/api/usage", headers={"x-api-key": account.key}, timeout=30)
-        return account.key, response.json() if response.status_code == 200 else {"error": response.status_code}
-
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        return dict(pool.map(one, enumerate(used)))
-
-
 def shard_spread(cluster: RedisCluster, keys: list[soak.Account], ids: dict[str, int]) -> dict:
     """Accounts per primary, by the slot of the hash tag every key of theirs carries, and the keys
     each primary holds (DBSIZE)."""
@@ -631,17 +790,15 @@ def shard_spread(cluster: RedisCluster, keys: list[soak.Account], ids: dict[str,
     }
 
 
-def degraded_span(logs: Path) -> tuple[int, float]:
+def degraded_warnings(logs: Path, wall0: float) -> list[tuple[float, str]]:
     """The web dynos' "gate degraded" warnings (a call served in outage mode after Redis failed
-    it): how many, and the seconds from the first to the last."""
-    stamps = [
-        datetime.strptime(m, "%Y-%m-%d %H:%M:%S,%f")
-        for log in logs.glob("web*.log")
-        for m in re.findall(
-            r"^(\S+ \S+) WARNING \S+ redis unavailable, gate degraded", log.read_text(errors="replace"), re.M
-        )
-    ]
-    return len(stamps), (max(stamps) - min(stamps)).total_seconds() if stamps else 0.0
+    it): (seconds into the traffic, reason) each."""
+    found = re.findall(
+        r"^(\S+ \S+) WARNING \S+ redis unavailable, gate degraded: (.*)$",
+        "\n".join(log.read_text(errors="replace") for log in logs.glob("web*.log")),
+        re.M,
+    )
+    return [(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() - wall0, why) for stamp, why in found]
 
 
 def report(scale, keys, used, ids, rows, usage, persisted, shards, peak, traffic_seconds, logs, started) -> bool:
@@ -656,7 +813,7 @@ def report(scale, keys, used, ids, rows, usage, persisted, shards, peak, traffic
         f"{len(metered) / max(traffic_seconds, 1):.0f}/s); "
         f"statuses {dict(sorted(Counter(c.status for c in calls).items()))}"
     )
-    print(f"  router: calls sent to another dyno because one was down: {sum(scale.router.rerouted.values())}")
+    print(f"  router: calls sent to another dyno because one was down: {sum(scale.dynos.rerouted.values())}")
     fo = scale.failover
     gap = (fo["started"] - 0.5, fo["started"] + (fo["writable_after"] or 60) + 5) if fo else (0, -1)
     # Documented (README, "Redis outage"): sandbox jobs answer 503 while their Redis is down; on a
@@ -689,50 +846,47 @@ def report(scale, keys, used, ids, rows, usage, persisted, shards, peak, traffic
         f"pending after the drain {pending}, lost {statuses['missing']}"
     )
 
-    # -- usage: counted (GET /api/usage) and persisted (usage_daily) vs admitted, per key
+    # -- usage: persisted (usage_daily, flushed from the gate's counters) vs admitted, every key; GET
+    # /api/usage (the counters as the API reports them) vs persisted, for a sample of keys
     tally: dict[tuple, Counter] = defaultdict(Counter)
     for c in metered:
         tally[(c.area, soak.admitted(c))][c.account.key] += 1
-    totals, mismatched, unpersisted = Counter(), [], []
+    totals, mismatched, api_differs = Counter(), [], []
     for a in used:
-        u = usage.get(a.key, {})
-        counted, sb_counted = u.get("calls_used", -1), u.get("sandbox", {}).get("calls_today", -1)
         adm, unk = tally[("v1", True)][a.key], tally[("v1", None)][a.key]
         sb_adm, sb_unk = tally[("sandbox", True)][a.key], tally[("sandbox", None)][a.key]
         db_calls, db_sb = persisted.get(ids[a.email], (0, 0))
         totals.update(
-            admitted=adm,
-            unknown=unk,
-            counted=counted,
-            persisted=db_calls,
-            sb_admitted=sb_adm,
-            sb_unknown=sb_unk,
-            sb_counted=sb_counted,
-            sb_persisted=db_sb,
+            admitted=adm, unknown=unk, persisted=db_calls, sb_admitted=sb_adm, sb_unknown=sb_unk, sb_persisted=db_sb
         )
-        if not (adm <= counted <= adm + unk and sb_adm <= sb_counted <= sb_adm + sb_unk):
+        if not (adm <= db_calls <= adm + unk and sb_adm <= db_sb <= sb_adm + sb_unk):
             mismatched.append(
-                f"  {a.email} ({a.tier}): v1 counted {counted} / admitted {adm} (+{unk} unknown); "
-                f"sandbox {sb_counted} / {sb_adm} (+{sb_unk}); persisted {db_calls} / {db_sb}; {u.get('error', '')}"
+                f"  {a.email} ({a.tier}): v1 persisted {db_calls} / admitted {adm} (+{unk} unknown); "
+                f"sandbox {db_sb} / {sb_adm} (+{sb_unk})"
             )
-        if (db_calls, db_sb) != (counted, sb_counted):
-            unpersisted.append(a)
+        if a.key in usage:
+            u = usage[a.key]
+            counted = (u.get("calls_used", -1), u.get("sandbox", {}).get("calls_today", -1))
+            totals.update(sampled_counted=counted[0], sampled_persisted=db_calls)
+            if counted != (db_calls, db_sb):
+                api_differs.append(f"  {a.email}: /api/usage {counted}, usage_daily {(db_calls, db_sb)} {u}")
+    print(f"\nusage, v1: persisted {totals['persisted']}, admitted {totals['admitted']} (+{totals['unknown']} unknown)")
     print(
-        f"\nusage, v1: counted {totals['counted']}, admitted {totals['admitted']} (+{totals['unknown']} unknown), "
-        f"persisted {totals['persisted']}"
+        f"usage, sandbox: persisted {totals['sb_persisted']}, admitted {totals['sb_admitted']} "
+        f"(+{totals['sb_unknown']} unknown)"
     )
-    print(
-        f"usage, sandbox: counted {totals['sb_counted']}, admitted {totals['sb_admitted']} "
-        f"(+{totals['sb_unknown']} unknown), persisted {totals['sb_persisted']}"
-    )
-    print(f"keys used: {len(used)} of {len(keys)}; keys whose counted != admitted: {len(mismatched)}")
+    print(f"keys called: {len(used)} of {len(keys)}; keys whose persisted != admitted: {len(mismatched)}")
     for line in mismatched[:8]:
         print(line)
     rows_for_used = sum(1 for a in used if ids[a.email] in persisted)
+    print(f"usage rows persisted: {rows_for_used} accounts of {len(keys)}")
     print(
-        f"usage rows persisted: {rows_for_used} accounts of {len(used)} used "
-        f"({len(unpersisted)} whose usage_daily != counted)"
+        f"GET /api/usage for {len(usage)} keys (a sample, and every key with a call of unknown outcome): "
+        f"v1 counted {totals['sampled_counted']} = persisted {totals['sampled_persisted']}; "
+        f"keys whose counters differ from usage_daily: {len(api_differs)}"
     )
+    for line in api_differs[:8]:
+        print(line)
 
     # -- shards, failover, PostgreSQL, revocation
     skew = None
@@ -747,8 +901,17 @@ def report(scale, keys, used, ids, rows, usage, persisted, shards, peak, traffic
             f"again after {fo['writable_after'] or float('nan'):.1f} s, "
             f"cluster_state ok after {fo['state_ok_after'] or float('nan'):.1f} s"
         )
-        warnings, span = degraded_span(logs)
-        print(f"  outage mode on the web dynos: {warnings} 'gate degraded' warnings over {span:.1f} s")
+        warnings = degraded_warnings(logs, scale.wall0)
+        end = fo["started"] + (fo["writable_after"] or 60) + 1
+        during = [at for at, _ in warnings if fo["started"] - 1 <= at <= end]
+        print(
+            f"  outage mode on the web dynos: {len(during)} 'gate degraded' warnings over "
+            f"{(max(during) - min(during)) if during else 0:.1f} s of the failover (that shard's accounts served "
+            f"from the database)"
+        )
+        others = Counter(why[:60] for at, why in warnings if not fo["started"] - 1 <= at <= end)
+        if others:
+            print(f"  and outside it: {dict(others)} (a loaded machine's slow replies: served from the database too)")
         window = [c for c in metered if fo["started"] <= c.at <= fo["started"] + (fo["writable_after"] or 60)]
         print(f"  metered calls during the gap: {len(window)}, statuses {dict(Counter(c.status for c in window))}")
     print(f"peak PostgreSQL server connections: {peak.peak} ({peak.samples} samples of pg_stat_activity)")
@@ -765,7 +928,9 @@ def report(scale, keys, used, ids, rows, usage, persisted, shards, peak, traffic
     targets = {
         "0 5xx for valid calls": not fivexx,
         "counted = admitted (every key, v1 and sandbox)": not mismatched,
-        "every used key's usage persisted": not unpersisted and rows_for_used == len(used),
+        "GET /api/usage = usage_daily (the sample)": not api_differs and bool(usage),
+        f"every key called ({len(used)} of {len(keys)})": len(used) == len(keys),
+        f"every key's usage persisted ({rows_for_used} of {len(keys)})": rows_for_used == len(used) == len(keys),
         "revoked on one dyno, refused on every dyno at the next call": revocation_ok,
         "0 lost jobs": statuses["missing"] == 0 and pending == 0,
     }

@@ -125,7 +125,7 @@ def register_extensions(app: Flask) -> None:
     limits_r = r if limits_url == redis_url else redis_conn.client(limits_url, cluster=limits_cluster)
     app.extensions["levqor.limits_redis"] = limits_r
     app.config.setdefault("RATELIMIT_STORAGE_URI", redis_conn.limits_storage_uri(limits_url, limits_cluster))
-    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", dict(redis_conn.LIMITS_STORAGE_OPTIONS))
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", redis_conn.limits_storage_options(limits_url, limits_cluster))
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "lvq-fl")
     init_limiter(app)

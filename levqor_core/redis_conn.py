@@ -12,6 +12,7 @@ import logging
 
 import redis
 import redis.cluster
+import redis.connection
 from flask import current_app
 
 from levqor_core.config import VAR_DIR
@@ -108,10 +109,21 @@ LIMITS_STORAGE_OPTIONS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
 def limits_storage_uri(url: str, cluster: bool = False) -> str:
     """Flask-Limiter (limits) spells a unix socket as redis+unix://, a cluster node as
-    redis+cluster://host:port (TLS: the `ssl` option)."""
+    redis+cluster://host:port (TLS and its settings then go as options: limits_storage_options)."""
     if url.startswith("unix://"):
         return "redis+unix://" + url[len("unix://") :]
     if cluster:
-        netloc = url.split("://", 1)[1].split("/", 1)[0]
+        netloc = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
         return f"redis+cluster://{netloc}"
     return url
+
+
+def limits_storage_options(url: str, cluster: bool = False) -> dict:
+    """The storage's options: the timeouts, and for a cluster node named by rediss:// the TLS the
+    URL says (limits' redis+cluster:// has no TLS scheme and reads no query: redis-py's cluster
+    client takes `ssl=True` and the URL's `ssl_*` settings, e.g. `ssl_ca_certs`, as arguments)."""
+    options = dict(LIMITS_STORAGE_OPTIONS)
+    if cluster and url.startswith("rediss://"):
+        settings = redis.connection.parse_url(url)
+        options |= {"ssl": True} | {k: v for k, v in settings.items() if k.startswith("ssl_")}
+    return options

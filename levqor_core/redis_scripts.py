@@ -14,7 +14,7 @@ connection is then dropped, as later replies could not be matched to their calls
 unknown script (`NOSCRIPT`, after Redis restarted empty) is sent again whole with EVAL. A
 `READONLY` reply (a primary demoted to a replica while the URL moved to the promoted one: the
 script wrote nothing) drops the connection and is sent once more on a new one. AUTH, SELECT and
-TLS follow the URL as redis-py reads it.
+TLS (its CA, client certificate and checks) follow the URL as redis-py reads it.
 """
 
 import asyncio
@@ -168,9 +168,13 @@ class ScriptClient:
 
 
 def _ssl_context(settings: dict) -> ssl.SSLContext:
-    """As redis-py's defaults for rediss://: certificates required and the host name checked,
-    unless the URL's ssl_cert_reqs says otherwise."""
-    context = ssl.create_default_context()
+    """As redis-py's SSLConnection reads rediss://: certificates required and the host name checked,
+    unless the URL's ssl_cert_reqs / ssl_check_hostname say otherwise; the CA from ssl_ca_certs
+    (a file) or ssl_ca_path (a folder) when the URL names one, else the system's store (and
+    SSL_CERT_FILE); a client certificate from ssl_certfile and ssl_keyfile."""
+    context = ssl.create_default_context(cafile=settings.get("ssl_ca_certs"), capath=settings.get("ssl_ca_path"))
+    if settings.get("ssl_certfile"):
+        context.load_cert_chain(settings["ssl_certfile"], settings.get("ssl_keyfile"), settings.get("ssl_password"))
     required = settings.get("ssl_cert_reqs", "required")
     if required in ("none", None, ssl.CERT_NONE):
         context.check_hostname = False
@@ -178,6 +182,8 @@ def _ssl_context(settings: dict) -> ssl.SSLContext:
     elif required in ("optional", ssl.CERT_OPTIONAL):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_OPTIONAL
+    elif settings.get("ssl_check_hostname") is False:
+        context.check_hostname = False
     return context
 
 

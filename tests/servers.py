@@ -283,28 +283,55 @@ logfile = {self.dir / "pgbouncer.log"}
 class RedisClusterServer:
     """A Redis Cluster on loopback: 3 primaries and 3 replicas (`redis-server --cluster-enabled
     yes`, `redis-cli --cluster create … --cluster-replicas 1`), no persistence, a 2 s node timeout
-    so a killed primary's replica is promoted within seconds."""
+    so a killed primary's replica is promoted within seconds. `tls=True`: every node serves TLS only
+    (`--port 0 --tls-port`, the cluster bus and replication over TLS too) with a certificate of a
+    throwaway CA (`self.ca`), as a managed Redis Cluster with in-transit encryption does."""
 
     NODE_TIMEOUT_MS = 2000
 
-    def __init__(self, nodes: int = 6):
+    def __init__(self, nodes: int = 6, replicas: int = 1, tls: bool = False):
         self.ports = [free_port() for _ in range(nodes)]
+        self.replicas = replicas
         # The cluster bus's ports, named: the default (port + 10000) may be past 65535 or taken.
         self.bus_ports = {port: free_port() for port in self.ports}
         self.dir = tempfile.mkdtemp(prefix="lvq-redis-cluster-")
         self.procs: dict[int, subprocess.Popen] = {}
+        self.tls = tls
+        if tls:
+            from .tls_certs import certificates
+
+            self.ca, self.cert, self.key = certificates(Path(self.dir))
 
     @property
     def url(self) -> str:
-        """Any node's URL: the app finds out it is a cluster."""
+        """Any node's URL: the app finds out it is a cluster (over TLS: the CA in the URL, as an
+        operator passes it)."""
+        if self.tls:
+            return f"rediss://localhost:{self.ports[0]}/0?ssl_ca_certs={self.ca}"
         return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def _listen(self, port: int) -> list[str]:
+        if not self.tls:
+            return ["--port", str(port)]
+        return ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes"] + [
+            "--tls-cert-file",
+            str(self.cert),
+            "--tls-key-file",
+            str(self.key),
+            "--tls-ca-cert-file",
+            str(self.ca),
+            "--tls-auth-clients",
+            "no",
+        ]
+
+    def _cli_tls(self) -> list[str]:
+        return ["--tls", "--cacert", str(self.ca)] if self.tls else []
 
     def _start_node(self, port: int) -> None:
         self.procs[port] = subprocess.Popen(
             [
                 "redis-server",
-                "--port",
-                str(port),
+                *self._listen(port),
                 "--bind",
                 "127.0.0.1",
                 "--cluster-enabled",
@@ -334,8 +361,8 @@ class RedisClusterServer:
         for port in self.ports:
             self._start_node(port)
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports)]
-            + ["--cluster-replicas", "1", "--cluster-yes"],
+            ["redis-cli", *self._cli_tls(), "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports)]
+            + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -352,7 +379,8 @@ class RedisClusterServer:
         return True
 
     def cli(self, port: int, *args: str) -> str:
-        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10).stdout
+        command = ["redis-cli", *self._cli_tls(), "-p", str(port), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout
 
     def healthy(self) -> bool:
         """cluster_state:ok on every live node, and every node agrees on 3 primaries with slots."""

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -14,6 +15,7 @@ from levqor_core.apijobs.models import Job
 from levqor_core.extensions import db
 from levqor_core.keys import format as key_format
 from levqor_core.metering import counters as metering
+from levqor_core.metering import flusher as flusher_module
 from levqor_core.metering.models import UsageDaily
 from levqor_core.web.limiter import limiter
 
@@ -111,6 +113,50 @@ def test_an_idle_process_hands_its_outage_calls_to_redis_on_its_next_tick(cx, ap
         assert db.session.scalar(sa.select(sa.func.sum(UsageDaily.calls))) == 3
 
 
+def test_a_process_stopped_mid_outage_waits_for_redis_to_hand_over_the_calls_only_it_has(
+    cx, app, make_account, redis_server, outage
+):
+    """A web dyno SIGTERMed while its Redis (a cluster's shard) fails over: the calls counted by the
+    lost server and not yet flushed (journaled) and those served meanwhile (outage mode) exist only
+    in this process. Its last tick waits for Redis instead of dropping them (seen in `make
+    bench-scale` when a dyno restart fell inside a failover)."""
+    account_id, key = make_account(tier="pro")
+    gate = app.extensions["levqor.gate"]
+    with cx.test_client() as client:
+        for _ in range(2):  # counted by Redis, not flushed: gone with it (no persistence)
+            assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
+        outage()
+        for _ in range(3):  # served from the database
+            assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
+    assert gate.outage.pending  # the calls served meanwhile, held in this process
+    back = threading.Timer(1.5, redis_server.start)  # the replica promoted while the process stops
+    back.start()
+    try:
+        gate.flusher.thread.tick_at_exit()
+    finally:
+        back.join()
+    assert not gate.flusher.holding()
+    with app.app_context():
+        metering.flush_usage(app.extensions["levqor.redis"])  # another process's next flush
+        assert (
+            db.session.scalar(sa.select(sa.func.sum(UsageDaily.calls)).where(UsageDaily.account_id == account_id)) == 5
+        )
+
+
+def test_a_process_stopped_while_redis_stays_down_gives_up_after_a_bound(
+    app, make_account, cx, outage, monkeypatch, caplog
+):
+    _, key = make_account(tier="pro")
+    with cx.test_client() as client:
+        outage()
+        assert client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code == 200
+    monkeypatch.setattr(flusher_module, "EXIT_WAIT_SECONDS", 1)
+    gate = app.extensions["levqor.gate"]
+    gate.flusher.thread.tick_at_exit()  # returns: the platform's SIGKILL must not be what ends it
+    assert gate.flusher.holding()
+    assert "exiting with calls redis has not had" in caplog.text
+
+
 @pytest.fixture
 def redis_full(app):
     """Redis at its maxmemory with noeviction: every write is refused with an OOM error."""
@@ -194,6 +240,7 @@ _EXITS_AFTER_REDIS_LOST = """
 import os, redis
 from levqor_core.app import create_app
 from levqor_core.metering import counters as metering
+from levqor_core.metering import flusher as flusher_module
 cx = create_app({"USAGE_FLUSH_SECONDS": 3600})  # the flusher's thread runs, its tick never comes
 headers = {"x-api-key": os.environ["LEVQOR_TEST_KEY"]}
 with cx.test_client() as client:

@@ -19,6 +19,8 @@ GROUPS = {
     "tests/test_sdk.py": "sdk",
     "tests/test_portal_sdk_docs.py": "sdk",
     "tests/test_cli.py": "sdk",
+    # The TLS Redis Cluster (module-scoped), started once for the file.
+    "tests/test_redis_cluster_tls.py": "tls-cluster",
     # The longest tests, mostly waiting on processes: handed out first instead of last.
     "tests/test_worker_as_shipped.py": "worker-as-shipped",
     # One gunicorn (the module's `web` fixture) for both.

@@ -200,7 +200,13 @@ class Gate:
     def __init__(self, app: Flask, r: redis.Redis, flush_seconds: float, async_client_factory=None):
         self.records = KeyCache(app, r)
         self.outage = Outage(app, r, self.records)
-        self.flusher = UsageFlusher(app, r, flush_seconds, catch_up=self.catch_up)
+        self.flusher = UsageFlusher(
+            app,
+            r,
+            flush_seconds,
+            catch_up=self.catch_up,
+            caught_up=lambda: not (self.outage.pending or self.records.unsent_forgets),
+        )
         self._blocking = _Blocking(r)
         self._async_client_factory = async_client_factory
         self._on_loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -38,6 +38,11 @@ JOURNAL_SECONDS = 60
 # A bound for when the flusher that prunes it does not run (USAGE_FLUSH_SECONDS=0): past it the
 # oldest entries go, which only forgoes replaying them after a Redis loss.
 JOURNAL_MAX_ENTRIES = 200_000
+# A process stopped (a deploy, a restart) while calls it admitted are known only to it (served in
+# outage mode, or journaled for a Redis whose life it could not read: a shard mid-failover) ticks
+# again at exit until Redis answers, for up to this long: well inside the platform's grace
+# between SIGTERM and SIGKILL (Heroku's 30 s), longer than a failover's election takes.
+EXIT_WAIT_SECONDS = 10
 
 
 class JournalEntry(NamedTuple):
@@ -54,15 +59,25 @@ class JournalEntry(NamedTuple):
 
 
 class UsageFlusher:
-    def __init__(self, app: Flask, r: redis.Redis, flush_seconds: float, catch_up: Callable[[], None]):
+    def __init__(
+        self,
+        app: Flask,
+        r: redis.Redis,
+        flush_seconds: float,
+        catch_up: Callable[[], None],
+        caught_up: Callable[[], bool] = lambda: True,
+    ):
         self.app = app
         self.redis = r
         self.flush_seconds = flush_seconds
         self.catch_up = catch_up
+        self.caught_up = caught_up  # whether catch_up has nothing left to hand Redis
         self.journal: deque[JournalEntry] = deque(maxlen=JOURNAL_MAX_ENTRIES)
+        self._replay_deferred = False  # the last tick could not read Redis's life for the journal
         # A worker stopped by its server (a deploy, max-requests) soon after Redis came back empty
-        # replays its journal at exit: the calls only it remembers are not lost with it.
-        self.thread = PeriodicThread("usage-flush", flush_seconds, self._tick)
+        # replays its journal at exit: the calls only it remembers are not lost with it. While
+        # Redis does not answer (a shard failing over) it waits for it (EXIT_WAIT_SECONDS).
+        self.thread = PeriodicThread("usage-flush", flush_seconds, self._tick, last_tick=self._last_tick)
 
     def start(self) -> None:
         self.thread.start()
@@ -77,7 +92,9 @@ class UsageFlusher:
         # outage's calls handed to it just before.
         try:
             self._replay_journal()
+            self._replay_deferred = False
         except redis_conn.UNAVAILABLE as err:
+            self._replay_deferred = True
             log.warning("journal replay deferred, redis unavailable: %s", err)
         self.catch_up()
         try:
@@ -87,6 +104,25 @@ class UsageFlusher:
                     metering.flush_usage(self.redis)
         except redis_conn.UNAVAILABLE as err:
             log.warning("usage flush skipped, redis unavailable: %s", err)
+
+    def holding(self) -> bool:
+        """Whether calls this process admitted are known only to it: served in outage mode and not
+        handed to Redis yet, or journaled for a Redis whose life the last tick could not read."""
+        return self._replay_deferred or not self.caught_up()
+
+    def _last_tick(self) -> None:
+        """At exit: a tick, and more while this process holds calls Redis has not had, until it
+        answers or EXIT_WAIT_SECONDS pass (what is held then is lost with the process)."""
+        deadline = time.monotonic() + EXIT_WAIT_SECONDS
+        self._tick()
+        while self.holding() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            self._tick()
+        if self.holding():
+            log.warning(
+                "exiting with calls redis has not had (it did not answer within %s s): they are lost",
+                EXIT_WAIT_SECONDS,
+            )
 
     def _replay_journal(self) -> None:
         """Prune the journal; if Redis lost the counters since (a new epoch), add back the calls
