@@ -65,14 +65,48 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def context(browser, live_server):
-    """A fresh browser profile (cookies, clipboard permission) per test."""
-    ctx = browser.new_context(base_url=live_server, viewport={"width": 1280, "height": 900})
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def new_profile(browser, live_server):
+    """A browser profile (cookies, cache, clipboard permission) on the live server."""
+    ctx = browser.new_context(base_url=live_server, viewport=DESKTOP)
     ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
     ctx.set_default_timeout(15_000)
+    return ctx
+
+
+@pytest.fixture
+def context(browser, live_server):
+    """A fresh browser profile per test."""
+    ctx = new_profile(browser, live_server)
     yield ctx
     ctx.close()
+    _drain(live_server)
+
+
+@pytest.fixture(scope="module")
+def _module_profile(browser, live_server):
+    ctx = new_profile(browser, live_server)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def reused_page(_module_profile, live_server):
+    """One page of one profile for a whole module, emptied between tests (no cookies, the desktop
+    size, a blank document, no request in flight): for sweeps of many short tests, where a fresh
+    profile's new renderer process and cold compile of the page's scripts (axe-core's 550 kB)
+    cost more Chromium CPU than the test itself (tests/browser/test_accessibility.py).
+    The portal keeps nothing in web storage, so cookies are all a signed-in state leaves."""
+    ctx = _module_profile
+    page = ctx.pages[0] if ctx.pages else ctx.new_page()
+    yield page
+    for other in ctx.pages[1:]:
+        other.close()
+    page.goto("about:blank")  # ends the last page's htmx polls
+    ctx.clear_cookies()
+    page.set_viewport_size(DESKTOP)
     _drain(live_server)
 
 

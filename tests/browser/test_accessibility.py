@@ -589,9 +589,9 @@ class _Ctx:
 
 @pytest.mark.parametrize("state", list(PAGES), ids=list(PAGES))
 def test_page_has_no_serious_or_critical_axe_violation(
-    state, context, console, app, smtp, live_server, monkeypatch, request
+    state, reused_page, app, smtp, live_server, monkeypatch, request
 ):
-    page = console.attach(context.new_page())
+    page = reused_page
     ctx = _Ctx(app=app, smtp=smtp, live_server=live_server, monkeypatch=monkeypatch, request=request)
     PAGES[state](page, ctx)
     page.wait_for_load_state("load")
@@ -640,9 +640,9 @@ PHONE_PAGES = [
 
 @pytest.mark.parametrize("state", PHONE_PAGES, ids=PHONE_PAGES)
 def test_page_on_a_phone_has_no_serious_axe_violation_and_no_sideways_scroll(
-    state, context, console, app, smtp, live_server, monkeypatch, request
+    state, reused_page, app, smtp, live_server, monkeypatch, request
 ):
-    page = console.attach(context.new_page())
+    page = reused_page
     page.set_viewport_size({"width": 390, "height": 844})
     ctx = _Ctx(app=app, smtp=smtp, live_server=live_server, monkeypatch=monkeypatch, request=request)
     PAGES[state](page, ctx)
