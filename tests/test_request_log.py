@@ -188,7 +188,9 @@ def test_a_200_a_404_a_400_and_a_429_appear_in_the_developers_log_with_their_sta
     limited = api.get("/api/sandbox/v1/workflows", headers={"x-api-key": key})
     assert limited.status_code == 429
     assert (ok.status_code, missing.status_code, invalid.status_code) == (200, 404, 400)
-    assert recorder.flush() >= 4
+    # Written now, by this flush or by the recorder's own thread (every REQUEST_LOG_FLUSH_SECONDS) if
+    # the machine was slow enough for it to run first: the page below shows each call either way.
+    recorder.flush()
 
     shown = rows(log_page(dev))
     by_id = {request_id: (status, path) for request_id, status, path in shown}
@@ -228,7 +230,7 @@ def test_a_401_for_a_rotated_key_past_its_grace_period_is_in_its_accounts_log(
     assert refused.status_code == 401 and "grace period" in refused.json()["detail"]
     stranger = api.get("/api/v1/workflows", headers={"x-api-key": "lvq_" + "0" * 32 + "_AAAAAA"})
     assert stranger.status_code == 401
-    assert recorder.flush() >= 1
+    recorder.flush()  # or its own thread did: the page below shows the call either way
     by_id = {request_id: status for request_id, status, _ in rows(log_page(dev))}
     assert by_id[refused.headers["Request-Id"]] == "401"
     assert stranger.headers["Request-Id"] not in by_id  # an unknown key's call is no one's
