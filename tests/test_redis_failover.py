@@ -2,6 +2,8 @@
 promoted replica is a new life (its replication id), so the journal replays the calls it never
 got; the demoted primary's READONLY drops the connections still open to it. Nothing is a 5xx."""
 
+from datetime import UTC, datetime
+
 import pytest
 import redis
 import sqlalchemy as sa
@@ -61,4 +63,50 @@ def test_a_replica_promoted_behind_the_same_url_loses_no_call(app_config, app, m
         metering.flush_usage(r)
         persisted = db.session.scalar(sa.select(UsageDaily.calls).where(UsageDaily.account_id == account_id))
     assert persisted == 35
+    failing_over.extensions["levqor.request_log"].clear()
+
+
+@pytest.mark.parametrize("failover", ["none", "after-replication", "before-replication"])
+def test_a_call_whose_reply_was_lost_is_counted_once(app_config, app, make_account, pair, failover):
+    """gate.lua ran (and counted the call) but its reply never came: the outage mode admits the
+    call, and counts it only where the server then answering lacks it. `none`: the primary is
+    still there; `after-replication`: the replica had it when promoted; `before-replication`: the
+    replica was promoted first and never got it."""
+    primary, replica, proxy = pair
+    cx = create_app(app_config | CHEAP_HASHING | {"LIMITS_REDIS_URL": proxy.url})
+    failing_over = cx.app
+    gate = failing_over.extensions["levqor.gate"]
+    account_id, key = make_account(tier="pro")
+    old, new = redis.Redis(port=primary.port), redis.Redis(port=replica.port)
+    usage = metering.usage_key(account_id, metering.calendar_period(datetime.now(UTC)).id)
+    statuses = []
+    with cx.test_client() as client:
+
+        def calls(n: int) -> None:
+            statuses.extend(client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code for _ in range(n))
+
+        calls(5)
+        if failover == "before-replication":
+            new.replicaof("NO", "ONE")
+        proxy.lose_next_reply()
+        calls(1)  # counted by the primary, admitted by the outage mode
+        assert [call.counter.account_id for call in gate.outage.uncertain] == [account_id]
+        assert int(old.get(usage)) == 6
+        if failover != "none":
+            if failover == "after-replication":
+                assert old.execute_command("WAIT", 1, 2000) == 1  # the replica has all 6
+                new.replicaof("NO", "ONE")
+            proxy.switch_to(replica.port)
+            old.replicaof("127.0.0.1", replica.port)
+            assert wait_for(lambda: _linked(old), 10)
+        calls(3)  # the first hands the uncertain call back: counted only if the server lacks it
+        assert not gate.outage.waiting
+    assert statuses == [200] * 9
+    serving = old if failover == "none" else new
+    assert int(serving.get(usage)) == 9
+    gate.flusher.tick()
+    with failing_over.app_context():
+        metering.flush_usage(failing_over.extensions["levqor.limits_redis"])  # the proxy: to `serving`
+        persisted = db.session.scalar(sa.select(UsageDaily.calls).where(UsageDaily.account_id == account_id))
+    assert persisted == 9
     failing_over.extensions["levqor.request_log"].clear()
