@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from levqor_core.app import create_app
 from levqor_core.extensions import db
+from levqor_core.keys import format as keyfmt
 from levqor_core.metering import counters as metering
 from levqor_core.metering.models import UsageDaily
 
@@ -110,3 +111,25 @@ def test_a_call_whose_reply_was_lost_is_counted_once(app_config, app, make_accou
         persisted = db.session.scalar(sa.select(UsageDaily.calls).where(UsageDaily.account_id == account_id))
     assert persisted == 9
     failing_over.extensions["levqor.request_log"].clear()
+
+
+def test_a_portal_sandbox_call_whose_reply_was_lost_is_not_sent_again(app_config, app, make_account, pair):
+    """The portal's door runs gate.lua with redis-py, which would send a command again on a new
+    connection after a lost reply (running the script twice): it sends it once, and the outage
+    mode's recount finds the call counted."""
+    primary, _, proxy = pair
+    cx = create_app(app_config | CHEAP_HASHING | {"LIMITS_REDIS_URL": proxy.url})
+    lost_reply = cx.app
+    gate = lost_reply.extensions["levqor.gate"]
+    _, key = make_account(tier="pro")
+    with lost_reply.app_context():
+        admitted = [gate.authorize_hash(keyfmt.hash_key(key), "sandbox") for _ in range(2)]
+        proxy.lose_next_reply()
+        admitted.append(gate.authorize_hash(keyfmt.hash_key(key), "sandbox"))  # the outage mode's
+        assert len(gate.outage.uncertain) == 1
+        admitted.append(gate.authorize_hash(keyfmt.hash_key(key), "sandbox"))  # hands it back
+    assert not gate.outage.waiting
+    caller = admitted[0]["account_id"], admitted[0]["key_id"]
+    sandbox_calls = redis.Redis(port=primary.port).get(metering.sandbox_key(*caller, datetime.now(UTC).date()))
+    assert int(sandbox_calls) == 4
+    lost_reply.extensions["levqor.request_log"].clear()

@@ -229,11 +229,20 @@ def _run_to_end(sequence):
 class Gate:
     """One per app: the admission sequence and the parts it uses (records, outage mode, flusher)."""
 
-    def __init__(self, app: Flask, r: redis.Redis, flush_seconds: float, async_client_factory=None):
+    def __init__(
+        self,
+        app: Flask,
+        r: redis.Redis,
+        flush_seconds: float,
+        async_client_factory=None,
+        script_redis: redis.Redis | None = None,
+    ):
+        """`script_redis`: the blocking door's client for the scripts (the same server as `r`),
+        one that never sends a command again once its connection failed (redis_conn.client)."""
         self.records = KeyCache(app, r)
         self.flusher = UsageFlusher(app, r, flush_seconds, catch_up=self.catch_up)
         self.outage = Outage(app, r, self.records, journal=self._journal_recount)
-        self._blocking = _Blocking(r)
+        self._blocking = _Blocking(script_redis or r)
         self._async_client_factory = async_client_factory
         self._on_loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         # Key hash → the paid period its last call counted in (calendar periods are not kept):
