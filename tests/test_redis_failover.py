@@ -2,6 +2,7 @@
 promoted replica is a new life (its replication id), so the journal replays the calls it never
 got; the demoted primary's READONLY drops the connections still open to it. Nothing is a 5xx."""
 
+import secrets
 from datetime import UTC, datetime
 
 import pytest
@@ -133,3 +134,19 @@ def test_a_portal_sandbox_call_whose_reply_was_lost_is_not_sent_again(app_config
     sandbox_calls = redis.Redis(port=primary.port).get(metering.sandbox_key(*caller, datetime.now(UTC).date()))
     assert int(sandbox_calls) == 4
     lost_reply.extensions["levqor.request_log"].clear()
+
+
+def test_a_lost_reply_call_is_recounted_once_however_often_it_is_asked(redis_server):
+    """The recount notes the call's id as gate.lua would: a recount whose own reply was lost, asked
+    again, finds the call counted."""
+    r = redis.Redis.from_url(redis_server.url)
+    account_id, day = 900_000 + secrets.randbelow(10**6), datetime.now(UTC).date()
+    asked = [
+        metering.count_unless_held(r, "rk", account_id, "2026-12", day, area, call_id)
+        for area, call_id in (("v1", "id-a"), ("v1", "id-a"), ("v1", "id-b"), ("sandbox", "id-c"), ("sandbox", "id-c"))
+    ]
+    assert [(a.held, a.day_count) for a in asked] == [(False, 1), (True, 1), (False, 2), (False, 1), (True, 1)]
+    assert int(r.get(metering.usage_key(account_id, "2026-12"))) == 2
+    assert int(r.get(metering.daily_key(account_id, "rk", day))) == 2
+    assert int(r.get(metering.sandbox_key(account_id, "rk", day))) == 1
+    assert r.smembers(metering.dirty_key(account_id)) == {f"rk|{account_id}|{day.isoformat()}".encode()}

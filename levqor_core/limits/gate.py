@@ -91,7 +91,7 @@ class _CallIds:
         os.register_at_fork(after_in_child=self._renew)
 
     def _renew(self) -> None:
-        self._prefix = secrets.token_hex(6)
+        self._prefix = secrets.token_hex(4)  # unique among the 64 ids a key's ring holds
         self._counter = itertools.count()
 
     def next(self) -> str:
