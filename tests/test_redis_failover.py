@@ -59,7 +59,7 @@ def test_a_replica_promoted_behind_the_same_url_loses_no_call(app_config, app, m
         calls(10)  # the open connection meets READONLY, is dropped, and the call goes to the new one
     assert statuses == [200] * 35
     gate, r = failing_over.extensions["levqor.gate"], failing_over.extensions["levqor.limits_redis"]
-    assert not gate.outage.pending  # the 10 were counted by the promoted replica, not the outage mode
+    assert not gate.outage.waiting  # the 10 were counted by the promoted replica, not the outage mode
     gate.flusher.tick()  # the promoted replica is a new life: the journal's 5 are replayed
     with failing_over.app_context():
         metering.flush_usage(r)

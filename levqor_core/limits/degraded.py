@@ -38,6 +38,8 @@ _FAILURES = RateLimitItemPerMinute(refusals.FAILED_AUTH_PER_MINUTE)
 # Uncertain calls kept with their ids (a hung Redis makes every call one); past this, more are
 # kept as plain pending calls, which a server that did count them would count twice.
 UNCERTAIN_MAX = 10_000
+# Uncertain calls asked about per replay (one round trip each; a replay may run in a request).
+RECOUNT_AT_ONCE = 200
 
 
 class PendingCounter(NamedTuple):
@@ -189,12 +191,18 @@ class Outage:
         metering.seed_counters(self.redis, account, counter.key_id, datetime.now(UTC))
 
     def _recount(self, uncertain: list[Uncertain]) -> None:
-        """Count the calls whose gate.lua reply was lost unless their server holds them; each one
-        that failed is kept for the next replay (asking again is safe: a recount notes the id)."""
-        left, recounted, seeded = [], 0, set()
+        """Count the calls whose gate.lua reply was lost unless their server holds them, up to
+        RECOUNT_AT_ONCE of them (a request may be waiting); the others, and each one that failed,
+        are kept for the next replay (asking again is safe: a recount notes the id). A bucket whose
+        server failed is not asked again in this replay (one server may still hang)."""
+        left, recounted, seeded, failed = uncertain[RECOUNT_AT_ONCE:], 0, set(), set()
+        asked = uncertain[:RECOUNT_AT_ONCE]
         with self.app.app_context():
-            for call in uncertain:
+            for call in asked:
                 counter = call.counter
+                if metering.tag(counter.account_id) in failed:
+                    left.append(call)
+                    continue
                 try:
                     if counter.key_id not in seeded:
                         self._seed(counter)
@@ -206,6 +214,7 @@ class Outage:
                     )
                 except Exception as err:  # kept whatever failed: these calls may exist nowhere else
                     log.warning("uncertain outage call kept for the next replay: %r", err)
+                    failed.add(metering.tag(counter.account_id))
                     left.append(call)
                     continue
                 recounted += not recount.held
@@ -214,10 +223,11 @@ class Outage:
         if left:
             with self._pending_lock:
                 self.uncertain[:0] = left
-        if len(left) < len(uncertain):
+        done = len(uncertain) - len(left)
+        if done:
             log.info(
                 "%d call(s) whose reply was lost: %d counted now, %d already counted by redis",
-                len(uncertain) - len(left),
+                done,
                 recounted,
-                len(uncertain) - len(left) - recounted,
+                done - recounted,
             )
