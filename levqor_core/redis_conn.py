@@ -68,7 +68,7 @@ def client(url: str, cluster: bool = False, resend: bool = True) -> redis.Redis:
     cluster client (slot map, MOVED / ASK) for a node of a Redis Cluster. `resend=False`: a
     command whose connection failed is not sent again (redis-py would, up to 10 times), for
     gate.lua, which may have counted a call whose reply was lost (the gate decides: see gate.py);
-    only a READONLY refusal is sent again."""
+    on one Redis, only a READONLY refusal is sent again (a cluster client follows MOVED / ASK)."""
     if cluster:
         no_resend = {} if resend else {"retry": Retry(NoBackoff(), 0)}
         return redis.cluster.RedisCluster.from_url(
