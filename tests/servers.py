@@ -431,6 +431,7 @@ class TcpProxy:
         self.port = self.listener.getsockname()[1]
         self._closed = False
         self._lose_reply_to: bytes | None = None
+        self._close_on_loss = True
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -440,11 +441,13 @@ class TcpProxy:
     def switch_to(self, port: int) -> None:
         self.target_port = port
 
-    def lose_next_reply(self, to: bytes = b"EVALSHA") -> None:
+    def lose_next_reply(self, to: bytes = b"EVALSHA", close: bool = True) -> None:
         """The next request containing `to` reaches the server, but its reply never reaches the
         client: the proxy swallows it and closes that connection (a primary dying just after
-        running a command, before its reply left)."""
+        running a command, before its reply left), or with `close=False` keeps it open (a reply
+        later than the client's timeout)."""
         self._lose_reply_to = to
+        self._close_on_loss = close
 
     def _accept(self) -> None:
         while not self._closed:
@@ -469,7 +472,10 @@ class TcpProxy:
                     self._lose_reply_to = None
                     losing.set()  # before the server can answer
                 elif not request and losing.is_set():
-                    return  # swallowed; both ends closed below
+                    if self._close_on_loss:
+                        return  # swallowed; both ends closed below
+                    losing.clear()
+                    continue  # swallowed; the connection stays up
                 sink.sendall(chunk)
         except OSError:
             pass

@@ -114,6 +114,30 @@ def test_a_call_whose_reply_was_lost_is_counted_once(app_config, app, make_accou
     failing_over.extensions["levqor.request_log"].clear()
 
 
+def test_a_call_whose_reply_came_after_the_timeout_is_counted_once(app_config, app, make_account, pair):
+    """A slow reply (the connection stays up): the client gives up after its timeout, the outage
+    mode admits the call, and the server, which counted it, is found holding it."""
+    primary, _, proxy = pair
+    cx = create_app(app_config | CHEAP_HASHING | {"LIMITS_REDIS_URL": proxy.url})
+    late_reply = cx.app
+    gate = late_reply.extensions["levqor.gate"]
+    account_id, key = make_account(tier="pro")
+    usage = metering.usage_key(account_id, metering.calendar_period(datetime.now(UTC)).id)
+    with cx.test_client() as client:
+
+        def calls(n: int) -> list[int]:
+            return [client.get("/api/v1/workflows", headers={"x-api-key": key}).status_code for _ in range(n)]
+
+        statuses = calls(2)
+        proxy.lose_next_reply(close=False)
+        statuses += calls(1)
+        assert len(gate.outage.uncertain) == 1
+        statuses += calls(2)
+    assert statuses == [200] * 5 and not gate.outage.waiting
+    assert int(redis.Redis(port=primary.port).get(usage)) == 5
+    late_reply.extensions["levqor.request_log"].clear()
+
+
 def test_a_portal_sandbox_call_whose_reply_was_lost_is_not_sent_again(app_config, app, make_account, pair):
     """The portal's door runs gate.lua with redis-py, which would send a command again on a new
     connection after a lost reply (running the script twice): it sends it once, and the outage
