@@ -146,6 +146,7 @@ def register_extensions(app: Flask) -> None:
         limits_r,
         app.config["USAGE_FLUSH_SECONDS"],
         async_client_factory=lambda: redis_conn.script_client(limits_url, cluster=limits_cluster),
+        script_redis=redis_conn.client(limits_url, cluster=limits_cluster, resend=False),
     )
 
     @security.login_manager.unauthorized_handler

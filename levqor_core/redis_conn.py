@@ -14,6 +14,8 @@ import redis
 import redis.cluster
 import redis.connection
 from flask import current_app
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from levqor_core.config import VAR_DIR
 from levqor_core.redis_scripts import ClusterScriptClient, ScriptClient
@@ -62,22 +64,24 @@ def stop_embedded() -> None:
         _embedded = None
 
 
-def client(url: str, cluster: bool = False) -> redis.Redis:
+def client(url: str, cluster: bool = False, resend: bool = True) -> redis.Redis:
     """A client with short timeouts, so a hung Redis fails fast instead of stalling requests; a
-    cluster client (slot map, MOVED / ASK) for a node of a Redis Cluster."""
+    cluster client (slot map, MOVED / ASK) for a node of a Redis Cluster. `resend=False`: a
+    command whose connection failed is not sent again (redis-py would, up to 10 times), for
+    gate.lua, which may have counted a call whose reply was lost (the gate decides: see gate.py);
+    on one Redis, only a READONLY refusal is sent again (a cluster client follows MOVED / ASK)."""
     if cluster:
+        no_resend = {} if resend else {"retry": Retry(NoBackoff(), 0)}
         return redis.cluster.RedisCluster.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30, **no_resend
         )
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=0.5,
-        socket_connect_timeout=0.5,
-        health_check_interval=30,
-        # A primary demoted behind the URL answers READONLY (nothing written): the connection is
-        # dropped and the command sent again on a new one, to whatever the URL now names.
-        retry_on_error=[redis.exceptions.ReadOnlyError],
-    )
+    # A primary demoted behind the URL answers READONLY (nothing written): the connection is
+    # dropped and the command sent again on a new one, to whatever the URL now names.
+    if resend:
+        retry = {"retry_on_error": [redis.exceptions.ReadOnlyError]}
+    else:
+        retry = {"retry": Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ReadOnlyError,))}
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30, **retry)
 
 
 def for_limits() -> redis.Redis:

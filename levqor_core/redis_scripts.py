@@ -10,7 +10,9 @@ redis-py parses with when it is installed: what is here is only the connection a
 Behaviour kept from redis-py, so the gate degrades exactly as before: connection failures raise
 `redis.ConnectionError`, a reply slower than the socket timeout `redis.TimeoutError` (the
 connection is then dropped, as later replies could not be matched to their calls), error replies
-`redis.ResponseError`; nothing is retried once sent (a script may have counted the call). An
+`redis.ResponseError`; nothing is retried once sent (a script may have counted the call), and a
+call whose command was sent but whose reply never came (the connection lost, or the timeout) raises
+`ReplyLost`, a `redis.ConnectionError`: the gate then cannot know whether the script ran. An
 unknown script (`NOSCRIPT`, after Redis restarted empty) is sent again whole with EVAL. A
 `READONLY` reply (a primary demoted to a replica while the URL moved to the promoted one: the
 script wrote nothing) drops the connection and is sent once more on a new one. AUTH, SELECT and
@@ -26,6 +28,14 @@ import hiredis
 import redis
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.crc import key_slot
+
+
+class ReplyLost(redis.ConnectionError):
+    """The command was sent and no reply came: it may have run (the gate's call may be counted)."""
+
+
+class ReplyTimedOut(ReplyLost, redis.TimeoutError):
+    """No reply within the socket timeout (the command was sent: it may have run)."""
 
 
 def pack(*args) -> bytes:
@@ -57,7 +67,7 @@ class _Connection(asyncio.Protocol):
             try:
                 value = self.reader.gets()
             except redis.RedisError as err:  # not RESP: nothing after it can be matched to a call
-                self._fail(redis.ConnectionError(f"unreadable reply from Redis: {err}"))
+                self._fail(ReplyLost(f"unreadable reply from Redis: {err}"))
                 return
             if value is False:  # the reply is not complete yet
                 return
@@ -71,7 +81,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.lost = True
-        self._fail(redis.ConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
+        self._fail(ReplyLost(f"connection to Redis lost: {exc or 'closed by the server'}"))
 
     def send(self, packed: bytes) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -83,7 +93,7 @@ class _Connection(asyncio.Protocol):
 
     def _timed_out(self, future):
         if not future.done():
-            self._fail(redis.TimeoutError(f"no reply from Redis within {self.timeout} s"))
+            self._fail(ReplyTimedOut(f"no reply from Redis within {self.timeout} s"))
 
     def _fail(self, error: Exception):
         self.lost = True

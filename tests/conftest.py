@@ -159,6 +159,7 @@ def _clean_state(request):
         if app.extensions["levqor.limits_redis"] is not app.extensions["levqor.redis"]:
             app.extensions["levqor.limits_redis"].flushdb()  # every primary of a cluster
     app.extensions["levqor.gate"].outage.pending.clear()
+    app.extensions["levqor.gate"].outage.uncertain.clear()
     app.extensions["levqor.gate"].flusher.journal.clear()
     app.extensions["levqor.gate"].records.owners.clear()  # account ids restart at 1 each test
     # An earlier test's calls still buffered would be written under this test's accounts: the ids

@@ -458,6 +458,8 @@ class TcpProxy:
         self.listener = socket.create_server(("127.0.0.1", free_port()))
         self.port = self.listener.getsockname()[1]
         self._closed = False
+        self._lose_reply_to: bytes | None = None
+        self._close_on_loss = True
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -466,6 +468,14 @@ class TcpProxy:
 
     def switch_to(self, port: int) -> None:
         self.target_port = port
+
+    def lose_next_reply(self, to: bytes = b"EVALSHA", close: bool = True) -> None:
+        """The next request containing `to` reaches the server, but its reply never reaches the
+        client: the proxy swallows it and closes that connection (a primary dying just after
+        running a command, before its reply left), or with `close=False` keeps it open (a reply
+        later than the client's timeout)."""
+        self._lose_reply_to = to
+        self._close_on_loss = close
 
     def _accept(self) -> None:
         while not self._closed:
@@ -478,14 +488,22 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            losing = threading.Event()  # this connection's next reply is to be lost
+            threading.Thread(target=self._pipe, args=(client, upstream, losing, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, losing, False), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, losing: threading.Event, request: bool) -> None:
         source.settimeout(None)
         try:
             while chunk := source.recv(65536):
+                if request and self._lose_reply_to is not None and self._lose_reply_to in chunk:
+                    self._lose_reply_to = None
+                    losing.set()  # before the server can answer
+                elif not request and losing.is_set():
+                    if self._close_on_loss:
+                        return  # swallowed; both ends closed below
+                    losing.clear()
+                    continue  # swallowed; the connection stays up
                 sink.sendall(chunk)
         except OSError:
             pass

@@ -1,6 +1,7 @@
 """The API's path on a real Redis Cluster when a primary dies: its replica is promoted, the gate
-serves the gap from the database, and every admitted call is counted afterwards (the journal
-replays what the replica never got, the outage mode what it admitted meanwhile)."""
+serves the gap from the database, and every admitted call is counted once afterwards (the journal
+replays what the replica never got, the outage mode what it admitted meanwhile, a call whose reply
+the dying primary never sent only if the replica lacks it)."""
 
 import threading
 import time
@@ -61,10 +62,11 @@ def test_a_primary_killed_mid_run_costs_no_5xx_and_loses_no_call(app, cluster_cx
         metering.flush_usage(r)
         total = sa.select(sa.func.sum(UsageDaily.calls)).where(UsageDaily.account_id == account_id)
         persisted = db.session.scalar(total)
-    # Every admitted call is counted. A call whose script the primary ran just before it died, but
-    # whose reply never came, is also counted again by the outage mode that admitted it: at most
-    # one per caller (each has one call in flight).
-    assert admitted <= persisted <= admitted + len(callers)
+    # Every admitted call is counted once: one whose script the primary ran just before it died,
+    # but whose reply never came, was admitted by the outage mode with its id, and counted again
+    # only if the promoted replica lacked it.
+    assert not gate.outage.waiting
+    assert persisted == admitted
     assert wait_for(redis_cluster.healthy, timeout=30)
 
 

@@ -67,12 +67,29 @@ def test_the_database_and_password_in_the_url_are_used(redis_server):
         redis.Redis.from_url(redis_server.url, password="sesame").config_set("requirepass", "")
 
 
-def test_no_server_is_a_connection_error():
+def test_no_server_is_a_connection_error_but_no_lost_reply():
     from tests.servers import free_port
 
     client = redis_scripts.ScriptClient(f"redis://127.0.0.1:{free_port()}")
-    with pytest.raises(redis.ConnectionError):
+    with pytest.raises(redis.ConnectionError) as refused:
         run(client.register_script("return 1")())
+    assert not isinstance(refused.value, redis_scripts.ReplyLost)  # never sent: the script did not run
+
+
+def test_a_connection_closed_after_the_command_went_is_a_lost_reply():
+    async def scenario():
+        async def hang_up_on_reading(reader, writer):
+            await reader.read(1)  # the command arrived
+            writer.close()
+
+        server = await asyncio.start_server(hang_up_on_reading, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        script = redis_scripts.ScriptClient(f"redis://127.0.0.1:{port}").register_script("return 1")
+        with pytest.raises(redis_scripts.ReplyLost):  # sent: it may have run
+            await script()
+        server.close()
+
+    run(scenario())
 
 
 def test_a_silent_server_is_a_timeout_and_the_connection_is_dropped():
@@ -89,8 +106,10 @@ def test_a_silent_server_is_a_timeout_and_the_connection_is_dropped():
         script = client.register_script("return 1")
         results = await asyncio.gather(script(), script(), return_exceptions=True)
         # Both calls in flight fail: the replies that come later could not be matched to them.
-        assert [type(r) for r in results] == [redis.TimeoutError, redis.TimeoutError]
-        with pytest.raises(redis.TimeoutError):
+        # Both were sent: lost replies (the gate cannot know whether they ran), redis-py's timeout.
+        assert [type(r) for r in results] == [redis_scripts.ReplyTimedOut, redis_scripts.ReplyTimedOut]
+        assert all(isinstance(r, redis.TimeoutError) for r in results)
+        with pytest.raises(redis_scripts.ReplyTimedOut):
             await script()
         assert len(accepted) == 2  # the third call came on a new connection
         server.close()

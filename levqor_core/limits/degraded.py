@@ -4,11 +4,17 @@ Keys are checked against the database (kept per process for a few seconds, see k
 burst limit and the failed-authentication throttle are enforced per process with the `limits`
 library (Flask-Limiter's engine), the quota is checked against the persisted usage plus this
 process's uncounted calls, and those calls are replayed into Redis as soon as it answers again.
+
+A call whose gate.lua command was sent but whose reply never came (the primary died, the
+connection dropped, the timeout) may have been counted by Redis already: the outage mode admits it
+"uncertain", with the id gate.lua was given, and the replay counts it only if the server that
+answers does not hold that id (metering.counters.count_unless_held).
 """
 
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -29,6 +35,11 @@ from levqor_core.metering import counters as metering
 log = logging.getLogger(__name__)
 
 _FAILURES = RateLimitItemPerMinute(refusals.FAILED_AUTH_PER_MINUTE)
+# Uncertain calls kept with their ids (a hung Redis makes every call one); past this, more are
+# kept as plain pending calls, which a server that did count them would count twice.
+UNCERTAIN_MAX = 10_000
+# Uncertain calls asked about per replay (one round trip each; a replay may run in a request).
+RECOUNT_AT_ONCE = 200
 
 
 class PendingCounter(NamedTuple):
@@ -41,25 +52,43 @@ class PendingCounter(NamedTuple):
     area: str  # v1 | sandbox
 
 
+class Uncertain(NamedTuple):
+    """A call admitted here whose gate.lua run may have counted it (its reply was lost)."""
+
+    counter: PendingCounter
+    call_id: str  # gate.lua's ARGV[9]
+
+
 class Outage:
     """Admission without Redis, and the calls it admitted until Redis counts them."""
 
-    def __init__(self, app: Flask, r: redis.Redis, records: KeyCache):
+    def __init__(self, app: Flask, r: redis.Redis, records: KeyCache, journal: Callable | None = None):
         self.app = app
         self.redis = r
         self.records = records
         self._limiter = FixedWindowRateLimiter(MemoryStorage())
         # Calls admitted without Redis, not yet in its counters.
         self.pending: Counter[PendingCounter] = Counter()
+        # Of those, the ones gate.lua may have counted: recounted only if the server lacks them.
+        self.uncertain: list[Uncertain] = []
         self._pending_lock = threading.Lock()
+        # Where a recounted call goes, numbered in the server's life (the flusher's journal): if
+        # that server in turn dies before its replica has it, it is replayed like any call.
+        self.journal = journal
 
-    def admit(self, key_hash: str, area: str, now: float, client: str | None) -> dict:
+    @property
+    def waiting(self) -> bool:
+        """Whether calls admitted here wait to be handed to Redis."""
+        return bool(self.pending or self.uncertain)
+
+    def admit(self, key_hash: str, area: str, now: float, client: str | None, call_id: str | None = None) -> dict:
         """Admit one call in `area` from the database and this process's counts, or raise the
-        matching problem; `client` is the caller's address bucket (failed authentications)."""
+        matching problem; `client` is the caller's address bucket (failed authentications);
+        `call_id` is gate.lua's id for a call whose reply was lost (Redis may have counted it)."""
         with self.app.app_context():
-            return self._admit(key_hash, area, now, client)
+            return self._admit(key_hash, area, now, client, call_id)
 
-    def _admit(self, key_hash: str, area: str, now: float, client: str | None) -> dict:
+    def _admit(self, key_hash: str, area: str, now: float, client: str | None, call_id: str | None) -> dict:
         record = self.records.outage_copy(key_hash, now)
         if record is UNREAD:
             if client and not self._limiter.test(_FAILURES, "auth-failures", client):
@@ -97,17 +126,23 @@ class Outage:
             if limit >= 0 and used >= limit:
                 headers = rate_limit_headers(area, limit, 0, int(reset), record.burst, burst_left, now)
                 raise refusals.over_quota(area, limit, headers | {"Retry-After": refusals.retry_after(reset, now)})
-            self.pending[PendingCounter(record.key_id, record.account_id, period.id, today.isoformat(), area)] += 1
+            counter = PendingCounter(record.key_id, record.account_id, period.id, today.isoformat(), area)
+            if call_id is not None and len(self.uncertain) < UNCERTAIN_MAX:
+                self.uncertain.append(Uncertain(counter, call_id))
+            else:
+                self.pending[counter] += 1
         remaining = -1 if limit < 0 else limit - used - 1
         headers = rate_limit_headers(area, limit, remaining, int(reset), record.burst, burst_left, now)
         return admitted | {"headers": headers}
 
     def _pending_count(self, account_id: int, key_id: str | None, area: str) -> int:
-        return sum(
-            n
-            for counter, n in self.pending.items()
-            if counter.area == area
-            and (counter.key_id == key_id if area == "sandbox" else counter.account_id == account_id)
+        def counts(counter: PendingCounter) -> bool:
+            return counter.area == area and (
+                counter.key_id == key_id if area == "sandbox" else counter.account_id == account_id
+            )
+
+        return sum(n for counter, n in self.pending.items() if counts(counter)) + sum(
+            1 for call in self.uncertain if counts(call.counter)
         )
 
     def pending_calls(self, account_id: int, key_id: str | None, area: str) -> int:
@@ -122,6 +157,9 @@ class Outage:
         again."""
         with self._pending_lock:
             pending, self.pending = self.pending, Counter()
+            uncertain, self.uncertain = self.uncertain, []
+        if uncertain:
+            self._recount(uncertain)
         if not pending:
             return
         left: Counter[PendingCounter] = Counter()
@@ -130,8 +168,7 @@ class Outage:
             for counter, n in pending.items():
                 try:
                     if counter.key_id not in seeded:
-                        account = db.session.get(Account, counter.account_id)
-                        metering.seed_counters(self.redis, account, counter.key_id, datetime.now(UTC))
+                        self._seed(counter)
                         seeded.add(counter.key_id)
                     day = datetime.fromisoformat(counter.day).date()
                     pipe = self.redis.pipeline(transaction=False)  # one slot: the account's
@@ -147,3 +184,50 @@ class Outage:
                 self.pending.update(left)
         if len(left) < len(pending):
             log.info("replayed %d call(s) counted while redis was down", sum(pending.values()) - sum(left.values()))
+
+    def _seed(self, counter: PendingCounter) -> None:
+        """The key's counters from the database where Redis has none (it may have come back empty)."""
+        account = db.session.get(Account, counter.account_id)
+        metering.seed_counters(self.redis, account, counter.key_id, datetime.now(UTC))
+
+    def _recount(self, uncertain: list[Uncertain]) -> None:
+        """Count the calls whose gate.lua reply was lost unless their server holds them, up to
+        RECOUNT_AT_ONCE of them (a request may be waiting); the others, and each one that failed,
+        are kept for the next replay (asking again is safe: a recount notes the id). A bucket whose
+        server failed is not asked again in this replay (one server may still hang)."""
+        left, recounted, seeded, failed = uncertain[RECOUNT_AT_ONCE:], 0, set(), set()
+        asked = uncertain[:RECOUNT_AT_ONCE]
+        with self.app.app_context():
+            for call in asked:
+                counter = call.counter
+                if metering.tag(counter.account_id) in failed:
+                    left.append(call)
+                    continue
+                try:
+                    if counter.key_id not in seeded:
+                        self._seed(counter)
+                        seeded.add(counter.key_id)
+                    key_id, account_id, period_id, day_text, area = counter
+                    day = datetime.fromisoformat(day_text).date()
+                    recount = metering.count_unless_held(
+                        self.redis, key_id, account_id, period_id, day, area, call.call_id
+                    )
+                except Exception as err:  # kept whatever failed: these calls may exist nowhere else
+                    log.warning("uncertain outage call kept for the next replay: %r", err)
+                    failed.add(metering.tag(counter.account_id))
+                    left.append(call)
+                    continue
+                recounted += not recount.held
+                if self.journal is not None:
+                    self.journal(counter, recount)
+        if left:
+            with self._pending_lock:
+                self.uncertain[:0] = left
+        done = len(uncertain) - len(left)
+        if done:
+            log.info(
+                "%d call(s) whose reply was lost: %d counted now, %d already counted by redis",
+                done,
+                recounted,
+                done - recounted,
+            )

@@ -5,7 +5,9 @@
 -- KEYS[2]  the key's burst counter for this second
 -- KEYS[3]  the account's usage counter for the period ARGV[8]
 -- KEYS[4]  the key's day counter          KEYS[5] its sandbox day counter
--- KEYS[6]  the key's day base (what this server's life found in KEYS[4] and KEYS[5])
+-- KEYS[6]  the key's day base (what this server's life found in KEYS[4] and KEYS[5]), and the ids
+--          of the key's last 64 metered calls of the day in each area (fields v0..v63 and
+--          s0..s63, the call's number in the day counter modulo 64: '<call id> <number>')
 -- KEYS[7]  the bucket's dirty set (pairs the next flush persists)
 -- KEYS[8]  the bucket's life on this server (set on its first metered call: gone if Redis was
 --          flushed or restarted empty)
@@ -16,6 +18,9 @@
 -- ARGV[7]  sandbox calls per key per day
 -- ARGV[8]  the period KEYS[3] counts: when the key's period is another, {'period', its id} asks
 --          the caller to run again with that period's counter
+-- ARGV[9]  the call's id: should its reply be lost, the gate asks later whether this server
+--          holds it (metering.counters.count_unless_held), so a call counted here and admitted
+--          by the outage mode is not counted twice. A replica holds it iff it holds the count.
 -- Returns {verdict, limit, remaining, reset, burst_limit, burst_remaining[, account_id, key_id
 --          [, epoch, key's day counter after this call, period id]]}: the account and key on an
 --          admitted call and on a refusal by the key's limits (the request log shows both); the
@@ -66,6 +71,7 @@ if area == 'sandbox' then
   if n >= cap then return {'sandbox', cap, 0, ARGV[6], burst, burst - b, acct, kid} end
   n = redis.call('INCR', KEYS[5])
   redis.call('EXPIRE', KEYS[5], 8 * 86400)
+  redis.call('HSET', KEYS[6], 's' .. n % 64, ARGV[9] .. ' ' .. n)
   redis.call('SADD', KEYS[7], dirty)
   return {'ok', cap, cap - n, ARGV[6], burst, burst - b, acct, kid, epoch, n, ''}
 end
@@ -77,6 +83,7 @@ n = redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], 70 * 86400)
 local d = redis.call('INCR', KEYS[4])
 redis.call('EXPIRE', KEYS[4], 8 * 86400)
+redis.call('HSET', KEYS[6], 'v' .. d % 64, ARGV[9] .. ' ' .. d)
 redis.call('SADD', KEYS[7], dirty)
 if quota < 0 then return {'ok', -1, -1, pend, burst, burst - b, acct, kid, epoch, d, pid} end
 return {'ok', quota, quota - n, pend, burst, burst - b, acct, kid, epoch, d, pid}

@@ -11,12 +11,20 @@ security check on the event loop (every API call), and `authorize_hash` for call
 such as a cache fill. On the event loop they really wait (Redis on the loop's asyncio client, the
 database in a worker thread); for the blocking door they finish at once in the caller's thread,
 so that door runs the same coroutine to its end without an event loop.
+
+Each call carries an id (gate.lua's ARGV[9]), which gate.lua notes with the count. When the script
+was sent but its reply never came (the primary died after running it), the outage mode admits the
+call as uncertain, and its replay asks the server that then answers whether it holds the id: a
+call counted before its primary died and replicated is not counted again (degraded).
 """
 
 import asyncio
 import functools
 import ipaddress
+import itertools
 import logging
+import os
+import secrets
 import time
 import weakref
 from datetime import UTC, datetime
@@ -34,7 +42,7 @@ from levqor_core.limits.headers import BURST, rate_limit_headers
 from levqor_core.limits.key_cache import KeyCache, Owner, locator_key, parse_locator, record_key
 from levqor_core.metering import counters as metering
 from levqor_core.metering.flusher import JournalEntry, UsageFlusher
-from levqor_core.redis_scripts import ScriptClient
+from levqor_core.redis_scripts import ReplyLost, ScriptClient
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,25 @@ def client_bucket(host: str | None) -> str | None:
     return str(address)
 
 
+class _CallIds:
+    """Ids for gate calls, unique across processes: a random prefix per process (drawn again in a
+    forked child) and a counter; cheaper than drawing random bytes per call."""
+
+    def __init__(self):
+        self._renew()
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._prefix = secrets.token_hex(4)  # unique among the 64 ids a key's ring holds
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+call_ids = _CallIds()
+
+
 def failures_key(client: str, now: float) -> str:
     return f"lvq:f:{client}:{int(now) // 60}"
 
@@ -108,9 +135,9 @@ def _calendar_args(second: int) -> tuple:
     )
 
 
-def script_args(area: str, now: float, period_id: str) -> list:
+def script_args(area: str, now: float, period_id: str, call_id: str) -> list:
     """gate.lua's ARGV; the calendar part only changes once a second."""
-    return [area, repr(now), *_calendar_args(int(now)), period_id]
+    return [area, repr(now), *_calendar_args(int(now)), period_id, call_id]
 
 
 class ScriptReply(NamedTuple):
@@ -153,6 +180,10 @@ class _Blocking:
     """The sequence's steps for a caller off the event loop: each is done when awaited, in the
     caller's thread (so the sequence never suspends)."""
 
+    # redis-py does not say whether a command was sent before the connection failed: any failure
+    # may be a lost reply.
+    lost_reply = redis_conn.UNAVAILABLE
+
     def __init__(self, r: redis.Redis):
         self._script = r.register_script(_SCRIPT)
         self._throttle = r.register_script(_THROTTLE)
@@ -177,6 +208,7 @@ class _OnEventLoop:
     (levqor_core.redis_scripts), blocking steps in a worker thread."""
 
     in_thread = staticmethod(asyncio.to_thread)
+    lost_reply = ReplyLost  # sent, no reply: the others were never sent (the script did not run)
 
     def __init__(self, client: ScriptClient):
         self.script = client.register_script(_SCRIPT)
@@ -197,17 +229,26 @@ def _run_to_end(sequence):
 class Gate:
     """One per app: the admission sequence and the parts it uses (records, outage mode, flusher)."""
 
-    def __init__(self, app: Flask, r: redis.Redis, flush_seconds: float, async_client_factory=None):
+    def __init__(
+        self,
+        app: Flask,
+        r: redis.Redis,
+        flush_seconds: float,
+        async_client_factory=None,
+        script_redis: redis.Redis | None = None,
+    ):
+        """`script_redis`: the blocking door's client for the scripts (the same server as `r`),
+        one that never sends a command again once its connection failed (redis_conn.client)."""
         self.records = KeyCache(app, r)
-        self.outage = Outage(app, r, self.records)
+        self.outage = Outage(app, r, self.records, journal=self._journal_recount)
         self.flusher = UsageFlusher(
             app,
             r,
             flush_seconds,
             catch_up=self.catch_up,
-            caught_up=lambda: not (self.outage.pending or self.records.unsent_forgets),
+            caught_up=lambda: not (self.outage.waiting or self.records.unsent_forgets),
         )
-        self._blocking = _Blocking(r)
+        self._blocking = _Blocking(script_redis or r)
         self._async_client_factory = async_client_factory
         self._on_loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         # Key hash → the paid period its last call counted in (calendar periods are not kept):
@@ -240,22 +281,29 @@ class Gate:
         self.flusher.start()
         now = time.time() if now is None else now
         client = client_bucket(client)
+        call_id = call_ids.next()
         try:
             owner = self.records.owners.get(key_hash) or await self._locate(steps, key_hash, now, client)
             if owner is None:
                 return await self._refuse_unknown(steps, now, client)
-            result = await self._run(steps, owner, key_hash, area, now)
+            result = await self._run(steps, owner, key_hash, area, now, call_id)
             if result[0] == b"miss":
                 if await steps.in_thread(self.records.fill, key_hash, now, owner) is None:
                     return await self._refuse_unknown(steps, now, client)
-                result = await self._run(steps, owner, key_hash, area, now)
+                result = await self._run(steps, owner, key_hash, area, now, call_id)
             if result[0] == b"unknown":
                 return await self._refuse_unknown(steps, now, client)
-            if self.outage.pending or self.records.unsent_forgets:
-                await steps.in_thread(self.catch_up)
         except redis_conn.UNAVAILABLE as err:
             log.warning("redis unavailable, gate degraded: %s", err)
-            return await steps.in_thread(self.outage.admit, key_hash, area, now, client)
+            # A lost reply may come from a script that counted the call: admitted with its id, it
+            # is counted later only if the server then answering does not hold it.
+            uncertain = call_id if isinstance(err, steps.lost_reply) else None
+            return await steps.in_thread(self.outage.admit, key_hash, area, now, client, uncertain)
+        if self.outage.waiting or self.records.unsent_forgets:
+            try:
+                await steps.in_thread(self.catch_up)
+            except redis_conn.UNAVAILABLE as err:  # this call is counted: not one for the outage mode
+                log.warning("catch-up deferred, redis unavailable: %s", err)
         return self._verdict(result, area, now)
 
     async def _locate(self, steps, key_hash: str, now: float, client: str | None) -> Owner | None:
@@ -277,11 +325,12 @@ class Gate:
             raise refusals.throttled(now)
         raise refusals.unknown_key()
 
-    async def _run(self, steps, owner: Owner, key_hash: str, area: str, now: float):
+    async def _run(self, steps, owner: Owner, key_hash: str, area: str, now: float, call_id: str):
         """gate.lua with the usage counter of the period the key counted in last (else the
         calendar's); once more with the right one if the key's period is another."""
         period_id = self._periods.get(key_hash) or _calendar_args(int(now))[0]
-        result = await steps.script(script_keys(owner, key_hash, now, period_id), script_args(area, now, period_id))
+        args = script_args(area, now, period_id, call_id)
+        result = await steps.script(script_keys(owner, key_hash, now, period_id), args)
         if result[0] == b"period":
             period_id = result[1].decode()
             if period_id == _calendar_args(int(now))[0]:
@@ -290,7 +339,8 @@ class Gate:
                 if len(self._periods) >= 10_000:
                     self._periods.clear()
                 self._periods[key_hash] = period_id
-            result = await steps.script(script_keys(owner, key_hash, now, period_id), script_args(area, now, period_id))
+            args = script_args(area, now, period_id, call_id)
+            result = await steps.script(script_keys(owner, key_hash, now, period_id), args)
         return result
 
     def catch_up(self) -> None:
@@ -298,6 +348,21 @@ class Gate:
         admitted meanwhile (both kept for later if it still does not answer)."""
         self.records.send_unsent_forgets()
         self.outage.replay()
+
+    def _journal_recount(self, counter, recount: metering.Recount) -> None:
+        """Journal a lost-reply call once its server counted it (or is found to hold it)."""
+        self.flusher.journal.append(
+            JournalEntry(
+                admitted_at=time.time(),
+                key_id=counter.key_id.encode(),
+                account_id=counter.account_id,
+                period_id=counter.period_id.encode(),
+                day=counter.day,
+                area=counter.area,
+                epoch=recount.epoch,
+                day_count=recount.day_count,
+            )
+        )
 
     def _verdict(self, raw, area: str, now: float) -> dict:
         reply = ScriptReply.parse(raw)

@@ -14,6 +14,7 @@ may only touch one slot. The flush walks the BUCKETS dirty sets by name (no SCAN
 import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 import redis
 import sqlalchemy as sa
@@ -159,7 +160,8 @@ def period_days(period: Period) -> tuple[date, date]:
 def base_key(account_id: int, key_id: str, day: date) -> str:
     """A key's day counters as this Redis server's life found them (its replication id, `epoch`,
     and the counts): calls an earlier life numbered above them never reached this one (flusher
-    replays them). gate.lua writes it on a life's first call of the key that day."""
+    replays them). gate.lua writes it on a life's first call of the key that day. It also holds
+    the ids of the key's last 64 metered calls of the day per area (count_unless_held)."""
     return f"lvq:{tag(account_id)}:base:{key_id}:{day.isoformat()}"
 
 
@@ -177,15 +179,47 @@ local epoch = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w
 """
 # What gate.lua does on a server life's first metered call of a key that day: note the life and
 # the day counters it found. KEYS: day counter, sandbox day counter, base, the bucket's life key.
-_REBASE = (
-    _EPOCH.replace("KEYS[1]", "KEYS[4]")
-    + """
+_REBASE_FOUND = """
 if redis.call('HGET', KEYS[3], 'epoch') ~= epoch then
   redis.call('HSET', KEYS[3], 'epoch', epoch, 'calls', redis.call('GET', KEYS[1]) or 0,
     'sandbox', redis.call('GET', KEYS[2]) or 0)
   redis.call('EXPIRE', KEYS[3], 8 * 86400)
 end
-return redis.call('HMGET', KEYS[3], 'calls', 'sandbox')
+"""
+_REBASE = (
+    _EPOCH.replace("KEYS[1]", "KEYS[4]") + _REBASE_FOUND + "return redis.call('HMGET', KEYS[3], 'calls', 'sandbox')"
+)
+# A call whose gate.lua reply was lost (its id ARGV[2]), admitted by the outage mode: counted as
+# gate.lua would count it, unless the key's day base holds its id (gate.lua counted it here; a
+# replica holds the id iff it holds the count). Its id is then noted as gate.lua would, so a
+# replay whose own reply is lost is not counted twice either. KEYS: as _REBASE, then the period's
+# usage counter and the bucket's dirty set; ARGV: area, call id, dirty member.
+# Returns {1 if it was already counted else 0, epoch, the call's number in its day counter}.
+_COUNT_UNLESS_HELD = (
+    _EPOCH.replace("KEYS[1]", "KEYS[4]")
+    + """
+local mark = ARGV[2] .. ' '
+local base = redis.call('HGETALL', KEYS[3])
+for i = 2, #base, 2 do
+  if string.sub(base[i], 1, #mark) == mark then
+    return {1, epoch, tonumber(string.sub(base[i], #mark + 1))}
+  end
+end
+"""
+    + _REBASE_FOUND
+    + """
+local n, ring
+if ARGV[1] == 'sandbox' then
+  n, ring = redis.call('INCR', KEYS[2]), 's'
+else
+  redis.call('INCR', KEYS[5])
+  redis.call('EXPIRE', KEYS[5], 70 * 86400)
+  n, ring = redis.call('INCR', KEYS[1]), 'v'
+end
+redis.call('EXPIRE', ring == 's' and KEYS[2] or KEYS[1], 8 * 86400)
+redis.call('HSET', KEYS[3], ring .. n % 64, mark .. n)
+redis.call('SADD', KEYS[6], ARGV[3])
+return {0, epoch, n}
 """
 )
 
@@ -200,6 +234,32 @@ def rebase(r: redis.Redis, account_id: int, key_id: str, day: date) -> dict[str,
     ]
     calls, sandbox_calls = r.eval(_REBASE, 4, *keys)
     return {"calls": int(calls or 0), "sandbox": int(sandbox_calls or 0)}
+
+
+class Recount(NamedTuple):
+    """A call whose gate.lua reply was lost, once its server answered (count_unless_held)."""
+
+    held: bool  # gate.lua had counted it: not counted again
+    epoch: bytes  # the server life it is counted in now
+    day_count: int  # its number in the key's day counter
+
+
+def count_unless_held(
+    r: redis.Redis, key_id: str, account_id: int, period_id: str, day: date, area: str, call_id: str
+) -> Recount:
+    """Count a call whose gate.lua reply was lost, unless the server already holds it (its id)."""
+    keys = [
+        daily_key(account_id, key_id, day),
+        sandbox_key(account_id, key_id, day),
+        base_key(account_id, key_id, day),
+        epoch_key(account_id),
+        usage_key(account_id, period_id),
+        dirty_key(account_id),
+    ]
+    held, epoch, day_count = r.eval(
+        _COUNT_UNLESS_HELD, len(keys), *keys, area, call_id, f"{key_id}|{account_id}|{day.isoformat()}"
+    )
+    return Recount(bool(held), epoch, int(day_count))
 
 
 def epochs(r: redis.Redis, tags: set[str]) -> dict[str, bytes]:
