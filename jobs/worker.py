@@ -30,7 +30,7 @@ from rq.cron import CronScheduler, get_cron_job_history_key
 from rq.exceptions import StopRequested
 from rq.worker_pool import WorkerPool
 
-from jobs.tasks import _app
+from jobs.tasks import _app, warm
 from levqor_core import redis_conn
 from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE, QUEUES, WEBHOOK_QUEUE
 
@@ -211,6 +211,7 @@ def main() -> None:
             burst=True, with_scheduler=True, logging_level=config["LOG_LEVEL"]
         )
         return
+    warm()
     if not args.no_cron:
         start_cron(redis_conn.worker_client(url))
     LevqorWorkerPool(connection, api_workers=max(1, args.concurrency or config["WORKER_CONCURRENCY"])).start(
