@@ -29,6 +29,7 @@ import redis
 from rq import SimpleWorker, Worker
 from rq.cron import CronScheduler, get_cron_job_history_key
 from rq.exceptions import StopRequested
+from rq.registry import StartedJobRegistry
 from rq.worker_pool import WorkerPool
 
 from jobs import stopping
@@ -238,9 +239,32 @@ class LevqorWorkerPool(WorkerPool):
 
     def handle_dead_worker(self, worker_data):
         super().handle_dead_worker(worker_data)
-        self._queues_by_worker.pop(worker_data.name, None)
+        queues = self._queues_by_worker.pop(worker_data.name, None)
         if worker_data.process.exitcode == 0:
             self._recycled += 1  # an API worker done with its WORKER_MAX_JOBS, or wanting a fresh process
+        elif queues == [API_QUEUE]:
+            self._abandon_current_job(worker_data.name)
+
+    def _abandon_current_job(self, worker_name: str) -> None:
+        """The job an API worker was running when it died (killed, out of memory) goes through RQ's
+        abandoned-job handling now, as a killed work horse's did, not when its registry entry expires
+        (its timeout + 60 s later); `requeue-jobs` then runs it again."""
+        try:
+            key = f"{Worker.redis_worker_namespace_prefix}{worker_name}"
+            job_id = self.connection.hget(key, "current_job")
+            if (dead := Worker.find_by_key(key, connection=self.connection)) is not None:
+                dead.register_death()  # off the list operators see, now rather than when its key expires
+            if not job_id:
+                return
+            registry = StartedJobRegistry(API_QUEUE, connection=self.connection)
+            prefix = job_id.decode() + ":"
+            members = [m for m, _ in self.connection.zscan_iter(registry.key, match=prefix + "*")]
+            if members:
+                self.connection.zadd(registry.key, dict.fromkeys(members, 0), xx=True)
+                registry.cleanup(timestamp=1)  # entries due by 1970: only the ones just marked
+            self.log.warning("Worker %s died running job %s: handled as abandoned", worker_name, job_id.decode())
+        except redis.RedisError as err:
+            self.log.warning("could not hand on the job of dead worker %s: %s", worker_name, err)
 
     def check_workers(self, respawn: bool = True) -> None:
         self._recycled = 0
