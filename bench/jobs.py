@@ -14,7 +14,8 @@ Two measurements, each alternating app / bare RQ for --rounds rounds:
     has succeeded, and go again, for --seconds. The app's client is a developer's: POST
     /api/v1/jobs with a key, then GET /api/v1/jobs/{id}; bare RQ's enqueues the function with
     RQ's Queue and polls the job's status in Redis. p50 / p90 of submit-to-succeeded, as the
-    client sees it (both poll at the same interval).
+    client sees it (both poll at the same interval), with the submit's own p50 and the status
+    reads a job took.
   - throughput: --jobs jobs submitted at once (the same client threads), then the time from the
     first submit to the last job's own finish time (the job row's finished_at; RQ's ended_at):
     jobs per second the pool gets through.
@@ -140,10 +141,11 @@ def stop(process: subprocess.Popen) -> None:
             continue
 
 
-def latency(system, clients: int, seconds: float, poll: float) -> list[float]:
-    """Submit-to-succeeded times (s) of closed-loop clients, each one job at a time."""
+def latency(system, clients: int, seconds: float, poll: float) -> list[tuple[float, float, int]]:
+    """(submit-to-succeeded, the submit's own time (s), status reads) of each job of closed-loop
+    clients, each one job at a time."""
     deadline = time.monotonic() + seconds
-    times: list[float] = []
+    times: list[tuple[float, float, int]] = []
     lock = threading.Lock()
 
     def client(i: int) -> None:
@@ -151,15 +153,17 @@ def latency(system, clients: int, seconds: float, poll: float) -> list[float]:
         while time.monotonic() < deadline:
             started = time.monotonic()
             job_id = system.submit(i, {"client": i, "n": n})
+            submitted, reads = time.monotonic(), 0
             while True:
                 status = system.status(i, job_id)
+                reads += 1
                 if status == "succeeded":
                     break
                 if status in ("failed", "canceled", "stopped"):
                     raise RuntimeError(f"{system.label}: job {job_id} {status}")
                 time.sleep(poll)
             with lock:
-                times.append(time.monotonic() - started)
+                times.append((time.monotonic() - started, submitted - started, reads))
             n += 1
 
     with ThreadPoolExecutor(clients) as pool:
@@ -273,15 +277,24 @@ def main() -> int:
         f"{args.rounds} rounds alternating; {os.cpu_count()} CPUs shared by servers, workers and clients"
     )
     print(f"setup {setup_seconds:.0f} s, total {time.monotonic() - t0:.0f} s\n")
-    print(f"{'':30} {'jobs/s (each round)':>26} {'p50 ms':>8} {'p90 ms':>8} {'latency samples':>16}")
+    print(
+        f"{'':30} {'jobs/s (each round)':>26} {'p50 ms':>8} {'p90 ms':>8} {'latency samples':>16}"
+        f" {'submit p50 ms':>14} {'reads p50':>10}"
+    )
     figures = {}
     for name, system in systems.items():
-        p50 = statistics.median(lat[name]) * 1000
-        p90 = statistics.quantiles(lat[name], n=10)[-1] * 1000
+        totals = [t for t, _, _ in lat[name]]
+        p50 = statistics.median(totals) * 1000
+        p90 = statistics.quantiles(totals, n=10)[-1] * 1000
+        submit = statistics.median(s for _, s, _ in lat[name]) * 1000
+        reads = statistics.median(r for _, _, r in lat[name])
         jps = statistics.median(rate[name])
         figures[name] = (jps, p50)
         each = " ".join(f"{r:.0f}" for r in rate[name])
-        print(f"{system.label:30} {jps:8.1f} ({each:>15}) {p50:8.1f} {p90:8.1f} {len(lat[name]):16d}")
+        print(
+            f"{system.label:30} {jps:8.1f} ({each:>15}) {p50:8.1f} {p90:8.1f} {len(totals):16d}"
+            f" {submit:14.1f} {reads:10g}"
+        )
     app_cpu = [statistics.median(run[i] for run in cpu_per_job["app"]) for i in range(2)]
     bare_cpu = statistics.median(run[0] for run in cpu_per_job["bare"])
     print(

@@ -90,26 +90,35 @@ def create(account_id: int, workflow_id: str, data: dict, idempotency_key: str |
         if earlier:
             return earlier, False
     _hold_in_flight_slot(account_id)
+    # Every column the API shows is set here, as committed: the job is not reloaded after the commit.
     job = Job(
         id=new_job_id(),
         account_id=account_id,
         workflow=workflow_id,
         input=data,
         status="queued",
+        result=None,
+        error=None,
         idempotency_key=idempotency_key,
         request_hash=digest,
         created_at=utcnow(),
+        started_at=None,
+        finished_at=None,
     )
     db.session.add(job)
+    session = db.session()
+    session.expire_on_commit = False  # a reload would be a checkout, a ping, BEGIN and a SELECT per submit
     try:
-        db.session.commit()
+        session.commit()
     except IntegrityError:
         # A concurrent request with the same idempotency key won the race.
-        db.session.rollback()
+        session.rollback()
         earlier = _by_idempotency_key(account_id, idempotency_key, digest) if idempotency_key else None
         if earlier is None:
             raise
         return earlier, False
+    finally:
+        session.expire_on_commit = True
     queue.enqueue(RUN_TASK, job.id, job_id=f"run-{job.id}")
     return job, True
 
