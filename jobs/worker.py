@@ -92,8 +92,8 @@ class ApiWorker(_Registered, SimpleWorker):
     - a clean state per job: after a job that failed in RQ (a timeout, an error outside its workflow,
       which may have left a write half done) the process exits and the pool starts a fresh one, and
       it does after WORKER_MAX_JOBS jobs anyway, so a leaking workflow cannot grow it for ever;
-    - a crash (the OOM killer, a segfault) takes the worker with the job: the pool starts another,
-      RQ's registry cleanup fails the job's execution, and `requeue-jobs` runs the job again."""
+    - a crash (the OOM killer, a segfault) takes the worker with the job: the pool starts another
+      and hands the job to RQ's abandoned-job handling at once, and `requeue-jobs` runs it again."""
 
     def __init__(self, *args, max_jobs: int = 1000, **kwargs):
         super().__init__(*args, **kwargs)
@@ -109,8 +109,8 @@ class ApiWorker(_Registered, SimpleWorker):
 
     def execute_job(self, job, queue):
         self._stopped_job_id = None
-        timeout = job.timeout if job.timeout and job.timeout > 0 else queue.DEFAULT_TIMEOUT
-        self._deadline = time.monotonic() + timeout + HARD_TIMEOUT_GRACE
+        timeout = job.timeout or queue.DEFAULT_TIMEOUT  # as RQ's death penalty reads it; -1: none
+        self._deadline = time.monotonic() + timeout + HARD_TIMEOUT_GRACE if timeout > 0 else None
         try:
             super().execute_job(job, queue)
         finally:
