@@ -1,13 +1,18 @@
 """The worker's RQ tasks: plain functions taking ids (an API job's id, a periodic job's name),
 enqueued only through the core (`levqor_core.queue`, `levqor_core.ops.periodic`)."""
 
+import contextlib
+import functools
 from functools import cache
 
+import sqlalchemy as sa
 from rq import get_current_job
 
+from jobs import stopping
 from levqor_core import outbound_mail
 from levqor_core.apijobs import jobs as job_core
 from levqor_core.app import create_app
+from levqor_core.extensions import db
 from levqor_core.ops import periodic
 from levqor_core.webhooks import dispatch
 
@@ -17,10 +22,25 @@ def _app():
     return create_app()
 
 
+def warm() -> None:
+    """Do once in the supervisor what every forked process would otherwise do on its first job: set
+    up the ORM's mappers and run the database dialect's first-connect checks (~30 ms a process). The
+    connection is closed again: it must not cross a fork."""
+    app = _app().app
+    with app.app_context():
+        sa.orm.configure_mappers()
+        with db.engine.connect():
+            pass
+        db.engine.dispose()
+
+
 def run_job(job_id: str) -> str:
-    """Execute one API job; idempotent (a finished or canceled job is left alone)."""
+    """Execute one API job; idempotent (a finished or canceled job is left alone). A cancel stops
+    its workflow on the API queue's workers, which run it in their own process (jobs/stopping.py)."""
+    rq_job = get_current_job()
+    guard = functools.partial(stopping.stoppable, rq_job.id) if rq_job else contextlib.nullcontext
     with _app().app.app_context():
-        return job_core.execute(job_id)
+        return job_core.execute(job_id, guard=guard)
 
 
 def deliver_webhook(delivery_id: str) -> str | None:

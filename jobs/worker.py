@@ -18,6 +18,7 @@ As shipped it is a supervisor built on RQ's WorkerPool:
 """
 
 import argparse
+import functools
 import logging
 import os
 import threading
@@ -25,12 +26,14 @@ import time
 from datetime import UTC, datetime
 
 import redis
-from rq import Worker
+from rq import SimpleWorker, Worker
 from rq.cron import CronScheduler, get_cron_job_history_key
 from rq.exceptions import StopRequested
+from rq.registry import StartedJobRegistry
 from rq.worker_pool import WorkerPool
 
-from jobs.tasks import _app
+from jobs import stopping
+from jobs.tasks import _app, warm
 from levqor_core import redis_conn
 from levqor_core.queue import API_QUEUE, PERIODIC_QUEUE, QUEUES, WEBHOOK_QUEUE
 
@@ -45,11 +48,12 @@ REDIS_RETRY_SECONDS = 2.0
 WORKER_TTL = 30
 PERIODIC_WORKERS = 2
 WEBHOOK_WORKERS = 2  # deliveries wait up to 10 s on a receiver: two keep one slow one from holding all
+HARD_TIMEOUT_GRACE = 60  # seconds past a job's timeout before its API worker ends itself (RQ's monitor's margin)
 
 
-class LevqorWorker(Worker):
-    """RQ's forking Worker with a short blocking wait, which registers itself again when Redis
-    comes back empty (otherwise it keeps working but no operator or dashboard can see it)."""
+class _Registered:
+    """A short blocking wait, and registering again when Redis comes back empty (otherwise the worker
+    keeps working but no operator or dashboard can see it); stopping when its supervisor is gone."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("worker_ttl", WORKER_TTL)
@@ -69,6 +73,69 @@ class LevqorWorker(Worker):
             self.connection.delete(self.key)
             self.register_birth()
         super().heartbeat(timeout, pipeline)
+
+
+class LevqorWorker(_Registered, Worker):
+    """RQ's forking Worker (a work horse per job): the periodic and webhook queues, and `--burst`."""
+
+
+class ApiWorker(_Registered, SimpleWorker):
+    """The API queue's worker: runs each job in its own process, as RQ's SimpleWorker does, so a job
+    reuses the process's database connection, compiled statements and app instead of paying a fork,
+    a new connection and cold caches (~50 ms of CPU per job; docs/decisions/0015-api-worker-no-fork.md).
+
+    What the work horse gave is kept:
+    - a job's timeout: RQ's death penalty (SIGALRM) raises in the job, as it did in the horse; a job
+      still running HARD_TIMEOUT_GRACE s after its timeout (stuck where no exception can reach it)
+      ends the process, as RQ's monitor killed the horse, and the pool starts a fresh one;
+    - a cancel stops a running job: RQ's stop-job command stops its workflow (jobs/stopping.py);
+    - a clean state per job: after a job that failed in RQ (a timeout, an error outside its workflow,
+      which may have left a write half done) the process exits and the pool starts a fresh one, and
+      it does after WORKER_MAX_JOBS jobs anyway, so a leaking workflow cannot grow it for ever;
+    - a crash (the OOM killer, a segfault) takes the worker with the job: the pool starts another
+      and hands the job to RQ's abandoned-job handling at once, and `requeue-jobs` runs it again."""
+
+    def __init__(self, *args, max_jobs: int = 1000, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_jobs = max_jobs
+        self._deadline: float | None = None
+        self._fresh_process_needed = False
+
+    def work(self, *args, **kwargs):
+        kwargs.setdefault("max_jobs", self.max_jobs)
+        stopping.install()
+        threading.Thread(target=self._watch, name="rq-job-watchdog", daemon=True).start()
+        return super().work(*args, **kwargs)
+
+    def execute_job(self, job, queue):
+        self._stopped_job_id = None
+        timeout = job.timeout or queue.DEFAULT_TIMEOUT  # as RQ's death penalty reads it; -1: none
+        self._deadline = time.monotonic() + timeout + HARD_TIMEOUT_GRACE if timeout > 0 else None
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._deadline = None
+        if self._fresh_process_needed:
+            self.log.warning("Worker %s: job %s failed in RQ; exiting for a fresh process", self.name, job.id)
+            self._stop_requested = True  # the work loop ends; the pool starts another worker
+
+    def kill_horse(self, sig=None):
+        # RQ's stop-job command, after it checked that this worker runs the job.
+        if self._stopped_job_id:
+            stopping.request(self._stopped_job_id)
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string=""):
+        if self._stopped_job_id != job.id:  # a stop only ever interrupts a workflow: the state is clean
+            self._fresh_process_needed = True
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(1)
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                self.log.error("Worker %s: a job is %d s past its timeout; exiting", self.name, HARD_TIMEOUT_GRACE)
+                os._exit(1)
 
 
 # Holds the lease if free or already ours (renewed), else not: 1 or 0.
@@ -143,15 +210,17 @@ class LevqorWorkerPool(WorkerPool):
     workers kept for the periodic queue and WEBHOOK_WORKERS for webhook deliveries (a slow
     receiver holds one of those, never an API worker); and no respawn storm while Redis is down."""
 
-    def __init__(self, connection: redis.Redis, api_workers: int):
+    def __init__(self, connection: redis.Redis, api_workers: int, api_max_jobs: int = 1000):
         super().__init__(
             [API_QUEUE],
             connection=connection,
             num_workers=api_workers + PERIODIC_WORKERS + WEBHOOK_WORKERS,
             worker_class=LevqorWorker,
         )
+        self._api_worker = functools.partial(ApiWorker, max_jobs=api_max_jobs)
         self._queues_by_worker: dict[str, list[str]] = {}
         self._redis_down_since: float | None = None
+        self._recycled = 0
 
     def get_worker_process(self, name, burst, _sleep=0, logging_level="INFO"):
         alive = {n for n in self.worker_dict if n != name}
@@ -163,20 +232,51 @@ class LevqorWorkerPool(WorkerPool):
             self._queue_names = [WEBHOOK_QUEUE]
         else:
             self._queue_names = [API_QUEUE]
+        # ...and its class: the API queue's workers run jobs in their own process, the others fork.
+        self.worker_class = self._api_worker if self._queue_names == [API_QUEUE] else LevqorWorker
         self._queues_by_worker[name] = self._queue_names
         return super().get_worker_process(name, burst, _sleep=_sleep, logging_level=logging_level)
 
     def handle_dead_worker(self, worker_data):
         super().handle_dead_worker(worker_data)
-        self._queues_by_worker.pop(worker_data.name, None)
+        queues = self._queues_by_worker.pop(worker_data.name, None)
+        if worker_data.process.exitcode == 0:
+            self._recycled += 1  # an API worker done with its WORKER_MAX_JOBS, or wanting a fresh process
+        elif queues == [API_QUEUE]:
+            self._abandon_current_job(worker_data.name)
+
+    def _abandon_current_job(self, worker_name: str) -> None:
+        """The job an API worker was running when it died (killed, out of memory) goes through RQ's
+        abandoned-job handling now, as a killed work horse's did, not when its registry entry expires
+        (its timeout + 60 s later); `requeue-jobs` then runs it again."""
+        try:
+            key = f"{Worker.redis_worker_namespace_prefix}{worker_name}"
+            job_id = self.connection.hget(key, "current_job")
+            if (dead := Worker.find_by_key(key, connection=self.connection)) is not None:
+                dead.register_death()  # off the list operators see, now rather than when its key expires
+            if not job_id:
+                return
+            registry = StartedJobRegistry(API_QUEUE, connection=self.connection)
+            prefix = job_id.decode() + ":"
+            members = [m for m, _ in self.connection.zscan_iter(registry.key, match=prefix + "*")]
+            if members:
+                self.connection.zadd(registry.key, dict.fromkeys(members, 0), xx=True)
+                registry.cleanup(timestamp=1)  # entries due by 1970: only the ones just marked
+            self.log.warning("Worker %s died running job %s: handled as abandoned", worker_name, job_id.decode())
+        except redis.RedisError as err:
+            self.log.warning("could not hand on the job of dead worker %s: %s", worker_name, err)
 
     def check_workers(self, respawn: bool = True) -> None:
+        self._recycled = 0
         self.reap_workers()
         missing = self.num_workers - len(self.worker_dict)
         if respawn and missing and self.status != self.Status.STOPPED:
             if not self._redis_reachable():
                 return  # a new worker would die at once; try again on the next tick (1 s)
-            self.log.warning("starting %d worker(s) again", missing)
+            if missing > self._recycled:
+                self.log.warning("starting %d worker(s) again", missing)
+            else:
+                self.log.info("starting %d worker(s) in place of ones that exited to be replaced", missing)
         super().check_workers(respawn=respawn)
 
     def _redis_reachable(self) -> bool:
@@ -211,11 +311,14 @@ def main() -> None:
             burst=True, with_scheduler=True, logging_level=config["LOG_LEVEL"]
         )
         return
+    warm()
     if not args.no_cron:
         start_cron(redis_conn.worker_client(url))
-    LevqorWorkerPool(connection, api_workers=max(1, args.concurrency or config["WORKER_CONCURRENCY"])).start(
-        burst=False, logging_level=config["LOG_LEVEL"]
-    )
+    LevqorWorkerPool(
+        connection,
+        api_workers=max(1, args.concurrency or config["WORKER_CONCURRENCY"]),
+        api_max_jobs=config["WORKER_MAX_JOBS"],
+    ).start(burst=False, logging_level=config["LOG_LEVEL"])
 
 
 if __name__ == "__main__":

@@ -145,6 +145,8 @@ def from_env() -> dict:
         "ALERT_WEBHOOK_URL": env.get("ALERT_WEBHOOK_URL", ""),
         # Worker processes on the API queue per `worker` process (jobs/worker.py); +1 periodic.
         "WORKER_CONCURRENCY": int(env.get("WORKER_CONCURRENCY", 4)),
+        # An API-queue worker runs this many jobs in its process, then the pool starts a fresh one.
+        "WORKER_MAX_JOBS": max(1, int(env.get("WORKER_MAX_JOBS", 1000))),
         # Finished API jobs (input, result) are deleted this many days after they finish.
         "JOB_RETENTION_DAYS": max(1, int(env.get("JOB_RETENTION_DAYS", 30))),
         "STATS_FLUSH_SECONDS": float(env.get("STATS_FLUSH_SECONDS", 10)),

@@ -125,6 +125,7 @@ D_SESS = "0009-no-session-work-without-credentials"
 D_FS = "0010-flask-security-internals"
 D_RQ = "0011-rq-cron-leader-and-pool-queues"
 D_REDIS = "0012-redis-script-client"
+D_APIW = "0015-api-worker-no-fork"
 
 PRIVATES = (
     # Connexion: per-operation work done once (framework_costs.install, _Api, _Operation, _BuiltOnceDecorator)
@@ -254,6 +255,23 @@ PRIVATES = (
     Private("rq.worker_pool", "WorkerPool.get_worker_process", "source", "7d625cdd7902", WORKER, D_RQ),
     Private("rq.worker_pool", "WorkerPool.__init__", "mentions", "self._queue_names", WORKER, D_RQ),
     Private("rq.worker_pool", "WorkerPool.__init__", "mentions", "self.worker_dict", WORKER, D_RQ),
+    # RQ: the API queue's workers run jobs in their own process (jobs/worker.py ApiWorker)
+    Private("rq.worker_pool", "WorkerPool.get_worker_process", "mentions", "self.worker_class", WORKER, D_APIW),
+    Private("rq.worker", "SimpleWorker.execute_job", "mentions", "self.perform_job(job, queue)", WORKER, D_APIW),
+    Private("rq.worker", "BaseWorker.perform_job", "mentions", "self.death_penalty_class(timeout", WORKER, D_APIW),
+    Private("rq.worker", "BaseWorker.work", "mentions", "if self._stop_requested:", WORKER, D_APIW),
+    Private("rq.command", "handle_stop_job_command", "mentions", "worker._stopped_job_id = job_id", WORKER, D_APIW),
+    Private("rq.command", "handle_stop_job_command", "mentions", "worker.kill_horse()", WORKER, D_APIW),
+    Private(
+        "rq.worker",
+        "BaseWorker.handle_job_failure",
+        "signature",
+        ("self", "job", "queue", "started_job_registry", "exc_string"),
+        WORKER,
+        D_APIW,
+    ),
+    Private("rq.worker", "BaseWorker.handle_job_failure", "mentions", "self._stopped_job_id == job.id", WORKER, D_APIW),
+    Private("rq.registry", "StartedJobRegistry.cleanup", "mentions", "get_expired_job_ids(score)", WORKER, D_APIW),
     # redis-py's URL parsing, read by the gate's script client (levqor_core/redis_scripts.py)
     Private(
         "redis.asyncio.connection", "parse_url", "shape", _parse_url_layout, "levqor_core/redis_scripts.py", D_REDIS

@@ -158,16 +158,23 @@ def live_worker(app, database_url, redis_server):
     """`python -m jobs.worker` as shipped (no --burst), with `concurrency` API workers."""
     started = []
 
-    def launch(concurrency: int):
-        env = os.environ | {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_server.url,
-            "LOG_LEVEL": "WARNING",
-            "WORKER_CONCURRENCY": str(concurrency),
-            # The schedule is not under test here: no periodic job joins the queues by itself.
-            **{f"JOBS_{name}_CRON": "" for name in ("NOTION_SYNC", "QUOTA_ALERTS", "HEALTH_LOG", "REQUEUE", "PURGE")},
-            "JOBS_BILLING_DOWNGRADE_CRON": "",
-        }
+    def launch(concurrency: int, **settings: str):
+        env = (
+            os.environ
+            | settings
+            | {
+                "DATABASE_URL": database_url,
+                "REDIS_URL": redis_server.url,
+                "LOG_LEVEL": "WARNING",
+                "WORKER_CONCURRENCY": str(concurrency),
+                # The schedule is not under test here: no periodic job joins the queues by itself.
+                **{
+                    f"JOBS_{name}_CRON": ""
+                    for name in ("NOTION_SYNC", "QUOTA_ALERTS", "HEALTH_LOG", "REQUEUE", "PURGE")
+                },
+                "JOBS_BILLING_DOWNGRADE_CRON": "",
+            }
+        )
         process = subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=env, start_new_session=True)
         started.append(process)
         r = app.extensions["levqor.redis"]
@@ -224,11 +231,81 @@ def test_canceling_a_running_delay_job_frees_the_worker_within_a_second(app, liv
     # The only API worker is free: the next job runs now, not when the delay would have ended.
     echo = api("POST", "/v1/jobs", json={"workflow": "echo", "input": {"next": 1}}).json()
     assert wait_status(api, echo["id"], ("succeeded",), timeout=3)["result"] == {"next": 1}
-    assert RQJob.fetch(f"run-{job['id']}", connection=r).get_status() == "stopped"  # not retried
+    stopped = RQJob.fetch(f"run-{job['id']}", connection=r)
+    assert stopped.get_status() == "stopped"  # not retried
+    # The stop ended the job, not its worker: the same process took the next job (no fork, no respawn).
+    assert RQJob.fetch(f"run-{echo['id']}", connection=r).worker_name == stopped.worker_name
 
     time.sleep(max(0.0, canceled_at + 6.5 - time.monotonic()))  # past the end of the delay it would have slept
     final = api("GET", f"/v1/jobs/{job['id']}").json()
     assert final["status"] == "canceled" and final["result"] is None
+
+
+def api_workers(r) -> list[Worker]:
+    return Worker.all(connection=r, queue=Queue(API_QUEUE, connection=r))
+
+
+def test_an_api_worker_runs_worker_max_jobs_jobs_then_the_pool_starts_a_fresh_one(app, live_worker, key_api):
+    live_worker(concurrency=1, WORKER_MAX_JOBS="3")
+    r = app.extensions["levqor.redis"]
+    (first,) = api_workers(r)
+    api = key_api("pro")
+    ran_on = []
+    for i in range(5):
+        job = api("POST", "/v1/jobs", json={"workflow": "echo", "input": {"i": i}}).json()
+        assert wait_status(api, job["id"], ("succeeded",), timeout=15)["result"] == {"i": i}
+        ran_on.append(RQJob.fetch(f"run-{job['id']}", connection=r).worker_name)
+    # Three jobs in one process, which then exited; the pool started another for the next ones.
+    assert ran_on[:3] == [first.name] * 3
+    assert ran_on[3] == ran_on[4] != first.name
+    assert first.name not in {w.name for w in api_workers(r)}
+
+
+def test_a_job_over_its_timeout_fails_and_its_worker_goes_on(app, live_worker, make_account, key_api):
+    live_worker(concurrency=1)
+    r = app.extensions["levqor.redis"]
+    account_id, _ = make_account("pro")
+    job_id = job_core.new_job_id()
+    with app.app_context():
+        db.session.add(Job(id=job_id, account_id=account_id, workflow="delay", input={"seconds": 8}, status="queued"))
+        db.session.commit()
+    # The API's jobs get 90 s; this one 1 s, as RQ's death penalty would end a longer workflow.
+    Queue(API_QUEUE, connection=r).enqueue(job_core.RUN_TASK, job_id, job_id=f"run-{job_id}", job_timeout=1)
+
+    def finished():
+        with app.app_context():
+            job = job_core.read(account_id, job_id)
+        return job if job["status"] != "running" and job["finished_at"] else None
+
+    job = wait_for(finished, 6, step=0.1, what="the job ending at its timeout")
+    assert job["status"] == "failed" and job["error"]["type"] == "JobTimeoutException"
+    # The timeout hit the workflow, not a database write: the same worker runs the next job.
+    api = key_api("pro")
+    echo = api("POST", "/v1/jobs", json={"workflow": "echo", "input": {"after": "timeout"}}).json()
+    assert wait_status(api, echo["id"], ("succeeded",), timeout=10)["result"] == {"after": "timeout"}
+    worker_of = {RQJob.fetch(f"run-{i}", connection=r).worker_name for i in (job_id, echo["id"])}
+    assert len(worker_of) == 1
+
+
+def test_a_job_whose_api_worker_crashed_runs_again(app, live_worker, key_api):
+    live_worker(concurrency=1)
+    r = app.extensions["levqor.redis"]
+    api = key_api("pro")
+    job = api("POST", "/v1/jobs", json={"workflow": "delay", "input": {"seconds": 3}}).json()
+    wait_status(api, job["id"], ("running",))
+    (crashed,) = api_workers(r)
+    os.kill(crashed.pid, signal.SIGKILL)  # as the OOM killer would, in the middle of the job
+
+    # The pool starts another API worker, and hands the job to RQ's abandoned-job handling at once.
+    wait_for(lambda: [w for w in api_workers(r) if w.name != crashed.name], 15, what="a new API worker")
+    assert crashed.name not in {w.name for w in Worker.all(connection=r)}
+    rq_job = RQJob.fetch(f"run-{job['id']}", connection=r)
+    wait_for(lambda: rq_job.get_status(refresh=True) != "started", 5, step=0.1, what="the job no longer started")
+    assert api("GET", f"/v1/jobs/{job['id']}").json()["status"] == "running"  # until the requeue finds it
+
+    with app.app_context():
+        job_core.requeue_stranded(datetime.now(UTC) + timedelta(minutes=3))
+    assert wait_status(api, job["id"], ("succeeded",), timeout=20)["result"] == {"slept_seconds": 3}
 
 
 def test_an_account_at_its_in_flight_cap_gets_a_429_while_another_accounts_job_runs(live_worker, key_api):

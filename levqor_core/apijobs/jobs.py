@@ -3,9 +3,12 @@
 Also the rules the sandbox's jobs share with them: the idempotency check, the compact-JSON
 size measure, running a workflow to a result or an error, the tier that caps jobs in flight."""
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 
 import redis
@@ -87,26 +90,35 @@ def create(account_id: int, workflow_id: str, data: dict, idempotency_key: str |
         if earlier:
             return earlier, False
     _hold_in_flight_slot(account_id)
+    # Every column the API shows is set here, as committed: the job is not reloaded after the commit.
     job = Job(
         id=new_job_id(),
         account_id=account_id,
         workflow=workflow_id,
         input=data,
         status="queued",
+        result=None,
+        error=None,
         idempotency_key=idempotency_key,
         request_hash=digest,
         created_at=utcnow(),
+        started_at=None,
+        finished_at=None,
     )
     db.session.add(job)
+    session = db.session()
+    session.expire_on_commit = False  # a reload would be a checkout, a ping, BEGIN and a SELECT per submit
     try:
-        db.session.commit()
+        session.commit()
     except IntegrityError:
         # A concurrent request with the same idempotency key won the race.
-        db.session.rollback()
+        session.rollback()
         earlier = _by_idempotency_key(account_id, idempotency_key, digest) if idempotency_key else None
         if earlier is None:
             raise
         return earlier, False
+    finally:
+        session.expire_on_commit = True
     queue.enqueue(RUN_TASK, job.id, job_id=f"run-{job.id}")
     return job, True
 
@@ -251,28 +263,46 @@ def requeue_stranded(now, queued_for=timedelta(minutes=2), running_for=timedelta
     return requeued
 
 
-def execute(job_id: str) -> str:
-    """Run a queued job (called by the worker); returns its final status. Safe to call twice."""
-    started = db.session.execute(
-        sa.update(Job).where(Job.id == job_id, Job.status == "queued").values(status="running", started_at=utcnow())
-    ).rowcount
-    db.session.commit()
-    job = db.session.scalar(sa.select(Job).where(Job.id == job_id))
-    if job is None:
-        return "missing"
-    if not started:
-        return job.status  # already run, running elsewhere, or canceled
-    result, error = run_workflow(workflows.get(job.workflow), job.input, f"job {job_id}")
-    values = {"status": "failed", "error": error} if error else {"status": "succeeded", "result": result}
-    # Only a still-running job takes its result: a cancel while it ran wins (and told its own event).
-    finished = db.session.execute(
-        sa.update(Job).where(Job.id == job_id, Job.status == "running").values(finished_at=utcnow(), **values)
-    ).rowcount
-    db.session.commit()
-    db.session.refresh(job)
-    if finished:
-        events.emit(job.account_id, f"job.{job.status}", job.to_dict)
-    return job.status
+# The worker's two writes, each atomic by itself: queued → running, returning what the job runs on;
+# running → its outcome, returning the job as the API shows it (the body of its event).
+_START = (
+    sa.update(_JOBS)
+    .where(_JOBS.c.id == sa.bindparam("job_id"), _JOBS.c.status == "queued")
+    .values(status="running", started_at=sa.bindparam("now"))
+    .returning(_JOBS.c.account_id, _JOBS.c.workflow, _JOBS.c.input)
+)
+_STATUS = sa.select(_JOBS.c.status).where(_JOBS.c.id == sa.bindparam("job_id"))
+
+
+def _finish(outcome: dict):
+    return (
+        sa.update(_JOBS)
+        .where(_JOBS.c.id == sa.bindparam("job_id"), _JOBS.c.status == "running")
+        .values(finished_at=sa.bindparam("now"), **outcome)
+        .returning(*(_JOBS.c[name] for name in PUBLIC_COLUMNS))
+    )
+
+
+def execute(job_id: str, *, guard: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> str:
+    """Run a queued job (called by the worker); returns its final status. Safe to call twice.
+
+    Two statements on an autocommit connection (no BEGIN, COMMIT or reload: a job is two round trips
+    and its event's check for endpoints), each a compare-and-set on the status, so a job runs once
+    and a cancel while it ran wins (and told its own event). `guard` wraps the workflow's run only:
+    the worker's lets a cancel stop the job there and nowhere else (jobs/stopping.py)."""
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        started = connection.execute(_START, {"job_id": job_id, "now": utcnow()}).one_or_none()
+        if started is None:  # already run, running elsewhere, canceled, or gone
+            return connection.scalar(_STATUS, {"job_id": job_id}) or "missing"
+        with guard():
+            result, error = run_workflow(workflows.get(started.workflow), started.input, f"job {job_id}")
+        outcome = {"status": "failed", "error": error} if error else {"status": "succeeded", "result": result}
+        finished = connection.execute(_finish(outcome), {"job_id": job_id, "now": utcnow()}).one_or_none()
+        if finished is None:
+            return connection.scalar(_STATUS, {"job_id": job_id}) or "missing"
+    shown = public_job(finished)
+    events.emit(started.account_id, f"job.{shown['status']}", shown)
+    return shown["status"]
 
 
 @deletion.step("job-rows", deletion.ROWS, tables=("jobs",))
