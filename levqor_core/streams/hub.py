@@ -101,8 +101,10 @@ class _Reader:
     def __init__(self, hub: "Hub", url: str, node=None):
         self.hub = hub
         self.node = node
+        # One connection (a pool of one, so that pipelines take it too; only this reader's task
+        # sends on it, one command at a time), the read timeout above the longest block.
         self.r = aioredis.Redis.from_url(
-            url, single_connection_client=True, socket_timeout=BLOCK_MS / 1000 + 5, socket_connect_timeout=0.5
+            url, max_connections=1, socket_timeout=BLOCK_MS / 1000 + 5, socket_connect_timeout=0.5
         )
         self.keys: dict[str, set[Subscription]] = defaultdict(set)
         self.generation = 0  # counts changes of `keys`: a blocked read of an older one is woken
