@@ -342,3 +342,25 @@ def test_one_connection_reads_every_stream_of_the_process(base, make_account, ap
         for stream in opened:
             stream.close()
     _wait(lambda: _readers(app) == [], "the reader to close its connection with the last stream gone")
+
+
+def test_a_stream_resuming_behind_a_live_one_gets_what_it_missed_from_the_shared_read(base, make_account):
+    _, key = make_account()
+    live_one = Stream(base, "/api/sandbox/v1/events/stream", key)
+    try:
+        live_one.next("ready")
+        sent = [_trigger(base, key, kind)["data"]["id"] for kind in ("job.succeeded", "job.failed")]
+        first_id = live_one.next("webhook")[1]
+        live_one.next("webhook")
+        # Read by the same reader from the older of the two cursors; each gets what is after its own.
+        resumed = Stream(base, "/api/sandbox/v1/events/stream", key, last_event_id=first_id)
+        try:
+            resumed.next("ready")
+            assert json.loads(resumed.next("webhook")[2]["body"])["data"]["id"] == sent[1]
+            later = _trigger(base, key, "job.canceled")["data"]["id"]
+            for stream in (live_one, resumed):
+                assert json.loads(stream.next("webhook")[2]["body"])["data"]["id"] == later
+        finally:
+            resumed.close()
+    finally:
+        live_one.close()
