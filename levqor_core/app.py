@@ -134,6 +134,7 @@ def register_extensions(app: Flask) -> None:
         app.config["REQUEST_LOG_FLUSH_SECONDS"],
         connect_args=app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args"),
         redis_client=r,
+        feed_redis=limits_r,
     )
     app.extensions[streams.EXTENSION] = streams.Streams.from_app(app)
     # GitHub's secret-scanning signing keys, fetched on the first report (levqor_core.keys.github_signature).

@@ -51,7 +51,7 @@ def test_the_api_path_lands_on_the_limits_redis_and_rq_on_the_other(
     assert client.get("/api/v1/workflows", headers={"x-api-key": "lvq_" + "0" * 32 + "_000000"}).status_code == 401
     with split.app_context():
         assert metering.flush_usage(split.extensions["levqor.limits_redis"]) == 1
-    split.extensions["levqor.request_log"].clear()  # its last flush would outlive the database
+    assert split.extensions["levqor.request_log"].flush() >= 4  # the calls, onto their log stream too
 
     on_limits = _names(limits_redis.url)
     on_queues = _names(redis_server.url) - redis_server_names_before
@@ -59,9 +59,11 @@ def test_the_api_path_lands_on_the_limits_redis_and_rq_on_the_other(
     assert any(":k:" in n for n in on_limits)  # the key's record
     assert any(":u:" in n for n in on_limits) and any(":d:" in n for n in on_limits)  # its counters
     assert any(":sbx:" in n for n in on_limits)  # the sandbox job
+    assert any(n.endswith("}:log") for n in on_limits)  # the streams' feeds (levqor logs tail,
+    assert any("}:events:" in n for n in on_limits), on_limits  # levqor listen)
     assert not any(n.startswith("rq:") for n in on_limits)
     assert any(n.startswith("rq:") for n in on_queues), on_queues  # the production job's queue
-    api_path = ("/lvq-fl/", ":k:", ":u:", ":d:", ":sbx:")
+    api_path = ("/lvq-fl/", ":k:", ":u:", ":d:", ":sbx:", "}:log", "}:events:")
     assert not any(part in n for n in on_queues for part in api_path), on_queues
 
 

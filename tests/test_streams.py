@@ -1,21 +1,28 @@
 """The local loop's streams (issue 23): a listening session's signed events and the request log as
 Server-Sent Events, served from the event loop by the async host beside Flask, on a real uvicorn
 server; per-account isolation, the per-tier stream limit, resuming with Last-Event-ID, and a
-revoked key's stream ending at once."""
+revoked key's stream ending at once. Every test runs on one Redis and with LIMITS_REDIS_URL on a
+Redis Cluster (the streams' keys are on the limits Redis); the process reads all its streams on
+one connection (one per primary on a cluster)."""
 
 import json
 import re
+from collections import Counter
 from datetime import timedelta
 
 import httpx
 import pytest
+import redis.cluster
 from standardwebhooks.webhooks import Webhook
 
-from levqor_core.streams import live
+from levqor_core.streams import feed, live
 from levqor_core.web import streams as stream_responses
 from levqor_core.webhooks import listening
 
+from . import both_backends
 from .servers import served_in_thread
+
+cx, app = both_backends.fixtures()  # every test on one Redis and on a Redis Cluster
 
 REQUEST_ID = re.compile(r"^req_[0-9a-f]{24}$")
 
@@ -273,3 +280,87 @@ def test_the_webhooks_page_lists_open_listening_sessions_only(base, portal, cx):
         return "No listening session open." in fragment.text
 
     _wait(gone, "the session to leave the page")
+
+
+def _limits_clients(app) -> list[dict]:
+    """The connections the limits Redis has (every primary's, on a cluster)."""
+    r = app.extensions["levqor.limits_redis"]
+    if isinstance(r, redis.cluster.RedisCluster):
+        return [c for node in r.get_primaries() for c in r.client_list(target_nodes=node)]
+    return r.client_list()
+
+
+def _readers(app) -> list[dict]:
+    """The streams' readers: the connections whose last command is a stream read (or the client id
+    a reader asks for before each read, so that a new stream can wake it)."""
+    return [c for c in _limits_clients(app) if c["cmd"] in ("xread", "client|id")]
+
+
+def test_the_streams_keys_are_on_the_limits_redis_not_on_redis_url(base, make_account, app):
+    limits, queues = app.extensions["levqor.limits_redis"], app.extensions["levqor.redis"]
+    if limits is queues:
+        pytest.skip("one Redis holds both roles: the cluster run checks where the keys are")
+    account_id, key = make_account()
+    events = Stream(base, "/api/sandbox/v1/events/stream", key)
+    calls = Stream(base, "/api/v1/request_log/stream", key)
+    try:
+        events.next("ready")
+        calls.next("ready")
+        _trigger(base, key, "job.succeeded")
+        events.next("webhook")
+        calls.next("request")
+        assert limits.exists(feed.events_key(account_id, True), feed.log_key(account_id)) == 2
+        assert limits.zcard(feed.slots_key(account_id)) == 2
+        assert httpx.delete(f"{base}/api/key", headers={"x-api-key": key}).status_code == 200
+        assert events.next("revoked", "end")[0] == "revoked"
+        assert limits.exists(feed.control_key(account_id)) == 1
+    finally:
+        events.close()
+        calls.close()
+    assert [k for k in queues.scan_iter("lvq:{a*")] == []
+
+
+def test_one_connection_reads_every_stream_of_the_process(base, make_account, app):
+    accounts = [make_account(tier="enterprise") for _ in range(2)]
+    first = Stream(base, "/api/v1/request_log/stream", accounts[0][1])  # the reader and command client exist
+    opened = [first]
+    try:
+        first.next("ready")
+        before = len(_limits_clients(app))
+        for n in range(20):
+            opened.append(Stream(base, "/api/sandbox/v1/events/stream", accounts[n % 2][1]))
+            opened[-1].next("ready")
+        # One reader per Redis (per primary holding the accounts' keys on a cluster), not one per
+        # stream; the few command connections the streams share are all the rest.
+        readers_per_server = Counter(c["laddr"] for c in _readers(app))
+        assert set(readers_per_server.values()) == {1} and sum(readers_per_server.values()) <= len(accounts)
+        assert len(_limits_clients(app)) - before < 10
+        sent = [_trigger(base, key, "job.failed")["data"]["id"] for _, key in accounts]
+        for n, stream in enumerate(opened[1:]):  # each stream gets its own account's event only
+            assert json.loads(stream.next("webhook")[2]["body"])["data"]["id"] == sent[n % 2]
+    finally:
+        for stream in opened:
+            stream.close()
+    _wait(lambda: _readers(app) == [], "the reader to close its connection with the last stream gone")
+
+
+def test_a_stream_resuming_behind_a_live_one_gets_what_it_missed_from_the_shared_read(base, make_account):
+    _, key = make_account()
+    live_one = Stream(base, "/api/sandbox/v1/events/stream", key)
+    try:
+        live_one.next("ready")
+        sent = [_trigger(base, key, kind)["data"]["id"] for kind in ("job.succeeded", "job.failed")]
+        first_id = live_one.next("webhook")[1]
+        live_one.next("webhook")
+        # Read by the same reader from the older of the two cursors; each gets what is after its own.
+        resumed = Stream(base, "/api/sandbox/v1/events/stream", key, last_event_id=first_id)
+        try:
+            resumed.next("ready")
+            assert json.loads(resumed.next("webhook")[2]["body"])["data"]["id"] == sent[1]
+            later = _trigger(base, key, "job.canceled")["data"]["id"]
+            for stream in (live_one, resumed):
+                assert json.loads(stream.next("webhook")[2]["body"])["data"]["id"] == later
+        finally:
+            resumed.close()
+    finally:
+        live_one.close()

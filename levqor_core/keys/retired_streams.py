@@ -28,7 +28,7 @@ def _end_their_streams(_sender, key_hashes: list[str], **_) -> None:
         for key in keys:
             if not key.is_usable(now):
                 retired[key.account_id].append(key.id)
-        feed.retire_keys(current_app.extensions["levqor.redis"], retired)
-    except (redis.RedisError, sa.exc.SQLAlchemyError, RuntimeError) as err:
+        feed.retire_keys(current_app.extensions["levqor.limits_redis"], retired)
+    except (redis.RedisError, redis.exceptions.RedisClusterException, sa.exc.SQLAlchemyError, RuntimeError) as err:
         # Their streams end at their next reconnect instead (the gate refuses the key).
         log.warning("could not end the streams of retired keys: %s", err)

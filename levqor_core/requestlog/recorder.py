@@ -86,6 +86,7 @@ class Recorder:
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         connect_args: dict | None = None,
         redis_client=None,
+        feed_redis=None,
     ):
         self.database_url = database_url
         self.connect_args = connect_args or {}
@@ -101,6 +102,9 @@ class Recorder:
         self._flush_lock = threading.Lock()
         self._engine: sa.Engine | None = None
         self.redis = redis_client  # where the accounts written for are named (None: not named)
+        # Where the log streams are (the limits Redis, beside the streams' other keys); REDIS_URL's
+        # client when not given.
+        self.feed_redis = feed_redis if feed_redis is not None else redis_client
         self._reported_drops = 0
         # A worker stopped by its server (a deploy, max-requests) writes its last interval's calls
         # instead of losing them with the daemon thread.
@@ -156,11 +160,11 @@ class Recorder:
     def _stream(self, rows: list[dict]) -> None:
         """The written calls on their accounts' log streams (`levqor logs tail`), one round trip per
         batch, here rather than on the request's path."""
-        if self.redis is None:
+        if self.feed_redis is None:
             return
         try:
-            feed.publish_calls(self.redis, rows)
-        except redis.RedisError as err:
+            feed.publish_calls(self.feed_redis, rows)
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as err:  # a cluster's own too
             log.warning("request log: calls not streamed: %s", err)
 
     def _insert_each(self, batch: list[tuple]) -> list[tuple]:

@@ -1,7 +1,9 @@
 """Serving a stream on the event loop: a slot among the account's open streams, then Server-Sent
-Events read from the account's Redis Streams (levqor_core.streams.feed) with `redis.asyncio`.
+Events read from the account's Redis Streams (levqor_core.streams.feed) on the limits Redis.
 
-A stream holds no thread: its generator waits in XREAD BLOCK, at most a heartbeat at a time. Each
+A stream holds no thread and no Redis connection: the process's reader (levqor_core.streams.hub)
+reads its feed and its account's control stream with every other stream's, and the stream's
+generator waits for what was read for it, at most a heartbeat at a time. Each
 heartbeat (a comment line) renews its slot, so a process killed mid-stream frees it within
 SLOT_TTL_HEARTBEATS heartbeats, and a client gone silently is found when the write fails. A stream
 that carried nothing for the idle timeout ends with an `end` event (the CLI reconnects); one whose
@@ -20,19 +22,15 @@ import json
 import re
 import time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import redis
-import redis.asyncio as aioredis
-
 from levqor_core import problems
 from levqor_core.streams import feed
+from levqor_core.streams.hub import UNAVAILABLE, FellBehind, Hub
 
 SLOT_TTL_HEARTBEATS = 3
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-READ_COUNT = 100
 
 # KEYS[1] the account's open streams (sorted set: stream id -> when its slot lapses)
 # ARGV: now, slot ttl, the tier's limit, this stream's id. 1 when taken, 0 when the tier's limit is reached.
@@ -63,20 +61,6 @@ class Timing:
         return self.heartbeat * SLOT_TTL_HEARTBEATS
 
 
-_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def client(url: str, timing: Timing) -> aioredis.Redis:
-    """This event loop's client for the streams (a blocked XREAD holds one of its connections)."""
-    loop = asyncio.get_running_loop()
-    found = _clients.get(loop)
-    if found is None:
-        found = _clients[loop] = aioredis.Redis.from_url(
-            url, socket_timeout=timing.heartbeat + 5, socket_connect_timeout=0.5, health_check_interval=30
-        )
-    return found
-
-
 def resume_from(last_event_id: str | None) -> str | None:
     """The stream id to resume after, from a Last-Event-ID header (400 if it is not one of ours)."""
     if not last_event_id:
@@ -86,12 +70,13 @@ def resume_from(last_event_id: str | None) -> str | None:
     return last_event_id.strip()
 
 
-async def take_slot(r: aioredis.Redis, account_id: int, limit: int, timing: Timing) -> str:
+async def take_slot(hub: Hub, account_id: int, limit: int, timing: Timing) -> str:
     """A slot among the account's open streams, or StreamLimitReached (429)."""
     stream_id = uuid.uuid4().hex
-    taken = await r.eval(
-        _TAKE_SLOT, 1, feed.slots_key(account_id), repr(time.time()), timing.slot_ttl, limit, stream_id
-    )
+    async with hub.commands() as r:
+        taken = await r.eval(
+            _TAKE_SLOT, 1, feed.slots_key(account_id), repr(time.time()), timing.slot_ttl, limit, stream_id
+        )
     if not taken:
         raise StreamLimitReached(
             f"Your plan allows {limit} open streams at once; close one (or wait {timing.slot_ttl:g} s for a "
@@ -102,16 +87,18 @@ async def take_slot(r: aioredis.Redis, account_id: int, limit: int, timing: Timi
     return stream_id
 
 
-async def _renew_slot(r: aioredis.Redis, account_id: int, stream_id: str, timing: Timing) -> None:
+async def _renew_slot(hub: Hub, account_id: int, stream_id: str, timing: Timing) -> None:
     key = feed.slots_key(account_id)
-    pipe = r.pipeline(transaction=False)
-    pipe.zadd(key, {stream_id: time.time() + timing.slot_ttl}, xx=True)
-    pipe.expire(key, int(timing.slot_ttl) + 1)
-    await pipe.execute()
+    async with hub.commands() as r:
+        pipe = r.pipeline(transaction=False)
+        pipe.zadd(key, {stream_id: time.time() + timing.slot_ttl}, xx=True)
+        pipe.expire(key, int(timing.slot_ttl) + 1)
+        await pipe.execute()
 
 
-async def release_slot(r: aioredis.Redis, account_id: int, stream_id: str) -> None:
-    await r.zrem(feed.slots_key(account_id), stream_id)
+async def release_slot(hub: Hub, account_id: int, stream_id: str) -> None:
+    async with hub.commands() as r:
+        await r.zrem(feed.slots_key(account_id), stream_id)
 
 
 def sse(event: str, data: dict, event_id: str | bytes | None = None) -> bytes:
@@ -125,7 +112,7 @@ def sse_raw(event: str, data: bytes, event_id: bytes) -> bytes:
     return b"id: " + event_id + b"\nevent: " + event.encode() + b"\ndata: " + data + b"\n\n"
 
 
-async def _last_id(r: aioredis.Redis, key: str) -> str:
+async def _last_id(r, key: str) -> str:
     newest = await r.xrevrange(key, count=1)
     return newest[0][0].decode() if newest else "0-0"
 
@@ -135,7 +122,7 @@ Render = Callable[[bytes, dict], bytes | None]
 
 
 async def serve(
-    r: aioredis.Redis,
+    hub: Hub,
     *,
     account_id: int,
     key_id: str | None,
@@ -152,29 +139,28 @@ async def serve(
     the slot is released whatever ends it."""
     control = feed.control_key(account_id)
     loop = asyncio.get_running_loop()
+    subscription = None
     try:
-        cursor = after or await _last_id(r, feed_key)
-        control_cursor = await _last_id(r, control)
+        async with hub.commands() as r:
+            cursor = after or await _last_id(r, feed_key)
+            control_cursor = await _last_id(r, control)
+        subscription = await hub.subscribe({feed_key: cursor, control: control_cursor})
         # The `ready` event carries the cursor: a client dropped before any event resumes from here.
         yield b"retry: 1000\n\n" + sse("ready", ready | {"heartbeat_seconds": timing.heartbeat}, cursor)
         last_event = last_renewal = loop.time()
         while True:
-            replies = await r.xread(
-                {feed_key: cursor, control: control_cursor}, count=READ_COUNT, block=int(timing.heartbeat * 1000)
-            )
+            read = await subscription.next(last_renewal + timing.heartbeat - loop.time())
             now = loop.time()
-            batch: list[bytes] = []  # one write for what one read returned, not one per event
-            for key, entries in replies or ():
-                if key.decode() == control:
-                    for entry_id, fields in entries:
-                        control_cursor = entry_id
+            batch: list[bytes] = []  # one write for what was read, not one per event
+            for key, entries in read:
+                if key == control:
+                    for _, fields in entries:
                         if key_id is not None and fields.get(feed.RETIRED_FIELD, b"").decode() == key_id:
                             detail = "The API key this stream authenticated with was revoked; nothing more is sent."
                             yield b"".join(batch) + sse("revoked", {"reason": "key-revoked", "detail": detail})
                             return
                     continue
                 for entry_id, fields in entries:
-                    cursor = entry_id
                     message = render(entry_id, fields)
                     if message is not None:
                         batch.append(message)
@@ -184,13 +170,16 @@ async def serve(
             if now - last_event >= timing.idle:
                 yield sse("end", {"reason": "idle", "detail": f"No event for {timing.idle:g} s; reconnect to go on."})
                 return
-            if not replies or now - last_renewal >= timing.heartbeat:
-                await _renew_slot(r, account_id, stream_id, timing)
+            if now - last_renewal >= timing.heartbeat:
+                await _renew_slot(hub, account_id, stream_id, timing)
                 if on_heartbeat is not None:
                     await on_heartbeat()
                 last_renewal = now
                 yield b": heartbeat\n\n"
-    except redis.RedisError as err:
+    except FellBehind:
+        detail = "This stream's client read slower than its events came; reconnect with Last-Event-ID."
+        yield sse("end", {"reason": "unavailable", "detail": detail})
+    except UNAVAILABLE as err:
         yield sse(
             "end",
             {
@@ -199,12 +188,14 @@ async def serve(
             },
         )
     finally:
+        if subscription is not None:
+            hub.unsubscribe(subscription)
         # Shielded: a client that left cancels this generator, and the slot must still be given back.
-        await asyncio.shield(_close(r, account_id, stream_id, on_close))
+        await asyncio.shield(_close(hub, account_id, stream_id, on_close))
 
 
-async def _close(r, account_id: int, stream_id: str, on_close) -> None:
-    with contextlib.suppress(redis.RedisError):  # else it lapses after its TTL
-        await release_slot(r, account_id, stream_id)
+async def _close(hub: Hub, account_id: int, stream_id: str, on_close) -> None:
+    with contextlib.suppress(*UNAVAILABLE):  # else it lapses after its TTL
+        await release_slot(hub, account_id, stream_id)
     if on_close is not None:
         await on_close()

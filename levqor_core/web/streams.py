@@ -1,12 +1,15 @@
 """The stream operations' responses: who may open one (the gate already admitted the key), its
 slot, its listening session, and the StreamingResponse that serves it from the event loop
-(levqor_core.streams.live). Database work (the tier, the session row) runs in a worker thread."""
+(levqor_core.streams.live). Database work (the tier, the session row) runs in a worker thread.
+The streams' Redis is the limits Redis (LIMITS_REDIS_URL; REDIS_URL's server when unset), a
+Redis Cluster when it names one: a stream's keys are on its account's shard."""
 
 import asyncio
 import json
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis.cluster
 from flask import Flask
 from starlette.responses import Response, StreamingResponse
 
@@ -14,6 +17,7 @@ from levqor_core import problems, tiers
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
 from levqor_core.streams import feed, live
+from levqor_core.streams import hub as stream_hub
 from levqor_core.web import request_state
 from levqor_core.webhooks import listening
 from levqor_core.webhooks.service import EVENT_TYPES
@@ -30,6 +34,7 @@ class Streams:
 
     flask_app: Flask
     redis_url: str
+    cluster: bool
     secret_key: str
     timing: live.Timing
 
@@ -37,10 +42,15 @@ class Streams:
     def from_app(cls, app: Flask) -> "Streams":
         return cls(
             app,
-            app.config["REDIS_URL"],
+            app.config["LIMITS_REDIS_URL"],
+            isinstance(app.extensions["levqor.limits_redis"], redis.cluster.RedisCluster),
             app.config["SECRET_KEY"],
             live.Timing(app.config["STREAM_HEARTBEAT_SECONDS"], app.config["STREAM_IDLE_SECONDS"]),
         )
+
+    def hub(self) -> stream_hub.Hub:
+        """This event loop's reader and command client for the streams."""
+        return stream_hub.hub(self.redis_url, self.cluster, command_timeout=2)
 
     def in_app(self, fn, *args):
         """Run `fn` in a worker thread inside an app context (the database is synchronous)."""
@@ -79,9 +89,9 @@ def _event_types(events: str | None) -> list[str]:
 async def _open(req, streams: Streams, state) -> tuple:
     after = live.resume_from(req.headers.get("last-event-id"))
     limit = await streams.in_app(_tier_limit, state.account_id)
-    r = live.client(streams.redis_url, streams.timing)
-    stream_id = await live.take_slot(r, state.account_id, limit, streams.timing)
-    return r, stream_id, after
+    streams_hub = streams.hub()
+    stream_id = await live.take_slot(streams_hub, state.account_id, limit, streams.timing)
+    return streams_hub, stream_id, after
 
 
 def _respond(body) -> StreamingResponse:
@@ -99,7 +109,7 @@ async def events_response(req, *, sandbox: bool, events: str | None, forward_to:
     wanted = _event_types(events)
     if req.method == "HEAD":
         return _head()
-    r, stream_id, after = await _open(req, streams, state)
+    streams_hub, stream_id, after = await _open(req, streams, state)
     try:
         await streams.in_app(listening.sweep_stale, streams.stale_after)
         session_id = await streams.in_app(
@@ -114,7 +124,7 @@ async def events_response(req, *, sandbox: bool, events: str | None, forward_to:
             )
         )
     except BaseException:
-        await live.release_slot(r, state.account_id, stream_id)
+        await live.release_slot(streams_hub, state.account_id, stream_id)
         raise
     secret = listening.listening_secret(streams.secret_key, state.account_id, sandbox)
 
@@ -126,7 +136,7 @@ async def events_response(req, *, sandbox: bool, events: str | None, forward_to:
         return live.sse("webhook", {"type": event["type"], "webhook_id": event["id"], **signed}, entry_id)
 
     body = live.serve(
-        r,
+        streams_hub,
         account_id=state.account_id,
         key_id=state.key_id,
         feed_key=feed.events_key(state.account_id, sandbox),
@@ -160,7 +170,7 @@ async def request_log_response(req, *, status: str | None, path: str | None) -> 
     _check_status(status)
     if req.method == "HEAD":
         return _head()
-    r, stream_id, after = await _open(req, streams, state)
+    streams_hub, stream_id, after = await _open(req, streams, state)
 
     def render(entry_id: bytes, fields: dict) -> bytes | None:
         raw = fields[feed.CALL_FIELD]  # one line of JSON, as the recorder wrote it: sent as is
@@ -171,7 +181,7 @@ async def request_log_response(req, *, status: str | None, path: str | None) -> 
         return live.sse_raw("request", raw, entry_id)
 
     body = live.serve(
-        r,
+        streams_hub,
         account_id=state.account_id,
         key_id=state.key_id,
         feed_key=feed.log_key(state.account_id),

@@ -58,7 +58,7 @@ def _stream(account_id: int, event_type: str, data: dict, sandbox: bool, now: da
     """The event, its body as endpoints get it, on the account's stream (a Redis error is logged)."""
     try:
         body = service.event_body(event_type, data, sandbox, now)
-        feed.publish_event(current_app.extensions["levqor.redis"], account_id, sandbox, event_type, body)
+        feed.publish_event(current_app.extensions["levqor.limits_redis"], account_id, sandbox, event_type, body)
     except Exception:
         log.exception("could not stream the %s event for account %s", event_type, account_id)
 
