@@ -144,6 +144,27 @@ def production_hashing_cx(cx, app_config):
     return create_app(app_config)
 
 
+_EMPTYING: list = []
+
+
+def _emptying(session) -> sa.TextClause:
+    """Every table's rows deleted, dependents first, and every sequence restarted (ids start at 1).
+
+    Not TRUNCATE: it gives each table a new file and unlinks the old, ~15-40 ms of PostgreSQL's CPU
+    for the 16 tables, where deleting a test's few rows takes ~3 ms; the suite empties them ~1,100
+    times. job_state_counts goes last: deleting jobs updates it through its triggers."""
+    if not _EMPTYING:
+        tables = [t.name for t in reversed(db.metadata.sorted_tables) if t.name != "job_state_counts"]
+        sequences = session.scalars(
+            sa.text("SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()")
+        ).all()
+        # The names are the metadata's and the database's own, not input.
+        statements = [f"DELETE FROM {t}" for t in [*tables, "job_state_counts"]]  # noqa: S608
+        statements += [f"ALTER SEQUENCE {name} RESTART" for name in sequences]
+        _EMPTYING.append(sa.text("; ".join(statements)))
+    return _EMPTYING[0]
+
+
 @pytest.fixture(autouse=True)
 def _clean_state(request):
     """Every test starts with empty tables and an empty Redis."""
@@ -152,8 +173,7 @@ def _clean_state(request):
         return
     app = request.getfixturevalue("app")
     with app.app_context():
-        tables = ", ".join(t.name for t in reversed(db.metadata.sorted_tables))
-        db.session.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        db.session.execute(_emptying(db.session))
         db.session.commit()
         app.extensions["levqor.redis"].flushdb()
         if app.extensions["levqor.limits_redis"] is not app.extensions["levqor.redis"]:

@@ -51,7 +51,9 @@ def test_the_api_path_lands_on_the_limits_redis_and_rq_on_the_other(
     assert client.get("/api/v1/workflows", headers={"x-api-key": "lvq_" + "0" * 32 + "_000000"}).status_code == 401
     with split.app_context():
         assert metering.flush_usage(split.extensions["levqor.limits_redis"]) == 1
-    assert split.extensions["levqor.request_log"].flush() >= 4  # the calls, onto their log stream too
+    # The calls onto their log stream too: written by this flush, or by the recorder's own thread
+    # (every REQUEST_LOG_FLUSH_SECONDS) on a slow machine; the `}:log` name below shows it either way.
+    split.extensions["levqor.request_log"].flush()
 
     on_limits = _names(limits_redis.url)
     on_queues = _names(redis_server.url) - redis_server_names_before
