@@ -15,6 +15,9 @@ import pytest
 import redis.cluster
 from standardwebhooks.webhooks import Webhook
 
+from levqor_core.accounts.models import Account
+from levqor_core.extensions import db
+from levqor_core.keys import service as keys
 from levqor_core.streams import feed, live
 from levqor_core.web import streams as stream_responses
 from levqor_core.webhooks import listening
@@ -196,6 +199,36 @@ def test_a_revoked_keys_stream_ends_at_once_saying_why(base, make_account):
             stream.next()
     finally:
         stream.close()
+
+
+def test_a_rolled_keys_streams_go_on_through_its_grace_period_and_end_with_it(base, make_account, app):
+    account_id, old_key = make_account()
+    opened_before = Stream(base, "/api/sandbox/v1/events/stream", old_key)
+    opened_in_grace = None
+    try:
+        opened_before.next("ready")
+        with app.app_context():
+            keys.issue(db.session.get(Account, account_id), keys.Actor(email="test"), grace=timedelta(seconds=3))
+        # In its grace period the old key still calls, and still opens, and both streams still carry
+        # its account's events.
+        opened_in_grace = Stream(base, "/api/sandbox/v1/events/stream", old_key)
+        opened_in_grace.next("ready")
+        sent = _trigger(base, old_key, "job.failed")["data"]["id"]
+        for stream in (opened_before, opened_in_grace):
+            assert json.loads(stream.next("webhook")[2]["body"])["data"]["id"] == sent
+        # Then each ends when the key stops authenticating, saying why: the one opened before the
+        # roll learnt the end from the control stream, the other when it opened.
+        for stream in (opened_before, opened_in_grace):
+            event, _, data = stream.next("revoked", "end")
+            assert event == "revoked" and data["reason"] == "key-revoked" and "grace period has ended" in data["detail"]
+            with pytest.raises(AssertionError, match="ended"):
+                stream.next()
+        refused = httpx.get(f"{base}/api/v1/workflows", headers={"x-api-key": old_key})
+        assert refused.status_code == 401 and "grace period" in refused.json()["detail"]
+    finally:
+        opened_before.close()
+        if opened_in_grace is not None:
+            opened_in_grace.close()
 
 
 def test_the_tiers_stream_limit_holds_and_a_closed_stream_frees_its_slot(base, make_account):

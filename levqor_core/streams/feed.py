@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 RESUME_WINDOW_SECONDS = 300
 EVENT_FIELD = b"e"  # an events entry: the event's JSON (id, type, body)
 CALL_FIELD = b"c"  # a log entry: the call as the portal shows it (JSON)
-RETIRED_FIELD = b"retired"  # a control entry: a key hash whose streams end now
+RETIRED_FIELD = b"retired"  # a control entry: a key whose streams end now
+GRACE_ENDS_FIELD = b"grace_ends"  # a control entry: a key rolled, and when (epoch s) its grace ends
+KEY_FIELD = b"key"  # beside GRACE_ENDS_FIELD: which key
 
 
 def events_key(account_id: int, sandbox: bool) -> str:
@@ -79,13 +81,19 @@ def shown_call(row: dict) -> dict:
     return shown
 
 
-def retire_keys(r: redis.Redis, retired: dict[int, list[str]]) -> None:
-    """Tell the streams of each account that these key hashes no longer authenticate."""
-    if not retired:
+def retire_keys(
+    r: redis.Redis, retired: dict[int, list[str]], grace_ends: dict[int, dict[str, float]] | None = None
+) -> None:
+    """Tell the streams of each account that these keys no longer authenticate, and that these
+    others (rolled, in their grace period) stop authenticating at the time given (epoch seconds)."""
+    if not retired and not grace_ends:
         return
     pipe = r.pipeline(transaction=False)
     now = time.time()
-    for account_id, hashes in retired.items():
-        for key_hash in hashes:
-            _add(pipe, control_key(account_id), {RETIRED_FIELD: key_hash}, now)
+    for account_id, key_ids in retired.items():
+        for key_id in key_ids:
+            _add(pipe, control_key(account_id), {RETIRED_FIELD: key_id}, now)
+    for account_id, ends in (grace_ends or {}).items():
+        for key_id, at in ends.items():
+            _add(pipe, control_key(account_id), {KEY_FIELD: key_id, GRACE_ENDS_FIELD: repr(at)}, now)
     pipe.execute()

@@ -134,9 +134,12 @@ async def serve(
     ready: dict,
     on_heartbeat: Callable[[], object] | None = None,
     on_close: Callable[[], object] | None = None,
+    grace_ends: float | None = None,
 ) -> AsyncIterator[bytes]:
-    """The stream's events until the client leaves, the idle timeout passes or the key is retired;
-    the slot is released whatever ends it."""
+    """The stream's events until the client leaves, the idle timeout passes or the key is retired
+    (revoked, or past the end of its grace period: `grace_ends`, epoch seconds, when the key was
+    rolled before the stream opened; the control stream says when if it is rolled later); the slot
+    is released whatever ends it."""
     control = feed.control_key(account_id)
     loop = asyncio.get_running_loop()
     subscription = None
@@ -149,7 +152,10 @@ async def serve(
         yield b"retry: 1000\n\n" + sse("ready", ready | {"heartbeat_seconds": timing.heartbeat}, cursor)
         last_event = last_renewal = loop.time()
         while True:
-            read = await subscription.next(last_renewal + timing.heartbeat - loop.time())
+            wait = last_renewal + timing.heartbeat - loop.time()
+            if grace_ends is not None:
+                wait = min(wait, grace_ends - time.time())
+            read = await subscription.next(wait)
             now = loop.time()
             batch: list[bytes] = []  # one write for what was read, not one per event
             for key, entries in read:
@@ -159,11 +165,21 @@ async def serve(
                             detail = "The API key this stream authenticated with was revoked; nothing more is sent."
                             yield b"".join(batch) + sse("revoked", {"reason": "key-revoked", "detail": detail})
                             return
+                        if key_id is not None and fields.get(feed.KEY_FIELD, b"").decode() == key_id:
+                            grace_ends = float(fields[feed.GRACE_ENDS_FIELD])
                     continue
                 for entry_id, fields in entries:
                     message = render(entry_id, fields)
                     if message is not None:
                         batch.append(message)
+            if grace_ends is not None and time.time() >= grace_ends:
+                # What was read before the end is sent; nothing after it.
+                detail = (
+                    "The API key this stream authenticated with was rolled and its grace period has ended; "
+                    "nothing more is sent. Reconnect with the new key."
+                )
+                yield b"".join(batch) + sse("revoked", {"reason": "key-revoked", "detail": detail})
+                return
             if batch:
                 last_event = now
                 yield b"".join(batch)

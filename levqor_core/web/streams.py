@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from levqor_core import problems, tiers
 from levqor_core.accounts.models import Account
 from levqor_core.extensions import db
+from levqor_core.keys.models import ApiKey
 from levqor_core.streams import feed, live
 from levqor_core.streams import hub as stream_hub
 from levqor_core.web import request_state
@@ -71,11 +72,15 @@ def _caller(req) -> tuple[request_state.RequestState, Streams]:
     return state, state.extensions[EXTENSION]
 
 
-def _tier_limit(account_id: int) -> int:
+def _opening(account_id: int, key_id: str | None) -> tuple[int, float | None]:
+    """The tier's stream limit, and when the calling key's grace period ends (epoch seconds) if it
+    was rolled: its streams end then."""
     account = db.session.get(Account, account_id)
     if account is None:
         raise problems.NotAuthenticated("This account no longer exists.")
-    return tiers.get(account.tier).max_streams
+    key = db.session.get(ApiKey, key_id) if key_id else None
+    grace_ends = key.expires_at.timestamp() if key is not None and key.expires_at is not None else None
+    return tiers.get(account.tier).max_streams, grace_ends
 
 
 def _event_types(events: str | None) -> list[str]:
@@ -88,10 +93,10 @@ def _event_types(events: str | None) -> list[str]:
 
 async def _open(req, streams: Streams, state) -> tuple:
     after = live.resume_from(req.headers.get("last-event-id"))
-    limit = await streams.in_app(_tier_limit, state.account_id)
+    limit, grace_ends = await streams.in_app(_opening, state.account_id, state.key_id)
     streams_hub = streams.hub()
     stream_id = await live.take_slot(streams_hub, state.account_id, limit, streams.timing)
-    return streams_hub, stream_id, after
+    return streams_hub, stream_id, after, grace_ends
 
 
 def _respond(body) -> StreamingResponse:
@@ -109,7 +114,7 @@ async def events_response(req, *, sandbox: bool, events: str | None, forward_to:
     wanted = _event_types(events)
     if req.method == "HEAD":
         return _head()
-    streams_hub, stream_id, after = await _open(req, streams, state)
+    streams_hub, stream_id, after, grace_ends = await _open(req, streams, state)
     try:
         await streams.in_app(listening.sweep_stale, streams.stale_after)
         session_id = await streams.in_app(
@@ -139,6 +144,7 @@ async def events_response(req, *, sandbox: bool, events: str | None, forward_to:
         streams_hub,
         account_id=state.account_id,
         key_id=state.key_id,
+        grace_ends=grace_ends,
         feed_key=feed.events_key(state.account_id, sandbox),
         after=after,
         render=render,
@@ -170,7 +176,7 @@ async def request_log_response(req, *, status: str | None, path: str | None) -> 
     _check_status(status)
     if req.method == "HEAD":
         return _head()
-    streams_hub, stream_id, after = await _open(req, streams, state)
+    streams_hub, stream_id, after, grace_ends = await _open(req, streams, state)
 
     def render(entry_id: bytes, fields: dict) -> bytes | None:
         raw = fields[feed.CALL_FIELD]  # one line of JSON, as the recorder wrote it: sent as is
@@ -184,6 +190,7 @@ async def request_log_response(req, *, status: str | None, path: str | None) -> 
         streams_hub,
         account_id=state.account_id,
         key_id=state.key_id,
+        grace_ends=grace_ends,
         feed_key=feed.log_key(state.account_id),
         after=after,
         render=render,
