@@ -223,6 +223,29 @@ return {0, epoch, n}
 """
 )
 
+# n admitted calls added to a key's counters (the outage mode's, handed over once Redis answers;
+# the journal's replay) as gate.lua counts them: the day base is noted first, so calls added to a
+# new life before any of its gate.lua calls of the key are not taken for what it found (a journal
+# would then replay that many fewer of the calls the lost life counted). KEYS: as _REBASE, then the
+# period's usage counter and the bucket's dirty set; ARGV: area, n, dirty member.
+_ADD_CALLS = (
+    _EPOCH.replace("KEYS[1]", "KEYS[4]")
+    + _REBASE_FOUND
+    + """
+local n = tonumber(ARGV[2])
+if ARGV[1] == 'sandbox' then
+  redis.call('INCRBY', KEYS[2], n)
+  redis.call('EXPIRE', KEYS[2], 8 * 86400)
+else
+  redis.call('INCRBY', KEYS[5], n)
+  redis.call('EXPIRE', KEYS[5], 70 * 86400)
+  redis.call('INCRBY', KEYS[1], n)
+  redis.call('EXPIRE', KEYS[1], 8 * 86400)
+end
+redis.call('SADD', KEYS[6], ARGV[3])
+"""
+)
+
 
 def rebase(r: redis.Redis, account_id: int, key_id: str, day: date) -> dict[str, int]:
     """The key's day counts as the current life of its server found them ({"calls", "sandbox"})."""
@@ -274,14 +297,18 @@ def epochs(r: redis.Redis, tags: set[str]) -> dict[str, bytes]:
 
 
 def add_calls(pipe, key_id: str, account_id: int, period_id: str, day: date, area: str, n: int) -> None:
-    """Queue on `pipe` what gate.lua does for n admitted calls: the counters, and the dirty mark
-    that has the next flush persist them."""
-    if area == "sandbox":
-        pipe.incrby(sandbox_key(account_id, key_id, day), n)
-    else:
-        pipe.incrby(usage_key(account_id, period_id), n)
-        pipe.incrby(daily_key(account_id, key_id, day), n)
-    pipe.sadd(dirty_key(account_id), f"{key_id}|{account_id}|{day.isoformat()}")
+    """Queue on `pipe` what gate.lua does for n admitted calls: the day base first, the counters,
+    and the dirty mark that has the next flush persist them."""
+    keys = [
+        daily_key(account_id, key_id, day),
+        sandbox_key(account_id, key_id, day),
+        base_key(account_id, key_id, day),
+        epoch_key(account_id),
+        usage_key(account_id, period_id),
+        dirty_key(account_id),
+    ]
+    # EVAL by name: redis-py's cluster pipeline has no eval() (it routes EVAL by its keys).
+    pipe.execute_command("EVAL", _ADD_CALLS, len(keys), *keys, area, n, f"{key_id}|{account_id}|{day.isoformat()}")
 
 
 def persisted_period_calls(account_id: int, period: Period) -> int:
