@@ -267,11 +267,10 @@ class Recount(NamedTuple):
     day_count: int  # its number in the key's day counter
 
 
-def count_unless_held(
-    r: redis.Redis, key_id: str, account_id: int, period_id: str, day: date, area: str, call_id: str
-) -> Recount:
-    """Count a call whose gate.lua reply was lost, unless the server already holds it (its id)."""
-    keys = [
+def _counted_call_keys(key_id: str, account_id: int, period_id: str, day: date) -> list[str]:
+    """The keys a counted call touches, in the order _COUNT_UNLESS_HELD and _ADD_CALLS take them
+    (KEYS[1..6]); all in the account's slot."""
+    return [
         daily_key(account_id, key_id, day),
         sandbox_key(account_id, key_id, day),
         base_key(account_id, key_id, day),
@@ -279,6 +278,13 @@ def count_unless_held(
         usage_key(account_id, period_id),
         dirty_key(account_id),
     ]
+
+
+def count_unless_held(
+    r: redis.Redis, key_id: str, account_id: int, period_id: str, day: date, area: str, call_id: str
+) -> Recount:
+    """Count a call whose gate.lua reply was lost, unless the server already holds it (its id)."""
+    keys = _counted_call_keys(key_id, account_id, period_id, day)
     held, epoch, day_count = r.eval(
         _COUNT_UNLESS_HELD, len(keys), *keys, area, call_id, f"{key_id}|{account_id}|{day.isoformat()}"
     )
@@ -299,14 +305,7 @@ def epochs(r: redis.Redis, tags: set[str]) -> dict[str, bytes]:
 def add_calls(pipe, key_id: str, account_id: int, period_id: str, day: date, area: str, n: int) -> None:
     """Queue on `pipe` what gate.lua does for n admitted calls: the day base first, the counters,
     and the dirty mark that has the next flush persist them."""
-    keys = [
-        daily_key(account_id, key_id, day),
-        sandbox_key(account_id, key_id, day),
-        base_key(account_id, key_id, day),
-        epoch_key(account_id),
-        usage_key(account_id, period_id),
-        dirty_key(account_id),
-    ]
+    keys = _counted_call_keys(key_id, account_id, period_id, day)
     # EVAL by name: redis-py's cluster pipeline has no eval() (it routes EVAL by its keys).
     pipe.execute_command("EVAL", _ADD_CALLS, len(keys), *keys, area, n, f"{key_id}|{account_id}|{day.isoformat()}")
 
