@@ -194,6 +194,16 @@ def test_the_procfile_worker_sends_an_early_fired_retry_at_its_time(
             return log_path.read_text()[-3000:]
 
         wait_for(lambda: receiver.received, 60, what=f"the attempt due at {due:%H:%M:%S.%f}")
+
+        def attempt_recorded() -> bool:
+            # The receiver has the request before the worker has written its outcome to the row.
+            with app.app_context():
+                return (
+                    db.session.scalar(sa.select(WebhookDelivery.last_status_code).where(WebhookDelivery.id == ping_id))
+                    is not None
+                )
+
+        wait_for(attempt_recorded, 30, what="the attempt's outcome on its row")
         with app.app_context():
             row = db.session.get(WebhookDelivery, ping_id)
             assert (row.attempts, row.last_status_code) == (1, 500), tail()  # sent once, at its time
