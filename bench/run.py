@@ -356,7 +356,7 @@ def main() -> int:
         "--compare",
         metavar="REV",
         help="also serve the app as of git revision REV (a temporary worktree, same database and Redis) and "
-        "measure its /api/health and v1 read in the same rounds: what the changes since REV bought",
+        "measure its /api/health, v1 read and job poll in the same rounds: what the changes since REV bought",
     )
     args = parser.parse_args()
     loads = tuple(int(c) for c in args.loads.split(","))
@@ -449,6 +449,8 @@ def main() -> int:
             names["before_v1"] = f"{args.compare} GET /api/v1/workflows"
             targets["before_health"] = (ports["before"], targets["health"][1])
             targets["before_v1"] = (ports["before"], targets["v1"][1])
+            names["before_job"] = f"{args.compare} GET /api/v1/jobs/{{id}}"
+            targets["before_job"] = (ports["before"], targets["job"][1])
         if args.targets:
             chosen = args.targets.split(",")
             if unknown := set(chosen) - set(targets):

@@ -41,6 +41,7 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     settings = config.from_env()
     settings.update(test_config or {})
     settings["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(settings)
+    settings["SQLALCHEMY_BINDS"] = config.binds(settings)
     logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     spec = contract.load(SPEC)  # read once: routing, /api/openapi.json, deprecation headers

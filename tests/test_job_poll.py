@@ -11,6 +11,11 @@ import sys
 import pytest
 import sqlalchemy as sa
 
+from levqor_core import config
+from levqor_core.apijobs.models import Job
+from levqor_core.columns import utcnow
+from levqor_core.extensions import db
+
 from .helpers import ROOT, wait_for, worker_env
 
 # A status is never followed by an earlier one; the finished ones are final.
@@ -117,3 +122,72 @@ def test_the_poll_after_a_cancel_of_a_running_job_says_canceled_and_stays_so(api
     assert process.wait(timeout=60) == 0  # the worker, stopped or done, did not write over the cancel
     final = api("GET", f"/v1/jobs/{job['id']}").json()
     assert final["status"] == "canceled" and final["result"] is None
+
+
+def _poll_engine(app):
+    with app.app_context():
+        return db.engines[config.JOB_POLL_BIND]
+
+
+def test_a_poll_touches_only_the_poll_pool_on_a_warm_key(api, app):
+    """One statement on the poll's own pool; the main pool (its pre-ping, BEGIN, ROLLBACK) is not used."""
+    job = api("POST", "/v1/jobs", json={"workflow": "echo", "input": {"text": "hi"}}).json()
+    assert api("GET", f"/v1/jobs/{job['id']}").status_code == 200  # the key's record is cached now
+    with app.app_context():
+        main = db.engine
+    checkouts = {"main": 0, "poll": 0}
+    listeners = [
+        (main.pool, "checkout", lambda *_: checkouts.__setitem__("main", checkouts["main"] + 1)),
+        (_poll_engine(app).pool, "checkout", lambda *_: checkouts.__setitem__("poll", checkouts["poll"] + 1)),
+    ]
+    for target, name, listener in listeners:
+        sa.event.listen(target, name, listener)
+    try:
+        polled = api("GET", f"/v1/jobs/{job['id']}")
+    finally:
+        for target, name, listener in listeners:
+            sa.event.remove(target, name, listener)
+    assert polled.status_code == 200 and polled.json()["id"] == job["id"]
+    assert checkouts == {"main": 0, "poll": 1}
+
+
+def test_a_poll_after_the_server_dropped_the_poll_pools_connections_reads_on_new_ones(api, app, database_url, caplog):
+    """The poll pool pings no connection on checkout: one the server closed while it idled (a
+    restart, a failover, a pooler's idle timeout) fails on use, and the poll reads again on a new
+    one, the other idle ones discarded with it. A 200, not a 500."""
+    job = api("POST", "/v1/jobs", json={"workflow": "echo", "input": {"text": "hi"}}).json()
+    engine = _poll_engine(app)
+    held = [engine.raw_connection() for _ in range(3)]  # three connections idle in the pool
+    for connection in held:
+        connection.close()
+    assert engine.pool.checkedin() >= 3
+    admin = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.NullPool)
+    with admin.connect() as connection:
+        dropped = connection.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    admin.dispose()
+    assert dropped >= 3
+    with caplog.at_level("WARNING", logger="levqor_core.apijobs.jobs"):
+        polls = [api("GET", f"/v1/jobs/{job['id']}") for _ in range(3)]
+    assert [p.status_code for p in polls] == [200, 200, 200], polls[0].text
+    assert {p.json()["status"] for p in polls} <= {"queued", "running", "succeeded"}
+    assert sum("dropped a pooled connection" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_poll_answers_what_the_orm_shows(api, app):
+    """The poll's plain cursor renders a job exactly as the Job model does (timestamps, JSON, nulls)."""
+    body = {"workflow": "json-transform", "input": {"document": {"a": [1, 2.5, None, "é"]}, "mapping": {"b": "a"}}}
+    job = api("POST", "/v1/jobs", json=body).json()
+    with app.app_context():
+        db.session.execute(
+            sa.update(Job)
+            .where(Job.id == job["id"])
+            .values(status="succeeded", result={"b": [1, 2.5, None, "é"]}, started_at=utcnow(), finished_at=utcnow())
+        )
+        db.session.commit()
+        shown = db.session.scalar(sa.select(Job).where(Job.id == job["id"])).to_dict()
+    assert api("GET", f"/v1/jobs/{job['id']}").json() == shown

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections import namedtuple
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import timedelta
@@ -18,7 +19,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from sqlalchemy.exc import IntegrityError
 
-from levqor_core import problems, queue, tiers
+from levqor_core import config, problems, queue, tiers
 from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
 from levqor_core.apijobs import pagination, workflows
@@ -153,16 +154,57 @@ _POLL = sa.select(*(_JOBS.c[name] for name in PUBLIC_COLUMNS)).where(
 def read(account_id: int, job_id: str) -> dict:
     """A job as the API shows it, read as the worker last committed it.
 
-    Polling is the API's most frequent call, so this is one Core SELECT of the public columns on an
-    autocommit connection (no BEGIN and ROLLBACK round trips), rendered straight to the response:
-    no ORM session, identity map or instance, which cost two thirds of the read's CPU (in process,
-    ~1,000 µs a read through the ORM, ~300 µs this way; bench/cpu_job_poll.py measures the whole
-    call). Nothing is cached: each poll sees the last committed status (tests/test_job_poll.py)."""
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        row = connection.execute(_POLL, {"job_id": job_id, "account_id": account_id}).one_or_none()
+    Polling is the API's most frequent call, so this is one SELECT of the public columns, rendered
+    straight to the response: no ORM session, identity map or instance. On PostgreSQL it runs as
+    a plain DBAPI cursor on the poll's own autocommit pool (config.binds): no pre-ping, no
+    autocommit set and reset, no SQLAlchemy result layer (the read alone ~300 → ~100 µs of CPU in
+    process; bench/cpu_job_poll.py measures the whole call). Nothing is cached: each poll sees the
+    last committed status (tests/test_job_poll.py)."""
+    params = {"job_id": job_id, "account_id": account_id}
+    engine = db.engines.get(config.JOB_POLL_BIND)
+    if engine is None:  # SQLite, the embedded default
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            row = connection.execute(_POLL, params).one_or_none()
+    else:
+        row = _read_unpinged(engine, params)
     if row is None:
         raise problems.NotFound(f"No job {job_id!r} in this account.")
     return public_job(row)
+
+
+# A row of PUBLIC_COLUMNS, read by name as public_job() reads a Job.
+_PublicRow = namedtuple("_PublicRow", PUBLIC_COLUMNS)
+_POLL_SQL: dict[str, str] = {}  # the statement as each dialect writes it
+
+
+def _read_unpinged(engine: sa.Engine, params: dict, *, retry_if_dropped: bool = True) -> tuple | None:
+    """The poll's SELECT on the poll pool. Its connections are not pinged on checkout: one the
+    server dropped while it idled (a restart, a pooler's idle timeout) fails here, is discarded,
+    and the read runs once more on a new one. Any other error is raised as it is."""
+    sql = _POLL_SQL.get(engine.dialect.name)
+    if sql is None:
+        sql = _POLL_SQL[engine.dialect.name] = str(_POLL.compile(dialect=engine.dialect))
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+    except engine.dialect.loaded_dbapi.Error as err:
+        if not (retry_if_dropped and engine.dialect.is_disconnect(err, connection.dbapi_connection, None)):
+            raise
+        log.warning("job poll: the server dropped a pooled connection (%s); reading on a new one", err)
+        connection.invalidate(err)
+        # What dropped this one (a restart, a failover) dropped the pool's idle ones too: all go, as
+        # SQLAlchemy's own disconnect handling invalidates a pool's older connections at once.
+        engine.dispose()
+    else:
+        return None if row is None else _PublicRow._make(row)
+    finally:
+        connection.close()
+    return _read_unpinged(engine, params, retry_if_dropped=False)
 
 
 def get(account_id: int, job_id: str) -> Job:
