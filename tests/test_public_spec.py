@@ -239,3 +239,31 @@ def test_a_server_without_the_built_collection_answers_503(client, app, monkeypa
 def test_success_status_is_the_first_2xx_the_spec_lists():
     assert postman.success_status(FULL["paths"]["/v1/jobs"]["post"]) == 202
     assert postman.success_status(FULL["paths"]["/v1/webhook_endpoints/{endpoint_id}"]["delete"]) == 204
+
+
+def test_only_the_specs_own_paths_go_through_the_spec_layers_routers(client, cx, monkeypatch):
+    """Every other request goes straight on to routing; what the spec layer serves is unchanged."""
+    from starlette.routing import Router
+
+    from levqor_core.web.public_spec import PublicSpecMiddleware
+
+    client.get("/api/health")  # builds the middleware stack
+    layer = next(m for m in cx.middleware.middleware_stack if isinstance(m, PublicSpecMiddleware))
+    routed = []
+    original = Router.__call__
+
+    async def counted(router, scope, receive, send):
+        if router is layer.router:
+            routed.append(scope["path"])
+        await original(router, scope, receive, send)
+
+    monkeypatch.setattr(Router, "__call__", counted)
+    assert client.get("/api/health").status_code == 200
+    assert client.get("/api/v1/nope").status_code == 404
+    assert client.get("/docs").status_code in (200, 301, 302, 308)
+    assert routed == []
+    assert client.get("/api/openapi.json").json()["openapi"].startswith("3.")
+    assert client.get("/api/openapi.yaml").text.startswith(("openapi", "components", "info"))
+    slash = client.get("/api/openapi.json/")
+    assert slash.status_code == 307 and slash.headers["location"].endswith("/api/openapi.json")
+    assert routed == ["/api/openapi.json", "/api/openapi.yaml", "/api/openapi.json/"]

@@ -57,6 +57,16 @@ class PublicSpecMiddleware(SwaggerUIMiddleware):
         api = _PublicSpecAPI(specification, base_path=base_path, arguments=arguments, default=self.default_fn, **kwargs)
         self.router.mount(api.base_path, app=api.router)
 
+    async def __call__(self, scope, receive, send) -> None:
+        # Connexion's middleware copies every request's scope and runs it through two routers (the
+        # mount, then the spec's two routes) to reach the next layer; only a path naming one of
+        # the spec's files (`…/openapi.json`, `…/openapi.yaml`, and their slash redirects) can end
+        # anywhere else, so every other request goes straight on.
+        if scope["type"] == "http" and "/openapi." not in scope["path"]:
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
 
 def middlewares(stack: list, served: dict | None = None) -> list:
     """Connexion's middleware stack with this one in the place of SwaggerUIMiddleware; `served`:
