@@ -11,7 +11,8 @@ quota, metering and rate-limit headers are the app's), and its problem+json erro
 What is new is only the handlers, `async def`, for three operations:
   - GET /health, GET /v1/workflows: the core's answer, on the event loop;
   - GET /v1/jobs/{job_id}: the core's read (levqor_core.apijobs.jobs.read, Flask-SQLAlchemy's
-    engine) in a worker thread (asyncio.to_thread) inside the Flask app's context.
+    engine) in a worker thread (asyncio.to_thread) inside the Flask app's context; in the
+    built-once variant, the same SELECT on an async psycopg pool on the event loop.
 Every other operation of the spec is routed, validated and authenticated as in the app and then
 answers 501: its handler still uses Flask's request, Flask-Login or db.session.
 
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import connexion  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
 from a2wsgi import WSGIMiddleware  # noqa: E402
 from connexion.apps.asynchronous import AsyncApi, AsyncOperation  # noqa: E402
 from connexion.context import context  # noqa: E402
@@ -52,6 +54,7 @@ from handlers._reply import ok  # noqa: E402
 from levqor_core import errors, problems  # noqa: E402
 from levqor_core import spec as contract  # noqa: E402
 from levqor_core.apijobs import jobs, workflows  # noqa: E402
+from levqor_core.apijobs.models import public_job  # noqa: E402
 from levqor_core.app import SPEC, create_app  # noqa: E402
 from levqor_core.web import framework_costs, public_spec, validation  # noqa: E402
 from levqor_core.web.request_guard import RequestGuard, body_limits  # noqa: E402
@@ -79,6 +82,39 @@ async def get_job(*, job_id: str):
     return ok(await asyncio.to_thread(_read_job, context["token_info"]["account_id"], job_id))
 
 
+_pool = None  # psycopg_pool.AsyncConnectionPool, opened on this worker's event loop at its first poll
+_pool_opening = asyncio.Lock()
+
+
+async def _poll_pool():
+    global _pool
+    if _pool is None:
+        async with _pool_opening:
+            if _pool is None:
+                from psycopg_pool import AsyncConnectionPool
+
+                url = flask_app.config["SQLALCHEMY_DATABASE_URI"].replace("postgresql+psycopg://", "postgresql://")
+                pool = AsyncConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False)
+                await pool.open()
+                _pool = pool
+    return _pool
+
+
+_poll_dialect = sa.create_engine("postgresql+psycopg://").dialect  # the app's driver: the same statement
+
+
+async def get_job_on_the_loop(*, job_id: str):
+    """One of the caller's jobs: the same SELECT as the core's read, on an async connection on the
+    event loop (no thread hand-off). The built-once variant serves this one."""
+    params = {"job_id": job_id, "account_id": context["token_info"]["account_id"]}
+    async with (await _poll_pool()).connection() as connection:
+        cursor = await connection.execute(jobs.poll_sql(_poll_dialect), params)
+        row = await cursor.fetchone()
+    if row is None:
+        raise problems.NotFound(f"No job {job_id!r} in this account.")
+    return ok(public_job(jobs.PublicRow._make(row)))
+
+
 async def not_in_prototype(**_kwargs):
     """Every operation the prototype has no async handler for."""
     raise problems.Problem(501, "Not implemented", "Not in the AsyncApp prototype (bench only).")
@@ -90,6 +126,13 @@ HANDLERS = {"get_health": get_health, "list_workflows": list_workflows, "get_job
 def handler_for(operation_id: str):
     """The prototype's handler for a routed operation id (`handlers.<module>.<operationId>`)."""
     return HANDLERS.get(operation_id.rsplit(".", 1)[-1], not_in_prototype)
+
+
+def built_once_handler_for(operation_id: str):
+    """The same, with the job poll's read on the event loop."""
+    if operation_id.rsplit(".", 1)[-1] == "get_job":
+        return get_job_on_the_loop
+    return handler_for(operation_id)
 
 
 class _BuiltOnceDecorator(StarletteDecorator):
@@ -149,7 +192,7 @@ def build_api(built_once: bool = False) -> connexion.AsyncApp:
     api = connexion.AsyncApp(
         __name__,
         middlewares=public_spec.middlewares(framework_costs.middlewares(validate_responses)),
-        resolver=Resolver(function_resolver=handler_for),
+        resolver=Resolver(function_resolver=built_once_handler_for if built_once else handler_for),
     )
     if built_once:
         api._middleware_app.api_cls = _BuiltOnceApi  # read by add_api when the stack is built

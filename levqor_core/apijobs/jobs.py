@@ -173,17 +173,26 @@ def read(account_id: int, job_id: str) -> dict:
 
 
 # A row of PUBLIC_COLUMNS, read by name as public_job() reads a Job.
-_PublicRow = namedtuple("_PublicRow", PUBLIC_COLUMNS)
-_POLL_SQL: dict[str, str] = {}  # the statement as each dialect writes it
+PublicRow = namedtuple("PublicRow", PUBLIC_COLUMNS)
+
+
+_POLL_SQL: dict[tuple[str, str], str] = {}
+
+
+def poll_sql(dialect: sa.Dialect) -> str:
+    """The poll's statement as the dialect's DBAPI takes it (`%(job_id)s` parameters on psycopg)."""
+    key = (dialect.name, dialect.driver)
+    sql = _POLL_SQL.get(key)
+    if sql is None:
+        sql = _POLL_SQL[key] = str(_POLL.compile(dialect=dialect))
+    return sql
 
 
 def _read_unpinged(engine: sa.Engine, params: dict, *, retry_if_dropped: bool = True) -> tuple | None:
     """The poll's SELECT on the poll pool. Its connections are not pinged on checkout: one the
     server dropped while it idled (a restart, a pooler's idle timeout) fails here, is discarded,
     and the read runs once more on a new one. Any other error is raised as it is."""
-    sql = _POLL_SQL.get(engine.dialect.name)
-    if sql is None:
-        sql = _POLL_SQL[engine.dialect.name] = str(_POLL.compile(dialect=engine.dialect))
+    sql = poll_sql(engine.dialect)
     connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
@@ -201,7 +210,7 @@ def _read_unpinged(engine: sa.Engine, params: dict, *, retry_if_dropped: bool = 
         # SQLAlchemy's own disconnect handling invalidates a pool's older connections at once.
         engine.dispose()
     else:
-        return None if row is None else _PublicRow._make(row)
+        return None if row is None else PublicRow._make(row)
     finally:
         connection.close()
     return _read_unpinged(engine, params, retry_if_dropped=False)
