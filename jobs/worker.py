@@ -124,6 +124,14 @@ class ApiWorker(_Registered, SimpleWorker):
         if self._stopped_job_id:
             stopping.request(self._stopped_job_id)
 
+    def handle_exception(self, job, *exc_info):
+        # RQ logs every exception out of a job as an ERROR with its traceback. A stop this worker
+        # was asked for (a user's cancel of a running job) is the cancel working, not a failure.
+        if self._stopped_job_id == job.id and isinstance(exc_info[1], stopping.JobStopped):
+            self.log.info("Worker %s: job %s stopped: canceled while it ran", self.name, job.id)
+            return
+        super().handle_exception(job, *exc_info)
+
     def handle_job_failure(self, job, queue, started_job_registry=None, exc_string=""):
         if self._stopped_job_id != job.id:  # a stop only ever interrupts a workflow: the state is clean
             self._fresh_process_needed = True

@@ -271,6 +271,7 @@ PRIVATES = (
         D_APIW,
     ),
     Private("rq.worker", "BaseWorker.handle_job_failure", "mentions", "self._stopped_job_id == job.id", WORKER, D_APIW),
+    Private("rq.worker", "BaseWorker.perform_job", "mentions", "self.handle_exception(job, *exc_info)", WORKER, D_APIW),
     Private("rq.registry", "StartedJobRegistry.cleanup", "mentions", "get_expired_job_ids(score)", WORKER, D_APIW),
     # redis-py's URL parsing, read by the gate's script client (levqor_core/redis_scripts.py)
     Private(
