@@ -15,8 +15,6 @@ NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
 # Only these files are served: node_modules holds much more than the portal needs.
 VENDOR = {
     "htmx.min.js": "htmx.org/dist/htmx.min.js",
-    "swagger-ui-bundle.js": "swagger-ui-dist/swagger-ui-bundle.js",
-    "swagger-ui.css": "swagger-ui-dist/swagger-ui.css",
 }
 
 # `no-store` as a directive of its own (RFC 9111 5.2.2.5), not `no-store=...`.
