@@ -165,6 +165,8 @@ def test_path_arguments_only_where_connexion_would_pass_the_matched_strings_and_
     assert framework_costs.path_arguments(by_id, op(path("job_id", {"type": "integer"}))) is None  # converted
     assert framework_costs.path_arguments(by_id, op(path("job_id", {"type": "string", "format": "path"}))) is None
     assert framework_costs.path_arguments(hyphen, op(path("job-id"))) is None  # renamed by Connexion
+    nullable = {"type": "string", "nullable": True}
+    assert framework_costs.path_arguments(by_id, op(path("job_id", nullable))) is None  # "null" becomes None
     assert framework_costs.path_arguments(by_id, op()) is None  # takes_nothing's case, or a mismatch
 
 

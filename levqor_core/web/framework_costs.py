@@ -66,8 +66,9 @@ def path_arguments(function: t.Callable, operation) -> list[str] | None:
         return None
     for parameter in parameters:
         schema = parameter.get("schema", {})
-        if not parameter["name"].isidentifier() or schema.get("type") != "string" or "format" in schema:
-            return None
+        plain = schema.get("type") == "string" and "format" not in schema and not schema.get("nullable")
+        if not (plain and parameter["name"].isidentifier()):
+            return None  # Connexion would rename it, or convert it (a number, a file, "null" to None)
     return names
 
 
