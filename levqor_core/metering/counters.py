@@ -96,6 +96,11 @@ def dirty_key(account_id: int) -> str:
     return dirty_key_of(tag(account_id))
 
 
+def dirty_member(key_id: str, account_id: int, day: date) -> str:
+    """A (key, day) pair in the bucket's dirty set, as gate.lua writes it and the flush reads it."""
+    return f"{key_id}|{account_id}|{day.isoformat()}"
+
+
 def epoch_key(account_id: int) -> str:
     """The bucket's life on its server: set by the first metered call, lost if Redis is emptied."""
     return epoch_key_of(tag(account_id))
@@ -286,7 +291,7 @@ def count_unless_held(
     """Count a call whose gate.lua reply was lost, unless the server already holds it (its id)."""
     keys = _counted_call_keys(key_id, account_id, period_id, day)
     held, epoch, day_count = r.eval(
-        _COUNT_UNLESS_HELD, len(keys), *keys, area, call_id, f"{key_id}|{account_id}|{day.isoformat()}"
+        _COUNT_UNLESS_HELD, len(keys), *keys, area, call_id, dirty_member(key_id, account_id, day)
     )
     return Recount(bool(held), epoch, int(day_count))
 
@@ -307,7 +312,7 @@ def add_calls(pipe, key_id: str, account_id: int, period_id: str, day: date, are
     and the dirty mark that has the next flush persist them."""
     keys = _counted_call_keys(key_id, account_id, period_id, day)
     # EVAL by name: redis-py's cluster pipeline has no eval() (it routes EVAL by its keys).
-    pipe.execute_command("EVAL", _ADD_CALLS, len(keys), *keys, area, n, f"{key_id}|{account_id}|{day.isoformat()}")
+    pipe.execute_command("EVAL", _ADD_CALLS, len(keys), *keys, area, n, dirty_member(key_id, account_id, day))
 
 
 def persisted_period_calls(account_id: int, period: Period) -> int:
