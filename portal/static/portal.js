@@ -211,6 +211,21 @@
     if (evt.key === "Escape" && !document.querySelector("dialog[open]")) { closePanel(); }
   });
 
+  // ---- "/" jumps to the docs search box, as on most docs sites; not while typing in a field ----
+  // A visible box only: the sidebar's is hidden behind Menu on a narrow screen.
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key !== "/" || evt.ctrlKey || evt.metaKey || evt.altKey || evt.defaultPrevented) { return; }
+    var typing = evt.target.closest && evt.target.closest("input, textarea, select, [contenteditable]");
+    if (typing || document.querySelector("dialog[open]")) { return; }
+    var boxes = Array.prototype.filter.call(document.querySelectorAll("[data-search-box]"), function (box) {
+      return box.offsetParent !== null;
+    });
+    if (boxes.length) {
+      evt.preventDefault();
+      boxes[boxes.length - 1].focus();
+    }
+  });
+
   document.addEventListener("htmx:load", function (evt) { initTabs(evt.detail.elt); });
   document.addEventListener("DOMContentLoaded", function () { initTabs(document); });
 })();

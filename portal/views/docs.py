@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -17,10 +18,11 @@ from flask import abort, current_app, render_template, request, send_file
 from flask_login import current_user
 from markdown_it import MarkdownIt
 from markupsafe import Markup
+from mdit_py_plugins.anchors import anchors_plugin
 
 from levqor_core import problems, redis_conn
 
-from ..helpers import reference, sdk_examples, sdk_packages, snippets
+from ..helpers import docs_search, reference, sdk_examples, sdk_packages, snippets
 from ..helpers import sandbox_calls as portal_sandbox
 from . import bp
 
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 
 # CommonMark with tables, raw HTML off: what the files and the spec hold is shown as text.
 _MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+# The guides' ## and ### headings get ids (`## Backoff` → `#backoff`): links into a guide, and
+# where the docs search sends a reader (helpers/docs_search reads the same ids).
+_GUIDE_MARKDOWN = (
+    MarkdownIt("commonmark", {"html": False}).enable("table").use(anchors_plugin, min_level=2, max_level=3)
+)
 GUIDES_DIR = Path(__file__).resolve().parents[1] / "guides"
 
 
@@ -71,7 +78,7 @@ def _guide_html(guide: Guide) -> Markup:
 
     text = guide.body.replace("$BASE", current_app.config["PUBLIC_BASE_URL"])
     text = text.replace("{sandbox_daily_limit}", str(tiers.SANDBOX_DAILY_LIMIT))
-    return _with_copy_buttons(str(markdown(text)))
+    return _with_copy_buttons(_GUIDE_MARKDOWN.render(text).replace("<pre><code", '<pre tabindex="0"><code'))
 
 
 def _with_copy_buttons(rendered: str) -> Markup:
@@ -96,6 +103,7 @@ def _docs_context() -> dict:
     return {
         "guides": guides(),
         "reference_tags": reference.tags(current_app.config["PUBLIC_BASE_URL"]),
+        "max_chars": docs_search.MAX_QUERY_CHARS,
     }
 
 
@@ -145,6 +153,7 @@ class Release:
     date: str  # YYYY-MM-DD, or "" while unreleased
     what_to_do: str
     body: Markup
+    source: str  # the release's Markdown
 
 
 def releases(text: str) -> list[Release]:
@@ -165,7 +174,7 @@ def releases(text: str) -> list[Release]:
         else:
             todo = "Fixes to wording and examples: nothing to change."
         date = head.group(4) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", head.group(4)) else ""
-        found.append(Release(f"{major}.{minor}.{patch}", date, todo, markdown(body.replace("\n### ", "\n#### "))))
+        found.append(Release(f"{major}.{minor}.{patch}", date, todo, markdown(body.replace("\n### ", "\n#### ")), body))
     return found
 
 
@@ -179,6 +188,38 @@ def changelog():
         api_version=current_app.config["API_VERSION"],
         **_docs_context(),
     )
+
+
+_SEARCH_INDEXES: dict[str, docs_search.Index] = {}
+_SEARCH_INDEX_BUILD = threading.Lock()
+
+
+def _search_index(base_url: str) -> docs_search.Index:
+    """Built once per process (and public base URL), from what the docs pages render. The first
+    searches to arrive together wait for one build (~1 s of CPU) instead of each making its own."""
+    index = _SEARCH_INDEXES.get(base_url)
+    if index is None:
+        with _SEARCH_INDEX_BUILD:
+            index = _SEARCH_INDEXES.get(base_url)
+            if index is None:
+                from levqor_core import tiers
+
+                sections = docs_search.build_sections(
+                    _GUIDE_MARKDOWN, guides(), base_url, releases(CHANGELOG.read_text(encoding="utf-8")),
+                    tiers.SANDBOX_DAILY_LIMIT,
+                )  # fmt: skip
+                index = _SEARCH_INDEXES[base_url] = docs_search.Index(sections)
+    return index
+
+
+@bp.get("/docs/search")
+def docs_search_page():
+    """Search the guides, the reference, the webhook events and the changelog. A whole page for a
+    form submitted without JavaScript; as the reader types, htmx asks for the results only."""
+    results = _search_index(current_app.config["PUBLIC_BASE_URL"]).search(request.args.get("q", ""))
+    if request.htmx and request.htmx.target == "search-results":
+        return render_template("docs/_search_results.html", results=results)
+    return render_template("docs/search.html", results=results, **_docs_context()), 400 if results.error else 200
 
 
 # Where `make sdk-publish` puts the SDKs, tagged v<info.version>; no package registry holds them.

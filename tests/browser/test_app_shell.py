@@ -43,6 +43,7 @@ SIGNED_IN_PAGES = {
     "docs-reference": "/docs/api",
     "docs-sdk": "/docs/sdk",
     "docs-changelog": "/docs/changelog",
+    "docs-search": "/docs/search?q=webhooks",
     "pricing": "/pricing",
     "status": "/status",
 }
