@@ -27,6 +27,7 @@ def search(client, q: str, **headers):
         ("create_job", "/docs/api#op-create_job"),  # an operation by its operationId
         ("job.succeeded", "/docs/api#event-job.succeeded"),  # a webhook event by its type
         ("1.1.0", "/docs/changelog#v1.1.0"),  # a release by its version
+        ("npm", "/docs/sdk"),  # the SDKs' install
         ("how do I poll a job", "/docs/getting-started#3-submit-a-job-and-poll-it"),  # stop words left out
     ],
 )
@@ -67,7 +68,7 @@ def test_every_section_links_to_an_element_of_its_id(client, app):
             assert f'id="{anchor}"' in pages[path], section.url
         kinds[section.kind] += 1
     assert kinds["Guide"] > len(guides()) and kinds["API"] > 20  # the guides by section
-    assert kinds["Webhook event"] >= 3 and kinds["Changelog"] >= 3
+    assert kinds["Webhook event"] >= 3 and kinds["Changelog"] >= 3 and kinds["SDK"] >= 3
     # The guides' heading ids are unique on their pages (the skip link's #main, the nav's ids).
     for path, page in pages.items():
         if path.startswith("/docs/guides/") or path == "/docs/getting-started":

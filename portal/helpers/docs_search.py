@@ -1,5 +1,5 @@
 """Search over the docs site: the guides by section, every public operation of the reference, the
-webhook events and the changelog's releases.
+webhook events, the SDK page and the changelog's releases.
 
 The index is lunr's (lunr.py, the Python port of lunr.js: BM25 over stemmed terms), built once per
 process and public base URL from the same sources the pages render. A query is split into words
@@ -16,7 +16,7 @@ from lunr.stop_word_filter import WORDS as STOP_WORDS
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
-from . import reference, snippets
+from . import reference, sdk_examples, snippets
 
 MAX_QUERY_CHARS = 200
 MAX_WORDS = 8
@@ -32,7 +32,7 @@ _WORD = re.compile(r"[^\s\-]+")
 @dataclass(frozen=True)
 class Section:
     ref: str
-    kind: str  # Guide | API | Webhook event | Changelog
+    kind: str  # Guide | API | Webhook event | SDK | Changelog
     title: str
     context: str  # where it is: the guide's title, the operation's method and path
     url: str
@@ -144,6 +144,27 @@ def build_sections(md: MarkdownIt, guides, base_url: str, releases, sandbox_dail
                 context=event["summary"],
                 url=f"/docs/api#event-{event['type']}",
                 text=f"{event['type']} {event['summary']} {plain_text(md, event['description'])}",
+            )
+        )
+    found.append(
+        Section(
+            "sdks", "SDK", "Install the Python and Node SDKs", "SDKs", "/docs/sdk",
+            "Typed clients for Python (3.10+, package levqor, pip install) and Node (18+, package "
+            "@levqor/sdk, npm install), generated from the OpenAPI spec: retries that honour Retry-After, "
+            "typed errors, idempotent job creation, webhook verification. Installed from this server or "
+            "from the levqor-sdk repository, not from PyPI or npm.",
+        )
+    )  # fmt: skip
+    for item in sdk_examples.rendered(base_url + "/api"):
+        example = item["example"]
+        found.append(
+            Section(
+                ref=f"sdk-{example.id}",
+                kind="SDK",
+                title=example.title,
+                context="Python and Node",
+                url=f"/docs/sdk#{example.id}",
+                text=f"Python {item['python']} Node {item['node']}",
             )
         )
     for release in releases:
