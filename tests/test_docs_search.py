@@ -117,7 +117,9 @@ def test_as_the_reader_types_htmx_gets_the_results_and_the_status_line_only(clie
 
 def test_the_search_box_is_on_the_docs_pages_and_works_without_javascript(client):
     home = client.get("/docs").text
-    assert re.search(r'<form id="home-q-form" class="docs-search" role="search" action="/docs/search" method="get">', home)
+    assert re.search(
+        r'<form id="home-q-form" class="docs-search" role="search" action="/docs/search" method="get">', home
+    )
     assert 'id="home-q" name="q"' in home and 'id="side-q"' not in home  # one box on the home page
     guide = client.get("/docs/guides/errors").text
     assert 'id="side-q" name="q"' in guide
