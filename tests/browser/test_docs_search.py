@@ -18,7 +18,7 @@ def test_the_docs_search_is_reached_by_slash_and_answers_as_the_reader_types(con
     expect(page.locator("#search-status")).to_have_text("2 results for “retry backoff”")
 
     # On the results page the box answers as it is typed in: the list, the status line (the same
-    # live region) and the address change, the page does not reload.
+    # live region) and the address change; the page does not reload.
     page.evaluate("window.notReloaded = true")
     page.keyboard.press("/")
     box = page.locator("#search-q")
@@ -40,4 +40,10 @@ def test_the_docs_search_is_reached_by_slash_and_answers_as_the_reader_types(con
     first.click()
     expect(page).to_have_url(re.compile(r"/docs/api#op-create_job$"))
     expect(page.locator("#op-create_job")).to_be_in_viewport()
+    # What was typed replaced the results page's address: Back returns to it as last typed, then
+    # to the guide, not through each word on the way.
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/docs/search\?q=create_job$"))
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/docs/guides/errors$"))
     assert console.errors == []
