@@ -99,6 +99,10 @@ def test_a_query_too_long_or_of_too_many_words_says_so_beside_the_box(client):
 def test_snippets_mark_the_words_and_escape_the_rest(client):
     page = search(client, "x-api-key")
     assert "<mark>x-api-key</mark>" in page.text or "<mark>x</mark>-<mark>api</mark>-<mark>key</mark>" in page.text
+    # Each result shows where it matched, a stem's other forms included ("idempotent").
+    for query in ("idempotency", "polling"):
+        snippets = re.findall(r'<p class="search-snippet">(.*?)</p>', search(client, query).text, re.S)
+        assert snippets and all("<mark>" in s for s in snippets), query
     for query in ("key", "json", "header", "curl"):
         for snippet in _snippets_without_marks(search(client, query).text):
             assert "<" not in snippet and ">" not in snippet, snippet

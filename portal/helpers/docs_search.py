@@ -222,7 +222,10 @@ class Index:
                 section = self.sections[found["ref"]]
                 ranked.append((-_named(section, query, words), -found["score"], len(ranked), section))
         ranked.sort(key=lambda r: r[:3])
-        hits = [Hit(section, snippet(section.text, needed)) for *_, section in ranked[:MAX_RESULTS]]
+        # Marked in snippets: the words as typed, and their stems (`idempotency` → `idempot` marks
+        # "idempotent", which the index matched), unless a stem is too short to mean much.
+        marks = sorted({*needed, *(t for w in needed for t in stems[w] if len(t) >= 4)}, key=len, reverse=True)
+        hits = [Hit(section, snippet(section.text, marks)) for *_, section in ranked[:MAX_RESULTS]]
         return Results(query, hits, total=len(ranked))
 
 
