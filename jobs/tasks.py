@@ -9,8 +9,9 @@ import sqlalchemy as sa
 from rq import get_current_job
 
 from jobs import stopping
-from levqor_core import outbound_mail
+from levqor_core import outbound_mail, redis_conn
 from levqor_core.apijobs import jobs as job_core
+from levqor_core.apijobs import sandbox
 from levqor_core.app import create_app
 from levqor_core.extensions import db
 from levqor_core.ops import periodic
@@ -47,6 +48,12 @@ def deliver_webhook(delivery_id: str) -> str | None:
     """One attempt at a webhook delivery; the next one is queued at its time."""
     with _app().app.app_context():
         return dispatch.attempt(delivery_id, sender=outbound_mail.email_sender())
+
+
+def stream_sandbox_job_end(account_id: int, job_id: str) -> bool:
+    """At a sandbox delay job's end: its job.succeeded on the account's event stream."""
+    with _app().app.app_context():
+        return sandbox.stream_end(redis_conn.for_limits(), account_id, job_id)
 
 
 def run_periodic(name: str, **kwargs) -> dict:

@@ -137,11 +137,16 @@ def served(postgres_server, redis_server, tmp_path_factory):
     )
     assert release.returncode == 0, release.stderr[-2000:]
     web = shipped.start_procfile_line(processes["web"], env, output=(tmp / "web.out").open("w+"))
+    # The worker too: a sandbox delay job's end reaches the streams from its webhook queue.
+    worker = shipped.start_procfile_line(
+        processes["worker"], env | {"WORKER_CONCURRENCY": "1"}, output=(tmp / "worker.out").open("w+")
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         shipped.wait_for(lambda: shipped.web_is_up(base), 60, what="the web process answering")
         yield base, env
     finally:
+        shipped.stop_procfile_line(worker)
         shipped.stop_procfile_line(web)
 
 
@@ -233,6 +238,32 @@ def test_listen_forwards_signed_events_resumes_after_a_drop_and_logs_tail_follow
     finally:
         listen.stop()
         tail.stop()
+        receiver.close()
+        api.close()
+
+
+def test_listen_gets_a_sandbox_delay_jobs_end_when_it_comes(served, developer, levqor):
+    """As an endpoint would: the Procfile worker streams it at the job's end, verifiable."""
+    base, _ = served
+    api = httpx.Client(base_url=base, headers={"x-api-key": developer}, timeout=10)
+    receiver = Receiver()
+    listen = Cli(levqor, cli_env(developer, base), "listen", "--forward-to", receiver.url(), "--sandbox")
+    try:
+        secret = listen.line(containing="Ready!").rsplit(" ", 1)[-1]
+        job = api.post("/api/sandbox/v1/jobs", json={"workflow": "delay", "input": {"seconds": 2}}).json()
+        assert job["status"] == "running"
+        line = listen.line(timeout=20, containing="job.succeeded")
+        assert "[200]" in line
+        assert api.get(f"/api/sandbox/v1/jobs/{job['id']}").json()["status"] == "succeeded"  # not before its end
+        [received] = receiver.received
+        event = Webhook(secret).verify(received["body"], received["headers"])
+        assert (event["type"], event["data"]["id"], event["data"]["result"]) == (
+            "job.succeeded",
+            job["id"],
+            {"slept_seconds": 2},
+        )
+    finally:
+        listen.stop()
         receiver.close()
         api.close()
 

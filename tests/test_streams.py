@@ -7,17 +7,22 @@ one connection (one per primary on a cluster)."""
 
 import json
 import re
+import time
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 import redis.cluster
+from rq import Queue
 from standardwebhooks.webhooks import Webhook
 
+from levqor_core import redis_conn
 from levqor_core.accounts.models import Account
+from levqor_core.apijobs import sandbox
 from levqor_core.extensions import db
 from levqor_core.keys import service as keys
+from levqor_core.queue import WEBHOOK_QUEUE
 from levqor_core.streams import feed, live
 from levqor_core.web import streams as stream_responses
 from levqor_core.webhooks import listening
@@ -397,3 +402,46 @@ def test_a_stream_resuming_behind_a_live_one_gets_what_it_missed_from_the_shared
             resumed.close()
     finally:
         live_one.close()
+
+
+def test_a_sandbox_delay_jobs_end_is_streamed_when_it_comes_once_and_not_if_canceled(base, make_account, app):
+    """`levqor listen --sandbox` sees a delay job end as an endpoint does: at its end, scheduled on
+    the webhook queue's workers (the Procfile worker runs it: tests/test_cli.py)."""
+    account_id, key = make_account()
+    stream = Stream(base, "/api/sandbox/v1/events/stream", key)
+    api = httpx.Client(base_url=base, headers={"x-api-key": key}, timeout=10)
+    try:
+        stream.next("ready")
+        delay = {"workflow": "delay", "input": {"seconds": 2}}
+        job = api.post("/api/sandbox/v1/jobs", json=delay).json()
+        canceled = api.post("/api/sandbox/v1/jobs", json=delay).json()
+        assert job["status"] == canceled["status"] == "running"
+        assert api.post(f"/api/sandbox/v1/jobs/{canceled['id']}/cancel").status_code == 200
+        _, _, first = stream.next("webhook")  # nothing of `job` before its end: the cancel's event
+        assert first["type"] == "job.canceled" and json.loads(first["body"])["data"]["id"] == canceled["id"]
+
+        # Each delay job's end is scheduled on the webhook queue, for the second it comes (rounded up).
+        scheduled = Queue(WEBHOOK_QUEUE, connection=app.extensions["levqor.redis"]).scheduled_job_registry
+        tasks = {}
+        for rq_id in scheduled.get_job_ids():
+            rq_job = scheduled.job_class.fetch(rq_id, connection=scheduled.connection)
+            if rq_job.func_name == sandbox.STREAM_END_TASK and rq_job.args[0] == account_id:
+                tasks[rq_job.args[1]] = scheduled.get_scheduled_time(rq_job)
+        assert set(tasks) == {job["id"], canceled["id"]}
+        with app.app_context():
+            r = redis_conn.for_limits()
+            assert sandbox.stream_end(r, account_id, job["id"]) is False  # not before its end
+            due = max(tasks.values()).replace(tzinfo=UTC)
+            time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+            assert sandbox.stream_end(r, account_id, canceled["id"]) is False  # canceled before its end
+            assert sandbox.stream_end(r, account_id, job["id"]) is True
+            assert sandbox.stream_end(r, account_id, job["id"]) is False  # an RQ job run again
+        _, _, ended = stream.next("webhook")
+        body = json.loads(ended["body"])
+        assert (body["type"], body["data"]["id"], body["data"]["status"]) == ("job.succeeded", job["id"], "succeeded")
+        assert body["data"]["result"] == {"slept_seconds": 2}
+        # Dated at the job's end, as its deliveries to endpoints are.
+        assert body["timestamp"] == api.get(f"/api/sandbox/v1/jobs/{job['id']}").json()["finished_at"]
+    finally:
+        api.close()
+        stream.close()

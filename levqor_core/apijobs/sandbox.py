@@ -24,10 +24,11 @@ from levqor_core.accounts import deletion
 from levqor_core.apijobs import jobs, pagination, workflows
 from levqor_core.apijobs.models import IN_FLIGHT, Job, new_job_id
 from levqor_core.apijobs.problems import JobNotCancelable, TooManyJobsInFlight
-from levqor_core.webhooks import events
+from levqor_core.webhooks import dispatch, events
 
 log = logging.getLogger(__name__)
 
+STREAM_END_TASK = "jobs.tasks.stream_sandbox_job_end"  # by name: the core never imports jobs/
 TTL = 86400
 MAX_INPUT_BYTES = 8 * 1024  # of the input as compact JSON; production takes the whole body
 MAX_RESULT_BYTES = 2 * MAX_INPUT_BYTES  # a larger result fails the job, as in production at its size
@@ -60,7 +61,8 @@ def forget_account(r: redis.Redis, account_id: int) -> None:
     prefix = key_prefix(account_id)
     entries = [e.decode() for e in r.zrange(f"{prefix}:index", 0, -1)]
     idems = [k.decode() for k in r.smembers(f"{prefix}:idems")]
-    jobs_keys = [f"{prefix}:job:{entry.split(':', 1)[1]}" for entry in entries]
+    job_ids = [entry.split(":", 1)[1] for entry in entries]
+    jobs_keys = [f"{prefix}:job:{job_id}" for job_id in job_ids] + [_streamed_key(prefix, j) for j in job_ids]
     names = [*jobs_keys, *idems, f"{prefix}:index", f"{prefix}:inflight", f"{prefix}:idems"]
     for start in range(0, len(names), 500):  # one round trip per batch, not per key
         r.unlink(*names[start : start + 500])
@@ -173,8 +175,10 @@ def create_job(
 def _announce_end(r: redis.Redis, account_id: int, raw: dict) -> None:
     """A delay job's end is only computed when read, but known in advance: its job.succeeded is
     recorded now, due at that end; the deliveries' ids are kept with the job so a cancel before
-    then withdraws them."""
+    then withdraws them. The account's event stream (`levqor listen`) gets it at that end, from
+    the worker (stream_end), unless the job was canceled by then."""
     due = raw["due"]
+    dispatch.schedule(STREAM_END_TASK, _at(due), account_id, raw["id"])
     ids = events.emit(account_id, "job.succeeded", lambda: _as_job(raw, due).to_dict(), sandbox=True, at=_at(due))
     if ids:
         raw["webhook_deliveries"] = ids
@@ -184,10 +188,34 @@ def _announce_end(r: redis.Redis, account_id: int, raw: dict) -> None:
             log.warning("could not note the webhook deliveries of sandbox job %s: %s", raw["id"], err)
 
 
+def _streamed_key(prefix: str, job_id: str) -> str:
+    return f"{prefix}:job:{job_id}:streamed"
+
+
+def stream_end(r: redis.Redis, account_id: int, job_id: str) -> bool:
+    """A delay job's end, come: its job.succeeded on the account's sandbox event stream, the body
+    its deliveries carry (dated at the end). Nothing if it was canceled before (or dropped, or not
+    due yet), and nothing the second time (an RQ job may run again). True when streamed."""
+    try:
+        raw = _load(r, account_id, job_id)
+    except problems.NotFound:
+        return False
+    job = _as_job(raw, time.time())
+    if job.status != "succeeded" or raw["status"] != "running":
+        return False
+    if not r.set(_streamed_key(key_prefix(account_id), job_id), 1, nx=True, ex=TTL):
+        return False
+    events.stream(account_id, "job.succeeded", job.to_dict(), sandbox=True, at=_at(raw["due"]))
+    return True
+
+
 def _drop_oldest(r: redis.Redis, prefix: str, entries: list[str]) -> None:
     """Forget the jobs past the newest MAX_JOBS (the index is in creation order)."""
     pipe = r.pipeline()
-    pipe.delete(*(f"{prefix}:job:{entry.split(':', 1)[1]}" for entry in entries))
+    for job_id in (entry.split(":", 1)[1] for entry in entries):
+        # One key per DEL: redis-py's cluster pipeline refuses a DEL of several keys.
+        pipe.delete(f"{prefix}:job:{job_id}")
+        pipe.delete(_streamed_key(prefix, job_id))
     pipe.zrem(f"{prefix}:index", *entries)
     pipe.zrem(f"{prefix}:inflight", *(entry.split(":", 1)[1] for entry in entries))
     pipe.execute()

@@ -50,6 +50,21 @@ def enqueue(delivery_ids: list[str], at: datetime | None = None) -> None:
         log.warning("could not queue webhook deliveries %s (the sweep will): %s", delivery_ids, err)
 
 
+def schedule(task: str, at: datetime, *args) -> bool:
+    """Run `task` (a dotted function path) on the webhook queue's workers at `at`, not before;
+    False when Redis cannot take it (logged). Without an async queue (RQ_ASYNC off) nothing is
+    scheduled: run at once, it would run before its time."""
+    try:
+        q = queue()
+        if not q.is_async:
+            return False
+        q.enqueue_at(scheduled_time(at), task, *args, job_timeout=30, result_ttl=0)
+        return True
+    except redis.RedisError as err:
+        log.warning("could not schedule %s%s at %s: %s", task, args, at.isoformat(), err)
+        return False
+
+
 def attempt(delivery_id: str, now: datetime | None = None, sender=None) -> str | None:
     """One attempt with the app's settings, the next one queued at its time; the status after it.
     `sender` (an email sender: `send(to, subject, body)`) tells an endpoint's owner when it is

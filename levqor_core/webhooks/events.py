@@ -37,7 +37,8 @@ def emit(
         body = data() if callable(data) else data
         now = datetime.now(UTC)
         if at is None or at <= now:
-            # An event dated later (a sandbox delay job's end) is not streamed: it may be withdrawn.
+            # An event dated later (a sandbox delay job's end) is streamed when it comes, by the
+            # worker (apijobs.sandbox.stream_end), not now: it may be withdrawn until then.
             _stream(account_id, event_type, body, sandbox, at or now)
         delivery_ids = service.record_event(account_id, event_type, body, sandbox=sandbox, now=at or now)
         if not delivery_ids:
@@ -52,6 +53,12 @@ def emit(
     except Exception:
         log.exception("could not queue the %s deliveries %s (the sweep will)", event_type, delivery_ids)
     return delivery_ids
+
+
+def stream(account_id: int, event_type: str, data: dict, *, sandbox: bool, at: datetime) -> None:
+    """An event on the account's stream only, dated `at`: one announced earlier (its deliveries
+    recorded then, due at `at`), streamed now that it has come. Its body is the deliveries'."""
+    _stream(account_id, event_type, data, sandbox, at)
 
 
 def _stream(account_id: int, event_type: str, data: dict, sandbox: bool, now: datetime) -> None:
