@@ -58,7 +58,8 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     app.config.update(settings)
     app.config["API_VERSION"] = spec["info"]["version"]
     app.template_folder = str(ROOT / "portal" / "templates")
-    app.session_interface = CookieSessionsOnlyWhenSent()
+    # The portal's static files (its blueprint's /assets, the npm files at /vendor) and Flask's own.
+    app.session_interface = CookieSessionsOnlyWhenSent(asset_endpoints={"static", "portal.static", "portal.vendor"})
 
     register_extensions(app)
     # Which limit each operation's key calls count against (the spec's x-levqor-area).

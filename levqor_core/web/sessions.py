@@ -9,7 +9,18 @@ from flask_security.core import _identity_loader
 
 class CookieSessionsOnlyWhenSent(SecureCookieSessionInterface):
     """API-key calls send no session cookie; Flask would still build its signing serializer for
-    each of them just to find nothing to read, and work out every cookie setting to write none."""
+    each of them just to find nothing to read, and work out every cookie setting to write none.
+
+    A response for a static file (`asset_endpoints`: the CSS, the scripts, the favicon) never
+    writes the cookie. Those requests run the same hooks as a page, and Flask-Login's session
+    protection marks a session it has not seen yet as not fresh, a change Flask then saves. A
+    page's assets are fetched while the browser moves on (the favicon after the page, often while
+    the next page loads), so such a response could arrive after a newer page had set the cookie and
+    put the older session back: seen in a browser test as a log-in form refused as expired, its
+    CSRF token gone with the session that held it (tests/test_sessions_and_assets.py)."""
+
+    def __init__(self, asset_endpoints=()):
+        self.asset_endpoints = frozenset(asset_endpoints)
 
     def open_session(self, app, request):
         if app.secret_key and (
@@ -19,6 +30,8 @@ class CookieSessionsOnlyWhenSent(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
     def save_session(self, app, session, response):
+        if request.endpoint in self.asset_endpoints:
+            return
         if not session and not session.modified:
             # What Flask's own save_session does with an empty, unmodified session, minus the
             # cookie settings it reads first.
