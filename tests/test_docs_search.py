@@ -40,6 +40,8 @@ def test_what_a_reader_types_finds_its_section_first(client, query, first):
 def test_an_operation_is_found_by_its_method_and_path(client):
     found = hits(search(client, "GET /api/v1/jobs").text)
     assert set(found[:2]) == {"/docs/api#op-get_job", "/docs/api#op-list_jobs"}
+    # Its path parameter named otherwise than in the spec (`{job_id}`).
+    assert hits(search(client, "/api/v1/jobs/{id}").text)[0] == "/docs/api#op-get_job"
 
 
 def test_every_word_must_match(client):

@@ -27,6 +27,7 @@ SNIPPET_CHARS = 180
 # `job.succeeded`): indexed and searched as spaces, so each part is a word of its own.
 _JOINERS = re.compile(r"[/{}()\[\].,:;_=<>\"'`*#|]+")
 _WORD = re.compile(r"[^\s\-]+")
+_PARAMETER = re.compile(r"\{[^}]*\}")
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,9 @@ def _named(section: Section, query: str, words: list[str]) -> int:
     if phrase in _words(section.title):
         return 2
     if asked in section.context.lower() or phrase in _words(section.context):
+        return 1
+    # A path written with other parameter names (`/jobs/{id}` for the spec's `/jobs/{job_id}`).
+    if "{" in asked and _PARAMETER.sub("{}", asked) in _PARAMETER.sub("{}", section.context.lower()):
         return 1
     return 0
 
