@@ -200,12 +200,12 @@ def stream_end(r: redis.Redis, account_id: int, job_id: str) -> bool:
         raw = _load(r, account_id, job_id)
     except problems.NotFound:
         return False
-    job = _as_job(raw, time.time())
-    if job.status != "succeeded" or raw["status"] != "running":
+    now = time.time()
+    if raw["status"] != "running" or now < raw["due"]:  # canceled, or not its end yet
         return False
     if not r.set(_streamed_key(key_prefix(account_id), job_id), 1, nx=True, ex=TTL):
         return False
-    events.stream(account_id, "job.succeeded", job.to_dict(), sandbox=True, at=_at(raw["due"]))
+    events.stream(account_id, "job.succeeded", _as_job(raw, now).to_dict(), sandbox=True, at=_at(raw["due"]))
     return True
 
 

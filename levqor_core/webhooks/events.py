@@ -39,7 +39,7 @@ def emit(
         if at is None or at <= now:
             # An event dated later (a sandbox delay job's end) is streamed when it comes, by the
             # worker (apijobs.sandbox.stream_end), not now: it may be withdrawn until then.
-            _stream(account_id, event_type, body, sandbox, at or now)
+            stream(account_id, event_type, body, sandbox=sandbox, at=at or now)
         delivery_ids = service.record_event(account_id, event_type, body, sandbox=sandbox, now=at or now)
         if not delivery_ids:
             return []
@@ -56,15 +56,11 @@ def emit(
 
 
 def stream(account_id: int, event_type: str, data: dict, *, sandbox: bool, at: datetime) -> None:
-    """An event on the account's stream only, dated `at`: one announced earlier (its deliveries
-    recorded then, due at `at`), streamed now that it has come. Its body is the deliveries'."""
-    _stream(account_id, event_type, data, sandbox, at)
-
-
-def _stream(account_id: int, event_type: str, data: dict, sandbox: bool, now: datetime) -> None:
-    """The event, its body as endpoints get it, on the account's stream (a Redis error is logged)."""
+    """The event, dated `at`, its body as endpoints get it, on the account's stream (a Redis error
+    is logged). Called by emit for an event of now, and for one announced earlier (its deliveries
+    recorded then, due at `at`) once it has come."""
     try:
-        body = service.event_body(event_type, data, sandbox, now)
+        body = service.event_body(event_type, data, sandbox, at)
         feed.publish_event(current_app.extensions["levqor.limits_redis"], account_id, sandbox, event_type, body)
     except Exception:
         log.exception("could not stream the %s event for account %s", event_type, account_id)

@@ -58,44 +58,48 @@ def _normalised(text: str) -> str:
     return _JOINERS.sub(" ", text)
 
 
+def _inline_text(token) -> str:
+    """An inline token's words as a reader sees them: its text and inline code, no markup; a line
+    break is a space."""
+    return "".join(
+        c.content if c.type in ("text", "code_inline") else " "
+        for c in token.children or ()
+        if c.type in ("text", "code_inline", "softbreak", "hardbreak")
+    )
+
+
+def _joined(parts: list[str]) -> str:
+    return " ".join(" ".join(parts).split())
+
+
 def plain_text(md: MarkdownIt, source: str) -> str:
     """Markdown as the words a reader sees: text, inline code and code blocks, no markup."""
     parts = []
     for token in md.parse(source or ""):
         if token.type == "inline":
-            parts.extend(child.content for child in token.children or () if child.type in ("text", "code_inline"))
+            parts.append(_inline_text(token))
         elif token.type in ("fence", "code_block"):
             parts.append(token.content)
-    return " ".join(" ".join(parts).split())
+    return _joined(parts)
 
 
-def _guide_sections(md: MarkdownIt, guide, url: str, base_url: str, limit: int) -> list[Section]:
+def _guide_sections(md: MarkdownIt, guide_title: str, url: str, text: str) -> list[Section]:
     """A guide's opening (up to its first heading) and each of its ## and ### sections, each with
     the id its heading gets on the page (md carries the same anchors plugin as the page's)."""
-    text = guide.body.replace("$BASE", base_url).replace("{sandbox_daily_limit}", str(limit))
-    sections, title, anchor, parts = [], guide.title, "", []
+    sections, title, anchor, parts = [], guide_title, "", []
 
     def close():
         if parts or not sections:
-            sections.append(
-                Section(
-                    ref=f"{url}#{anchor}" if anchor else url,
-                    kind="Guide",
-                    title=title,
-                    context="" if not anchor else guide.title,
-                    url=f"{url}#{anchor}" if anchor else url,
-                    text=" ".join(" ".join(parts).split()),
-                )
-            )
+            at = f"{url}#{anchor}" if anchor else url
+            sections.append(Section(at, "Guide", title, guide_title if anchor else "", at, _joined(parts)))
 
     tokens = md.parse(text)
     for i, token in enumerate(tokens):
         if token.type == "heading_open" and token.attrGet("id"):
             close()
-            anchor, parts = token.attrGet("id"), []
-            title = "".join(c.content for c in tokens[i + 1].children or () if c.type in ("text", "code_inline"))
-        elif token.type == "inline" and not (i and tokens[i - 1].type == "heading_open"):
-            parts.extend(c.content for c in token.children or () if c.type in ("text", "code_inline"))
+            anchor, parts, title = token.attrGet("id"), [], _inline_text(tokens[i + 1])
+        elif token.type == "inline" and tokens[i - 1].type != "heading_open":
+            parts.append(_inline_text(token))
         elif token.type in ("fence", "code_block"):
             parts.append(token.content)
     close()
@@ -113,11 +117,11 @@ def _operation_text(md: MarkdownIt, op: reference.Operation) -> str:
     return " ".join(w for w in words if w)
 
 
-def build_sections(md: MarkdownIt, guides, base_url: str, releases, sandbox_daily_limit: int) -> list[Section]:
+def build_sections(md: MarkdownIt, guides: list[tuple[str, str, str]], base_url: str, releases) -> list[Section]:
+    """Every section the search finds; `guides` as (title, URL, Markdown as the page renders it)."""
     found = []
-    for guide in guides:
-        url = "/docs/getting-started" if guide.slug == "getting-started" else f"/docs/guides/{guide.slug}"
-        found += _guide_sections(md, guide, url, base_url, sandbox_daily_limit)
+    for title, url, text in guides:
+        found += _guide_sections(md, title, url, text)
     for tag in reference.tags(base_url):
         for op in tag.operations:
             found.append(
@@ -262,8 +266,8 @@ def snippet(text: str, words: list[str], width: int = SNIPPET_CHARS) -> Markup:
     if begin:
         begin = text.find(" ", begin) + 1 or begin
     end = min(len(text), begin + width)
-    if end < len(text):
-        end = text.rfind(" ", begin, end) if text.rfind(" ", begin, end) > begin else end
+    if end < len(text) and (space := text.rfind(" ", begin, end)) > begin:
+        end = space
     piece = text[begin:end]
     marked, at = [], 0
     for m in starts.finditer(piece):

@@ -14,7 +14,7 @@ from pathlib import Path
 import htmx_flask
 import redis
 import yaml
-from flask import abort, current_app, render_template, request, send_file
+from flask import abort, current_app, render_template, request, send_file, url_for
 from flask_login import current_user
 from markdown_it import MarkdownIt
 from markupsafe import Markup
@@ -72,13 +72,22 @@ def guides() -> list[Guide]:
     return sorted(found, key=lambda g: g.order)
 
 
-def _guide_html(guide: Guide) -> Markup:
-    """The guide with this server's address and limits in its examples."""
+def _guide_text(guide: Guide, base_url: str) -> str:
+    """The guide's Markdown with this server's address and limits in its examples."""
     from levqor_core import tiers
 
-    text = guide.body.replace("$BASE", current_app.config["PUBLIC_BASE_URL"])
-    text = text.replace("{sandbox_daily_limit}", str(tiers.SANDBOX_DAILY_LIMIT))
-    return _with_copy_buttons(_GUIDE_MARKDOWN.render(text).replace("<pre><code", '<pre tabindex="0"><code'))
+    return guide.body.replace("$BASE", base_url).replace("{sandbox_daily_limit}", str(tiers.SANDBOX_DAILY_LIMIT))
+
+
+def _guide_url(guide: Guide) -> str:
+    if guide.slug == "getting-started":
+        return url_for("portal.guide_getting_started")
+    return url_for("portal.guide", slug=guide.slug)
+
+
+def _guide_html(guide: Guide) -> Markup:
+    rendered = _GUIDE_MARKDOWN.render(_guide_text(guide, current_app.config["PUBLIC_BASE_URL"]))
+    return _with_copy_buttons(rendered.replace("<pre><code", '<pre tabindex="0"><code'))
 
 
 def _with_copy_buttons(rendered: str) -> Markup:
@@ -202,12 +211,12 @@ def _search_index(base_url: str) -> docs_search.Index:
         with _SEARCH_INDEX_BUILD:
             index = _SEARCH_INDEXES.get(base_url)
             if index is None:
-                from levqor_core import tiers
-
                 sections = docs_search.build_sections(
-                    _GUIDE_MARKDOWN, guides(), base_url, releases(CHANGELOG.read_text(encoding="utf-8")),
-                    tiers.SANDBOX_DAILY_LIMIT,
-                )  # fmt: skip
+                    _GUIDE_MARKDOWN,
+                    [(g.title, _guide_url(g), _guide_text(g, base_url)) for g in guides()],
+                    base_url,
+                    releases(CHANGELOG.read_text(encoding="utf-8")),
+                )
                 index = _SEARCH_INDEXES[base_url] = docs_search.Index(sections)
     return index
 
