@@ -39,33 +39,34 @@ def sign_up(page, smtp, email=None):
 
 class _Exchanges:
     """The page's requests as sent (the session cookie's signature, the last 8 characters) and the
-    session cookies its responses set: to tell which answer's cookie a request carried."""
+    session cookies its responses set: to tell which answer's cookie a request carried. Only kept
+    while the journey runs; their headers are read only for a report."""
 
     def __init__(self, page):
-        self.page, self.lines = page, []
-        page.on("request", self._request)
-        page.on("response", self._response)
+        self.page, self.seen = page, []
+        page.on("request", self._note)
+        page.on("response", self._note)
+
+    def _note(self, request_or_response) -> None:
+        self.seen.append(request_or_response)
 
     @staticmethod
     def _session(header: str) -> str:
         found = re.search(r"(?:^|;\s*)session=([^;]+)", header or "")
         return f"…{found.group(1)[-8:]}" if found else "-"
 
-    def _request(self, request):
-        if "/assets/" not in request.url and "/vendor/" not in request.url:
-            self.lines.append(
-                f"> {request.method} {request.url} cookie {self._session(request.all_headers().get('cookie'))}"
-            )
-
-    def _response(self, response):
-        if "/assets/" not in response.url and "/vendor/" not in response.url:
-            set_cookie = response.all_headers().get("set-cookie", "")
-            self.lines.append(f"< {response.status} {response.url} set {self._session(set_cookie)}")
-
     def report(self) -> str:
+        lines = []
+        for item in self.seen:
+            if "/assets/" in item.url or "/vendor/" in item.url:
+                continue
+            if hasattr(item, "status"):
+                lines.append(f"< {item.status} {item.url} set {self._session(item.all_headers().get('set-cookie'))}")
+            else:
+                lines.append(f"> {item.method} {item.url} cookie {self._session(item.all_headers().get('cookie'))}")
         cookies = [f"{c['name']}=…{c['value'][-8:]}" for c in self.page.context.cookies()]
-        return "\n".join([*self.lines, f"cookies now: {cookies}"])
+        return "\n".join([*lines, f"cookies now: {cookies}"])
 
     def stop(self):
-        self.page.remove_listener("request", self._request)
-        self.page.remove_listener("response", self._response)
+        self.page.remove_listener("request", self._note)
+        self.page.remove_listener("response", self._note)
