@@ -4,7 +4,11 @@ import asyncio
 import inspect
 
 from levqor_core import problems
+from levqor_core.apijobs import poll_cache
 from levqor_core.web import request_state
+
+# The job poll: its answer can come back with the gate's round trip (levqor_core.apijobs.poll_cache).
+JOB_POLL = "handlers.jobs.get_job"
 
 
 def area_of(scope: dict, state: request_state.RequestState) -> str:
@@ -12,6 +16,15 @@ def area_of(scope: dict, state: request_state.RequestState) -> str:
     the sandbox cap), or neither (`meta`), as read at start-up (levqor_core.spec.operation_areas)."""
     operation_id = scope["extensions"]["connexion_routing"]["operation_id"]
     return state.extensions["levqor.operation_areas"].get(operation_id, "meta")
+
+
+def polled_job(scope: dict) -> str | None:
+    """The job a job poll names, when it is one of ours in form (anything else is for the database
+    to refuse, and names no Redis key)."""
+    if scope["extensions"]["connexion_routing"]["operation_id"] != JOB_POLL:
+        return None
+    job_id = scope.get("path_params", {}).get("job_id")
+    return job_id if isinstance(job_id, str) and poll_cache.is_cacheable(job_id) else None
 
 
 async def api_key_auth(api_key, required_scopes=None, request=None):
@@ -22,7 +35,7 @@ async def api_key_auth(api_key, required_scopes=None, request=None):
     state = request_state.of(scope)
     try:
         admitted = await state.gate.authorize_async(
-            api_key, area_of(scope, state), client=client[0] if client else None
+            api_key, area_of(scope, state), client=client[0] if client else None, job_id=polled_job(scope)
         )
     except problems.Problem as refusal:
         if caller := getattr(refusal, "caller", None):  # a valid key over its limits: still its call

@@ -35,13 +35,14 @@ def warm() -> None:
         db.engine.dispose()
 
 
-def run_job(job_id: str) -> str:
+def run_job(job_id: str, account_id: int | None = None) -> str:
     """Execute one API job; idempotent (a finished or canceled job is left alone). A cancel stops
-    its workflow on the API queue's workers, which run it in their own process (jobs/stopping.py)."""
+    its workflow on the API queue's workers, which run it in their own process (jobs/stopping.py).
+    `account_id`: the job's, for its poll's answers in Redis (absent from calls queued before)."""
     rq_job = get_current_job()
     guard = functools.partial(stopping.stoppable, rq_job.id) if rq_job else contextlib.nullcontext
     with _app().app.app_context():
-        return job_core.execute(job_id, guard=guard)
+        return job_core.execute(job_id, account_id, guard=guard)
 
 
 def deliver_webhook(delivery_id: str) -> str | None:

@@ -129,10 +129,11 @@ def _poll_engine(app):
         return db.engines[config.JOB_POLL_BIND]
 
 
-def test_a_poll_touches_only_the_poll_pool_on_a_warm_key(api, app):
-    """One statement on the poll's own pool; the main pool (its pre-ping, BEGIN, ROLLBACK) is not used."""
+def test_a_poll_reads_on_the_poll_pool_once_and_then_touches_no_pool(api, app):
+    """The first poll reads one statement on the poll's own pool (the main pool, its pre-ping, BEGIN
+    and ROLLBACK, is not used) and holds its answer in Redis; the polls after it run no SQL at all
+    (gate.lua reads the answer in its round trip: levqor_core.apijobs.poll_cache)."""
     job = api("POST", "/v1/jobs", json={"workflow": "echo", "input": {"text": "hi"}}).json()
-    assert api("GET", f"/v1/jobs/{job['id']}").status_code == 200  # the key's record is cached now
     with app.app_context():
         main = db.engine
     checkouts = {"main": 0, "poll": 0}
@@ -143,12 +144,16 @@ def test_a_poll_touches_only_the_poll_pool_on_a_warm_key(api, app):
     for target, name, listener in listeners:
         sa.event.listen(target, name, listener)
     try:
-        polled = api("GET", f"/v1/jobs/{job['id']}")
+        first = api("GET", f"/v1/jobs/{job['id']}")
+        after_first = dict(checkouts)
+        then = [api("GET", f"/v1/jobs/{job['id']}") for _ in range(3)]
     finally:
         for target, name, listener in listeners:
             sa.event.remove(target, name, listener)
-    assert polled.status_code == 200 and polled.json()["id"] == job["id"]
+    assert first.status_code == 200 and first.json()["id"] == job["id"]
+    assert after_first == {"main": 0, "poll": 1}
     assert checkouts == {"main": 0, "poll": 1}
+    assert [p.content for p in then] == [first.content] * 3
 
 
 def test_a_poll_after_the_server_dropped_the_poll_pools_connections_reads_on_new_ones(api, app, database_url, caplog):

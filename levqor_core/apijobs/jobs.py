@@ -19,10 +19,10 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from sqlalchemy.exc import IntegrityError
 
-from levqor_core import config, problems, queue, tiers
+from levqor_core import config, problems, queue, redis_conn, tiers
 from levqor_core.accounts import deletion
 from levqor_core.accounts.models import Account
-from levqor_core.apijobs import pagination, workflows
+from levqor_core.apijobs import pagination, poll_cache, workflows
 from levqor_core.apijobs.models import FINISHED, IN_FLIGHT, PUBLIC_COLUMNS, Job, new_job_id, public_job
 from levqor_core.apijobs.problems import JobNotCancelable, TooManyJobsInFlight
 from levqor_core.columns import utcnow
@@ -120,7 +120,7 @@ def create(account_id: int, workflow_id: str, data: dict, idempotency_key: str |
         return earlier, False
     finally:
         session.expire_on_commit = True
-    queue.enqueue(RUN_TASK, job.id, job_id=f"run-{job.id}")
+    queue.enqueue(RUN_TASK, job.id, job.account_id, job_id=f"run-{job.id}")
     return job, True
 
 
@@ -151,6 +151,17 @@ _POLL = sa.select(*(_JOBS.c[name] for name in PUBLIC_COLUMNS)).where(
 )
 
 
+def poll(account_id: int, job_id: str, offer: tuple[bytes, bytes] | None = None) -> bytes:
+    """The job poll's body: the answer the gate read with its round trip, else the database's
+    (`read`), held for the next polls when the gate offered a way to (`offer`: poll_cache)."""
+    if offer is not None and poll_cache.is_answer(offer[0]):
+        return offer[0]
+    answer = poll_cache.body(read(account_id, job_id))
+    if offer is not None and offer[0].startswith(poll_cache.FILL):
+        poll_cache.fill(redis_conn.for_limits(), account_id, job_id, offer, answer)
+    return answer
+
+
 def read(account_id: int, job_id: str) -> dict:
     """A job as the API shows it, read as the worker last committed it.
 
@@ -158,8 +169,8 @@ def read(account_id: int, job_id: str) -> dict:
     straight to the response: no ORM session, identity map or instance. On PostgreSQL it runs as
     a plain DBAPI cursor on the poll's own autocommit pool (config.binds): no pre-ping, no
     autocommit set and reset, no SQLAlchemy result layer (the read alone ~300 → ~100 µs of CPU in
-    process; bench/cpu_job_poll.py measures the whole call). Nothing is cached: each poll sees the
-    last committed status (tests/test_job_poll.py)."""
+    process; bench/cpu_job_poll.py measures the whole call). It reads the last committed status
+    (tests/test_job_poll.py); what `poll` holds of it in Redis is dropped by every write."""
     params = {"job_id": job_id, "account_id": account_id}
     engine = db.engines.get(config.JOB_POLL_BIND)
     if engine is None:  # SQLite, the embedded default
@@ -244,12 +255,13 @@ def list_page(account_id: int, status: str | None, limit: int, cursor: str | Non
 
 def cancel(account_id: int, job_id: str) -> Job:
     job = get(account_id, job_id)
-    updated = db.session.execute(
-        sa.update(Job)
-        .where(Job.seq == job.seq, Job.status.in_(IN_FLIGHT))
-        .values(status="canceled", finished_at=utcnow())
-    ).rowcount
-    db.session.commit()
+    with poll_cache.writes([(account_id, job.id)]):
+        updated = db.session.execute(
+            sa.update(Job)
+            .where(Job.seq == job.seq, Job.status.in_(IN_FLIGHT))
+            .values(status="canceled", finished_at=utcnow())
+        ).rowcount
+        db.session.commit()
     db.session.refresh(job)
     if not updated:
         raise JobNotCancelable(f"Job {job_id} is already {job.status}.")
@@ -274,13 +286,16 @@ def purge_finished(now, retention: timedelta) -> int:
     jobs still queued or running are kept whatever their age. Returns how many went."""
     cutoff, purged = now - retention, 0
     while True:
-        batch = db.session.scalars(
-            sa.select(Job.seq).where(Job.status.in_(FINISHED), Job.finished_at < cutoff).limit(PURGE_BATCH)
+        batch = db.session.execute(
+            sa.select(Job.seq, Job.account_id, Job.id)
+            .where(Job.status.in_(FINISHED), Job.finished_at < cutoff)
+            .limit(PURGE_BATCH)
         ).all()
         if not batch:
             return purged
-        deleted = db.session.execute(sa.delete(Job).where(Job.seq.in_(batch))).rowcount
+        deleted = db.session.execute(sa.delete(Job).where(Job.seq.in_([row.seq for row in batch]))).rowcount
         db.session.commit()  # in batches: short transactions, and progress survives an interruption
+        poll_cache.forget([(row.account_id, row.id) for row in batch])
         if not deleted:
             return purged
         purged += deleted
@@ -291,12 +306,17 @@ def requeue_stranded(now, queued_for=timedelta(minutes=2), running_for=timedelta
     restart, or left `running` by a worker that died (RQ stops a job after queue.API_JOB_TIMEOUT, well
     inside `running_for`). Returns how many were requeued."""
     connection = queue.get_queue().connection
-    db.session.execute(
-        sa.update(Job)
-        .where(Job.status == "running", Job.started_at < now - running_for)
-        .values(status="queued", started_at=None)
-    )
-    db.session.commit()
+    left_running = db.session.execute(
+        sa.select(Job.account_id, Job.id).where(Job.status == "running", Job.started_at < now - running_for)
+    ).all()
+    with poll_cache.writes([(row.account_id, row.id) for row in left_running]):
+        db.session.execute(
+            sa.update(Job)
+            .where(Job.id.in_([row.id for row in left_running]), Job.status == "running")
+            .where(Job.started_at < now - running_for)
+            .values(status="queued", started_at=None)
+        )
+        db.session.commit()
     stranded = db.session.scalars(sa.select(Job).where(Job.status == "queued", Job.created_at < now - queued_for))
     requeued = 0
     for job in stranded:
@@ -309,7 +329,7 @@ def requeue_stranded(now, queued_for=timedelta(minutes=2), running_for=timedelta
             )
         except NoSuchJobError:
             alive = False
-        if not alive and queue.enqueue(RUN_TASK, job.id, job_id=f"run-{job.id}"):
+        if not alive and queue.enqueue(RUN_TASK, job.id, job.account_id, job_id=f"run-{job.id}"):
             requeued += 1
     return requeued
 
@@ -323,6 +343,7 @@ _START = (
     .returning(_JOBS.c.account_id, _JOBS.c.workflow, _JOBS.c.input)
 )
 _STATUS = sa.select(_JOBS.c.status).where(_JOBS.c.id == sa.bindparam("job_id"))
+_ACCOUNT = sa.select(_JOBS.c.account_id).where(_JOBS.c.id == sa.bindparam("job_id"))
 
 
 def _finish(outcome: dict):
@@ -334,21 +355,34 @@ def _finish(outcome: dict):
     )
 
 
-def execute(job_id: str, *, guard: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> str:
+def execute(
+    job_id: str,
+    account_id: int | None = None,
+    *,
+    guard: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+) -> str:
     """Run a queued job (called by the worker); returns its final status. Safe to call twice.
 
     Two statements on an autocommit connection (no BEGIN, COMMIT or reload: a job is two round trips
     and its event's check for endpoints), each a compare-and-set on the status, so a job runs once
     and a cancel while it ran wins (and told its own event). `guard` wraps the workflow's run only:
-    the worker's lets a cancel stop the job there and nowhere else (jobs/stopping.py)."""
+    the worker's lets a cancel stop the job there and nowhere else (jobs/stopping.py). Each write
+    is told to the poll's answers in Redis (poll_cache.writes), with `account_id` (its slot), read
+    here when the queued call did not carry it (one queued before it did)."""
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        started = connection.execute(_START, {"job_id": job_id, "now": utcnow()}).one_or_none()
+        if account_id is None:
+            account_id = connection.scalar(_ACCOUNT, {"job_id": job_id})
+            if account_id is None:
+                return "missing"
+        with poll_cache.writes([(account_id, job_id)]):
+            started = connection.execute(_START, {"job_id": job_id, "now": utcnow()}).one_or_none()
         if started is None:  # already run, running elsewhere, canceled, or gone
             return connection.scalar(_STATUS, {"job_id": job_id}) or "missing"
         with guard():
             result, error = run_workflow(workflows.get(started.workflow), started.input, f"job {job_id}")
         outcome = {"status": "failed", "error": error} if error else {"status": "succeeded", "result": result}
-        finished = connection.execute(_finish(outcome), {"job_id": job_id, "now": utcnow()}).one_or_none()
+        with poll_cache.writes([(account_id, job_id)]):
+            finished = connection.execute(_finish(outcome), {"job_id": job_id, "now": utcnow()}).one_or_none()
         if finished is None:
             return connection.scalar(_STATUS, {"job_id": job_id}) or "missing"
     shown = public_job(finished)

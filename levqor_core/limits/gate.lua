@@ -11,6 +11,8 @@
 -- KEYS[7]  the bucket's dirty set (pairs the next flush persists)
 -- KEYS[8]  the bucket's life on this server (set on its first metered call: gone if Redis was
 --          flushed or restarted empty)
+-- KEYS[9], KEYS[10], a job poll only: the job's held answer and its generation
+--          (levqor_core.apijobs.poll_cache)
 -- ARGV[1]  area: v1 | sandbox | meta
 -- ARGV[2]  now, unix seconds
 -- ARGV[3]  calendar period id (YYYY-MM)      ARGV[4] its end, unix seconds
@@ -26,7 +28,9 @@
 --          admitted call and on a refusal by the key's limits (the request log shows both); the
 --          last three on a metered call, for gate.py's journal (what to replay should this
 --          server's life end: its epoch is the server's replication id, which a restart or a
---          failover to a replica changes, and KEYS[8], which an emptied Redis loses).
+--          failover to a replica changes, and KEYS[8], which an emptied Redis loses); and on a
+--          metered job poll, what poll_cache.py calls the gate's offer: the answer held on this
+--          epoch, else 'g' and the job's generation (the fill checks the writes in flight).
 local r = redis.call('HMGET', KEYS[1], 'acct', 'kid', 'quota', 'burst', 'pid', 'pend', 'exp')
 if not r[1] then return {'miss'} end
 if r[1] == '' then return {'unknown'} end
@@ -85,5 +89,18 @@ local d = redis.call('INCR', KEYS[4])
 redis.call('EXPIRE', KEYS[4], 8 * 86400)
 redis.call('HSET', KEYS[6], 'v' .. d % 64, ARGV[9] .. ' ' .. d)
 redis.call('SADD', KEYS[7], dirty)
-if quota < 0 then return {'ok', -1, -1, pend, burst, burst - b, acct, kid, epoch, d, pid} end
-return {'ok', quota, quota - n, pend, burst, burst - b, acct, kid, epoch, d, pid}
+local reply
+if quota < 0 then
+  reply = {'ok', -1, -1, pend, burst, burst - b, acct, kid, epoch, d, pid}
+else
+  reply = {'ok', quota, quota - n, pend, burst, burst - b, acct, kid, epoch, d, pid}
+end
+if KEYS[10] then
+  local held = redis.call('HMGET', KEYS[9], 'body', 'epoch')
+  if held[1] and held[2] == epoch then
+    reply[12] = held[1]
+  else
+    reply[12] = 'g' .. (redis.call('GET', KEYS[10]) or '0')
+  end
+end
+return reply

@@ -35,6 +35,7 @@ import redis
 from flask import Flask, current_app
 
 from levqor_core import redis_conn, tiers
+from levqor_core.apijobs import poll_cache
 from levqor_core.keys import format as keyfmt
 from levqor_core.limits import refusals
 from levqor_core.limits.degraded import Outage
@@ -105,10 +106,11 @@ def failures_key(client: str, now: float) -> str:
     return f"lvq:f:{client}:{int(now) // 60}"
 
 
-def script_keys(owner: Owner, key_hash: str, now: float, period_id: str) -> list[str]:
-    """gate.lua's KEYS: all under the account's hash tag (one slot)."""
+def script_keys(owner: Owner, key_hash: str, now: float, period_id: str, job_id: str | None = None) -> list[str]:
+    """gate.lua's KEYS: all under the account's hash tag (one slot); a job poll's two more."""
     account_id, key_id = owner
     day = _calendar_args(int(now))[2]
+    polled = poll_cache.gate_keys(account_id, job_id) if job_id else []
     return [
         record_key(account_id, key_hash),
         metering.burst_key(account_id, key_id, int(now)),
@@ -118,6 +120,7 @@ def script_keys(owner: Owner, key_hash: str, now: float, period_id: str) -> list
         f"lvq:{metering.tag(account_id)}:base:{key_id}:{day}",
         metering.dirty_key(account_id),
         metering.epoch_key(account_id),
+        *polled,
     ]
 
 
@@ -156,6 +159,7 @@ class ScriptReply(NamedTuple):
     epoch: bytes | None = None
     day_count: int | None = None
     period_id: bytes | None = None
+    job: bytes | None = None  # a metered job poll's offer (levqor_core.apijobs.poll_cache)
 
     @classmethod
     def parse(cls, raw: list) -> "ScriptReply":
@@ -168,7 +172,7 @@ class ScriptReply(NamedTuple):
         caller = (int(raw[6]), raw[7].decode())
         if len(raw) < 11:
             return cls(verdict, *figures, *caller)
-        return cls(verdict, *figures, *caller, raw[8], int(raw[9]), raw[10])
+        return cls(verdict, *figures, *caller, raw[8], int(raw[9]), raw[10], raw[11] if len(raw) > 11 else None)
 
     @property
     def caller(self) -> dict:
@@ -256,12 +260,18 @@ class Gate:
         self._periods: dict[str, str] = {}
 
     async def authorize_async(
-        self, raw_key: str, area: str, now: float | None = None, client: str | None = None
+        self,
+        raw_key: str,
+        area: str,
+        now: float | None = None,
+        client: str | None = None,
+        job_id: str | None = None,
     ) -> dict:
         """Admit one call in `area` (v1 | sandbox | meta) or raise the matching problem; `client`
-        (the caller's address) has its failed authentications throttled."""
+        (the caller's address) has its failed authentications throttled. A v1 call polling job
+        `job_id` also gets the job's held answer, or how to hold one (`job_poll`: poll_cache)."""
         steps = self._on_loops.get(asyncio.get_running_loop()) or self._steps_for_this_loop()
-        return await self._admit(steps, _hash_of(raw_key), area, now, client)
+        return await self._admit(steps, _hash_of(raw_key), area, now, client, job_id)
 
     def authorize_hash(self, key_hash: str, area: str, now: float | None = None, client: str | None = None) -> dict:
         """Admit one call for the key with this hash, off the event loop: the portal uses it to run
@@ -274,7 +284,9 @@ class Gate:
         self._on_loops[asyncio.get_running_loop()] = steps
         return steps
 
-    async def _admit(self, steps, key_hash: str, area: str, now: float | None, client: str | None) -> dict:
+    async def _admit(
+        self, steps, key_hash: str, area: str, now: float | None, client: str | None, job_id: str | None = None
+    ) -> dict:
         """The one admission sequence: find the key's account (this process's memory, else Redis's
         locator, else the database), then gate.lua; on a miss, fill the key's record and run it
         again; then hand Redis what it missed while away; without Redis, admit from the database."""
@@ -286,11 +298,11 @@ class Gate:
             owner = self.records.owners.get(key_hash) or await self._locate(steps, key_hash, now, client)
             if owner is None:
                 return await self._refuse_unknown(steps, now, client)
-            result = await self._run(steps, owner, key_hash, area, now, call_id)
+            result = await self._run(steps, owner, key_hash, area, now, call_id, job_id)
             if result[0] == b"miss":
                 if await steps.in_thread(self.records.fill, key_hash, now, owner) is None:
                     return await self._refuse_unknown(steps, now, client)
-                result = await self._run(steps, owner, key_hash, area, now, call_id)
+                result = await self._run(steps, owner, key_hash, area, now, call_id, job_id)
             if result[0] == b"unknown":
                 return await self._refuse_unknown(steps, now, client)
         except redis_conn.UNAVAILABLE as err:
@@ -325,12 +337,14 @@ class Gate:
             raise refusals.throttled(now)
         raise refusals.unknown_key()
 
-    async def _run(self, steps, owner: Owner, key_hash: str, area: str, now: float, call_id: str):
+    async def _run(
+        self, steps, owner: Owner, key_hash: str, area: str, now: float, call_id: str, job_id: str | None = None
+    ):
         """gate.lua with the usage counter of the period the key counted in last (else the
         calendar's); once more with the right one if the key's period is another."""
         period_id = self._periods.get(key_hash) or _calendar_args(int(now))[0]
         args = script_args(area, now, period_id, call_id)
-        result = await steps.script(script_keys(owner, key_hash, now, period_id), args)
+        result = await steps.script(script_keys(owner, key_hash, now, period_id, job_id), args)
         if result[0] == b"period":
             period_id = result[1].decode()
             if period_id == _calendar_args(int(now))[0]:
@@ -340,7 +354,7 @@ class Gate:
                     self._periods.clear()
                 self._periods[key_hash] = period_id
             args = script_args(area, now, period_id, call_id)
-            result = await steps.script(script_keys(owner, key_hash, now, period_id), args)
+            result = await steps.script(script_keys(owner, key_hash, now, period_id, job_id), args)
         return result
 
     def catch_up(self) -> None:
@@ -396,12 +410,15 @@ class Gate:
                         day_count=reply.day_count,
                     )
                 )
-            return {
+            admitted = {
                 "sub": str(reply.account_id),
                 "account_id": reply.account_id,
                 "key_id": reply.key_id,
                 "headers": headers,
             }
+            if reply.job is not None:
+                admitted["job_poll"] = (reply.job, reply.epoch)
+            return admitted
         headers["Retry-After"] = refusals.retry_after(reply.reset, now)
         if reply.verdict == "burst":
             refusal = refusals.over_burst(reply.burst, headers)
