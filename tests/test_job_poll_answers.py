@@ -65,11 +65,17 @@ def _held(app, account_id: int, job_id: str) -> bytes | None:
         return redis_conn.for_limits().hget(poll_cache.keys(account_id, job_id)[0], "body")
 
 
-def _set_status_in_the_database_only(app, job_id: str, status: str) -> None:
+def _set_status_in_the_database_only(app, job_id: str, status: str, **values) -> None:
     """A committed write that tells Redis nothing (what a write while Redis was away leaves)."""
     with app.app_context():
-        db.session.execute(sa.update(Job).where(Job.id == job_id).values(status=status))
+        db.session.execute(sa.update(Job).where(Job.id == job_id).values(status=status, **values))
         db.session.commit()
+
+
+def _write(app, account_id: int, job_id: str, status: str, **values) -> None:
+    """A committed write of the job's row, told to Redis as the app's writes are."""
+    with app.app_context(), poll_cache.writes([(account_id, job_id)]):
+        _set_status_in_the_database_only(app, job_id, status, **values)
 
 
 def test_a_held_answer_is_served_without_sql_and_says_what_the_database_says(app, caller, queued, checkouts):
@@ -130,25 +136,13 @@ def test_an_answer_held_by_an_earlier_life_of_the_server_is_not_used(app, caller
 
 
 def test_the_requeue_and_the_purge_drop_the_answers_they_change(app, caller, queued):
-    with app.app_context(), poll_cache.writes([(caller.account_id, queued["id"])]):
-        db.session.execute(
-            sa.update(Job)
-            .where(Job.id == queued["id"])
-            .values(status="running", started_at=utcnow() - timedelta(hours=1))
-        )
-        db.session.commit()
+    _write(app, caller.account_id, queued["id"], "running", started_at=utcnow() - timedelta(hours=1))
     assert caller("GET", f"/v1/jobs/{queued['id']}").json()["status"] == "running"
     with app.app_context():
         jobs.requeue_stranded(utcnow())
     assert caller("GET", f"/v1/jobs/{queued['id']}").json()["status"] == "queued"
 
-    with app.app_context(), poll_cache.writes([(caller.account_id, queued["id"])]):
-        db.session.execute(
-            sa.update(Job)
-            .where(Job.id == queued["id"])
-            .values(status="succeeded", finished_at=utcnow() - timedelta(days=40))
-        )
-        db.session.commit()
+    _write(app, caller.account_id, queued["id"], "succeeded", finished_at=utcnow() - timedelta(days=40))
     assert caller("GET", f"/v1/jobs/{queued['id']}").json()["status"] == "succeeded"
     assert _held(app, caller.account_id, queued["id"]) is not None
     with app.app_context():
@@ -187,3 +181,14 @@ def test_a_write_while_redis_is_away_is_made_and_logged(app, caller, queued, out
         assert caller("POST", f"/v1/jobs/{queued['id']}/cancel").status_code == 200
         assert caller("GET", f"/v1/jobs/{queued['id']}").json()["status"] == "canceled"
     assert any("not told to Redis" in r.getMessage() for r in caplog.records)
+
+
+def test_a_large_answer_is_not_held_and_is_read_at_every_poll(app, caller, checkouts):
+    """A result of up to 256 KiB is stored with its job: such answers are not held in Redis."""
+    job = caller("POST", "/v1/jobs", json={"workflow": "echo", "input": {"text": "x" * 20_000}}).json()
+    checkouts.clear()
+    polls = [caller("GET", f"/v1/jobs/{job['id']}") for _ in range(2)]
+    assert [p.json()["input"]["text"] for p in polls] == ["x" * 20_000] * 2
+    assert len(polls[0].content) > poll_cache.MAX_HELD_BYTES
+    assert _held(app, caller.account_id, job["id"]) is None
+    assert len(checkouts) == 2

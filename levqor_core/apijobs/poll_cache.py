@@ -39,6 +39,10 @@ from levqor_core.metering import counters as metering
 log = logging.getLogger(__name__)
 
 ANSWER_SECONDS = 60
+# A finished job's answer carries its result (up to jobs.MAX_RESULT_BYTES, 256 KiB): held whatever
+# their size, 10,000 jobs polled in one minute could hold 2.5 GB of Redis. Larger answers are read
+# from the database at every poll.
+MAX_HELD_BYTES = 16 * 1024
 WRITING_SECONDS = 60  # longer than any one statement of a job's write and its commit
 GENERATION_SECONDS = 120  # outlives any poll between its gate call and its fill
 # Only an id of the form we issue names a key: anything else is read (and refused) by the database.
@@ -123,8 +127,11 @@ def is_answer(offer: bytes | None) -> bool:
 
 def fill(r: redis.Redis, account_id: int, job_id: str, seen: tuple[bytes, bytes], answer: bytes) -> bool:
     """Hold a poll's answer read from the database, unless a write began since its gate call:
-    `seen` is (gate.lua's reply to it, the server's epoch). Redis away: nothing is held."""
+    `seen` is (gate.lua's reply to it, the server's epoch). Redis away, or an answer over
+    MAX_HELD_BYTES: nothing is held."""
     offer, epoch = seen
+    if len(answer) > MAX_HELD_BYTES:
+        return False
     try:
         return bool(
             _script(r, _FILL)(
