@@ -1,6 +1,6 @@
 """/v1/jobs"""
 
-from flask import current_app, request
+from flask import Response, current_app, request
 
 from levqor_core.apijobs import jobs
 
@@ -16,7 +16,7 @@ def create_job(*, body: dict) -> Reply:
     return ok(job.to_dict(), 202 if created else 200, {"Location": f"/api/v1/jobs/{job.id}"})
 
 
-def get_job(*, job_id: str):
+def get_job(*, job_id: str) -> Response:
     """One of the caller's jobs (its body as bytes: the gate may have read it already)."""
     body = jobs.poll(_caller.account_id(), job_id, _caller.token_info().get("job_poll"))
     return current_app.response_class(body, 200, mimetype="application/json")
