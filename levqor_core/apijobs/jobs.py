@@ -366,25 +366,27 @@ def execute(
     Two statements on an autocommit connection (no BEGIN, COMMIT or reload: a job is two round trips
     and its event's check for endpoints), each a compare-and-set on the status, so a job runs once
     and a cancel while it ran wins (and told its own event). `guard` wraps the workflow's run only:
-    the worker's lets a cancel stop the job there and nowhere else (jobs/stopping.py). Each write
-    is told to the poll's answers in Redis (poll_cache.writes), with `account_id` (its slot), read
-    here when the queued call did not carry it (one queued before it did)."""
+    the worker's lets a cancel stop the job there and nowhere else (jobs/stopping.py).
+
+    The poll's answers in Redis are told once around both writes and the run between them
+    (poll_cache.writes, in `account_id`'s slot, read here when the queued call did not carry it):
+    two round trips per job rather than four, one of them before the start. While the job runs its
+    polls read the database, as they must around each of its writes anyway."""
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         if account_id is None:
             account_id = connection.scalar(_ACCOUNT, {"job_id": job_id})
             if account_id is None:
                 return "missing"
-        with poll_cache.writes([(account_id, job_id)]):
+        with poll_cache.writes([(account_id, job_id)], seconds=queue.API_JOB_TIMEOUT + 30):
             started = connection.execute(_START, {"job_id": job_id, "now": utcnow()}).one_or_none()
-        if started is None:  # already run, running elsewhere, canceled, or gone
-            return connection.scalar(_STATUS, {"job_id": job_id}) or "missing"
-        with guard():
-            result, error = run_workflow(workflows.get(started.workflow), started.input, f"job {job_id}")
-        outcome = {"status": "failed", "error": error} if error else {"status": "succeeded", "result": result}
-        with poll_cache.writes([(account_id, job_id)]):
+            if started is None:  # already run, running elsewhere, canceled, or gone
+                return connection.scalar(_STATUS, {"job_id": job_id}) or "missing"
+            with guard():
+                result, error = run_workflow(workflows.get(started.workflow), started.input, f"job {job_id}")
+            outcome = {"status": "failed", "error": error} if error else {"status": "succeeded", "result": result}
             finished = connection.execute(_finish(outcome), {"job_id": job_id, "now": utcnow()}).one_or_none()
-        if finished is None:
-            return connection.scalar(_STATUS, {"job_id": job_id}) or "missing"
+            if finished is None:
+                return connection.scalar(_STATUS, {"job_id": job_id}) or "missing"
     shown = public_job(finished)
     events.emit(started.account_id, f"job.{shown['status']}", shown)
     return shown["status"]

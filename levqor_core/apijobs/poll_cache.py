@@ -21,7 +21,8 @@ A server's epoch (its replication id and the bucket's life, as gate.lua computes
 a failover or a restart empty: an answer held on a server whose writes a failover may have lost
 is not used. If Redis is away when a write counts up, that write cannot drop the answer: a poll may
 then show the status before it for up to ANSWER_SECONDS (the log says so). A write that counted up
-but never down (its process died) sends polls to the database until WRITING_SECONDS pass.
+but never down (its process died) sends polls to the database until its seconds pass (the
+worker's, around a whole job: API_JOB_TIMEOUT and a margin).
 """
 
 import json
@@ -43,7 +44,7 @@ ANSWER_SECONDS = 60
 # their size, 10,000 jobs polled in one minute could hold 2.5 GB of Redis. Larger answers are read
 # from the database at every poll.
 MAX_HELD_BYTES = 16 * 1024
-WRITING_SECONDS = 60  # longer than any one statement of a job's write and its commit
+WRITING_SECONDS = 60  # longer than any one statement of a job's write and its commit (the default)
 GENERATION_SECONDS = 120  # outlives any poll between its gate call and its fill
 # Only an id of the form we issue names a key: anything else is read (and refused) by the database.
 _JOB_ID = re.compile(r"job_[0-9a-f]{20}")
@@ -146,12 +147,14 @@ def fill(r: redis.Redis, account_id: int, job_id: str, seen: tuple[bytes, bytes]
 
 class Writes:
     """The two halves around the writes of some jobs' rows (account id, job id): `with
-    Writes(r, jobs):` around the statement and its commit. Redis away: logged, never raised (the
-    database's write goes on; see the module's last paragraph)."""
+    Writes(r, jobs):` around the statements and their commits, which must end within `seconds`
+    (else the writes in flight are forgotten). Redis away: logged, never raised (the database's
+    write goes on; see the module's last paragraph)."""
 
-    def __init__(self, r: redis.Redis | None, jobs: Iterable[tuple[int, str]]):
+    def __init__(self, r: redis.Redis | None, jobs: Iterable[tuple[int, str]], seconds: int = WRITING_SECONDS):
         self.r = r
         self.jobs = list(jobs)
+        self.seconds = seconds
         self.counted: list[tuple[int, str]] = []
 
     def __enter__(self) -> "Writes":
@@ -170,7 +173,7 @@ class Writes:
             return False
         try:
             _script(self.r, script)(
-                keys=keys(account_id, job_id), args=[WRITING_SECONDS, GENERATION_SECONDS, int(counted)]
+                keys=keys(account_id, job_id), args=[self.seconds, GENERATION_SECONDS, int(counted)]
             )
             return True
         except redis_conn.UNAVAILABLE as err:
@@ -179,9 +182,9 @@ class Writes:
 
 
 @contextmanager
-def writes(jobs: Iterable[tuple[int, str]]) -> Iterator[Writes]:
+def writes(jobs: Iterable[tuple[int, str]], seconds: int = WRITING_SECONDS) -> Iterator[Writes]:
     """`Writes` on the app's limits Redis (None outside an app: nothing to tell)."""
-    with Writes(_limits_redis(), jobs) as told:
+    with Writes(_limits_redis(), jobs, seconds) as told:
         yield told
 
 
