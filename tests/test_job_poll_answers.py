@@ -114,6 +114,34 @@ def test_a_read_from_before_a_write_is_not_held_after_it(app, caller, monkeypatc
     assert caller("GET", f"/v1/jobs/{job['id']}").json()["status"] == "canceled"
 
 
+def test_a_read_whose_write_a_failover_lost_is_not_held_on_the_new_primary(app, caller, monkeypatch):
+    """The poll reads `queued`; a write commits and is told to the primary, which dies before its
+    replica has the counts. On the promoted replica the generation is what the gate saw, but the
+    server's epoch is not: the fill is refused and the next poll reads `running`."""
+    job = caller("POST", "/v1/jobs", json={"workflow": "echo", "input": {}}).json()
+    read = jobs.read
+
+    def read_then_a_write_a_failover_loses(account_id, job_id):
+        found = read(account_id, job_id)
+        with app.app_context():
+            r = redis_conn.for_limits()
+            generation = poll_cache.keys(account_id, job_id)[2]
+            seen = r.get(generation)
+            _write(app, account_id, job_id, "running")
+            if seen is None:  # the promoted replica's view: the write's counts never arrived
+                r.delete(generation)
+            else:
+                r.set(generation, seen)
+            r.set(metering.epoch_key(account_id), "a-life-on-the-promoted-replica")
+        return found
+
+    monkeypatch.setattr(jobs, "read", read_then_a_write_a_failover_loses)
+    assert caller("GET", f"/v1/jobs/{job['id']}").json()["status"] == "queued"  # concurrent with the write
+    monkeypatch.setattr(jobs, "read", read)
+    assert _held(app, caller.account_id, job["id"]) is None
+    assert caller("GET", f"/v1/jobs/{job['id']}").json()["status"] == "running"
+
+
 def test_while_a_write_is_in_flight_every_poll_reads_the_database(app, caller, queued, checkouts):
     with app.app_context(), poll_cache.writes([(caller.account_id, queued["id"])]):
         _set_status_in_the_database_only(app, queued["id"], "running")
