@@ -220,3 +220,17 @@ def test_a_large_answer_is_not_held_and_is_read_at_every_poll(app, caller, check
     assert len(polls[0].content) > poll_cache.MAX_HELD_BYTES
     assert _held(app, caller.account_id, job["id"]) is None
     assert len(checkouts) == 2
+
+
+def test_a_short_write_does_not_shorten_a_longer_one_in_flight(app, caller, queued):
+    """The worker holds its writes in flight around a whole run (API_JOB_TIMEOUT and more); a cancel
+    meanwhile (60 s) must not bring their expiry closer."""
+    writing = poll_cache.keys(caller.account_id, queued["id"])[1]
+    with app.app_context(), poll_cache.writes([(caller.account_id, queued["id"])], seconds=120):
+        r = redis_conn.for_limits()
+        assert r.ttl(writing) > 60
+        with poll_cache.writes([(caller.account_id, queued["id"])]):
+            assert r.ttl(writing) > 60
+        assert r.get(writing) == b"1" and r.ttl(writing) > 60
+    with app.app_context():
+        assert redis_conn.for_limits().exists(writing) == 0

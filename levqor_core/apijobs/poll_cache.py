@@ -53,9 +53,11 @@ _JOB_ID = re.compile(r"job_[0-9a-f]{20}")
 # b"g<generation>": nothing held; hold what you read if the generation is still this.
 FILL = b"g"
 
+# The writes in flight expire with the longest of them (a cancel's 60 s must not cut the worker's
+# hold around a run short).
 _WRITING = """
 redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[1])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
 redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('DEL', KEYS[1])
