@@ -29,7 +29,8 @@ What it does, in order:
 7. throughout traffic and drain, samples each second the PSS (psutil's memory_full_info().pss:
    shared pages split between their sharers) of every process in the `web` tree (gunicorn's
    master and workers) and the `worker` tree (the supervisor, its RQ workers and their work
-   horses), and reports each tree's peak against a standard dyno's 512 MB.
+   horses), and reports each tree's peak against a standard dyno's 512 MB, with each of its
+   processes' PSS at that peak.
 
 It prints requests sent, 5xx, 429s by kind, jobs submitted / succeeded / failed / pending after
 the drain / lost, usage counted versus admitted, and peak PSS per process type; it exits 1 when
@@ -149,6 +150,9 @@ class MemoryPeaks:
         self.procs = procs
         self.peak = dict.fromkeys(kinds, 0)  # bytes, the tree's sum
         self.processes_at_peak = dict.fromkeys(kinds, 0)
+        # Each tree's processes at its peak, (PSS bytes, pid, command line), largest first: which
+        # ones grew is the first question when a peak is high.
+        self.tree_at_peak: dict[str, list[tuple[int, int, str]]] = {kind: [] for kind in kinds}
         self.largest = dict.fromkeys(kinds, 0)  # bytes, one process
         self.samples = 0
         self._stop = threading.Event()
@@ -167,16 +171,18 @@ class MemoryPeaks:
 
     def sample(self) -> None:
         for kind in self.peak:
-            total, count = 0, 0
+            total, count, processes = 0, 0, []
             for proc in tree(self.procs[kind].pid):
                 try:
                     pss = proc.memory_full_info().pss
+                    processes.append((pss, proc.pid, " ".join(proc.cmdline())))
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
                 total, count = total + pss, count + 1
                 self.largest[kind] = max(self.largest[kind], pss)
             if total > self.peak[kind]:
                 self.peak[kind], self.processes_at_peak[kind] = total, count
+                self.tree_at_peak[kind] = sorted(processes, reverse=True)
         self.samples += 1
 
 
@@ -632,6 +638,8 @@ def report(soak, accounts, rows, usage, persisted, traffic_seconds, logs, memory
         )
     if "worker" in memory.peak:
         print(f"  (web: WEB_CONCURRENCY={WEB_CONCURRENCY}; worker: the supervisor, its RQ workers and work horses)")
+    for kind, processes in memory.tree_at_peak.items():
+        print(f"  {kind} at its peak, MB per process: " + ", ".join(f"{pss / mb:.0f}" for pss, _, _ in processes))
 
     print("\nprocess logs:")
     for line in summarise_logs(logs):

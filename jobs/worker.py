@@ -19,6 +19,7 @@ As shipped it is a supervisor built on RQ's WorkerPool:
 
 import argparse
 import functools
+import gc
 import logging
 import os
 import threading
@@ -322,6 +323,11 @@ def main() -> None:
     warm()
     if not args.no_cron:
         start_cron(redis_conn.worker_client(url))
+    # What start-up and warm() built is shared with every worker the pool forks. A child's first
+    # full collection writes to each of those objects' headers and so copies every page they sit
+    # on: an API worker went from ~20 to ~71 MB of PSS once it had run enough jobs (bench/soak.py,
+    # four of them at once took the tree past 512 MB). Frozen, the collector leaves them alone.
+    gc.freeze()
     LevqorWorkerPool(
         connection,
         api_workers=max(1, args.concurrency or config["WORKER_CONCURRENCY"]),
