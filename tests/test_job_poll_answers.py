@@ -78,6 +78,24 @@ def _write(app, account_id: int, job_id: str, status: str, **values) -> None:
         _set_status_in_the_database_only(app, job_id, status, **values)
 
 
+def _poll_with_a_write_between_its_read_and_its_fill(caller, monkeypatch, write) -> dict:
+    """A new job's first poll, with `write(account_id, job_id)` landing after the poll read the
+    database and before it offers what it read to Redis; returns the job. That poll says `queued`
+    (it began before the write)."""
+    job = caller("POST", "/v1/jobs", json={"workflow": "echo", "input": {}}).json()
+    read = jobs.read
+
+    def read_then_write(account_id, job_id):
+        found = read(account_id, job_id)
+        write(account_id, job_id)
+        return found
+
+    monkeypatch.setattr(jobs, "read", read_then_write)
+    assert caller("GET", f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+    monkeypatch.setattr(jobs, "read", read)
+    return job
+
+
 def test_a_held_answer_is_served_without_sql_and_says_what_the_database_says(app, caller, queued, checkouts):
     polls = [caller("GET", f"/v1/jobs/{queued['id']}") for _ in range(3)]
     assert checkouts == []
@@ -98,18 +116,12 @@ def test_a_cancel_drops_the_held_answer_and_the_next_poll_says_canceled(app, cal
 
 def test_a_read_from_before_a_write_is_not_held_after_it(app, caller, monkeypatch):
     """The poll reads `queued`; a cancel commits before the poll holds it: the next poll says canceled."""
-    job = caller("POST", "/v1/jobs", json={"workflow": "echo", "input": {}}).json()
-    read = jobs.read
 
-    def read_then_a_cancel_lands(account_id, job_id):
-        found = read(account_id, job_id)
+    def a_cancel_lands(account_id, job_id):
         with app.app_context():
             jobs.cancel(account_id, job_id)
-        return found
 
-    monkeypatch.setattr(jobs, "read", read_then_a_cancel_lands)
-    assert caller("GET", f"/v1/jobs/{job['id']}").json()["status"] == "queued"  # concurrent with the cancel
-    monkeypatch.setattr(jobs, "read", read)
+    job = _poll_with_a_write_between_its_read_and_its_fill(caller, monkeypatch, a_cancel_lands)
     assert _held(app, caller.account_id, job["id"]) is None
     assert caller("GET", f"/v1/jobs/{job['id']}").json()["status"] == "canceled"
 
@@ -118,11 +130,8 @@ def test_a_read_whose_write_a_failover_lost_is_not_held_on_the_new_primary(app, 
     """The poll reads `queued`; a write commits and is told to the primary, which dies before its
     replica has the counts. On the promoted replica the generation is what the gate saw, but the
     server's epoch is not: the fill is refused and the next poll reads `running`."""
-    job = caller("POST", "/v1/jobs", json={"workflow": "echo", "input": {}}).json()
-    read = jobs.read
 
-    def read_then_a_write_a_failover_loses(account_id, job_id):
-        found = read(account_id, job_id)
+    def a_write_a_failover_loses(account_id, job_id):
         with app.app_context():
             r = redis_conn.for_limits()
             generation = poll_cache.keys(account_id, job_id)[2]
@@ -133,11 +142,8 @@ def test_a_read_whose_write_a_failover_lost_is_not_held_on_the_new_primary(app, 
             else:
                 r.set(generation, seen)
             r.set(metering.epoch_key(account_id), "a-life-on-the-promoted-replica")
-        return found
 
-    monkeypatch.setattr(jobs, "read", read_then_a_write_a_failover_loses)
-    assert caller("GET", f"/v1/jobs/{job['id']}").json()["status"] == "queued"  # concurrent with the write
-    monkeypatch.setattr(jobs, "read", read)
+    job = _poll_with_a_write_between_its_read_and_its_fill(caller, monkeypatch, a_write_a_failover_loses)
     assert _held(app, caller.account_id, job["id"]) is None
     assert caller("GET", f"/v1/jobs/{job['id']}").json()["status"] == "running"
 
