@@ -28,7 +28,6 @@ worker's, around a whole job: API_JOB_TIMEOUT and a margin).
 import json
 import logging
 import re
-import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -84,17 +83,6 @@ return 1
 """
 
 
-_SCRIPTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> {text: its Script}
-
-
-def _script(r: redis.Redis, text: str):
-    """The client's Script for `text`, registered once (its SHA computed once)."""
-    scripts = _SCRIPTS.setdefault(r, {})
-    if text not in scripts:
-        scripts[text] = r.register_script(text)
-    return scripts[text]
-
-
 def is_cacheable(job_id: str) -> bool:
     return _JOB_ID.fullmatch(job_id) is not None
 
@@ -137,7 +125,7 @@ def fill(r: redis.Redis, account_id: int, job_id: str, seen: tuple[bytes, bytes]
         return False
     try:
         return bool(
-            _script(r, _FILL)(
+            r.register_script(_FILL)(
                 keys=[*keys(account_id, job_id), metering.epoch_key(account_id)],
                 args=[offer[len(FILL) :], epoch, answer, ANSWER_SECONDS],
             )
@@ -153,7 +141,7 @@ class Writes:
     (else the writes in flight are forgotten). Redis away: logged, never raised (the database's
     write goes on; see the module's last paragraph)."""
 
-    def __init__(self, r: redis.Redis | None, jobs: Iterable[tuple[int, str]], seconds: int = WRITING_SECONDS):
+    def __init__(self, r: redis.Redis, jobs: Iterable[tuple[int, str]], seconds: int = WRITING_SECONDS):
         self.r = r
         self.jobs = list(jobs)
         self.seconds = seconds
@@ -171,10 +159,8 @@ class Writes:
             self._run(_WRITTEN, account_id, job_id, counted=(account_id, job_id) in counted)
 
     def _run(self, script: str, account_id: int, job_id: str, *, counted: bool) -> bool:
-        if self.r is None:
-            return False
         try:
-            _script(self.r, script)(
+            self.r.register_script(script)(
                 keys=keys(account_id, job_id), args=[self.seconds, GENERATION_SECONDS, int(counted)]
             )
             return True
@@ -185,20 +171,21 @@ class Writes:
 
 @contextmanager
 def writes(jobs: Iterable[tuple[int, str]], seconds: int = WRITING_SECONDS) -> Iterator[Writes]:
-    """`Writes` on the app's limits Redis (None outside an app: nothing to tell)."""
-    with Writes(_limits_redis(), jobs, seconds) as told:
+    """`Writes` on the app's limits Redis."""
+    with Writes(redis_conn.for_limits(), jobs, seconds) as told:
         yield told
 
 
 def forget(jobs: Iterable[tuple[int, str]]) -> None:
     """Drop the answers of jobs just deleted (the purge), and refuse any fill that read them
     before: a deletion has no in-between state a poll must not see, so one half is enough."""
-    r = _limits_redis()
     jobs = list(jobs)
-    if r is None or not jobs:
+    if not jobs:
         return
     try:
-        pipe = r.pipeline(transaction=False)  # one key per command: a cluster's pipeline splits it by node
+        pipe = redis_conn.for_limits().pipeline(
+            transaction=False
+        )  # one key per command: a cluster's pipeline splits it by node
         for account_id, job_id in jobs:
             answer, _writing, generation = keys(account_id, job_id)
             pipe.incr(generation)
@@ -209,10 +196,3 @@ def forget(jobs: Iterable[tuple[int, str]]) -> None:
         log.warning(
             "job poll: answers of %d deleted jobs not dropped (held %d s at most): %s", len(jobs), ANSWER_SECONDS, err
         )
-
-
-def _limits_redis() -> redis.Redis | None:
-    try:
-        return redis_conn.for_limits()
-    except RuntimeError:  # no app context
-        return None
