@@ -27,15 +27,22 @@ def get_queue(name: str = API_QUEUE) -> Queue:
 
 def enqueue(task: str, *args, job_id: str | None = None, **kwargs) -> bool:
     """Enqueue API task `task` (a dotted function path); False when Redis cannot take it right now."""
+    api_queue = get_queue()
     try:
-        get_queue().enqueue(
-            task,
-            *args,
-            job_id=job_id,
-            job_timeout=API_JOB_TIMEOUT,
-            retry=Retry(max=3, interval=[5, 30, 120]),
-            **kwargs,
-        )
+        # One round trip: RQ's own enqueue executes a pipeline for the queue's registration and
+        # another for the job. Given ours, it adds both to it. Not when jobs run in process
+        # (RQ_ASYNC=0): RQ would run the job before the pipeline saved it.
+        with api_queue.connection.pipeline() as pipeline:
+            api_queue.enqueue(
+                task,
+                *args,
+                job_id=job_id,
+                job_timeout=API_JOB_TIMEOUT,
+                retry=Retry(max=3, interval=[5, 30, 120]),
+                pipeline=pipeline if api_queue.is_async else None,
+                **kwargs,
+            )
+            pipeline.execute()
         return True
     except redis.RedisError as err:
         log.warning("could not enqueue %s(%s): %s", task, args, err)

@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from .helpers import ROOT, run_worker_burst, worker_env
 
@@ -56,6 +57,43 @@ def test_idempotency_key_returns_same_job_and_rejects_a_different_body(api, path
     # Production and sandbox refuse a reused key alike, as the spec's example says.
     assert other.json()["type"].endswith("/idempotency-key-reused")
     assert other.json()["detail"] == "This Idempotency-Key was used with a different request body; use a new key."
+
+
+def test_concurrent_submissions_of_one_account_stop_exactly_at_its_cap(cx, app, make_account):
+    """Forty submissions at once, for one account after another (Pro's cap is 10): each locks the
+    account's row and counts its jobs in flight after the lock is held, so exactly the cap's worth
+    are queued. A count that read the jobs as they stood before the lock was granted lets more
+    through in most bursts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from levqor_core.apijobs.models import Job
+    from levqor_core.extensions import db
+    from levqor_core.tiers import TIERS
+
+    keys = dict(make_account(tier="pro") for _ in range(3))
+    cap = TIERS["pro"].max_jobs_in_flight
+    client = cx.test_client()
+    assert client.get("/api/health").status_code == 200  # Connexion builds its stack on the first call
+
+    def submit(account_and_i):
+        account_id, i = account_and_i
+        body = {"workflow": "echo", "input": {"i": i}}
+        response = client.post("/api/v1/jobs", json=body, headers={"x-api-key": keys[account_id]})
+        return account_id, response.status_code, response.json()
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = [
+            answer for account_id in keys for answer in pool.map(submit, [(account_id, i) for i in range(cap + 30)])
+        ]
+    for account_id in keys:
+        mine = [(status, body) for owner, status, body in answers if owner == account_id]
+        statuses = [status for status, _ in mine]
+        assert statuses.count(202) == cap and statuses.count(429) == 30, statuses
+        refused = next(body for status, body in mine if status == 429)
+        assert refused["type"].endswith("/too-many-jobs-in-flight") and refused["limit"] == cap
+        with app.app_context():
+            stored = db.session.scalars(sa.select(Job.id).where(Job.account_id == account_id)).all()
+        assert sorted(stored) == sorted(body["id"] for status, body in mine if status == 202)
 
 
 def test_invalid_input_for_the_workflow_is_a_400_with_errors(api):
