@@ -1,11 +1,14 @@
-"""CPU time per job poll (GET /api/v1/jobs/{job_id}), in process, beside bench/cpu.py's targets.
+"""CPU time per job poll (GET /api/v1/jobs/{job_id}) and per job submit (POST /api/v1/jobs), in
+process, beside bench/cpu.py's targets.
 
     .venv/bin/python bench/cpu_job_poll.py [--requests 300] [--rounds 9] [--compare REV]
 
 The same method as bench/cpu.py (its ASGI driver, no socket, no HTTP parser; rounds alternate the
 targets; the median over rounds of process CPU per request): the bare Connexion peer, the
-authorised v1 read (no SQL: the reference for "the gate and nothing else") and the job poll of 40
-Pro accounts' finished echo jobs, on real PostgreSQL and Redis started here. --compare REV measures
+authorised v1 read (no SQL: the reference for "the gate and nothing else"), the job poll of 40
+Pro accounts' finished echo jobs, and the submit of an echo job by 40 Enterprise accounts (their
+jobs are marked finished between rounds, outside the measure, so none meets its cap), on real
+PostgreSQL and Redis started here. --compare REV measures
 the app as of git revision REV as well (a temporary worktree, its own process): a before/after.
 """
 
@@ -17,11 +20,27 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+SUBMIT_BODY = json.dumps({"workflow": "echo", "input": {"text": "a job, as a client submits it"}}).encode()
+
+
+async def call_with_body(asgi, request: dict, body: bytes) -> int:
+    status = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await asgi(dict(request), receive, send)
+    return status[0]
 
 
 def measure(app_root: Path, n: int, rounds: int) -> dict:
@@ -29,6 +48,7 @@ def measure(app_root: Path, n: int, rounds: int) -> dict:
     sys.path[:0] = [str(app_root), str(HERE / "peers" / "bare_connexion"), str(HERE), str(ROOT)]
     os.environ.setdefault("VALIDATE_RESPONSES", "0")  # as served
     import server as bare  # the peer
+    import sqlalchemy as sa
     from cpu import cpu_per_request, scope
     from flask_migrate import upgrade
 
@@ -51,7 +71,7 @@ def measure(app_root: Path, n: int, rounds: int) -> dict:
                 "SECRET_KEY": "bench",
             }
         )
-        v1, polls = [], []
+        v1, polls, submits = [], [], []
         with cx.app.app_context():
             upgrade()
             for i in range(40):  # Pro's burst per key stays out of the way at 40 keys
@@ -75,15 +95,42 @@ def measure(app_root: Path, n: int, rounds: int) -> dict:
                 db.session.commit()
                 v1.append(scope("/api/v1/workflows", [(b"x-api-key", raw)]))
                 polls.append(scope(f"/api/v1/jobs/{job.id}", [(b"x-api-key", raw)]))
+            for _ in range(40):  # Enterprise: 25 jobs in flight each, 1,000 in all
+                account = Account(
+                    email=f"submit-{uuid.uuid4().hex[:8]}@example.com", password_hash="x", tier="enterprise"
+                )
+                db.session.add(account)
+                db.session.commit()
+                raw = keys.issue(account, keys.Actor(email="bench")).raw.encode()
+                headers = [(b"x-api-key", raw), (b"content-type", b"application/json")]
+                submits.append(scope("/api/v1/jobs", [*headers, (b"content-length", b"%d" % len(SUBMIT_BODY))]))
+                submits[-1]["method"] = "POST"
+        if n > len(submits) * 25:
+            sys.exit(f"--requests {n} would pass the submitting accounts' caps ({len(submits) * 25})")
         targets = {"bare": (bare.app, [scope("/api/health")]), "v1": (cx, v1), "poll": (cx, polls)}
+
+        def finish_submitted_jobs():
+            with cx.app.app_context():
+                db.session.execute(sa.update(Job).where(Job.status == "queued").values(status="succeeded"))
+                db.session.commit()
+
+        async def submit_cpu(count: int) -> float:
+            finish_submitted_jobs()
+            started = time.process_time()
+            for i in range(count):
+                if (status := await call_with_body(cx, submits[i % len(submits)], SUBMIT_BODY)) != 202:
+                    sys.exit(f"POST /api/v1/jobs answered {status}")
+            return (time.process_time() - started) / count * 1e6
 
         async def run() -> dict:
             for asgi, requests in targets.values():  # warm: imports, caches, key records, pool
                 await cpu_per_request(asgi, requests, 100)
-            samples = {name: [] for name in targets}
+            await submit_cpu(100)
+            samples = {name: [] for name in [*targets, "submit"]}
             for _ in range(rounds):
                 for name, (asgi, requests) in targets.items():
                     samples[name].append(await cpu_per_request(asgi, requests, n))
+                samples["submit"].append(await submit_cpu(n))
             return {name: statistics.median(values) for name, values in samples.items()}
 
         return asyncio.run(run())
@@ -123,7 +170,7 @@ def main() -> int:
                 print(
                     f"{label:24} bare Connexion {f['bare']:6.0f} µs   v1 read {f['v1']:6.0f} µs   "
                     f"job poll {f['poll']:6.0f} µs   bare/poll {f['bare'] / f['poll']:.2f}   "
-                    f"poll - v1 {f['poll'] - f['v1']:5.0f} µs"
+                    f"poll - v1 {f['poll'] - f['v1']:5.0f} µs   job submit {f.get('submit', float('nan')):6.0f} µs"
                 )
         finally:
             if args.compare:

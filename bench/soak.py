@@ -213,6 +213,8 @@ class Soak:
         self.calls: list[Call] = []
         self.lock = threading.Lock()
         self.t0 = 0.0
+        self.wall_t0 = 0.0  # time.time() at t0: the sandbox's daily count is per UTC day
+        self.usage_read_at = 0.0  # time.time() when GET /api/usage was read for the report
         self.faults: list[tuple[str, float, float]] = []  # (what, start, end) in run seconds
         self.jobs_submitted = Counter()
 
@@ -318,6 +320,16 @@ def admitted(call: Call) -> bool | None:
     if call.status == 0 or call.status >= 500:
         return None
     return not (call.status == 401 or (call.status == 429 and call.problem in GATE_REFUSALS))
+
+
+def sandbox_day(soak: Soak, call: Call) -> bool | None:
+    """Is this sandbox call in the day GET /api/usage's `calls_today` was read in? None within 2 s
+    of a UTC midnight between them: which day the server counted it in is not known here."""
+    wall = soak.wall_t0 + call.at
+    day = int(soak.usage_read_at // 86400)
+    if int(wall // 86400) == day:
+        return None if wall - day * 86400 < 2 else True
+    return None if (day * 86400) - wall < 2 else False
 
 
 def faults(soak: Soak, redis_server: RedisServer, procs: dict, env: dict, logs: Path, stop_at: float) -> None:
@@ -461,7 +473,7 @@ def main() -> int:
         )
 
         print(f"traffic for {SECONDS} s from {len(accounts)} keys; faults:", flush=True)
-        soak.t0 = time.monotonic()
+        soak.t0, soak.wall_t0 = time.monotonic(), time.time()
         memory.start()
         deadline = soak.t0 + SECONDS
         threads = [
@@ -481,6 +493,7 @@ def main() -> int:
         memory.stop()
         time.sleep(2 * FLUSH_SECONDS + 1)  # two usage flushes
         usage = {}
+        soak.usage_read_at = time.time()
         for a in accounts:
             response = httpx.get(base + "/api/usage", headers={"x-api-key": a.key}, timeout=30)
             usage[a.key] = response.json() if response.status_code == 200 else {"error": response.status_code}
@@ -574,8 +587,13 @@ def report(soak, accounts, rows, usage, persisted, traffic_seconds, logs, memory
     # (area, True | None) -> key -> calls: admitted, or of unknown outcome
     tally: dict[tuple, Counter] = defaultdict(Counter)
     for c in calls:
-        if c.area in ("v1", "sandbox") and c.account is not None:
+        if c.area == "v1" and c.account is not None:
             tally[(c.area, admitted(c))][c.account.key] += 1
+        elif c.area == "sandbox" and c.account is not None:
+            # A soak across midnight UTC: calls_today counts the new day's calls only.
+            today = sandbox_day(soak, c)
+            if today is not False:
+                tally[(c.area, admitted(c) if today else None)][c.account.key] += 1
     v1_admitted, v1_unknown = tally[("v1", True)], tally[("v1", None)]
     sb_admitted, sb_unknown = tally[("sandbox", True)], tally[("sandbox", None)]
     mismatches = []
