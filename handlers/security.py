@@ -7,9 +7,6 @@ from levqor_core import problems
 from levqor_core.apijobs import poll_cache
 from levqor_core.web import request_state
 
-# The job poll: its answer can come back with the gate's round trip (levqor_core.apijobs.poll_cache).
-JOB_POLL = "handlers.jobs.get_job"
-
 
 def area_of(scope: dict, state: request_state.RequestState) -> str:
     """Which limit a call counts against: its operation's `x-levqor-area` in the spec (the v1 quota,
@@ -18,10 +15,11 @@ def area_of(scope: dict, state: request_state.RequestState) -> str:
     return state.extensions["levqor.operation_areas"].get(operation_id, "meta")
 
 
-def polled_job(scope: dict) -> str | None:
-    """The job a job poll names, when it is one of ours in form (anything else is for the database
-    to refuse, and names no Redis key)."""
-    if scope["extensions"]["connexion_routing"]["operation_id"] != JOB_POLL:
+def polled_job(scope: dict, state: request_state.RequestState) -> str | None:
+    """The job whose answer the gate may read with its round trip: the `job_id` of an operation
+    marked `x-levqor-held-answer: job` in the spec (the job poll), when it is one of ours in form
+    (anything else is for the database to refuse, and names no Redis key)."""
+    if scope["extensions"]["connexion_routing"]["operation_id"] not in state.extensions["levqor.held_answers"]:
         return None
     job_id = scope.get("path_params", {}).get("job_id")
     return job_id if isinstance(job_id, str) and poll_cache.is_cacheable(job_id) else None
@@ -35,7 +33,7 @@ async def api_key_auth(api_key, required_scopes=None, request=None):
     state = request_state.of(scope)
     try:
         admitted = await state.gate.authorize_async(
-            api_key, area_of(scope, state), client=client[0] if client else None, job_id=polled_job(scope)
+            api_key, area_of(scope, state), client=client[0] if client else None, job_id=polled_job(scope, state)
         )
     except problems.Problem as refusal:
         if caller := getattr(refusal, "caller", None):  # a valid key over its limits: still its call

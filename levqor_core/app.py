@@ -64,6 +64,8 @@ def create_app(test_config: dict | None = None) -> connexion.FlaskApp:
     register_extensions(app)
     # Which limit each operation's key calls count against (the spec's x-levqor-area).
     app.extensions["levqor.operation_areas"] = contract.operation_areas(spec)
+    # Whose answer the gate may read with its round trip (the spec's x-levqor-held-answer).
+    app.extensions["levqor.held_answers"] = contract.held_answer_operations(spec)
     # /api/postman.json: built at setup (openapi/postman.py), served as read here.
     collection = postman.load()
     app.extensions["levqor.postman"] = collection and postman.served(collection, app.config["PUBLIC_BASE_URL"] + "/api")

@@ -21,11 +21,15 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 # Which limit an operation's key calls count against: `v1` (the quota), `sandbox` (the daily cap),
 # absent: neither (the burst limit only).
 AREA_EXTENSION = "x-levqor-area"
+# An operation whose answer the gate may read with its round trip: `job` (the job poll, its
+# `job_id` path parameter naming the answer: levqor_core.apijobs.poll_cache).
+HELD_ANSWER_EXTENSION = "x-levqor-held-answer"
 # Wiring for Connexion and the app (the gate's area, the guard's body limit), not part of the contract.
 _WIRING = (
     "x-openapi-router-controller",
     "x-apikeyInfoFunc",
     AREA_EXTENSION,
+    HELD_ANSWER_EXTENSION,
     "x-levqor-max-body-bytes",
     "x-levqor-host",
 )
@@ -39,18 +43,35 @@ def load(path: Path = SPEC_PATH) -> dict:
 def operation_areas(spec: dict) -> dict[str, str]:
     """Each operation's area (`meta` where the spec names none), read once at start-up; by its
     operationId and by the id Connexion routes it under (`<x-openapi-router-controller>.<id>`)."""
-    areas = {}
+    return {name: operation.get(AREA_EXTENSION, "meta") for name, operation in _operations_by_id(spec)}
+
+
+def held_answer_operations(spec: dict) -> frozenset[str]:
+    """The operations marked `x-levqor-held-answer: job`, by both ids as `operation_areas`. Each must
+    take a `job_id` path parameter: that is what names the answer."""
+    held = set()
+    for name, operation in _operations_by_id(spec):
+        kind = operation.get(HELD_ANSWER_EXTENSION)
+        if kind is None:
+            continue
+        parameters = [resolve(spec, parameter) for parameter in operation.get("parameters", [])]
+        if kind != "job" or not any(p.get("in") == "path" and p.get("name") == "job_id" for p in parameters):
+            raise ValueError(f"{name}: {HELD_ANSWER_EXTENSION} is `job`, on an operation with a job_id path parameter")
+        held.add(name)
+    return frozenset(held)
+
+
+def _operations_by_id(spec: dict):
+    """(id, operation) for every operation with an operationId, under both of its ids."""
     for item in spec.get("paths", {}).values():
         for method in METHODS:
             operation = item.get(method)
             if not isinstance(operation, dict) or "operationId" not in operation:
                 continue
-            area = operation.get(AREA_EXTENSION, "meta")
-            areas[operation["operationId"]] = area
+            yield operation["operationId"], operation
             controller = operation.get("x-openapi-router-controller") or item.get("x-openapi-router-controller")
             if controller:
-                areas[f"{controller}.{operation['operationId']}"] = area
-    return areas
+                yield f"{controller}.{operation['operationId']}", operation
 
 
 def resolve(spec: dict, node):

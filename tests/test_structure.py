@@ -249,3 +249,25 @@ def test_the_gate_reads_each_operations_area_from_the_spec():
     assert areas["get_job"] == areas["create_job"] == areas["list_webhook_endpoints"] == "v1"
     assert areas["sandbox_get_job"] == areas["sandbox_list_workflows"] == "sandbox"
     assert areas["get_usage"] == areas["get_key"] == areas["get_health"] == "meta"
+
+
+def test_only_the_job_poll_has_its_answer_read_by_the_gate_and_the_mark_is_checked():
+    """`x-levqor-held-answer` in the spec, not an operation id in the code, says which operation's
+    answer the gate reads; it must name a job by a `job_id` path parameter, and stays out of the
+    public spec."""
+    import copy
+
+    from levqor_core.spec import held_answer_operations, load, public_json
+
+    spec = load()
+    assert held_answer_operations(spec) == {"get_job", "handlers.jobs.get_job"}
+    assert "x-levqor-held-answer" not in public_json(spec)
+
+    wrong = copy.deepcopy(spec)
+    wrong["paths"]["/v1/workflows"]["get"]["x-levqor-held-answer"] = "job"  # no job_id to name
+    with pytest.raises(ValueError, match="list_workflows"):
+        held_answer_operations(wrong)
+    wrong = copy.deepcopy(spec)
+    wrong["paths"]["/v1/jobs/{job_id}"]["get"]["x-levqor-held-answer"] = "workflow"
+    with pytest.raises(ValueError, match="get_job"):
+        held_answer_operations(wrong)
