@@ -3,6 +3,7 @@
 DATABASE_URL / REDIS_URL are unset). A worker that exits is started again, and the log says so."""
 
 import atexit
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from flask_migrate import upgrade
 
 from levqor_core import redis_conn
 from levqor_core.app import create_app
+from levqor_core.web.web_worker import SHUTDOWN_GRACE_SECONDS, StreamsEndingServer
 
 RESTART_DELAY_SECONDS = 1.0
 
@@ -73,7 +75,16 @@ def main() -> None:
         # One process, named: uvicorn.run takes WEB_CONCURRENCY (the Procfile's, in many a copied
         # environment) as a worker count, which it cannot start from an app object, and never served.
         level = os.environ.get("LOG_LEVEL", "INFO").lower()
-        uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level=level)
+        # What uvicorn.run does for one process, with the web dyno's server: open event streams
+        # (`levqor listen`) are ended at Ctrl-C, which otherwise waited on them for ever.
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level=level, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS
+        )
+        server = StreamsEndingServer(config)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        if not server.started:
+            sys.exit(1)
     finally:
         worker.stop()
 

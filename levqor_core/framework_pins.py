@@ -25,6 +25,8 @@ FRAMEWORKS = (
     "flask-security-too",
     "rq",
     "redis",
+    "uvicorn",
+    "uvicorn-worker",
 )
 
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)")

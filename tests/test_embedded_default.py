@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import httpx
 
 from . import signup
 from .servers import free_port
+from .test_web_shutdown import hold_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,8 +49,20 @@ def test_devserver_on_sqlite_and_embedded_redis_runs_a_job(tmp_path):
             assert done["status"] == "succeeded" and done["result"] == {"from": "embedded"}
             assert api.get("/api/usage").json()["calls_used"] >= 2
         assert (tmp_path / "levqor.sqlite").exists()
+
+        # `levqor logs tail` open as the developer stops `make run`: the stream is told, not waited on.
+        seen = {}
+        reader = threading.Thread(target=hold_stream, args=(base, key, "/api/v1/request_log/stream", seen), daemon=True)
+        reader.start()
+        for _ in range(100):
+            if "first" in seen:
+                break
+            time.sleep(0.1)
+        assert seen.get("first") == "ready", seen
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0  # a clean exit: the worker and embedded Redis were stopped
         # The last flushes at exit (request totals, usage) found the embedded Redis still there.
         assert "not flushed at exit" not in console.read_text() and "redis unavailable" not in console.read_text()
+    reader.join(timeout=5)
+    assert seen.get("last") == "end" and seen["data"]["reason"] == "restarting", seen

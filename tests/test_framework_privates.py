@@ -126,6 +126,8 @@ D_FS = "0010-flask-security-internals"
 D_RQ = "0011-rq-cron-leader-and-pool-queues"
 D_REDIS = "0012-redis-script-client"
 D_APIW = "0015-api-worker-no-fork"
+D_STOP = "0016-web-worker-ends-streams"
+WEB = "levqor_core/web/web_worker.py"
 
 PRIVATES = (
     # Connexion: per-operation work done once (framework_costs.install, _Api, _Operation, _BuiltOnceDecorator)
@@ -273,6 +275,10 @@ PRIVATES = (
     Private("rq.worker", "BaseWorker.handle_job_failure", "mentions", "self._stopped_job_id == job.id", WORKER, D_APIW),
     Private("rq.worker", "BaseWorker.perform_job", "mentions", "self.handle_exception(job, *exc_info)", WORKER, D_APIW),
     Private("rq.registry", "StartedJobRegistry.cleanup", "mentions", "get_expired_job_ids(score)", WORKER, D_APIW),
+    # uvicorn_worker: its worker's Server is ours, which ends the event streams first (web_worker.WebWorker)
+    Private("uvicorn_worker._workers", "UvicornWorker._serve", "source", "b99ab14ff06c", WEB, D_STOP),
+    Private("uvicorn_worker._workers", "UvicornWorker._install_sigquit_handler", "signature", ("self",), WEB, D_STOP),
+    Private("uvicorn.server", "Server.shutdown", "signature", ("self", "sockets"), WEB, D_STOP),
     # redis-py's URL parsing, read by the gate's script client (levqor_core/redis_scripts.py)
     Private(
         "redis.asyncio.connection", "parse_url", "shape", _parse_url_layout, "levqor_core/redis_scripts.py", D_REDIS

@@ -1,7 +1,9 @@
-"""A web dyno stopped with event streams open (`levqor listen`, `levqor logs tail`) still exits on
-its own, well inside the 30 s a platform leaves between SIGTERM and SIGKILL: the streams are ended
-after levqor_core.web.web_worker.SHUTDOWN_GRACE_SECONDS, and each worker shuts down cleanly."""
+"""A web dyno stopped with event streams open (`levqor listen`, `levqor logs tail`) ends them with
+an `end` event (`reason`: `restarting`) and exits on its own, well inside the 30 s a platform leaves
+between SIGTERM and SIGKILL; each worker shuts down cleanly, and uvicorn has no stream to cut
+(levqor_core.web.web_worker)."""
 
+import json
 import os
 import re
 import signal
@@ -20,13 +22,17 @@ from . import signup
 from .servers import free_port
 
 
-def _hold(base: str, key: str, path: str, seen: dict) -> None:
-    """Read a stream until the server ends it; note its first event and how it ended."""
+def hold_stream(base: str, key: str, path: str, seen: dict) -> None:
+    """Read a stream until the server ends it; note its first event, its last event's name and
+    data, and how the connection ended."""
     try:
         with httpx.stream("GET", base + path, headers={"x-api-key": key}, timeout=httpx.Timeout(10, read=60)) as s:
             for line in s.iter_lines():
                 if line.startswith("event: "):
                     seen.setdefault("first", line[7:])
+                    seen["last"] = line[7:]
+                elif line.startswith("data: "):
+                    seen["data"] = json.loads(line[6:])
         seen["end"] = "closed"
     except httpx.HTTPError as err:
         seen["end"] = type(err).__name__
@@ -53,7 +59,7 @@ def test_a_stopped_web_dyno_ends_its_open_streams_and_exits_cleanly(postgres_ser
         )
         streams = {"/api/sandbox/v1/events/stream": {}, "/api/v1/request_log/stream": {}}
         readers = [
-            threading.Thread(target=_hold, args=(base, key, p, seen), daemon=True) for p, seen in streams.items()
+            threading.Thread(target=hold_stream, args=(base, key, p, seen), daemon=True) for p, seen in streams.items()
         ]
         for reader in readers:
             reader.start()
@@ -63,11 +69,15 @@ def test_a_stopped_web_dyno_ends_its_open_streams_and_exits_cleanly(postgres_ser
         web.wait(timeout=25)  # the platform's SIGKILL comes at 30 s
         for reader in readers:
             reader.join(timeout=5)
-        assert all(seen.get("end") for seen in streams.values()), streams  # ended by the server
+        # Each was told, and closed cleanly: its client reconnects at once, from its Last-Event-ID.
+        for seen in streams.values():
+            assert seen.get("end") == "closed" and seen.get("last") == "end", streams
+            assert seen["data"]["reason"] == "restarting", streams
     finally:
         shipped.stop_procfile_line(web)
     log = out.read_text()
     # Both workers (WEB_CONCURRENCY=2) finished on their own: none was killed by gunicorn.
     assert len(re.findall(r"Finished server process \[\d+\]", log)) == 2, log[-3000:]
     assert "SIGKILL" not in log
+    assert "timeout graceful shutdown exceeded" not in log  # nothing left for uvicorn to cut
     assert SHUTDOWN_GRACE_SECONDS + EXIT_WAIT_SECONDS < 30  # the grace, then the usage flusher's last tick

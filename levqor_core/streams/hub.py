@@ -44,6 +44,10 @@ class FellBehind(redis.RedisError):
     """The stream's client read slower than its events came (MAX_PENDING)."""
 
 
+class Stopping(Exception):
+    """The process serving the stream is stopping (a deploy, a restart, a worker recycled)."""
+
+
 def _order(entry_id: bytes) -> tuple[int, int]:
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)
@@ -216,6 +220,7 @@ class Hub:
         self._turns = asyncio.Semaphore(COMMANDS_AT_ONCE)
         self.readers: dict[str | None, _Reader] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.stopping = False  # the process is stopping: streams end, new ones at once
 
     @contextlib.asynccontextmanager
     async def commands(self):
@@ -231,11 +236,23 @@ class Hub:
     async def subscribe(self, cursors: dict[str, str | bytes]) -> Subscription:
         """Read these keys (of one slot) after these cursors for a stream until it unsubscribes."""
         subscription = Subscription(cursors)
+        if self.stopping:
+            subscription.fail(Stopping())
+            return subscription
         reader = await self._reader_for(next(iter(cursors)))
         for key in cursors:
             reader.add(key, subscription)
         subscription.reader = reader
         return subscription
+
+    def stop_streams(self) -> int:
+        """End every stream subscribed here, and any that subscribes after: each gets Stopping from
+        its next read. Returns how many were open."""
+        self.stopping = True
+        open_now = {s for reader in self.readers.values() for subs in reader.keys.values() for s in subs}
+        for subscription in open_now:
+            subscription.fail(Stopping())
+        return len(open_now)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         reader = getattr(subscription, "reader", None)
@@ -291,3 +308,9 @@ def hub(url: str, cluster: bool, command_timeout: float) -> Hub:
     if found is None:
         found = per_loop[url] = Hub(url, cluster, command_timeout)
     return found
+
+
+def stop_streams() -> int:
+    """End the streams open on this event loop, as its server stops: each sends its `end` event and
+    finishes, so the server has nothing to cut. Returns how many were open."""
+    return sum(found.stop_streams() for found in _hubs.get(asyncio.get_running_loop(), {}).values())

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from levqor_core import problems
 from levqor_core.streams import feed
-from levqor_core.streams.hub import UNAVAILABLE, FellBehind, Hub
+from levqor_core.streams.hub import UNAVAILABLE, FellBehind, Hub, Stopping
 
 SLOT_TTL_HEARTBEATS = 3
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -195,6 +195,9 @@ async def serve(
     except FellBehind:
         detail = "This stream's client read slower than its events came; reconnect with Last-Event-ID."
         yield sse("end", {"reason": "unavailable", "detail": detail})
+    except Stopping:
+        detail = "The server serving this stream is restarting; reconnect with Last-Event-ID."
+        yield sse("end", {"reason": "restarting", "detail": detail})
     except UNAVAILABLE as err:
         yield sse(
             "end",
