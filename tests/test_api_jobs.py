@@ -96,6 +96,32 @@ def test_concurrent_submissions_of_one_account_stop_exactly_at_its_cap(cx, app, 
         assert sorted(stored) == sorted(body["id"] for status, body in mine if status == 202)
 
 
+def test_concurrent_submissions_with_one_idempotency_key_make_one_job(cx, app, make_account):
+    """Ten submissions at once with the same Idempotency-Key: the unique index lets one INSERT in;
+    the others roll back and answer the job it made (200), none a 500 and none a second job."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from levqor_core.apijobs.models import Job
+    from levqor_core.extensions import db
+
+    account_id, raw = make_account(tier="pro")
+    client = cx.test_client()
+    assert client.get("/api/health").status_code == 200  # Connexion builds its stack on the first call
+    headers = {"x-api-key": raw, "Idempotency-Key": "retry-of-one-submit"}
+
+    def submit(_):
+        response = client.post("/api/v1/jobs", json={"workflow": "echo", "input": {"once": True}}, headers=headers)
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(submit, range(10)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] * 9 + [202], answers
+    assert len({body["id"] for _, body in answers}) == 1
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).where(Job.account_id == account_id)) == 1
+
+
 def test_invalid_input_for_the_workflow_is_a_400_with_errors(api):
     response = api("POST", "/v1/jobs", json={"workflow": "text-stats", "input": {"text": 5}})
     assert response.status_code == 400
