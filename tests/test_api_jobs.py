@@ -122,6 +122,22 @@ def test_concurrent_submissions_with_one_idempotency_key_make_one_job(cx, app, m
         assert db.session.scalar(sa.select(sa.func.count()).where(Job.account_id == account_id)) == 1
 
 
+def test_a_submit_for_an_account_deleted_after_the_gate_is_a_401_not_a_500(app):
+    """The gate admitted the key, then the account's deletion committed: the submit finds no
+    account row to lock and says so, instead of breaking the jobs' foreign key (a 500)."""
+    from levqor_core import problems
+    from levqor_core.accounts.models import Account
+    from levqor_core.apijobs import jobs as job_core
+    from levqor_core.apijobs.models import Job
+    from levqor_core.extensions import db
+
+    with app.app_context():
+        gone = (db.session.scalar(sa.select(sa.func.max(Account.id))) or 0) + 1000
+        with pytest.raises(problems.NotAuthenticated, match="no longer exists"):
+            job_core.create(gone, "echo", {"late": True})
+        assert db.session.scalar(sa.select(sa.func.count()).where(Job.account_id == gone)) == 0
+
+
 def test_invalid_input_for_the_workflow_is_a_400_with_errors(api):
     response = api("POST", "/v1/jobs", json={"workflow": "text-stats", "input": {"text": 5}})
     assert response.status_code == 400

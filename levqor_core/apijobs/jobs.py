@@ -142,7 +142,11 @@ def _hold_in_flight_slot(connection: sa.Connection, account_id: int) -> None:
     own statement, run after the lock is held: on PostgreSQL a statement reads the jobs committed
     before it began, so a count in the locking statement would miss the one the lock waited for."""
     params = {"account_id": account_id}
-    tier = _tier_named(connection.scalar(_TIER_LOCKED, params))
+    tier_name = connection.scalar(_TIER_LOCKED, params)
+    if tier_name is None:  # deleted since the gate admitted the call: its INSERT would break the foreign key
+        db.session.rollback()
+        raise problems.NotAuthenticated("This account no longer exists.")
+    tier = _tier_named(tier_name)
     if connection.scalar(_IN_FLIGHT, params) >= tier.max_jobs_in_flight:
         db.session.rollback()
         raise TooManyJobsInFlight.at_cap(tier)
