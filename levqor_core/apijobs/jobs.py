@@ -107,8 +107,8 @@ def create(account_id: int, workflow_id: str, data: dict, idempotency_key: str |
         "finished_at": None,
     }
     # Core statements on the session's connection, not the ORM: the submit is the API's busiest
-    # write, and the ORM's statement handling and unit of work were ~40 % of its CPU
-    # (docs/performance.md, "The job submit"). The job is never in the session.
+    # write, and the ORM's statement handling and unit of work took about half of its Flask
+    # thread's CPU (docs/performance.md, "The job submit"). The job is never in the session.
     connection = db.session.connection()
     try:
         _hold_in_flight_slot(connection, account_id)

@@ -236,13 +236,13 @@ class Hub:
     async def subscribe(self, cursors: dict[str, str | bytes]) -> Subscription:
         """Read these keys (of one slot) after these cursors for a stream until it unsubscribes."""
         subscription = Subscription(cursors)
-        if self.stopping:
+        if not self.stopping:
+            reader = await self._reader_for(next(iter(cursors)))
+            for key in cursors:
+                reader.add(key, subscription)
+            subscription.reader = reader
+        if self.stopping:  # before, or while it waited for its reader: stop_streams did not see it
             subscription.fail(Stopping())
-            return subscription
-        reader = await self._reader_for(next(iter(cursors)))
-        for key in cursors:
-            reader.add(key, subscription)
-        subscription.reader = reader
         return subscription
 
     def stop_streams(self) -> int:
