@@ -8,6 +8,8 @@ import pytest
 
 from levqor_core.streams import hub as hubs
 
+from .helpers import run_on_own_loop
+
 
 def test_stop_streams_ends_the_open_ones_one_subscribing_and_any_after(redis_server, monkeypatch):
     async def scenario():
@@ -38,4 +40,4 @@ def test_stop_streams_ends_the_open_ones_one_subscribing_and_any_after(redis_ser
         await asyncio.wait_for(reader.task, 15)  # no stream left: the reader ends and closes
         assert not reader.keys
 
-    asyncio.run(scenario())
+    run_on_own_loop(scenario())
