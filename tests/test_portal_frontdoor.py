@@ -167,6 +167,16 @@ def test_the_reference_lists_each_public_operation_once_and_no_internal_one_with
     assert 'href="/api/postman.json"' in text
 
 
+def test_a_response_description_with_a_code_block_keeps_its_blocks_in_the_reference(client):
+    """The event stream's format is a fenced example in its 200's description: the reference shows
+    it as a code block under its own paragraph, not run into one line of text."""
+    text = client.get("/docs/api").text
+    op = re.search(r'<article class="op" id="op-stream_events".*?</article>', text, re.S).group(0)
+    shown = re.search(r'<div class="response-text">.*?</div>', op, re.S).group(0)
+    assert re.search(r'<pre tabindex="0"><code>id: \d+-0\nevent: webhook\ndata: ', shown), shown[:600]
+    assert shown.count("<p>") >= 2  # the lead-in and the events, each its own paragraph
+
+
 def test_the_docs_site_has_a_left_navigation_and_every_guide(client):
     home = client.get("/docs").text
     nav = re.search(r'<nav id="side-nav" class="side-nav docs-nav".*?</nav>', home, re.S).group(0)
