@@ -52,11 +52,11 @@ def scope(path: str, headers=()) -> dict:
     }
 
 
-async def call(asgi, request: dict) -> int:
+async def call(asgi, request: dict, body: bytes = b"") -> int:
     status = []
 
     async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message):
         if message["type"] == "http.response.start":

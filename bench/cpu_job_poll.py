@@ -29,27 +29,13 @@ ROOT = HERE.parent
 SUBMIT_BODY = json.dumps({"workflow": "echo", "input": {"text": "a job, as a client submits it"}}).encode()
 
 
-async def call_with_body(asgi, request: dict, body: bytes) -> int:
-    status = []
-
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-
-    await asgi(dict(request), receive, send)
-    return status[0]
-
-
 def measure(app_root: Path, n: int, rounds: int) -> dict:
     """In the process that imports the app from `app_root`: {target: median µs per request}."""
     sys.path[:0] = [str(app_root), str(HERE / "peers" / "bare_connexion"), str(HERE), str(ROOT)]
     os.environ.setdefault("VALIDATE_RESPONSES", "0")  # as served
     import server as bare  # the peer
     import sqlalchemy as sa
-    from cpu import cpu_per_request, scope
+    from cpu import call, cpu_per_request, scope
     from flask_migrate import upgrade
 
     from levqor_core.accounts.models import Account
@@ -118,7 +104,7 @@ def measure(app_root: Path, n: int, rounds: int) -> dict:
             finish_submitted_jobs()
             started = time.process_time()
             for i in range(count):
-                if (status := await call_with_body(cx, submits[i % len(submits)], SUBMIT_BODY)) != 202:
+                if (status := await call(cx, submits[i % len(submits)], SUBMIT_BODY)) != 202:
                     sys.exit(f"POST /api/v1/jobs answered {status}")
             return (time.process_time() - started) / count * 1e6
 

@@ -183,9 +183,8 @@ def forget(jobs: Iterable[tuple[int, str]]) -> None:
     if not jobs:
         return
     try:
-        pipe = redis_conn.for_limits().pipeline(
-            transaction=False
-        )  # one key per command: a cluster's pipeline splits it by node
+        # One key per command: a cluster's pipeline splits it by node.
+        pipe = redis_conn.for_limits().pipeline(transaction=False)
         for account_id, job_id in jobs:
             answer, _writing, generation = keys(account_id, job_id)
             pipe.incr(generation)
